@@ -1,0 +1,246 @@
+//! Parameter types shared by every kernel and its reference.
+
+use half::{bf16, f16};
+
+/// Weight values in their stored dtype. Kernels convert in registers; nothing is widened in memory.
+#[derive(Clone, Copy, Debug)]
+pub enum WeightData<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+    Bf16(&'a [bf16]),
+}
+
+impl WeightData<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            WeightData::F32(s) => s.len(),
+            WeightData::F16(s) => s.len(),
+            WeightData::Bf16(s) => s.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Element `i` as f32.
+    #[inline]
+    pub fn get(&self, i: usize) -> f32 {
+        match self {
+            WeightData::F32(s) => s[i],
+            WeightData::F16(s) => s[i].to_f32(),
+            WeightData::Bf16(s) => s[i].to_f32(),
+        }
+    }
+
+    /// Bytes per element.
+    pub fn elem_bytes(&self) -> usize {
+        match self {
+            WeightData::F32(_) => 4,
+            WeightData::F16(_) | WeightData::Bf16(_) => 2,
+        }
+    }
+}
+
+/// How a weight matrix is laid out in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// `[out, in]`, row-major: PyTorch `nn.Linear` (`y = x Wᵀ`).
+    OutIn,
+    /// `[in, out]`, row-major: GPT-2's `Conv1D` (`y = x W`).
+    InOut,
+}
+
+/// A weight matrix: data, logical shape and layout.
+#[derive(Clone, Copy, Debug)]
+pub struct Weight<'a> {
+    pub data: WeightData<'a>,
+    pub out_dim: usize,
+    pub in_dim: usize,
+    pub layout: Layout,
+}
+
+impl<'a> Weight<'a> {
+    /// `None` when `data.len() != out_dim * in_dim`.
+    pub fn new(data: WeightData<'a>, out_dim: usize, in_dim: usize, layout: Layout) -> Option<Self> {
+        (out_dim.checked_mul(in_dim)? == data.len()).then_some(Self {
+            data,
+            out_dim,
+            in_dim,
+            layout,
+        })
+    }
+
+    /// Element `(o, i)` as f32, whatever the layout.
+    #[inline]
+    pub fn at(&self, o: usize, i: usize) -> f32 {
+        match self.layout {
+            Layout::OutIn => self.data.get(o * self.in_dim + i),
+            Layout::InOut => self.data.get(i * self.out_dim + o),
+        }
+    }
+}
+
+/// Element strides of a `[batch, pos, head, head_dim]` tensor (head_dim is contiguous).
+///
+/// Projections produce `[batch, len, n_heads * head_dim]`: `Strides::token_major(len, n_heads, head_dim)`.
+/// KV caches are `[batch, n_kv_heads, capacity, head_dim]`: `Strides::head_major(n_kv_heads, capacity, head_dim)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Strides {
+    pub batch: usize,
+    pub pos: usize,
+    pub head: usize,
+}
+
+impl Strides {
+    pub fn token_major(len: usize, n_heads: usize, head_dim: usize) -> Self {
+        Self {
+            batch: len * n_heads * head_dim,
+            pos: n_heads * head_dim,
+            head: head_dim,
+        }
+    }
+
+    pub fn head_major(n_heads: usize, capacity: usize, head_dim: usize) -> Self {
+        Self {
+            batch: n_heads * capacity * head_dim,
+            pos: head_dim,
+            head: capacity * head_dim,
+        }
+    }
+
+    /// Offset of `(b, t, h, 0)`.
+    #[inline]
+    pub fn offset(&self, b: usize, t: usize, h: usize) -> usize {
+        b * self.batch + t * self.pos + h * self.head
+    }
+}
+
+/// Which keys a query may see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mask {
+    /// Every key (encoder self-attention, cross-attention, decode over a cache).
+    None,
+    /// Query row `i` sees keys `j <= q_offset + i` (`q_offset` = number of cached positions before the queries).
+    Causal { q_offset: usize },
+}
+
+/// Shapes, masks and layouts of one attention call.
+///
+/// Query head `h` reads KV head `h / (n_heads / n_kv_heads)` (grouped-query attention).
+/// `key_lens[b]`, when given, masks keys `j >= key_lens[b]` of batch row `b` (padding).
+/// A query row that sees no key at all gets an output of zeros.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnArgs<'a> {
+    pub batch: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub q_len: usize,
+    pub kv_len: usize,
+    /// Multiplies `q·k` (usually `1/sqrt(head_dim)`).
+    pub scale: f32,
+    pub mask: Mask,
+    pub key_lens: Option<&'a [usize]>,
+    pub q_strides: Strides,
+    /// Shared by `k` and `v`.
+    pub kv_strides: Strides,
+    pub out_strides: Strides,
+}
+
+impl AttnArgs<'_> {
+    /// Whether query row `i` of batch row `b` may see key `j`.
+    #[inline]
+    pub fn visible(&self, b: usize, i: usize, j: usize) -> bool {
+        let in_len = self.key_lens.is_none_or(|l| j < l[b]);
+        let causal = match self.mask {
+            Mask::None => true,
+            Mask::Causal { q_offset } => j <= q_offset + i,
+        };
+        in_len && causal && j < self.kv_len
+    }
+}
+
+/// Elementwise activations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Relu,
+    Silu,
+    /// `0.5x(1 + tanh(√(2/π)(x + 0.044715x³)))` (GPT-2's `gelu_new`).
+    GeluTanh,
+    /// `0.5x(1 + erf(x/√2))` (exact GELU).
+    GeluErf,
+}
+
+/// How RoPE pairs the features of a head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeLayout {
+    /// Hugging Face `rotate_half`: feature `i` pairs with `i + head_dim/2`.
+    Half,
+    /// Meta / llama2.c: feature `2i` pairs with `2i + 1`.
+    Interleaved,
+}
+
+/// Precomputed `cos`/`sin` of RoPE angles: `[max_pos, head_dim/2]` each.
+#[derive(Clone, Debug)]
+pub struct RopeTable {
+    pub head_dim: usize,
+    pub max_pos: usize,
+    pub cos: Vec<f32>,
+    pub sin: Vec<f32>,
+}
+
+impl RopeTable {
+    /// Angle of pair `i` at position `p`: `p · theta^(-2i/head_dim)`, computed in f64 then rounded
+    /// (as Hugging Face computes `inv_freq` in f32 and the product in f32, results match within 1 ulp).
+    pub fn new(head_dim: usize, max_pos: usize, theta: f64) -> Self {
+        let half = head_dim / 2;
+        let mut cos = Vec::with_capacity(max_pos * half);
+        let mut sin = Vec::with_capacity(max_pos * half);
+        for p in 0..max_pos {
+            for i in 0..half {
+                let inv_freq = (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32;
+                let angle = p as f32 * inv_freq;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        Self {
+            head_dim,
+            max_pos,
+            cos,
+            sin,
+        }
+    }
+}
+
+/// Which sinusoidal position table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sinusoid {
+    /// Hugging Face Marian: `[sin(p/10000^(2j/d)) | cos(p/10000^(2j/d))]`, j < d/2.
+    Marian,
+    /// tensor2tensor / OpenNMT: `[sin(p·ts_j) | cos(p·ts_j)]`, `ts_j = exp(-j·ln(10000)/(d/2 - 1))`.
+    Tensor2Tensor,
+}
+
+/// Sinusoidal position table `[n_pos, dim]` for positions `first_pos .. first_pos + n_pos`.
+pub fn sinusoidal_table(kind: Sinusoid, n_pos: usize, dim: usize, first_pos: usize) -> Vec<f32> {
+    let half = dim / 2;
+    let mut out = vec![0.0f32; n_pos * dim];
+    for t in 0..n_pos {
+        let p = (first_pos + t) as f64;
+        let row = &mut out[t * dim..(t + 1) * dim];
+        for j in 0..half {
+            let angle = match kind {
+                Sinusoid::Marian => p / 10000f64.powf(2.0 * j as f64 / dim as f64),
+                Sinusoid::Tensor2Tensor => {
+                    let denom = (half as f64 - 1.0).max(1.0);
+                    p * (-(j as f64) * 10000f64.ln() / denom).exp()
+                }
+            };
+            row[j] = angle.sin() as f32;
+            row[half + j] = angle.cos() as f32;
+        }
+    }
+    out
+}
