@@ -2,10 +2,14 @@
 //!
 //! Re-exports what users need from the `kernels` and `loaders` crates.
 
+pub mod cache;
 pub mod decoder;
 pub mod error;
+pub mod layers;
 
+pub use cache::{KvCache, KvShape};
 pub use decoder::Decoder;
 pub use error::{Error, Result};
 pub use kernels::{Isa, Kernels};
+pub use layers::{Bias, Embedding, LayerNorm, Linear, RmsNorm, TensorMap, TensorSource};
 pub use loaders;
