@@ -1,0 +1,360 @@
+"""Make the reference fixtures under tools/fixtures/ with Hugging Face transformers and CTranslate2.
+
+Run:  tools/scripts/venv.sh python tools/scripts/make_fixtures.py [NAME ...]     (no NAME = all)
+      tools/scripts/venv.sh python tools/scripts/make_fixtures.py --list
+Every fixture is deterministic: fixed seeds, fixed inputs, one torch thread. See tools/fixtures/README.md.
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+FIXTURES = REPO / "tools" / "fixtures"
+SHARED = Path(os.environ.get("QKV_SHARED_MODELS", REPO.parent / "shared" / "models"))
+
+sys.path.insert(0, str(HERE))
+import hashinit  # noqa: E402
+import llama2c  # noqa: E402
+
+torch.set_num_threads(1)
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+torch.use_deterministic_algorithms(True)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def versions() -> dict:
+    import safetensors
+    import transformers
+
+    out = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "numpy": np.__version__,
+        "safetensors": safetensors.__version__,
+    }
+    return out
+
+
+def f32(t) -> torch.Tensor:
+    if isinstance(t, np.ndarray):
+        t = torch.from_numpy(t)
+    return t.detach().to(torch.float32).contiguous().clone()
+
+
+def save_reference(out_dir: Path, tensors: dict, meta: dict) -> None:
+    """reference.safetensors (f32 tensors) + reference.json (ids, options, shapes, versions)."""
+    from safetensors.torch import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if tensors:
+        tensors = {k: f32(v) for k, v in tensors.items()}
+        save_file(tensors, str(out_dir / "reference.safetensors"), metadata={"format": "pt"})
+        meta = dict(meta)
+        meta["tensors"] = {k: list(v.shape) for k, v in sorted(tensors.items())}
+    meta["versions"] = versions()
+    with open(out_dir / "reference.json", "w") as f:
+        f.write(dumps_compact(meta))
+        f.write("\n")
+
+
+def dumps_compact(obj) -> str:
+    """JSON with one line per list of scalars (ids stay readable), indented objects."""
+    import re
+
+    text = json.dumps(obj, indent=1, ensure_ascii=False)
+    # collapse innermost lists: '[' newline scalars newline ']' with no nested brackets or braces
+    pat = re.compile(r"\[\s*\n(\s*(?:[^\[\]{}\n]+,\s*\n)*\s*[^\[\]{}\n]+)\n\s*\]")
+    return pat.sub(lambda m: "[" + " ".join(x.strip() for x in m.group(1).split("\n")) + "]", text)
+
+
+def clean_dir(d: Path) -> None:
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+
+
+def rerandomize_(model: torch.nn.Module, seed: int, std, skip=()) -> None:
+    """Fill every parameter (sorted by name) with non-trivial values: norm weights 1 + 0.1 N(0,1), biases 0.1 N(0,1),
+    other weights std(name) * N(0,1) (std: a float or a function of the parameter name)."""
+    g = torch.Generator().manual_seed(seed)
+    std_of = std if callable(std) else (lambda _name: std)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            if any(s in name for s in skip):
+                continue
+            lname = name.lower()
+            is_norm = "norm" in lname or "ln_" in lname or "layernorm" in lname
+            if is_norm and name.endswith("weight"):
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+            elif name.endswith("bias"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(std_of(name) * torch.randn(p.shape, generator=g))
+
+
+def strip_after_eos(seq, eos: int, pad: int):
+    """Generated ids (without the decoder start) up to and including the first EOS; trailing pads dropped."""
+    out = []
+    for t in seq:
+        out.append(int(t))
+        if t == eos:
+            break
+    while out and out[-1] == pad and eos != pad:
+        out.pop()
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Marian
+
+
+MARIAN_PAD = 127
+MARIAN_EOS = 0
+
+
+def marian_generation_config(pad: int, eos: int, max_length: int):
+    from transformers import GenerationConfig
+
+    # Same keys as a real opus-mt generation_config.json (e.g. opus-mt-tc-big-en-pt), with this model's ids.
+    return GenerationConfig(
+        bad_words_ids=[[pad]],
+        bos_token_id=eos,
+        decoder_start_token_id=pad,
+        eos_token_id=eos,
+        forced_eos_token_id=eos,
+        max_length=max_length,
+        num_beams=4,
+        pad_token_id=pad,
+        renormalize_logits=True,
+    )
+
+
+def marian_config(vocab: int, d_model: int, n_layers: int, n_heads: int, ffn: int, max_pos: int, init_std: float):
+    from transformers import MarianConfig
+
+    pad = vocab - 1
+    return MarianConfig(
+        vocab_size=vocab,
+        decoder_vocab_size=vocab,
+        d_model=d_model,
+        encoder_layers=n_layers,
+        decoder_layers=n_layers,
+        encoder_attention_heads=n_heads,
+        decoder_attention_heads=n_heads,
+        encoder_ffn_dim=ffn,
+        decoder_ffn_dim=ffn,
+        max_position_embeddings=max_pos,
+        activation_function="swish",
+        scale_embedding=True,
+        static_position_embeddings=True,
+        share_encoder_decoder_embeddings=True,
+        normalize_embedding=False,
+        dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        init_std=init_std,
+        pad_token_id=pad,
+        eos_token_id=MARIAN_EOS,
+        bos_token_id=MARIAN_EOS,
+        decoder_start_token_id=pad,
+        forced_eos_token_id=MARIAN_EOS,
+        tie_word_embeddings=True,
+        architectures=["MarianMTModel"],
+    )
+
+
+def marian_sources(rng: np.random.Generator, lengths, vocab: int):
+    """Varied-length sources (content ids 1..vocab-2, then EOS), right-padded with pad, plus the attention mask."""
+    pad = vocab - 1
+    n = max(lengths)
+    ids = np.full((len(lengths), n), pad, dtype=np.int64)
+    mask = np.zeros((len(lengths), n), dtype=np.int64)
+    for b, L in enumerate(lengths):
+        ids[b, : L - 1] = rng.integers(1, vocab - 1, size=L - 1)
+        ids[b, L - 1] = MARIAN_EOS
+        mask[b, :L] = 1
+    return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+@torch.no_grad()
+def marian_references(model, src, mask, target_prefix, max_new_tokens: int, beam_rows, eos: int, pad: int):
+    """Encoder output, teacher-forced logits, greedy and beam-4 generate (batched and per source)."""
+    from transformers import GenerationConfig
+
+    model.eval()
+    gen_cfg = model.generation_config
+    tensors, meta = {}, {}
+    n_batch = src.shape[0]
+
+    # encoder output [batch, src_len, d_model] (rows past each source's length are padding: ignore them)
+    enc = model.get_encoder()(input_ids=src, attention_mask=mask).last_hidden_state
+    tensors["encoder_output"] = enc
+
+    # teacher-forced decoder logits over a fixed target prefix: [batch, steps, vocab] (raw, with final_logits_bias)
+    dec_in = torch.tensor([[pad] + target_prefix] * n_batch)
+    out = model(input_ids=src, attention_mask=mask, decoder_input_ids=dec_in)
+    tensors["teacher_forced_logits"] = out.logits
+    meta["teacher_forced_decoder_input_ids"] = dec_in[0].tolist()
+
+    def run(kind, ids, m):
+        kw = dict(
+            input_ids=ids,
+            attention_mask=m,
+            max_new_tokens=max_new_tokens,
+            min_length=0,
+            do_sample=False,
+            return_dict_in_generate=True,
+            output_scores=True,
+            output_logits=True,
+        )
+        if kind == "greedy":
+            kw.update(num_beams=1)
+        else:
+            kw.update(num_beams=4, num_return_sequences=1, length_penalty=1.0, early_stopping=False)
+        return model.generate(**kw)
+
+    gen_opts = {
+        "max_new_tokens": max_new_tokens,
+        "min_length": 0,
+        "do_sample": False,
+        "bad_words_ids": gen_cfg.bad_words_ids,
+        "forced_eos_token_id": gen_cfg.forced_eos_token_id,
+        "renormalize_logits": gen_cfg.renormalize_logits,
+        "decoder_start_token_id": gen_cfg.decoder_start_token_id,
+        "eos_token_id": gen_cfg.eos_token_id,
+        "pad_token_id": gen_cfg.pad_token_id,
+        # early_stopping: unset in generation_config.json, which HF treats as False (the default we pass explicitly)
+        "beam": {"num_beams": 4, "length_penalty": 1.0, "early_stopping": False, "num_return_sequences": 1},
+    }
+    meta["generate_options"] = gen_opts
+
+    # greedy, batched
+    g = run("greedy", src, mask)
+    seqs = g.sequences  # [batch, 1 + steps], starts with decoder_start
+    meta["greedy_sequences"] = seqs.tolist()
+    meta["greedy_tokens"] = [strip_after_eos(s[1:].tolist(), eos, pad) for s in seqs]
+    # raw logits and processed scores (log-softmax after bad_words/forced-eos, renormalized) per step: [steps, batch, vocab]
+    tensors["greedy_step_logits"] = torch.stack(g.logits)
+    sc = torch.stack(g.scores)
+    tensors["greedy_step_scores"] = sc  # -inf where a processor banned the token
+    for b in range(n_batch):
+        g1 = run("greedy", src[b : b + 1, : int(mask[b].sum())], mask[b : b + 1, : int(mask[b].sum())])
+        toks = strip_after_eos(g1.sequences[0, 1:].tolist(), eos, pad)
+        assert toks == meta["greedy_tokens"][b], ("greedy batch-1 != batched", b, toks, meta["greedy_tokens"][b])
+        steps = len(g1.logits)
+        diff = (torch.stack(g1.logits)[:, 0] - tensors["greedy_step_logits"][:steps, b]).abs().max().item()
+        assert diff < 1e-4, ("greedy logits batch-1 vs batched", b, diff)
+    meta["greedy_batch1_equal"] = True
+
+    # beam 4, batched and per source
+    bm = run("beam", src[beam_rows], mask[beam_rows])
+    meta["beam_rows"] = list(beam_rows)
+    meta["beam_sequences"] = bm.sequences.tolist()
+    meta["beam_tokens"] = [strip_after_eos(s[1:].tolist(), eos, pad) for s in bm.sequences]
+    meta["beam_sequences_scores"] = bm.sequences_scores.tolist()
+    single_scores = []
+    for j, b in enumerate(beam_rows):
+        L = int(mask[b].sum())
+        b1 = run("beam", src[b : b + 1, :L], mask[b : b + 1, :L])
+        toks = strip_after_eos(b1.sequences[0, 1:].tolist(), eos, pad)
+        assert toks == meta["beam_tokens"][j], ("beam batch-1 != batched", b, toks, meta["beam_tokens"][j])
+        s1 = b1.sequences_scores[0].item()
+        assert abs(s1 - meta["beam_sequences_scores"][j]) < 1e-4, ("beam score batch-1 vs batched", s1)
+        single_scores.append(s1)
+    meta["beam_batch1_sequences_scores"] = single_scores
+    meta["beam_batch1_equal"] = True
+    return tensors, meta
+
+
+def marian_tiny_std(name: str) -> float:
+    if "q_proj" in name or "k_proj" in name:
+        return 0.5
+    if "v_proj" in name or "out_proj" in name:
+        return 0.1
+    if "fc1" in name or "fc2" in name:
+        return 0.4
+    return 0.4  # model.shared (embeddings, tied lm_head)
+
+
+def marian_tiny():
+    from transformers import MarianMTModel
+
+    name = "marian-tiny"
+    out = FIXTURES / name
+    clean_dir(out)
+    torch.manual_seed(0)
+    cfg = marian_config(vocab=128, d_model=32, n_layers=2, n_heads=4, ffn=64, max_pos=64, init_std=0.2)
+    model = MarianMTModel(cfg)
+    model.generation_config = marian_generation_config(MARIAN_PAD, MARIAN_EOS, max_length=64)
+    # Re-randomize everything but the static sinusoidal positions. With one std for all weights (0.2 .. 0.8) a random
+    # post-norm Marian repeats one token forever: the cross-attention adds a near-constant vector and attention averages.
+    # Strong FFNs, sharp q/k and weak v/out projections make greedy outputs varied (searched once over a few settings).
+    rerandomize_(model, seed=1, std=marian_tiny_std, skip=("embed_positions",))
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        model.final_logits_bias.copy_(0.5 * torch.randn(model.final_logits_bias.shape, generator=g))
+        # A higher EOS bias so that some greedy outputs stop on their own before the forced EOS at max length.
+        model.final_logits_bias[0, MARIAN_EOS] += 2.0
+    model.eval()
+    model.save_pretrained(out, safe_serialization=True)
+    # Reload from disk so the references are those of the committed files.
+    model = MarianMTModel.from_pretrained(out, dtype=torch.float32)
+    model.eval()
+
+    rng = np.random.default_rng(3)
+    src, mask = marian_sources(rng, [3, 12, 7, 5], 128)
+    prefix = [int(x) for x in rng.integers(1, 127, size=9)]
+    tensors, meta = marian_references(model, src, mask, prefix, max_new_tokens=20, beam_rows=[0, 1, 2, 3],
+                                      eos=MARIAN_EOS, pad=MARIAN_PAD)
+    meta = {
+        "model": name,
+        "source_ids": src.tolist(),
+        "source_attention_mask": mask.tolist(),
+        "source_lengths": mask.sum(1).tolist(),
+        **meta,
+    }
+    save_reference(out, tensors, meta)
+    print(name, "greedy", meta["greedy_tokens"], "beam", meta["beam_tokens"], meta["beam_sequences_scores"])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+FIXTURE_FUNCS = {
+    "marian-tiny": marian_tiny,
+}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("names", nargs="*", help="fixtures to make (default: all)")
+    ap.add_argument("--list", action="store_true", help="list fixture names")
+    args = ap.parse_args()
+    if args.list:
+        print("\n".join(FIXTURE_FUNCS))
+        return
+    names = args.names or list(FIXTURE_FUNCS)
+    for n in names:
+        if n not in FIXTURE_FUNCS:
+            sys.exit(f"unknown fixture {n!r}; known: {', '.join(FIXTURE_FUNCS)}")
+    for n in names:
+        FIXTURE_FUNCS[n]()
+
+
+if __name__ == "__main__":
+    main()
