@@ -332,11 +332,94 @@ def marian_tiny():
     print(name, "greedy", meta["greedy_tokens"], "beam", meta["beam_tokens"], meta["beam_sequences_scores"])
 
 
+# The base-shape weights come from hashinit.py. (scale, offset) per tensor kind, chosen by the parameter-name suffix,
+# first match wins. Relative sizes as in marian-tiny (sharp q/k, weak v/out, strong FFN) so outputs are not degenerate.
+MARIAN_BASE_HASH_RULES = [
+    ("layer_norm.weight", 0.1, 1.0),
+    (".bias", 0.05, 0.0),
+    ("final_logits_bias", 0.5, 0.0),
+    ("q_proj.weight", 0.2, 0.0),
+    ("k_proj.weight", 0.2, 0.0),
+    ("v_proj.weight", 0.04, 0.0),
+    ("out_proj.weight", 0.04, 0.0),
+    ("fc1.weight", 0.17, 0.0),
+    ("fc2.weight", 0.12, 0.0),
+    ("shared.weight", 0.17, 0.0),
+]
+
+
+def hash_rule(name: str, rules):
+    for suffix, scale, offset in rules:
+        if name.endswith(suffix):
+            return scale, offset
+    raise KeyError(f"no hash-init rule for tensor {name}")
+
+
+def marian_base_shape():
+    from safetensors.torch import load_file
+    from transformers import MarianMTModel
+
+    name = "marian-base-shape"
+    out = FIXTURES / name
+    clean_dir(out)
+    torch.manual_seed(0)
+    vocab = 1000
+    pad = vocab - 1
+    cfg = marian_config(vocab=vocab, d_model=512, n_layers=6, n_heads=8, ffn=2048, max_pos=512, init_std=0.02)
+    gen = marian_generation_config(pad, MARIAN_EOS, max_length=512)
+    model = MarianMTModel(cfg)
+    model.generation_config = gen
+    model.eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        # The tensor names that HF writes (tied and static-position tensors are not saved) are the ones we hash.
+        model.save_pretrained(tmp, safe_serialization=True)
+        saved = load_file(os.path.join(tmp, "model.safetensors"))
+        table, state = [], {}
+        for tname in sorted(saved):
+            shape = list(saved[tname].shape)
+            scale, offset = hash_rule(tname, MARIAN_BASE_HASH_RULES)
+            v = hashinit.hash_tensor(tname, shape, scale, offset)
+            state[tname] = torch.from_numpy(v)
+            table.append({"name": tname, "shape": shape, "scale": scale, "offset": offset,
+                          "first": [float(x) for x in v.reshape(-1)[:4]],
+                          "sum_f64": float(v.astype(np.float64).sum())})
+        from safetensors.torch import save_file
+
+        save_file(state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+        model = MarianMTModel.from_pretrained(tmp, dtype=torch.float32)
+        model.eval()
+        # Check the load really used the hashed tensors (tied lm_head included).
+        assert torch.equal(model.lm_head.weight, state["model.shared.weight"])
+        assert torch.equal(model.final_logits_bias, state["final_logits_bias"])
+        assert torch.equal(model.model.encoder.layers[3].fc1.weight, state["model.encoder.layers.3.fc1.weight"])
+    cfg.save_pretrained(out)
+    gen.save_pretrained(out)
+
+    rng = np.random.default_rng(4)
+    src, mask = marian_sources(rng, [3, 12, 7, 5], vocab)
+    prefix = [int(x) for x in rng.integers(1, vocab - 1, size=5)]
+    tensors, meta = marian_references(model, src, mask, prefix, max_new_tokens=10, beam_rows=[1, 2],
+                                      eos=MARIAN_EOS, pad=pad)
+    meta = {
+        "model": name,
+        "weights": "not committed: regenerate with the hash formula of tools/fixtures/README.md (hashinit.py); "
+                   "hash_init lists every tensor HF saves, its (scale, offset), its first 4 values and f64 sum",
+        "hash_init": table,
+        "source_ids": src.tolist(),
+        "source_attention_mask": mask.tolist(),
+        "source_lengths": mask.sum(1).tolist(),
+        **meta,
+    }
+    save_reference(out, tensors, meta)
+    print(name, "greedy", meta["greedy_tokens"], "beam", meta["beam_tokens"], meta["beam_sequences_scores"])
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 
 
 FIXTURE_FUNCS = {
     "marian-tiny": marian_tiny,
+    "marian-base-shape": marian_base_shape,
 }
 
 
