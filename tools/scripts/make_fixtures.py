@@ -192,7 +192,8 @@ def marian_sources(rng: np.random.Generator, lengths, vocab: int):
 
 
 @torch.no_grad()
-def marian_references(model, src, mask, target_prefix, max_new_tokens: int, beam_rows, eos: int, pad: int):
+def marian_references(model, src, mask, target_prefix, max_new_tokens: int, beam_rows, eos: int, pad: int,
+                      store_scores: bool = True):
     """Encoder output, teacher-forced logits, greedy and beam-4 generate (batched and per source)."""
     from transformers import GenerationConfig
 
@@ -250,8 +251,8 @@ def marian_references(model, src, mask, target_prefix, max_new_tokens: int, beam
     meta["greedy_tokens"] = [strip_after_eos(s[1:].tolist(), eos, pad) for s in seqs]
     # raw logits and processed scores (log-softmax after bad_words/forced-eos, renormalized) per step: [steps, batch, vocab]
     tensors["greedy_step_logits"] = torch.stack(g.logits)
-    sc = torch.stack(g.scores)
-    tensors["greedy_step_scores"] = sc  # -inf where a processor banned the token
+    if store_scores:
+        tensors["greedy_step_scores"] = torch.stack(g.scores)  # -inf where a processor banned the token
     for b in range(n_batch):
         g1 = run("greedy", src[b : b + 1, : int(mask[b].sum())], mask[b : b + 1, : int(mask[b].sum())])
         toks = strip_after_eos(g1.sequences[0, 1:].tolist(), eos, pad)
@@ -399,7 +400,7 @@ def marian_base_shape():
     src, mask = marian_sources(rng, [3, 12, 7, 5], vocab)
     prefix = [int(x) for x in rng.integers(1, vocab - 1, size=5)]
     tensors, meta = marian_references(model, src, mask, prefix, max_new_tokens=10, beam_rows=[1, 2],
-                                      eos=MARIAN_EOS, pad=pad)
+                                      eos=MARIAN_EOS, pad=pad, store_scores=False)
     meta = {
         "model": name,
         "weights": "not committed: regenerate with the hash formula of tools/fixtures/README.md (hashinit.py); "
@@ -415,11 +416,163 @@ def marian_base_shape():
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# decoder-only tiny models
+
+
+@torch.no_grad()
+def decoder_only_references(model, prompts, max_new_tokens: int, eos: int):
+    """Logits at every prompt position, greedy generate (with raw logits at each generated step), for each prompt."""
+    tensors, meta = {}, {"prompts": prompts, "greedy_tokens": []}
+    for i, p in enumerate(prompts):
+        ids = torch.tensor([p])
+        tensors[f"prompt{i}_logits"] = model(input_ids=ids).logits[0]  # [len, vocab]
+        g = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                           min_new_tokens=0, do_sample=False, num_beams=1, return_dict_in_generate=True,
+                           output_logits=True, eos_token_id=eos, pad_token_id=eos)
+        new = g.sequences[0, len(p):].tolist()
+        assert len(new) == max_new_tokens and eos not in new, ("greedy stopped early on EOS: choose another seed", new)
+        step_logits = torch.stack(g.logits)[:, 0]  # [new, vocab]: logits that chose new[k]
+        assert step_logits.argmax(-1).tolist() == new
+        # The cached decode must agree with one full forward over prompt + generated tokens.
+        full = model(input_ids=g.sequences[:, :-1]).logits[0, len(p) - 1 :]
+        diff = (full - step_logits).abs().max().item()
+        assert diff < 1e-4, ("cached greedy logits vs full forward", diff)
+        tensors[f"greedy{i}_step_logits"] = step_logits
+        meta["greedy_tokens"].append(new)
+    meta["generate_options"] = {"max_new_tokens": max_new_tokens, "do_sample": False, "num_beams": 1,
+                                "eos_token_id": eos, "note": "no EOS occurs in these outputs"}
+    return tensors, meta
+
+
+def decoder_only_prompts(seed: int, vocab: int, lengths=(1, 7, 33), bos: int = 1):
+    """Random prompts; each starts with BOS (a length-1 prompt is just BOS)."""
+    rng = np.random.default_rng(seed)
+    return [[bos] + [int(x) for x in rng.integers(3, vocab, size=L - 1)] for L in lengths]
+
+
+def decoder_only_fixture(name: str, model, seed: int, eos: int = 2, legacy_rope_theta: bool = False):
+    from transformers import GenerationConfig
+
+    out = FIXTURES / name
+    clean_dir(out)
+    model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=eos, do_sample=False)
+    model.eval()
+    model.save_pretrained(out, safe_serialization=True)
+    if legacy_rope_theta:
+        # transformers 5 writes "rope_parameters": {"rope_theta", "rope_type"}; most published Llama configs (written
+        # by transformers 4) have a top-level "rope_theta" instead. Keep that older form here so both are covered.
+        path = out / "config.json"
+        c = json.loads(path.read_text())
+        rope = c.pop("rope_parameters")
+        assert rope["rope_type"] == "default", rope
+        c["rope_theta"] = rope["rope_theta"]
+        path.write_text(json.dumps(c, indent=2, sort_keys=True) + "\n")
+    cls = type(model)
+    theta_before = getattr(model.config, "rope_parameters", None)
+    model = cls.from_pretrained(out, dtype=torch.float32, attn_implementation="eager")
+    model.eval()
+    assert getattr(model.config, "rope_parameters", None) == theta_before, "config round trip changed RoPE"
+    prompts = decoder_only_prompts(seed, model.config.vocab_size)
+    tensors, meta = decoder_only_references(model, prompts, max_new_tokens=24, eos=eos)
+    save_reference(out, tensors, {"model": name, **meta})
+    print(name, meta["greedy_tokens"])
+
+
+def llama_std(name: str) -> float:
+    if "q_proj" in name or "k_proj" in name:
+        return 0.25
+    if "v_proj" in name or "o_proj" in name:
+        return 0.15
+    if "mlp" in name:
+        return 0.2
+    return 0.5  # embed_tokens, lm_head
+
+
+def llama_tiny(name: str, n_heads: int, n_kv_heads: int, rope_theta: float, tied: bool, seed: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=n_heads,
+        num_key_value_heads=n_kv_heads,
+        head_dim=64 // n_heads,
+        max_position_embeddings=128,
+        rms_norm_eps=1e-5,
+        rope_theta=rope_theta,
+        hidden_act="silu",
+        tie_word_embeddings=tied,
+        attention_bias=False,
+        mlp_bias=False,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=None,
+        architectures=["LlamaForCausalLM"],
+    )
+    model = LlamaForCausalLM(cfg)
+    rerandomize_(model, seed=seed + 1, std=llama_std)
+    if tied:
+        assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    decoder_only_fixture(name, model, seed=seed + 2, legacy_rope_theta=not tied)
+
+
+def llama_tiny_gqa():
+    llama_tiny("llama-tiny-gqa", n_heads=8, n_kv_heads=2, rope_theta=10000.0, tied=False, seed=10)
+
+
+def llama_tiny_tied():
+    llama_tiny("llama-tiny-tied", n_heads=4, n_kv_heads=4, rope_theta=500000.0, tied=True, seed=20)
+
+
+def gpt2_std(name: str) -> float:
+    if "c_attn" in name:
+        return 0.3
+    if "attn.c_proj" in name:
+        return 0.15
+    if "mlp" in name:
+        return 0.35
+    return 0.3  # wte (tied lm_head), wpe
+
+
+def gpt2_tiny():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    seed = 30
+    torch.manual_seed(seed)
+    cfg = GPT2Config(
+        vocab_size=256,
+        n_positions=128,
+        n_embd=64,
+        n_layer=2,
+        n_head=4,
+        n_inner=None,
+        activation_function="gelu_new",
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        layer_norm_epsilon=1e-5,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=True,
+        architectures=["GPT2LMHeadModel"],
+    )
+    model = GPT2LMHeadModel(cfg)
+    rerandomize_(model, seed=seed + 1, std=gpt2_std)
+    decoder_only_fixture("gpt2-tiny", model, seed=seed + 2)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 
 
 FIXTURE_FUNCS = {
     "marian-tiny": marian_tiny,
     "marian-base-shape": marian_base_shape,
+    "llama-tiny-gqa": llama_tiny_gqa,
+    "llama-tiny-tied": llama_tiny_tied,
+    "gpt2-tiny": gpt2_tiny,
 }
 
 
