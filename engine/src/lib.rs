@@ -6,6 +6,7 @@ pub mod cache;
 pub mod decoder;
 pub mod error;
 pub mod layers;
+pub mod sampling;
 
 pub use cache::{KvCache, KvShape};
 pub use decoder::Decoder;
