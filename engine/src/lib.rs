@@ -5,7 +5,9 @@
 pub mod cache;
 pub mod decoder;
 pub mod error;
+pub mod gpt2;
 pub mod layers;
+pub mod llama;
 pub mod sampling;
 
 pub use cache::{KvCache, KvShape};
