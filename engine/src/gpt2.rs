@@ -105,7 +105,11 @@ impl Gpt2 {
     /// Bind the weights of a `GPT2LMHeadModel` checkpoint (with or without the `transformer.` prefix).
     pub fn new(st: &dyn TensorSource, p: &Gpt2Params, kernels: Kernels) -> Result<Self> {
         p.validate()?;
-        let pre = if st.contains("transformer.wte.weight") { "transformer." } else { "" };
+        let pre = if st.contains("transformer.wte.weight") {
+            "transformer."
+        } else {
+            ""
+        };
         let (d, ff) = (p.n_embd, p.n_inner);
         let wte = Embedding::bind(st, &format!("{pre}wte"), p.vocab_size, d)?;
         let wpe = Embedding::bind(st, &format!("{pre}wpe"), p.n_positions, d)?;
@@ -113,7 +117,14 @@ impl Gpt2 {
         for l in 0..p.n_layer {
             let h = format!("{pre}h.{l}");
             let conv = |name: &str, out_dim, in_dim| {
-                Linear::bind(st, &format!("{h}.{name}"), out_dim, in_dim, Layout::InOut, Bias::Required)
+                Linear::bind(
+                    st,
+                    &format!("{h}.{name}"),
+                    out_dim,
+                    in_dim,
+                    Layout::InOut,
+                    Bias::Required,
+                )
             };
             let eps = p.layer_norm_epsilon;
             blocks.push(Block {
@@ -230,7 +241,11 @@ impl Gpt2 {
                 head_dim: hd,
                 q_len: n,
                 kv_len: kv.len(),
-                scale: if p.scale_attn_weights { 1.0 / (hd as f32).sqrt() } else { 1.0 },
+                scale: if p.scale_attn_weights {
+                    1.0 / (hd as f32).sqrt()
+                } else {
+                    1.0
+                },
                 mask: Mask::Causal { q_offset: pos0 },
                 key_lens: None,
                 q_strides: qkv_strides,

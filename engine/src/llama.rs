@@ -234,8 +234,20 @@ impl Llama {
             layer.v_proj.forward(k, xb, rows, vb);
             // Rotary positions pos0 .. pos0 + n, per sequence
             for b in 0..batch {
-                k.rope(&self.rope, RopeLayout::Half, &mut q[b * n * q_dim..(b + 1) * n * q_dim], n_heads, pos0);
-                k.rope(&self.rope, RopeLayout::Half, &mut kb[b * n * kv_dim..(b + 1) * n * kv_dim], n_kv, pos0);
+                k.rope(
+                    &self.rope,
+                    RopeLayout::Half,
+                    &mut q[b * n * q_dim..(b + 1) * n * q_dim],
+                    n_heads,
+                    pos0,
+                );
+                k.rope(
+                    &self.rope,
+                    RopeLayout::Half,
+                    &mut kb[b * n * kv_dim..(b + 1) * n * kv_dim],
+                    n_kv,
+                    pos0,
+                );
             }
             // Append k, v to the cache                                 [batch, n_kv_heads, pos0 + n, hd]
             kv.append(kb, vb, n)?;
