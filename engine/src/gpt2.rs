@@ -48,7 +48,7 @@ impl Gpt2Params {
                 p.n_embd, p.n_layer, p.n_head, p.n_inner, p.vocab_size
             )));
         }
-        if p.n_embd % p.n_head != 0 {
+        if !p.n_embd.is_multiple_of(p.n_head) {
             return Err(Error::Request(format!(
                 "gpt2 config: n_embd {} is not a multiple of n_head {}",
                 p.n_embd, p.n_head

@@ -37,13 +37,13 @@ impl LlamaParams {
                 p.hidden_size, p.n_layers, p.n_heads, p.n_kv_heads, p.vocab_size
             ));
         }
-        if p.n_heads % p.n_kv_heads != 0 {
+        if !p.n_heads.is_multiple_of(p.n_kv_heads) {
             return bad(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 p.n_heads, p.n_kv_heads
             ));
         }
-        if p.head_dim == 0 || p.head_dim % 2 != 0 {
+        if p.head_dim == 0 || !p.head_dim.is_multiple_of(2) {
             return bad(format!("head_dim {} must be even and > 0 (rotary pairs)", p.head_dim));
         }
         if !(p.rope_theta.is_finite() && p.rope_theta > 0.0) {
