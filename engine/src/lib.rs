@@ -3,6 +3,7 @@
 //! Re-exports what users need from the `kernels` and `loaders` crates.
 
 pub mod cache;
+pub mod chat;
 pub mod decoder;
 pub mod error;
 pub mod gpt2;
