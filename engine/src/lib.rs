@@ -6,6 +6,7 @@ pub mod cache;
 pub mod chat;
 pub mod decoder;
 pub mod error;
+pub mod generate;
 pub mod gpt2;
 pub mod layers;
 pub mod llama;
