@@ -13,7 +13,7 @@ const N_TENSORS: usize = 50;
 const ROWS: usize = 1024;
 const COLS: usize = 1024;
 const TENSOR_BYTES: usize = ROWS * COLS * 4;
-const FILE_MIB: usize = N_TENSORS * TENSOR_BYTES >> 20;
+const FILE_MIB: usize = (N_TENSORS * TENSOR_BYTES) >> 20;
 /// Opening parses a small JSON header and maps the file: far below a second even on a loaded machine.
 const MAX_OPEN_SECONDS: f64 = 0.5;
 /// RSS may grow by the header, the tensor table and allocator noise at open, never by the data.
