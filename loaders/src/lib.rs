@@ -6,6 +6,7 @@
 pub mod error;
 pub mod gguf;
 pub mod paths;
+pub mod safetensors;
 pub mod tensor;
 
 pub use error::{Error, Result};
