@@ -701,6 +701,85 @@ def aren_ct2():
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# stories260k: HF LlamaForCausalLM on the converted checkpoint, checked against a NumPy pass over the original .bin
+
+STORIES_PROMPTS = ["Once upon a time", "Lily went to the park", "The cat"]
+# HF (f32, rotate_half layout) vs the float64 NumPy pass over stories260K.bin (interleaved RoPE): max |logit diff|.
+STORIES_NUMPY_TOL = 1e-4
+
+
+@torch.no_grad()
+def greedy_with_cache(model, prompt: list[int], n_new: int):
+    """Argmax decoding with the KV cache, no stop token: (new tokens, last-position logits before each choice)."""
+    out = model(input_ids=torch.tensor([prompt]), use_cache=True)
+    past, logits = out.past_key_values, out.logits[0, -1]
+    tokens, rows = [], []
+    for _ in range(n_new):
+        rows.append(logits.clone())
+        t = int(logits.argmax())
+        tokens.append(t)
+        out = model(input_ids=torch.tensor([[t]]), past_key_values=past, use_cache=True)
+        past, logits = out.past_key_values, out.logits[0, -1]
+    return tokens, torch.stack(rows)
+
+
+def stories260k():
+    from transformers import LlamaForCausalLM
+
+    name = "stories260k"
+    out = FIXTURES / name
+    clean_dir(out)
+    mdir = SHARED / "stories260k"
+    tok = llama2c.Llama2cTokenizer(mdir / "tok512.bin", 512)
+    ref = llama2c.Llama2cModel(mdir / "stories260K.bin")
+    # The .bin's own RoPE tables must be what run.c (and our NumPy pass) computes (they were made in f32: 2.3e-6).
+    cos, sin = ref.rope_tables(ref.seq_len)
+    assert np.abs(ref.freq_cis_real - cos).max() < 1e-5 and np.abs(ref.freq_cis_imag - sin).max() < 1e-5
+
+    model = LlamaForCausalLM.from_pretrained(mdir, dtype=torch.float32, attn_implementation="eager")
+    model.eval()
+    n_new = 64
+    prompts = [[1]] + [tok.encode(p, bos=True, eos=False) for p in STORIES_PROMPTS]
+    for p, text in zip(prompts[1:], STORIES_PROMPTS):
+        assert tok.decode(p[1:]) == text, (tok.decode(p[1:]), text)
+    tensors, runs, max_diff = {}, [], 0.0
+    for i, p in enumerate(prompts):
+        new, rows = greedy_with_cache(model, p, n_new)
+        tensors[f"run{i}_step_logits"] = rows  # [64, 512]: row k is the logits that chose new[k]
+        seq = p + new
+        # one HF forward over the whole sequence must give the same rows
+        full = model(input_ids=torch.tensor([seq[:-1]])).logits[0, len(p) - 1 :]
+        assert (full - rows).abs().max().item() < 1e-4
+        # independent NumPy forward over the original llama2.c file
+        np_logits = ref.forward(seq[:-1])[len(p) - 1 :]
+        diff = float(np.abs(np_logits - rows.double().numpy()).max())
+        assert diff < STORIES_NUMPY_TOL, (i, diff)
+        assert np_logits.argmax(-1).tolist() == new, i
+        max_diff = max(max_diff, diff)
+        runs.append({"prompt": "" if i == 0 else STORIES_PROMPTS[i - 1], "prompt_ids": p, "greedy_ids": new,
+                     "text": tok.decode(new, prev=p[-1])})
+    meta = {
+        "model": name,
+        "model_dir": "shared/models/stories260k (HF layout conversion: config.json + model.safetensors)",
+        "notes": [
+            "prompt_ids: llama2.c run.c encode(text, bos=1, eos=0) with tok512.bin (tools/scripts/llama2c.py); "
+            "run 0 is BOS alone.",
+            "greedy_ids: 64 argmax tokens with the KV cache and no stop token (run.c would stop at BOS=1).",
+            "run{i}_step_logits [64, 512]: last-position logits before each choice (f32, HF).",
+            "Checked: the same logits from one full HF forward (< 1e-4) and from an independent float64 NumPy pass "
+            "over the original stories260K.bin with interleaved RoPE (max diff below).",
+        ],
+        "runs": runs,
+        "numpy_vs_hf_max_abs_diff": max_diff,
+        "numpy_vs_hf_tolerance": STORIES_NUMPY_TOL,
+    }
+    save_reference(out, tensors, meta)
+    for r in runs:
+        print(name, repr(r["prompt"]), r["prompt_ids"], repr(r["text"]))
+    print(name, "numpy vs HF max abs diff", max_diff)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 
 
 FIXTURE_FUNCS = {
@@ -710,6 +789,7 @@ FIXTURE_FUNCS = {
     "llama-tiny-tied": llama_tiny_tied,
     "gpt2-tiny": gpt2_tiny,
     "aren-ct2": aren_ct2,
+    "stories260k": stories260k,
 }
 
 
