@@ -27,27 +27,8 @@ use loaders::tokenizer::{self, Tokenizer};
 use crate::chat::{ChatTemplate, GenerationPrompt, Message, SpecialTokens};
 use crate::generate::{DecoderSession, GenerateOptions, Generation, Generator, PromptFormat, Session, TokenDecoder};
 use crate::gpt2::{Gpt2, Gpt2Params};
-use crate::layers::TensorSource;
 use crate::llama::{Llama, LlamaParams};
 use crate::{Error, Result};
-
-impl TensorSource for SafeTensors {
-    fn get(&self, name: &str) -> loaders::Result<loaders::Tensor> {
-        SafeTensors::get(self, name)
-    }
-
-    fn contains(&self, name: &str) -> bool {
-        SafeTensors::contains(self, name)
-    }
-
-    fn get_shaped(&self, name: &str, shape: &[usize]) -> loaders::Result<loaders::Tensor> {
-        SafeTensors::get_shaped(self, name, shape)
-    }
-
-    fn origin(&self) -> PathBuf {
-        self.path().to_path_buf()
-    }
-}
 
 /// The network of a loaded model. Encoder-decoder architectures (Marian, CTranslate2 Transformer)
 /// are added here by the translation side of the engine.
