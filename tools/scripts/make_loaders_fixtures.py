@@ -189,7 +189,7 @@ def main():
                                  "shape": list(t.shape), "shard": shard,
                                  "sum": flat.double().sum().item(), "first": flat[:4].tolist()}
     exp = {"transformers_version": transformers.__version__, "tensors": tensors,
-           "model": expected_model(AutoConfig.from_pretrained(tiny))}
+           "model": expected_model(AutoConfig.from_pretrained(tiny)), "generation": expected_generation(tiny)}
     (tiny / "expected.json").write_text(json.dumps(exp, indent=1, sort_keys=True) + "\n")
 
 
