@@ -320,6 +320,18 @@ impl LlamaConfig {
             self.num_key_value_heads,
         )?;
         positive(path, "head_dim", self.head_dim)?;
+        for (field, heads) in [
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.num_key_value_heads),
+        ] {
+            if heads.checked_mul(self.head_dim).is_none() {
+                return Err(invalid(
+                    path,
+                    field,
+                    format!("{heads} x head_dim {} overflows", self.head_dim),
+                ));
+            }
+        }
         if !self.head_dim.is_multiple_of(2) {
             return Err(invalid(
                 path,
@@ -427,6 +439,13 @@ impl Gpt2Config {
         positive(path, "n_layer", c.n_layer)?;
         positive(path, "n_head", c.n_head)?;
         divides(path, "n_embd", c.n_embd, "n_head", c.n_head)?;
+        if c.n_inner.is_none() && c.n_embd.checked_mul(4).is_none() {
+            return Err(invalid(
+                path,
+                "n_embd",
+                format!("4 x {} (the default n_inner) overflows", c.n_embd),
+            ));
+        }
         if c.n_inner == Some(0) {
             return Err(invalid(
                 path,

@@ -90,15 +90,16 @@ impl SafeTensors {
         })
     }
 
-    /// Open `dir/model.safetensors.index.json` (a sharded set) if present, else `dir/model.safetensors`.
+    /// Open `dir/model.safetensors` if present, else the sharded set of
+    /// `dir/model.safetensors.index.json` (the order transformers' `from_pretrained` looks in).
     pub fn open_dir(dir: &Path) -> Result<Self> {
-        let index = dir.join(INDEX_FILE_NAME);
-        if index.is_file() {
-            return Self::open_index(&index);
-        }
         let single = dir.join(SINGLE_FILE_NAME);
         if single.is_file() {
             return Self::open(&single);
+        }
+        let index = dir.join(INDEX_FILE_NAME);
+        if index.is_file() {
+            return Self::open_index(&index);
         }
         Err(Error::NoWeights { dir: dir.to_path_buf() })
     }
@@ -703,7 +704,12 @@ pub fn write(
     let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);
-    safetensors::serialize_to_file(views, metadata, &tmp).map_err(|e| match e {
+    let written = safetensors::serialize_to_file(views, metadata, &tmp);
+    if written.is_err() {
+        // Best effort: do not leave a partial temporary file behind (the error below is what matters).
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(|e| match e {
         safetensors::SafeTensorError::IoError(source) => Error::Io {
             path: tmp.clone(),
             source,

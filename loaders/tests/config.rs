@@ -468,3 +468,60 @@ fn bad_generation_configs() {
     assert_eq!(g.early_stopping, Some(EarlyStopping::WhenNumBeamsDone));
     assert_eq!(g.eos_token_id, Some(vec![7]));
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn real_configs() -> Vec<String> {
+        [
+            "stories260k",
+            "opus-mt-tc-big-en-pt-tokenizer",
+            "aren-transliteration-ct2",
+        ]
+        .iter()
+        .map(|m| {
+            let dir = loaders::paths::shared_model(m).expect("shared model");
+            std::fs::read_to_string(dir.join("config.json")).unwrap()
+        })
+        .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Byte edits and truncations of real configs give a config or an error, never a panic.
+        #[test]
+        fn config_mutations_never_panic(
+            which in 0usize..3,
+            edits in proptest::collection::vec((any::<usize>(), prop::sample::select(b"0123456789-.e,:{}[]\" tfnul".to_vec())), 0..4),
+            cut in any::<usize>(),
+        ) {
+            let mut bytes = real_configs()[which].clone().into_bytes();
+            let n = bytes.len();
+            for (i, c) in edits {
+                bytes[i % n] = c;
+            }
+            bytes.truncate(n - cut % (n / 4).max(1));
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = ModelConfig::from_json(Path::new("c.json"), &text);
+            let _ = GenerationConfig::from_json(Path::new("g.json"), &text);
+        }
+
+        /// Any sizes (huge, zero) for the Llama fields give a config or an error, never a panic.
+        #[test]
+        fn llama_sizes_never_panic(
+            sizes in proptest::collection::vec(prop_oneof![Just(0u64), 1u64..100, any::<u64>()], 6),
+        ) {
+            let json = format!(
+                r#"{{"model_type": "llama", "hidden_size": {}, "num_attention_heads": {}, "num_key_value_heads": {},
+                    "head_dim": {}, "vocab_size": {}, "intermediate_size": {}}}"#,
+                sizes[0], sizes[1], sizes[2], sizes[3], sizes[4], sizes[5]
+            );
+            if let Ok(ModelConfig::Llama(c)) = ModelConfig::from_json(Path::new("c.json"), &json) {
+                prop_assert_eq!(c.num_attention_heads % c.num_key_value_heads, 0);
+                prop_assert!(c.n_groups() >= 1);
+            }
+        }
+    }
+}
