@@ -226,23 +226,22 @@ impl SafeTensors {
         if let Some(t) = entry.copy.get() {
             return Ok(t.clone());
         }
-        let bytes = &shard.storage.bytes()[entry.begin..entry.end];
-        if (bytes.as_ptr() as usize).is_multiple_of(dtype.size()) {
-            if let Some(t) = Tensor::from_storage(
+        // Bounds, size and alignment were validated at open; a broken invariant is still an error here.
+        let bytes = shard.storage.bytes().get(entry.begin..entry.end).unwrap_or_default();
+        let tensor = if (bytes.as_ptr() as usize).is_multiple_of(dtype.size()) {
+            // Aligned: a zero-copy view of the map.
+            Tensor::from_storage(
                 name,
                 dtype,
                 entry.shape.clone(),
                 shard.storage.clone(),
                 entry.begin..entry.end,
-            ) {
-                return Ok(t);
-            }
-        } else if let Some(t) = Tensor::from_bytes(name, dtype, entry.shape.clone(), bytes) {
-            // Misaligned in the file: the documented fallback, an aligned owned copy (cached).
-            return Ok(entry.copy.get_or_init(|| t).clone());
-        }
-        // Unreachable after validation (size and bounds were checked at open); an error, not a panic.
-        Err(Error::TensorSize {
+            )
+        } else {
+            // Misaligned in the file: the documented fallback, an aligned owned copy (made once, cached).
+            Tensor::from_bytes(name, dtype, entry.shape.clone(), bytes).map(|t| entry.copy.get_or_init(|| t).clone())
+        };
+        tensor.ok_or_else(|| Error::TensorSize {
             path: shard.path.clone(),
             name: name.to_string(),
             dtype: entry.dtype.to_string(),
@@ -252,7 +251,7 @@ impl SafeTensors {
                 .iter()
                 .try_fold(dtype.size() as u64, |a, &d| a.checked_mul(d as u64))
                 .unwrap_or(u64::MAX),
-            found: (entry.end - entry.begin) as u64,
+            found: bytes.len() as u64,
         })
     }
 
