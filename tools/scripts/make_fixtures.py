@@ -7,7 +7,6 @@ Every fixture is deterministic: fixed seeds, fixed inputs, one torch thread. See
 
 import argparse
 import json
-import math
 import os
 import platform
 import shutil
