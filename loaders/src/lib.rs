@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod error;
+pub mod gguf;
 pub mod paths;
 pub mod safetensors;
 pub mod tensor;
