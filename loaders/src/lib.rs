@@ -6,6 +6,7 @@
 pub mod error;
 pub mod paths;
 pub mod tensor;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
 pub use tensor::{Dtype, Tensor, TensorData};
