@@ -384,7 +384,8 @@ mod tests {
     fn decode_rules() {
         let sp = toy();
         assert_eq!(sp.decode_pieces(&["\u{2581}", "\u{2581}ab", "c"]), "abc");
-        assert_eq!(sp.decode_pieces(&["<s>", "\u{2581}ab", "</s>", "\u{2581}c"]), "ab c");
+        assert_eq!(sp.decode_pieces(&["<s>", "\u{2581}ab", "</s>", "\u{2581}ab"]), "ab ab");
+        assert_eq!(sp.decode_pieces(&["\u{2581}ab", "\u{2581}c"]), "ab\u{2581}c"); // unknown piece: copied as is
         assert_eq!(
             sp.decode_pieces(&["<unk>", "\u{2581}zz", "\u{2581}ab"]),
             " \u{2047} \u{2581}zz ab"
