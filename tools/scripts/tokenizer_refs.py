@@ -9,7 +9,8 @@ Reads tools/fixtures/tokenizers/corpus.json and writes, next to it:
   ../shared/models/stories260k/SOURCE.md, on tok512.bin.
 - hf_bpe/ and hf_unigram/: small tokenizer.json files trained here with the Python `tokenizers` library,
   with tokenizer_config.json, and reference ids (Python `tokenizers`) and decodes (transformers
-  PreTrainedTokenizerFast, which applies clean_up_tokenization_spaces the HF way).
+  PreTrainedTokenizerFast, which applies clean_up_tokenization_spaces the HF way). The Unigram trainer is not
+  deterministic, so hf_unigram/tokenizer.json changes on each run; it is always written with its reference.
 
 Run through tools/scripts/tokenizer_refs.sh (it sets up the venv). Arguments: [shared_models_dir].
 """
