@@ -166,7 +166,10 @@ impl MarianTokenizer {
             .iter()
             .find(|(t, _)| *t == eos_token)
             .map(|(_, i)| *i)
-            .unwrap_or(0);
+            .ok_or_else(|| Error::TokenizerFile {
+                path: config_path.clone(),
+                message: format!("no id for the eos token {eos_token:?}"),
+            })?;
         let special_ids: HashSet<u32> = special_tokens
             .iter()
             .filter_map(|t| added.iter().find(|(a, _)| a == t).map(|(_, i)| *i))
