@@ -10,7 +10,7 @@
 //! ```
 //! The arithmetic is the same f32 multiply (and add) the `gguf` Python package does, so results are bit-exact.
 
-use half::{bf16, f16};
+use half::f16;
 
 use super::reader::GgmlType;
 
@@ -64,7 +64,8 @@ pub fn dequantize_into(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), 
         }
         GgmlType::BF16 => {
             for (o, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                *o = bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
+                // The bf16 bits are the top half of the f32 (NaN payloads kept, as ggml does).
+                *o = f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16);
             }
         }
         GgmlType::Q8_0 => {
