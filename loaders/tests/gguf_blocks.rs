@@ -66,12 +66,20 @@ fn metadata_matches_gguf_package() {
     for (key, w) in want["metadata"].as_object().unwrap() {
         let v = f.metadata().get(key).unwrap_or_else(|| panic!("missing key {key}"));
         let (types, value) = to_json(v);
-        let want_types: Vec<&str> = w["types"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+        let want_types: Vec<&str> = w["types"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
         assert_eq!(types, want_types, "{key}");
         if types == ["FLOAT64"] || types == ["FLOAT32"] {
             // serde_json parses decimal floats to within an ulp (no float_roundtrip feature): compare relatively.
             let (a, b) = (value.as_f64().unwrap(), w["value"].as_f64().unwrap());
-            assert!((a - b).abs() <= JSON_FLOAT_PARSE_REL_TOL * b.abs(), "{key}: {a:e} vs {b:e}");
+            assert!(
+                (a - b).abs() <= JSON_FLOAT_PARSE_REL_TOL * b.abs(),
+                "{key}: {a:e} vs {b:e}"
+            );
         } else {
             assert_eq!(value, w["value"], "{key}");
         }
@@ -87,7 +95,12 @@ fn tensor_infos_match_gguf_package() {
     for (t, w) in f.tensor_infos().iter().zip(want) {
         assert_eq!(t.name, w["name"].as_str().unwrap());
         assert_eq!(t.ggml_type.name(), w["type"].as_str().unwrap(), "{}", t.name);
-        let dims: Vec<u64> = w["dims"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).collect();
+        let dims: Vec<u64> = w["dims"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap())
+            .collect();
         assert_eq!(t.dims, dims, "{}", t.name);
         assert_eq!(t.offset, w["offset"].as_u64().unwrap(), "{}", t.name);
     }
@@ -102,15 +115,24 @@ fn dequantize_is_bit_exact_with_gguf_package() {
     for (name, view) in refs.tensors() {
         let info = f.tensor_info(&name).unwrap_or_else(|| panic!("no tensor {name}"));
         assert_eq!(info.shape(), view.shape(), "{name}");
-        let want: Vec<f32> =
-            view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let want: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         let got = f.dequantize(&name).expect("dequantize");
         assert_eq!(got.len(), want.len(), "{name}");
         // Bit-exact; a NaN must stay a NaN (numpy keeps an f16 signalling NaN signalling, F16C hardware and the
         // `half` crate quiet it, as ggml's own x86 path does, so payload bits are not compared).
         let same = |g: &f32, w: &f32| g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan());
         let n_diff = got.iter().zip(&want).filter(|(g, w)| !same(g, w)).count();
-        assert_eq!(n_diff, 0, "{name} ({}): {n_diff} of {} values differ", info.ggml_type, want.len());
+        assert_eq!(
+            n_diff,
+            0,
+            "{name} ({}): {n_diff} of {} values differ",
+            info.ggml_type,
+            want.len()
+        );
         n_checked += 1;
     }
     assert_eq!(n_checked, 9, "every supported type, raw and quantised");

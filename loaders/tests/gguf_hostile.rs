@@ -64,7 +64,9 @@ impl Builder {
 /// A valid file with one F32 tensor [4, 8], for the tests to break.
 fn valid() -> Builder {
     let mut b = Builder::header(3, 1, 1);
-    b.kv_u32("general.alignment", 32).tensor("w", &[8, 4], 0, 0).data(32, 4 * 32);
+    b.kv_u32("general.alignment", 32)
+        .tensor("w", &[8, 4], 0, 0)
+        .data(32, 4 * 32);
     b
 }
 
@@ -102,7 +104,10 @@ fn unknown_version() {
         let mut b = valid();
         b.buf[4..8].copy_from_slice(&v.to_le_bytes());
         let (_d, _p, r) = b.open();
-        assert!(matches!(r, Err(Error::GgufVersion { found, .. }) if found == v), "{r:?}");
+        assert!(
+            matches!(r, Err(Error::GgufVersion { found, .. }) if found == v),
+            "{r:?}"
+        );
     }
     let mut b = valid();
     b.buf[4..8].copy_from_slice(&2u32.to_le_bytes());
@@ -149,11 +154,17 @@ fn counts_beyond_file() {
     let mut b = Builder::header(3, u64::MAX, 0);
     b.data(32, 64);
     let (_d, _p, r) = b.open();
-    assert!(matches!(&r, Err(Error::GgufCount { what, found, .. }) if what.contains("tensor count") && *found == u64::MAX), "{r:?}");
+    assert!(
+        matches!(&r, Err(Error::GgufCount { what, found, .. }) if what.contains("tensor count") && *found == u64::MAX),
+        "{r:?}"
+    );
     // Metadata count.
     let b = Builder::header(3, 0, 1 << 40);
     let (_d, _p, r) = b.open();
-    assert!(matches!(&r, Err(Error::GgufCount { what, .. }) if what.contains("metadata")), "{r:?}");
+    assert!(
+        matches!(&r, Err(Error::GgufCount { what, .. }) if what.contains("metadata")),
+        "{r:?}"
+    );
     // Array element count.
     let mut b = Builder::header(3, 0, 1);
     b.str("tokenizer.ggml.tokens").u32(9).u32(8).u64(u64::MAX / 2);
@@ -170,17 +181,26 @@ fn string_length_beyond_file() {
     let mut b = Builder::header(3, 0, 1);
     b.u64(1 << 50).u32(0).u32(0);
     let (_d, _p, r) = b.open();
-    assert!(matches!(&r, Err(Error::GgufCount { what, found, .. }) if what.contains("key #0") && *found == 1 << 50), "{r:?}");
+    assert!(
+        matches!(&r, Err(Error::GgufCount { what, found, .. }) if what.contains("key #0") && *found == 1 << 50),
+        "{r:?}"
+    );
     // String value length.
     let mut b = Builder::header(3, 0, 1);
     b.str("general.name").u32(8).u64(1000).u32(0);
     let (_d, _p, r) = b.open();
-    assert!(matches!(&r, Err(Error::GgufCount { what, found: 1000, .. }) if what.contains("general.name")), "{r:?}");
+    assert!(
+        matches!(&r, Err(Error::GgufCount { what, found: 1000, .. }) if what.contains("general.name")),
+        "{r:?}"
+    );
     // Tensor name length.
     let mut b = Builder::header(3, 1, 0);
     b.u64(u64::MAX).u32(1).u64(8).u32(0).u64(0);
     let (_d, _p, r) = b.open();
-    assert!(matches!(&r, Err(Error::GgufCount { what, .. }) if what.contains("tensor #0")), "{r:?}");
+    assert!(
+        matches!(&r, Err(Error::GgufCount { what, .. }) if what.contains("tensor #0")),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -190,7 +210,10 @@ fn invalid_utf8_string() {
     b.buf.extend_from_slice(&[0xff, 0xfe]);
     b.u32(4).u32(0);
     let (_d, _p, r) = b.open();
-    assert!(matches!(&r, Err(Error::GgufInvalid { reason, .. }) if reason.contains("UTF-8")), "{r:?}");
+    assert!(
+        matches!(&r, Err(Error::GgufInvalid { reason, .. }) if reason.contains("UTF-8")),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -198,12 +221,18 @@ fn unknown_value_type_and_bad_bool() {
     let mut b = Builder::header(3, 0, 1);
     b.str("k").u32(13).u32(0);
     let (_d, _p, r) = b.open();
-    assert!(matches!(&r, Err(Error::GgufInvalid { what, reason, .. }) if what.contains("\"k\"") && reason.contains("13")), "{r:?}");
+    assert!(
+        matches!(&r, Err(Error::GgufInvalid { what, reason, .. }) if what.contains("\"k\"") && reason.contains("13")),
+        "{r:?}"
+    );
     let mut b = Builder::header(3, 0, 1);
     b.str("flag").u32(7);
     b.buf.push(2);
     let (_d, _p, r) = b.open();
-    assert!(matches!(&r, Err(Error::GgufInvalid { reason, .. }) if reason.contains("bool")), "{r:?}");
+    assert!(
+        matches!(&r, Err(Error::GgufInvalid { reason, .. }) if reason.contains("bool")),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -216,7 +245,10 @@ fn deeply_nested_arrays() {
     }
     b.u32(4).u64(0);
     let (_d, _p, r) = b.open();
-    assert!(matches!(&r, Err(Error::GgufInvalid { reason, .. }) if reason.contains("nested")), "{r:?}");
+    assert!(
+        matches!(&r, Err(Error::GgufInvalid { reason, .. }) if reason.contains("nested")),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -224,11 +256,17 @@ fn duplicate_key_and_tensor() {
     let mut b = Builder::header(3, 0, 2);
     b.kv_u32("a", 1).kv_u32("a", 2);
     let (_d, _p, r) = b.open();
-    assert!(matches!(&r, Err(Error::GgufInvalid { reason, .. }) if reason.contains("duplicate")), "{r:?}");
+    assert!(
+        matches!(&r, Err(Error::GgufInvalid { reason, .. }) if reason.contains("duplicate")),
+        "{r:?}"
+    );
     let mut b = Builder::header(3, 2, 0);
     b.tensor("w", &[8], 0, 0).tensor("w", &[8], 0, 32).data(32, 64);
     let (_d, _p, r) = b.open();
-    assert!(matches!(&r, Err(Error::GgufTensorInfo { name, reason, .. }) if name == "w" && reason.contains("twice")), "{r:?}");
+    assert!(
+        matches!(&r, Err(Error::GgufTensorInfo { name, reason, .. }) if name == "w" && reason.contains("twice")),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -237,7 +275,10 @@ fn bad_alignment_value() {
         let mut b = Builder::header(3, 0, 1);
         b.str("general.alignment").u32(ty).u32(v);
         let (_d, _p, r) = b.open();
-        assert!(matches!(&r, Err(Error::GgufMetadata { key, .. }) if key == "general.alignment"), "{r:?}");
+        assert!(
+            matches!(&r, Err(Error::GgufMetadata { key, .. }) if key == "general.alignment"),
+            "{r:?}"
+        );
     }
 }
 
@@ -263,22 +304,34 @@ fn tensor_dims_out_of_bounds() {
     let mut b = Builder::header(3, 1, 0);
     b.tensor("big", &[1 << 20, 1 << 20], 0, 0).data(32, 64);
     let (_d, _p, r) = b.open();
-    assert!(matches!(&r, Err(Error::GgufTensorBounds { name, .. }) if name == "big"), "{r:?}");
+    assert!(
+        matches!(&r, Err(Error::GgufTensorBounds { name, .. }) if name == "big"),
+        "{r:?}"
+    );
     // Dims whose product overflows u64.
     let mut b = Builder::header(3, 1, 0);
     b.tensor("ovf", &[1 << 40, 1 << 40], 0, 0).data(32, 64);
     let (_d, _p, r) = b.open();
-    assert!(matches!(&r, Err(Error::GgufTensorInfo { name, reason, .. }) if name == "ovf" && reason.contains("overflow")), "{r:?}");
+    assert!(
+        matches!(&r, Err(Error::GgufTensorInfo { name, reason, .. }) if name == "ovf" && reason.contains("overflow")),
+        "{r:?}"
+    );
     // Too many dims.
     let mut b = Builder::header(3, 1, 0);
     b.tensor("5d", &[1, 1, 1, 1, 1], 0, 0).data(32, 64);
     let (_d, _p, r) = b.open();
-    assert!(matches!(&r, Err(Error::GgufTensorInfo { name, reason, .. }) if name == "5d" && reason.contains("dimensions")), "{r:?}");
+    assert!(
+        matches!(&r, Err(Error::GgufTensorInfo { name, reason, .. }) if name == "5d" && reason.contains("dimensions")),
+        "{r:?}"
+    );
     // A row that is not whole blocks (Q8_0, 32 per block).
     let mut b = Builder::header(3, 1, 0);
     b.tensor("q", &[48, 2], 8, 0).data(32, 256);
     let (_d, _p, r) = b.open();
-    assert!(matches!(&r, Err(Error::GgufTensorInfo { name, reason, .. }) if name == "q" && reason.contains("block")), "{r:?}");
+    assert!(
+        matches!(&r, Err(Error::GgufTensorInfo { name, reason, .. }) if name == "q" && reason.contains("block")),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -297,7 +350,10 @@ fn unknown_and_unsupported_types() {
     let (_d, _p, r) = b.open();
     let f = r.expect("a Q5_0 tensor is a valid file");
     let e = f.dequantize("q5").unwrap_err();
-    assert!(matches!(&e, Error::GgufUnsupportedType { name, ggml_type, .. } if name == "q5" && ggml_type.contains("Q5_0")), "{e:?}");
+    assert!(
+        matches!(&e, Error::GgufUnsupportedType { name, ggml_type, .. } if name == "q5" && ggml_type.contains("Q5_0")),
+        "{e:?}"
+    );
     assert!(e.to_string().contains("hostile.gguf"), "{e}");
 }
 
@@ -326,7 +382,10 @@ fn missing_padding_before_data() {
     let mut b = Builder::header(3, 1, 0);
     b.tensor("w", &[1], 0, 0);
     let (_d, _p, r) = b.open();
-    assert!(matches!(&r, Err(Error::GgufTruncated { what, .. }) if what.contains("data section")), "{r:?}");
+    assert!(
+        matches!(&r, Err(Error::GgufTruncated { what, .. }) if what.contains("data section")),
+        "{r:?}"
+    );
 }
 
 #[test]

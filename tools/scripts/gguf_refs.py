@@ -359,7 +359,9 @@ def cmd_model() -> None:
         if name == "lm_head.weight" and model.config.tie_word_embeddings:
             continue
         a = v.detach().cpu().numpy()
-        hf[name] = {"shape": list(a.shape), "checksum": checksum(a), **samples(a)}
+        # Also the checksum after torch's round-to-nearest-even to bf16 (widened back to f32): the BF16 import.
+        a_bf16 = v.detach().to(torch.bfloat16).to(torch.float32).cpu().numpy()
+        hf[name] = {"shape": list(a.shape), "checksum": checksum(a), "checksum_bf16": checksum(a_bf16), **samples(a)}
     cfg = model.config.to_dict()
     keep = ["hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
             "head_dim", "rms_norm_eps", "max_position_embeddings", "vocab_size", "tie_word_embeddings",
