@@ -8,7 +8,7 @@ use std::fs;
 
 use loaders::gguf::{GgufArray, GgufFile, GgufValue};
 use loaders::paths::fixture;
-use loaders::Error;
+use loaders::{Dtype, Error};
 use serde_json::Value;
 
 /// Relative error of serde_json's decimal-to-f64 parsing (the reference values come through JSON).
@@ -149,4 +149,33 @@ fn unsupported_type_names_tensor_and_type() {
         other => panic!("expected GgufUnsupportedType, got {other:?}"),
     }
     assert!(matches!(f.dequantize("nope"), Err(Error::MissingTensor { .. })));
+}
+
+#[test]
+fn tensor_handles_are_zero_copy_for_plain_types() {
+    let f = open();
+    for (name, dtype, mapped) in [
+        ("f32", Dtype::F32, true),
+        ("f16", Dtype::F16, true),
+        ("bf16", Dtype::BF16, true),
+        ("q4_1", Dtype::F32, false),
+        ("q8_0_raw", Dtype::F32, false),
+    ] {
+        let t = f.tensor(name).expect("tensor");
+        assert_eq!(t.dtype(), dtype, "{name}");
+        assert_eq!(t.is_mapped(), mapped, "{name}");
+        assert_eq!(t.shape(), f.tensor_info(name).unwrap().shape().as_slice(), "{name}");
+        let want = f.dequantize(name).unwrap();
+        let got = t.to_f32_vec();
+        assert!(
+            got.iter()
+                .zip(&want)
+                .all(|(g, w)| g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan())),
+            "{name}"
+        );
+    }
+    assert!(matches!(
+        f.tensor("q4_k_unsupported"),
+        Err(Error::GgufUnsupportedType { .. })
+    ));
 }

@@ -35,17 +35,21 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()
 }
 
-/// Dequantise `src` (whole blocks of `ty`) into `dst`; `Err(())` when `ty` is not supported.
+/// A ggml type [`dequantize_into`] does not handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnsupportedType(pub GgmlType);
+
+/// Dequantise `src` (whole blocks of `ty`) into `dst`; an error when `ty` is not supported.
 ///
 /// Caller contract (a bug otherwise, so asserted): `src` holds exactly `dst.len()` elements of `ty`.
-pub fn dequantize_into(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), ()> {
+pub fn dequantize_into(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), UnsupportedType> {
     if !is_supported(ty) {
-        return Err(());
+        return Err(UnsupportedType(ty));
     }
     let block = ty.block_size() as usize;
     let type_size = ty.type_size() as usize;
     assert!(
-        dst.len() % block == 0 && src.len() == dst.len() / block * type_size,
+        dst.len().is_multiple_of(block) && src.len() == dst.len() / block * type_size,
         "dequantize_into: {} bytes of {} for {} elements",
         src.len(),
         ty.name(),
@@ -100,7 +104,7 @@ pub fn dequantize_into(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), 
                 }
             }
         }
-        _ => return Err(()),
+        _ => return Err(UnsupportedType(ty)),
     }
     Ok(())
 }

@@ -86,7 +86,7 @@ impl LlamaParams {
         } else {
             n_heads
         };
-        if n_heads % n_kv_heads != 0 {
+        if !n_heads.is_multiple_of(n_kv_heads) {
             return Err(meta_err(
                 gguf,
                 &key("attention.head_count_kv"),
@@ -102,7 +102,7 @@ impl LlamaParams {
         } else {
             hidden_size / n_heads
         };
-        if head_dim == 0 || head_dim % 2 != 0 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(meta_err(
                 gguf,
                 &key("rope.dimension_count"),
