@@ -7,6 +7,7 @@ reader/dequantiser) and Hugging Face `transformers` loading the GGUF (`from_pret
     python gguf_refs.py blocks                     # tools/fixtures/gguf/blocks.gguf + blocks_ref.safetensors + blocks_meta.json
     python gguf_refs.py corpus                     # tools/fixtures/gguf/corpus.json (deterministic, 1200+ texts)
     python gguf_refs.py model                      # smollm2_*.json: dequant checksums, HF tensors, HF token ids
+    python gguf_refs.py spm                        # spm_tok512.gguf (tokenizer.ggml.model = llama) + HF ids
     python gguf_refs.py compare OUT_DIR            # our imported dir vs transformers: max-abs diff, token ids
 
 Run through gguf_refs.sh, which sets up the venv.
@@ -386,6 +387,50 @@ def cmd_model() -> None:
     print(f"token refs: {len(ids)} texts, {sum(map(len, ids))} ids")
 
 
+def cmd_spm() -> None:
+    """A tokenizer-only GGUF with a SentencePiece-style (`llama`) vocabulary: stories260k's tok512 (a trained
+    sentencepiece BPE vocabulary with scores), in llama.cpp's conventions, and transformers' ids for it."""
+    import gguf
+    from transformers import AutoTokenizer
+
+    src = MODEL.parent / "stories260k" / "tok512.vocab.json"
+    pieces = json.loads(src.read_text())["pieces"]
+    tokens, scores, types = [], [], []
+    for i, (piece, score) in enumerate(pieces):
+        if i == 0:
+            tokens.append("<unk>"); types.append(gguf.TokenType.UNKNOWN)
+        elif i in (1, 2):  # llama2.c spells them "\n<s>\n", "\n</s>\n"
+            tokens.append("<s>" if i == 1 else "</s>"); types.append(gguf.TokenType.CONTROL)
+        elif piece.startswith("<0x") and len(piece) == 6:
+            tokens.append(piece); types.append(gguf.TokenType.BYTE)
+        else:  # llama2.c replaced sentencepiece's U+2581 with a space
+            tokens.append(piece.replace(" ", "\u2581")); types.append(gguf.TokenType.NORMAL)
+        scores.append(score)
+    path = FIX / "spm_tok512.gguf"
+    w = gguf.GGUFWriter(str(path), arch="llama")
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+    tok = AutoTokenizer.from_pretrained(str(FIX), gguf_file=path.name)
+    corpus = json.loads((FIX / "corpus.json").read_text())
+    ids = [tok(text)["input_ids"] for text in corpus]
+    decoded = [tok.decode(x, skip_special_tokens=False) for x in ids]
+    (FIX / "spm_tok512_ids.json").write_text(
+        json.dumps({"source": "transformers AutoTokenizer.from_pretrained(gguf_file=spm_tok512.gguf) on corpus.json",
+                    "versions": versions(), "ids": ids, "decoded": decoded}, ensure_ascii=False) + "\n"
+    )
+    print(f"wrote {path} ({path.stat().st_size} bytes); {len(ids)} texts, {sum(map(len, ids))} ids")
+
+
 def cmd_compare(out_dir: str) -> None:
     """Our imported directory against transformers loading the GGUF: tensors (max-abs) and token ids."""
     import torch
@@ -434,7 +479,7 @@ def cmd_compare(out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] not in {"blocks", "corpus", "model", "compare"}:
+    if len(sys.argv) < 2 or sys.argv[1] not in {"blocks", "corpus", "model", "spm", "compare"}:
         sys.exit(__doc__)
     cmd = sys.argv[1]
     if cmd == "blocks":
@@ -443,5 +488,7 @@ if __name__ == "__main__":
         cmd_corpus()
     elif cmd == "model":
         cmd_model()
+    elif cmd == "spm":
+        cmd_spm()
     else:
         cmd_compare(sys.argv[2])
