@@ -413,3 +413,53 @@ fn random_mutations_never_panic() {
         }
     }
 }
+
+/// A llama GGUF with hostile hyper-parameters: the importer answers with errors, before allocating by them.
+#[test]
+fn import_with_hostile_hyperparameters() {
+    use loaders::gguf::{import_to_hf_dir, ImportOptions};
+    let build = |block_count: u64, head_count: u64, key_length: u64| {
+        let kvs: [(&str, u64); 6] = [
+            ("llama.embedding_length", 8),
+            ("llama.feed_forward_length", 8),
+            ("llama.context_length", 8),
+            ("llama.block_count", block_count),
+            ("llama.attention.head_count", head_count),
+            ("llama.attention.key_length", key_length),
+        ];
+        let mut b = Builder::header(3, 1, kvs.len() as u64 + 2);
+        b.str("general.architecture").u32(8).str("llama");
+        b.str("llama.attention.layer_norm_rms_epsilon")
+            .u32(6)
+            .u32(1e-5f32.to_bits());
+        for (k, v) in kvs {
+            b.str(k).u32(10).u64(v);
+        }
+        b.tensor("token_embd.weight", &[8, 16], 0, 0).data(32, 8 * 16 * 4);
+        b
+    };
+    let out = tempfile::tempdir().unwrap();
+    let (_d, path, r) = build(u32::MAX as u64 * 1000, 2, 4).open();
+    r.expect("the file itself is valid");
+    let e = import_to_hf_dir(&path, out.path(), &ImportOptions::default()).unwrap_err();
+    assert!(
+        matches!(&e, Error::GgufMetadata { key, .. } if key == "llama.block_count"),
+        "{e:?}"
+    );
+    let (_d, path, _) = build(0, 2, 4).open();
+    let e = import_to_hf_dir(&path, out.path(), &ImportOptions::default()).unwrap_err();
+    assert!(
+        matches!(&e, Error::GgufMetadata { key, .. } if key == "llama.block_count"),
+        "{e:?}"
+    );
+    let (_d, path, _) = build(1, 1 << 40, 1 << 40).open();
+    let e = import_to_hf_dir(&path, out.path(), &ImportOptions::default()).unwrap_err();
+    assert!(matches!(&e, Error::GgufMetadata { .. }), "{e:?}");
+    let (_d, path, _) = build(1, 2, 3).open();
+    let e = import_to_hf_dir(&path, out.path(), &ImportOptions::default()).unwrap_err();
+    assert!(
+        matches!(&e, Error::GgufMetadata { key, .. } if key == "llama.attention.key_length"),
+        "{e:?}"
+    );
+    assert!(!out.path().join("model.safetensors").exists());
+}
