@@ -10,11 +10,15 @@ pub mod generate;
 pub mod gpt2;
 pub mod layers;
 pub mod llama;
+pub mod model;
 pub mod sampling;
 
 pub use cache::{KvCache, KvShape};
 pub use decoder::Decoder;
 pub use error::{Error, Result};
+pub use generate::{GenerateOptions, Generation, Generator, PromptFormat, StopReason, Timings, TokenEvent};
 pub use kernels::{Isa, Kernels};
 pub use layers::{Bias, Embedding, LayerNorm, Linear, RmsNorm, TensorMap, TensorSource};
 pub use loaders;
+pub use model::{Architecture, LoadOptions, Model};
+pub use sampling::{SampleParams, Strategy};
