@@ -9,8 +9,13 @@
 //! Kernels work on slices. Shapes are checked with `assert!` (a shape mismatch is a bug in
 //! the caller, never a property of user input: the engine validates models before it runs them).
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod isa;
 pub mod reference;
+mod rows;
+pub mod simd;
 mod types;
 
 pub use half::{bf16, f16};
@@ -83,7 +88,8 @@ impl Kernels {
 
     /// `acc += x` (residual add).
     pub fn add(&self, acc: &mut [f32], x: &[f32]) {
-        reference::add(acc, x)
+        assert_eq!(acc.len(), x.len(), "add: lengths differ");
+        simd::dispatch!(self, rows::add, (acc: &mut [f32], x: &[f32]))
     }
 
     /// Rotary position embedding in place on `x[len, n_heads, head_dim]`; row `t` has position `pos0 + t`.
