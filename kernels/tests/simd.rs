@@ -1,4 +1,5 @@
 //! The SIMD trait on every token the host supports: exp accuracy, dtype loads, partial loads/stores, reductions.
+#![allow(clippy::needless_range_loop)]
 
 use kernels::simd::{Scalar, Simd, MAX_LANES};
 use kernels::{bf16, f16};
