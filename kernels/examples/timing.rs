@@ -5,9 +5,23 @@ use std::time::Instant;
 
 use kernels::{bf16, f16, Isa, Kernels, Layout, Weight, WeightData};
 
-/// Median seconds of `f` over `reps` runs (after one warm-up).
-fn time(reps: usize, mut f: impl FnMut()) -> f64 {
+/// Run time of every thread of this process so far, in seconds (Linux schedstat; 0 elsewhere).
+/// On a loaded machine wall time overstates a kernel's cost; CPU time does not (idle rayon workers
+/// spin a little, so it slightly overstates instead).
+fn cpu_seconds() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .sum::<f64>()
+        / 1e9
+}
+
+/// (median wall seconds, mean CPU seconds) of `f` over `reps` runs (after one warm-up).
+fn time(reps: usize, mut f: impl FnMut()) -> (f64, f64) {
     f();
+    let c0 = cpu_seconds();
     let mut t: Vec<f64> = (0..reps)
         .map(|_| {
             let s = Instant::now();
@@ -15,8 +29,9 @@ fn time(reps: usize, mut f: impl FnMut()) -> f64 {
             s.elapsed().as_secs_f64()
         })
         .collect();
+    let cpu = (cpu_seconds() - c0) / reps as f64;
     t.sort_by(f64::total_cmp);
-    t[reps / 2]
+    (t[reps / 2], cpu)
 }
 
 fn main() {
@@ -32,7 +47,8 @@ fn main() {
     let wb16: Vec<bf16> = vals.iter().map(|&v| bf16::from_f32(v)).collect();
     for isa in isas {
         let k = Kernels::new(isa).expect("supported");
-        for &(out_dim, in_dim) in &[(8192usize, 2048usize), (2048, 2048), (1536, 576)] {
+        println!("threads: {}", rayon::current_num_threads());
+        for &(out_dim, in_dim) in &[(8192usize, 2048usize), (2048, 8192), (2048, 2048), (1536, 576)] {
             let n = out_dim * in_dim;
             for layout in [Layout::OutIn, Layout::InOut] {
                 let mut line = format!("{isa:>6} gemv {out_dim}x{in_dim} {layout:?}:");
@@ -46,11 +62,11 @@ fn main() {
                         let x = vec![0.25f32; rows * in_dim];
                         let mut y = vec![0.0f32; rows * out_dim];
                         let reps = if isa == Isa::Scalar { 3 } else { 30 };
-                        let t = time(reps, || k.linear(&x, rows, &w, None, &mut y));
+                        let (t, cpu) = time(reps, || k.linear(&x, rows, &w, None, &mut y));
                         line += &format!(
-                            "  {name} r{rows} {:.1} GB/s {:.0} us",
+                            "  {name} r{rows} {:.1} GB/s ({:.1}/cpu-s)",
                             (n * bytes) as f64 / t / 1e9,
-                            t * 1e6
+                            (n * bytes) as f64 / cpu / 1e9,
                         );
                     }
                 }
@@ -69,11 +85,12 @@ fn main() {
         ] {
             for layout in [Layout::OutIn, Layout::InOut] {
                 let w = Weight::new(data, nd, kd, layout).unwrap();
-                let t = time(5, || k.linear(&x, m, &w, None, &mut y));
+                let (t, cpu) = time(5, || k.linear(&x, m, &w, None, &mut y));
+                let flop = 2.0 * (m * kd * nd) as f64;
                 println!(
-                    "{isa:>6} gemm {m}x{kd}x{nd} {name} {layout:?}: {:.1} GFLOP/s ({:.1} ms)",
-                    2.0 * (m * kd * nd) as f64 / t / 1e9,
-                    t * 1e3
+                    "{isa:>6} gemm {m}x{kd}x{nd} {name} {layout:?}: {:.1} GFLOP/s wall, {:.1} GFLOP per cpu-second",
+                    flop / t / 1e9,
+                    flop / cpu / 1e9
                 );
             }
         }
