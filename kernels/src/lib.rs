@@ -9,6 +9,7 @@
 //! Kernels work on slices. Shapes are checked with `assert!` (a shape mismatch is a bug in
 //! the caller, never a property of user input: the engine validates models before it runs them).
 
+mod attention;
 pub mod isa;
 pub mod reference;
 mod types;
@@ -53,7 +54,7 @@ impl Kernels {
 
     /// Fused scaled-dot-product attention (see [`AttnArgs`] for layouts and masks).
     pub fn attention(&self, a: &AttnArgs<'_>, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
-        reference::attention(a, q, k, v, out)
+        attention::attention(self.isa, a, q, k, v, out)
     }
 
     /// LayerNorm over rows of `gamma.len()`: `out = (x - mean) / sqrt(var + eps) * gamma + beta`.
