@@ -151,7 +151,9 @@ impl Case {
         let mut worst = 0.0f32;
         for isa in Isa::available() {
             let mut got = vec![SENTINEL; want.len()];
+            let calls = kernels::isa::exercised(isa);
             Kernels::new(isa).unwrap().attention(&args, q, k, v, &mut got[s0..]);
+            assert!(kernels::isa::exercised(isa) > calls, "{isa} path did not run");
             let err = max_abs_diff(&got, &want);
             assert!(
                 err <= tol,

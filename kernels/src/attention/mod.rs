@@ -21,7 +21,7 @@
 //! few rows (decode) read K rows in place with dot products. Items run in parallel with rayon
 //! when the problem is large enough.
 
-mod scalar;
+mod ops;
 mod tile;
 
 use std::ops::Range;
@@ -79,20 +79,27 @@ struct Ctx<'a> {
     k: &'a [f32],
     v: &'a [f32],
     rows: &'a [Row],
-    /// Packed `Kᵀ` panels `[batch, n_kv_heads, n_tiles, head_dim, TILE_KEYS]`, or `None` to read K in place.
-    kt: Option<&'a [f32]>,
+    /// K and V packed per (batch row, KV head), or `None` to read them in place.
+    packed: Option<&'a Packed>,
+}
+
+/// K and V of every (batch row, KV head) pair, packed for the prefill micro-kernels.
+struct Packed {
     n_tiles: usize,
+    /// `Kᵀ` panels: `[batch, n_kv_heads, n_tiles, head_dim, TILE_KEYS]`.
+    kt: Vec<f32>,
+    /// V rows, dense: `[batch, n_kv_heads, n_tiles * TILE_KEYS, head_dim]`.
+    v: Vec<f32>,
 }
 
 /// Fused attention on `isa` (which the CPU supports: [`crate::Kernels`] checked it).
 pub(crate) fn attention(isa: Isa, a: &AttnArgs<'_>, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+    crate::isa::note_exercised(isa);
     check_shapes(a, q, k, v, out);
     if a.batch == 0 || a.n_heads == 0 || a.q_len == 0 || a.head_dim == 0 {
         return;
     }
-    let run: fn(&Ctx<'_>, &Block, Range<usize>) -> Partial = match isa {
-        _ => tile::run_item::<scalar::Scalar>,
-    };
+    let run = item_fn(isa);
 
     // Plan: rows, blocks and work items.
     let rows = plan_rows(a);
@@ -108,7 +115,7 @@ pub(crate) fn attention(isa: Isa, a: &AttnArgs<'_>, q: &[f32], k: &[f32], v: &[f
     let rows_per_kv_head = a.q_len * (a.n_heads / a.n_kv_heads);
     let kv_end = (0..a.batch).map(|b| key_end(a, b)).max().unwrap_or(0);
     let n_tiles = kv_end.div_ceil(TILE_KEYS);
-    let kt = (rows_per_kv_head >= PACK_MIN_ROWS && n_tiles > 0).then(|| pack_kt(a, k, n_tiles, parallel));
+    let packed = (rows_per_kv_head >= PACK_MIN_ROWS && n_tiles > 0).then(|| pack_kv(a, k, v, n_tiles, parallel));
 
     let ctx = Ctx {
         a,
@@ -116,8 +123,7 @@ pub(crate) fn attention(isa: Isa, a: &AttnArgs<'_>, q: &[f32], k: &[f32], v: &[f
         k,
         v,
         rows: &rows,
-        kt: kt.as_deref(),
-        n_tiles,
+        packed: packed.as_ref(),
     };
     let work = |it: &Item| run(&ctx, &blocks[it.block], it.keys.clone());
     let partials: Vec<Partial> = if parallel {
@@ -140,10 +146,49 @@ pub(crate) fn attention(isa: Isa, a: &AttnArgs<'_>, q: &[f32], k: &[f32], v: &[f
     }
 }
 
+/// A work item, compiled for `isa` (a thin `#[target_feature]` wrapper around the generic [`tile::run_item`]).
+type ItemFn = fn(&Ctx<'_>, &Block, Range<usize>) -> Partial;
+
+fn item_fn(isa: Isa) -> ItemFn {
+    match isa {
+        Isa::Scalar => |ctx, block, keys| tile::run_item(crate::simd::Scalar, ctx, block, keys),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            #[target_feature(enable = "avx2,fma,f16c")]
+            fn run(s: crate::simd::Avx2, ctx: &Ctx<'_>, block: &Block, keys: Range<usize>) -> Partial {
+                tile::run_item(s, ctx, block, keys)
+            }
+            // SAFETY: `attention` is only called with the ISA of a `Kernels`, which holds `Isa::Avx2` only
+            // after `Isa::check_supported` (AVX2, FMA, F16C).
+            |ctx, block, keys| unsafe { run(crate::simd::Avx2::new_unchecked(), ctx, block, keys) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+            fn run(s: crate::simd::Avx512, ctx: &Ctx<'_>, block: &Block, keys: Range<usize>) -> Partial {
+                tile::run_item(s, ctx, block, keys)
+            }
+            // SAFETY: as above, `Isa::Avx512` passed `Isa::check_supported` (AVX-512 F/BW/VL, AVX2, FMA, F16C).
+            |ctx, block, keys| unsafe { run(crate::simd::Avx512::new_unchecked(), ctx, block, keys) }
+        }
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => {
+            #[target_feature(enable = "neon")]
+            fn run(s: crate::simd::Neon, ctx: &Ctx<'_>, block: &Block, keys: Range<usize>) -> Partial {
+                tile::run_item(s, ctx, block, keys)
+            }
+            // SAFETY: as above, `Isa::Neon` passed `Isa::check_supported`.
+            |ctx, block, keys| unsafe { run(crate::simd::Neon::new_unchecked(), ctx, block, keys) }
+        }
+        #[allow(unreachable_patterns)]
+        other => unreachable!("Kernels holds {other}, which this target cannot run"),
+    }
+}
+
 /// Assert the contract of [`AttnArgs`]: slices cover every addressed vector.
 fn check_shapes(a: &AttnArgs<'_>, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
     assert!(
-        a.n_kv_heads > 0 && a.n_heads % a.n_kv_heads == 0,
+        a.n_kv_heads > 0 && a.n_heads.is_multiple_of(a.n_kv_heads),
         "attention: n_heads must be a multiple of n_kv_heads"
     );
     if let Some(l) = a.key_lens {
@@ -253,25 +298,35 @@ fn plan_items(blocks: &[Block], n_threads: usize) -> Vec<Item> {
     items
 }
 
-/// Pack `Kᵀ` into `[batch, n_kv_heads, n_tiles, head_dim, TILE_KEYS]` panels (zeros past each row's keys).
-fn pack_kt(a: &AttnArgs<'_>, k: &[f32], n_tiles: usize, parallel: bool) -> Vec<f32> {
+/// Pack K as `Kᵀ` panels and V as dense rows, per (batch row, KV head) (zeros past each batch row's keys).
+fn pack_kv(a: &AttnArgs<'_>, k: &[f32], v: &[f32], n_tiles: usize, parallel: bool) -> Packed {
     let d = a.head_dim;
-    let pair_len = n_tiles * d * TILE_KEYS;
-    let mut kt = vec![0.0f32; a.batch * a.n_kv_heads * pair_len];
-    let pack = |(p, dst): (usize, &mut [f32])| {
+    let pair_len = n_tiles * TILE_KEYS * d;
+    let n_pairs = a.batch * a.n_kv_heads;
+    let mut kt = vec![0.0f32; n_pairs * pair_len];
+    let mut vd = vec![0.0f32; n_pairs * pair_len];
+    let pack = |(p, (kt, vd)): (usize, (&mut [f32], &mut [f32]))| {
         let (b, kv_head) = (p / a.n_kv_heads, p % a.n_kv_heads);
         for j in 0..key_end(a, b) {
-            let src = &k[a.kv_strides.offset(b, j, kv_head)..][..d];
-            let panel = &mut dst[(j / TILE_KEYS) * d * TILE_KEYS..][..d * TILE_KEYS];
-            for (x, &val) in src.iter().enumerate() {
+            let at = a.kv_strides.offset(b, j, kv_head);
+            // Kᵀ panel of tile j / TILE_KEYS: [head_dim, TILE_KEYS]
+            let panel = &mut kt[(j / TILE_KEYS) * d * TILE_KEYS..][..d * TILE_KEYS];
+            for (x, &val) in k[at..at + d].iter().enumerate() {
                 panel[x * TILE_KEYS + j % TILE_KEYS] = val;
             }
+            vd[j * d..(j + 1) * d].copy_from_slice(&v[at..at + d]);
         }
     };
     if parallel {
-        kt.par_chunks_mut(pair_len).enumerate().for_each(pack);
+        kt.par_chunks_mut(pair_len)
+            .zip(vd.par_chunks_mut(pair_len))
+            .enumerate()
+            .for_each(pack);
     } else {
-        kt.chunks_mut(pair_len).enumerate().for_each(pack);
+        kt.chunks_mut(pair_len)
+            .zip(vd.chunks_mut(pair_len))
+            .enumerate()
+            .for_each(pack);
     }
-    kt
+    Packed { n_tiles, kt, v: vd }
 }

@@ -1,38 +1,12 @@
 //! One work item: a block of query rows against a range of keys, tile by tile, with online softmax.
 //!
-//! The algorithm is written once here; the inner loops are the [`TileOps`] of one ISA.
+//! The algorithm is written once here, generic over [`Simd`]; the inner loops are in [`super::ops`].
 
 use std::ops::Range;
 
+use super::ops::{self, KvRows};
 use super::{Block, Ctx, TILE_KEYS};
-
-/// The inner loops of attention on one instruction set. Slices are row-major; `TILE_KEYS` is the
-/// row stride of score tiles.
-pub(super) trait TileOps {
-    /// `dst = src * scale`.
-    fn scale_copy(src: &[f32], scale: f32, dst: &mut [f32]);
-
-    /// Scores from a packed panel: `s[r, c] = q[r] · kt[:, c]` for `r < n_rows`, `c < n_keys`.
-    /// `q` is `[n_rows, head_dim]`, `kt` is `[head_dim, TILE_KEYS]`, `s` is `[n_rows, TILE_KEYS]`.
-    /// Columns `n_keys..TILE_KEYS` of `s` may be written with anything.
-    fn qk_packed(q: &[f32], n_rows: usize, head_dim: usize, kt: &[f32], n_keys: usize, s: &mut [f32]);
-
-    /// Scores from K rows in place: `s[r, c] = q[r] · k[c * k_stride ..][..head_dim]`.
-    fn qk_rows(q: &[f32], n_rows: usize, head_dim: usize, k: &[f32], k_stride: usize, n_keys: usize, s: &mut [f32]);
-
-    /// Largest value of `x` (`-inf` for an empty slice).
-    fn max(x: &[f32]) -> f32;
-
-    /// `x = exp(x - m)` in place; returns the sum of the new values.
-    fn exp_sub_sum(x: &mut [f32], m: f32) -> f32;
-
-    /// `x *= c`.
-    fn scale(x: &mut [f32], c: f32);
-
-    /// `acc[r] += Σ_c p[r, c] · v[c * v_stride ..][..head_dim]` for `r < n_rows`, `c < n_keys`.
-    /// `p` is `[n_rows, TILE_KEYS]`, `acc` is `[n_rows, head_dim]`.
-    fn pv(p: &[f32], n_rows: usize, n_keys: usize, v: &[f32], v_stride: usize, head_dim: usize, acc: &mut [f32]);
-}
+use crate::simd::Simd;
 
 /// Unnormalised softmax state of each row of a block over some keys: running max `m`,
 /// sum of `exp(s - m)` and `acc = Σ exp(s - m) · v`.
@@ -101,7 +75,8 @@ impl Partial {
 }
 
 /// Attention of the rows of `block` over keys `keys` (whose start is a multiple of `TILE_KEYS`).
-pub(super) fn run_item<O: TileOps>(ctx: &Ctx<'_>, block: &Block, keys: Range<usize>) -> Partial {
+#[inline(always)]
+pub(super) fn run_item<'a, S: Simd>(s: S, ctx: &Ctx<'a>, block: &Block, keys: Range<usize>) -> Partial {
     let a = ctx.a;
     let d = a.head_dim;
     let rows = &ctx.rows[block.rows.clone()];
@@ -111,57 +86,77 @@ pub(super) fn run_item<O: TileOps>(ctx: &Ctx<'_>, block: &Block, keys: Range<usi
     // Queries of the block, times the scale: [n_rows, head_dim]
     let mut q = vec![0.0f32; n_rows * d];
     for (row, dst) in rows.iter().zip(q.chunks_exact_mut(d)) {
-        O::scale_copy(&ctx.q[row.q..row.q + d], a.scale, dst);
+        ops::scale_copy(s, &ctx.q[row.q..row.q + d], a.scale, dst);
     }
 
     let mut part = Partial::empty(n_rows, d);
-    let mut s = vec![0.0f32; n_rows * TILE_KEYS]; // scores, then probabilities: [n_rows, TILE_KEYS]
+    let mut sc = vec![0.0f32; n_rows * TILE_KEYS]; // scores, then probabilities: [n_rows, TILE_KEYS]
     let kv_base = a.kv_strides.offset(block.b, 0, block.kv_head);
     let kv_stride = a.kv_strides.pos;
     let end = keys.end.min(block.max_lim);
     let mut t0 = keys.start;
     while t0 < end {
         let n_keys = (end - t0).min(TILE_KEYS);
-        // K and V rows t0..t0 + n_keys of this head (the last row is only head_dim long).
-        let span = (n_keys - 1) * kv_stride + d;
-        let k_tile = &ctx.k[kv_base + t0 * kv_stride..][..span];
-        let v_tile = &ctx.v[kv_base + t0 * kv_stride..][..span];
-
-        // Scores: s = q · kᵀ  [n_rows, n_keys]
-        match ctx.kt {
-            Some(kt) => {
+        let width = n_keys.next_multiple_of(S::LANES); // <= TILE_KEYS
+                                                       // Scores sc = q · kᵀ [n_rows, n_keys]; this tile's V rows (packed: dense; else in place).
+        let v_tile = match ctx.packed {
+            Some(pk) => {
                 let pair = block.b * a.n_kv_heads + block.kv_head;
-                let panel = &kt[(pair * ctx.n_tiles + t0 / TILE_KEYS) * d * TILE_KEYS..][..d * TILE_KEYS];
-                O::qk_packed(&q, n_rows, d, panel, n_keys, &mut s);
+                let tile = pair * pk.n_tiles + t0 / TILE_KEYS;
+                ops::qk_packed(
+                    s,
+                    &q,
+                    n_rows,
+                    d,
+                    &pk.kt[tile * d * TILE_KEYS..][..d * TILE_KEYS],
+                    n_keys,
+                    &mut sc,
+                );
+                KvRows {
+                    data: &pk.v[tile * TILE_KEYS * d..][..n_keys * d],
+                    stride: d,
+                    n: n_keys,
+                }
             }
-            None => O::qk_rows(&q, n_rows, d, k_tile, kv_stride, n_keys, &mut s),
-        }
+            None => {
+                // K and V rows t0 .. t0 + n_keys of this head (the last one only head_dim long).
+                let at = kv_base + t0 * kv_stride;
+                let span = (n_keys - 1) * kv_stride + d;
+                let rows_at = |data: &'a [f32]| KvRows {
+                    data: &data[at..at + span],
+                    stride: kv_stride,
+                    n: n_keys,
+                };
+                ops::qk_rows(s, &q, n_rows, d, rows_at(ctx.k), &mut sc);
+                rows_at(ctx.v)
+            }
+        };
 
         // Online softmax: mask each row's tail, update max and sum, rescale the accumulator.
         for (r, row) in rows.iter().enumerate() {
-            let s_row = &mut s[r * TILE_KEYS..r * TILE_KEYS + n_keys];
+            let s_row = &mut sc[r * TILE_KEYS..r * TILE_KEYS + width];
             let n_valid = row.lim.saturating_sub(t0).min(n_keys);
             if n_valid == 0 {
                 s_row.fill(0.0); // row sees none of these keys
                 continue;
             }
-            let m_new = part.m[r].max(O::max(&s_row[..n_valid]));
+            s_row[n_valid..].fill(f32::NEG_INFINITY);
+            let m_new = part.m[r].max(ops::max(s, s_row));
             if m_new == f32::NEG_INFINITY {
                 s_row.fill(0.0); // only -inf scores so far: nothing to add
                 continue;
             }
-            let sum = O::exp_sub_sum(&mut s_row[..n_valid], m_new);
-            s_row[n_valid..].fill(0.0);
+            let sum = ops::exp_sub_sum(s, s_row, m_new); // masked lanes: exp(-inf) = 0
             let corr = (part.m[r] - m_new).exp(); // 0 on the first visible tile
             if corr != 1.0 {
-                O::scale(&mut part.acc[r * d..(r + 1) * d], corr);
+                ops::scale(s, &mut part.acc[r * d..(r + 1) * d], corr);
             }
             part.l[r] = part.l[r] * corr + sum;
             part.m[r] = m_new;
         }
 
         // acc += p · v  [n_rows, head_dim]
-        O::pv(&s, n_rows, n_keys, v_tile, kv_stride, d, &mut part.acc);
+        ops::pv(s, &sc, n_rows, v_tile, d, &mut part.acc);
         t0 += n_keys;
     }
     part
