@@ -251,20 +251,41 @@ fn strided_layouts_and_unaligned_starts() {
     }
 }
 
+/// Run `f` on a rayon pool of `n_threads` (the key split only happens with several threads).
+fn on_threads(n_threads: usize, f: impl FnOnce() + Send) {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n_threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
 #[test]
 fn long_sequences() {
-    // Prefill over 1000+ tokens, causal and not, and decode over long caches (split across threads).
+    // Prefill over 1000+ tokens, causal and not.
     Case::new(1, 2, 2, 64, 1030, 1030).causal(0).check(TOL);
     Case::new(1, 2, 1, 64, 300, 1100).check(TOL);
-    for kv_len in [1024, 1500, 4099] {
-        Case::new(1, 1, 1, 64, 1, kv_len).cache(kv_len + 7).check(TOL);
-        Case::new(2, 4, 1, 80, 1, kv_len)
-            .cache(kv_len + 1)
-            .causal(kv_len - 1)
-            .check(TOL);
-        Case::new(2, 4, 4, 64, 1, kv_len)
-            .key_lens(&[kv_len - 100, 3])
-            .check(TOL);
+}
+
+#[test]
+fn decode_over_long_caches() {
+    // One query row over a long cache: split into key chunks on several threads, serial on one.
+    for n_threads in [1, 2, 5] {
+        on_threads(n_threads, || {
+            for kv_len in [1024, 1500, 4099] {
+                Case::new(1, 1, 1, 64, 1, kv_len).cache(kv_len + 7).check(TOL);
+                Case::new(2, 4, 1, 80, 1, kv_len)
+                    .cache(kv_len + 1)
+                    .causal(kv_len - 1)
+                    .check(TOL);
+                Case::new(2, 4, 4, 64, 1, kv_len)
+                    .key_lens(&[kv_len - 100, 3])
+                    .check(TOL);
+                // GQA 8 and 16 query heads per KV head (in place vs packed K/V).
+                Case::new(1, 16, 2, 64, 1, kv_len).cache(kv_len).check(TOL);
+                Case::new(1, 16, 1, 64, 1, kv_len).cache(kv_len).check(TOL);
+            }
+        });
     }
 }
 

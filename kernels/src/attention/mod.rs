@@ -37,8 +37,9 @@ use tile::Partial;
 pub(crate) const TILE_KEYS: usize = 64;
 /// Most query rows in one block (rows share each K/V tile load).
 const BLOCK_ROWS: usize = 32;
-/// A KV head with fewer query rows than this (decode) reads K in place instead of packing `Kᵀ`.
-const PACK_MIN_ROWS: usize = 8;
+/// A KV head with fewer query rows than this (decode, even with 8 query heads per KV head) reads K and V
+/// in place: packing costs a transposed copy of K per call, which pays off only when many rows reuse it.
+const PACK_MIN_ROWS: usize = 16;
 /// A block's keys are split across threads only from this many keys on.
 const SPLIT_MIN_KEYS: usize = 1024;
 /// Smallest key chunk of a split (a multiple of [`TILE_KEYS`]).

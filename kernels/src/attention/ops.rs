@@ -41,6 +41,9 @@ impl KvRows<'_> {
     }
 }
 
+// The widest column block of `qk_blocks` (4 vectors of 16 lanes) must divide the tile.
+const _: () = assert!(TILE_KEYS.is_multiple_of(4 * crate::simd::MAX_LANES));
+
 /// Register rows of the `Q·Kᵀ` and `P·V` micro-kernels.
 const MR: usize = 4;
 
