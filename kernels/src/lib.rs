@@ -12,6 +12,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod attention;
 pub mod isa;
 mod linear;
 pub mod reference;
@@ -61,7 +62,7 @@ impl Kernels {
 
     /// Fused scaled-dot-product attention (see [`AttnArgs`] for layouts and masks).
     pub fn attention(&self, a: &AttnArgs<'_>, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
-        reference::attention(a, q, k, v, out)
+        attention::attention(self.isa, a, q, k, v, out)
     }
 
     /// LayerNorm over rows of `gamma.len()`: `out = (x - mean) / sqrt(var + eps) * gamma + beta`.
