@@ -122,100 +122,59 @@ pub(crate) fn outin<S: Simd, T: WElem>(
     }
 }
 
-/// `y[r][c] = sum_i x[r, i] w[i, c0 + c] + bias[c]` for `NX` rows of `x`, `w` being `[in_dim, out_dim]` (InOut),
-/// for the columns `c0 .. c0 + ys[r].len()`. Holds `NC` vectors of columns in registers and sweeps all of `i`.
+/// InOut (`w` is `[in_dim, out_dim]`): `acc[r, :] += Σ_{i in i0..i1} x[r, i] w[i, :]` for every row `r`
+/// of `x` (`acc` is `[n_x, out_dim]`). Streams `w` rows contiguously, four at a time, in column blocks
+/// small enough that the four row segments stay in L1 while each `x` row uses them.
 #[inline(always)]
-fn inout_block<S: Simd, T: WElem, const NC: usize, const NX: usize>(
+pub(crate) fn inout_rows<S: Simd, T: WElem>(
     s: S,
     x: &[f32],
     w: &[T],
     out_dim: usize,
-    c0: usize,
-    bias: Option<&[f32]>,
-    ys: &mut [&mut [f32]],
+    rows: std::ops::Range<usize>,
+    acc: &mut [f32],
 ) {
+    const BLOCK: usize = 256;
     let l = S::LANES;
-    let n_col = ys.first().map_or(0, |y| y.len());
-    let in_dim = x.len() / NX;
-    assert!(ys.len() == NX && x.len() == NX * in_dim && w.len() == in_dim * out_dim && c0 + n_col <= out_dim);
-    assert!(ys.iter().all(|y| y.len() == n_col) && bias.is_none_or(|b| b.len() == n_col));
-    let mut c = 0;
-    // Full blocks of NC vectors.
-    while c + NC * l <= n_col {
-        let mut acc = [[s.zero(); NC]; NX];
-        for i in 0..in_dim {
-            let mut xv = [s.zero(); NX];
-            for r in 0..NX {
-                xv[r] = s.splat(x[r * in_dim + i]);
-            }
-            for k in 0..NC {
-                // SAFETY: i < in_dim and c0 + c + (k + 1) * LANES <= c0 + n_col <= out_dim: inside w (asserted).
-                let wv = unsafe { T::load(s, w.as_ptr().add(i * out_dim + c0 + c + k * l)) };
-                for r in 0..NX {
-                    acc[r][k] = s.fma(wv, xv[r], acc[r][k]);
+    let in_dim = w.len() / out_dim.max(1);
+    let n_x = acc.len() / out_dim.max(1);
+    assert!(w.len() == in_dim * out_dim && x.len() == n_x * in_dim && acc.len() == n_x * out_dim);
+    assert!(rows.start <= rows.end && rows.end <= in_dim);
+    for cb in (0..out_dim).step_by(BLOCK) {
+        let ce = (cb + BLOCK).min(out_dim);
+        let mut i = rows.start;
+        while i < rows.end {
+            let g = (rows.end - i).min(4);
+            for r in 0..n_x {
+                let xr = &x[r * in_dim + i..r * in_dim + i + g];
+                let xv = [0, 1, 2, 3].map(|j| s.splat(if j < g { xr[j] } else { 0.0 }));
+                let y = &mut acc[r * out_dim..(r + 1) * out_dim];
+                let mut c = cb;
+                if g == 4 {
+                    while c + l <= ce {
+                        let mut v = s.read(&y[c..]);
+                        for j in 0..4 {
+                            // SAFETY: i + j < rows.end <= in_dim and c + LANES <= ce <= out_dim: inside w (asserted).
+                            let wv = unsafe { T::load(s, w.as_ptr().add((i + j) * out_dim + c)) };
+                            v = s.fma(wv, xv[j], v);
+                        }
+                        s.write(&mut y[c..], v);
+                        c += l;
+                    }
+                }
+                // Column tail (or a group of fewer than 4 rows): partial vectors.
+                while c < ce {
+                    let n = (ce - c).min(l);
+                    let mut v = s.read_partial(&y[c..c + n]);
+                    for j in 0..g {
+                        let row = (i + j) * out_dim + c;
+                        v = s.fma(T::read_partial(s, &w[row..row + n]), xv[j], v);
+                    }
+                    s.write_partial(&mut y[c..c + n], v);
+                    c += n;
                 }
             }
+            i += g;
         }
-        for r in 0..NX {
-            for k in 0..NC {
-                let mut v = acc[r][k];
-                if let Some(b) = bias {
-                    v = s.add(v, s.read(&b[c + k * l..]));
-                }
-                s.write(&mut ys[r][c + k * l..], v);
-            }
-        }
-        c += NC * l;
-    }
-    // Leftover columns, one (possibly partial) vector at a time.
-    while c < n_col {
-        let n = (n_col - c).min(l);
-        let mut acc = [s.zero(); NX];
-        for i in 0..in_dim {
-            let row = i * out_dim + c0 + c;
-            let wv = T::read_partial(s, &w[row..row + n]);
-            for r in 0..NX {
-                acc[r] = s.fma(wv, s.splat(x[r * in_dim + i]), acc[r]);
-            }
-        }
-        for r in 0..NX {
-            let mut v = acc[r];
-            if let Some(b) = bias {
-                v = s.add(v, s.read_partial(&b[c..c + n]));
-            }
-            s.write_partial(&mut ys[r][c..c + n], v);
-        }
-        c += n;
-    }
-}
-
-/// InOut GEMV on this task's columns `c0 .. c0 + ys[r].len()` for `x` rows (at most 4 per pass).
-#[inline(always)]
-pub(crate) fn inout<S: Simd, T: WElem>(
-    s: S,
-    x: &[f32],
-    w: &[T],
-    out_dim: usize,
-    c0: usize,
-    bias: Option<&[f32]>,
-    ys: &mut [&mut [f32]],
-) {
-    let n_x = ys.len();
-    if n_x == 0 {
-        return;
-    }
-    let in_dim = x.len() / n_x;
-    let mut r = 0;
-    while r < n_x {
-        let g = (n_x - r).min(4);
-        let xg = &x[r * in_dim..(r + g) * in_dim];
-        let yg = &mut ys[r..r + g];
-        match g {
-            1 => inout_block::<S, T, 4, 1>(s, xg, w, out_dim, c0, bias, yg),
-            2 => inout_block::<S, T, 4, 2>(s, xg, w, out_dim, c0, bias, yg),
-            3 => inout_block::<S, T, 2, 3>(s, xg, w, out_dim, c0, bias, yg),
-            _ => inout_block::<S, T, 2, 4>(s, xg, w, out_dim, c0, bias, yg),
-        }
-        r += g;
     }
 }

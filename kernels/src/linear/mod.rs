@@ -198,18 +198,47 @@ fn gemv(k: Kernels, x: &[f32], w: &Weight<'_>, bias: Option<&[f32]>, y: &mut [f3
             })
         }
         Layout::InOut => {
-            let chunk = gemv_chunk(out_dim, in_dim, 4 * MAX_LANES);
-            let tasks = split_columns(y, out_dim, chunk);
+            // Threads split the input rows of w (contiguous memory) and each sums into its own
+            // [n_x, out_dim] partial; the partials are added at the end.
+            let n_x = y.len() / out_dim;
+            for yr in y.chunks_exact_mut(out_dim) {
+                match bias {
+                    Some(b) => yr.copy_from_slice(b),
+                    None => yr.fill(0.0),
+                }
+            }
+            let n_tasks = if out_dim * in_dim < GEMV_PAR_MIN_WEIGHTS {
+                1
+            } else {
+                rayon::current_num_threads().min(in_dim.div_ceil(GEMV_MIN_CHUNK))
+            };
+            let per_task = in_dim.div_ceil(n_tasks);
             each_dtype!(w.data, data, T => {
-                let run = |(c0, mut ys): (usize, Vec<&mut [f32]>)| {
-                    let n = ys[0].len();
-                    let w: &[T] = data;
-                    let bias = bias.map(|b| &b[c0..c0 + n]);
-                    let ys: &mut [&mut [f32]] = &mut ys;
-                    dispatch!(k, gemv::inout, (x: &[f32], w: &[T], out_dim: usize, c0: usize,
-                        bias: Option<&[f32]>, ys: &mut [&mut [f32]]))
+                let w: &[T] = data;
+                let run = |rows: std::ops::Range<usize>, acc: &mut [f32]| {
+                    dispatch!(k, gemv::inout_rows, (x: &[f32], w: &[T], out_dim: usize, rows: std::ops::Range<usize>,
+                        acc: &mut [f32]))
                 };
-                if tasks.len() == 1 { tasks.into_iter().for_each(run) } else { tasks.into_par_iter().for_each(run) }
+                if n_tasks == 1 {
+                    run(0..in_dim, y);
+                } else {
+                    let (_, partials) = rayon::join(
+                        || run(0..per_task.min(in_dim), &mut *y),
+                        || {
+                            (1..n_tasks)
+                                .into_par_iter()
+                                .map(|t| {
+                                    let mut acc = vec![0.0f32; n_x * out_dim];
+                                    run(t * per_task..((t + 1) * per_task).min(in_dim), &mut acc);
+                                    acc
+                                })
+                                .collect::<Vec<Vec<f32>>>()
+                        },
+                    );
+                    for p in &partials {
+                        k.add(y, p);
+                    }
+                }
             })
         }
     }
