@@ -45,7 +45,7 @@ const SPLIT_MIN_KEYS: usize = 1024;
 /// Smallest key chunk of a split (a multiple of [`TILE_KEYS`]).
 const SPLIT_CHUNK_MIN: usize = 4 * TILE_KEYS;
 /// Below this many multiply-adds the whole call runs on the calling thread.
-const PAR_MIN_MACS: usize = 1 << 17;
+const PAR_MIN_MACS: usize = 1 << 19;
 
 /// One query row: offsets of its `q` and `out` vectors and how many keys it sees (`j < lim`).
 #[derive(Clone, Copy, Debug)]
