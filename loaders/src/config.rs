@@ -15,7 +15,7 @@
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::{Error, Result};
@@ -24,7 +24,8 @@ use crate::{Error, Result};
 pub const KNOWN_MODEL_TYPES: &str = "marian, llama, gpt2, ct2_transformer_seq2seq";
 
 /// A parsed and validated `config.json`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum ModelConfig {
     Marian(MarianConfig),
     Llama(LlamaConfig),
@@ -106,7 +107,7 @@ impl ModelConfig {
 // ---------------------------------------------------------------------------------------------
 
 /// `LlamaConfig` (transformers `configuration_llama.py`), defaults as there.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct LlamaConfig {
     pub hidden_size: usize,
     pub intermediate_size: usize,
@@ -136,7 +137,7 @@ pub struct LlamaConfig {
 }
 
 /// RoPE scaling parameters (`rope_type` "linear", "dynamic", "llama3", "yarn", ...).
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RopeScaling {
     #[serde(alias = "type")]
     pub rope_type: String,
@@ -319,6 +320,18 @@ impl LlamaConfig {
             self.num_key_value_heads,
         )?;
         positive(path, "head_dim", self.head_dim)?;
+        for (field, heads) in [
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.num_key_value_heads),
+        ] {
+            if heads.checked_mul(self.head_dim).is_none() {
+                return Err(invalid(
+                    path,
+                    field,
+                    format!("{heads} x head_dim {} overflows", self.head_dim),
+                ));
+            }
+        }
         if !self.head_dim.is_multiple_of(2) {
             return Err(invalid(
                 path,
@@ -347,7 +360,7 @@ impl LlamaConfig {
 // ---------------------------------------------------------------------------------------------
 
 /// `GPT2Config` (transformers `configuration_gpt2.py`), defaults as there.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Gpt2Config {
     #[serde(default = "gpt2_defaults::vocab_size")]
     pub vocab_size: usize,
@@ -426,6 +439,13 @@ impl Gpt2Config {
         positive(path, "n_layer", c.n_layer)?;
         positive(path, "n_head", c.n_head)?;
         divides(path, "n_embd", c.n_embd, "n_head", c.n_head)?;
+        if c.n_inner.is_none() && c.n_embd.checked_mul(4).is_none() {
+            return Err(invalid(
+                path,
+                "n_embd",
+                format!("4 x {} (the default n_inner) overflows", c.n_embd),
+            ));
+        }
         if c.n_inner == Some(0) {
             return Err(invalid(
                 path,
@@ -460,7 +480,7 @@ impl Gpt2Config {
 /// (`num_beams`, `max_length`, `bad_words_ids`) come from older config.json files; their defaults are
 /// those of transformers 4's `PretrainedConfig` (1, 20, none). `generation_config.json`, when present,
 /// takes precedence over them.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MarianConfig {
     pub vocab_size: usize,
     /// Defaults to `vocab_size`.
@@ -695,7 +715,7 @@ impl MarianConfig {
 // ---------------------------------------------------------------------------------------------
 
 /// How embeddings are scaled before positions are added.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EmbeddingScale {
     #[serde(rename = "sqrt(d_model)")]
     SqrtDModel,
@@ -704,14 +724,14 @@ pub enum EmbeddingScale {
 }
 
 /// Names of the final layer norms (`{"encoder": "...", "decoder": "..."}`).
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FinalLayerNorm {
     pub encoder: String,
     pub decoder: String,
 }
 
 /// Position encoding description; only `sinusoidal_tensor2tensor` is defined.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PositionEncoding {
     #[serde(rename = "type")]
     pub kind: String,
@@ -721,7 +741,7 @@ pub struct PositionEncoding {
 
 /// The custom description of a CTranslate2 "TransformerBase" encoder-decoder written for this project
 /// (no HF class matches it). Every field is required: there are no upstream defaults to follow.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Ct2Config {
     pub d_model: usize,
     pub encoder_layers: usize,
@@ -828,6 +848,16 @@ pub enum EarlyStopping {
     Never,
 }
 
+impl Serialize for EarlyStopping {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            EarlyStopping::Heuristic => s.serialize_bool(false),
+            EarlyStopping::WhenNumBeamsDone => s.serialize_bool(true),
+            EarlyStopping::Never => s.serialize_str("never"),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for EarlyStopping {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         match Value::deserialize(d)? {
@@ -842,7 +872,7 @@ impl<'de> Deserialize<'de> for EarlyStopping {
 }
 
 /// `generation_config.json` (transformers `GenerationConfig`): every field optional, as there.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct GenerationConfig {
     pub max_length: Option<usize>,
     pub max_new_tokens: Option<usize>,

@@ -10,7 +10,7 @@ Writes under tools/fixtures/:
       a tiny random LlamaForCausalLM in bfloat16 saved by transformers' save_pretrained with a small
       max_shard_size (so: several shards + model.safetensors.index.json), and expected.json with each
       tensor's dtype, shape, float64 sum and first values as torch reads them.
-Run through tools/scripts/make_loaders_fixtures.sh.
+Run through tools/scripts/make_loaders_fixtures.sh (which uses tools/scripts/venv.sh).
 """
 
 import argparse
@@ -189,7 +189,7 @@ def main():
                                  "shape": list(t.shape), "shard": shard,
                                  "sum": flat.double().sum().item(), "first": flat[:4].tolist()}
     exp = {"transformers_version": transformers.__version__, "tensors": tensors,
-           "model": expected_model(AutoConfig.from_pretrained(tiny))}
+           "model": expected_model(AutoConfig.from_pretrained(tiny)), "generation": expected_generation(tiny)}
     (tiny / "expected.json").write_text(json.dumps(exp, indent=1, sort_keys=True) + "\n")
 
 
