@@ -398,8 +398,9 @@ fn random_mutations_never_panic() {
         (seed >> 33) as usize
     };
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("m.gguf");
-    for _ in 0..2000 {
+    for n in 0..2000 {
+        // A fresh name each time: rewriting one file makes ext4 flush it to disk on every close.
+        let path = dir.path().join(format!("m{n}.gguf"));
         let mut buf = base.clone();
         for _ in 0..1 + next() % 4 {
             let i = next() % buf.len();
@@ -411,6 +412,7 @@ fn random_mutations_never_panic() {
                 let _ = f.dequantize(&t.name);
             }
         }
+        std::fs::remove_file(&path).unwrap();
     }
 }
 
