@@ -110,6 +110,13 @@ fn unknown_version() {
         );
     }
     let mut b = valid();
+    b.buf[4..8].copy_from_slice(&3u32.to_be_bytes());
+    let (_d, _p, r) = b.open();
+    assert!(
+        matches!(&r, Err(Error::GgufInvalid { reason, .. }) if reason.contains("big-endian")),
+        "{r:?}"
+    );
+    let mut b = valid();
     b.buf[4..8].copy_from_slice(&2u32.to_le_bytes());
     assert!(b.open().2.is_ok(), "v2 has the v3 layout");
 }
