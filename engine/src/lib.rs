@@ -2,6 +2,7 @@
 //!
 //! Re-exports what users need from the `kernels` and `loaders` crates.
 
+pub mod beam;
 pub mod decoder;
 pub mod error;
 
