@@ -3,10 +3,15 @@
 //! Re-exports what users need from the `kernels` and `loaders` crates.
 
 pub mod beam;
+pub mod cache;
 pub mod decoder;
 pub mod error;
+pub mod layers;
+pub mod sampling;
 
+pub use cache::{KvCache, KvShape};
 pub use decoder::Decoder;
 pub use error::{Error, Result};
 pub use kernels::{Isa, Kernels};
+pub use layers::{Bias, Embedding, LayerNorm, Linear, RmsNorm, TensorMap, TensorSource};
 pub use loaders;
