@@ -565,6 +565,221 @@ def gpt2_tiny():
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# aren-ct2: CTranslate2 on the real OpenNMT transliteration model
+
+AREN_NAMES = [
+    "محمد", "أحمد", "علي", "فاطمة", "خالد", "سارة", "يوسف", "مريم", "عمر", "ليلى", "حسن", "زينب", "إبراهيم", "عائشة",
+    "مصطفى", "نور", "سلمى", "طارق", "هدى", "كريم", "رشيد", "جميلة", "عبدالله", "صالح", "ياسمين", "منصور", "غادة",
+    "ضياء", "ثامر", "ظافر", "قاسم", "بشير", "آمنة", "رؤوف", "هانئ",
+    "پرويز",  # 'پ' is not in source_vocabulary.txt: it maps to <unk> (id 50)
+]
+# Other targets to score (teacher-forced), besides the greedy outputs: index into AREN_NAMES, target string.
+# 'Z' is not in target_vocabulary.txt: it maps to <unk> (id 42).
+AREN_EXTRA_TARGETS = [(0, "muhammad"), (0, "mohammed"), (1, "ahmed"), (3, "fatimah"), (12, "ibrahim"), (4, "Zaled"),
+                      (22, "abdullah"), (2, "a")]
+
+
+def read_vocab(path: Path):
+    toks = path.read_text(encoding="utf-8").split("\n")
+    if toks and toks[-1] == "":
+        toks.pop()
+    ids = {t: i for i, t in enumerate(toks)}
+    unk = ids.get("<unk>", len(toks))  # CTranslate2 appends <unk> when the file lacks it
+    return toks, ids, unk
+
+
+def aren_ct2():
+    import ctranslate2
+
+    name = "aren-ct2"
+    out = FIXTURES / name
+    clean_dir(out)
+    model_dir = SHARED / "aren-transliteration-ct2"
+    if not (model_dir / "model.bin").exists():
+        sys.exit(f"missing {model_dir}/model.bin")
+    _, src_ids, src_unk = read_vocab(model_dir / "source_vocabulary.txt")
+    tgt_toks, tgt_ids, tgt_unk = read_vocab(model_dir / "target_vocabulary.txt")
+    sources = [list(n) for n in AREN_NAMES]
+    for n in AREN_NAMES[:-1]:
+        assert all(c in src_ids for c in n), n
+
+    opts = dict(device="cpu", compute_type="float32", inter_threads=1, intra_threads=1)
+    common = dict(max_batch_size=0, num_hypotheses=1, length_penalty=1.0, coverage_penalty=0.0,
+                  repetition_penalty=1.0, no_repeat_ngram_size=0, disable_unk=False, return_end_token=False,
+                  max_input_length=1024, max_decoding_length=256, min_decoding_length=1, patience=1.0,
+                  return_scores=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        # Only model.bin and the vocabularies: the shared config.json is a custom description, not CTranslate2's.
+        for f in ("model.bin", "source_vocabulary.txt", "target_vocabulary.txt"):
+            os.symlink(model_dir / f, os.path.join(tmp, f))
+        tr = ctranslate2.Translator(tmp, **opts)
+        greedy = tr.translate_batch(sources, beam_size=1, return_logits_vocab=True, **common)
+        beam = tr.translate_batch(sources, beam_size=4, **common)
+        greedy_tokens = [r.hypotheses[0] for r in greedy]
+        beam_tokens = [r.hypotheses[0] for r in beam]
+
+        # batch 1 must give the same tokens and scores
+        max_diff = 0.0
+        for i, src in enumerate(sources):
+            g1 = tr.translate_batch([src], beam_size=1, **common)[0]
+            b1 = tr.translate_batch([src], beam_size=4, **common)[0]
+            assert g1.hypotheses[0] == greedy_tokens[i] and b1.hypotheses[0] == beam_tokens[i], i
+            max_diff = max(max_diff, abs(g1.scores[0] - greedy[i].scores[0]), abs(b1.scores[0] - beam[i].scores[0]))
+        assert max_diff < 1e-5, max_diff
+
+        score_sources = sources + [sources[i] for i, _ in AREN_EXTRA_TARGETS]
+        score_targets = greedy_tokens + [list(t) for _, t in AREN_EXTRA_TARGETS]
+        scored = tr.score_batch(score_sources, score_targets, max_batch_size=0, max_input_length=1024, offset=0)
+        score_diff = 0.0
+        for i, (s, t) in enumerate(zip(score_sources, score_targets)):
+            one = tr.score_batch([s], [t])[0]
+            score_diff = max(score_diff, max(abs(a - b) for a, b in zip(one.log_probs, scored[i].log_probs)))
+        assert score_diff < 1e-5, score_diff
+
+    tensors = {}
+    for i, r in enumerate(greedy):
+        # one row per decoding step (the tokens then </s>): the step's logits over the target vocabulary, after
+        # CTranslate2's own processing (min_decoding_length=1 sets </s> to the lowest f32 at step 0).
+        tensors[f"greedy{i}_step_logits"] = torch.stack([torch.from_numpy(np.array(x)) for x in r.logits[0]])
+
+    # Greedy score = mean over (tokens + </s>) of log_softmax(processed step logits)[token]: at step 0 </s> is banned
+    # and the softmax renormalised without it, so it differs from score_batch (which does not ban </s>) at step 0.
+    step0_diff = []
+    for i, r in enumerate(greedy):
+        logits = tensors[f"greedy{i}_step_logits"].double()
+        logp = torch.log_softmax(logits, dim=-1)
+        ids = [tgt_ids.get(c, tgt_unk) for c in r.hypotheses[0]] + [2]
+        assert logits.shape[0] == len(ids) and logits.argmax(-1).tolist() == ids, i
+        mine = [logp[k, t].item() for k, t in enumerate(ids)]
+        assert abs(sum(mine) / len(mine) - r.scores[0]) < 1e-5, (i, sum(mine) / len(mine), r.scores[0])
+        sb = scored[i].log_probs
+        assert max(abs(a - b) for a, b in zip(mine[1:], sb[1:])) < 1e-5, i
+        step0_diff.append(mine[0] - sb[0])
+
+    def src_to_ids(src):
+        return [src_ids.get(c, src_unk) for c in src]
+
+    def tgt_to_ids(tgt):
+        return [tgt_ids.get(c, tgt_unk) for c in tgt]
+
+    meta = {
+        "model": name,
+        "model_dir": "shared/models/aren-transliteration-ct2 (model.bin + vocabularies only)",
+        "ctranslate2_version": ctranslate2.__version__,
+        "translator_options": opts,
+        "translate_options": {**common, "beam_size": "1 for greedy, 4 for beam"},
+        "score_options": {"max_batch_size": 0, "max_input_length": 1024, "offset": 0},
+        "notes": [
+            "No <s> or </s> is added to the source; the decoder starts with <s> (1) and stops at </s> (2).",
+            "Tokens are single characters; ids are line numbers of the vocabulary files; <unk> is the extra last id "
+            "(source 50, target 42).",
+            "scores: sum of token log-probs including </s>, divided by (number of tokens + 1) ** length_penalty, "
+            "for greedy (beam_size 1) as well as for beam 4.",
+            "score_batch log_probs: one per target token plus one for </s> (teacher-forced), from the plain "
+            "log-softmax: no </s> ban at step 0, so the first log-prob differs from translate's (see step0_diff).",
+            "greedy*_step_logits: [steps, 43] per source, steps = tokens + </s>: translate's processed logits "
+            "(return_logits_vocab); translate's greedy score = mean of log_softmax(these)[chosen token].",
+            "batch-vs-single: each source alone gives the same tokens; max |score diff| recorded below.",
+        ],
+        "sources": ["".join(s) for s in sources],
+        "source_ids": [src_to_ids(s) for s in sources],
+        "greedy": [{"tokens": r.hypotheses[0], "ids": tgt_to_ids(r.hypotheses[0]), "score": r.scores[0]}
+                   for r in greedy],
+        "beam4": [{"tokens": r.hypotheses[0], "ids": tgt_to_ids(r.hypotheses[0]), "score": r.scores[0]} for r in beam],
+        "batch1_max_score_diff": max_diff,
+        "step0_diff": step0_diff,
+        "score_batch": [
+            {"source_index": (i if i < len(sources) else AREN_EXTRA_TARGETS[i - len(sources)][0]),
+             "target": "".join(t), "target_ids": tgt_to_ids(t), "tokens": r.tokens, "log_probs": r.log_probs}
+            for i, (t, r) in enumerate(zip(score_targets, scored))
+        ],
+        "score_batch1_max_diff": score_diff,
+        "target_vocabulary": tgt_toks + ["<unk>"],
+    }
+    save_reference(out, tensors, meta)
+    print(name, [("".join(g["tokens"]), "".join(b["tokens"])) for g, b in zip(meta["greedy"], meta["beam4"])])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# stories260k: HF LlamaForCausalLM on the converted checkpoint, checked against a NumPy pass over the original .bin
+
+STORIES_PROMPTS = ["Once upon a time", "Lily went to the park", "The cat"]
+# HF (f32, rotate_half layout) vs the float64 NumPy pass over stories260K.bin (interleaved RoPE): max |logit diff|.
+STORIES_NUMPY_TOL = 1e-4
+
+
+@torch.no_grad()
+def greedy_with_cache(model, prompt: list[int], n_new: int):
+    """Argmax decoding with the KV cache, no stop token: (new tokens, last-position logits before each choice)."""
+    out = model(input_ids=torch.tensor([prompt]), use_cache=True)
+    past, logits = out.past_key_values, out.logits[0, -1]
+    tokens, rows = [], []
+    for _ in range(n_new):
+        rows.append(logits.clone())
+        t = int(logits.argmax())
+        tokens.append(t)
+        out = model(input_ids=torch.tensor([[t]]), past_key_values=past, use_cache=True)
+        past, logits = out.past_key_values, out.logits[0, -1]
+    return tokens, torch.stack(rows)
+
+
+def stories260k():
+    from transformers import LlamaForCausalLM
+
+    name = "stories260k"
+    out = FIXTURES / name
+    clean_dir(out)
+    mdir = SHARED / "stories260k"
+    tok = llama2c.Llama2cTokenizer(mdir / "tok512.bin", 512)
+    ref = llama2c.Llama2cModel(mdir / "stories260K.bin")
+    # The .bin's own RoPE tables must be what run.c (and our NumPy pass) computes (they were made in f32: 2.3e-6).
+    cos, sin = ref.rope_tables(ref.seq_len)
+    assert np.abs(ref.freq_cis_real - cos).max() < 1e-5 and np.abs(ref.freq_cis_imag - sin).max() < 1e-5
+
+    model = LlamaForCausalLM.from_pretrained(mdir, dtype=torch.float32, attn_implementation="eager")
+    model.eval()
+    n_new = 64
+    prompts = [[1]] + [tok.encode(p, bos=True, eos=False) for p in STORIES_PROMPTS]
+    for p, text in zip(prompts[1:], STORIES_PROMPTS):
+        assert tok.decode(p[1:]) == text, (tok.decode(p[1:]), text)
+    tensors, runs, max_diff = {}, [], 0.0
+    for i, p in enumerate(prompts):
+        new, rows = greedy_with_cache(model, p, n_new)
+        tensors[f"run{i}_step_logits"] = rows  # [64, 512]: row k is the logits that chose new[k]
+        seq = p + new
+        # one HF forward over the whole sequence must give the same rows
+        full = model(input_ids=torch.tensor([seq[:-1]])).logits[0, len(p) - 1 :]
+        assert (full - rows).abs().max().item() < 1e-4
+        # independent NumPy forward over the original llama2.c file
+        np_logits = ref.forward(seq[:-1])[len(p) - 1 :]
+        diff = float(np.abs(np_logits - rows.double().numpy()).max())
+        assert diff < STORIES_NUMPY_TOL, (i, diff)
+        assert np_logits.argmax(-1).tolist() == new, i
+        max_diff = max(max_diff, diff)
+        runs.append({"prompt": "" if i == 0 else STORIES_PROMPTS[i - 1], "prompt_ids": p, "greedy_ids": new,
+                     "text": tok.decode(new, prev=p[-1])})
+    meta = {
+        "model": name,
+        "model_dir": "shared/models/stories260k (HF layout conversion: config.json + model.safetensors)",
+        "notes": [
+            "prompt_ids: llama2.c run.c encode(text, bos=1, eos=0) with tok512.bin (tools/scripts/llama2c.py); "
+            "run 0 is BOS alone.",
+            "greedy_ids: 64 argmax tokens with the KV cache and no stop token (run.c would stop at BOS=1).",
+            "run{i}_step_logits [64, 512]: last-position logits before each choice (f32, HF).",
+            "Checked: the same logits from one full HF forward (< 1e-4) and from an independent float64 NumPy pass "
+            "over the original stories260K.bin with interleaved RoPE (max diff below).",
+        ],
+        "runs": runs,
+        "numpy_vs_hf_max_abs_diff": max_diff,
+        "numpy_vs_hf_tolerance": STORIES_NUMPY_TOL,
+    }
+    save_reference(out, tensors, meta)
+    for r in runs:
+        print(name, repr(r["prompt"]), r["prompt_ids"], repr(r["text"]))
+    print(name, "numpy vs HF max abs diff", max_diff)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 
 
 FIXTURE_FUNCS = {
@@ -573,6 +788,8 @@ FIXTURE_FUNCS = {
     "llama-tiny-gqa": llama_tiny_gqa,
     "llama-tiny-tied": llama_tiny_tied,
     "gpt2-tiny": gpt2_tiny,
+    "aren-ct2": aren_ct2,
+    "stories260k": stories260k,
 }
 
 
