@@ -14,8 +14,12 @@
 //!   candidate among the first `k` that is EOS (or any of them at the last step) is registered with its raw
 //!   cumulative log-prob and replaced by the next non-EOS candidate from the second half; a source is done
 //!   once `round(k * patience)` hypotheses are registered (or, with `length_penalty == 0`, once the top beam
-//!   finished). Hypotheses are then scored `sum_logprobs / n_tokens^length_penalty` where `n_tokens`
-//!   excludes EOS, and sorted.
+//!   finished). Hypotheses are then scored `sum_logprobs / n_generated^length_penalty` (EOS counted, as
+//!   CTranslate2 4.x does) and sorted.
+//!
+//! Greedy search (`num_beams == 1`) takes the argmax of the processed scores and reports the same
+//! normalised score. Log-probs are those of the processed scores: transformers applies its rules to
+//! log-probs (and renormalises when asked), CTranslate2 applies them to logits then log-softmaxes.
 //!
 //! Sources are independent: each one leaves the batch (its cache rows are dropped with
 //! [`Decoder::reorder`]) as soon as it is done, which does not change any other source's result.
@@ -218,7 +222,6 @@ fn greedy<D: Decoder>(dec: &D, cache: &mut D::Cache, start: &[u32], opts: &Searc
     let mut alive: Vec<usize> = (0..n_src).collect();
     let mut logits = vec![0.0f32; n_src * vocab];
     let mut tokens = vec![0u32; n_src];
-    let style = opts.style;
     for step in 0..opts.max_new_tokens {
         for (r, &s) in alive.iter().enumerate() {
             tokens[r] = *seqs[s].last().expect("starts with the start token");
@@ -243,11 +246,7 @@ fn greedy<D: Decoder>(dec: &D, cache: &mut D::Cache, start: &[u32], opts: &Searc
             let last = step + 1 == opts.max_new_tokens;
             if is_eos || last {
                 let tokens = seqs[s][1..].to_vec();
-                let len = match style {
-                    BeamStyle::HuggingFace { .. } => tokens.len(),
-                    BeamStyle::CTranslate2 { .. } => tokens.len() - usize::from(is_eos),
-                };
-                let score = normalise(sums[s], len.max(1), opts.length_penalty);
+                let score = normalise(sums[s], tokens.len(), opts.length_penalty);
                 out[s] = Some(Hypothesis { tokens, score });
             } else {
                 keep.push(r);
@@ -434,13 +433,9 @@ fn beam<D: Decoder>(
                     let mut h: Vec<Hypothesis> = src
                         .finished
                         .into_iter()
-                        .map(|(raw, seq)| {
-                            let ends_eos = seq.last().is_some_and(|&t| opts.rules.is_eos(t));
-                            let len = seq.len() - 1 - usize::from(ends_eos);
-                            Hypothesis {
-                                score: normalise(raw, len.max(1), opts.length_penalty),
-                                tokens: seq[1..].to_vec(),
-                            }
+                        .map(|(raw, seq)| Hypothesis {
+                            score: normalise(raw, seq.len() - 1, opts.length_penalty),
+                            tokens: seq[1..].to_vec(),
                         })
                         .collect();
                     // stable: equal scores keep registration order

@@ -8,6 +8,7 @@ pub mod decoder;
 pub mod error;
 pub mod layers;
 pub mod sampling;
+pub mod seq2seq;
 
 pub use cache::{KvCache, KvShape};
 pub use decoder::Decoder;
