@@ -266,7 +266,15 @@ impl Seq2Seq {
         let lin = |name: &str, out_dim: usize, in_dim: usize| {
             Linear::bind(st, name, out_dim, in_dim, Layout::OutIn, Bias::Required)
         };
-        let norm = |name: &str| LayerNorm::bind(st, name, d, eps);
+        // Marian: `<prefix>.weight` / `<prefix>.bias`; CTranslate2: `<prefix>/gamma` / `<prefix>/beta`
+        let norm = |prefix: &str| match cfg.names {
+            WeightNames::Marian => LayerNorm::bind(st, prefix, d, eps),
+            WeightNames::Ct2 => Ok(LayerNorm {
+                gamma: float_vector(st, &format!("{prefix}/gamma"), d)?,
+                beta: float_vector(st, &format!("{prefix}/beta"), d)?,
+                eps,
+            }),
+        };
 
         let (src_embed, tgt_embed, encoder, encoder_norm, decoder, decoder_norm, lm_head) = match cfg.names {
             WeightNames::Marian => {
@@ -345,14 +353,14 @@ impl Seq2Seq {
                 let tgt_embed = Embedding::bind(st, "decoder/embeddings/weight", cfg.tgt_vocab_size, d)?;
                 let self_attn = |name: &dyn Fn(&str) -> String| -> Result<SelfAttention> {
                     Ok(SelfAttention {
-                        norm: norm(&name("self_attention/layer_norm/gamma"))?,
+                        norm: norm(&name("self_attention/layer_norm"))?,
                         qkv: QkvProj::Fused(lin(&name("self_attention/linear_0/weight"), 3 * d, d)?),
                         out: lin(&name("self_attention/linear_1/weight"), d, d)?,
                     })
                 };
                 let ffn = |name: &dyn Fn(&str) -> String, ffn_dim: usize| -> Result<FeedForward> {
                     Ok(FeedForward {
-                        norm: norm(&name("ffn/layer_norm/gamma"))?,
+                        norm: norm(&name("ffn/layer_norm"))?,
                         up: lin(&name("ffn/linear_0/weight"), ffn_dim, d)?,
                         down: lin(&name("ffn/linear_1/weight"), d, ffn_dim)?,
                     })
@@ -372,7 +380,7 @@ impl Seq2Seq {
                         Ok(DecoderLayer {
                             attn: self_attn(&name)?,
                             cross: CrossAttention {
-                                norm: norm(&name("attention/layer_norm/gamma"))?,
+                                norm: norm(&name("attention/layer_norm"))?,
                                 q: lin(&name("attention/linear_0/weight"), d, d)?,
                                 kv: KvProj::Fused(lin(&name("attention/linear_1/weight"), 2 * d, d)?),
                                 out: lin(&name("attention/linear_2/weight"), d, d)?,
@@ -391,9 +399,9 @@ impl Seq2Seq {
                     src_embed,
                     tgt_embed,
                     encoder,
-                    Some(norm("encoder/layer_norm/gamma")?),
+                    Some(norm("encoder/layer_norm")?),
                     decoder,
-                    Some(norm("decoder/layer_norm/gamma")?),
+                    Some(norm("decoder/layer_norm")?),
                     lm_head,
                 )
             }
@@ -554,6 +562,21 @@ impl Seq2Seq {
         k.activation(act, hidden);
         ffn.down.forward(k, hidden, rows, &mut buf.o[..rows * self.cfg.d_model]);
         buf.residual(k, self.cfg.norm, &ffn.norm, x);
+    }
+}
+
+/// A float vector of `n` values (norm gains, biases), widened to f32.
+fn float_vector(st: &dyn TensorSource, name: &str, n: usize) -> Result<Vec<f32>> {
+    let t = st.get_shaped(name, &[n])?;
+    match t.dtype() {
+        loaders::Dtype::F32 | loaders::Dtype::F16 | loaders::Dtype::BF16 => Ok(t.to_f32_vec()),
+        other => Err(loaders::Error::TensorDtype {
+            path: st.origin(),
+            name: name.to_string(),
+            expected: "F32, F16 or BF16".into(),
+            found: other.to_string(),
+        }
+        .into()),
     }
 }
 
