@@ -4,8 +4,8 @@
 mod translate_support;
 
 use loaders::paths::fixture;
-use qkv::beam::{search, BeamStyle, EarlyStopping, LogitsRules, SearchOptions};
-use qkv::seq2seq::{NormPlacement, Positions, Seq2Seq, Seq2SeqConfig, WeightNames};
+use qkv::beam::{search, SearchOptions};
+use qkv::seq2seq::Seq2Seq;
 use qkv::{Decoder, Kernels};
 use translate_support::*;
 
@@ -16,35 +16,8 @@ const SCORE_TOL: f32 = 1e-4;
 
 fn model() -> Seq2Seq {
     let dir = fixture("marian-tiny");
-    let c = read_json(&dir.join("config.json"));
-    let u = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{k}")) as usize;
-    let cfg = Seq2SeqConfig {
-        names: WeightNames::Marian,
-        d_model: u("d_model"),
-        n_encoder_layers: u("encoder_layers"),
-        n_decoder_layers: u("decoder_layers"),
-        n_encoder_heads: u("encoder_attention_heads"),
-        n_decoder_heads: u("decoder_attention_heads"),
-        encoder_ffn_dim: u("encoder_ffn_dim"),
-        decoder_ffn_dim: u("decoder_ffn_dim"),
-        activation: kernels::Activation::Silu,
-        norm: NormPlacement::PostNorm,
-        layer_norm_eps: 1e-5,
-        embed_scale: (u("d_model") as f32).sqrt(),
-        positions: Positions {
-            kind: kernels::Sinusoid::Marian,
-            first: 0,
-            max: u("max_position_embeddings"),
-        },
-        src_vocab_size: u("vocab_size"),
-        tgt_vocab_size: u("decoder_vocab_size"),
-        tied_lm_head: true,
-        decoder_start_token_id: u("decoder_start_token_id") as u32,
-        eos_token_id: u("eos_token_id") as u32,
-        pad_token_id: u("pad_token_id") as u32,
-    };
     let st = read_weights(&dir.join("model.safetensors"));
-    Seq2Seq::load(&st, cfg, Kernels::detect().expect("isa")).expect("load marian-tiny")
+    Seq2Seq::load(&st, marian_config(&dir), Kernels::detect().expect("isa")).expect("load marian-tiny")
 }
 
 struct Case {
@@ -64,23 +37,7 @@ fn case() -> Case {
 }
 
 fn options(json: &serde_json::Value, num_beams: usize) -> SearchOptions {
-    let g = &json["generate_options"];
-    SearchOptions {
-        num_beams,
-        max_new_tokens: g["max_new_tokens"].as_u64().unwrap() as usize,
-        min_new_tokens: (g["min_length"].as_u64().unwrap() as usize).saturating_sub(1),
-        length_penalty: g["beam"]["length_penalty"].as_f64().unwrap() as f32,
-        num_return_sequences: 1,
-        style: BeamStyle::HuggingFace {
-            early_stopping: EarlyStopping::Heuristic,
-        },
-        rules: LogitsRules {
-            eos: vec![g["eos_token_id"].as_u64().unwrap() as u32],
-            bad_words: id_rows(&g["bad_words_ids"]),
-            forced_eos: Some(g["forced_eos_token_id"].as_u64().unwrap() as u32),
-            renormalize: g["renormalize_logits"].as_bool().unwrap(),
-        },
-    }
+    marian_search_options(json, num_beams)
 }
 
 fn src_refs(c: &Case) -> Vec<&[u32]> {

@@ -87,3 +87,81 @@ pub fn hash_tensor(name: &str, n: usize, scale: f32, offset: f32) -> Vec<f32> {
         })
         .collect()
 }
+
+/// The runtime config of an HF Marian `config.json` (swish/relu/gelu, post-norm, tied, static positions).
+pub fn marian_config(dir: &Path) -> qkv::seq2seq::Seq2SeqConfig {
+    use qkv::seq2seq::{NormPlacement, Positions, Seq2SeqConfig, WeightNames};
+    let c = read_json(&dir.join("config.json"));
+    let u = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{k}")) as usize;
+    let activation = match c["activation_function"].as_str().unwrap() {
+        "swish" | "silu" => kernels::Activation::Silu,
+        "relu" => kernels::Activation::Relu,
+        other => panic!("activation {other}"),
+    };
+    Seq2SeqConfig {
+        names: WeightNames::Marian,
+        d_model: u("d_model"),
+        n_encoder_layers: u("encoder_layers"),
+        n_decoder_layers: u("decoder_layers"),
+        n_encoder_heads: u("encoder_attention_heads"),
+        n_decoder_heads: u("decoder_attention_heads"),
+        encoder_ffn_dim: u("encoder_ffn_dim"),
+        decoder_ffn_dim: u("decoder_ffn_dim"),
+        activation,
+        norm: NormPlacement::PostNorm,
+        layer_norm_eps: 1e-5,
+        embed_scale: (u("d_model") as f32).sqrt(),
+        positions: Positions {
+            kind: kernels::Sinusoid::Marian,
+            first: 0,
+            max: u("max_position_embeddings"),
+        },
+        src_vocab_size: u("vocab_size"),
+        tgt_vocab_size: u("decoder_vocab_size"),
+        tied_lm_head: true,
+        decoder_start_token_id: u("decoder_start_token_id") as u32,
+        eos_token_id: u("eos_token_id") as u32,
+        pad_token_id: u("pad_token_id") as u32,
+    }
+}
+
+/// transformers' search options of a Marian reference (`generate_options` of reference.json).
+pub fn marian_search_options(json: &serde_json::Value, num_beams: usize) -> qkv::beam::SearchOptions {
+    use qkv::beam::{BeamStyle, EarlyStopping, LogitsRules, SearchOptions};
+    let g = &json["generate_options"];
+    SearchOptions {
+        num_beams,
+        max_new_tokens: g["max_new_tokens"].as_u64().unwrap() as usize,
+        min_new_tokens: (g["min_length"].as_u64().unwrap() as usize).saturating_sub(1),
+        length_penalty: g["beam"]["length_penalty"].as_f64().unwrap() as f32,
+        num_return_sequences: 1,
+        style: BeamStyle::HuggingFace {
+            early_stopping: EarlyStopping::Heuristic,
+        },
+        rules: LogitsRules {
+            eos: vec![g["eos_token_id"].as_u64().unwrap() as u32],
+            bad_words: id_rows(&g["bad_words_ids"]),
+            forced_eos: Some(g["forced_eos_token_id"].as_u64().unwrap() as u32),
+            renormalize: g["renormalize_logits"].as_bool().unwrap(),
+        },
+    }
+}
+
+/// The hash-initialised weights of `marian-base-shape`, checked against the first values and f64 sums
+/// that Python recorded in reference.json.
+pub fn marian_base_shape_weights(json: &serde_json::Value) -> TensorMap {
+    let mut map = TensorMap::new("marian-base-shape (hash-initialised)");
+    for t in json["hash_init"].as_array().expect("hash_init") {
+        let name = t["name"].as_str().unwrap();
+        let shape: Vec<usize> = t["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let n = shape.iter().product();
+        let v = hash_tensor(name, n, t["scale"].as_f64().unwrap() as f32, t["offset"].as_f64().unwrap() as f32);
+        let first: Vec<f32> = t["first"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        assert_eq!(&v[..first.len()], &first[..], "first values of {name}");
+        let sum: f64 = v.iter().map(|&x| x as f64).sum();
+        let want = t["sum_f64"].as_f64().unwrap();
+        assert!((sum - want).abs() <= 1e-9 * want.abs().max(1.0), "sum of {name}: {sum} vs {want}");
+        map.insert_f32(name, &shape, &v).expect("tensor");
+    }
+    map
+}
