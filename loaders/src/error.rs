@@ -1,4 +1,7 @@
 //! The one error type of the `loaders` crate.
+//!
+//! Every variant names the file (and the tensor or field) and says what was expected versus
+//! what was found, so a user can tell a truncated download from a wrong model from a bug.
 
 use std::path::PathBuf;
 
@@ -24,5 +27,109 @@ pub enum Error {
         name: String,
         expected: String,
         found: String,
+    },
+
+    // ---- safetensors files (loaders/src/safetensors.rs) ----
+    #[error("{path}: the file is empty (0 bytes), expected a safetensors file")]
+    EmptyFile { path: PathBuf },
+    #[error("{path}: the file is truncated: it holds {found} bytes, its header describes {expected}")]
+    Truncated { path: PathBuf, expected: u64, found: u64 },
+    #[error("{path}: header length {header_len} is beyond the file (at most {max} bytes can be a header here)")]
+    HeaderLength { path: PathBuf, header_len: u64, max: u64 },
+    #[error("{path}: invalid safetensors header: {reason}")]
+    InvalidHeader { path: PathBuf, reason: String },
+    #[error("{path}: tensor {name:?} has unknown dtype {dtype:?}")]
+    UnknownDtype { path: PathBuf, name: String, dtype: String },
+    #[error("{path}: tensor {name:?} has dtype {dtype}, which qkv does not load (supported: F32, F16, BF16, I8, U8)")]
+    UnsupportedDtype { path: PathBuf, name: String, dtype: String },
+    #[error("{path}: tensor {name:?} appears more than once")]
+    DuplicateTensor { path: PathBuf, name: String },
+    #[error("{path}: tensor {name:?} has data_offsets [{begin}, {end}]: begin is after end")]
+    InvalidOffsets {
+        path: PathBuf,
+        name: String,
+        begin: u64,
+        end: u64,
+    },
+    #[error(
+        "{path}: tensor {name:?} has data_offsets [{begin}, {end}], out of bounds of the {data_len}-byte data section"
+    )]
+    TensorOutOfBounds {
+        path: PathBuf,
+        name: String,
+        begin: u64,
+        end: u64,
+        data_len: u64,
+    },
+    #[error("{path}: tensors {first:?} (ends at {first_end}) and {second:?} (begins at {second_begin}) overlap")]
+    TensorOverlap {
+        path: PathBuf,
+        first: String,
+        second: String,
+        first_end: u64,
+        second_begin: u64,
+    },
+    #[error("{path}: {gap} unused bytes in the data section between {after} and tensor {before:?} (at [{begin}, {end}])", gap = end - begin)]
+    TensorGap {
+        path: PathBuf,
+        /// The tensor before the gap, or `<start of data>`.
+        after: String,
+        before: String,
+        begin: u64,
+        end: u64,
+    },
+    #[error("{path}: the data section is {data_len} bytes but its tensors end at {data_end}: trailing bytes")]
+    TrailingData {
+        path: PathBuf,
+        data_end: u64,
+        data_len: u64,
+    },
+    #[error(
+        "{path}: tensor {name:?} ({dtype} {shape:?}) needs {expected} bytes but data_offsets span {found} \
+         (shape x dtype size != byte length)"
+    )]
+    TensorSize {
+        path: PathBuf,
+        name: String,
+        dtype: String,
+        shape: Vec<usize>,
+        expected: u64,
+        found: u64,
+    },
+    #[error("{path}: tensor {name:?} has shape {shape:?}, whose byte size overflows")]
+    ShapeOverflow {
+        path: PathBuf,
+        name: String,
+        shape: Vec<usize>,
+    },
+    #[error("{dir}: no weights found: expected model.safetensors or model.safetensors.index.json")]
+    NoWeights { dir: PathBuf },
+    #[error("{path}: invalid shard index: {reason}")]
+    InvalidIndex { path: PathBuf, reason: String },
+    #[error("{path}: tensor {name:?} is listed in shard {expected:?} but {found}")]
+    IndexMismatch {
+        path: PathBuf,
+        name: String,
+        expected: String,
+        found: String,
+    },
+    #[error("{path}: cannot write safetensors: {reason}")]
+    Write { path: PathBuf, reason: String },
+
+    // ---- configs (loaders/src/config.rs) ----
+    #[error("{path}: {reason}")]
+    ConfigJson { path: PathBuf, reason: String },
+    #[error("{path}: unknown model_type {found:?} (architectures {architectures:?}); qkv reads: {known}")]
+    UnknownModelType {
+        path: PathBuf,
+        found: Option<String>,
+        architectures: Vec<String>,
+        known: &'static str,
+    },
+    #[error("{path}: field `{field}`: {reason}")]
+    InvalidConfig {
+        path: PathBuf,
+        field: String,
+        reason: String,
     },
 }

@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod paths;
+pub mod safetensors;
 pub mod tensor;
 
 pub use error::{Error, Result};

@@ -99,7 +99,7 @@ impl Tensor {
         let ok = range.start <= range.end
             && range.end <= storage.bytes().len()
             && n.checked_mul(dtype.size())? == range.len()
-            && (storage.bytes().as_ptr() as usize + range.start) % dtype.size() == 0;
+            && (storage.bytes().as_ptr() as usize + range.start).is_multiple_of(dtype.size());
         ok.then(|| Tensor {
             name: name.into(),
             dtype,
@@ -114,6 +114,13 @@ impl Tensor {
         let storage = Arc::new(Storage::owned_copy(bytemuck::cast_slice(values)));
         let len = std::mem::size_of_val(values);
         Tensor::from_storage(name, Dtype::F32, shape, storage, 0..len)
+    }
+
+    /// A tensor over an owned, aligned copy of `bytes` (little-endian, in `dtype`); `None` if the
+    /// length is not `shape.product() * dtype.size()`. Also the fallback for misaligned mapped data.
+    pub fn from_bytes(name: &str, dtype: Dtype, shape: Vec<usize>, bytes: &[u8]) -> Option<Tensor> {
+        let storage = Arc::new(Storage::owned_copy(bytes));
+        Tensor::from_storage(name, dtype, shape, storage, 0..bytes.len())
     }
 
     pub fn name(&self) -> &str {
