@@ -11,6 +11,15 @@ use crate::{Error, Result};
 /// Default cap on the bytes of all KV caches of one generation (K and V, every layer): 8 GiB.
 pub const DEFAULT_MAX_CACHE_BYTES: usize = 8 << 30;
 
+/// The first `n` values of a scratch buffer, grown (never shrunk) to hold them: buffers sized by the
+/// first (largest) step of a generation are reused by every later step.
+pub fn grow(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if buf.len() < n {
+        buf.resize(n, 0.0);
+    }
+    &mut buf[..n]
+}
+
 /// The shape of one layer's cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KvShape {

@@ -4,9 +4,13 @@
 
 pub mod beam;
 pub mod cache;
+pub mod chat;
 pub mod decoder;
 pub mod error;
+pub mod generate;
+pub mod gpt2;
 pub mod layers;
+pub mod llama;
 pub mod sampling;
 pub mod seq2seq;
 

@@ -4,6 +4,7 @@
 //! [`Error`] naming the file, the tensor and what was expected versus found, and never panics.
 
 pub mod error;
+pub mod gguf;
 pub mod paths;
 pub mod safetensors;
 pub mod tensor;

@@ -1,0 +1,482 @@
+//! Import a GGUF (llama architecture) into a Hugging Face model directory.
+//!
+//! Writes `config.json` (LlamaForCausalLM), `generation_config.json`, `model.safetensors` (HF tensor names,
+//! f32 or bf16), `tokenizer.json` and `tokenizer_config.json` (with the chat template). Tensors are dequantised
+//! one at a time while the safetensors file is written, so peak memory is about one tensor, not the model.
+//!
+//! llama.cpp's converter permutes the rows of `attn_q` / `attn_k` so that RoPE rotates adjacent pairs
+//! (`x[2i], x[2i+1]`); Hugging Face's Llama rotates halves (`x[i], x[i + head_dim/2]`). Per head, GGUF row
+//! `2i + s` holds HF row `s * head_dim/2 + i` (s in {0, 1}); the import moves rows back.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::path::Path;
+
+use serde_json::json;
+
+use super::dequant;
+use super::reader::{GgufFile, TensorInfo};
+use super::tokenizer;
+use crate::error::{Error, Result};
+use crate::tensor::Dtype;
+
+/// How to import.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImportOptions {
+    /// Stored dtype of the weights: F32 (exact dequantised values) or BF16 (rounded to nearest even).
+    pub dtype: Dtype,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        ImportOptions { dtype: Dtype::F32 }
+    }
+}
+
+/// Llama hyper-parameters read from `llama.*` metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LlamaParams {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub max_position_embeddings: usize,
+    pub vocab_size: usize,
+    pub tie_word_embeddings: bool,
+}
+
+fn import_err(gguf: &GgufFile, reason: String) -> Error {
+    Error::GgufImport {
+        path: gguf.path().to_path_buf(),
+        reason,
+    }
+}
+
+fn meta_err(gguf: &GgufFile, key: &str, expected: String, found: String) -> Error {
+    Error::GgufMetadata {
+        path: gguf.path().to_path_buf(),
+        key: key.to_string(),
+        expected,
+        found,
+    }
+}
+
+impl LlamaParams {
+    /// Read and check the hyper-parameters (`arch` is the `general.architecture` prefix of the keys).
+    pub fn read(gguf: &GgufFile, arch: &str) -> Result<LlamaParams> {
+        let key = |k: &str| format!("{arch}.{k}");
+        let has = |k: &str| gguf.metadata().contains_key(&key(k));
+        let positive = |k: &str| -> Result<usize> {
+            let v = gguf.get_usize(&key(k))?;
+            if v == 0 {
+                return Err(meta_err(gguf, &key(k), "a positive integer".into(), "0".into()));
+            }
+            Ok(v)
+        };
+        let hidden_size = positive("embedding_length")?;
+        let n_heads = positive("attention.head_count")?;
+        let n_kv_heads = if has("attention.head_count_kv") {
+            positive("attention.head_count_kv")?
+        } else {
+            n_heads
+        };
+        if n_heads % n_kv_heads != 0 {
+            return Err(meta_err(
+                gguf,
+                &key("attention.head_count_kv"),
+                format!("a divisor of the head count {n_heads}"),
+                n_kv_heads.to_string(),
+            ));
+        }
+        // The head size: key_length, else the RoPE dimension count (equal to it for llama), else hidden / heads.
+        let head_dim = if has("attention.key_length") {
+            positive("attention.key_length")?
+        } else if has("rope.dimension_count") {
+            positive("rope.dimension_count")?
+        } else {
+            hidden_size / n_heads
+        };
+        if head_dim == 0 || head_dim % 2 != 0 {
+            return Err(meta_err(
+                gguf,
+                &key("rope.dimension_count"),
+                "an even head size".into(),
+                head_dim.to_string(),
+            ));
+        }
+        if has("rope.scaling.type") {
+            let t = gguf.get_str(&key("rope.scaling.type"))?;
+            if t != "none" {
+                return Err(import_err(gguf, format!("RoPE scaling {t:?} is not supported")));
+            }
+        }
+        let rope_theta = if has("rope.freq_base") {
+            gguf.get_f64(&key("rope.freq_base"))?
+        } else {
+            10_000.0
+        };
+        let rms_norm_eps = gguf.get_f64(&key("attention.layer_norm_rms_epsilon"))?;
+        // The vocabulary size is the embedding's row count; a `vocab_size` key must agree with it.
+        let embd = gguf
+            .tensor_info("token_embd.weight")
+            .ok_or_else(|| import_err(gguf, "no tensor \"token_embd.weight\"".into()))?;
+        let vocab_size = embd.shape().first().copied().unwrap_or(0);
+        if has("vocab_size") {
+            let v = gguf.get_usize(&key("vocab_size"))?;
+            if v != vocab_size {
+                return Err(meta_err(
+                    gguf,
+                    &key("vocab_size"),
+                    format!("{vocab_size} (the rows of token_embd.weight)"),
+                    v.to_string(),
+                ));
+            }
+        }
+        Ok(LlamaParams {
+            hidden_size,
+            intermediate_size: positive("feed_forward_length")?,
+            n_layers: positive("block_count")?,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            rms_norm_eps,
+            rope_theta,
+            max_position_embeddings: positive("context_length")?,
+            vocab_size,
+            tie_word_embeddings: gguf.tensor_info("output.weight").is_none(),
+        })
+    }
+}
+
+/// One output tensor: where it comes from and what to do with it.
+struct Planned<'a> {
+    hf_name: String,
+    info: &'a TensorInfo,
+    /// Undo llama.cpp's q/k row permutation with this many heads.
+    unpermute_heads: Option<usize>,
+}
+
+/// Map every GGUF tensor to its HF name, checking shapes; every GGUF tensor must be used.
+fn plan<'a>(gguf: &'a GgufFile, p: &LlamaParams) -> Result<Vec<Planned<'a>>> {
+    let q_dim = p.n_heads * p.head_dim;
+    let kv_dim = p.n_kv_heads * p.head_dim;
+    // (gguf name, hf name, HF shape, permutation heads)
+    let mut wanted: Vec<(String, String, Vec<usize>, Option<usize>)> = vec![(
+        "token_embd.weight".into(),
+        "model.embed_tokens.weight".into(),
+        vec![p.vocab_size, p.hidden_size],
+        None,
+    )];
+    for l in 0..p.n_layers {
+        let g = |s: &str| format!("blk.{l}.{s}.weight");
+        let h = |s: &str| format!("model.layers.{l}.{s}.weight");
+        wanted.extend([
+            (g("attn_norm"), h("input_layernorm"), vec![p.hidden_size], None),
+            (
+                g("attn_q"),
+                h("self_attn.q_proj"),
+                vec![q_dim, p.hidden_size],
+                Some(p.n_heads),
+            ),
+            (
+                g("attn_k"),
+                h("self_attn.k_proj"),
+                vec![kv_dim, p.hidden_size],
+                Some(p.n_kv_heads),
+            ),
+            (g("attn_v"), h("self_attn.v_proj"), vec![kv_dim, p.hidden_size], None),
+            (
+                g("attn_output"),
+                h("self_attn.o_proj"),
+                vec![p.hidden_size, q_dim],
+                None,
+            ),
+            (g("ffn_norm"), h("post_attention_layernorm"), vec![p.hidden_size], None),
+            (
+                g("ffn_gate"),
+                h("mlp.gate_proj"),
+                vec![p.intermediate_size, p.hidden_size],
+                None,
+            ),
+            (
+                g("ffn_up"),
+                h("mlp.up_proj"),
+                vec![p.intermediate_size, p.hidden_size],
+                None,
+            ),
+            (
+                g("ffn_down"),
+                h("mlp.down_proj"),
+                vec![p.hidden_size, p.intermediate_size],
+                None,
+            ),
+        ]);
+    }
+    wanted.push((
+        "output_norm.weight".into(),
+        "model.norm.weight".into(),
+        vec![p.hidden_size],
+        None,
+    ));
+    if !p.tie_word_embeddings {
+        wanted.push((
+            "output.weight".into(),
+            "lm_head.weight".into(),
+            vec![p.vocab_size, p.hidden_size],
+            None,
+        ));
+    }
+
+    let mut out = Vec::with_capacity(wanted.len());
+    for (g, h, shape, unpermute_heads) in wanted {
+        let info = gguf.tensor_info(&g).ok_or_else(|| Error::MissingTensor {
+            path: gguf.path().to_path_buf(),
+            name: g.clone(),
+            hint: format!(" (needed for {h})"),
+        })?;
+        if info.shape() != shape {
+            return Err(Error::TensorShape {
+                path: gguf.path().to_path_buf(),
+                name: g,
+                expected: shape,
+                found: info.shape(),
+            });
+        }
+        if !dequant::is_supported(info.ggml_type) {
+            return Err(gguf.unsupported(info));
+        }
+        out.push(Planned {
+            hf_name: h,
+            info,
+            unpermute_heads,
+        });
+    }
+    let used: HashSet<&str> = out.iter().map(|t| t.info.name.as_str()).collect();
+    let unused: Vec<&str> = gguf
+        .tensor_infos()
+        .iter()
+        .map(|t| t.name.as_str())
+        .filter(|n| !used.contains(n))
+        .collect();
+    if !unused.is_empty() {
+        return Err(import_err(
+            gguf,
+            format!("tensors with no Hugging Face Llama counterpart: {unused:?}"),
+        ));
+    }
+    Ok(out)
+}
+
+/// Undo llama.cpp's q/k permutation: `src` is `[n_heads * head_dim, row_len]` in GGUF row order.
+pub fn unpermute_rows(src: &[f32], n_heads: usize, row_len: usize) -> Vec<f32> {
+    let n_rows = src.len() / row_len;
+    let head_dim = n_rows / n_heads;
+    let half = head_dim / 2;
+    let mut dst = vec![0f32; src.len()];
+    for h in 0..n_heads {
+        for s in 0..2 {
+            for i in 0..half {
+                let from = h * head_dim + 2 * i + s; // GGUF row
+                let to = h * head_dim + s * half + i; // HF row
+                dst[to * row_len..(to + 1) * row_len].copy_from_slice(&src[from * row_len..(from + 1) * row_len]);
+            }
+        }
+    }
+    dst
+}
+
+/// A tensor dequantised (and converted) only when the safetensors writer asks for its bytes.
+struct LazyTensor<'a> {
+    gguf: &'a GgufFile,
+    plan: &'a Planned<'a>,
+    shape: Vec<usize>,
+    dtype: Dtype,
+    /// The first conversion error (the writer's `View::data` cannot return one).
+    failed: &'a RefCell<Option<Error>>,
+}
+
+impl LazyTensor<'_> {
+    fn bytes(&self) -> Result<Vec<u8>> {
+        let mut values = self.gguf.dequantize_info(self.plan.info)?; // [rows, row_len]
+        if let Some(n_heads) = self.plan.unpermute_heads {
+            let row_len = self.shape.get(1).copied().unwrap_or(1);
+            values = unpermute_rows(&values, n_heads, row_len);
+        }
+        Ok(match self.dtype {
+            Dtype::BF16 => values
+                .iter()
+                .flat_map(|&v| half::bf16::from_f32(v).to_bits().to_le_bytes())
+                .collect(),
+            _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        })
+    }
+}
+
+impl safetensors::View for LazyTensor<'_> {
+    fn dtype(&self) -> safetensors::Dtype {
+        match self.dtype {
+            Dtype::BF16 => safetensors::Dtype::BF16,
+            _ => safetensors::Dtype::F32,
+        }
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn data(&self) -> Cow<'_, [u8]> {
+        match self.bytes() {
+            Ok(b) => Cow::Owned(b),
+            Err(e) => {
+                self.failed.borrow_mut().get_or_insert(e);
+                Cow::Owned(vec![0; self.data_len()])
+            }
+        }
+    }
+
+    fn data_len(&self) -> usize {
+        self.shape.iter().product::<usize>() * self.dtype.size()
+    }
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    fs::write(path, text + "\n").map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Import `gguf` (general.architecture = llama) into `out_dir` as a Hugging Face model directory.
+pub fn import_to_hf_dir(gguf: &Path, out_dir: &Path, opts: &ImportOptions) -> Result<()> {
+    let file = GgufFile::open(gguf)?;
+    let gguf = &file;
+    if !matches!(opts.dtype, Dtype::F32 | Dtype::BF16) {
+        return Err(import_err(
+            gguf,
+            format!("output dtype {} (supported: F32, BF16)", opts.dtype),
+        ));
+    }
+    let arch = gguf.get_str("general.architecture")?;
+    if arch != "llama" {
+        return Err(import_err(
+            gguf,
+            format!("architecture {arch:?} is not supported (supported: \"llama\")"),
+        ));
+    }
+    let p = LlamaParams::read(gguf, arch)?;
+    let planned = plan(gguf, &p)?;
+    let tok = tokenizer::build(gguf)?;
+    fs::create_dir_all(out_dir).map_err(|source| Error::Io {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
+
+    // Weights, converted one tensor at a time by the writer.
+    let st_path = out_dir.join("model.safetensors");
+    let failed = RefCell::new(None);
+    let views = planned.iter().map(|t| {
+        (
+            t.hf_name.clone(),
+            LazyTensor {
+                gguf,
+                plan: t,
+                shape: t.info.shape(),
+                dtype: opts.dtype,
+                failed: &failed,
+            },
+        )
+    });
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(views, Some(metadata), &st_path).map_err(|e| Error::Io {
+        path: st_path.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    if let Some(e) = failed.into_inner() {
+        let _ = fs::remove_file(&st_path);
+        return Err(e);
+    }
+
+    // Config files.
+    let special = |key: &str| -> Result<Option<u64>> {
+        match gguf.metadata().get(key) {
+            None => Ok(None),
+            Some(_) => gguf.get_u64(key).map(Some),
+        }
+    };
+    let bos = special("tokenizer.ggml.bos_token_id")?;
+    let eos = special("tokenizer.ggml.eos_token_id")?;
+    let pad = special("tokenizer.ggml.padding_token_id")?;
+    let torch_dtype = match opts.dtype {
+        Dtype::BF16 => "bfloat16",
+        _ => "float32",
+    };
+    let config = json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": p.hidden_size,
+        "intermediate_size": p.intermediate_size,
+        "num_hidden_layers": p.n_layers,
+        "num_attention_heads": p.n_heads,
+        "num_key_value_heads": p.n_kv_heads,
+        "head_dim": p.head_dim,
+        "hidden_act": "silu",
+        "rms_norm_eps": p.rms_norm_eps,
+        "rope_theta": p.rope_theta,
+        "rope_scaling": null,
+        "max_position_embeddings": p.max_position_embeddings,
+        "vocab_size": p.vocab_size,
+        "tie_word_embeddings": p.tie_word_embeddings,
+        "attention_bias": false,
+        "mlp_bias": false,
+        "bos_token_id": bos,
+        "eos_token_id": eos,
+        "pad_token_id": pad,
+        "torch_dtype": torch_dtype,
+    });
+    write_json(&out_dir.join("config.json"), &config)?;
+    let mut gen = serde_json::Map::new();
+    gen.insert("_from_model_config".into(), json!(true));
+    for (k, v) in [("bos_token_id", bos), ("eos_token_id", eos), ("pad_token_id", pad)] {
+        if let Some(v) = v {
+            gen.insert(k.into(), json!(v));
+        }
+    }
+    write_json(&out_dir.join("generation_config.json"), &serde_json::Value::Object(gen))?;
+    write_json(&out_dir.join("tokenizer.json"), &tok.tokenizer_json)?;
+    write_json(&out_dir.join("tokenizer_config.json"), &tok.tokenizer_config)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unpermute_inverts_llama_cpp_permute() {
+        // llama.cpp: w.reshape(n_head, 2, head_dim/2, cols).swapaxes(1, 2): HF row s*half+i -> GGUF row 2i+s.
+        let (n_heads, head_dim, cols) = (3, 8, 2);
+        let half = head_dim / 2;
+        let hf: Vec<f32> = (0..n_heads * head_dim * cols).map(|v| v as f32).collect();
+        let mut gguf = vec![0f32; hf.len()];
+        for h in 0..n_heads {
+            for s in 0..2 {
+                for i in 0..half {
+                    let hf_row = h * head_dim + s * half + i;
+                    let g_row = h * head_dim + 2 * i + s;
+                    gguf[g_row * cols..(g_row + 1) * cols].copy_from_slice(&hf[hf_row * cols..(hf_row + 1) * cols]);
+                }
+            }
+        }
+        assert_eq!(unpermute_rows(&gguf, n_heads, cols), hf);
+    }
+}

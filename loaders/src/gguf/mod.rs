@@ -1,0 +1,19 @@
+//! GGUF (llama.cpp's model format): a bounds-checked reader over a memory map, dequantisation of the common
+//! tensor types to f32, and an importer to a Hugging Face model directory.
+//!
+//! ```no_run
+//! use loaders::gguf::{GgufFile, ImportOptions, import_to_hf_dir};
+//! # fn main() -> loaders::Result<()> {
+//! let f = GgufFile::open("model.gguf".as_ref())?;
+//! let embd = f.dequantize("token_embd.weight")?; // f32, row-major over TensorInfo::shape()
+//! import_to_hf_dir("model.gguf".as_ref(), "out_dir".as_ref(), &ImportOptions::default())?;
+//! # Ok(()) }
+//! ```
+
+pub mod dequant;
+pub mod import;
+pub mod reader;
+pub mod tokenizer;
+
+pub use import::{import_to_hf_dir, ImportOptions, LlamaParams};
+pub use reader::{GgmlType, GgufArray, GgufFile, GgufValue, TensorInfo, DEFAULT_ALIGNMENT};
