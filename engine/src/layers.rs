@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use kernels::{Kernels, Layout, Weight, WeightData};
+use loaders::safetensors::SafeTensors;
 use loaders::{Dtype, Tensor, TensorData};
 
 use crate::{Error, Result};
@@ -90,6 +91,24 @@ impl TensorSource for TensorMap {
 
     fn origin(&self) -> PathBuf {
         self.origin.clone()
+    }
+}
+
+impl TensorSource for SafeTensors {
+    fn get(&self, name: &str) -> loaders::Result<Tensor> {
+        SafeTensors::get(self, name)
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        SafeTensors::contains(self, name)
+    }
+
+    fn get_shaped(&self, name: &str, shape: &[usize]) -> loaders::Result<Tensor> {
+        SafeTensors::get_shaped(self, name, shape)
+    }
+
+    fn origin(&self) -> PathBuf {
+        self.path().to_path_buf()
     }
 }
 

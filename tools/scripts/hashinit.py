@@ -52,7 +52,7 @@ def hash_tensor(name: str, shape, scale: float, offset: float) -> np.ndarray:
 
 
 def _self_test():
-    # Pin the formula: these numbers were computed once with this code and are repeated in the README.
+    # Test vectors repeated in tools/fixtures/README.md.
     v = hash_uniform("x", 4)
     assert v.dtype == np.float32
     return v

@@ -7,7 +7,6 @@ Every fixture is deterministic: fixed seeds, fixed inputs, one torch thread. See
 
 import argparse
 import json
-import math
 import os
 import platform
 import shutil
@@ -780,6 +779,96 @@ def stories260k():
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# smollm2: HF transformers loading the Q4_1 GGUF (dequantised to f32) and its tokenizer
+
+SMOLLM2_PROMPTS = [
+    {"kind": "plain", "text": "The capital of France is"},
+    {"kind": "plain", "text": "def fibonacci(n):\n"},
+    {"kind": "plain", "text": "Le café coûte 3 € à Paris et"},
+    {"kind": "chat", "messages": [{"role": "user", "content": "What is the capital of France?"}]},
+]
+SMOLLM2_N_NEW = 64
+SMOLLM2_N_TOPK_STEPS = 8  # steps 0..7 (step 0 = the prompt's last position) keep their top-k logits
+SMOLLM2_TOPK = 256
+SMOLLM2_FULL_STEPS = 2  # steps 0..1 keep the full 49152 logits (f32)
+
+
+def smollm2():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    name = "smollm2"
+    out = FIXTURES / name
+    clean_dir(out)
+    gguf_path = SHARED / "smollm2-135m-instruct-q4_1" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    d, f = str(gguf_path.parent), gguf_path.name
+    tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
+    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32, attn_implementation="eager")
+    model.eval()
+    eos_ids = model.generation_config.eos_token_id
+    eos_ids = eos_ids if isinstance(eos_ids, list) else [eos_ids]
+
+    tensors, runs = {}, []
+    for i, p in enumerate(SMOLLM2_PROMPTS):
+        if p["kind"] == "chat":
+            text = tok.apply_chat_template(p["messages"], add_generation_prompt=True, tokenize=False)
+        else:
+            text = p["text"]
+        ids = tok(text, add_special_tokens=True).input_ids
+        new, rows = greedy_with_cache(model, ids, SMOLLM2_N_NEW)  # rows [64, 49152]
+        with torch.no_grad():
+            full = model(input_ids=torch.tensor([ids + new[:-1]])).logits[0, len(ids) - 1 :]
+        cache_diff = (full - rows).abs().max().item()
+        assert cache_diff < 1e-3, ("cached vs full forward", i, cache_diff)
+        # HF generate (stops at EOS) must be a prefix of the no-stop run, EOS included.
+        with torch.no_grad():
+            g = model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                               max_new_tokens=SMOLLM2_N_NEW, do_sample=False, num_beams=1)
+        gen = g[0, len(ids) :].tolist()
+        assert new[: len(gen)] == gen, (i, gen, new)
+        first_eos = next((k for k, t in enumerate(new) if t in eos_ids), None)
+        assert len(gen) == (SMOLLM2_N_NEW if first_eos is None else first_eos + 1), (i, len(gen), first_eos)
+        for k in range(SMOLLM2_FULL_STEPS):
+            tensors[f"run{i}_step{k}_logits"] = rows[k]
+        top = rows[:SMOLLM2_N_TOPK_STEPS].topk(SMOLLM2_TOPK, dim=-1)
+        tensors[f"run{i}_topk_values"] = top.values  # [8, 256], descending
+        tensors[f"run{i}_topk_ids"] = top.indices.to(torch.float32)  # ids < 2^24 are exact in f32
+        runs.append({
+            **p,
+            "rendered": text,
+            "prompt_ids": ids,
+            "greedy_ids": new,
+            "first_eos_index": first_eos,
+            "generate_ids": gen,
+            "greedy_text": tok.decode(new),
+            "prompt_tokens": tok.convert_ids_to_tokens(ids),
+        })
+    meta = {
+        "model": name,
+        "gguf": "shared/models/smollm2-135m-instruct-q4_1/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "load": "AutoModelForCausalLM/AutoTokenizer.from_pretrained(dir, gguf_file=name, dtype=torch.float32): "
+                "transformers dequantises Q4_1/Q8_0 to f32 and un-permutes q/k to the HF rotate_half layout",
+        "notes": [
+            "prompt_ids: the GGUF tokenizer as transformers converts it, add_special_tokens=True (it adds no BOS: "
+            "add_bos_token false); the chat prompt is the GGUF chat template rendered with add_generation_prompt=True "
+            "(it inserts SmolLM's default system prompt).",
+            "greedy_ids: 64 argmax tokens with the KV cache and no stop token; generate_ids: HF generate with the "
+            "generation config (stops after the first EOS id, included); first_eos_index: where that is in greedy_ids.",
+            "run{i}_step{k}_logits [49152]: full last-position logits for steps k < %d (step 0 = end of the prompt, "
+            "step k = after k greedy tokens)." % SMOLLM2_FULL_STEPS,
+            "run{i}_topk_values / run{i}_topk_ids [%d, %d]: the top-%d logits (descending) and their ids (stored as "
+            "f32, exact) for steps 0..%d." % (SMOLLM2_N_TOPK_STEPS, SMOLLM2_TOPK, SMOLLM2_TOPK,
+                                              SMOLLM2_N_TOPK_STEPS - 1),
+        ],
+        "eos_token_ids": eos_ids,
+        "config_rms_norm_eps": model.config.rms_norm_eps,
+        "runs": runs,
+    }
+    save_reference(out, tensors, meta)
+    for r in runs:
+        print(name, repr(r["rendered"][-40:]), len(r["prompt_ids"]), r["first_eos_index"], repr(r["greedy_text"][:120]))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 
 
 FIXTURE_FUNCS = {
@@ -790,6 +879,7 @@ FIXTURE_FUNCS = {
     "gpt2-tiny": gpt2_tiny,
     "aren-ct2": aren_ct2,
     "stories260k": stories260k,
+    "smollm2": smollm2,
 }
 
 
