@@ -145,3 +145,70 @@ fn beam4_matches_hf_generate() {
         assert!(diff < SCORE_TOL, "beam score of source {}: {} vs {}", rows[j], g[0].score, want_scores[j]);
     }
 }
+
+#[test]
+fn cross_kv_is_projected_once_per_source_and_shared_by_beams() {
+    let m = model();
+    let c = case();
+    let srcs = src_refs(&c);
+    let n_src = srcs.len();
+    let n_layers = m.config().n_decoder_layers;
+    let d = m.config().d_model;
+    let before = m.cross_projection_count();
+    let mut st = m.start(&srcs, n_src * 4, 8).unwrap();
+    assert_eq!(m.cross_projection_count() - before, n_src * n_layers);
+    // K and V of every layer for every source, whatever the number of beams
+    let cross_bytes = n_layers * 2 * n_src * st.src_len() * d * 4;
+    assert_eq!(st.cross_kv_bytes(), cross_bytes);
+
+    // expand to 4 beams per source, then decode a few steps, reordering beams each time
+    let vocab = m.vocab_size();
+    let mut logits = vec![0.0f32; n_src * 4 * vocab];
+    let start = m.config().decoder_start_token_id;
+    m.step(&mut st, &vec![start; n_src], 1, &mut logits[..n_src * vocab]).unwrap();
+    let expand: Vec<usize> = (0..n_src).flat_map(|s| [s; 4]).collect();
+    m.reorder(&mut st, &expand).unwrap();
+    for t in 0..6u32 {
+        let tokens: Vec<u32> = (0..n_src * 4).map(|r| 1 + (r as u32 + t) % 100).collect();
+        m.step(&mut st, &tokens, 1, &mut logits).unwrap();
+        // beams swap within their source
+        let order: Vec<usize> = (0..n_src * 4).map(|r| r / 4 * 4 + (r + 1) % 4).collect();
+        m.reorder(&mut st, &order).unwrap();
+    }
+    assert_eq!(st.row_sources(), expand.as_slice());
+    assert_eq!(m.cached_len(&st), 7);
+    assert_eq!(m.cross_projection_count() - before, n_src * n_layers, "decode steps projected the source again");
+    assert_eq!(st.cross_kv_bytes(), cross_bytes);
+
+    // and a whole beam search does not project again either
+    let opts = options(&c.json, 4);
+    let mut st = m.start(&srcs, n_src * 4, opts.max_new_tokens).unwrap();
+    search(&m, &mut st, &vec![start; n_src], &opts).unwrap();
+    assert_eq!(m.cross_projection_count() - before, 2 * n_src * n_layers);
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let m = model();
+    let vocab = m.vocab_size() as u32;
+    // a source id outside the vocabulary
+    assert!(m.start(&[&[1, vocab, 0]], 1, 4).is_err());
+    let mut st = m.start(&[&[1, 2, 0]], 1, 2).unwrap();
+    let mut logits = vec![0.0f32; vocab as usize];
+    // wrong token count, target id outside the vocabulary
+    assert!(m.step(&mut st, &[1, 2], 1, &mut logits).is_err());
+    assert!(m.step(&mut st, &[vocab], 1, &mut logits).is_err());
+    // beyond the cache capacity
+    m.step(&mut st, &[1], 1, &mut logits).unwrap();
+    m.step(&mut st, &[1], 1, &mut logits).unwrap();
+    assert!(m.step(&mut st, &[1], 1, &mut logits).is_err());
+    // reorder to a row that does not exist
+    assert!(m.reorder(&mut st, &[1]).is_err());
+    // a source longer than the position table
+    let long = vec![5u32; m.config().positions.max + 1];
+    assert!(m.start(&[&long], 1, 4).is_err());
+    // an empty source is masked, not a crash
+    let mut st = m.start(&[&[]], 1, 2).unwrap();
+    m.step(&mut st, &[1], 1, &mut logits).unwrap();
+    assert!(logits.iter().all(|v| v.is_finite()));
+}

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use loaders::safetensors::SafeTensors;
 use qkv::layers::TensorMap;
 
 /// A reference tensor: shape and f32 values.
@@ -15,29 +16,19 @@ pub struct RefTensor {
 
 /// Every tensor of a reference `.safetensors` file, widened to f32.
 pub fn read_reference(path: &Path) -> HashMap<String, RefTensor> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let st = safetensors::SafeTensors::deserialize(&bytes).expect("reference safetensors");
-    st.tensors()
+    let st = SafeTensors::open(path).unwrap_or_else(|e| panic!("{e}"));
+    st.names()
         .into_iter()
-        .map(|(name, view)| {
-            assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
-            let data = view
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            (name, RefTensor { shape: view.shape().to_vec(), data })
+        .map(|name| {
+            let t = st.get(name).expect("listed tensor");
+            (name.to_string(), RefTensor { shape: t.shape().to_vec(), data: t.to_f32_vec() })
         })
         .collect()
 }
 
-/// A model's `.safetensors` as an in-memory tensor map (f32 tensors).
-pub fn read_weights(path: &Path) -> TensorMap {
-    let mut map = TensorMap::new(path);
-    for (name, t) in read_reference(path) {
-        map.insert_f32(&name, &t.shape, &t.data).expect("tensor");
-    }
-    map
+/// A model's `.safetensors`, memory-mapped.
+pub fn read_weights(path: &Path) -> SafeTensors {
+    SafeTensors::open(path).unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub fn read_json(path: &Path) -> serde_json::Value {
