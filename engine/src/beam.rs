@@ -122,9 +122,16 @@ impl SearchOptions {
                 self.num_return_sequences, self.num_beams
             )));
         }
-        let bad_id = self.rules.eos.iter().chain(self.rules.forced_eos.iter()).chain(self.rules.bad_words.iter().flatten());
+        let bad_id = self
+            .rules
+            .eos
+            .iter()
+            .chain(self.rules.forced_eos.iter())
+            .chain(self.rules.bad_words.iter().flatten());
         if let Some(&id) = bad_id.clone().find(|&&id| id as usize >= vocab) {
-            return Err(Error::Request(format!("token id {id} in the search options is outside the vocabulary ({vocab})")));
+            return Err(Error::Request(format!(
+                "token id {id} in the search options is outside the vocabulary ({vocab})"
+            )));
         }
         if self.rules.bad_words.iter().any(|w| w.is_empty()) {
             return Err(Error::Request("bad_words_ids holds an empty sequence".into()));
@@ -260,7 +267,10 @@ fn greedy<D: Decoder>(dec: &D, cache: &mut D::Cache, start: &[u32], opts: &Searc
             alive = keep.iter().map(|&r| alive[r]).collect();
         }
     }
-    Ok(out.into_iter().map(|h| h.expect("every source ends by the last step")).collect())
+    Ok(out
+        .into_iter()
+        .map(|h| h.expect("every source ends by the last step"))
+        .collect())
 }
 
 /// Index of the largest value (first on ties, NaN never wins); 0 for an all-NaN row.
@@ -326,7 +336,12 @@ fn top_candidates(scores: &[f32], n_beams: usize, vocab: usize, n: usize) -> Vec
             token: t,
         }));
     }
-    all.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.beam.cmp(&b.beam)).then(a.token.cmp(&b.token)));
+    all.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(a.beam.cmp(&b.beam))
+            .then(a.token.cmp(&b.token))
+    });
     all.truncate(n);
     all
 }
@@ -343,7 +358,10 @@ fn beam<D: Decoder>(
     let mut sources: Vec<SourceBeams> = start
         .iter()
         .map(|&s| SourceBeams {
-            running: vec![Running { seq: vec![s], score: 0.0 }],
+            running: vec![Running {
+                seq: vec![s],
+                score: 0.0,
+            }],
             finished: Vec::new(),
             can_improve: true,
             top_beam_finished: false,
@@ -400,7 +418,9 @@ fn beam<D: Decoder>(
             }
             let cands = top_candidates(scores, n_beams, vocab, n_cand);
             let next = match opts.style {
-                BeamStyle::HuggingFace { early_stopping } => hf_step(src, &cands, step, last_step, opts, early_stopping),
+                BeamStyle::HuggingFace { early_stopping } => {
+                    hf_step(src, &cands, step, last_step, opts, early_stopping)
+                }
                 BeamStyle::CTranslate2 { patience } => ct2_step(src, &cands, last_step, opts, patience),
             };
             if !src.done {
@@ -486,10 +506,16 @@ fn hf_step(
     // (transformers keeps ended candidates as -1e9 beams when fewer than k continue; with one EOS id
     // that only happens at the last step, where the search stops anyway)
     if next.len() < k {
-        next.extend(cands.iter().filter(|c| ends(c)).take(k - next.len()).map(|c| Candidate {
-            score: c.score - 1.0e9,
-            ..*c
-        }));
+        next.extend(
+            cands
+                .iter()
+                .filter(|c| ends(c))
+                .take(k - next.len())
+                .map(|c| Candidate {
+                    score: c.score - 1.0e9,
+                    ..*c
+                }),
+        );
     }
     let order: Vec<usize> = next.iter().map(|c| c.beam).collect();
     src.running = next

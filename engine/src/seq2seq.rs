@@ -86,8 +86,11 @@ impl Seq2SeqConfig {
             return bad("d_model and vocabulary sizes must be positive".into());
         }
         for (what, heads) in [("encoder", self.n_encoder_heads), ("decoder", self.n_decoder_heads)] {
-            if heads == 0 || self.d_model % heads != 0 {
-                return bad(format!("d_model {} is not divisible by {heads} {what} heads", self.d_model));
+            if heads == 0 || !self.d_model.is_multiple_of(heads) {
+                return bad(format!(
+                    "d_model {} is not divisible by {heads} {what} heads",
+                    self.d_model
+                ));
             }
         }
         if self.n_encoder_layers == 0 || self.n_decoder_layers == 0 {
@@ -98,7 +101,10 @@ impl Seq2SeqConfig {
             ("eos_token_id", self.eos_token_id),
         ] {
             if id as usize >= self.tgt_vocab_size {
-                return bad(format!("{what} {id} is outside the target vocabulary ({})", self.tgt_vocab_size));
+                return bad(format!(
+                    "{what} {id} is outside the target vocabulary ({})",
+                    self.tgt_vocab_size
+                ));
             }
         }
         if self.positions.max == 0 {
@@ -112,7 +118,7 @@ impl Seq2SeqConfig {
 #[derive(Debug)]
 enum QkvProj {
     /// Three `[d, d]` matrices (Marian).
-    Separate { q: Linear, k: Linear, v: Linear },
+    Separate(Box<[Linear; 3]>),
     /// One `[3d, d]` matrix whose output rows are q | k | v (CTranslate2).
     Fused(Linear),
 }
@@ -120,7 +126,8 @@ enum QkvProj {
 /// The k and v projections of a cross-attention block.
 #[derive(Debug)]
 enum KvProj {
-    Separate { k: Linear, v: Linear },
+    /// Two `[d, d]` matrices (Marian).
+    Separate(Box<[Linear; 2]>),
     /// One `[2d, d]` matrix whose output rows are k | v.
     Fused(Linear),
 }
@@ -139,7 +146,8 @@ impl QkvProj {
     /// Project `x[rows, d]` into `out` (`3 * rows * d`) and say where q, k and v are.
     fn forward(&self, k: &Kernels, x: &[f32], rows: usize, d: usize, out: &mut [f32]) -> Packed {
         match self {
-            QkvProj::Separate { q, k: kp, v } => {
+            QkvProj::Separate(qkv) => {
+                let [q, kp, v] = &**qkv;
                 let n = rows * d;
                 q.forward(k, x, rows, &mut out[..n]);
                 kp.forward(k, x, rows, &mut out[n..2 * n]);
@@ -168,7 +176,8 @@ impl KvProj {
     /// Project `x[rows, d]` into `out` (`2 * rows * d`); returns (k offset, v offset, position stride).
     fn forward(&self, k: &Kernels, x: &[f32], rows: usize, d: usize, out: &mut [f32]) -> (usize, usize, usize) {
         match self {
-            KvProj::Separate { k: kp, v } => {
+            KvProj::Separate(kv) => {
+                let [kp, v] = &**kv;
                 let n = rows * d;
                 kp.forward(k, x, rows, &mut out[..n]);
                 v.forward(k, x, rows, &mut out[n..2 * n]);
@@ -292,11 +301,11 @@ impl Seq2Seq {
                 let self_attn = |name: &dyn Fn(&str) -> String| -> Result<SelfAttention> {
                     Ok(SelfAttention {
                         norm: norm(&name("self_attn_layer_norm"))?,
-                        qkv: QkvProj::Separate {
-                            q: lin(&name("self_attn.q_proj"), d, d)?,
-                            k: lin(&name("self_attn.k_proj"), d, d)?,
-                            v: lin(&name("self_attn.v_proj"), d, d)?,
-                        },
+                        qkv: QkvProj::Separate(Box::new([
+                            lin(&name("self_attn.q_proj"), d, d)?,
+                            lin(&name("self_attn.k_proj"), d, d)?,
+                            lin(&name("self_attn.v_proj"), d, d)?,
+                        ])),
                         out: lin(&name("self_attn.out_proj"), d, d)?,
                     })
                 };
@@ -324,10 +333,10 @@ impl Seq2Seq {
                             cross: CrossAttention {
                                 norm: norm(&name("encoder_attn_layer_norm"))?,
                                 q: lin(&name("encoder_attn.q_proj"), d, d)?,
-                                kv: KvProj::Separate {
-                                    k: lin(&name("encoder_attn.k_proj"), d, d)?,
-                                    v: lin(&name("encoder_attn.v_proj"), d, d)?,
-                                },
+                                kv: KvProj::Separate(Box::new([
+                                    lin(&name("encoder_attn.k_proj"), d, d)?,
+                                    lin(&name("encoder_attn.v_proj"), d, d)?,
+                                ])),
                                 out: lin(&name("encoder_attn.out_proj"), d, d)?,
                             },
                             ffn: ffn(&name, cfg.decoder_ffn_dim)?,
@@ -336,7 +345,8 @@ impl Seq2Seq {
                     .collect::<Result<Vec<_>>>()?;
                 // LM head: the decoder embeddings (tied) or `lm_head`, plus `final_logits_bias` (zeros if absent)
                 let bias = if st.contains("final_logits_bias") {
-                    st.get_shaped("final_logits_bias", &[1, cfg.tgt_vocab_size])?.to_f32_vec()
+                    st.get_shaped("final_logits_bias", &[1, cfg.tgt_vocab_size])?
+                        .to_f32_vec()
                 } else {
                     vec![0.0; cfg.tgt_vocab_size]
                 };
@@ -391,7 +401,14 @@ impl Seq2Seq {
                     .collect::<Result<Vec<_>>>()?;
                 let lm_head = if cfg.tied_lm_head {
                     let bias = Some(vec![0.0; cfg.tgt_vocab_size]);
-                    Linear::from_tensor(st, tgt_embed.tensor().clone(), cfg.tgt_vocab_size, d, Layout::OutIn, bias)?
+                    Linear::from_tensor(
+                        st,
+                        tgt_embed.tensor().clone(),
+                        cfg.tgt_vocab_size,
+                        d,
+                        Layout::OutIn,
+                        bias,
+                    )?
                 } else {
                     lin("decoder/projection/weight", cfg.tgt_vocab_size, d)?
                 };
@@ -527,7 +544,8 @@ impl Seq2Seq {
                 }
             })
             .collect();
-        self.cross_projections.fetch_add(n_src * self.decoder.len(), Ordering::Relaxed);
+        self.cross_projections
+            .fetch_add(n_src * self.decoder.len(), Ordering::Relaxed);
 
         // 4. self-attention caches for up to `max_rows` rows of `max_new_tokens` positions
         let max_rows = max_rows.max(n_src);
@@ -553,7 +571,7 @@ impl Seq2Seq {
     }
 
     /// `x = x + ffn(x)` with the block's norm before or after.
-    fn feed_forward(&self, ffn: &FeedForward, buf: &mut Buffers, x: &mut Vec<f32>, rows: usize) {
+    fn feed_forward(&self, ffn: &FeedForward, buf: &mut Buffers, x: &mut [f32], rows: usize) {
         let k = &self.kernels;
         let act = self.cfg.activation;
         let input = pre_norm(k, self.cfg.norm, &ffn.norm, x, &mut buf.h);
@@ -640,7 +658,7 @@ impl Buffers {
     }
 
     /// `x = x + o` (pre-norm) or `x = norm(x + o)` (post-norm), `o` being the sublayer output in `self.o`.
-    fn residual(&mut self, k: &Kernels, place: NormPlacement, norm: &LayerNorm, x: &mut Vec<f32>) {
+    fn residual(&mut self, k: &Kernels, place: NormPlacement, norm: &LayerNorm, x: &mut [f32]) {
         let n = x.len();
         k.add(x, &self.o[..n]);
         if place == NormPlacement::PostNorm {
@@ -763,7 +781,10 @@ impl Decoder for Seq2Seq {
                 out_strides: Strides::token_major(n, heads, head_dim),
             };
             k.attention(&args, &buf.qkv[p.q..], cache.k(), cache.v(), &mut buf.attn[..rows * d]);
-            layer.attn.out.forward(k, &buf.attn[..rows * d], rows, &mut buf.o[..rows * d]);
+            layer
+                .attn
+                .out
+                .forward(k, &buf.attn[..rows * d], rows, &mut buf.o[..rows * d]);
             buf.residual(k, self.cfg.norm, &layer.attn.norm, &mut x);
 
             // 3. cross-attention: each run of rows of one source reads that source's K/V
@@ -803,16 +824,14 @@ impl Decoder for Seq2Seq {
                 );
                 r0 = r1;
             }
-            layer.cross.out.forward(k, &buf.attn[..rows * d], rows, &mut buf.o[..rows * d]);
+            layer
+                .cross
+                .out
+                .forward(k, &buf.attn[..rows * d], rows, &mut buf.o[..rows * d]);
             buf.residual(k, self.cfg.norm, &layer.cross.norm, &mut x);
 
             // 4. feed-forward
-            let input = pre_norm(k, self.cfg.norm, &layer.ffn.norm, &x, &mut buf.h);
-            let hidden = &mut buf.ffn[..rows * layer.ffn.up.out_dim];
-            layer.ffn.up.forward(k, input, rows, hidden);
-            k.activation(self.cfg.activation, hidden);
-            layer.ffn.down.forward(k, hidden, rows, &mut buf.o[..rows * d]);
-            buf.residual(k, self.cfg.norm, &layer.ffn.norm, &mut x);
+            self.feed_forward(&layer.ffn, buf, &mut x, rows);
         }
 
         // 5. last position of each row -> (final norm) -> LM head: logits [batch, vocab]

@@ -51,7 +51,10 @@ fn model() -> Seq2Seq {
 
 fn reference() -> (serde_json::Value, std::collections::HashMap<String, RefTensor>) {
     let dir = fixture("aren-ct2");
-    (read_json(&dir.join("reference.json")), read_reference(&dir.join("reference.safetensors")))
+    (
+        read_json(&dir.join("reference.json")),
+        read_reference(&dir.join("reference.safetensors")),
+    )
 }
 
 fn options(num_beams: usize) -> SearchOptions {
@@ -76,7 +79,10 @@ fn teacher_forced_log_probs_match_score_batch() {
     let sources = id_rows(&json["source_ids"]);
     let cases = json["score_batch"].as_array().unwrap();
     // every (source, target) pair in one batch: varied source lengths (padding) and target lengths
-    let srcs: Vec<&[u32]> = cases.iter().map(|c| sources[c["source_index"].as_u64().unwrap() as usize].as_slice()).collect();
+    let srcs: Vec<&[u32]> = cases
+        .iter()
+        .map(|c| sources[c["source_index"].as_u64().unwrap() as usize].as_slice())
+        .collect();
     let targets: Vec<Vec<u32>> = cases.iter().map(|c| ids(&c["target_ids"])).collect();
     let steps = targets.iter().map(|t| t.len() + 1).max().unwrap();
     let batch = srcs.len();
@@ -86,7 +92,10 @@ fn teacher_forced_log_probs_match_score_batch() {
     let mut got: Vec<Vec<f32>> = vec![Vec::new(); batch];
     for t in 0..steps {
         // input: <s> then the target tokens (rows past their end feed <blank>; their outputs are ignored)
-        let tokens: Vec<u32> = targets.iter().map(|tg| if t == 0 { 1 } else { tg.get(t - 1).copied().unwrap_or(0) }).collect();
+        let tokens: Vec<u32> = targets
+            .iter()
+            .map(|tg| if t == 0 { 1 } else { tg.get(t - 1).copied().unwrap_or(0) })
+            .collect();
         m.step(&mut st, &tokens, 1, &mut logits).unwrap();
         for (b, tg) in targets.iter().enumerate() {
             if t <= tg.len() {
@@ -99,7 +108,12 @@ fn teacher_forced_log_probs_match_score_batch() {
     }
     let mut worst = 0.0f32;
     for (b, c) in cases.iter().enumerate() {
-        let want: Vec<f32> = c["log_probs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        let want: Vec<f32> = c["log_probs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
         worst = worst.max(max_abs_diff(&got[b], &want));
     }
     println!("{batch} targets, max |log-prob diff| = {worst:e}");

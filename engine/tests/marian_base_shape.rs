@@ -42,7 +42,10 @@ fn marian_base_shape_matches_hf() {
     for (b, s) in sources.iter().enumerate() {
         let off = b * len * d;
         let n = s.len() * d;
-        worst_enc = worst_enc.max(max_abs_diff(&st.encoder_output()[off..off + n], &enc.data[off..off + n]));
+        worst_enc = worst_enc.max(max_abs_diff(
+            &st.encoder_output()[off..off + n],
+            &enc.data[off..off + n],
+        ));
     }
     let mut logits = vec![0.0f32; n_src * vocab];
     let mut worst = 0.0f32;
@@ -53,7 +56,10 @@ fn marian_base_shape_matches_hf() {
             worst = worst.max(max_abs_diff(&logits[b * vocab..(b + 1) * vocab], want));
         }
     }
-    println!("encoder max |diff| {worst_enc:e}, teacher-forced logits max |diff| {worst:e} ({:?})", t0.elapsed());
+    println!(
+        "encoder max |diff| {worst_enc:e}, teacher-forced logits max |diff| {worst:e} ({:?})",
+        t0.elapsed()
+    );
     assert!(worst_enc < LOGITS_TOL, "encoder output differs by {worst_enc}");
     assert!(worst < LOGITS_TOL, "logits differ by {worst}");
 
@@ -78,7 +84,11 @@ fn marian_base_shape_matches_hf() {
     for (j, want) in id_rows(&json["beam_tokens"]).iter().enumerate() {
         assert_eq!(&got[j][0].tokens, want, "beam source {}", beam_rows[j]);
         let w = want_scores[j].as_f64().unwrap() as f32;
-        assert!((got[j][0].score - w).abs() < SCORE_TOL, "beam score {} vs {w}", got[j][0].score);
+        assert!(
+            (got[j][0].score - w).abs() < SCORE_TOL,
+            "beam score {} vs {w}",
+            got[j][0].score
+        );
     }
     println!("beam-4 on {} sources: {:?}", bsrcs.len(), t0.elapsed());
 }

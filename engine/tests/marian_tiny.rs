@@ -133,8 +133,12 @@ fn beam4_matches_hf_generate() {
     let opts = options(&c.json, 4);
     let rows: Vec<usize> = ids(&c.json["beam_rows"]).iter().map(|&r| r as usize).collect();
     let want = id_rows(&c.json["beam_tokens"]);
-    let want_scores: Vec<f32> =
-        c.json["beam_sequences_scores"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    let want_scores: Vec<f32> = c.json["beam_sequences_scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
     let sources: Vec<&[u32]> = rows.iter().map(|&r| c.sources[r].as_slice()).collect();
     let start = vec![m.config().decoder_start_token_id; sources.len()];
     let mut st = m.start(&sources, sources.len() * 4, opts.max_new_tokens).unwrap();
@@ -142,7 +146,13 @@ fn beam4_matches_hf_generate() {
     for (j, g) in got.iter().enumerate() {
         assert_eq!(g[0].tokens, want[j], "beam source {}", rows[j]);
         let diff = (g[0].score - want_scores[j]).abs();
-        assert!(diff < SCORE_TOL, "beam score of source {}: {} vs {}", rows[j], g[0].score, want_scores[j]);
+        assert!(
+            diff < SCORE_TOL,
+            "beam score of source {}: {} vs {}",
+            rows[j],
+            g[0].score,
+            want_scores[j]
+        );
     }
 }
 
@@ -165,7 +175,8 @@ fn cross_kv_is_projected_once_per_source_and_shared_by_beams() {
     let vocab = m.vocab_size();
     let mut logits = vec![0.0f32; n_src * 4 * vocab];
     let start = m.config().decoder_start_token_id;
-    m.step(&mut st, &vec![start; n_src], 1, &mut logits[..n_src * vocab]).unwrap();
+    m.step(&mut st, &vec![start; n_src], 1, &mut logits[..n_src * vocab])
+        .unwrap();
     let expand: Vec<usize> = (0..n_src).flat_map(|s| [s; 4]).collect();
     m.reorder(&mut st, &expand).unwrap();
     for t in 0..6u32 {
@@ -177,7 +188,11 @@ fn cross_kv_is_projected_once_per_source_and_shared_by_beams() {
     }
     assert_eq!(st.row_sources(), expand.as_slice());
     assert_eq!(m.cached_len(&st), 7);
-    assert_eq!(m.cross_projection_count() - before, n_src * n_layers, "decode steps projected the source again");
+    assert_eq!(
+        m.cross_projection_count() - before,
+        n_src * n_layers,
+        "decode steps projected the source again"
+    );
     assert_eq!(st.cross_kv_bytes(), cross_bytes);
 
     // and a whole beam search does not project again either

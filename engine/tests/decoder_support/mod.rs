@@ -45,7 +45,9 @@ pub fn llama_params(dir: &Path) -> LlamaParams {
         n_layers: u("num_hidden_layers"),
         n_heads,
         n_kv_heads: c["num_key_value_heads"].as_u64().map_or(n_heads, |v| v as usize),
-        head_dim: c["head_dim"].as_u64().map_or(u("hidden_size") / n_heads, |v| v as usize),
+        head_dim: c["head_dim"]
+            .as_u64()
+            .map_or(u("hidden_size") / n_heads, |v| v as usize),
         vocab_size: u("vocab_size"),
         max_positions: u("max_position_embeddings"),
         rms_norm_eps: c["rms_norm_eps"].as_f64().unwrap() as f32,
@@ -102,12 +104,18 @@ pub fn check_greedy(
     for t in 0..want_tokens.len() {
         if let Some(want) = want_logits.get(t * vocab..(t + 1) * vocab) {
             let diff = max_abs(&logits, want);
-            assert!(diff <= tol, "{what} step {t}: logits differ by {diff} (tolerance {tol})");
+            assert!(
+                diff <= tol,
+                "{what} step {t}: logits differ by {diff} (tolerance {tol})"
+            );
             worst = worst.max(diff);
         }
         let next = qkv::Kernels::scalar().argmax(&logits).unwrap() as u32;
         tokens.push(next);
-        assert_eq!(next, want_tokens[t], "{what} step {t}: greedy token (so far {tokens:?})");
+        assert_eq!(
+            next, want_tokens[t],
+            "{what} step {t}: greedy token (so far {tokens:?})"
+        );
         if t + 1 < want_tokens.len() {
             feed(&[next], &mut logits);
         }

@@ -21,7 +21,13 @@ pub fn read_reference(path: &Path) -> HashMap<String, RefTensor> {
         .into_iter()
         .map(|name| {
             let t = st.get(name).expect("listed tensor");
-            (name.to_string(), RefTensor { shape: t.shape().to_vec(), data: t.to_f32_vec() })
+            (
+                name.to_string(),
+                RefTensor {
+                    shape: t.shape().to_vec(),
+                    data: t.to_f32_vec(),
+                },
+            )
         })
         .collect()
 }
@@ -37,7 +43,11 @@ pub fn read_json(path: &Path) -> serde_json::Value {
 }
 
 pub fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array().expect("array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
 }
 
 pub fn id_rows(v: &serde_json::Value) -> Vec<Vec<u32>> {
@@ -144,14 +154,32 @@ pub fn marian_base_shape_weights(json: &serde_json::Value) -> TensorMap {
     let mut map = TensorMap::new("marian-base-shape (hash-initialised)");
     for t in json["hash_init"].as_array().expect("hash_init") {
         let name = t["name"].as_str().unwrap();
-        let shape: Vec<usize> = t["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let shape: Vec<usize> = t["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
         let n = shape.iter().product();
-        let v = hash_tensor(name, n, t["scale"].as_f64().unwrap() as f32, t["offset"].as_f64().unwrap() as f32);
-        let first: Vec<f32> = t["first"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        let v = hash_tensor(
+            name,
+            n,
+            t["scale"].as_f64().unwrap() as f32,
+            t["offset"].as_f64().unwrap() as f32,
+        );
+        let first: Vec<f32> = t["first"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
         assert_eq!(&v[..first.len()], &first[..], "first values of {name}");
         let sum: f64 = v.iter().map(|&x| x as f64).sum();
         let want = t["sum_f64"].as_f64().unwrap();
-        assert!((sum - want).abs() <= 1e-9 * want.abs().max(1.0), "sum of {name}: {sum} vs {want}");
+        assert!(
+            (sum - want).abs() <= 1e-9 * want.abs().max(1.0),
+            "sum of {name}: {sum} vs {want}"
+        );
         map.insert_f32(name, &shape, &v).expect("tensor");
     }
     map
