@@ -1,3 +1,167 @@
+//! `qkv-bench`: the machine's limits, every kernel against its naive reference, and model throughput.
+//!
+//! ```text
+//! qkv-bench machine            # read bandwidth, FMA peak, CPU features
+//! qkv-bench kernels [--quick]  # every kernel × every ISA vs the naive reference
+//! qkv-bench models --model DIR # prefill / decode tokens/s, TTFT, peak RSS
+//! ```
+//! Every subcommand prints a table, or JSON with `--json`.
+
+mod kernel_suite;
+mod machine;
+mod timing;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use kernels::Isa;
+use serde::Serialize;
+
+#[derive(Parser)]
+#[command(
+    name = "qkv-bench",
+    about = "qkv throughput against naive references and this machine's limits"
+)]
+struct Cli {
+    /// Worker threads (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Smaller shapes and shorter runs (a smoke test, not a measurement).
+    #[arg(long, global = true)]
+    quick: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Measure read bandwidth and FMA peak; list CPU features.
+    Machine,
+    /// Every kernel on every available ISA (or --isa) against its naive reference.
+    Kernels {
+        /// Only these ISAs (scalar, avx2, avx512, neon); default: every one this CPU has.
+        #[arg(long, value_delimiter = ',')]
+        isa: Vec<String>,
+    },
+}
+
+#[derive(Serialize)]
+struct KernelReport<'a> {
+    machine: &'a machine::Machine,
+    kernels: &'a [kernel_suite::KernelRow],
+}
+
 fn main() {
-    println!("qkv-bench: isa {}", kernels::Isa::best());
+    if let Err(e) = run() {
+        eprintln!("qkv-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| e.to_string())?;
+    }
+    match cli.cmd {
+        Cmd::Machine => {
+            let m = machine::measure(cli.quick);
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&m).map_err(|e| e.to_string())?);
+            } else {
+                print_machine(&m);
+            }
+        }
+        Cmd::Kernels { isa } => {
+            let isas = if isa.is_empty() {
+                Isa::available()
+            } else {
+                let mut v = Vec::new();
+                for s in &isa {
+                    let i = Isa::parse(s).map_err(|e| e.to_string())?;
+                    i.check_supported().map_err(|e| e.to_string())?;
+                    v.push(i);
+                }
+                v
+            };
+            let m = machine::measure(true);
+            let bar = progress_bar(cli.json);
+            let rows = kernel_suite::run(&m, &isas, cli.quick, &bar);
+            bar.finish_and_clear();
+            if cli.json {
+                let report = KernelReport {
+                    machine: &m,
+                    kernels: &rows,
+                };
+                println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+            } else {
+                print_machine(&m);
+                print_kernels(&rows);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn progress_bar(hidden: bool) -> ProgressBar {
+    if hidden {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn print_machine(m: &machine::Machine) {
+    println!("machine: {} | {} threads | {}", m.cpu, m.threads, m.features.join(" "));
+    println!(
+        "limits:  read bandwidth {:.1} GB/s | f32 FMA peak {:.1} GFLOP/s",
+        m.read_gbs, m.fma_gflops
+    );
+}
+
+fn print_kernels(rows: &[kernel_suite::KernelRow]) {
+    println!();
+    println!(
+        "{:<18} {:<22} {:<10} {:>11} {:>9} {:>9} {:>8} {:>9}",
+        "kernel", "shape", "isa", "median", "GFLOP/s", "GB/s", "% limit", "vs naive"
+    );
+    for r in rows {
+        let limit = match r.bound {
+            kernel_suite::Bound::Compute => format!("{:.0}% F", r.pct_of_limit),
+            kernel_suite::Bound::Memory => format!("{:.0}% B", r.pct_of_limit),
+        };
+        println!(
+            "{:<18} {:<22} {:<10} {:>11} {:>9.1} {:>9.1} {:>8} {:>8.1}x{}",
+            r.kernel,
+            r.shape,
+            r.isa,
+            fmt_time(r.timing.median_s),
+            r.gflops,
+            r.gbs,
+            limit,
+            r.speedup_vs_reference,
+            if r.noisy { "  (noisy: wide min-max)" } else { "" }
+        );
+    }
+    println!(
+        "\n% limit: F = of measured FMA peak, B = of measured read bandwidth (cache-resident shapes can exceed 100%)."
+    );
+}
+
+fn fmt_time(s: f64) -> String {
+    if s >= 1.0 {
+        format!("{s:.2} s")
+    } else if s >= 1e-3 {
+        format!("{:.2} ms", s * 1e3)
+    } else {
+        format!("{:.1} µs", s * 1e6)
+    }
 }

@@ -3,6 +3,7 @@
 //! A model file is hostile until validated: every loader here returns a specific
 //! [`Error`] naming the file, the tensor and what was expected versus found, and never panics.
 
+pub mod config;
 pub mod error;
 pub mod gguf;
 pub mod paths;

@@ -90,15 +90,16 @@ impl SafeTensors {
         })
     }
 
-    /// Open `dir/model.safetensors.index.json` (a sharded set) if present, else `dir/model.safetensors`.
+    /// Open `dir/model.safetensors` if present, else the sharded set of
+    /// `dir/model.safetensors.index.json` (the order transformers' `from_pretrained` looks in).
     pub fn open_dir(dir: &Path) -> Result<Self> {
-        let index = dir.join(INDEX_FILE_NAME);
-        if index.is_file() {
-            return Self::open_index(&index);
-        }
         let single = dir.join(SINGLE_FILE_NAME);
         if single.is_file() {
             return Self::open(&single);
+        }
+        let index = dir.join(INDEX_FILE_NAME);
+        if index.is_file() {
+            return Self::open_index(&index);
         }
         Err(Error::NoWeights { dir: dir.to_path_buf() })
     }
@@ -225,23 +226,22 @@ impl SafeTensors {
         if let Some(t) = entry.copy.get() {
             return Ok(t.clone());
         }
-        let bytes = &shard.storage.bytes()[entry.begin..entry.end];
-        if (bytes.as_ptr() as usize).is_multiple_of(dtype.size()) {
-            if let Some(t) = Tensor::from_storage(
+        // Bounds, size and alignment were validated at open; a broken invariant is still an error here.
+        let bytes = shard.storage.bytes().get(entry.begin..entry.end).unwrap_or_default();
+        let tensor = if (bytes.as_ptr() as usize).is_multiple_of(dtype.size()) {
+            // Aligned: a zero-copy view of the map.
+            Tensor::from_storage(
                 name,
                 dtype,
                 entry.shape.clone(),
                 shard.storage.clone(),
                 entry.begin..entry.end,
-            ) {
-                return Ok(t);
-            }
-        } else if let Some(t) = Tensor::from_bytes(name, dtype, entry.shape.clone(), bytes) {
-            // Misaligned in the file: the documented fallback, an aligned owned copy (cached).
-            return Ok(entry.copy.get_or_init(|| t).clone());
-        }
-        // Unreachable after validation (size and bounds were checked at open); an error, not a panic.
-        Err(Error::TensorSize {
+            )
+        } else {
+            // Misaligned in the file: the documented fallback, an aligned owned copy (made once, cached).
+            Tensor::from_bytes(name, dtype, entry.shape.clone(), bytes).map(|t| entry.copy.get_or_init(|| t).clone())
+        };
+        tensor.ok_or_else(|| Error::TensorSize {
             path: shard.path.clone(),
             name: name.to_string(),
             dtype: entry.dtype.to_string(),
@@ -251,7 +251,7 @@ impl SafeTensors {
                 .iter()
                 .try_fold(dtype.size() as u64, |a, &d| a.checked_mul(d as u64))
                 .unwrap_or(u64::MAX),
-            found: (entry.end - entry.begin) as u64,
+            found: bytes.len() as u64,
         })
     }
 
@@ -703,7 +703,12 @@ pub fn write(
     let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);
-    safetensors::serialize_to_file(views, metadata, &tmp).map_err(|e| match e {
+    let written = safetensors::serialize_to_file(views, metadata, &tmp);
+    if written.is_err() {
+        // Best effort: do not leave a partial temporary file behind (the error below is what matters).
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(|e| match e {
         safetensors::SafeTensorError::IoError(source) => Error::Io {
             path: tmp.clone(),
             source,

@@ -634,3 +634,13 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn open_dir_prefers_the_single_file_like_transformers() {
+    let dir = tempfile::tempdir().unwrap();
+    write_sharded(dir.path(), &index_json(&good_index()));
+    write(&dir.path().join("model.safetensors"), &all_dtypes()[..1], None).unwrap();
+    let st = SafeTensors::open_dir(dir.path()).unwrap();
+    assert_eq!(st.names(), vec!["w.f32"]);
+    assert!(st.path().ends_with("model.safetensors"));
+}

@@ -1,0 +1,332 @@
+//! Every kernel on every available ISA against its naive reference.
+
+use std::time::Duration;
+
+use half::{bf16, f16};
+use kernels::{
+    reference, Activation, AttnArgs, Isa, Kernels, Layout, Mask, RopeLayout, RopeTable, Strides, Weight, WeightData,
+};
+use serde::Serialize;
+
+use crate::machine::Machine;
+use crate::timing::{time, Timing};
+
+/// What limits a kernel: compute (compare with FMA peak) or memory (compare with read bandwidth).
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub enum Bound {
+    Compute,
+    Memory,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelRow {
+    pub kernel: String,
+    pub shape: String,
+    pub isa: String,
+    pub timing: Timing,
+    pub gflops: f64,
+    pub gbs: f64,
+    pub bound: Bound,
+    /// Percent of the machine limit for this bound.
+    pub pct_of_limit: f64,
+    /// Reference time / this time.
+    pub speedup_vs_reference: f64,
+    pub noisy: bool,
+}
+
+/// One workload: its cost model and a runner per ISA (`None` = the naive reference).
+struct Workload {
+    kernel: &'static str,
+    shape: String,
+    flops: f64,
+    bytes: f64,
+    bound: Bound,
+    run: Box<dyn FnMut(Option<Kernels>)>,
+}
+
+fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Leak a vector so closures can hold `'static` weight views for the whole run.
+fn leak<T>(v: Vec<T>) -> &'static [T] {
+    Box::leak(v.into_boxed_slice())
+}
+
+fn gemv(kernel: &'static str, out_dim: usize, in_dim: usize, data: WeightData<'static>) -> Workload {
+    let w = Weight::new(data, out_dim, in_dim, Layout::OutIn).expect("weight shape");
+    let x = rand_vec(in_dim, 2);
+    let mut y = vec![0.0f32; out_dim];
+    Workload {
+        kernel,
+        shape: format!("{out_dim}x{in_dim}"),
+        flops: 2.0 * (out_dim * in_dim) as f64,
+        bytes: (out_dim * in_dim * data.elem_bytes()) as f64,
+        bound: Bound::Memory,
+        run: Box::new(move |k| match k {
+            Some(k) => k.linear(&x, 1, &w, None, &mut y),
+            None => reference::linear(&x, 1, &w, None, &mut y),
+        }),
+    }
+}
+
+fn workloads(quick: bool) -> Vec<Workload> {
+    let (gv_out, gv_in) = if quick { (1024, 4096) } else { (2048, 8192) };
+    let wf32 = leak(rand_vec(gv_out * gv_in, 1));
+    let wbf16 = leak(wf32.iter().map(|&v| bf16::from_f32(v)).collect());
+    let wf16 = leak(wf32.iter().map(|&v| f16::from_f32(v)).collect());
+    let mut list = vec![
+        gemv("gemv_f32", gv_out, gv_in, WeightData::F32(wf32)),
+        gemv("gemv_bf16", gv_out, gv_in, WeightData::Bf16(wbf16)),
+        gemv("gemv_f16", gv_out, gv_in, WeightData::F16(wf16)),
+        gemv("gemv_f32", 576, 1536, WeightData::F32(leak(rand_vec(576 * 1536, 3)))),
+    ];
+
+    // GEMM (prefill): [m, k] x [n, k]^T.
+    let (m, n, kd) = if quick { (128, 1024, 1024) } else { (512, 2048, 2048) };
+    let a = rand_vec(m * kd, 4);
+    let wg = Weight::new(WeightData::F32(leak(rand_vec(n * kd, 5))), n, kd, Layout::OutIn).expect("shape");
+    let mut c = vec![0.0f32; m * n];
+    list.push(Workload {
+        kernel: "gemm_f32",
+        shape: format!("{m}x{n}x{kd}"),
+        flops: 2.0 * (m * n * kd) as f64,
+        bytes: ((m * kd + n * kd + m * n) * 4) as f64,
+        bound: Bound::Compute,
+        run: Box::new(move |k| match k {
+            Some(k) => k.linear(&a, m, &wg, None, &mut c),
+            None => reference::linear(&a, m, &wg, None, &mut c),
+        }),
+    });
+
+    // Fused causal attention (prefill): 8 heads, head_dim 64.
+    let (len, heads, hd) = (if quick { 512 } else { 2048 }, 8, 64);
+    let q = rand_vec(len * heads * hd, 6);
+    let kk = rand_vec(len * heads * hd, 7);
+    let v = rand_vec(len * heads * hd, 8);
+    let mut o = vec![0.0f32; len * heads * hd];
+    let st = Strides::token_major(len, heads, hd);
+    list.push(Workload {
+        kernel: "attention_causal",
+        shape: format!("L{len} h{heads} d{hd}"),
+        flops: 2.0 * 2.0 * (heads * hd) as f64 * (len * (len + 1) / 2) as f64,
+        bytes: (4 * len * heads * hd * 4) as f64,
+        bound: Bound::Compute,
+        run: Box::new(move |k| {
+            let args = AttnArgs {
+                batch: 1,
+                n_heads: heads,
+                n_kv_heads: heads,
+                head_dim: hd,
+                q_len: len,
+                kv_len: len,
+                scale: 1.0 / (hd as f32).sqrt(),
+                mask: Mask::Causal { q_offset: 0 },
+                key_lens: None,
+                q_strides: st,
+                kv_strides: st,
+                out_strides: st,
+            };
+            match k {
+                Some(k) => k.attention(&args, &q, &kk, &v, &mut o),
+                None => reference::attention(&args, &q, &kk, &v, &mut o),
+            }
+        }),
+    });
+
+    // Decode attention: one query over a KV cache, GQA 9 heads / 3 KV heads (SmolLM2 shape).
+    let (cache, qh, kvh) = (if quick { 1024 } else { 4096 }, 9, 3);
+    let q1 = rand_vec(qh * hd, 9);
+    let kc = rand_vec(kvh * cache * hd, 10);
+    let vc = rand_vec(kvh * cache * hd, 11);
+    let mut o1 = vec![0.0f32; qh * hd];
+    list.push(Workload {
+        kernel: "attention_decode",
+        shape: format!("cache{cache} h{qh}/{kvh} d{hd}"),
+        flops: 2.0 * 2.0 * (qh * hd * cache) as f64,
+        bytes: (2 * kvh * cache * hd * 4) as f64,
+        bound: Bound::Memory,
+        run: Box::new(move |k| {
+            let args = AttnArgs {
+                batch: 1,
+                n_heads: qh,
+                n_kv_heads: kvh,
+                head_dim: hd,
+                q_len: 1,
+                kv_len: cache,
+                scale: 0.125,
+                mask: Mask::None,
+                key_lens: None,
+                q_strides: Strides::token_major(1, qh, hd),
+                kv_strides: Strides::head_major(kvh, cache, hd),
+                out_strides: Strides::token_major(1, qh, hd),
+            };
+            match k {
+                Some(k) => k.attention(&args, &q1, &kc, &vc, &mut o1),
+                None => reference::attention(&args, &q1, &kc, &vc, &mut o1),
+            }
+        }),
+    });
+
+    // Row kernels over [rows, dim].
+    let (rows, dim) = (if quick { 32 } else { 128 }, 4096);
+    let x = rand_vec(rows * dim, 12);
+    let g = rand_vec(dim, 13);
+    let b = rand_vec(dim, 14);
+    let mut out = vec![0.0f32; rows * dim];
+    let row_bytes = (2 * rows * dim * 4) as f64;
+    list.push(Workload {
+        kernel: "rms_norm",
+        shape: format!("{rows}x{dim}"),
+        flops: 4.0 * (rows * dim) as f64,
+        bytes: row_bytes,
+        bound: Bound::Memory,
+        run: Box::new({
+            let (x, g, mut out) = (x.clone(), g.clone(), out.clone());
+            move |k| match k {
+                Some(k) => k.rms_norm(&x, &g, 1e-5, &mut out),
+                None => reference::rms_norm(&x, &g, 1e-5, &mut out),
+            }
+        }),
+    });
+    list.push(Workload {
+        kernel: "layer_norm",
+        shape: format!("{rows}x{dim}"),
+        flops: 7.0 * (rows * dim) as f64,
+        bytes: row_bytes,
+        bound: Bound::Memory,
+        run: Box::new({
+            let x = x.clone();
+            move |k| match k {
+                Some(k) => k.layer_norm(&x, &g, &b, 1e-5, &mut out),
+                None => reference::layer_norm(&x, &g, &b, 1e-5, &mut out),
+            }
+        }),
+    });
+    let vocab = 49152;
+    let logits = rand_vec(vocab, 15);
+    list.push(Workload {
+        kernel: "softmax",
+        shape: format!("{vocab}"),
+        flops: 4.0 * vocab as f64,
+        bytes: (2 * vocab * 4) as f64,
+        bound: Bound::Memory,
+        run: Box::new({
+            let logits = logits.clone();
+            let mut buf = logits.clone();
+            move |k| {
+                buf.copy_from_slice(&logits);
+                match k {
+                    Some(k) => k.softmax(&mut buf),
+                    None => reference::softmax(&mut buf),
+                }
+            }
+        }),
+    });
+    list.push(Workload {
+        kernel: "top_k(40)",
+        shape: format!("{vocab}"),
+        flops: vocab as f64,
+        bytes: (vocab * 4) as f64,
+        bound: Bound::Memory,
+        run: Box::new(move |k| {
+            let r = match k {
+                Some(k) => k.top_k(&logits, 40),
+                None => reference::top_k(&logits, 40),
+            };
+            std::hint::black_box(r);
+        }),
+    });
+    for act in [Activation::Silu, Activation::GeluTanh, Activation::GeluErf] {
+        let src = rand_vec(rows * dim, 16);
+        let mut buf = src.clone();
+        list.push(Workload {
+            kernel: match act {
+                Activation::Silu => "silu",
+                Activation::GeluTanh => "gelu_tanh",
+                Activation::GeluErf => "gelu_erf",
+                Activation::Relu => "relu",
+            },
+            shape: format!("{}", rows * dim),
+            flops: 10.0 * (rows * dim) as f64,
+            bytes: (2 * rows * dim * 4) as f64,
+            bound: Bound::Memory,
+            run: Box::new(move |k| {
+                buf.copy_from_slice(&src);
+                match k {
+                    Some(k) => k.activation(act, &mut buf),
+                    None => reference::activation(act, &mut buf),
+                }
+            }),
+        });
+    }
+    let (rl, rh) = (if quick { 128 } else { 512 }, 9);
+    let table = RopeTable::new(64, rl, 100000.0);
+    let src = rand_vec(rl * rh * 64, 17);
+    let mut buf = src.clone();
+    list.push(Workload {
+        kernel: "rope_half",
+        shape: format!("L{rl} h{rh} d64"),
+        flops: 6.0 * (rl * rh * 64 / 2) as f64,
+        bytes: (2 * rl * rh * 64 * 4) as f64,
+        bound: Bound::Memory,
+        run: Box::new(move |k| {
+            buf.copy_from_slice(&src);
+            match k {
+                Some(k) => k.rope(&table, RopeLayout::Half, &mut buf, rh, 0),
+                None => reference::rope(&table, RopeLayout::Half, &mut buf, rh, 0),
+            }
+        }),
+    });
+    list
+}
+
+/// Run every workload: the reference once (it is slow), every ISA for `budget`.
+pub fn run(machine: &Machine, isas: &[Isa], quick: bool, progress: &indicatif::ProgressBar) -> Vec<KernelRow> {
+    let budget = Duration::from_millis(if quick { 150 } else { 600 });
+    let mut rows = Vec::new();
+    let mut list = workloads(quick);
+    progress.set_length((list.len() * (isas.len() + 1)) as u64);
+    for w in list.iter_mut() {
+        progress.set_message(format!("{} reference", w.kernel));
+        let reference = time(|| (w.run)(None), Duration::ZERO, 1, 1);
+        progress.inc(1);
+        let mut push = |isa: String, t: Timing| {
+            let gflops = w.flops / t.median_s / 1e9;
+            let gbs = w.bytes / t.median_s / 1e9;
+            let pct = match w.bound {
+                Bound::Compute => 100.0 * gflops / machine.fma_gflops,
+                Bound::Memory => 100.0 * gbs / machine.read_gbs,
+            };
+            rows.push(KernelRow {
+                kernel: w.kernel.to_string(),
+                shape: w.shape.clone(),
+                isa,
+                timing: t,
+                gflops,
+                gbs,
+                bound: w.bound,
+                pct_of_limit: pct,
+                speedup_vs_reference: reference.median_s / t.median_s,
+                noisy: t.noisy(),
+            });
+        };
+        push("reference".into(), reference);
+        for &isa in isas {
+            progress.set_message(format!("{} {isa}", w.kernel));
+            let k = Kernels::new(isa).expect("isa was listed as available");
+            let t = time(|| (w.run)(Some(k)), budget, 3, 200);
+            push(isa.to_string(), t);
+            progress.inc(1);
+        }
+    }
+    rows
+}
