@@ -9,6 +9,7 @@ pub mod gguf;
 pub mod paths;
 pub mod safetensors;
 pub mod tensor;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
 pub use tensor::{Dtype, Tensor, TensorData};

@@ -1,0 +1,127 @@
+//! `tokenizer.json` through the `tokenizers` crate, decoding as transformers' `PreTrainedTokenizerFast`.
+
+use std::path::{Path, PathBuf};
+
+use tokenizers::ModelWrapper;
+
+use super::{clean_up_tokenization, config_bool, read_tokenizer_config, Tokenizer};
+use crate::{Error, Result};
+
+pub struct HfTokenizer {
+    path: PathBuf,
+    inner: tokenizers::Tokenizer,
+    /// `clean_up_tokenization_spaces` from tokenizer_config.json; transformers ignores it for BPE models.
+    clean_up: bool,
+    n_ids: usize,
+}
+
+impl std::fmt::Debug for HfTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HfTokenizer")
+            .field("path", &self.path)
+            .field("n_ids", &self.n_ids)
+            .finish()
+    }
+}
+
+impl HfTokenizer {
+    /// `dir/tokenizer.json`, with `clean_up_tokenization_spaces` from `dir/tokenizer_config.json` if present.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let clean_up = match read_tokenizer_config(dir)? {
+            Some((path, config)) => {
+                let requested = config_bool(&path, &config, "clean_up_tokenization_spaces", false)?;
+                let forced = config_bool(
+                    &path,
+                    &config,
+                    "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output",
+                    false,
+                )?;
+                (requested, forced)
+            }
+            None => (false, false),
+        };
+        let mut t = Self::open(&dir.join("tokenizer.json"))?;
+        let is_bpe = matches!(t.inner.get_model(), ModelWrapper::BPE(_));
+        t.clean_up = clean_up.0 && (!is_bpe || clean_up.1);
+        Ok(t)
+    }
+
+    /// One `tokenizer.json` file, without clean-up of tokenization spaces.
+    pub fn open(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| Error::TokenizerFile {
+            path: path.to_path_buf(),
+            message: format!("tokenizer.json: {e}"),
+        })?;
+        // Ids are those the model or the added tokens know; the largest + 1 is the id space.
+        let max_model = inner.get_vocab(false).values().copied().max();
+        let max_added = inner.get_added_tokens_decoder().keys().copied().max();
+        let n_ids = max_model.max(max_added).map_or(0, |m| m as usize + 1);
+        Ok(Self {
+            path: path.to_path_buf(),
+            inner,
+            clean_up: false,
+            n_ids,
+        })
+    }
+
+    /// The wrapped `tokenizers::Tokenizer`.
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+
+    /// Text to ids, with or without the post-processor's special tokens.
+    pub fn encode_with(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        self.inner
+            .encode(text, add_special_tokens)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| Error::Tokenize {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })
+    }
+}
+
+impl Tokenizer for HfTokenizer {
+    fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode_with(text, true)
+    }
+
+    fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        // The tokenizers crate silently drops unknown ids; an id outside the vocabulary is an error here.
+        if let Some(&id) = ids.iter().find(|&&id| self.inner.id_to_token(id).is_none()) {
+            return Err(Error::TokenIdOutOfRange {
+                path: self.path.clone(),
+                id,
+                vocab_size: self.n_ids,
+            });
+        }
+        let text = self
+            .inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| Error::Tokenize {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(if self.clean_up {
+            clean_up_tokenization(&text)
+        } else {
+            text
+        })
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.n_ids
+    }
+
+    fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+}
