@@ -13,6 +13,7 @@ pub mod layers;
 pub mod llama;
 pub mod sampling;
 pub mod seq2seq;
+pub mod translate;
 
 pub use cache::{KvCache, KvShape};
 pub use decoder::Decoder;
@@ -20,3 +21,4 @@ pub use error::{Error, Result};
 pub use kernels::{Isa, Kernels};
 pub use layers::{Bias, Embedding, LayerNorm, Linear, RmsNorm, TensorMap, TensorSource};
 pub use loaders;
+pub use translate::{TranslateOptions, Translation, Translator};

@@ -23,6 +23,11 @@ use crate::decoder::Decoder;
 use crate::layers::{Bias, Embedding, LayerNorm, Linear, TensorSource};
 use crate::{Error, Result};
 
+/// Self-attention caches start with room for `INITIAL_CACHE_FACTOR * source length + INITIAL_CACHE_EXTRA`
+/// positions (translations are rarely longer), and grow by doubling up to the requested maximum.
+const INITIAL_CACHE_FACTOR: usize = 2;
+const INITIAL_CACHE_EXTRA: usize = 16;
+
 /// Where the layer norm sits in a residual block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NormPlacement {
@@ -547,13 +552,15 @@ impl Seq2Seq {
         self.cross_projections
             .fetch_add(n_src * self.decoder.len(), Ordering::Relaxed);
 
-        // 4. self-attention caches for up to `max_rows` rows of `max_new_tokens` positions
+        // 4. self-attention caches for up to `max_rows` rows; room for `max_new_tokens` positions, first
+        //    allocated for a typical output length and grown (rarely) in `step`
         let max_rows = max_rows.max(n_src);
         let heads = self.cfg.n_decoder_heads;
+        let max_new_tokens = max_new_tokens.max(1);
         let shape = KvShape {
             max_batch: max_rows,
             n_kv_heads: heads,
-            capacity: max_new_tokens.max(1),
+            capacity: max_new_tokens.min(INITIAL_CACHE_FACTOR * len + INITIAL_CACHE_EXTRA),
             head_dim: d / heads,
         };
         let self_kv = KvCache::for_layers(self.decoder.len(), shape, n_src, DEFAULT_MAX_CACHE_BYTES)?;
@@ -567,6 +574,7 @@ impl Seq2Seq {
             buf: Buffers::new(max_rows, d, self.cfg.decoder_ffn_dim),
             x: vec![0.0; max_rows * d],
             n_rows_max: max_rows,
+            max_len: max_new_tokens,
         })
     }
 
@@ -697,9 +705,27 @@ pub struct Seq2SeqState {
     /// The decoder's residual stream. `[rows, d]`
     x: Vec<f32>,
     n_rows_max: usize,
+    /// The most decoder positions asked for in `start`.
+    max_len: usize,
 }
 
 impl Seq2SeqState {
+    /// Re-allocate the self-attention caches with room for at least `needed` positions (doubling, at most
+    /// `max_len`), copying the filled positions.
+    fn grow_caches(&mut self, needed: usize) -> Result<()> {
+        for cache in &mut self.self_kv {
+            let old_shape = cache.shape();
+            let shape = KvShape {
+                capacity: needed.max(2 * old_shape.capacity).min(self.max_len),
+                ..old_shape
+            };
+            let mut grown = KvCache::new(shape, cache.batch(), DEFAULT_MAX_CACHE_BYTES)?;
+            grown.append_strided(cache.k(), cache.v(), cache.strides(), cache.len())?;
+            *cache = grown;
+        }
+        Ok(())
+    }
+
     /// Encoder output `[n_src, src_len, d_model]` (rows past a source's length are padding).
     pub fn encoder_output(&self) -> &[f32] {
         &self.memory
@@ -748,7 +774,15 @@ impl Decoder for Seq2Seq {
             )));
         }
         let past = self.cached_len(st);
-        st.self_kv[0].check_room(n)?;
+        if past + n > st.max_len {
+            return Err(Error::CacheFull {
+                needed: past + n,
+                capacity: st.max_len,
+            });
+        }
+        if past + n > st.self_kv[0].capacity() {
+            st.grow_caches(past + n)?;
+        }
         let rows = batch * n;
         st.buf.ensure(rows, d, self.cfg.decoder_ffn_dim);
         let buf = &mut st.buf;

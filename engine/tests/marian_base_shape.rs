@@ -5,7 +5,7 @@ mod translate_support;
 
 use loaders::paths::fixture;
 use qkv::beam::search;
-use qkv::seq2seq::Seq2Seq;
+use qkv::translate::Translator;
 use qkv::{Decoder, Kernels};
 use translate_support::*;
 
@@ -20,9 +20,11 @@ fn marian_base_shape_matches_hf() {
     let json = read_json(&dir.join("reference.json"));
     let tensors = read_reference(&dir.join("reference.safetensors"));
     let t0 = std::time::Instant::now();
-    let weights = marian_base_shape_weights(&json);
-    let m = Seq2Seq::load(&weights, marian_config(&dir), Kernels::detect().unwrap()).expect("load");
-    println!("weights built in {:?}", t0.elapsed());
+    let tmp = tempfile::tempdir().unwrap();
+    write_model_dir(tmp.path(), &dir, marian_base_shape_tensors(&json));
+    let t = Translator::load_with(tmp.path(), Kernels::detect().unwrap()).expect("load");
+    let m = t.model();
+    println!("weights built and written in {:?}", t0.elapsed());
     let rows = id_rows(&json["source_ids"]);
     let lens = ids(&json["source_lengths"]);
     let sources: Vec<Vec<u32>> = rows.iter().zip(&lens).map(|(r, &l)| r[..l as usize].to_vec()).collect();
@@ -67,7 +69,7 @@ fn marian_base_shape_matches_hf() {
     let t0 = std::time::Instant::now();
     let opts = marian_search_options(&json, 1);
     let mut st = m.start(&srcs, n_src, opts.max_new_tokens).unwrap();
-    let got = search(&m, &mut st, &vec![start; n_src], &opts).unwrap();
+    let got = search(m, &mut st, &vec![start; n_src], &opts).unwrap();
     for (b, want) in id_rows(&json["greedy_tokens"]).iter().enumerate() {
         assert_eq!(&got[b][0].tokens, want, "greedy source {b}");
     }
@@ -79,7 +81,7 @@ fn marian_base_shape_matches_hf() {
     let beam_rows: Vec<usize> = ids(&json["beam_rows"]).iter().map(|&r| r as usize).collect();
     let bsrcs: Vec<&[u32]> = beam_rows.iter().map(|&r| srcs[r]).collect();
     let mut st = m.start(&bsrcs, bsrcs.len() * 4, opts.max_new_tokens).unwrap();
-    let got = search(&m, &mut st, &vec![start; bsrcs.len()], &opts).unwrap();
+    let got = search(m, &mut st, &vec![start; bsrcs.len()], &opts).unwrap();
     let want_scores = json["beam_sequences_scores"].as_array().unwrap();
     for (j, want) in id_rows(&json["beam_tokens"]).iter().enumerate() {
         assert_eq!(&got[j][0].tokens, want, "beam source {}", beam_rows[j]);

@@ -5,7 +5,7 @@ mod translate_support;
 
 use loaders::paths::fixture;
 use qkv::beam::{search, SearchOptions};
-use qkv::seq2seq::Seq2Seq;
+use qkv::translate::{TranslateOptions, Translator};
 use qkv::{Decoder, Kernels};
 use translate_support::*;
 
@@ -14,10 +14,8 @@ const LOGITS_TOL: f32 = 1e-4;
 /// Max |ours - HF| for beam scores (length-normalised sums of log-probs).
 const SCORE_TOL: f32 = 1e-4;
 
-fn model() -> Seq2Seq {
-    let dir = fixture("marian-tiny");
-    let st = read_weights(&dir.join("model.safetensors"));
-    Seq2Seq::load(&st, marian_config(&dir), Kernels::detect().expect("isa")).expect("load marian-tiny")
+fn translator() -> Translator {
+    Translator::load_with(fixture("marian-tiny"), Kernels::detect().expect("isa")).expect("load marian-tiny")
 }
 
 struct Case {
@@ -36,8 +34,17 @@ fn case() -> Case {
     Case { sources, json, tensors }
 }
 
+/// The search options of the reference run, as the library derives them from generation_config.json
+/// (checked against the options the reference recorded).
 fn options(json: &serde_json::Value, num_beams: usize) -> SearchOptions {
-    marian_search_options(json, num_beams)
+    let t = translator();
+    let ours = t.search_options(&TranslateOptions {
+        beam_size: Some(num_beams),
+        max_length: Some(json["generate_options"]["max_new_tokens"].as_u64().unwrap() as usize),
+        ..Default::default()
+    });
+    assert_eq!(ours, marian_search_options(json, num_beams));
+    ours
 }
 
 fn src_refs(c: &Case) -> Vec<&[u32]> {
@@ -46,7 +53,8 @@ fn src_refs(c: &Case) -> Vec<&[u32]> {
 
 #[test]
 fn encoder_output_matches_hf() {
-    let m = model();
+    let t = translator();
+    let m = t.model();
     let c = case();
     let st = m.start(&src_refs(&c), 4, 4).unwrap();
     let r = &c.tensors["encoder_output"];
@@ -64,7 +72,8 @@ fn encoder_output_matches_hf() {
 
 #[test]
 fn teacher_forced_logits_match_hf_at_every_step() {
-    let m = model();
+    let t = translator();
+    let m = t.model();
     let c = case();
     let dec_in = ids(&c.json["teacher_forced_decoder_input_ids"]);
     let r = &c.tensors["teacher_forced_logits"]; // [batch, steps, vocab]
@@ -88,7 +97,8 @@ fn teacher_forced_logits_match_hf_at_every_step() {
 #[test]
 fn teacher_forced_prefill_equals_stepwise() {
     // feeding the whole target prefix at once (causal prefill) gives the last step's logits
-    let m = model();
+    let t = translator();
+    let m = t.model();
     let c = case();
     let dec_in = ids(&c.json["teacher_forced_decoder_input_ids"]);
     let r = &c.tensors["teacher_forced_logits"];
@@ -108,27 +118,29 @@ fn teacher_forced_prefill_equals_stepwise() {
 
 #[test]
 fn greedy_matches_hf_generate() {
-    let m = model();
+    let t = translator();
+    let m = t.model();
     let c = case();
     let opts = options(&c.json, 1);
     let want = id_rows(&c.json["greedy_tokens"]);
     let start = vec![m.config().decoder_start_token_id; c.sources.len()];
     let mut st = m.start(&src_refs(&c), c.sources.len(), opts.max_new_tokens).unwrap();
-    let got = search(&m, &mut st, &start, &opts).unwrap();
+    let got = search(m, &mut st, &start, &opts).unwrap();
     for (b, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_eq!(&g[0].tokens, w, "greedy source {b}");
     }
     // each source alone gives the same tokens
     for (b, s) in c.sources.iter().enumerate() {
         let mut st = m.start(&[s.as_slice()], 1, opts.max_new_tokens).unwrap();
-        let one = search(&m, &mut st, &start[..1], &opts).unwrap();
+        let one = search(m, &mut st, &start[..1], &opts).unwrap();
         assert_eq!(one[0][0].tokens, want[b], "greedy source {b} alone");
     }
 }
 
 #[test]
 fn beam4_matches_hf_generate() {
-    let m = model();
+    let t = translator();
+    let m = t.model();
     let c = case();
     let opts = options(&c.json, 4);
     let rows: Vec<usize> = ids(&c.json["beam_rows"]).iter().map(|&r| r as usize).collect();
@@ -142,7 +154,7 @@ fn beam4_matches_hf_generate() {
     let sources: Vec<&[u32]> = rows.iter().map(|&r| c.sources[r].as_slice()).collect();
     let start = vec![m.config().decoder_start_token_id; sources.len()];
     let mut st = m.start(&sources, sources.len() * 4, opts.max_new_tokens).unwrap();
-    let got = search(&m, &mut st, &start, &opts).unwrap();
+    let got = search(m, &mut st, &start, &opts).unwrap();
     for (j, g) in got.iter().enumerate() {
         assert_eq!(g[0].tokens, want[j], "beam source {}", rows[j]);
         let diff = (g[0].score - want_scores[j]).abs();
@@ -158,7 +170,8 @@ fn beam4_matches_hf_generate() {
 
 #[test]
 fn cross_kv_is_projected_once_per_source_and_shared_by_beams() {
-    let m = model();
+    let t = translator();
+    let m = t.model();
     let c = case();
     let srcs = src_refs(&c);
     let n_src = srcs.len();
@@ -198,13 +211,14 @@ fn cross_kv_is_projected_once_per_source_and_shared_by_beams() {
     // and a whole beam search does not project again either
     let opts = options(&c.json, 4);
     let mut st = m.start(&srcs, n_src * 4, opts.max_new_tokens).unwrap();
-    search(&m, &mut st, &vec![start; n_src], &opts).unwrap();
+    search(m, &mut st, &vec![start; n_src], &opts).unwrap();
     assert_eq!(m.cross_projection_count() - before, 2 * n_src * n_layers);
 }
 
 #[test]
 fn bad_inputs_are_errors() {
-    let m = model();
+    let t = translator();
+    let m = t.model();
     let vocab = m.vocab_size() as u32;
     // a source id outside the vocabulary
     assert!(m.start(&[&[1, vocab, 0]], 1, 4).is_err());
@@ -226,4 +240,26 @@ fn bad_inputs_are_errors() {
     let mut st = m.start(&[&[]], 1, 2).unwrap();
     m.step(&mut st, &[1], 1, &mut logits).unwrap();
     assert!(logits.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn batched_translate_ids_keeps_input_order() {
+    // batches of 3 after sorting by length: padding, several batches, results back in input order
+    let t = translator();
+    let c = case();
+    let want_greedy = id_rows(&c.json["greedy_tokens"]);
+    let want_beam = id_rows(&c.json["beam_tokens"]);
+    for (beams, want) in [(1, &want_greedy), (4, &want_beam)] {
+        let opts = TranslateOptions {
+            beam_size: Some(beams),
+            max_length: Some(20),
+            batch_size: 3,
+            ..Default::default()
+        };
+        let got = t.translate_ids(&c.sources, &opts).unwrap();
+        let got: Vec<Vec<u32>> = got.into_iter().map(|h| h[0].tokens.clone()).collect();
+        assert_eq!(&got, want, "beam size {beams}");
+    }
+    // no tokenizer files in the fixture: text translation is an error, not a panic
+    assert!(t.translate(&["hello"], &TranslateOptions::default()).is_err());
 }

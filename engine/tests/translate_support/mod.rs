@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use loaders::safetensors::SafeTensors;
-use qkv::layers::TensorMap;
 
 /// A reference tensor: shape and f32 values.
 pub struct RefTensor {
@@ -89,43 +88,6 @@ pub fn hash_tensor(name: &str, n: usize, scale: f32, offset: f32) -> Vec<f32> {
         .collect()
 }
 
-/// The runtime config of an HF Marian `config.json` (swish/relu/gelu, post-norm, tied, static positions).
-pub fn marian_config(dir: &Path) -> qkv::seq2seq::Seq2SeqConfig {
-    use qkv::seq2seq::{NormPlacement, Positions, Seq2SeqConfig, WeightNames};
-    let c = read_json(&dir.join("config.json"));
-    let u = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{k}")) as usize;
-    let activation = match c["activation_function"].as_str().unwrap() {
-        "swish" | "silu" => kernels::Activation::Silu,
-        "relu" => kernels::Activation::Relu,
-        other => panic!("activation {other}"),
-    };
-    Seq2SeqConfig {
-        names: WeightNames::Marian,
-        d_model: u("d_model"),
-        n_encoder_layers: u("encoder_layers"),
-        n_decoder_layers: u("decoder_layers"),
-        n_encoder_heads: u("encoder_attention_heads"),
-        n_decoder_heads: u("decoder_attention_heads"),
-        encoder_ffn_dim: u("encoder_ffn_dim"),
-        decoder_ffn_dim: u("decoder_ffn_dim"),
-        activation,
-        norm: NormPlacement::PostNorm,
-        layer_norm_eps: 1e-5,
-        embed_scale: (u("d_model") as f32).sqrt(),
-        positions: Positions {
-            kind: kernels::Sinusoid::Marian,
-            first: 0,
-            max: u("max_position_embeddings"),
-        },
-        src_vocab_size: u("vocab_size"),
-        tgt_vocab_size: u("decoder_vocab_size"),
-        tied_lm_head: true,
-        decoder_start_token_id: u("decoder_start_token_id") as u32,
-        eos_token_id: u("eos_token_id") as u32,
-        pad_token_id: u("pad_token_id") as u32,
-    }
-}
-
 /// transformers' search options of a Marian reference (`generate_options` of reference.json).
 pub fn marian_search_options(json: &serde_json::Value, num_beams: usize) -> qkv::beam::SearchOptions {
     use qkv::beam::{BeamStyle, EarlyStopping, LogitsRules, SearchOptions};
@@ -148,10 +110,10 @@ pub fn marian_search_options(json: &serde_json::Value, num_beams: usize) -> qkv:
     }
 }
 
-/// The hash-initialised weights of `marian-base-shape`, checked against the first values and f64 sums
-/// that Python recorded in reference.json.
-pub fn marian_base_shape_weights(json: &serde_json::Value) -> TensorMap {
-    let mut map = TensorMap::new("marian-base-shape (hash-initialised)");
+/// The hash-initialised weights of `marian-base-shape` as `(name, shape, values)`, checked against the
+/// first values and f64 sums that Python recorded in reference.json.
+pub fn marian_base_shape_tensors(json: &serde_json::Value) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut out = Vec::new();
     for t in json["hash_init"].as_array().expect("hash_init") {
         let name = t["name"].as_str().unwrap();
         let shape: Vec<usize> = t["shape"]
@@ -180,7 +142,23 @@ pub fn marian_base_shape_weights(json: &serde_json::Value) -> TensorMap {
             (sum - want).abs() <= 1e-9 * want.abs().max(1.0),
             "sum of {name}: {sum} vs {want}"
         );
-        map.insert_f32(name, &shape, &v).expect("tensor");
+        out.push((name.to_string(), shape, v));
     }
-    map
+    out
+}
+
+/// A model directory in `tmp`: `fixture_dir`'s config.json and generation_config.json plus a
+/// model.safetensors holding `tensors` (f32).
+pub fn write_model_dir(tmp: &Path, fixture_dir: &Path, tensors: Vec<(String, Vec<usize>, Vec<f32>)>) {
+    for f in ["config.json", "generation_config.json"] {
+        std::fs::copy(fixture_dir.join(f), tmp.join(f)).expect("copy config");
+    }
+    let tensors: Vec<(String, loaders::Dtype, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(name, shape, v)| {
+            let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            (name, loaders::Dtype::F32, shape, bytes)
+        })
+        .collect();
+    loaders::safetensors::write(&tmp.join("model.safetensors"), &tensors, None).expect("write safetensors");
 }
