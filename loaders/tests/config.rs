@@ -525,3 +525,70 @@ mod fuzz {
         }
     }
 }
+
+/// The tiny models saved by transformers in tools/fixtures (h/fixtures): each config parses, and the
+/// shapes it implies are the shapes of its weights.
+#[test]
+fn fixture_models_configs_fit_their_weights() {
+    for name in [
+        "llama-tiny-gqa",
+        "llama-tiny-tied",
+        "gpt2-tiny",
+        "marian-tiny",
+        "marian-base-shape",
+    ] {
+        let dir = loaders::paths::fixture(name);
+        let cfg = ModelConfig::from_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let shapes: Vec<(String, Vec<usize>)> = match &cfg {
+            ModelConfig::Llama(c) => llama_tensor_shapes(c),
+            ModelConfig::Gpt2(c) => {
+                let d = c.n_embd;
+                let mut v = vec![
+                    ("transformer.wte.weight".to_string(), vec![c.vocab_size, d]),
+                    ("transformer.wpe.weight".to_string(), vec![c.n_positions, d]),
+                    ("transformer.ln_f.weight".to_string(), vec![d]),
+                ];
+                for l in 0..c.n_layer {
+                    let p = format!("transformer.h.{l}");
+                    v.extend([
+                        (format!("{p}.attn.c_attn.weight"), vec![d, 3 * d]),
+                        (format!("{p}.attn.c_proj.weight"), vec![d, d]),
+                        (format!("{p}.mlp.c_fc.weight"), vec![d, c.inner_dim()]),
+                        (format!("{p}.mlp.c_proj.weight"), vec![c.inner_dim(), d]),
+                    ]);
+                }
+                v
+            }
+            ModelConfig::Marian(c) => {
+                let d = c.d_model;
+                let mut v = vec![
+                    ("model.shared.weight".to_string(), vec![c.vocab_size, d]),
+                    ("final_logits_bias".to_string(), vec![1, c.decoder_vocab_size]),
+                ];
+                for l in 0..c.encoder_layers {
+                    let p = format!("model.encoder.layers.{l}");
+                    v.extend([
+                        (format!("{p}.self_attn.q_proj.weight"), vec![d, d]),
+                        (format!("{p}.fc1.weight"), vec![c.encoder_ffn_dim, d]),
+                    ]);
+                }
+                for l in 0..c.decoder_layers {
+                    let p = format!("model.decoder.layers.{l}");
+                    v.extend([
+                        (format!("{p}.encoder_attn.k_proj.weight"), vec![d, d]),
+                        (format!("{p}.fc2.weight"), vec![d, c.decoder_ffn_dim]),
+                    ]);
+                }
+                v
+            }
+            ModelConfig::Ct2Transformer(_) => panic!("{name}: unexpected ct2 config"),
+        };
+        if !dir.join("model.safetensors").exists() {
+            continue; // marian-base-shape ships its config and references only
+        }
+        let st = SafeTensors::open_dir(&dir).unwrap();
+        for (t, shape) in shapes {
+            st.get_shaped(&t, &shape).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+}

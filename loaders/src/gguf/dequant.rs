@@ -10,7 +10,7 @@
 //! ```
 //! The arithmetic is the same f32 multiply (and add) the `gguf` Python package does, so results are bit-exact.
 
-use half::{bf16, f16};
+use half::f16;
 
 use super::reader::GgmlType;
 
@@ -35,17 +35,21 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()
 }
 
-/// Dequantise `src` (whole blocks of `ty`) into `dst`; `Err(())` when `ty` is not supported.
+/// A ggml type [`dequantize_into`] does not handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnsupportedType(pub GgmlType);
+
+/// Dequantise `src` (whole blocks of `ty`) into `dst`; an error when `ty` is not supported.
 ///
 /// Caller contract (a bug otherwise, so asserted): `src` holds exactly `dst.len()` elements of `ty`.
-pub fn dequantize_into(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), ()> {
+pub fn dequantize_into(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), UnsupportedType> {
     if !is_supported(ty) {
-        return Err(());
+        return Err(UnsupportedType(ty));
     }
     let block = ty.block_size() as usize;
     let type_size = ty.type_size() as usize;
     assert!(
-        dst.len() % block == 0 && src.len() == dst.len() / block * type_size,
+        dst.len().is_multiple_of(block) && src.len() == dst.len() / block * type_size,
         "dequantize_into: {} bytes of {} for {} elements",
         src.len(),
         ty.name(),
@@ -64,7 +68,8 @@ pub fn dequantize_into(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), 
         }
         GgmlType::BF16 => {
             for (o, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                *o = bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
+                // The bf16 bits are the top half of the f32 (NaN payloads kept, as ggml does).
+                *o = f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16);
             }
         }
         GgmlType::Q8_0 => {
@@ -99,7 +104,7 @@ pub fn dequantize_into(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), 
                 }
             }
         }
-        _ => return Err(()),
+        _ => return Err(UnsupportedType(ty)),
     }
     Ok(())
 }

@@ -86,7 +86,7 @@ impl LlamaParams {
         } else {
             n_heads
         };
-        if n_heads % n_kv_heads != 0 {
+        if !n_heads.is_multiple_of(n_kv_heads) {
             return Err(meta_err(
                 gguf,
                 &key("attention.head_count_kv"),
@@ -95,17 +95,17 @@ impl LlamaParams {
             ));
         }
         // The head size: key_length, else the RoPE dimension count (equal to it for llama), else hidden / heads.
-        let head_dim = if has("attention.key_length") {
-            positive("attention.key_length")?
-        } else if has("rope.dimension_count") {
-            positive("rope.dimension_count")?
-        } else {
-            hidden_size / n_heads
+        let head_dim_key = ["attention.key_length", "rope.dimension_count"]
+            .into_iter()
+            .find(|k| has(k));
+        let head_dim = match head_dim_key {
+            Some(k) => positive(k)?,
+            None => hidden_size / n_heads,
         };
-        if head_dim == 0 || head_dim % 2 != 0 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(meta_err(
                 gguf,
-                &key("rope.dimension_count"),
+                &key(head_dim_key.unwrap_or("embedding_length")),
                 "an even head size".into(),
                 head_dim.to_string(),
             ));
@@ -138,10 +138,37 @@ impl LlamaParams {
                 ));
             }
         }
+        // Each layer has 9 tensors: a block count beyond what the file holds is corrupt (and bounds the plan).
+        let n_layers = positive("block_count")?;
+        if n_layers > gguf.tensor_infos().len() / 9 {
+            return Err(meta_err(
+                gguf,
+                &key("block_count"),
+                format!(
+                    "at most {} (the file has {} tensors)",
+                    gguf.tensor_infos().len() / 9,
+                    gguf.tensor_infos().len()
+                ),
+                n_layers.to_string(),
+            ));
+        }
+        for (k, n) in [
+            ("attention.head_count", n_heads),
+            ("attention.head_count_kv", n_kv_heads),
+        ] {
+            if n.checked_mul(head_dim).is_none() {
+                return Err(meta_err(
+                    gguf,
+                    &key(k),
+                    format!("heads x head size {head_dim} to fit in usize"),
+                    n.to_string(),
+                ));
+            }
+        }
         Ok(LlamaParams {
             hidden_size,
             intermediate_size: positive("feed_forward_length")?,
-            n_layers: positive("block_count")?,
+            n_layers,
             n_heads,
             n_kv_heads,
             head_dim,

@@ -13,8 +13,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::tensor::{Dtype, Storage, Tensor};
 
 use super::dequant;
 
@@ -340,7 +342,8 @@ impl TensorInfo {
 /// An open GGUF file: memory map, metadata and validated tensor infos.
 pub struct GgufFile {
     path: PathBuf,
-    mmap: memmap2::Mmap,
+    /// The whole file, memory-mapped (shared with the tensors handed out by [`GgufFile::tensor`]).
+    storage: Arc<Storage>,
     version: u32,
     metadata: BTreeMap<String, GgufValue>,
     tensors: Vec<TensorInfo>,
@@ -385,9 +388,10 @@ impl GgufFile {
         // (the same contract as memmap2 users and the safetensors loader).
         let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
         let parsed = parse(path, &mmap)?;
+        let storage = Arc::new(Storage::Mmap(mmap));
         Ok(GgufFile {
             path: path.to_path_buf(),
-            mmap,
+            storage,
             version: parsed.version,
             metadata: parsed.metadata,
             by_name: parsed
@@ -436,7 +440,7 @@ impl GgufFile {
     pub fn tensor_bytes(&self, info: &TensorInfo) -> &[u8] {
         let start = (self.data_offset + info.offset) as usize;
         let end = start + info.n_bytes as usize;
-        self.mmap.get(start..end).unwrap_or(&[])
+        self.storage.bytes().get(start..end).unwrap_or(&[])
     }
 
     /// A tensor's values as f32, in row-major order of [`TensorInfo::shape`].
@@ -449,11 +453,46 @@ impl GgufFile {
         self.dequantize_info(info)
     }
 
+    /// A tensor as a [`Tensor`] (row-major [`TensorInfo::shape`]): F32 / F16 / BF16 data zero-copy over the
+    /// memory map (an aligned copy if the file's data is misaligned for the dtype), quantised types dequantised
+    /// to an owned f32 tensor.
+    pub fn tensor(&self, name: &str) -> Result<Tensor> {
+        let info = self.tensor_info(name).ok_or_else(|| Error::MissingTensor {
+            path: self.path.clone(),
+            name: name.to_string(),
+            hint: String::new(),
+        })?;
+        let dtype = match info.ggml_type {
+            GgmlType::F32 => Some(Dtype::F32),
+            GgmlType::F16 => Some(Dtype::F16),
+            GgmlType::BF16 => Some(Dtype::BF16),
+            _ => None,
+        };
+        let tensor = match dtype {
+            Some(dtype) => {
+                // In bounds and sized numel * dtype.size() (checked at open).
+                let start = (self.data_offset + info.offset) as usize;
+                let range = start..start + info.n_bytes as usize;
+                Tensor::from_storage(name, dtype, info.shape(), self.storage.clone(), range.clone()).or_else(|| {
+                    let bytes = self.storage.bytes().get(range)?;
+                    let owned = Arc::new(Storage::owned_copy(bytes));
+                    Tensor::from_storage(name, dtype, info.shape(), owned, 0..bytes.len())
+                })
+            }
+            None => Tensor::from_f32(name, info.shape(), &self.dequantize_info(info)?),
+        };
+        tensor.ok_or_else(|| Error::GgufTensorInfo {
+            path: self.path.clone(),
+            name: name.to_string(),
+            reason: "data does not fit its shape".into(),
+        })
+    }
+
     /// [`GgufFile::dequantize`] for an info of this file.
     pub fn dequantize_info(&self, info: &TensorInfo) -> Result<Vec<f32>> {
         let mut out = vec![0f32; info.numel()];
         dequant::dequantize_into(info.ggml_type, self.tensor_bytes(info), &mut out)
-            .map_err(|()| self.unsupported(info))?;
+            .map_err(|_| self.unsupported(info))?;
         Ok(out)
     }
 
@@ -837,7 +876,7 @@ fn parse(path: &Path, buf: &[u8]) -> Result<Parsed> {
             .try_fold(1u64, |a, &d| a.checked_mul(d))
             .ok_or_else(|| info_err(format!("dims {dims:?} overflow the element count")))?;
         let block = ggml_type.block_size();
-        if dims.first().copied().unwrap_or(1) % block != 0 {
+        if !dims.first().copied().unwrap_or(1).is_multiple_of(block) {
             return Err(info_err(format!(
                 "innermost dim {} is not a multiple of the {} block size {block}",
                 dims.first().copied().unwrap_or(1),
@@ -874,7 +913,7 @@ fn parse(path: &Path, buf: &[u8]) -> Result<Parsed> {
     }
     let data_len = file_len.saturating_sub(data_offset);
     for t in &tensors {
-        if t.offset % alignment != 0 {
+        if !t.offset.is_multiple_of(alignment) {
             return Err(Error::GgufMisaligned {
                 path: err_path(),
                 name: t.name.clone(),

@@ -11,7 +11,7 @@
 //!
 //! The JSON is checked by loading it with the `tokenizers` crate before it is written.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::{json, Map, Value};
 
@@ -289,15 +289,110 @@ fn gpt2_tokenizer(gguf: &GgufFile, meta: &Meta) -> Result<Value> {
     }))
 }
 
+/// BPE merges implied by a SentencePiece vocabulary and its scores (transformers' `generate_merges` with scores):
+/// every split of a token into two tokens of the vocabulary is a merge ranked by the whole token's score
+/// (best first, then longer left and right pieces first; ties keep vocabulary order).
+fn merges_from_scores(tokens: &[String], scores: &[f32]) -> Vec<(String, String)> {
+    // Python dicts: a token's id is its last occurrence, its place in iteration order its first (score: last).
+    let mut id: HashMap<&str, usize> = HashMap::with_capacity(tokens.len());
+    let mut order: Vec<&str> = Vec::with_capacity(tokens.len());
+    let mut score: HashMap<&str, f32> = HashMap::with_capacity(tokens.len());
+    for (i, (t, &s)) in tokens.iter().zip(scores).enumerate() {
+        if id.insert(t, i).is_none() {
+            order.push(t);
+        }
+        score.insert(t, s);
+    }
+    // (left, right, score, left chars, right chars)
+    let mut merges: Vec<(&str, &str, f32, usize, usize)> = vec![];
+    for merge in order {
+        let s = score[merge];
+        let mut local = vec![];
+        for (n_left, (at, _)) in merge.char_indices().enumerate().skip(1) {
+            let (l, r) = merge.split_at(at);
+            if id.contains_key(l) && id.contains_key(r) {
+                local.push((l, r, s, n_left, merge[at..].chars().count()));
+            }
+        }
+        local.sort_by_key(|m| (id[m.0], id[m.1]));
+        merges.extend(local);
+    }
+    // Descending by (score, len(left), len(right)); a stable sort keeps ties in order, as Python's reverse sort does.
+    merges.sort_by(|a, b| b.2.total_cmp(&a.2).then(b.3.cmp(&a.3)).then(b.4.cmp(&a.4)));
+    merges
+        .into_iter()
+        .map(|(l, r, ..)| (l.to_string(), r.to_string()))
+        .collect()
+}
+
+/// SentencePiece-style BPE (`tokenizer.ggml.model = llama`), as transformers' `LlamaTokenizer`: byte fallback,
+/// Metaspace pre-tokenizer adding a prefix space to the first word, merges recovered from the scores unless given.
+fn llama_tokenizer(gguf: &GgufFile, meta: &Meta) -> Result<Value> {
+    let mut vocab = Map::new();
+    for (i, tok) in meta.tokens.iter().enumerate() {
+        vocab.insert(tok.clone(), json!(i));
+    }
+    let merges: Vec<(String, String)> = if gguf.metadata().contains_key("tokenizer.ggml.merges") {
+        let mut out = vec![];
+        for (i, m) in gguf.get_str_array("tokenizer.ggml.merges")?.iter().enumerate() {
+            let (l, r) = m
+                .split_once(' ')
+                .filter(|(_, r)| !r.contains(' '))
+                .ok_or_else(|| Error::GgufMetadata {
+                    path: gguf.path().to_path_buf(),
+                    key: format!("tokenizer.ggml.merges[{i}]"),
+                    expected: "two tokens separated by one space".into(),
+                    found: format!("{m:?}"),
+                })?;
+            out.push((l.to_string(), r.to_string()));
+        }
+        out
+    } else {
+        let scores = gguf.get_f32_array("tokenizer.ggml.scores")?;
+        if scores.len() != meta.tokens.len() {
+            return Err(Error::GgufMetadata {
+                path: gguf.path().to_path_buf(),
+                key: "tokenizer.ggml.scores".into(),
+                expected: format!("{} entries (one per token)", meta.tokens.len()),
+                found: format!("{} entries", scores.len()),
+            });
+        }
+        merges_from_scores(meta.tokens, &scores)
+    };
+    let pairs: Vec<Value> = merges.iter().map(|(l, r)| json!([l, r])).collect();
+    let added = added_tokens(meta, &|_| true, &|t| vocab.contains_key(t));
+    Ok(json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": {"type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": "first", "split": false},
+        "post_processor": post_processor(meta, meta.add_bos, meta.add_eos),
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "},
+            {"type": "ByteFallback"},
+            {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0},
+        ]},
+        "model": {
+            "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
+            "vocab": vocab, "merges": pairs,
+        },
+    }))
+}
+
 /// Build both files and check `tokenizer.json` loads with the `tokenizers` crate.
 pub fn build(gguf: &GgufFile) -> Result<TokenizerFiles> {
     let meta = read_meta(gguf)?;
     let tokenizer_json = match meta.model {
         "gpt2" => gpt2_tokenizer(gguf, &meta)?,
+        "llama" => llama_tokenizer(gguf, &meta)?,
         other => {
             return Err(import_err(
                 gguf,
-                format!("tokenizer.ggml.model {other:?} is not supported (supported: \"gpt2\")"),
+                format!("tokenizer.ggml.model {other:?} is not supported (supported: \"gpt2\", \"llama\")"),
             ))
         }
     };

@@ -1,0 +1,465 @@
+//! Hostile GGUF files: each malformation gets its specific error, never a panic or an out-of-bounds read.
+
+use std::path::PathBuf;
+
+use loaders::gguf::GgufFile;
+use loaders::Error;
+
+/// A little-endian GGUF writer for hand-made files.
+#[derive(Default)]
+struct Builder {
+    buf: Vec<u8>,
+}
+
+impl Builder {
+    fn header(version: u32, n_tensors: u64, n_kv: u64) -> Builder {
+        let mut b = Builder::default();
+        b.buf.extend_from_slice(b"GGUF");
+        b.u32(version).u64(n_tensors).u64(n_kv);
+        b
+    }
+    fn u32(&mut self, v: u32) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn u64(&mut self, v: u64) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn str(&mut self, s: &str) -> &mut Self {
+        self.u64(s.len() as u64);
+        self.buf.extend_from_slice(s.as_bytes());
+        self
+    }
+    /// A u32 metadata entry.
+    fn kv_u32(&mut self, key: &str, v: u32) -> &mut Self {
+        self.str(key).u32(4).u32(v)
+    }
+    /// A tensor info.
+    fn tensor(&mut self, name: &str, dims: &[u64], ggml_type: u32, offset: u64) -> &mut Self {
+        self.str(name).u32(dims.len() as u32);
+        for &d in dims {
+            self.u64(d);
+        }
+        self.u32(ggml_type).u64(offset)
+    }
+    /// Zero padding up to a multiple of `align`, then `n` data bytes.
+    fn data(&mut self, align: usize, n: usize) -> &mut Self {
+        while !self.buf.len().is_multiple_of(align) {
+            self.buf.push(0);
+        }
+        let len = self.buf.len();
+        self.buf.resize(len + n, 0x11);
+        self
+    }
+    fn open(&self) -> (tempfile::TempDir, PathBuf, loaders::Result<GgufFile>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hostile.gguf");
+        std::fs::write(&path, &self.buf).unwrap();
+        let r = GgufFile::open(&path);
+        (dir, path, r)
+    }
+}
+
+/// A valid file with one F32 tensor [4, 8], for the tests to break.
+fn valid() -> Builder {
+    let mut b = Builder::header(3, 1, 1);
+    b.kv_u32("general.alignment", 32)
+        .tensor("w", &[8, 4], 0, 0)
+        .data(32, 4 * 32);
+    b
+}
+
+#[test]
+fn valid_file_opens() {
+    let (_d, _p, r) = valid().open();
+    let f = r.expect("valid file");
+    assert_eq!(f.dequantize("w").unwrap(), vec![f32::from_le_bytes([0x11; 4]); 32]);
+    assert_eq!(f.tensor_info("w").unwrap().shape(), vec![4, 8]);
+}
+
+#[test]
+fn empty_file_is_truncated() {
+    let (_d, _p, r) = Builder::default().open();
+    assert!(matches!(r, Err(Error::GgufTruncated { .. })), "{r:?}");
+}
+
+#[test]
+fn bad_magic() {
+    let mut b = valid();
+    b.buf[..4].copy_from_slice(b"GGML");
+    let (_d, path, r) = b.open();
+    match r {
+        Err(Error::GgufBadMagic { path: p, found }) => {
+            assert_eq!(&found, b"GGML");
+            assert_eq!(p, path);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn unknown_version() {
+    for v in [1, 4, u32::MAX] {
+        let mut b = valid();
+        b.buf[4..8].copy_from_slice(&v.to_le_bytes());
+        let (_d, _p, r) = b.open();
+        assert!(
+            matches!(r, Err(Error::GgufVersion { found, .. }) if found == v),
+            "{r:?}"
+        );
+    }
+    let mut b = valid();
+    b.buf[4..8].copy_from_slice(&2u32.to_le_bytes());
+    assert!(b.open().2.is_ok(), "v2 has the v3 layout");
+}
+
+#[test]
+fn truncated_header() {
+    let full = valid();
+    for len in [3, 4, 7, 12, 20, 23] {
+        let b = Builder {
+            buf: full.buf[..len].to_vec(),
+        };
+        let (_d, _p, r) = b.open();
+        match r {
+            Err(Error::GgufTruncated { file_len, .. }) => assert_eq!(file_len, len as u64),
+            other => panic!("len {len}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn truncated_anywhere_never_panics() {
+    // Every prefix of a valid file is an error (or, past the infos, a data bounds error), never a panic.
+    let full = valid();
+    for len in 0..full.buf.len() {
+        let b = Builder {
+            buf: full.buf[..len].to_vec(),
+        };
+        let (_d, _p, r) = b.open();
+        assert!(
+            matches!(
+                r,
+                Err(Error::GgufTruncated { .. }) | Err(Error::GgufCount { .. }) | Err(Error::GgufTensorBounds { .. })
+            ),
+            "len {len}: {r:?}"
+        );
+    }
+}
+
+#[test]
+fn counts_beyond_file() {
+    // Tensor count.
+    let mut b = Builder::header(3, u64::MAX, 0);
+    b.data(32, 64);
+    let (_d, _p, r) = b.open();
+    assert!(
+        matches!(&r, Err(Error::GgufCount { what, found, .. }) if what.contains("tensor count") && *found == u64::MAX),
+        "{r:?}"
+    );
+    // Metadata count.
+    let b = Builder::header(3, 0, 1 << 40);
+    let (_d, _p, r) = b.open();
+    assert!(
+        matches!(&r, Err(Error::GgufCount { what, .. }) if what.contains("metadata")),
+        "{r:?}"
+    );
+    // Array element count.
+    let mut b = Builder::header(3, 0, 1);
+    b.str("tokenizer.ggml.tokens").u32(9).u32(8).u64(u64::MAX / 2);
+    let (_d, _p, r) = b.open();
+    assert!(
+        matches!(&r, Err(Error::GgufCount { what, .. }) if what.contains("element count") && what.contains("tokenizer.ggml.tokens")),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn string_length_beyond_file() {
+    // Key length.
+    let mut b = Builder::header(3, 0, 1);
+    b.u64(1 << 50).u32(0).u32(0);
+    let (_d, _p, r) = b.open();
+    assert!(
+        matches!(&r, Err(Error::GgufCount { what, found, .. }) if what.contains("key #0") && *found == 1 << 50),
+        "{r:?}"
+    );
+    // String value length.
+    let mut b = Builder::header(3, 0, 1);
+    b.str("general.name").u32(8).u64(1000).u32(0);
+    let (_d, _p, r) = b.open();
+    assert!(
+        matches!(&r, Err(Error::GgufCount { what, found: 1000, .. }) if what.contains("general.name")),
+        "{r:?}"
+    );
+    // Tensor name length.
+    let mut b = Builder::header(3, 1, 0);
+    b.u64(u64::MAX).u32(1).u64(8).u32(0).u64(0);
+    let (_d, _p, r) = b.open();
+    assert!(
+        matches!(&r, Err(Error::GgufCount { what, .. }) if what.contains("tensor #0")),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn invalid_utf8_string() {
+    let mut b = Builder::header(3, 0, 1);
+    b.u64(2);
+    b.buf.extend_from_slice(&[0xff, 0xfe]);
+    b.u32(4).u32(0);
+    let (_d, _p, r) = b.open();
+    assert!(
+        matches!(&r, Err(Error::GgufInvalid { reason, .. }) if reason.contains("UTF-8")),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn unknown_value_type_and_bad_bool() {
+    let mut b = Builder::header(3, 0, 1);
+    b.str("k").u32(13).u32(0);
+    let (_d, _p, r) = b.open();
+    assert!(
+        matches!(&r, Err(Error::GgufInvalid { what, reason, .. }) if what.contains("\"k\"") && reason.contains("13")),
+        "{r:?}"
+    );
+    let mut b = Builder::header(3, 0, 1);
+    b.str("flag").u32(7);
+    b.buf.push(2);
+    let (_d, _p, r) = b.open();
+    assert!(
+        matches!(&r, Err(Error::GgufInvalid { reason, .. }) if reason.contains("bool")),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn deeply_nested_arrays() {
+    let mut b = Builder::header(3, 0, 1);
+    b.str("deep");
+    b.u32(9);
+    for _ in 0..64 {
+        b.u32(9).u64(1);
+    }
+    b.u32(4).u64(0);
+    let (_d, _p, r) = b.open();
+    assert!(
+        matches!(&r, Err(Error::GgufInvalid { reason, .. }) if reason.contains("nested")),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn duplicate_key_and_tensor() {
+    let mut b = Builder::header(3, 0, 2);
+    b.kv_u32("a", 1).kv_u32("a", 2);
+    let (_d, _p, r) = b.open();
+    assert!(
+        matches!(&r, Err(Error::GgufInvalid { reason, .. }) if reason.contains("duplicate")),
+        "{r:?}"
+    );
+    let mut b = Builder::header(3, 2, 0);
+    b.tensor("w", &[8], 0, 0).tensor("w", &[8], 0, 32).data(32, 64);
+    let (_d, _p, r) = b.open();
+    assert!(
+        matches!(&r, Err(Error::GgufTensorInfo { name, reason, .. }) if name == "w" && reason.contains("twice")),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn bad_alignment_value() {
+    for (ty, v) in [(4u32, 0u32), (4, 48)] {
+        let mut b = Builder::header(3, 0, 1);
+        b.str("general.alignment").u32(ty).u32(v);
+        let (_d, _p, r) = b.open();
+        assert!(
+            matches!(&r, Err(Error::GgufMetadata { key, .. }) if key == "general.alignment"),
+            "{r:?}"
+        );
+    }
+}
+
+#[test]
+fn tensor_offset_out_of_bounds() {
+    let mut b = Builder::header(3, 1, 0);
+    b.tensor("w", &[8, 4], 0, 32).data(32, 4 * 32);
+    let (_d, _p, r) = b.open();
+    assert!(
+        matches!(&r, Err(Error::GgufTensorBounds { name, offset: 32, size: 128, data_len: 128, .. }) if name == "w"),
+        "{r:?}"
+    );
+    // Offset near u64::MAX: the end overflows, still a bounds error.
+    let mut b = Builder::header(3, 1, 0);
+    b.tensor("w", &[8], 0, u64::MAX - 31).data(32, 32);
+    let (_d, _p, r) = b.open();
+    assert!(matches!(&r, Err(Error::GgufTensorBounds { .. })), "{r:?}");
+}
+
+#[test]
+fn tensor_dims_out_of_bounds() {
+    // Dims larger than the data.
+    let mut b = Builder::header(3, 1, 0);
+    b.tensor("big", &[1 << 20, 1 << 20], 0, 0).data(32, 64);
+    let (_d, _p, r) = b.open();
+    assert!(
+        matches!(&r, Err(Error::GgufTensorBounds { name, .. }) if name == "big"),
+        "{r:?}"
+    );
+    // Dims whose product overflows u64.
+    let mut b = Builder::header(3, 1, 0);
+    b.tensor("ovf", &[1 << 40, 1 << 40], 0, 0).data(32, 64);
+    let (_d, _p, r) = b.open();
+    assert!(
+        matches!(&r, Err(Error::GgufTensorInfo { name, reason, .. }) if name == "ovf" && reason.contains("overflow")),
+        "{r:?}"
+    );
+    // Too many dims.
+    let mut b = Builder::header(3, 1, 0);
+    b.tensor("5d", &[1, 1, 1, 1, 1], 0, 0).data(32, 64);
+    let (_d, _p, r) = b.open();
+    assert!(
+        matches!(&r, Err(Error::GgufTensorInfo { name, reason, .. }) if name == "5d" && reason.contains("dimensions")),
+        "{r:?}"
+    );
+    // A row that is not whole blocks (Q8_0, 32 per block).
+    let mut b = Builder::header(3, 1, 0);
+    b.tensor("q", &[48, 2], 8, 0).data(32, 256);
+    let (_d, _p, r) = b.open();
+    assert!(
+        matches!(&r, Err(Error::GgufTensorInfo { name, reason, .. }) if name == "q" && reason.contains("block")),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn unknown_and_unsupported_types() {
+    // An id ggml does not define: rejected at open, naming the tensor.
+    let mut b = Builder::header(3, 1, 0);
+    b.tensor("w", &[8], 4, 0).data(32, 64);
+    let (_d, _p, r) = b.open();
+    assert!(
+        matches!(&r, Err(Error::GgufUnsupportedType { name, ggml_type, .. }) if name == "w" && ggml_type.contains("unknown ggml type 4")),
+        "{r:?}"
+    );
+    // A known type qkv does not dequantise (Q5_0): opens, dequantize names tensor and type.
+    let mut b = Builder::header(3, 1, 0);
+    b.tensor("q5", &[32], 6, 0).data(32, 32);
+    let (_d, _p, r) = b.open();
+    let f = r.expect("a Q5_0 tensor is a valid file");
+    let e = f.dequantize("q5").unwrap_err();
+    assert!(
+        matches!(&e, Error::GgufUnsupportedType { name, ggml_type, .. } if name == "q5" && ggml_type.contains("Q5_0")),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("hostile.gguf"), "{e}");
+}
+
+#[test]
+fn misaligned_data() {
+    let mut b = Builder::header(3, 1, 0);
+    b.tensor("w", &[4], 0, 4).data(32, 64);
+    let (_d, _p, r) = b.open();
+    assert!(
+        matches!(&r, Err(Error::GgufMisaligned { name, offset: 4, alignment: 32, .. }) if name == "w"),
+        "{r:?}"
+    );
+    // With general.alignment = 8 the same offset 8 is fine, 4 is not.
+    let mut b = Builder::header(3, 1, 1);
+    b.kv_u32("general.alignment", 8).tensor("w", &[4], 0, 8).data(8, 64);
+    assert!(b.open().2.is_ok());
+    let mut b = Builder::header(3, 1, 1);
+    b.kv_u32("general.alignment", 8).tensor("w", &[4], 0, 4).data(8, 64);
+    let (_d, _p, r) = b.open();
+    assert!(matches!(&r, Err(Error::GgufMisaligned { alignment: 8, .. })), "{r:?}");
+}
+
+#[test]
+fn missing_padding_before_data() {
+    // Tensor infos end mid-alignment and the file ends there: the data section is missing.
+    let mut b = Builder::header(3, 1, 0);
+    b.tensor("w", &[1], 0, 0);
+    let (_d, _p, r) = b.open();
+    assert!(
+        matches!(&r, Err(Error::GgufTruncated { what, .. }) if what.contains("data section")),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn random_mutations_never_panic() {
+    // Flip bytes of a valid file (deterministic LCG): any result is fine except a panic.
+    let base = valid().buf;
+    let mut seed = 0x2545F4914F6CDD1Du64;
+    let mut next = || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) as usize
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    for _ in 0..2000 {
+        let mut buf = base.clone();
+        for _ in 0..1 + next() % 4 {
+            let i = next() % buf.len();
+            buf[i] = next() as u8;
+        }
+        std::fs::write(&path, &buf).unwrap();
+        if let Ok(f) = GgufFile::open(&path) {
+            for t in f.tensor_infos() {
+                let _ = f.dequantize(&t.name);
+            }
+        }
+    }
+}
+
+/// A llama GGUF with hostile hyper-parameters: the importer answers with errors, before allocating by them.
+#[test]
+fn import_with_hostile_hyperparameters() {
+    use loaders::gguf::{import_to_hf_dir, ImportOptions};
+    let build = |block_count: u64, head_count: u64, key_length: u64| {
+        let kvs: [(&str, u64); 6] = [
+            ("llama.embedding_length", 8),
+            ("llama.feed_forward_length", 8),
+            ("llama.context_length", 8),
+            ("llama.block_count", block_count),
+            ("llama.attention.head_count", head_count),
+            ("llama.attention.key_length", key_length),
+        ];
+        let mut b = Builder::header(3, 1, kvs.len() as u64 + 2);
+        b.str("general.architecture").u32(8).str("llama");
+        b.str("llama.attention.layer_norm_rms_epsilon")
+            .u32(6)
+            .u32(1e-5f32.to_bits());
+        for (k, v) in kvs {
+            b.str(k).u32(10).u64(v);
+        }
+        b.tensor("token_embd.weight", &[8, 16], 0, 0).data(32, 8 * 16 * 4);
+        b
+    };
+    let out = tempfile::tempdir().unwrap();
+    let (_d, path, r) = build(u32::MAX as u64 * 1000, 2, 4).open();
+    r.expect("the file itself is valid");
+    let e = import_to_hf_dir(&path, out.path(), &ImportOptions::default()).unwrap_err();
+    assert!(
+        matches!(&e, Error::GgufMetadata { key, .. } if key == "llama.block_count"),
+        "{e:?}"
+    );
+    let (_d, path, _) = build(0, 2, 4).open();
+    let e = import_to_hf_dir(&path, out.path(), &ImportOptions::default()).unwrap_err();
+    assert!(
+        matches!(&e, Error::GgufMetadata { key, .. } if key == "llama.block_count"),
+        "{e:?}"
+    );
+    let (_d, path, _) = build(1, 1 << 40, 1 << 40).open();
+    let e = import_to_hf_dir(&path, out.path(), &ImportOptions::default()).unwrap_err();
+    assert!(matches!(&e, Error::GgufMetadata { .. }), "{e:?}");
+    let (_d, path, _) = build(1, 2, 3).open();
+    let e = import_to_hf_dir(&path, out.path(), &ImportOptions::default()).unwrap_err();
+    assert!(
+        matches!(&e, Error::GgufMetadata { key, .. } if key == "llama.attention.key_length"),
+        "{e:?}"
+    );
+    assert!(!out.path().join("model.safetensors").exists());
+}
