@@ -11,4 +11,8 @@ pub enum Error {
     Isa(#[from] kernels::IsaError),
     #[error("invalid request: {0}")]
     Request(String),
+    #[error("KV cache full: {needed} positions needed, capacity is {capacity}")]
+    CacheFull { needed: usize, capacity: usize },
+    #[error("{what}: {bytes} bytes needed, the memory limit is {limit} bytes")]
+    CacheMemory { bytes: usize, limit: usize, what: String },
 }

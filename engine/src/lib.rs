@@ -2,10 +2,23 @@
 //!
 //! Re-exports what users need from the `kernels` and `loaders` crates.
 
+pub mod beam;
+pub mod cache;
+pub mod chat;
 pub mod decoder;
 pub mod error;
+pub mod generate;
+pub mod gpt2;
+pub mod layers;
+pub mod llama;
+pub mod sampling;
+pub mod seq2seq;
+pub mod translate;
 
+pub use cache::{KvCache, KvShape};
 pub use decoder::Decoder;
 pub use error::{Error, Result};
 pub use kernels::{Isa, Kernels};
+pub use layers::{Bias, Embedding, LayerNorm, Linear, RmsNorm, TensorMap, TensorSource};
 pub use loaders;
+pub use translate::{TranslateOptions, Translation, Translator};

@@ -1,3 +1,37 @@
-fn main() {
-    println!("qkv");
+//! `qkv`: the command line of the qkv inference engine. Each subcommand lives in its own module.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod generate;
+
+#[derive(Parser)]
+#[command(name = "qkv", version, about = "CPU inference for Transformer models")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text with a decoder-only model (Llama family, GPT-2), streamed to stdout.
+    Generate(generate::Args),
+}
+
+fn main() -> ExitCode {
+    // A bug must still end in one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| eprintln!("qkv: internal error: {info}")));
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(args) => generate::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, the whole cause chain, no backtrace.
+            eprintln!("qkv: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

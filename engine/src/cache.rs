@@ -1,0 +1,433 @@
+//! The self-attention KV cache of one layer: preallocated, written in place, reordered for beams.
+//!
+//! Layout is head-major, `[batch, n_kv_heads, capacity, head_dim]` (see
+//! [`kernels::Strides::head_major`]), so the keys of one head are contiguous for the attention kernel.
+//! Projections arrive token-major (`[batch, n_new, n_kv_heads * head_dim]`) and are scattered in place.
+
+use kernels::Strides;
+
+use crate::{Error, Result};
+
+/// Default cap on the bytes of all KV caches of one generation (K and V, every layer): 8 GiB.
+pub const DEFAULT_MAX_CACHE_BYTES: usize = 8 << 30;
+
+/// The first `n` values of a scratch buffer, grown (never shrunk) to hold them: buffers sized by the
+/// first (largest) step of a generation are reused by every later step.
+pub fn grow(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if buf.len() < n {
+        buf.resize(n, 0.0);
+    }
+    &mut buf[..n]
+}
+
+/// The shape of one layer's cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvShape {
+    /// The most sequences (rows) the cache holds at once.
+    pub max_batch: usize,
+    pub n_kv_heads: usize,
+    /// The most positions per sequence.
+    pub capacity: usize,
+    pub head_dim: usize,
+}
+
+impl KvShape {
+    /// f32 elements of K (or V): `max_batch * n_kv_heads * capacity * head_dim`, `None` on overflow.
+    fn elems(&self) -> Option<usize> {
+        self.max_batch
+            .checked_mul(self.n_kv_heads)?
+            .checked_mul(self.capacity)?
+            .checked_mul(self.head_dim)
+    }
+
+    /// Bytes of K and V together, `None` on overflow.
+    pub fn bytes(&self) -> Option<usize> {
+        self.elems()?.checked_mul(2 * std::mem::size_of::<f32>())
+    }
+}
+
+/// One layer's K and V for a batch of sequences that all have the same length.
+#[derive(Debug)]
+pub struct KvCache {
+    shape: KvShape,
+    /// The batch rows in use (`<= shape.max_batch`).
+    batch: usize,
+    /// Positions filled in every row.
+    len: usize,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    /// One batch row of K and of V, for breaking cycles in `reorder`.
+    spare_k: Vec<f32>,
+    spare_v: Vec<f32>,
+}
+
+/// Allocate `n` zeroed f32s, or an error instead of aborting when the allocator refuses.
+fn try_zeroed(n: usize, what: &str) -> Result<Vec<f32>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| Error::CacheMemory {
+        bytes: n.saturating_mul(4),
+        limit: 0,
+        what: format!("{what}: allocation failed"),
+    })?;
+    v.resize(n, 0.0);
+    Ok(v)
+}
+
+impl KvCache {
+    /// A cache of `shape` with `batch` rows in use; an error if it would take more than `max_bytes`
+    /// (or the allocation fails).
+    pub fn new(shape: KvShape, batch: usize, max_bytes: usize) -> Result<Self> {
+        if batch > shape.max_batch {
+            return Err(Error::Request(format!(
+                "KV cache: batch {batch} is larger than its maximum {}",
+                shape.max_batch
+            )));
+        }
+        let bytes = shape.bytes().unwrap_or(usize::MAX);
+        if bytes > max_bytes {
+            return Err(Error::CacheMemory {
+                bytes,
+                limit: max_bytes,
+                what: format!("KV cache {shape:?}"),
+            });
+        }
+        let n = shape.elems().unwrap_or(usize::MAX);
+        let row = shape.n_kv_heads * shape.capacity * shape.head_dim;
+        Ok(Self {
+            shape,
+            batch,
+            len: 0,
+            k: try_zeroed(n, "KV cache K")?,
+            v: try_zeroed(n, "KV cache V")?,
+            spare_k: try_zeroed(row, "KV cache spare row")?,
+            spare_v: try_zeroed(row, "KV cache spare row")?,
+        })
+    }
+
+    /// One cache per layer, `max_bytes` bounding all of them together.
+    pub fn for_layers(n_layers: usize, shape: KvShape, batch: usize, max_bytes: usize) -> Result<Vec<Self>> {
+        let total = shape
+            .bytes()
+            .and_then(|b| b.checked_mul(n_layers))
+            .unwrap_or(usize::MAX);
+        if total > max_bytes {
+            return Err(Error::CacheMemory {
+                bytes: total,
+                limit: max_bytes,
+                what: format!("KV caches of {n_layers} layers, each {shape:?}"),
+            });
+        }
+        (0..n_layers).map(|_| Self::new(shape, batch, max_bytes)).collect()
+    }
+
+    pub fn shape(&self) -> KvShape {
+        self.shape
+    }
+
+    /// Positions filled in each row.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The most positions a row can hold.
+    pub fn capacity(&self) -> usize {
+        self.shape.capacity
+    }
+
+    /// Batch rows in use.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Forget every position (keep the memory).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Set the rows in use and forget every position (a new request on the same memory).
+    pub fn reset(&mut self, batch: usize) -> Result<()> {
+        if batch > self.shape.max_batch {
+            return Err(Error::Request(format!(
+                "KV cache: batch {batch} is larger than its maximum {}",
+                self.shape.max_batch
+            )));
+        }
+        self.batch = batch;
+        self.len = 0;
+        Ok(())
+    }
+
+    /// Strides of `k()` / `v()` for the attention kernel.
+    pub fn strides(&self) -> Strides {
+        Strides::head_major(self.shape.n_kv_heads, self.shape.capacity, self.shape.head_dim)
+    }
+
+    /// Keys, `[max_batch, n_kv_heads, capacity, head_dim]` (the first `len()` positions of each of the
+    /// first `batch()` rows are valid).
+    pub fn k(&self) -> &[f32] {
+        &self.k
+    }
+
+    /// Values, same layout as [`KvCache::k`].
+    pub fn v(&self) -> &[f32] {
+        &self.v
+    }
+
+    /// An error if `n_new` more positions do not fit.
+    pub fn check_room(&self, n_new: usize) -> Result<()> {
+        match self.len.checked_add(n_new) {
+            Some(needed) if needed <= self.shape.capacity => Ok(()),
+            _ => Err(Error::CacheFull {
+                needed: self.len.saturating_add(n_new),
+                capacity: self.shape.capacity,
+            }),
+        }
+    }
+
+    /// Append `n_new` positions from token-major projections `k_new`, `v_new`
+    /// (`[batch, n_new, n_kv_heads * head_dim]`, contiguous).
+    pub fn append(&mut self, k_new: &[f32], v_new: &[f32], n_new: usize) -> Result<()> {
+        let src = Strides::token_major(n_new, self.shape.n_kv_heads, self.shape.head_dim);
+        self.append_strided(k_new, v_new, src, n_new)
+    }
+
+    /// Append `n_new` positions read from `k_src`, `v_src` with `src` strides: element `(b, t, h, :)`
+    /// is at `src.offset(b, t, h)` (e.g. K and V inside a fused QKV projection).
+    pub fn append_strided(&mut self, k_src: &[f32], v_src: &[f32], src: Strides, n_new: usize) -> Result<()> {
+        self.check_room(n_new)?;
+        let (n_kv_heads, head_dim) = (self.shape.n_kv_heads, self.shape.head_dim);
+        if self.batch > 0 && n_new > 0 && n_kv_heads > 0 {
+            // The last element read must be inside both sources.
+            let last = src.offset(self.batch - 1, n_new - 1, n_kv_heads - 1) + head_dim;
+            assert!(
+                last <= k_src.len() && last <= v_src.len(),
+                "KvCache::append: sources hold fewer than [batch, n_new, n_kv_heads, head_dim]"
+            );
+        }
+        let dst = self.strides();
+        for b in 0..self.batch {
+            for h in 0..n_kv_heads {
+                for t in 0..n_new {
+                    let s = src.offset(b, t, h);
+                    let d = dst.offset(b, self.len + t, h);
+                    self.k[d..d + head_dim].copy_from_slice(&k_src[s..s + head_dim]);
+                    self.v[d..d + head_dim].copy_from_slice(&v_src[s..s + head_dim]);
+                }
+            }
+        }
+        self.len += n_new;
+        Ok(())
+    }
+
+    /// Make row `i` a copy of old row `src[i]`; the batch becomes `src.len()` (beam search: expand
+    /// one prompt to n beams, or follow the surviving beams). Copies only the filled positions, in
+    /// place, using one spare row to break cycles.
+    pub fn reorder(&mut self, src: &[usize]) -> Result<()> {
+        let new_batch = src.len();
+        if new_batch > self.shape.max_batch {
+            return Err(Error::Request(format!(
+                "KV cache reorder: {new_batch} rows asked for, the cache holds at most {}",
+                self.shape.max_batch
+            )));
+        }
+        if let Some(&bad) = src.iter().find(|&&s| s >= self.batch) {
+            return Err(Error::Request(format!(
+                "KV cache reorder: source row {bad} does not exist (batch is {})",
+                self.batch
+            )));
+        }
+        // Where each destination reads from; `None` once written. A source may be the spare row.
+        #[derive(Clone, Copy, PartialEq)]
+        enum From {
+            Row(usize),
+            Spare,
+        }
+        let mut pending: Vec<Option<From>> = src
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| (s != i).then_some(From::Row(s)))
+            .collect();
+        // readers[j]: pending destinations that still read old row j.
+        let mut readers = vec![0usize; self.batch.max(new_batch)];
+        for f in pending.iter().flatten() {
+            if let From::Row(j) = f {
+                readers[*j] += 1;
+            }
+        }
+        loop {
+            let mut progressed = false;
+            for i in 0..new_batch {
+                let Some(from) = pending[i] else { continue };
+                // Row i may be overwritten only when nobody still needs its old content.
+                if i < readers.len() && readers[i] > 0 {
+                    continue;
+                }
+                self.copy_row(
+                    match from {
+                        From::Row(j) => Some(j),
+                        From::Spare => None,
+                    },
+                    i,
+                );
+                pending[i] = None;
+                if let From::Row(j) = from {
+                    readers[j] -= 1;
+                }
+                progressed = true;
+            }
+            if pending.iter().all(Option::is_none) {
+                break;
+            }
+            if !progressed {
+                // Only cycles remain: park one cycle member in the spare row and redirect its readers.
+                let Some(j) =
+                    (0..readers.len()).find(|&j| readers[j] > 0 && pending.get(j).is_some_and(Option::is_some))
+                else {
+                    break;
+                };
+                self.save_spare(j);
+                for p in pending.iter_mut() {
+                    if *p == Some(From::Row(j)) {
+                        *p = Some(From::Spare);
+                    }
+                }
+                readers[j] = 0;
+            }
+        }
+        self.batch = new_batch;
+        Ok(())
+    }
+
+    /// Copy the filled positions of row `from` (or the spare row, for `None`) into row `to`.
+    fn copy_row(&mut self, from: Option<usize>, to: usize) {
+        let (n_kv_heads, head_dim, len) = (self.shape.n_kv_heads, self.shape.head_dim, self.len);
+        let st = self.strides();
+        for h in 0..n_kv_heads {
+            let d = st.offset(to, 0, h);
+            match from {
+                Some(j) => {
+                    let s = st.offset(j, 0, h);
+                    self.k.copy_within(s..s + len * head_dim, d);
+                    self.v.copy_within(s..s + len * head_dim, d);
+                }
+                None => {
+                    let s = st.offset(0, 0, h);
+                    self.k[d..d + len * head_dim].copy_from_slice(&self.spare_k[s..s + len * head_dim]);
+                    self.v[d..d + len * head_dim].copy_from_slice(&self.spare_v[s..s + len * head_dim]);
+                }
+            }
+        }
+    }
+
+    /// Copy the filled positions of row `j` into the spare row.
+    fn save_spare(&mut self, j: usize) {
+        let (n_kv_heads, head_dim, len) = (self.shape.n_kv_heads, self.shape.head_dim, self.len);
+        let st = self.strides();
+        for h in 0..n_kv_heads {
+            let s = st.offset(j, 0, h);
+            let d = st.offset(0, 0, h);
+            self.spare_k[d..d + len * head_dim].copy_from_slice(&self.k[s..s + len * head_dim]);
+            self.spare_v[d..d + len * head_dim].copy_from_slice(&self.v[s..s + len * head_dim]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHAPE: KvShape = KvShape {
+        max_batch: 4,
+        n_kv_heads: 2,
+        capacity: 5,
+        head_dim: 3,
+    };
+
+    /// A cache whose row `b` holds values `100 * b + position-and-feature index`.
+    fn filled(batch: usize, len: usize) -> KvCache {
+        let mut c = KvCache::new(SHAPE, batch, usize::MAX).unwrap();
+        let row = SHAPE.n_kv_heads * SHAPE.head_dim;
+        let k: Vec<f32> = (0..batch * len * row)
+            .map(|i| (100 * (i / (len * row)) + i % (len * row)) as f32)
+            .collect();
+        let v: Vec<f32> = k.iter().map(|x| -x).collect();
+        c.append(&k, &v, len).unwrap();
+        c
+    }
+
+    /// Row `b`'s filled K values in token-major order.
+    fn row_k(c: &KvCache, b: usize) -> Vec<f32> {
+        let st = c.strides();
+        let mut out = vec![];
+        for t in 0..c.len() {
+            for h in 0..SHAPE.n_kv_heads {
+                let o = st.offset(b, t, h);
+                out.extend_from_slice(&c.k()[o..o + SHAPE.head_dim]);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn append_scatters_token_major_to_head_major() {
+        let c = filled(2, 3);
+        assert_eq!(c.len(), 3);
+        let expect: Vec<f32> = (0..18).map(|i| (100 + i) as f32).collect();
+        assert_eq!(row_k(&c, 1), expect);
+        let st = c.strides();
+        // (b=1, t=2, h=1) starts at feature 2*6 + 3 of row 1.
+        assert_eq!(c.k()[st.offset(1, 2, 1)], 115.0);
+        assert_eq!(c.v()[st.offset(1, 2, 1)], -115.0);
+    }
+
+    #[test]
+    fn reorder_matches_a_copy_for_every_pattern() {
+        let patterns: &[&[usize]] = &[
+            &[0, 1, 2],
+            &[1, 0, 2],
+            &[1, 2, 0],
+            &[2, 2, 2],
+            &[0, 0, 1, 1],
+            &[2, 0, 1, 0],
+            &[1],
+            &[0, 0, 0, 0],
+            &[1, 0, 3, 2],
+            &[3, 2, 1, 0],
+            &[1, 2, 3, 0],
+            &[1, 1, 3, 2],
+        ];
+        for &p in patterns {
+            let mut c = filled(4, 2);
+            let before: Vec<Vec<f32>> = (0..4).map(|b| row_k(&c, b)).collect();
+            c.reorder(p).unwrap();
+            assert_eq!(c.batch(), p.len());
+            for (i, &s) in p.iter().enumerate() {
+                assert_eq!(row_k(&c, i), before[s], "pattern {p:?} row {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn errors_instead_of_overflow() {
+        let mut c = filled(1, 4);
+        let e = c.append(&[0.0; 12], &[0.0; 12], 2).unwrap_err();
+        assert!(matches!(e, Error::CacheFull { needed: 6, capacity: 5 }), "{e}");
+        assert!(c.reorder(&[1]).is_err());
+        assert!(c.reorder(&[0; 5]).is_err());
+        let big = KvShape {
+            max_batch: 1 << 20,
+            n_kv_heads: 1 << 20,
+            capacity: 1 << 20,
+            head_dim: 1 << 20,
+        };
+        assert!(matches!(
+            KvCache::new(big, 1, DEFAULT_MAX_CACHE_BYTES),
+            Err(Error::CacheMemory { .. })
+        ));
+        assert!(KvCache::for_layers(1000, SHAPE, 1, 1000).is_err());
+    }
+}

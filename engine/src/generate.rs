@@ -1,0 +1,472 @@
+//! The generation loop of decoder-only models: prefill, then sample / feed one token at a time,
+//! streaming text deltas that are always valid UTF-8 and never run past a stop string.
+
+use std::time::Instant;
+
+use kernels::Kernels;
+use serde::Serialize;
+
+use crate::sampling::{SampleParams, Sampler, Strategy};
+use crate::{Decoder, Error, Result};
+
+/// How the prompt is turned into model input.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PromptFormat {
+    /// The prompt text as is.
+    #[default]
+    Plain,
+    /// The prompt as one user message in the model's chat template (with the assistant header).
+    Chat,
+}
+
+/// Options of one generation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateOptions {
+    /// Most tokens to generate (EOS included).
+    pub max_new_tokens: usize,
+    /// Greedy or sampled (with its filters and seed).
+    pub strategy: Strategy,
+    /// HF repetition penalty over prompt and generated ids (1 = off).
+    pub repetition_penalty: f32,
+    /// Stop when the text contains one of these (the stop string itself is not returned).
+    pub stop_strings: Vec<String>,
+    pub prompt_format: PromptFormat,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 128,
+            strategy: Strategy::Greedy,
+            repetition_penalty: 1.0,
+            stop_strings: Vec::new(),
+            prompt_format: PromptFormat::Plain,
+        }
+    }
+}
+
+impl GenerateOptions {
+    /// Sampling with `params` (temperature, top-k, top-p, min-p, seed).
+    pub fn sampled(params: SampleParams) -> Self {
+        Self {
+            strategy: Strategy::Sample(params),
+            ..Self::default()
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// An end-of-sequence token was generated.
+    Eos,
+    /// The text reached a stop string.
+    StopString,
+    /// `max_new_tokens` were generated.
+    MaxTokens,
+    /// The model's context (max positions) is full.
+    Length,
+}
+
+/// Where the time went, in seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Timings {
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    /// Feeding the prompt (prefill).
+    pub prefill_s: f64,
+    /// From the start of generation to the first generated token.
+    pub ttft_s: f64,
+    /// From the first generated token to the last.
+    pub decode_s: f64,
+    pub total_s: f64,
+}
+
+impl Timings {
+    /// Prompt tokens per second of prefill.
+    pub fn prompt_tok_per_s(&self) -> f64 {
+        rate(self.prompt_tokens, self.prefill_s)
+    }
+
+    /// Generated tokens per second after the first one.
+    pub fn decode_tok_per_s(&self) -> f64 {
+        rate(self.generated_tokens.saturating_sub(1), self.decode_s)
+    }
+}
+
+fn rate(n: usize, s: f64) -> f64 {
+    if s > 0.0 {
+        n as f64 / s
+    } else {
+        0.0
+    }
+}
+
+/// The result of a whole generation.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Generation {
+    /// The generated text (without the prompt, the stop string or special tokens).
+    pub text: String,
+    /// The generated ids (EOS included when it ended the generation).
+    pub tokens: Vec<u32>,
+    pub stop_reason: StopReason,
+    pub timings: Timings,
+}
+
+/// One generated token and the text it completes (possibly empty: an incomplete UTF-8 character,
+/// or text that may begin a stop string, is held back until it is known).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TokenEvent {
+    pub id: u32,
+    pub text: String,
+}
+
+/// Ids to text (special tokens skipped): what the generator needs of a tokenizer.
+pub trait TokenDecoder: Send + Sync {
+    fn decode_text(&self, ids: &[u32]) -> Result<String>;
+}
+
+/// A decoder-only model and its cache for one sequence, behind an object-safe interface.
+pub trait Session: Send {
+    fn vocab_size(&self) -> usize;
+    /// Feed `tokens` after the cached ones; write the logits of the last one (`[vocab]`).
+    fn feed(&mut self, tokens: &[u32], logits: &mut [f32]) -> Result<()>;
+}
+
+/// [`Session`] for any [`Decoder`] (batch of one).
+pub struct DecoderSession<'a, D: Decoder> {
+    pub model: &'a D,
+    pub cache: D::Cache,
+}
+
+impl<D: Decoder> Session for DecoderSession<'_, D> {
+    fn vocab_size(&self) -> usize {
+        self.model.vocab_size()
+    }
+
+    fn feed(&mut self, tokens: &[u32], logits: &mut [f32]) -> Result<()> {
+        self.model.step(&mut self.cache, tokens, tokens.len(), logits)
+    }
+}
+
+/// Incremental detokenization: decode a window of recent ids and emit what it adds, holding back
+/// text that ends in an incomplete character (U+FFFD) — the method of HF `TextStreamer` / TGI.
+#[derive(Debug, Default)]
+struct TextDelta {
+    /// Start of the context window (a few ids before the first new one, for spacing rules).
+    prefix_offset: usize,
+    /// Ids before this are already emitted.
+    read_offset: usize,
+}
+
+/// Ids of the prompt kept as left context when decoding the first generated ids.
+const DECODE_CONTEXT: usize = 4;
+
+impl TextDelta {
+    fn new(n_prompt: usize) -> Self {
+        Self {
+            prefix_offset: n_prompt.saturating_sub(DECODE_CONTEXT),
+            read_offset: n_prompt,
+        }
+    }
+
+    /// The text `ids[read_offset..]` adds; `flush` emits even an incomplete final character.
+    fn next(&mut self, tok: &dyn TokenDecoder, ids: &[u32], flush: bool) -> Result<String> {
+        if self.read_offset >= ids.len() {
+            return Ok(String::new());
+        }
+        let prefix = tok.decode_text(&ids[self.prefix_offset..self.read_offset])?;
+        let full = tok.decode_text(&ids[self.prefix_offset..])?;
+        let complete = !full.ends_with('\u{FFFD}') || flush;
+        match full.get(prefix.len()..) {
+            Some(delta) if complete && full.starts_with(&prefix) && full.len() > prefix.len() => {
+                let delta = delta.to_string();
+                self.prefix_offset = self.read_offset;
+                self.read_offset = ids.len();
+                Ok(delta)
+            }
+            _ => Ok(String::new()),
+        }
+    }
+}
+
+/// Text not yet emitted because it might begin a stop string.
+#[derive(Debug, Default)]
+struct StopFilter {
+    stops: Vec<String>,
+    pending: String,
+}
+
+impl StopFilter {
+    /// Add `delta`; return what can be emitted and whether a stop string was reached.
+    fn push(&mut self, delta: &str, finished: bool) -> (String, bool) {
+        self.pending.push_str(delta);
+        // The earliest complete stop string ends generation; text before it is emitted.
+        if let Some(at) = self.stops.iter().filter_map(|s| self.pending.find(s.as_str())).min() {
+            let out = self.pending[..at].to_string();
+            self.pending.clear();
+            return (out, true);
+        }
+        // Hold back the longest tail that could still grow into a stop string.
+        let hold = if finished {
+            0
+        } else {
+            (1..=self.pending.len())
+                .filter(|&n| self.pending.is_char_boundary(self.pending.len() - n))
+                .filter(|&n| {
+                    let tail = &self.pending[self.pending.len() - n..];
+                    self.stops.iter().any(|s| s.len() > n && s.starts_with(tail))
+                })
+                .max()
+                .unwrap_or(0)
+        };
+        let out = self.pending[..self.pending.len() - hold].to_string();
+        self.pending.drain(..self.pending.len() - hold);
+        (out, false)
+    }
+}
+
+/// A running generation: an iterator of [`TokenEvent`]s. Prefill happens on the first `next()`.
+pub struct Generator<'a> {
+    session: Box<dyn Session + 'a>,
+    tok: &'a dyn TokenDecoder,
+    kernels: Kernels,
+    sampler: Sampler,
+    eos: Vec<u32>,
+    max_new_tokens: usize,
+    /// Positions the model can hold; generation stops before feeding beyond it.
+    max_positions: usize,
+    /// Prompt then generated ids.
+    ids: Vec<u32>,
+    n_prompt: usize,
+    logits: Vec<f32>,
+    delta: TextDelta,
+    stop: StopFilter,
+    done: Option<StopReason>,
+    failed: bool,
+    timings: Timings,
+    start: Option<Instant>,
+    first_token: Option<Instant>,
+}
+
+impl<'a> Generator<'a> {
+    /// Generate after `prompt` (ids) with `session`. `eos` lists every end-of-sequence id.
+    pub fn new(
+        session: Box<dyn Session + 'a>,
+        tok: &'a dyn TokenDecoder,
+        kernels: Kernels,
+        prompt: Vec<u32>,
+        eos: Vec<u32>,
+        max_positions: usize,
+        opts: &GenerateOptions,
+    ) -> Result<Self> {
+        if prompt.is_empty() {
+            return Err(Error::Request("the prompt has no tokens".to_string()));
+        }
+        if prompt.len() > max_positions {
+            return Err(Error::Request(format!(
+                "the prompt has {} tokens, the model holds at most {max_positions}",
+                prompt.len()
+            )));
+        }
+        let vocab = session.vocab_size();
+        let n_prompt = prompt.len();
+        Ok(Self {
+            session,
+            tok,
+            kernels,
+            sampler: Sampler::new(opts.strategy, opts.repetition_penalty)?,
+            eos,
+            max_new_tokens: opts.max_new_tokens,
+            max_positions,
+            ids: prompt,
+            n_prompt,
+            logits: vec![0.0; vocab],
+            delta: TextDelta::new(n_prompt),
+            stop: StopFilter {
+                stops: opts.stop_strings.iter().filter(|s| !s.is_empty()).cloned().collect(),
+                pending: String::new(),
+            },
+            done: if opts.max_new_tokens == 0 {
+                Some(StopReason::MaxTokens)
+            } else {
+                None
+            },
+            failed: false,
+            timings: Timings {
+                prompt_tokens: n_prompt,
+                ..Timings::default()
+            },
+            start: None,
+            first_token: None,
+        })
+    }
+
+    /// Ids generated so far.
+    pub fn generated(&self) -> &[u32] {
+        &self.ids[self.n_prompt..]
+    }
+
+    /// Why generation ended (`None` while it runs).
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.done
+    }
+
+    pub fn timings(&self) -> Timings {
+        self.timings
+    }
+
+    /// Run to the end and collect the text.
+    pub fn run(mut self) -> Result<Generation> {
+        let mut text = String::new();
+        for ev in self.by_ref() {
+            text.push_str(&ev?.text);
+        }
+        Ok(Generation {
+            text,
+            tokens: self.generated().to_vec(),
+            stop_reason: self.done.unwrap_or(StopReason::MaxTokens),
+            timings: self.timings,
+        })
+    }
+
+    /// One step: feed what the model has not seen, choose the next token, and its text.
+    fn advance(&mut self) -> Result<TokenEvent> {
+        let start = *self.start.get_or_insert_with(Instant::now);
+        // Feed the prompt (prefill) or the last generated token (decode).
+        if self.ids.len() == self.n_prompt {
+            self.session.feed(&self.ids, &mut self.logits)?;
+            self.timings.prefill_s = start.elapsed().as_secs_f64();
+        } else {
+            let last = self.ids.len() - 1;
+            self.session.feed(&self.ids[last..], &mut self.logits)?;
+        }
+        // Choose the next token.
+        let id = self.sampler.sample(&self.kernels, &mut self.logits, &self.ids)?;
+        self.ids.push(id);
+        let now = Instant::now();
+        let first = *self.first_token.get_or_insert(now);
+        self.timings.generated_tokens = self.ids.len() - self.n_prompt;
+        self.timings.ttft_s = (first - start).as_secs_f64();
+        self.timings.decode_s = (now - first).as_secs_f64();
+        self.timings.total_s = (now - start).as_secs_f64();
+        // Decide whether this is the last one.
+        let n_new = self.ids.len() - self.n_prompt;
+        if self.eos.contains(&id) {
+            self.done = Some(StopReason::Eos);
+        } else if n_new >= self.max_new_tokens {
+            self.done = Some(StopReason::MaxTokens);
+        } else if self.ids.len() > self.max_positions {
+            self.done = Some(StopReason::Length);
+        }
+        // Its text: everything complete so far, or everything at the end.
+        let finished = self.done.is_some();
+        let delta = self.delta.next(self.tok, &self.ids, finished)?;
+        let (text, hit_stop) = self.stop.push(&delta, finished);
+        if hit_stop {
+            self.done = Some(StopReason::StopString);
+        }
+        Ok(TokenEvent { id, text })
+    }
+}
+
+impl Iterator for Generator<'_> {
+    type Item = Result<TokenEvent>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done.is_some() || self.failed {
+            return None;
+        }
+        let ev = self.advance();
+        // An error ends the generation.
+        self.failed = ev.is_err();
+        Some(ev)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ids are bytes (id = byte + 3; 0..3 are special).
+    struct Bytes;
+    impl TokenDecoder for Bytes {
+        fn decode_text(&self, ids: &[u32]) -> Result<String> {
+            let b: Vec<u8> = ids.iter().filter(|&&i| i >= 3).map(|&i| (i - 3) as u8).collect();
+            Ok(String::from_utf8_lossy(&b).into_owned())
+        }
+    }
+
+    /// A "model" that always predicts a fixed script of tokens, one per position.
+    struct Script {
+        script: Vec<u32>,
+        pos: usize,
+    }
+    impl Session for Script {
+        fn vocab_size(&self) -> usize {
+            259
+        }
+        fn feed(&mut self, tokens: &[u32], logits: &mut [f32]) -> Result<()> {
+            self.pos += tokens.len();
+            logits.fill(0.0);
+            let next = self.script.get(self.pos - 1).copied().unwrap_or(2);
+            logits[next as usize] = 1.0;
+            Ok(())
+        }
+    }
+
+    fn run(text: &str, stops: &[&str], max_new: usize) -> (Vec<String>, Generation) {
+        // The prompt is one token; position p predicts byte p of `text`, then EOS.
+        let mut script: Vec<u32> = text.bytes().map(|b| b as u32 + 3).collect();
+        script.push(2);
+        let s = Script { script, pos: 0 };
+        let opts = GenerateOptions {
+            max_new_tokens: max_new,
+            stop_strings: stops.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let g = Generator::new(Box::new(s), &Bytes, Kernels::scalar(), vec![1], vec![2], 1000, &opts).unwrap();
+        let mut events = vec![];
+        let mut g = g;
+        for ev in g.by_ref() {
+            events.push(ev.unwrap().text);
+        }
+        let gen = Generation {
+            text: events.concat(),
+            tokens: g.generated().to_vec(),
+            stop_reason: g.stop_reason().unwrap(),
+            timings: g.timings(),
+        };
+        (events, gen)
+    }
+
+    #[test]
+    fn deltas_are_whole_characters() {
+        let (events, g) = run("aé€😀b", &[], 100);
+        assert_eq!(g.text, "aé€😀b");
+        assert_eq!(g.stop_reason, StopReason::Eos);
+        assert_eq!(*g.tokens.last().unwrap(), 2);
+        // Multi-byte characters arrive whole on their last byte, never split.
+        assert_eq!(events, ["a", "", "é", "", "", "€", "", "", "", "😀", "b", ""]);
+    }
+
+    #[test]
+    fn stop_strings_end_generation_and_are_not_emitted() {
+        let (events, g) = run("hello END world", &["END", "xyz"], 100);
+        assert_eq!(g.text, "hello ");
+        assert_eq!(g.stop_reason, StopReason::StopString);
+        // "E" and "EN" are held back until "END" is known.
+        assert_eq!(events.concat(), "hello ");
+        let (_, g) = run("hello EN", &["END"], 100);
+        assert_eq!(g.text, "hello EN", "a partial stop string is flushed at the end");
+    }
+
+    #[test]
+    fn max_tokens_flushes_incomplete_text() {
+        let (_, g) = run("ab€", &[], 3);
+        assert_eq!(g.stop_reason, StopReason::MaxTokens);
+        assert_eq!(g.tokens.len(), 3);
+        assert_eq!(g.text, "ab\u{FFFD}");
+    }
+}

@@ -1,0 +1,446 @@
+//! Weights bound by name, checked once at load, and the small layers every architecture is built from.
+//!
+//! A layer holds its weights in their stored dtype (`F32`, `F16` or `BF16`, zero-copy over the memory
+//! map); only the small vectors (biases, norm gains) are widened to f32. Every check of the files
+//! (presence, shape, dtype) happens in `bind`; `forward` only asserts what a caller could get wrong.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use kernels::{Kernels, Layout, Weight, WeightData};
+use loaders::safetensors::SafeTensors;
+use loaders::{Dtype, Tensor, TensorData};
+
+use crate::{Error, Result};
+
+/// Where named tensors come from: a safetensors file or set of shards, or tensors built in memory.
+///
+/// `loaders::safetensors::SafeTensors` implements it, so `&SafeTensors` can be passed wherever a
+/// `&dyn TensorSource` is asked for.
+pub trait TensorSource: Send + Sync {
+    /// The tensor called `name`, or an error naming the file and the tensor.
+    fn get(&self, name: &str) -> loaders::Result<Tensor>;
+    /// Whether a tensor called `name` exists.
+    fn contains(&self, name: &str) -> bool;
+    /// The tensor called `name`, checked to have `shape`.
+    fn get_shaped(&self, name: &str, shape: &[usize]) -> loaders::Result<Tensor> {
+        let t = self.get(name)?;
+        if t.shape() != shape {
+            return Err(loaders::Error::TensorShape {
+                path: self.origin(),
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: t.shape().to_vec(),
+            });
+        }
+        Ok(t)
+    }
+    /// The file or directory the tensors come from, for error messages.
+    fn origin(&self) -> PathBuf;
+}
+
+/// Tensors held in memory by name (tests, converted checkpoints).
+#[derive(Clone, Debug, Default)]
+pub struct TensorMap {
+    origin: PathBuf,
+    tensors: HashMap<String, Tensor>,
+}
+
+impl TensorMap {
+    /// An empty map; `origin` names it in error messages.
+    pub fn new(origin: impl AsRef<Path>) -> Self {
+        Self {
+            origin: origin.as_ref().to_path_buf(),
+            tensors: HashMap::new(),
+        }
+    }
+
+    /// Add (or replace) a tensor under its own name.
+    pub fn insert(&mut self, t: Tensor) {
+        self.tensors.insert(t.name().to_string(), t);
+    }
+
+    /// Add an f32 tensor; an error if `values` does not have `shape`'s element count.
+    pub fn insert_f32(&mut self, name: &str, shape: &[usize], values: &[f32]) -> Result<()> {
+        let t = Tensor::from_f32(name, shape.to_vec(), values).ok_or_else(|| loaders::Error::TensorShape {
+            path: self.origin.clone(),
+            name: name.to_string(),
+            expected: shape.to_vec(),
+            found: vec![values.len()],
+        })?;
+        self.insert(t);
+        Ok(())
+    }
+}
+
+impl TensorSource for TensorMap {
+    fn get(&self, name: &str) -> loaders::Result<Tensor> {
+        self.tensors
+            .get(name)
+            .cloned()
+            .ok_or_else(|| loaders::Error::MissingTensor {
+                path: self.origin.clone(),
+                name: name.to_string(),
+                hint: String::new(),
+            })
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    fn origin(&self) -> PathBuf {
+        self.origin.clone()
+    }
+}
+
+impl TensorSource for SafeTensors {
+    fn get(&self, name: &str) -> loaders::Result<Tensor> {
+        SafeTensors::get(self, name)
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        SafeTensors::contains(self, name)
+    }
+
+    fn get_shaped(&self, name: &str, shape: &[usize]) -> loaders::Result<Tensor> {
+        SafeTensors::get_shaped(self, name, shape)
+    }
+
+    fn origin(&self) -> PathBuf {
+        self.path().to_path_buf()
+    }
+}
+
+/// The name of a weight tensor: `name` itself when it ends in `weight` (`a.b.weight`, `a/b/weight`),
+/// else `name.weight`.
+fn weight_name(name: &str) -> String {
+    if name.ends_with("weight") {
+        name.to_string()
+    } else {
+        format!("{name}.weight")
+    }
+}
+
+/// The bias beside a weight: `...weight` -> `...bias`.
+fn bias_name(weight_name: &str) -> String {
+    match weight_name.strip_suffix("weight") {
+        Some(stem) => format!("{stem}bias"),
+        None => format!("{weight_name}.bias"),
+    }
+}
+
+/// Check that a weight tensor is in a dtype the kernels read directly.
+fn check_float(st: &dyn TensorSource, t: &Tensor) -> Result<()> {
+    match t.dtype() {
+        Dtype::F32 | Dtype::F16 | Dtype::BF16 => Ok(()),
+        other => Err(loaders::Error::TensorDtype {
+            path: st.origin(),
+            name: t.name().to_string(),
+            expected: "F32, F16 or BF16".to_string(),
+            found: other.to_string(),
+        }
+        .into()),
+    }
+}
+
+/// A float tensor's data as kernel weight data (`None` for integer dtypes, which `check_float` refused).
+fn weight_data(t: &Tensor) -> Option<WeightData<'_>> {
+    match t.data() {
+        TensorData::F32(s) => Some(WeightData::F32(s)),
+        TensorData::F16(s) => Some(WeightData::F16(s)),
+        TensorData::BF16(s) => Some(WeightData::Bf16(s)),
+        TensorData::I8(_) | TensorData::U8(_) => None,
+    }
+}
+
+/// A small vector (bias, norm gain) of length `n`, widened to f32.
+fn bind_vector(st: &dyn TensorSource, name: &str, n: usize) -> Result<Vec<f32>> {
+    let t = st.get_shaped(name, &[n])?;
+    check_float(st, &t)?;
+    Ok(t.to_f32_vec())
+}
+
+/// Whether a linear layer has a bias.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bias {
+    /// No bias (a bias tensor in the file is ignored).
+    None,
+    /// The bias tensor must be present.
+    Required,
+    /// Use the bias tensor when the file has one.
+    IfPresent,
+}
+
+/// `y = x · Wᵀ + b` with `W` in its stored dtype and layout.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Vec<f32>>,
+    pub out_dim: usize,
+    pub in_dim: usize,
+    pub layout: Layout,
+}
+
+impl Linear {
+    /// Bind `name` (a tensor name ending in `weight`, or a prefix to which `.weight` is added) as an
+    /// `[out_dim, in_dim]` matrix (`Layout::OutIn`, stored `[out, in]`) or `Layout::InOut` (stored
+    /// `[in, out]`, GPT-2's Conv1D). The bias, if any, is the `...bias` tensor beside the weight.
+    pub fn bind(
+        st: &dyn TensorSource,
+        name: &str,
+        out_dim: usize,
+        in_dim: usize,
+        layout: Layout,
+        bias: Bias,
+    ) -> Result<Self> {
+        let wname = weight_name(name);
+        let shape = match layout {
+            Layout::OutIn => [out_dim, in_dim],
+            Layout::InOut => [in_dim, out_dim],
+        };
+        let weight = st.get_shaped(&wname, &shape)?;
+        check_float(st, &weight)?;
+        let bname = bias_name(&wname);
+        let bias = match bias {
+            Bias::None => None,
+            Bias::Required => Some(bind_vector(st, &bname, out_dim)?),
+            Bias::IfPresent if st.contains(&bname) => Some(bind_vector(st, &bname, out_dim)?),
+            Bias::IfPresent => None,
+        };
+        Ok(Self {
+            weight,
+            bias,
+            out_dim,
+            in_dim,
+            layout,
+        })
+    }
+
+    /// A linear layer over an already bound tensor (e.g. a tied embedding table used as the LM head).
+    pub fn from_tensor(
+        st: &dyn TensorSource,
+        weight: Tensor,
+        out_dim: usize,
+        in_dim: usize,
+        layout: Layout,
+        bias: Option<Vec<f32>>,
+    ) -> Result<Self> {
+        let shape = match layout {
+            Layout::OutIn => [out_dim, in_dim],
+            Layout::InOut => [in_dim, out_dim],
+        };
+        if weight.shape() != shape {
+            return Err(loaders::Error::TensorShape {
+                path: st.origin(),
+                name: weight.name().to_string(),
+                expected: shape.to_vec(),
+                found: weight.shape().to_vec(),
+            }
+            .into());
+        }
+        check_float(st, &weight)?;
+        if let Some(b) = &bias {
+            if b.len() != out_dim {
+                return Err(Error::Request(format!(
+                    "bias of {:?} has {} values, expected {out_dim}",
+                    weight.name(),
+                    b.len()
+                )));
+            }
+        }
+        Ok(Self {
+            weight,
+            bias,
+            out_dim,
+            in_dim,
+            layout,
+        })
+    }
+
+    /// The weight as the kernels see it.
+    pub fn weight(&self) -> Weight<'_> {
+        // `bind` / `from_tensor` checked the dtype (float) and the element count (out_dim * in_dim).
+        let data = weight_data(&self.weight).unwrap_or(WeightData::F32(&[]));
+        Weight {
+            data,
+            out_dim: self.out_dim,
+            in_dim: self.in_dim,
+            layout: self.layout,
+        }
+    }
+
+    pub fn bias(&self) -> Option<&[f32]> {
+        self.bias.as_deref()
+    }
+
+    /// The bound weight tensor.
+    pub fn tensor(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// `y[rows, out_dim] = x[rows, in_dim] · Wᵀ + b`.
+    pub fn forward(&self, k: &Kernels, x: &[f32], rows: usize, y: &mut [f32]) {
+        k.linear(x, rows, &self.weight(), self.bias(), y);
+    }
+}
+
+/// `y = (x - mean) / sqrt(var + eps) * gamma + beta` over rows of `dim`.
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+    pub eps: f32,
+}
+
+impl LayerNorm {
+    /// Bind `prefix.weight` and `prefix.bias` (or, for a name ending in `weight`, that and its `...bias`).
+    pub fn bind(st: &dyn TensorSource, name: &str, dim: usize, eps: f32) -> Result<Self> {
+        let wname = weight_name(name);
+        Ok(Self {
+            gamma: bind_vector(st, &wname, dim)?,
+            beta: bind_vector(st, &bias_name(&wname), dim)?,
+            eps,
+        })
+    }
+
+    pub fn dim(&self) -> usize {
+        self.gamma.len()
+    }
+
+    /// `out[rows, dim] = layer_norm(x[rows, dim])`.
+    pub fn forward(&self, k: &Kernels, x: &[f32], out: &mut [f32]) {
+        k.layer_norm(x, &self.gamma, &self.beta, self.eps, out);
+    }
+}
+
+/// `y = x / sqrt(mean(x²) + eps) * weight` over rows of `dim`.
+#[derive(Clone, Debug)]
+pub struct RmsNorm {
+    pub weight: Vec<f32>,
+    pub eps: f32,
+}
+
+impl RmsNorm {
+    pub fn bind(st: &dyn TensorSource, name: &str, dim: usize, eps: f32) -> Result<Self> {
+        Ok(Self {
+            weight: bind_vector(st, &weight_name(name), dim)?,
+            eps,
+        })
+    }
+
+    pub fn dim(&self) -> usize {
+        self.weight.len()
+    }
+
+    /// `out[rows, dim] = rms_norm(x[rows, dim])`.
+    pub fn forward(&self, k: &Kernels, x: &[f32], out: &mut [f32]) {
+        k.rms_norm(x, &self.weight, self.eps, out);
+    }
+}
+
+/// A `[n_rows, dim]` lookup table (token or learned position embeddings) in its stored dtype.
+#[derive(Clone, Debug)]
+pub struct Embedding {
+    table: Tensor,
+    pub n_rows: usize,
+    pub dim: usize,
+}
+
+impl Embedding {
+    pub fn bind(st: &dyn TensorSource, name: &str, n_rows: usize, dim: usize) -> Result<Self> {
+        let table = st.get_shaped(&weight_name(name), &[n_rows, dim])?;
+        check_float(st, &table)?;
+        Ok(Self { table, n_rows, dim })
+    }
+
+    /// The table as a `[n_rows, dim]` OutIn weight (what a tied LM head multiplies by).
+    pub fn weight(&self) -> Weight<'_> {
+        // `bind` checked the dtype (float) and the shape.
+        let data = weight_data(&self.table).unwrap_or(WeightData::F32(&[]));
+        Weight {
+            data,
+            out_dim: self.n_rows,
+            in_dim: self.dim,
+            layout: Layout::OutIn,
+        }
+    }
+
+    /// The bound table tensor.
+    pub fn tensor(&self) -> &Tensor {
+        &self.table
+    }
+
+    /// `out[ids.len(), dim] = table[ids] * scale`; an error for an id outside the table.
+    pub fn forward(&self, k: &Kernels, ids: &[u32], scale: f32, out: &mut [f32]) -> Result<()> {
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.n_rows) {
+            return Err(Error::Request(format!(
+                "token id {bad} is outside the embedding table {:?} ({} rows)",
+                self.table.name(),
+                self.n_rows
+            )));
+        }
+        k.embed(&self.weight(), ids, scale, out);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map() -> TensorMap {
+        let mut m = TensorMap::new("mem");
+        m.insert_f32("l.weight", &[2, 3], &[1., 2., 3., 4., 5., 6.]).unwrap();
+        m.insert_f32("l.bias", &[2], &[0.5, -0.5]).unwrap();
+        m.insert_f32("c/weight", &[3, 2], &[1., 4., 2., 5., 3., 6.]).unwrap();
+        m.insert_f32("n.weight", &[3], &[1., 1., 1.]).unwrap();
+        m.insert_f32("n.bias", &[3], &[0., 0., 0.]).unwrap();
+        m
+    }
+
+    #[test]
+    fn linear_layouts_agree() {
+        let m = map();
+        let k = Kernels::scalar();
+        let a = Linear::bind(&m, "l", 2, 3, Layout::OutIn, Bias::Required).unwrap();
+        let b = Linear::bind(&m, "c/weight", 2, 3, Layout::InOut, Bias::IfPresent).unwrap();
+        assert!(b.bias().is_none());
+        let x = [1.0, 0.0, -1.0];
+        let (mut ya, mut yb) = ([0.0; 2], [0.0; 2]);
+        a.forward(&k, &x, 1, &mut ya);
+        b.forward(&k, &x, 1, &mut yb);
+        assert_eq!(ya, [-2.0 + 0.5, -2.0 - 0.5]);
+        assert_eq!(yb, [-2.0, -2.0]);
+    }
+
+    #[test]
+    fn bind_errors_name_the_tensor() {
+        let m = map();
+        let e = Linear::bind(&m, "l", 3, 2, Layout::OutIn, Bias::None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"l.weight\"") && e.contains("[3, 2]"), "{e}");
+        let e = Linear::bind(&m, "missing", 2, 3, Layout::OutIn, Bias::None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.weight"), "{e}");
+        let e = Linear::bind(&m, "c/weight", 2, 3, Layout::InOut, Bias::Required)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c/bias"), "{e}");
+    }
+
+    #[test]
+    fn embedding_rejects_bad_ids() {
+        let m = map();
+        let k = Kernels::scalar();
+        let e = Embedding::bind(&m, "l", 2, 3).unwrap();
+        let mut out = [0.0; 3];
+        e.forward(&k, &[1], 1.0, &mut out).unwrap();
+        assert_eq!(out, [4., 5., 6.]);
+        assert!(e.forward(&k, &[2], 1.0, &mut out).is_err());
+        let n = LayerNorm::bind(&m, "n", 3, 1e-5).unwrap();
+        assert_eq!(n.dim(), 3);
+    }
+}

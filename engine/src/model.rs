@@ -1,0 +1,245 @@
+//! `qkv::Model`: load a model directory once, generate from many threads.
+//!
+//! ```no_run
+//! use qkv::{GenerateOptions, Model, SampleParams};
+//!
+//! # fn main() -> qkv::Result<()> {
+//! let model = Model::load("models/smollm2-135m-instruct")?;
+//! // Whole generation at once.
+//! let out = model.generate("Once upon a time", &GenerateOptions { max_new_tokens: 32, ..Default::default() })?;
+//! println!("{} ({:.1} tok/s)", out.text, out.timings.decode_tok_per_s());
+//! // Streaming, sampled with a seed.
+//! let opts = GenerateOptions::sampled(SampleParams { temperature: 0.8, top_p: 0.9, seed: 7, ..Default::default() });
+//! for event in model.stream("The capital of France is", &opts)? {
+//!     print!("{}", event?.text);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use kernels::Kernels;
+use loaders::config::{GenerationConfig, ModelConfig};
+use loaders::safetensors::SafeTensors;
+use loaders::tokenizer::{self, Tokenizer};
+
+use crate::chat::{ChatTemplate, GenerationPrompt, Message, SpecialTokens};
+use crate::generate::{DecoderSession, GenerateOptions, Generation, Generator, PromptFormat, Session, TokenDecoder};
+use crate::gpt2::{Gpt2, Gpt2Params};
+use crate::llama::{Llama, LlamaParams};
+use crate::{Error, Result};
+
+/// The network of a loaded model. Encoder-decoder architectures (Marian, CTranslate2 Transformer)
+/// are added here by the translation side of the engine.
+#[derive(Debug)]
+pub enum Architecture {
+    Llama(Llama),
+    Gpt2(Gpt2),
+}
+
+impl Architecture {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Architecture::Llama(_) => "llama",
+            Architecture::Gpt2(_) => "gpt2",
+        }
+    }
+}
+
+/// How a model is loaded.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    /// The kernels to run on (default: the best ISA of this CPU, or `QKV_ISA`).
+    pub kernels: Option<Kernels>,
+}
+
+/// The tokenizer as the generator sees it (special tokens skipped when decoding).
+struct Text(Box<dyn Tokenizer>);
+
+impl TokenDecoder for Text {
+    fn decode_text(&self, ids: &[u32]) -> Result<String> {
+        Ok(self.0.decode(ids, true)?)
+    }
+}
+
+/// A loaded model: weights (memory-mapped), tokenizer, chat template and generation defaults.
+/// `Send + Sync`: share one `Model` (e.g. in an `Arc`) between threads; each generation has its own cache.
+pub struct Model {
+    dir: PathBuf,
+    arch: Architecture,
+    text: Text,
+    chat_template: Option<ChatTemplate>,
+    special: SpecialTokens,
+    bos: Option<u32>,
+    eos: Vec<u32>,
+    kernels: Kernels,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("dir", &self.dir)
+            .field("arch", &self.arch.name())
+            .field("eos", &self.eos)
+            .field("isa", &self.kernels.isa())
+            .finish()
+    }
+}
+
+impl Model {
+    /// Load `dir` (config.json, *.safetensors, tokenizer files), detecting the architecture.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::load_with(dir, &LoadOptions::default())
+    }
+
+    pub fn load_with(dir: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
+        let dir = dir.as_ref();
+        let kernels = match opts.kernels {
+            Some(k) => k,
+            None => Kernels::detect()?,
+        };
+        let config = ModelConfig::from_dir(dir)?;
+        let gen = GenerationConfig::from_dir(dir)?;
+        let weights = SafeTensors::open_dir(dir)?;
+        let (arch, bos, mut eos) = match &config {
+            ModelConfig::Llama(c) => {
+                if c.hidden_act != "silu" {
+                    return Err(Error::Request(format!(
+                        "{}: hidden_act {:?} is not supported for llama (silu)",
+                        dir.join("config.json").display(),
+                        c.hidden_act
+                    )));
+                }
+                let m = Llama::new(&weights, &LlamaParams::from(c), kernels)?;
+                (Architecture::Llama(m), c.bos_token_id, c.eos_token_id.clone())
+            }
+            ModelConfig::Gpt2(c) => {
+                let m = Gpt2::new(&weights, &Gpt2Params::try_from(c)?, kernels)?;
+                (Architecture::Gpt2(m), c.bos_token_id, c.eos_token_id.clone())
+            }
+            // Encoder-decoder models are loaded by the translation API.
+            #[allow(unreachable_patterns)]
+            _ => {
+                return Err(Error::Request(format!(
+                    "{}: this is an encoder-decoder (translation) model; generate supports decoder-only models",
+                    dir.display()
+                )))
+            }
+        };
+        // generation_config.json's EOS ids join config.json's.
+        if let Some(g) = &gen {
+            for &id in g.eos_token_id.iter().flatten() {
+                if !eos.contains(&id) {
+                    eos.push(id);
+                }
+            }
+        }
+        let tok = tokenizer::load_tokenizer(dir)?;
+        let chat_template = tokenizer::chat_template(dir)?.map(|s| ChatTemplate::new(&s)).transpose()?;
+        let name = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i)).unwrap_or_default();
+        let special = SpecialTokens {
+            bos_token: name(bos),
+            eos_token: name(eos.first().copied()),
+        };
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            arch,
+            text: Text(tok),
+            chat_template,
+            special,
+            bos,
+            eos,
+            kernels,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn architecture(&self) -> &Architecture {
+        &self.arch
+    }
+
+    pub fn tokenizer(&self) -> &dyn Tokenizer {
+        self.text.0.as_ref()
+    }
+
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
+    }
+
+    /// Every end-of-sequence id (config.json and generation_config.json).
+    pub fn eos_ids(&self) -> &[u32] {
+        &self.eos
+    }
+
+    pub fn has_chat_template(&self) -> bool {
+        self.chat_template.is_some()
+    }
+
+    /// The model input for `prompt`: the text itself, or the chat template around it.
+    pub fn prompt_ids(&self, prompt: &str, format: PromptFormat) -> Result<Vec<u32>> {
+        match format {
+            PromptFormat::Plain => Ok(self.text.0.encode(prompt)?),
+            PromptFormat::Chat => {
+                let template = self.chat_template.as_ref().ok_or_else(|| {
+                    Error::Request(format!(
+                        "{}: the model has no chat template (tokenizer_config.json chat_template)",
+                        self.dir.display()
+                    ))
+                })?;
+                let text = template.render(&[Message::new("user", prompt)], &self.special, GenerationPrompt::Add)?;
+                let mut ids = self.text.0.encode(&text)?;
+                // The template already wrote BOS; the tokenizer may have added a second one.
+                if let Some(b) = self.bos {
+                    if ids.len() >= 2 && ids[0] == b && ids[1] == b {
+                        ids.remove(0);
+                    }
+                }
+                Ok(ids)
+            }
+        }
+    }
+
+    /// Stream the generation after `prompt`: one [`crate::TokenEvent`] per generated token.
+    pub fn stream<'a>(&'a self, prompt: &str, opts: &GenerateOptions) -> Result<Generator<'a>> {
+        let ids = self.prompt_ids(prompt, opts.prompt_format)?;
+        self.stream_ids(ids, opts)
+    }
+
+    /// Stream the generation after prompt ids.
+    pub fn stream_ids<'a>(&'a self, prompt: Vec<u32>, opts: &GenerateOptions) -> Result<Generator<'a>> {
+        // The cache holds the prompt and the new tokens, up to the model's context.
+        let want = prompt.len().saturating_add(opts.max_new_tokens);
+        let (session, capacity): (Box<dyn Session + 'a>, usize) = match &self.arch {
+            Architecture::Llama(m) => {
+                let cap = want.min(m.max_positions());
+                (Box::new(DecoderSession { model: m, cache: m.new_cache(1, cap)? }), cap)
+            }
+            Architecture::Gpt2(m) => {
+                let cap = want.min(m.max_positions());
+                (Box::new(DecoderSession { model: m, cache: m.new_cache(1, cap)? }), cap)
+            }
+        };
+        Generator::new(session, &self.text, self.kernels, prompt, self.eos.clone(), capacity, opts)
+    }
+
+    /// Generate after `prompt` and return the whole text.
+    pub fn generate(&self, prompt: &str, opts: &GenerateOptions) -> Result<Generation> {
+        self.stream(prompt, opts)?.run()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn model_is_send_and_sync() {
+        assert_send_sync::<Model>();
+    }
+}

