@@ -29,9 +29,23 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line, the whole cause chain, no backtrace.
-            eprintln!("qkv: error: {e:#}");
+            eprintln!("qkv: error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The cause chain on one line, skipping causes whose text their parent already shows.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out.replace('\n', " ")
 }
