@@ -25,6 +25,30 @@ pub struct Gpt2Params {
     pub scale_attn_weights: bool,
 }
 
+impl TryFrom<&loaders::config::Gpt2Config> for Gpt2Params {
+    type Error = Error;
+
+    /// The forward-pass parameters of a `config.json`; an error for the variants this engine does not run.
+    fn try_from(c: &loaders::config::Gpt2Config) -> Result<Self> {
+        if c.scale_attn_by_inverse_layer_idx || c.add_cross_attention {
+            return Err(Error::Request(
+                "gpt2 config: scale_attn_by_inverse_layer_idx and add_cross_attention are not supported".to_string(),
+            ));
+        }
+        Ok(Self {
+            vocab_size: c.vocab_size,
+            n_positions: c.n_positions,
+            n_embd: c.n_embd,
+            n_layer: c.n_layer,
+            n_head: c.n_head,
+            n_inner: c.inner_dim(),
+            layer_norm_epsilon: c.layer_norm_epsilon,
+            activation: Self::activation_from_name(&c.activation_function)?,
+            scale_attn_weights: c.scale_attn_weights,
+        })
+    }
+}
+
 impl Gpt2Params {
     /// The activation named by `activation_function`.
     pub fn activation_from_name(name: &str) -> Result<Activation> {

@@ -25,6 +25,42 @@ pub struct LlamaParams {
     pub mlp_bias: bool,
 }
 
+impl TryFrom<&loaders::config::LlamaConfig> for LlamaParams {
+    type Error = Error;
+
+    /// The forward-pass parameters of a `config.json`; an error for what this engine does not run
+    /// (another activation than SiLU, RoPE scaling).
+    fn try_from(c: &loaders::config::LlamaConfig) -> Result<Self> {
+        if c.hidden_act != "silu" {
+            return Err(Error::Request(format!(
+                "llama config: hidden_act {:?} is not supported (silu)",
+                c.hidden_act
+            )));
+        }
+        if let Some(r) = c.rope_scaling.as_ref().filter(|r| r.rope_type != "default") {
+            return Err(Error::Request(format!(
+                "llama config: rope scaling {:?} is not supported (only unscaled RoPE)",
+                r.rope_type
+            )));
+        }
+        Ok(Self {
+            hidden_size: c.hidden_size,
+            intermediate_size: c.intermediate_size,
+            n_layers: c.num_hidden_layers,
+            n_heads: c.num_attention_heads,
+            n_kv_heads: c.num_key_value_heads,
+            head_dim: c.head_dim,
+            vocab_size: c.vocab_size,
+            max_positions: c.max_position_embeddings,
+            rms_norm_eps: c.rms_norm_eps,
+            rope_theta: c.rope_theta,
+            tie_word_embeddings: c.tie_word_embeddings,
+            attention_bias: c.attention_bias,
+            mlp_bias: c.mlp_bias,
+        })
+    }
+}
+
 impl LlamaParams {
     /// An error naming the first inconsistent field.
     pub fn validate(&self) -> Result<()> {

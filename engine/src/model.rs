@@ -104,14 +104,7 @@ impl Model {
         let weights = SafeTensors::open_dir(dir)?;
         let (arch, bos, mut eos) = match &config {
             ModelConfig::Llama(c) => {
-                if c.hidden_act != "silu" {
-                    return Err(Error::Request(format!(
-                        "{}: hidden_act {:?} is not supported for llama (silu)",
-                        dir.join("config.json").display(),
-                        c.hidden_act
-                    )));
-                }
-                let m = Llama::new(&weights, &LlamaParams::from(c), kernels)?;
+                let m = Llama::new(&weights, &LlamaParams::try_from(c)?, kernels)?;
                 (Architecture::Llama(m), c.bos_token_id, c.eos_token_id.clone())
             }
             ModelConfig::Gpt2(c) => {
@@ -136,7 +129,9 @@ impl Model {
             }
         }
         let tok = tokenizer::load_tokenizer(dir)?;
-        let chat_template = tokenizer::chat_template(dir)?.map(|s| ChatTemplate::new(&s)).transpose()?;
+        let chat_template = tokenizer::chat_template(dir)?
+            .map(|s| ChatTemplate::new(&s))
+            .transpose()?;
         let name = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i)).unwrap_or_default();
         let special = SpecialTokens {
             bos_token: name(bos),
@@ -216,14 +211,34 @@ impl Model {
         let (session, capacity): (Box<dyn Session + 'a>, usize) = match &self.arch {
             Architecture::Llama(m) => {
                 let cap = want.min(m.max_positions());
-                (Box::new(DecoderSession { model: m, cache: m.new_cache(1, cap)? }), cap)
+                (
+                    Box::new(DecoderSession {
+                        model: m,
+                        cache: m.new_cache(1, cap)?,
+                    }),
+                    cap,
+                )
             }
             Architecture::Gpt2(m) => {
                 let cap = want.min(m.max_positions());
-                (Box::new(DecoderSession { model: m, cache: m.new_cache(1, cap)? }), cap)
+                (
+                    Box::new(DecoderSession {
+                        model: m,
+                        cache: m.new_cache(1, cap)?,
+                    }),
+                    cap,
+                )
             }
         };
-        Generator::new(session, &self.text, self.kernels, prompt, self.eos.clone(), capacity, opts)
+        Generator::new(
+            session,
+            &self.text,
+            self.kernels,
+            prompt,
+            self.eos.clone(),
+            capacity,
+            opts,
+        )
     }
 
     /// Generate after `prompt` and return the whole text.

@@ -112,7 +112,11 @@ pub fn run(args: Args) -> Result<()> {
             std::io::stdin()
                 .read_to_string(&mut s)
                 .context("cannot read the prompt from stdin")?;
-            s
+            // The newline that ends piped input is not part of the prompt.
+            match s.strip_suffix('\n') {
+                Some(t) => t.strip_suffix('\r').unwrap_or(t).to_string(),
+                None => s,
+            }
         }
     };
     let model = Model::load(&dir).with_context(|| format!("cannot load the model in {}", dir.display()))?;

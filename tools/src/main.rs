@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod generate;
+mod translate;
 
 #[derive(Parser)]
 #[command(name = "qkv", version, about = "CPU inference for Transformer models")]
@@ -17,6 +18,8 @@ struct Cli {
 enum Command {
     /// Generate text with a decoder-only model (Llama family, GPT-2), streamed to stdout.
     Generate(generate::Args),
+    /// Translate sentences with an encoder-decoder model (Marian/opus-mt, CTranslate2 Transformer).
+    Translate(translate::Args),
 }
 
 fn main() -> ExitCode {
@@ -25,13 +28,28 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
+        Command::Translate(args) => translate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line, the whole cause chain, no backtrace.
-            eprintln!("qkv: error: {e:#}");
+            eprintln!("qkv: error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The cause chain on one line, skipping causes whose text their parent already shows.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out.replace('\n', " ")
 }
