@@ -88,6 +88,7 @@ def ct2_engine(spec: dict):
 
 def llama_cpp_engine(spec: dict):
     import numpy as np
+    import llama_cpp
     from llama_cpp import Llama
 
     assert spec["kind"] == "causal" and len(spec["ids"]) == 1, "llama.cpp rows are decoder-only, batch 1"
@@ -96,13 +97,19 @@ def llama_cpp_engine(spec: dict):
     llm = Llama(model_path=spec["model"], n_ctx=n_ctx, n_batch=max(512, len(prompt)), n_threads=spec["threads"],
                 n_threads_batch=spec["threads"], n_gpu_layers=0, logits_all=False, verbose=False)
 
+    n_vocab = llm.n_vocab()
+
+    def last_logits():
+        # With logits_all=False llama.cpp keeps the last position's logits only; Llama.scores is not filled.
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
+
     def generate(n_new: int) -> int:
         # Greedy by argmax of the last logits; end-of-sequence is never checked, so exactly n_new tokens come out.
         llm.reset()
         llm.eval(prompt)
         produced = 0
         while True:
-            tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            tok = int(np.argmax(last_logits()))
             produced += 1
             if produced == n_new:
                 return produced

@@ -129,6 +129,10 @@ def _qkv_import(repo: Path, gguf: Path, out: Path, dtype: str) -> str | None:
     """Run qkv's importer; None on success, else the reason it could not be used."""
     if shutil.which("cargo") is None:
         return "cargo not found"
+    # Cheap check before a release build of the tools crate: does its source mention the subcommand at all?
+    src = " ".join(f.read_text(errors="replace") for f in (repo / "tools" / "src").rglob("*.rs"))
+    if not any(k in src for k in ("import-gguf", "ImportGguf", "import_gguf")):
+        return "qkv's tools crate has no import-gguf subcommand yet"
     cmd = ["cargo", "run", "--release", "-q", "-p", "tools", "--", "import-gguf", str(gguf), "--out", str(out),
            "--dtype", dtype]
     log("trying qkv's importer: " + " ".join(cmd))
@@ -159,7 +163,13 @@ def prepare_smollm2_hf(work: Path, shared: Path, repo: Path, dtype: str) -> tupl
         tmp = _fresh(d)
         tdt = {"f32": torch.float32, "bf16": torch.bfloat16}[dtype]
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # A GGUF-loaded model refuses save_pretrained: copy its (dequantised) weights into a plain model.
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            delattr(config, "quantization_config")
+        model = type(loaded)(config)
+        model.load_state_dict(loaded.state_dict())
         model = model.to(tdt).eval()
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
