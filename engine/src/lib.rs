@@ -2,6 +2,7 @@
 //!
 //! Re-exports what users need from the `kernels` and `loaders` crates.
 
+pub mod beam;
 pub mod cache;
 pub mod chat;
 pub mod decoder;
@@ -12,6 +13,8 @@ pub mod layers;
 pub mod llama;
 pub mod model;
 pub mod sampling;
+pub mod seq2seq;
+pub mod translate;
 
 pub use cache::{KvCache, KvShape};
 pub use decoder::Decoder;
@@ -22,3 +25,4 @@ pub use layers::{Bias, Embedding, LayerNorm, Linear, RmsNorm, TensorMap, TensorS
 pub use loaders;
 pub use model::{Architecture, LoadOptions, Model};
 pub use sampling::{SampleParams, Strategy};
+pub use translate::{TranslateOptions, Translation, Translator};

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod generate;
+mod translate;
 
 #[derive(Parser)]
 #[command(name = "qkv", version, about = "CPU inference for Transformer models")]
@@ -17,6 +18,8 @@ struct Cli {
 enum Command {
     /// Generate text with a decoder-only model (Llama family, GPT-2), streamed to stdout.
     Generate(generate::Args),
+    /// Translate sentences with an encoder-decoder model (Marian/opus-mt, CTranslate2 Transformer).
+    Translate(translate::Args),
 }
 
 fn main() -> ExitCode {
@@ -25,6 +28,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
+        Command::Translate(args) => translate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
