@@ -7,6 +7,9 @@ use crate::cache::{grow, KvCache, KvShape, DEFAULT_MAX_CACHE_BYTES};
 use crate::layers::{Bias, Embedding, Linear, RmsNorm, TensorSource};
 use crate::{Decoder, Error, Result};
 
+/// The longest context a Llama model runs here (its RoPE table is precomputed up to it).
+pub const MAX_CONTEXT: usize = 1 << 16;
+
 /// The hyper-parameters the forward pass needs (from `config.json`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LlamaParams {
@@ -85,8 +88,8 @@ impl LlamaParams {
         if !(p.rope_theta.is_finite() && p.rope_theta > 0.0) {
             return bad(format!("rope_theta {} must be > 0", p.rope_theta));
         }
-        if p.max_positions == 0 || p.max_positions > 1 << 22 {
-            return bad(format!("max_position_embeddings {} is out of range", p.max_positions));
+        if p.max_positions == 0 {
+            return bad("max_position_embeddings must be > 0".to_string());
         }
         Ok(())
     }
@@ -187,7 +190,8 @@ impl Llama {
         } else {
             Linear::from_tensor(st, embed.tensor().clone(), p.vocab_size, d, Layout::OutIn, None)?
         };
-        let rope = RopeTable::new(p.head_dim, p.max_positions, p.rope_theta);
+        // The RoPE table covers the context this engine runs (at most MAX_CONTEXT positions).
+        let rope = RopeTable::new(p.head_dim, p.max_positions.min(MAX_CONTEXT), p.rope_theta);
         Ok(Self {
             p: p.clone(),
             kernels,
@@ -205,15 +209,16 @@ impl Llama {
 
     /// Longest sequence (prompt + generated) the model can position.
     pub fn max_positions(&self) -> usize {
-        self.p.max_positions
+        self.rope.max_pos
     }
 
     /// A cache for `batch` sequences of up to `capacity` positions each.
     pub fn new_cache(&self, batch: usize, capacity: usize) -> Result<LlamaCache> {
-        if capacity > self.p.max_positions {
+        if capacity > self.max_positions() {
             return Err(Error::Request(format!(
-                "{capacity} positions asked for, the model has {} (max_position_embeddings)",
-                self.p.max_positions
+                "{capacity} positions asked for, the model runs at most {} (max_position_embeddings, capped \
+                 at {MAX_CONTEXT})",
+                self.max_positions()
             )));
         }
         let shape = KvShape {
