@@ -274,21 +274,9 @@ impl Llama {
             layer.k_proj.forward(k, xb, rows, kb);
             layer.v_proj.forward(k, xb, rows, vb);
             // Rotary positions pos0 .. pos0 + n, per sequence
-            for b in 0..batch {
-                k.rope(
-                    &self.rope,
-                    RopeLayout::Half,
-                    &mut q[b * n * q_dim..(b + 1) * n * q_dim],
-                    n_heads,
-                    pos0,
-                );
-                k.rope(
-                    &self.rope,
-                    RopeLayout::Half,
-                    &mut kb[b * n * kv_dim..(b + 1) * n * kv_dim],
-                    n_kv,
-                    pos0,
-                );
+            for (qs, ks) in q.chunks_exact_mut(n * q_dim).zip(kb.chunks_exact_mut(n * kv_dim)) {
+                k.rope(&self.rope, RopeLayout::Half, qs, n_heads, pos0); // [n, n_heads, hd]
+                k.rope(&self.rope, RopeLayout::Half, ks, n_kv, pos0); // [n, n_kv_heads, hd]
             }
             // Append k, v to the cache                                 [batch, n_kv_heads, pos0 + n, hd]
             kv.append(kb, vb, n)?;
