@@ -22,6 +22,15 @@ const ROPE_TOL: f32 = 1e-6;
 
 const LENS: [usize; 11] = [0, 1, 7, 15, 16, 17, 63, 64, 65, 1000, 1029];
 
+/// Edge lengths; under Miri (interpreted, ~1000x slower) only the short ones.
+fn lens() -> &'static [usize] {
+    if cfg!(miri) {
+        &LENS[..6]
+    } else {
+        &LENS
+    }
+}
+
 /// Deterministic xorshift values in [-scale, scale).
 fn rand_vec(seed: u64, n: usize, scale: f32) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -193,6 +202,12 @@ fn linear_edge_shapes() {
         (16, 65, 33),
         (33, 7, 1),
     ];
+    // Miri: a few shapes covering GEMV (full + partial lanes, leftover rows) and GEMM.
+    let shapes: &[(usize, usize, usize)] = if cfg!(miri) {
+        &[(1, 7, 5), (3, 17, 7), (9, 5, 3)]
+    } else {
+        &shapes
+    };
     for (i, &(rows, in_dim, out_dim)) in shapes.iter().enumerate() {
         check_linear(rows, in_dim, out_dim, 100 + i as u64);
     }
@@ -217,7 +232,7 @@ fn linear_parallel_and_panels() {
 
 #[test]
 fn layer_norm_and_rms_norm() {
-    for &n in LENS.iter().filter(|&&n| n > 0) {
+    for &n in lens().iter().filter(|&&n| n > 0) {
         for n_rows in [1usize, 3] {
             let x: Vec<f32> = rand_vec(n as u64, n * n_rows, 3.0).iter().map(|v| v + 1.5).collect();
             let g = rand_vec(n as u64 + 1, n, 1.0);
@@ -266,7 +281,7 @@ fn norms_parallel_rows() {
 
 #[test]
 fn softmax_rows() {
-    for &n in &LENS {
+    for &n in lens() {
         for scale in [1.0f32, 30.0] {
             let mut x = rand_vec(n as u64 + 3, n, scale);
             // Masked entries.
@@ -311,7 +326,7 @@ fn activations() {
         Activation::GeluTanh,
         Activation::GeluErf,
     ];
-    for &n in &LENS {
+    for &n in lens() {
         let mut x = rand_vec(n as u64 + 5, n, 8.0);
         if n > 7 {
             x[..6].copy_from_slice(&[0.0, -0.0, 100.0, -100.0, 1e-20, -90.0]);
@@ -352,7 +367,7 @@ fn activation_parallel() {
 
 #[test]
 fn add_exact() {
-    for &n in &LENS {
+    for &n in lens() {
         let a = rand_vec(n as u64 + 8, n, 1.0);
         let b = rand_vec(n as u64 + 9, n, 1.0);
         let mut want = a.clone();
@@ -367,7 +382,8 @@ fn add_exact() {
 
 #[test]
 fn rope_layouts() {
-    for head_dim in [4usize, 8, 64, 80, 128] {
+    let head_dims: &[usize] = if cfg!(miri) { &[4, 8, 80] } else { &[4, 8, 64, 80, 128] };
+    for &head_dim in head_dims {
         let table = RopeTable::new(head_dim, 64, 10000.0);
         for (n_heads, len, pos0) in [(1usize, 1usize, 0usize), (3, 5, 7), (2, 2, 62)] {
             let x = rand_vec(head_dim as u64, len * n_heads * head_dim, 2.0);
@@ -411,7 +427,7 @@ fn embed_all_dtypes() {
 
 #[test]
 fn argmax_and_top_k() {
-    for &n in &LENS {
+    for &n in lens() {
         let mut x = rand_vec(n as u64 + 11, n, 5.0);
         if n > 20 {
             x[3] = f32::NAN;
@@ -477,5 +493,51 @@ proptest! {
             k.activation(Activation::Silu, &mut got);
             check_act_close("silu", k.isa(), &got, &want);
         });
+    }
+}
+
+/// `Bf16Gemv::DotBf16` rounds x to bf16 (relative error <= 2^-9 per term) before `vdpbf16ps`:
+/// |y - ref| <= BF16_DOT_REL_TOL * Σ|w·x|.
+const BF16_DOT_REL_TOL: f32 = 1.0 / 400.0;
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+#[cfg_attr(miri, ignore)]
+fn linear_bf16_dot() {
+    use kernels::Bf16Gemv;
+    assert!(
+        Isa::has_avx512_bf16(),
+        "the project's machines have AVX512_BF16; this host does not"
+    );
+    let k = Kernels::new(Isa::Avx512).unwrap().with_bf16_gemv(Bf16Gemv::DotBf16);
+    for &(rows, in_dim, out_dim) in &[
+        (1usize, 1usize, 1usize),
+        (1, 31, 5),
+        (1, 33, 67),
+        (2, 64, 9),
+        (3, 100, 130),
+        (4, 1000, 300),
+        (8, 65, 17),
+    ] {
+        let x = rand_vec(rows as u64 + 40, rows * in_dim, 1.0);
+        let ow = OwnedWeight::new(&rand_vec(in_dim as u64, out_dim * in_dim, 0.5));
+        let b = rand_vec(3, out_dim, 0.1);
+        let w = ow.weight(Dtype::Bf16, out_dim, in_dim, Layout::OutIn);
+        let mut want = vec![0.0f32; rows * out_dim];
+        reference::linear(&x, rows, &w, Some(&b), &mut want);
+        let before = isa::exercised(Isa::Avx512);
+        let mut y = vec![0.0f32; rows * out_dim];
+        k.linear(&x, rows, &w, Some(&b), &mut y);
+        assert!(isa::exercised(Isa::Avx512) > before);
+        for r in 0..rows {
+            for o in 0..out_dim {
+                let mag: f32 = (0..in_dim).map(|i| (w.at(o, i) * x[r * in_dim + i]).abs()).sum();
+                let (g, e) = (y[r * out_dim + o], want[r * out_dim + o]);
+                assert!(
+                    (g - e).abs() <= BF16_DOT_REL_TOL * mag + 1e-7,
+                    "dot_bf16 rows={rows} in={in_dim}: {g} vs {e}"
+                );
+            }
+        }
     }
 }

@@ -7,6 +7,8 @@ use crate::simd::{dispatch, Simd, MAX_LANES};
 use crate::types::{Layout, Weight, WeightData};
 use crate::Kernels;
 
+#[cfg(target_arch = "x86_64")]
+mod bf16dot;
 mod gemm;
 mod gemv;
 
@@ -182,6 +184,34 @@ fn gemv_chunk(out_dim: usize, in_dim: usize, align: usize) -> usize {
 fn gemv(k: Kernels, x: &[f32], w: &Weight<'_>, bias: Option<&[f32]>, y: &mut [f32]) {
     let (in_dim, out_dim) = (w.in_dim, w.out_dim);
     match w.layout {
+        #[cfg(target_arch = "x86_64")]
+        Layout::OutIn if dot_bf16(k, w) => {
+            let WeightData::Bf16(data) = w.data else {
+                unreachable!("dot_bf16 checks the dtype")
+            };
+            let (xb, in_pad) = bf16dot::x_to_bf16(x, in_dim);
+            let tasks = split_columns(y, out_dim, gemv_chunk(out_dim, in_dim, 4));
+            let run = |(o0, mut ys): (usize, Vec<&mut [f32]>)| {
+                let n = ys[0].len();
+                crate::isa::note_exercised(crate::Isa::Avx512);
+                // SAFETY: `dot_bf16` checked that this Kernels runs AVX-512 and the CPU has AVX512_BF16.
+                unsafe {
+                    bf16dot::outin(
+                        &xb,
+                        in_pad,
+                        in_dim,
+                        &data[o0 * in_dim..(o0 + n) * in_dim],
+                        bias.map(|b| &b[o0..o0 + n]),
+                        &mut ys,
+                    )
+                }
+            };
+            if tasks.len() == 1 {
+                tasks.into_iter().for_each(run)
+            } else {
+                tasks.into_par_iter().for_each(run)
+            }
+        }
         Layout::OutIn => {
             let chunk = gemv_chunk(out_dim, in_dim, 4);
             let tasks = split_columns(y, out_dim, chunk);
@@ -278,4 +308,13 @@ fn gemm(k: Kernels, x: &[f32], w: &Weight<'_>, bias: Option<&[f32]>, y: &mut [f3
         };
         if tasks.len() == 1 { tasks.into_iter().for_each(run) } else { tasks.into_par_iter().for_each(run) }
     })
+}
+
+/// Whether this GEMV takes the `vdpbf16ps` path.
+#[cfg(target_arch = "x86_64")]
+fn dot_bf16(k: Kernels, w: &Weight<'_>) -> bool {
+    k.bf16_gemv() == crate::Bf16Gemv::DotBf16
+        && k.isa() == crate::Isa::Avx512
+        && matches!(w.data, WeightData::Bf16(_))
+        && crate::Isa::has_avx512_bf16()
 }
