@@ -129,3 +129,26 @@ impl Isa {
         }
     }
 }
+
+/// Per-ISA call counters: every dispatch to an ISA path adds one (tests check a forced ISA really ran).
+static EXERCISED: [std::sync::atomic::AtomicU64; 4] = [const { std::sync::atomic::AtomicU64::new(0) }; 4];
+
+fn isa_index(isa: Isa) -> usize {
+    match isa {
+        Isa::Scalar => 0,
+        Isa::Avx2 => 1,
+        Isa::Avx512 => 2,
+        Isa::Neon => 3,
+    }
+}
+
+/// How many kernel calls were dispatched to `isa` in this process so far.
+pub fn exercised(isa: Isa) -> u64 {
+    EXERCISED[isa_index(isa)].load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Count one dispatch to `isa` (called by [`crate::simd::dispatch!`] and the hand-written wrappers).
+#[inline]
+pub(crate) fn note_exercised(isa: Isa) {
+    EXERCISED[isa_index(isa)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}

@@ -9,12 +9,21 @@
 //! Kernels work on slices. Shapes are checked with `assert!` (a shape mismatch is a bug in
 //! the caller, never a property of user input: the engine validates models before it runs them).
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+mod attention;
 pub mod isa;
+mod linear;
 pub mod reference;
+mod rows;
+pub mod simd;
 mod types;
 
 pub use half::{bf16, f16};
 pub use isa::{Isa, IsaError};
+pub use linear::GEMV_MAX_ROWS;
+use rayon::prelude::*;
 pub use types::*;
 
 /// The kernel dispatcher: every kernel, on one instruction set.
@@ -48,61 +57,154 @@ impl Kernels {
     /// `y[rows, out] = x[rows, in] · Wᵀ + bias`, for any weight dtype and layout.
     /// One row is a GEMV (memory bound), several rows a GEMM (compute bound).
     pub fn linear(&self, x: &[f32], rows: usize, w: &Weight<'_>, bias: Option<&[f32]>, y: &mut [f32]) {
-        reference::linear(x, rows, w, bias, y)
+        linear::linear(*self, x, rows, w, bias, y)
     }
 
     /// Fused scaled-dot-product attention (see [`AttnArgs`] for layouts and masks).
     pub fn attention(&self, a: &AttnArgs<'_>, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
-        reference::attention(a, q, k, v, out)
+        attention::attention(self.isa, a, q, k, v, out)
     }
 
     /// LayerNorm over rows of `gamma.len()`: `out = (x - mean) / sqrt(var + eps) * gamma + beta`.
     pub fn layer_norm(&self, x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
-        reference::layer_norm(x, gamma, beta, eps, out)
+        let n = gamma.len();
+        assert!(
+            n > 0 && x.len().is_multiple_of(n) && beta.len() == n && out.len() == x.len(),
+            "layer_norm: bad shapes"
+        );
+        let k = *self;
+        par_rows(
+            x,
+            out,
+            n,
+            |x, out| simd::dispatch!(k, rows::layer_norm, (x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32])),
+        )
     }
 
     /// RMSNorm over rows of `weight.len()`: `out = x / sqrt(mean(x²) + eps) * weight`.
     pub fn rms_norm(&self, x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
-        reference::rms_norm(x, weight, eps, out)
+        let n = weight.len();
+        assert!(
+            n > 0 && x.len().is_multiple_of(n) && out.len() == x.len(),
+            "rms_norm: bad shapes"
+        );
+        let k = *self;
+        par_rows(
+            x,
+            out,
+            n,
+            |x, out| simd::dispatch!(k, rows::rms_norm, (x: &[f32], weight: &[f32], eps: f32, out: &mut [f32])),
+        )
     }
 
     /// Softmax of one row, in place.
     pub fn softmax(&self, x: &mut [f32]) {
-        reference::softmax(x)
+        simd::dispatch!(self, rows::softmax, (x: &mut [f32]))
     }
 
     /// Apply an activation in place.
     pub fn activation(&self, act: Activation, x: &mut [f32]) {
-        reference::activation(act, x)
+        let k = *self;
+        par_elems(
+            x,
+            |x| simd::dispatch!(k, rows::activation, (act: Activation, x: &mut [f32])),
+        )
     }
 
     /// `out = silu(gate) * up`.
     pub fn swiglu(&self, gate: &[f32], up: &[f32], out: &mut [f32]) {
-        reference::swiglu(gate, up, out)
+        assert!(gate.len() == up.len() && out.len() == gate.len(), "swiglu: bad shapes");
+        simd::dispatch!(self, rows::swiglu, (gate: &[f32], up: &[f32], out: &mut [f32]))
     }
 
     /// `acc += x` (residual add).
     pub fn add(&self, acc: &mut [f32], x: &[f32]) {
-        reference::add(acc, x)
+        assert_eq!(acc.len(), x.len(), "add: lengths differ");
+        simd::dispatch!(self, rows::add, (acc: &mut [f32], x: &[f32]))
     }
 
     /// Rotary position embedding in place on `x[len, n_heads, head_dim]`; row `t` has position `pos0 + t`.
     pub fn rope(&self, table: &RopeTable, layout: RopeLayout, x: &mut [f32], n_heads: usize, pos0: usize) {
-        reference::rope(table, layout, x, n_heads, pos0)
+        let d = table.head_dim;
+        let row = n_heads * d;
+        assert!(
+            row > 0 && x.len().is_multiple_of(row),
+            "rope: x is not [len, n_heads, head_dim]"
+        );
+        let len = x.len() / row;
+        assert!(pos0 + len <= table.max_pos, "rope: position beyond the table");
+        assert!(
+            d.is_multiple_of(2) && table.cos.len() >= table.max_pos * (d / 2) && table.sin.len() == table.cos.len(),
+            "rope: bad table"
+        );
+        match layout {
+            RopeLayout::Half => simd::dispatch!(self, rows::rope_half,
+                (table: &RopeTable, x: &mut [f32], n_heads: usize, pos0: usize)),
+            // Adjacent pairs need a lane shuffle the SIMD trait does not have; this kernel is tiny next to
+            // the projections, so it stays scalar.
+            RopeLayout::Interleaved => reference::rope(table, layout, x, n_heads, pos0),
+        }
     }
 
     /// Gather embedding rows (`table` is `[vocab, dim]`, OutIn) for `ids`, times `scale`, into `out[ids.len(), dim]`.
     pub fn embed(&self, table: &Weight<'_>, ids: &[u32], scale: f32, out: &mut [f32]) {
-        reference::embed(table, ids, scale, out)
+        let dim = table.in_dim;
+        assert_eq!(table.layout, Layout::OutIn, "embed: table must be [vocab, dim]");
+        assert_eq!(
+            table.data.len(),
+            table.out_dim * dim,
+            "embed: table data is not [vocab, dim]"
+        );
+        assert_eq!(out.len(), ids.len() * dim, "embed: out is not [ids, dim]");
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= table.out_dim) {
+            panic!("embed: id {id} out of range");
+        }
+        if dim == 0 {
+            return;
+        }
+        linear::each_dtype!(table.data, data, T => {
+            let table: &[T] = data;
+            simd::dispatch!(self, rows::embed, (table: &[T], dim: usize, ids: &[u32], scale: f32, out: &mut [f32]))
+        })
     }
 
     /// Index of the largest value (the first one on ties; NaN never wins). `None` for an empty row.
     pub fn argmax(&self, x: &[f32]) -> Option<usize> {
-        reference::argmax(x)
+        simd::dispatch!(self, rows::argmax, (x: &[f32]) -> Option<usize>)
     }
 
     /// The `k` largest values as `(index, value)`, largest first (lower index first on ties).
     pub fn top_k(&self, x: &[f32], k: usize) -> Vec<(u32, f32)> {
-        reference::top_k(x, k)
+        rows::top_k(x, k)
     }
+}
+
+/// Below this many elements, row kernels run on the calling thread.
+const PAR_MIN_ELEMS: usize = 1 << 16;
+
+/// Run `f` on row-aligned shares of `(x, out)` (rows of `n`), in parallel when there is enough work.
+fn par_rows(x: &[f32], out: &mut [f32], n: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) {
+    let n_rows = x.len() / n;
+    if x.len() < PAR_MIN_ELEMS || n_rows < 2 {
+        return f(x, out);
+    }
+    let rows_per_task = n_rows
+        .div_ceil(4 * rayon::current_num_threads())
+        .max(PAR_MIN_ELEMS.div_ceil(4 * n));
+    x.par_chunks(rows_per_task * n)
+        .zip(out.par_chunks_mut(rows_per_task * n))
+        .for_each(|(x, out)| f(x, out));
+}
+
+/// Run `f` on shares of `x` in place, in parallel when there is enough work.
+fn par_elems(x: &mut [f32], f: impl Fn(&mut [f32]) + Sync) {
+    if x.len() < PAR_MIN_ELEMS {
+        return f(x);
+    }
+    let chunk = x
+        .len()
+        .div_ceil(4 * rayon::current_num_threads())
+        .max(PAR_MIN_ELEMS / 4)
+        .next_multiple_of(64);
+    x.par_chunks_mut(chunk).for_each(&f);
 }

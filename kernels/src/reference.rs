@@ -25,7 +25,7 @@ pub fn linear(x: &[f32], rows: usize, w: &Weight<'_>, bias: Option<&[f32]>, y: &
 /// Scaled-dot-product attention, materialising every score row.
 pub fn attention(a: &AttnArgs<'_>, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
     assert!(
-        a.n_kv_heads > 0 && a.n_heads % a.n_kv_heads == 0,
+        a.n_kv_heads > 0 && a.n_heads.is_multiple_of(a.n_kv_heads),
         "attention: n_heads must be a multiple of n_kv_heads"
     );
     if let Some(l) = a.key_lens {
@@ -80,7 +80,7 @@ pub fn attention(a: &AttnArgs<'_>, q: &[f32], k: &[f32], v: &[f32], out: &mut [f
 pub fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
     let n = gamma.len();
     assert!(
-        n > 0 && x.len() % n == 0 && beta.len() == n && out.len() == x.len(),
+        n > 0 && x.len().is_multiple_of(n) && beta.len() == n && out.len() == x.len(),
         "layer_norm: bad shapes"
     );
     for (xr, or) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
@@ -96,7 +96,7 @@ pub fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let n = weight.len();
     assert!(
-        n > 0 && x.len() % n == 0 && out.len() == x.len(),
+        n > 0 && x.len().is_multiple_of(n) && out.len() == x.len(),
         "rms_norm: bad shapes"
     );
     for (xr, or) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
@@ -155,7 +155,10 @@ pub fn rope(table: &RopeTable, layout: RopeLayout, x: &mut [f32], n_heads: usize
     let d = table.head_dim;
     let half = d / 2;
     let row = n_heads * d;
-    assert!(row > 0 && x.len() % row == 0, "rope: x is not [len, n_heads, head_dim]");
+    assert!(
+        row > 0 && x.len().is_multiple_of(row),
+        "rope: x is not [len, n_heads, head_dim]"
+    );
     let len = x.len() / row;
     assert!(pos0 + len <= table.max_pos, "rope: position beyond the table");
     for t in 0..len {

@@ -110,6 +110,13 @@ fn unknown_version() {
         );
     }
     let mut b = valid();
+    b.buf[4..8].copy_from_slice(&3u32.to_be_bytes());
+    let (_d, _p, r) = b.open();
+    assert!(
+        matches!(&r, Err(Error::GgufInvalid { reason, .. }) if reason.contains("big-endian")),
+        "{r:?}"
+    );
+    let mut b = valid();
     b.buf[4..8].copy_from_slice(&2u32.to_le_bytes());
     assert!(b.open().2.is_ok(), "v2 has the v3 layout");
 }
@@ -398,8 +405,9 @@ fn random_mutations_never_panic() {
         (seed >> 33) as usize
     };
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("m.gguf");
-    for _ in 0..2000 {
+    for n in 0..2000 {
+        // A fresh name each time: rewriting one file makes ext4 flush it to disk on every close.
+        let path = dir.path().join(format!("m{n}.gguf"));
         let mut buf = base.clone();
         for _ in 0..1 + next() % 4 {
             let i = next() % buf.len();
@@ -411,6 +419,7 @@ fn random_mutations_never_panic() {
                 let _ = f.dequantize(&t.name);
             }
         }
+        std::fs::remove_file(&path).unwrap();
     }
 }
 

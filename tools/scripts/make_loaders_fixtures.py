@@ -10,7 +10,7 @@ Writes under tools/fixtures/:
       a tiny random LlamaForCausalLM in bfloat16 saved by transformers' save_pretrained with a small
       max_shard_size (so: several shards + model.safetensors.index.json), and expected.json with each
       tensor's dtype, shape, float64 sum and first values as torch reads them.
-Run through tools/scripts/make_loaders_fixtures.sh.
+Run through tools/scripts/make_loaders_fixtures.sh (which uses tools/scripts/venv.sh).
 """
 
 import argparse

@@ -7,6 +7,9 @@ Reads tools/fixtures/tokenizers/corpus.json and writes, next to it:
   random id sequences (also with separate_vocabs=True, which decodes with target.spm).
 - llama2c_tok512.json: an independent Python implementation of llama2.c run.c encode/decode written from
   ../shared/models/stories260k/SOURCE.md, on tok512.bin.
+- smollm2_gguf.json: transformers' own GGUF tokenizer conversion (AutoTokenizer.from_pretrained(dir,
+  gguf_file=...)) of ../shared/models/smollm2-135m-instruct-q4_1: ids and decodes, for the tokenizer.json that
+  loaders::gguf writes.
 - hf_bpe/ and hf_unigram/: small tokenizer.json files trained here with the Python `tokenizers` library,
   with tokenizer_config.json, and reference ids (Python `tokenizers`) and decodes (transformers
   PreTrainedTokenizerFast, which applies clean_up_tokenization_spaces the HF way). The Unigram trainer is not
@@ -238,11 +241,32 @@ def hf_tokenizer_json(corpus):
         dump(d / "reference.json", out)
 
 
+def smollm2(corpus):
+    from transformers import AutoTokenizer
+
+    d = SHARED / "smollm2-135m-instruct-q4_1"
+    tok = AutoTokenizer.from_pretrained(str(d), gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    ids = [tok(s)["input_ids"] for s in corpus]
+    rng = random.Random(13)
+    random_ids = [[rng.randrange(len(tok)) for _ in range(rng.randrange(0, 20))] for _ in range(200)]
+    out = {
+        "source": "transformers AutoTokenizer.from_pretrained(smollm2-135m-instruct-q4_1, gguf_file=...)",
+        "versions": versions(),
+        "ids": ids,
+        "decode_skip": [tok.decode(i, skip_special_tokens=True) for i in ids],
+        "random_ids": random_ids,
+        "random_decode": [tok.decode(i) for i in random_ids],
+        "random_decode_skip": [tok.decode(i, skip_special_tokens=True) for i in random_ids],
+    }
+    dump(FIX / "smollm2_gguf.json", out)
+
+
 def main():
     corpus = json.loads((FIX / "corpus.json").read_text(encoding="utf-8"))
     print(f"{len(corpus)} sentences; shared models at {SHARED}")
     marian(corpus)
     llama2c(corpus)
+    smollm2(corpus)
     hf_tokenizer_json(corpus)
 
 

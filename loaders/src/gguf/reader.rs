@@ -790,6 +790,16 @@ fn parse(path: &Path, buf: &[u8]) -> Result<Parsed> {
         });
     }
     let version = c.u32(&|| "the version".into())?;
+    if (2..=3).contains(&version.swap_bytes()) {
+        return Err(Error::GgufInvalid {
+            path: err_path(),
+            what: "the version".into(),
+            reason: format!(
+                "big-endian GGUF v{} is not supported (only little-endian)",
+                version.swap_bytes()
+            ),
+        });
+    }
     if !(2..=3).contains(&version) {
         return Err(Error::GgufVersion {
             path: err_path(),

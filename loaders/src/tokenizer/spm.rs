@@ -122,6 +122,10 @@ impl SentencePiece {
         let precompiled = if proto.normalizer.precompiled_charsmap.is_empty() {
             None
         } else {
+            validate_charsmap(&proto.normalizer.precompiled_charsmap).map_err(|message| Error::TokenizerFile {
+                path: path.clone(),
+                message: format!("precompiled_charsmap: {message}"),
+            })?;
             Some(
                 Precompiled::from(&proto.normalizer.precompiled_charsmap).map_err(|e| Error::TokenizerFile {
                     path: path.clone(),
@@ -334,6 +338,59 @@ impl SentencePiece {
     }
 }
 
+/// Checks a `precompiled_charsmap` (u32 trie size, a darts-clone double array of u32 units, then NUL-separated
+/// normalized strings) so that `spm_precompiled`'s lookups, which index without checks, cannot go out of
+/// bounds or slice inside a UTF-8 character: every transition any key byte can take from every reachable node
+/// must land inside the array, and every leaf must point at a character boundary of the strings.
+fn validate_charsmap(blob: &[u8]) -> std::result::Result<(), String> {
+    let trie_size = blob
+        .get(..4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or("shorter than its 4-byte header")?;
+    let units: Vec<usize> = blob
+        .get(4..4 + trie_size / 4 * 4)
+        .ok_or_else(|| format!("trie of {trie_size} bytes runs past the end ({} bytes)", blob.len()))?
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .collect();
+    let strings =
+        std::str::from_utf8(&blob[4 + trie_size / 4 * 4..]).map_err(|_| "normalized strings are not UTF-8")?;
+    // The unit layout of darts-clone (as spm_precompiled reads it).
+    let offset = |u: usize| (u >> 10) << ((u & (1 << 9)) >> 6);
+    let label = |u: usize| u & ((1 << 31) | 0xFF);
+    let has_leaf = |u: usize| (u >> 8) & 1 == 1;
+    let value = |u: usize| u & ((1 << 31) - 1);
+    let root = *units.first().ok_or("empty trie")?;
+    // Every base a lookup can stand on (it may lie past the array: only the positions read must not).
+    let mut seen = std::collections::HashSet::from([offset(root)]);
+    let mut stack = vec![offset(root)];
+    while let Some(base) = stack.pop() {
+        for c in 1..=255usize {
+            let pos = base ^ c;
+            let unit = *units
+                .get(pos)
+                .ok_or_else(|| format!("transition to unit {pos} is outside the trie"))?;
+            if label(unit) != c {
+                continue;
+            }
+            let next = pos ^ offset(unit);
+            if has_leaf(unit) {
+                let leaf = *units
+                    .get(next)
+                    .ok_or_else(|| format!("leaf unit {next} is outside the trie"))?;
+                let start = value(leaf);
+                if start > strings.len() || !strings.is_char_boundary(start) {
+                    return Err(format!("leaf points at byte {start}, not a character of the strings"));
+                }
+            }
+            if seen.insert(next) {
+                stack.push(next);
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,6 +419,30 @@ mod tests {
             denormalizer_charsmap_len: 0,
         };
         SentencePiece::from_proto(proto).unwrap()
+    }
+
+    #[test]
+    fn hostile_charsmaps_are_rejected() {
+        let blob = |units: &[u32], strings: &[u8]| {
+            let mut b = ((units.len() * 4) as u32).to_le_bytes().to_vec();
+            units.iter().for_each(|u| b.extend_from_slice(&u.to_le_bytes()));
+            b.extend_from_slice(strings);
+            b
+        };
+        assert!(validate_charsmap(&[1, 0]).is_err());
+        assert!(validate_charsmap(&blob(&[], b"")).is_err()); // empty trie
+        assert!(validate_charsmap(&blob(&[0; 16], b"x\0")).is_err()); // root children outside the array
+        let mut b = blob(&[0; 256], b"");
+        b[0] = 0xff; // trie size past the end
+        assert!(validate_charsmap(&b).is_err());
+        assert!(validate_charsmap(&blob(&[0; 256], &[0xff])).is_err()); // strings not UTF-8
+                                                                        // A root whose child 'a' (unit 97: label 97, leaf) points past the strings.
+        let mut units = vec![0u32; 256];
+        units[97] = 97 | (1 << 8) | (2 << 10); // next base = 97 ^ 2 = 99
+        units[99] = 1000; // leaf value: byte 1000
+        assert!(validate_charsmap(&blob(&units, b"a\0")).unwrap_err().contains("1000"));
+        units[99] = 0;
+        assert!(validate_charsmap(&blob(&units, b"a\0")).is_ok());
     }
 
     #[test]

@@ -164,7 +164,9 @@ fn parse_piece(bytes: &[u8]) -> std::result::Result<SpmPiece, String> {
         match (field, value) {
             (1, Value::Bytes(b)) => piece.piece = utf8(b, "piece")?,
             (2, Value::Fixed32(v)) => piece.score = f32::from_bits(v),
-            (3, Value::Varint(v)) => piece.kind = PieceType::from_proto(v).ok_or(format!("unknown piece type {v}"))?,
+            (3, Value::Varint(v)) => {
+                piece.kind = PieceType::from_proto(v).ok_or_else(|| format!("unknown piece type {v}"))?
+            }
             (1..=3, _) => return Err(format!("field {field} has the wrong wire type")),
             _ => {}
         }

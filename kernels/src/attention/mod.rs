@@ -1,0 +1,333 @@
+//! Fused scaled-dot-product attention with online softmax (FlashAttention-2 style, on CPU).
+//!
+//! The contract is [`crate::reference::attention`]; this module computes the same thing without
+//! ever holding a `[q_len, kv_len]` score matrix:
+//!
+//! 1. Plan. Every mask qkv knows (causal, padding `key_lens`, `kv_len`) lets query row `i` see a
+//!    *prefix* of the keys, `j < lim(b, i)`. The query rows that share one KV head (the `n_heads /
+//!    n_kv_heads` heads of a GQA group, all positions) are cut into blocks of at most
+//!    [`BLOCK_ROWS`] rows, position-major, so every K/V row a block loads serves all of its heads.
+//! 2. Split. A block's keys may be split into chunks (decode over a long cache with fewer blocks
+//!    than threads); each chunk yields a partial `(max, sum, acc)` per row, merged at the end.
+//! 3. Tile. A work item (block, key chunk) walks its keys in tiles of [`TILE_KEYS`]: scores
+//!    `S = Q·Kᵀ` for the tile (`[rows, TILE_KEYS]`, a few KiB), masks the tail of each row, updates
+//!    the running max / sum, rescales the accumulator and adds `P·V`. Tiles past the largest
+//!    limit of the block are never visited (causal prefill skips the upper triangle).
+//! 4. Merge and write. Partials of one block are reduced and divided by the sum; rows that see
+//!    no key get zeros.
+//!
+//! Blocks with many rows (prefill, encoder) read `Kᵀ` packed once per (batch row, KV head) into
+//! `[tile, head_dim, TILE_KEYS]` panels, so the score micro-kernel is a small GEMM; blocks with
+//! few rows (decode) read K rows in place with dot products. Items run in parallel with rayon
+//! when the problem is large enough.
+
+mod ops;
+mod tile;
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use crate::isa::Isa;
+use crate::types::{AttnArgs, Mask};
+
+use tile::Partial;
+
+/// Keys per tile: scores `[rows, TILE_KEYS]` and one `Kᵀ` panel `[head_dim, TILE_KEYS]` stay in L1/L2.
+pub(crate) const TILE_KEYS: usize = 64;
+/// Most query rows in one block (rows share each K/V tile load).
+const BLOCK_ROWS: usize = 32;
+/// A KV head with fewer query rows than this (decode, even with 8 query heads per KV head) reads K and V
+/// in place: packing costs a transposed copy of K per call, which pays off only when many rows reuse it.
+const PACK_MIN_ROWS: usize = 16;
+/// A block's keys are split across threads only from this many keys on.
+const SPLIT_MIN_KEYS: usize = 1024;
+/// Smallest key chunk of a split (a multiple of [`TILE_KEYS`]).
+const SPLIT_CHUNK_MIN: usize = 4 * TILE_KEYS;
+/// Below this many multiply-adds the whole call runs on the calling thread.
+const PAR_MIN_MACS: usize = 1 << 19;
+
+/// One query row: offsets of its `q` and `out` vectors and how many keys it sees (`j < lim`).
+#[derive(Clone, Copy, Debug)]
+struct Row {
+    q: usize,
+    out: usize,
+    lim: usize,
+}
+
+/// Query rows of one (batch row, KV head) pair that are processed together.
+#[derive(Clone, Debug)]
+struct Block {
+    b: usize,
+    kv_head: usize,
+    /// Into [`Plan::rows`].
+    rows: Range<usize>,
+    /// Largest `lim` of the rows: keys at or past it are never read.
+    max_lim: usize,
+}
+
+/// One unit of parallel work: the keys `keys` of block `block`.
+#[derive(Clone, Debug)]
+struct Item {
+    block: usize,
+    keys: Range<usize>,
+}
+
+/// Everything a work item reads.
+struct Ctx<'a> {
+    a: &'a AttnArgs<'a>,
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    rows: &'a [Row],
+    /// K and V packed per (batch row, KV head), or `None` to read them in place.
+    packed: Option<&'a Packed>,
+}
+
+/// K and V of every (batch row, KV head) pair, packed for the prefill micro-kernels.
+struct Packed {
+    n_tiles: usize,
+    /// `Kᵀ` panels: `[batch, n_kv_heads, n_tiles, head_dim, TILE_KEYS]`.
+    kt: Vec<f32>,
+    /// V rows, dense: `[batch, n_kv_heads, n_tiles * TILE_KEYS, head_dim]`.
+    v: Vec<f32>,
+}
+
+/// Fused attention on `isa` (which the CPU supports: [`crate::Kernels`] checked it).
+pub(crate) fn attention(isa: Isa, a: &AttnArgs<'_>, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+    crate::isa::note_exercised(isa);
+    check_shapes(a, q, k, v, out);
+    if a.batch == 0 || a.n_heads == 0 || a.q_len == 0 || a.head_dim == 0 {
+        return;
+    }
+    let run = item_fn(isa);
+
+    // Plan: rows, blocks and work items.
+    let rows = plan_rows(a);
+    let blocks = plan_blocks(a, &rows);
+    let macs: usize = blocks
+        .iter()
+        .map(|bl| bl.rows.len() * bl.max_lim * a.head_dim * 2)
+        .sum();
+    let parallel = macs >= PAR_MIN_MACS && rayon::current_num_threads() > 1;
+    let items = plan_items(&blocks, if parallel { rayon::current_num_threads() } else { 1 });
+
+    // Pack Kᵀ for blocks with many rows.
+    let rows_per_kv_head = a.q_len * (a.n_heads / a.n_kv_heads);
+    let kv_end = (0..a.batch).map(|b| key_end(a, b)).max().unwrap_or(0);
+    let n_tiles = kv_end.div_ceil(TILE_KEYS);
+    let packed = (rows_per_kv_head >= PACK_MIN_ROWS && n_tiles > 0).then(|| pack_kv(a, k, v, n_tiles, parallel));
+
+    let ctx = Ctx {
+        a,
+        q,
+        k,
+        v,
+        rows: &rows,
+        packed: packed.as_ref(),
+    };
+    let work = |it: &Item| run(&ctx, &blocks[it.block], it.keys.clone());
+    let partials: Vec<Partial> = if parallel {
+        items.par_iter().map(work).collect()
+    } else {
+        items.iter().map(work).collect()
+    };
+
+    // Merge the partials of each block and write normalised rows.
+    let d = a.head_dim;
+    let mut i = 0;
+    while i < items.len() {
+        let block = &blocks[items[i].block];
+        let n = items[i..].iter().take_while(|it| it.block == items[i].block).count();
+        let merged = Partial::merge(&partials[i..i + n]);
+        for (r, row) in rows[block.rows.clone()].iter().enumerate() {
+            merged.write_row(r, &mut out[row.out..row.out + d]);
+        }
+        i += n;
+    }
+}
+
+/// A work item, compiled for `isa` (a thin `#[target_feature]` wrapper around the generic [`tile::run_item`]).
+type ItemFn = fn(&Ctx<'_>, &Block, Range<usize>) -> Partial;
+
+fn item_fn(isa: Isa) -> ItemFn {
+    match isa {
+        Isa::Scalar => |ctx, block, keys| tile::run_item(crate::simd::Scalar, ctx, block, keys),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            #[target_feature(enable = "avx2,fma,f16c")]
+            fn run(s: crate::simd::Avx2, ctx: &Ctx<'_>, block: &Block, keys: Range<usize>) -> Partial {
+                tile::run_item(s, ctx, block, keys)
+            }
+            // SAFETY: `attention` is only called with the ISA of a `Kernels`, which holds `Isa::Avx2` only
+            // after `Isa::check_supported` (AVX2, FMA, F16C).
+            |ctx, block, keys| unsafe { run(crate::simd::Avx2::new_unchecked(), ctx, block, keys) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+            fn run(s: crate::simd::Avx512, ctx: &Ctx<'_>, block: &Block, keys: Range<usize>) -> Partial {
+                tile::run_item(s, ctx, block, keys)
+            }
+            // SAFETY: as above, `Isa::Avx512` passed `Isa::check_supported` (AVX-512 F/BW/VL, AVX2, FMA, F16C).
+            |ctx, block, keys| unsafe { run(crate::simd::Avx512::new_unchecked(), ctx, block, keys) }
+        }
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => {
+            #[target_feature(enable = "neon")]
+            fn run(s: crate::simd::Neon, ctx: &Ctx<'_>, block: &Block, keys: Range<usize>) -> Partial {
+                tile::run_item(s, ctx, block, keys)
+            }
+            // SAFETY: as above, `Isa::Neon` passed `Isa::check_supported`.
+            |ctx, block, keys| unsafe { run(crate::simd::Neon::new_unchecked(), ctx, block, keys) }
+        }
+        #[allow(unreachable_patterns)]
+        other => unreachable!("Kernels holds {other}, which this target cannot run"),
+    }
+}
+
+/// Assert the contract of [`AttnArgs`]: slices cover every addressed vector.
+fn check_shapes(a: &AttnArgs<'_>, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+    assert!(
+        a.n_kv_heads > 0 && a.n_heads.is_multiple_of(a.n_kv_heads),
+        "attention: n_heads must be a multiple of n_kv_heads"
+    );
+    if let Some(l) = a.key_lens {
+        assert_eq!(l.len(), a.batch, "attention: key_lens is not [batch]");
+    }
+    if a.batch == 0 || a.head_dim == 0 {
+        return;
+    }
+    // Offsets grow with every index, so the last vector of each tensor is the furthest one.
+    let end =
+        |s: &crate::types::Strides, len: usize, heads: usize| s.offset(a.batch - 1, len - 1, heads - 1) + a.head_dim;
+    if a.q_len > 0 && a.n_heads > 0 {
+        assert!(
+            q.len() >= end(&a.q_strides, a.q_len, a.n_heads),
+            "attention: q too short for its strides"
+        );
+        assert!(
+            out.len() >= end(&a.out_strides, a.q_len, a.n_heads),
+            "attention: out too short for its strides"
+        );
+    }
+    if a.kv_len > 0 {
+        let kv_end = end(&a.kv_strides, a.kv_len, a.n_kv_heads);
+        assert!(k.len() >= kv_end, "attention: k too short for its strides");
+        assert!(v.len() >= kv_end, "attention: v too short for its strides");
+    }
+}
+
+/// Keys batch row `b` may see at all: `min(kv_len, key_lens[b])`.
+fn key_end(a: &AttnArgs<'_>, b: usize) -> usize {
+    a.key_lens.map_or(a.kv_len, |l| l[b].min(a.kv_len))
+}
+
+/// Every query row, grouped by (batch row, KV head), position-major then head within the group.
+fn plan_rows(a: &AttnArgs<'_>) -> Vec<Row> {
+    let group = a.n_heads / a.n_kv_heads;
+    let mut rows = Vec::with_capacity(a.batch * a.n_heads * a.q_len);
+    for b in 0..a.batch {
+        let end = key_end(a, b);
+        for kv_head in 0..a.n_kv_heads {
+            for i in 0..a.q_len {
+                let lim = match a.mask {
+                    Mask::None => end,
+                    Mask::Causal { q_offset } => end.min(q_offset + i + 1),
+                };
+                for h in kv_head * group..(kv_head + 1) * group {
+                    rows.push(Row {
+                        q: a.q_strides.offset(b, i, h),
+                        out: a.out_strides.offset(b, i, h),
+                        lim,
+                    });
+                }
+            }
+        }
+    }
+    rows
+}
+
+/// Cut the rows of each (batch row, KV head) pair into blocks of at most [`BLOCK_ROWS`].
+fn plan_blocks(a: &AttnArgs<'_>, rows: &[Row]) -> Vec<Block> {
+    let per_pair = a.q_len * (a.n_heads / a.n_kv_heads);
+    let mut blocks = Vec::new();
+    for b in 0..a.batch {
+        for kv_head in 0..a.n_kv_heads {
+            let first = (b * a.n_kv_heads + kv_head) * per_pair;
+            for start in (first..first + per_pair).step_by(BLOCK_ROWS) {
+                let range = start..(start + BLOCK_ROWS).min(first + per_pair);
+                let max_lim = rows[range.clone()].iter().map(|r| r.lim).max().unwrap_or(0);
+                blocks.push(Block {
+                    b,
+                    kv_head,
+                    rows: range,
+                    max_lim,
+                });
+            }
+        }
+    }
+    blocks
+}
+
+/// One item per block, or several key chunks per block when there are fewer blocks than
+/// `2 * n_threads` and the keys are long (decode over a long cache). Items of a block are adjacent.
+fn plan_items(blocks: &[Block], n_threads: usize) -> Vec<Item> {
+    let want = 2 * n_threads;
+    let split = n_threads > 1 && blocks.len() < want;
+    let mut items = Vec::with_capacity(blocks.len());
+    for (i, bl) in blocks.iter().enumerate() {
+        let n_chunks = if split && bl.max_lim >= SPLIT_MIN_KEYS {
+            want.div_ceil(blocks.len()).min(bl.max_lim / SPLIT_CHUNK_MIN).max(1)
+        } else {
+            1
+        };
+        let chunk = bl.max_lim.div_ceil(n_chunks).next_multiple_of(TILE_KEYS).max(TILE_KEYS);
+        let mut start = 0;
+        loop {
+            let end = (start + chunk).min(bl.max_lim);
+            items.push(Item {
+                block: i,
+                keys: start..end,
+            });
+            start = end;
+            if start >= bl.max_lim {
+                break;
+            }
+        }
+    }
+    items
+}
+
+/// Pack K as `Kᵀ` panels and V as dense rows, per (batch row, KV head) (zeros past each batch row's keys).
+fn pack_kv(a: &AttnArgs<'_>, k: &[f32], v: &[f32], n_tiles: usize, parallel: bool) -> Packed {
+    let d = a.head_dim;
+    let pair_len = n_tiles * TILE_KEYS * d;
+    let n_pairs = a.batch * a.n_kv_heads;
+    let mut kt = vec![0.0f32; n_pairs * pair_len];
+    let mut vd = vec![0.0f32; n_pairs * pair_len];
+    let pack = |(p, (kt, vd)): (usize, (&mut [f32], &mut [f32]))| {
+        let (b, kv_head) = (p / a.n_kv_heads, p % a.n_kv_heads);
+        for j in 0..key_end(a, b) {
+            let at = a.kv_strides.offset(b, j, kv_head);
+            // Kᵀ panel of tile j / TILE_KEYS: [head_dim, TILE_KEYS]
+            let panel = &mut kt[(j / TILE_KEYS) * d * TILE_KEYS..][..d * TILE_KEYS];
+            for (x, &val) in k[at..at + d].iter().enumerate() {
+                panel[x * TILE_KEYS + j % TILE_KEYS] = val;
+            }
+            vd[j * d..(j + 1) * d].copy_from_slice(&v[at..at + d]);
+        }
+    };
+    if parallel {
+        kt.par_chunks_mut(pair_len)
+            .zip(vd.par_chunks_mut(pair_len))
+            .enumerate()
+            .for_each(pack);
+    } else {
+        kt.chunks_mut(pair_len)
+            .zip(vd.chunks_mut(pair_len))
+            .enumerate()
+            .for_each(pack);
+    }
+    Packed { n_tiles, kt, v: vd }
+}

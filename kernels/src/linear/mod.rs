@@ -1,0 +1,281 @@
+//! `linear`: GEMV (one to [`GEMV_MAX_ROWS`] rows, memory bound) and GEMM (more rows, compute bound).
+
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+use crate::simd::{dispatch, Simd, MAX_LANES};
+use crate::types::{Layout, Weight, WeightData};
+use crate::Kernels;
+
+mod gemm;
+mod gemv;
+
+/// Up to this many `x` rows, `linear` runs the GEMV (weights streamed once per 4 rows); beyond, the GEMM.
+pub const GEMV_MAX_ROWS: usize = 8;
+/// Below this many weight elements a GEMV runs on the calling thread (rayon's fork/join costs more).
+const GEMV_PAR_MIN_WEIGHTS: usize = 1 << 17;
+/// Smallest share of output rows (OutIn) or columns (InOut) one GEMV task takes.
+const GEMV_MIN_CHUNK: usize = 64;
+
+/// A weight element type, widened to f32 in registers.
+pub(crate) trait WElem: Copy + Send + Sync + 'static {
+    /// Read `S::LANES` elements at `p`, widened.
+    ///
+    /// # Safety
+    /// `p .. p + S::LANES` must be readable.
+    unsafe fn load<S: Simd>(s: S, p: *const Self) -> S::V;
+    fn to_f32(self) -> f32;
+
+    /// Read `S::LANES` elements from the start of `w` (panics if shorter).
+    #[inline(always)]
+    fn read<S: Simd>(s: S, w: &[Self]) -> S::V {
+        assert!(w.len() >= S::LANES);
+        // SAFETY: just checked that `w` holds LANES elements.
+        unsafe { Self::load(s, w.as_ptr()) }
+    }
+
+    /// Read up to `S::LANES` elements of `w`; missing lanes are zero.
+    #[inline(always)]
+    fn read_partial<S: Simd>(s: S, w: &[Self]) -> S::V {
+        let mut buf = [0.0f32; MAX_LANES];
+        for (b, &v) in buf.iter_mut().zip(w.iter().take(S::LANES)) {
+            *b = v.to_f32();
+        }
+        s.read(&buf)
+    }
+}
+
+impl WElem for f32 {
+    #[inline(always)]
+    unsafe fn load<S: Simd>(s: S, p: *const f32) -> S::V {
+        // SAFETY: forwarded contract: LANES floats readable at `p`.
+        unsafe { s.loadu(p) }
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[inline(always)]
+    fn read_partial<S: Simd>(s: S, w: &[f32]) -> S::V {
+        s.read_partial(w)
+    }
+}
+
+impl WElem for f16 {
+    #[inline(always)]
+    unsafe fn load<S: Simd>(s: S, p: *const f16) -> S::V {
+        // SAFETY: forwarded contract: LANES halves readable at `p`.
+        unsafe { s.load_f16(p) }
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+}
+
+impl WElem for bf16 {
+    #[inline(always)]
+    unsafe fn load<S: Simd>(s: S, p: *const bf16) -> S::V {
+        // SAFETY: forwarded contract: LANES bf16 readable at `p`.
+        unsafe { s.load_bf16(p) }
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        bf16::to_f32(self)
+    }
+}
+
+/// `dst = src * scale`, widening `src` (used by the GEMM's panel conversion and by `embed`).
+#[inline(always)]
+pub(crate) fn widen<S: Simd, T: WElem>(s: S, src: &[T], scale: f32, dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len());
+    let l = S::LANES;
+    let n = src.len();
+    let k = s.splat(scale);
+    let mut i = 0;
+    while i + l <= n {
+        s.write(&mut dst[i..], s.mul(T::read(s, &src[i..]), k));
+        i += l;
+    }
+    if i < n {
+        s.write_partial(&mut dst[i..], s.mul(T::read_partial(s, &src[i..]), k));
+    }
+}
+
+/// Runs `$body` with `$d` bound to the weight slice and `$t` a block-local alias of its element type.
+macro_rules! each_dtype {
+    ($data:expr, $d:ident, $t:ident => $body:block) => {
+        match $data {
+            WeightData::F32($d) => {
+                #[allow(dead_code)]
+                type $t = f32;
+                $body
+            }
+            WeightData::F16($d) => {
+                #[allow(dead_code)]
+                type $t = half::f16;
+                $body
+            }
+            WeightData::Bf16($d) => {
+                #[allow(dead_code)]
+                type $t = half::bf16;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use each_dtype;
+
+/// Split `y[n_rows, out_dim]` into column shares of `chunk`: one `(first column, rows)` per task.
+fn split_columns(y: &mut [f32], out_dim: usize, chunk: usize) -> Vec<(usize, Vec<&mut [f32]>)> {
+    let n_tasks = out_dim.div_ceil(chunk);
+    let mut tasks: Vec<(usize, Vec<&mut [f32]>)> = (0..n_tasks).map(|t| (t * chunk, Vec::new())).collect();
+    for row in y.chunks_exact_mut(out_dim) {
+        for (t, part) in row.chunks_mut(chunk).enumerate() {
+            tasks[t].1.push(part);
+        }
+    }
+    tasks
+}
+
+/// `y[rows, out] = x[rows, in] · Wᵀ + bias` (see [`Kernels::linear`]).
+pub(crate) fn linear(k: Kernels, x: &[f32], rows: usize, w: &Weight<'_>, bias: Option<&[f32]>, y: &mut [f32]) {
+    let (in_dim, out_dim) = (w.in_dim, w.out_dim);
+    assert_eq!(
+        w.data.len(),
+        out_dim * in_dim,
+        "linear: weight data is not [out_dim, in_dim]"
+    );
+    assert_eq!(x.len(), rows * in_dim, "linear: x is not [rows, in_dim]");
+    assert_eq!(y.len(), rows * out_dim, "linear: y is not [rows, out_dim]");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), out_dim, "linear: bias is not [out_dim]");
+    }
+    if rows == 0 || out_dim == 0 {
+        return;
+    }
+    if in_dim == 0 {
+        for yr in y.chunks_exact_mut(out_dim) {
+            match bias {
+                Some(b) => yr.copy_from_slice(b),
+                None => yr.fill(0.0),
+            }
+        }
+        return;
+    }
+    if rows <= GEMV_MAX_ROWS {
+        gemv(k, x, w, bias, y)
+    } else {
+        gemm(k, x, w, bias, y)
+    }
+}
+
+/// Output share per task: at least [`GEMV_MIN_CHUNK`], about 4 tasks per thread, a multiple of `align`.
+fn gemv_chunk(out_dim: usize, in_dim: usize, align: usize) -> usize {
+    if out_dim * in_dim < GEMV_PAR_MIN_WEIGHTS {
+        return out_dim;
+    }
+    let n_tasks = 4 * rayon::current_num_threads();
+    out_dim.div_ceil(n_tasks).max(GEMV_MIN_CHUNK).next_multiple_of(align)
+}
+
+fn gemv(k: Kernels, x: &[f32], w: &Weight<'_>, bias: Option<&[f32]>, y: &mut [f32]) {
+    let (in_dim, out_dim) = (w.in_dim, w.out_dim);
+    match w.layout {
+        Layout::OutIn => {
+            let chunk = gemv_chunk(out_dim, in_dim, 4);
+            let tasks = split_columns(y, out_dim, chunk);
+            each_dtype!(w.data, data, T => {
+                let run = |(o0, mut ys): (usize, Vec<&mut [f32]>)| {
+                    let n = ys[0].len();
+                    let w: &[T] = &data[o0 * in_dim..(o0 + n) * in_dim];
+                    let bias = bias.map(|b| &b[o0..o0 + n]);
+                    let ys: &mut [&mut [f32]] = &mut ys;
+                    dispatch!(k, gemv::outin, (x: &[f32], in_dim: usize, w: &[T], bias: Option<&[f32]>,
+                        ys: &mut [&mut [f32]]))
+                };
+                if tasks.len() == 1 { tasks.into_iter().for_each(run) } else { tasks.into_par_iter().for_each(run) }
+            })
+        }
+        Layout::InOut => {
+            // Threads split the input rows of w (contiguous memory) and each sums into its own
+            // [n_x, out_dim] partial; the partials are added at the end.
+            let n_x = y.len() / out_dim;
+            for yr in y.chunks_exact_mut(out_dim) {
+                match bias {
+                    Some(b) => yr.copy_from_slice(b),
+                    None => yr.fill(0.0),
+                }
+            }
+            let n_tasks = if out_dim * in_dim < GEMV_PAR_MIN_WEIGHTS {
+                1
+            } else {
+                rayon::current_num_threads().min(in_dim.div_ceil(GEMV_MIN_CHUNK))
+            };
+            let per_task = in_dim.div_ceil(n_tasks);
+            each_dtype!(w.data, data, T => {
+                let w: &[T] = data;
+                let run = |rows: std::ops::Range<usize>, acc: &mut [f32]| {
+                    dispatch!(k, gemv::inout_rows, (x: &[f32], w: &[T], out_dim: usize, rows: std::ops::Range<usize>,
+                        acc: &mut [f32]))
+                };
+                if n_tasks == 1 {
+                    run(0..in_dim, y);
+                } else {
+                    let (_, partials) = rayon::join(
+                        || run(0..per_task.min(in_dim), &mut *y),
+                        || {
+                            (1..n_tasks)
+                                .into_par_iter()
+                                .map(|t| {
+                                    let mut acc = vec![0.0f32; n_x * out_dim];
+                                    run(t * per_task..((t + 1) * per_task).min(in_dim), &mut acc);
+                                    acc
+                                })
+                                .collect::<Vec<Vec<f32>>>()
+                        },
+                    );
+                    for p in &partials {
+                        k.add(y, p);
+                    }
+                }
+            })
+        }
+    }
+}
+
+/// Columns per GEMM task: about 2 tasks per thread, a multiple of the widest strip.
+fn gemm_chunk(rows: usize, out_dim: usize, in_dim: usize) -> usize {
+    if rows * out_dim * in_dim < GEMV_PAR_MIN_WEIGHTS * 8 {
+        return out_dim;
+    }
+    let n_tasks = 2 * rayon::current_num_threads();
+    out_dim
+        .div_ceil(n_tasks)
+        .max(GEMV_MIN_CHUNK)
+        .next_multiple_of(2 * MAX_LANES)
+}
+
+fn gemm(k: Kernels, x: &[f32], w: &Weight<'_>, bias: Option<&[f32]>, y: &mut [f32]) {
+    let (in_dim, out_dim, layout) = (w.in_dim, w.out_dim, w.layout);
+    // Start from the bias (or zeros): the tiles accumulate into y.
+    for yr in y.chunks_exact_mut(out_dim) {
+        match bias {
+            Some(b) => yr.copy_from_slice(b),
+            None => yr.fill(0.0),
+        }
+    }
+    let chunk = gemm_chunk(y.len() / out_dim, out_dim, in_dim);
+    let tasks = split_columns(y, out_dim, chunk);
+    each_dtype!(w.data, data, T => {
+        let run = |(c0, mut ys): (usize, Vec<&mut [f32]>)| {
+            let mut scratch = vec![0.0f32; gemm::packed_len(ys[0].len())];
+            let bp: &mut [f32] = &mut scratch;
+            let wv = gemm::WView { w: data, layout, in_dim, out_dim };
+            let ys: &mut [&mut [f32]] = &mut ys;
+            dispatch!(k, gemm::gemm_task, (x: &[f32], wv: gemm::WView<'_, T>, c0: usize, ys: &mut [&mut [f32]],
+                bp: &mut [f32]))
+        };
+        if tasks.len() == 1 { tasks.into_iter().for_each(run) } else { tasks.into_par_iter().for_each(run) }
+    })
+}

@@ -1,0 +1,172 @@
+//! AVX2 + FMA + F16C: 8 f32 lanes.
+
+use std::arch::x86_64::*;
+
+use half::{bf16, f16};
+
+use super::Simd;
+use crate::isa::Isa;
+
+/// Token: the CPU has AVX2, FMA and F16C.
+#[derive(Clone, Copy, Debug)]
+pub struct Avx2 {
+    _private: (),
+}
+
+impl Avx2 {
+    /// `Some` when the CPU supports AVX2, FMA and F16C.
+    pub fn try_new() -> Option<Self> {
+        Isa::Avx2.is_supported().then_some(Self { _private: () })
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C (e.g. [`Isa::Avx2`] was checked).
+    #[inline(always)]
+    pub unsafe fn new_unchecked() -> Self {
+        Self { _private: () }
+    }
+}
+
+/// Runs AVX2/FMA/F16C intrinsics; only used in methods of [`Avx2`].
+macro_rules! tf {
+    ($e:expr) => {
+        // SAFETY: expanded only in methods of `Avx2`, a token that exists only on CPUs with AVX2, FMA and F16C.
+        unsafe { $e }
+    };
+}
+
+// SAFETY: `Avx2` is only constructed after detecting AVX2, FMA and F16C, all that its methods use.
+unsafe impl Simd for Avx2 {
+    type V = __m256;
+    const LANES: usize = 8;
+    const ISA: Isa = Isa::Avx2;
+
+    #[inline(always)]
+    fn zero(self) -> __m256 {
+        tf!(_mm256_setzero_ps())
+    }
+    #[inline(always)]
+    fn splat(self, x: f32) -> __m256 {
+        tf!(_mm256_set1_ps(x))
+    }
+    #[inline(always)]
+    unsafe fn load(self, p: *const f32) -> __m256 {
+        // SAFETY: the caller makes 8 floats at `p` readable and 32-byte aligned; the token proves AVX.
+        unsafe { _mm256_load_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn loadu(self, p: *const f32) -> __m256 {
+        // SAFETY: the caller makes 8 floats at `p` readable; the token proves AVX.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32, v: __m256) {
+        // SAFETY: the caller makes 8 floats at `p` writable and 32-byte aligned; the token proves AVX.
+        unsafe { _mm256_store_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn storeu(self, p: *mut f32, v: __m256) {
+        // SAFETY: the caller makes 8 floats at `p` writable; the token proves AVX.
+        unsafe { _mm256_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn load_f16(self, p: *const f16) -> __m256 {
+        // SAFETY: the caller makes 8 halves (16 bytes) at `p` readable; the token proves F16C.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
+    }
+    #[inline(always)]
+    unsafe fn load_bf16(self, p: *const bf16) -> __m256 {
+        // SAFETY: the caller makes 8 bf16 (16 bytes) at `p` readable; the token proves AVX2.
+        // bf16 is the top half of an f32: widen to u32 and shift left by 16.
+        unsafe {
+            let h = _mm_loadu_si128(p as *const __m128i);
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_partial(self, p: *const f32, n: usize) -> __m256 {
+        debug_assert!(n <= 8);
+        // SAFETY: the mask enables lanes 0..n only, which the caller makes readable; masked-off
+        // lanes are not accessed (no fault); the token proves AVX.
+        unsafe { _mm256_maskload_ps(p, tail_mask(n)) }
+    }
+    #[inline(always)]
+    unsafe fn store_partial(self, p: *mut f32, v: __m256, n: usize) {
+        debug_assert!(n <= 8);
+        // SAFETY: the mask enables lanes 0..n only, which the caller makes writable; the token proves AVX.
+        unsafe { _mm256_maskstore_ps(p, tail_mask(n), v) }
+    }
+    #[inline(always)]
+    fn add(self, a: __m256, b: __m256) -> __m256 {
+        tf!(_mm256_add_ps(a, b))
+    }
+    #[inline(always)]
+    fn sub(self, a: __m256, b: __m256) -> __m256 {
+        tf!(_mm256_sub_ps(a, b))
+    }
+    #[inline(always)]
+    fn mul(self, a: __m256, b: __m256) -> __m256 {
+        tf!(_mm256_mul_ps(a, b))
+    }
+    #[inline(always)]
+    fn div(self, a: __m256, b: __m256) -> __m256 {
+        tf!(_mm256_div_ps(a, b))
+    }
+    #[inline(always)]
+    fn fma(self, a: __m256, b: __m256, c: __m256) -> __m256 {
+        tf!(_mm256_fmadd_ps(a, b, c))
+    }
+    #[inline(always)]
+    fn max(self, a: __m256, b: __m256) -> __m256 {
+        // vmaxps returns the second operand when either is NaN.
+        tf!(_mm256_max_ps(a, b))
+    }
+    #[inline(always)]
+    fn min(self, a: __m256, b: __m256) -> __m256 {
+        tf!(_mm256_min_ps(a, b))
+    }
+    #[inline(always)]
+    fn abs(self, a: __m256) -> __m256 {
+        tf!(_mm256_andnot_ps(_mm256_set1_ps(-0.0), a))
+    }
+    #[inline(always)]
+    fn round(self, a: __m256) -> __m256 {
+        tf!(_mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a))
+    }
+    #[inline(always)]
+    fn pow2i(self, n: __m256) -> __m256 {
+        tf!(_mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+            _mm256_cvtps_epi32(n),
+            _mm256_set1_epi32(127)
+        ))))
+    }
+    #[inline(always)]
+    fn reduce_sum(self, a: __m256) -> f32 {
+        tf!({
+            let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+            _mm_cvtss_f32(s)
+        })
+    }
+    #[inline(always)]
+    fn reduce_max(self, a: __m256) -> f32 {
+        tf!({
+            let s = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+            let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_max_ss(s, _mm_movehdup_ps(s));
+            _mm_cvtss_f32(s)
+        })
+    }
+}
+
+/// Lanes `0..n` set (sign bit), for maskload/maskstore.
+#[inline(always)]
+fn tail_mask(n: usize) -> __m256i {
+    const IDX: [i32; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
+    // SAFETY: only called from `Avx2` methods (token proves AVX2); IDX is 8 readable i32.
+    unsafe {
+        let idx = _mm256_loadu_si256(IDX.as_ptr() as *const __m256i);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), idx)
+    }
+}

@@ -1,0 +1,177 @@
+//! AVX-512 F + BW + VL (with AVX2/FMA/F16C): 16 f32 lanes.
+
+use std::arch::x86_64::*;
+
+use half::{bf16, f16};
+
+use super::Simd;
+use crate::isa::Isa;
+
+/// Token: the CPU has AVX-512 F/BW/VL and AVX2/FMA/F16C.
+#[derive(Clone, Copy, Debug)]
+pub struct Avx512 {
+    _private: (),
+}
+
+impl Avx512 {
+    /// `Some` when the CPU supports AVX-512 F/BW/VL (and AVX2/FMA/F16C).
+    pub fn try_new() -> Option<Self> {
+        Isa::Avx512.is_supported().then_some(Self { _private: () })
+    }
+
+    /// # Safety
+    /// The CPU must support [`Isa::Avx512`].
+    #[inline(always)]
+    pub unsafe fn new_unchecked() -> Self {
+        Self { _private: () }
+    }
+}
+
+/// Runs AVX-512 intrinsics; only used in methods of [`Avx512`].
+macro_rules! tf {
+    ($e:expr) => {
+        // SAFETY: expanded only in methods of `Avx512`, a token that exists only on CPUs with AVX-512 F/BW/VL.
+        unsafe { $e }
+    };
+}
+
+#[inline(always)]
+fn tail_mask(n: usize) -> __mmask16 {
+    if n >= 16 {
+        0xffff
+    } else {
+        ((1u32 << n) - 1) as __mmask16
+    }
+}
+
+// SAFETY: `Avx512` is only constructed after detecting AVX-512 F/BW/VL + AVX2/FMA/F16C, all its methods use.
+unsafe impl Simd for Avx512 {
+    type V = __m512;
+    const LANES: usize = 16;
+    const ISA: Isa = Isa::Avx512;
+
+    #[inline(always)]
+    fn zero(self) -> __m512 {
+        tf!(_mm512_setzero_ps())
+    }
+    #[inline(always)]
+    fn splat(self, x: f32) -> __m512 {
+        tf!(_mm512_set1_ps(x))
+    }
+    #[inline(always)]
+    unsafe fn load(self, p: *const f32) -> __m512 {
+        // SAFETY: the caller makes 16 floats at `p` readable and 64-byte aligned; the token proves AVX-512F.
+        unsafe { _mm512_load_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn loadu(self, p: *const f32) -> __m512 {
+        // SAFETY: the caller makes 16 floats at `p` readable; the token proves AVX-512F.
+        unsafe { _mm512_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32, v: __m512) {
+        // SAFETY: the caller makes 16 floats at `p` writable and 64-byte aligned; the token proves AVX-512F.
+        unsafe { _mm512_store_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn storeu(self, p: *mut f32, v: __m512) {
+        // SAFETY: the caller makes 16 floats at `p` writable; the token proves AVX-512F.
+        unsafe { _mm512_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn load_f16(self, p: *const f16) -> __m512 {
+        // SAFETY: the caller makes 16 halves (32 bytes) at `p` readable; the token proves AVX-512F.
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)) }
+    }
+    #[inline(always)]
+    unsafe fn load_bf16(self, p: *const bf16) -> __m512 {
+        // SAFETY: the caller makes 16 bf16 (32 bytes) at `p` readable; the token proves AVX-512F.
+        // bf16 is the top half of an f32: widen to u32 and shift left by 16.
+        unsafe {
+            let h = _mm256_loadu_si256(p as *const __m256i);
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_partial(self, p: *const f32, n: usize) -> __m512 {
+        debug_assert!(n <= 16);
+        // SAFETY: masked-off lanes are not accessed (no fault); lanes 0..n the caller makes readable.
+        unsafe { _mm512_maskz_loadu_ps(tail_mask(n), p) }
+    }
+    #[inline(always)]
+    unsafe fn store_partial(self, p: *mut f32, v: __m512, n: usize) {
+        debug_assert!(n <= 16);
+        // SAFETY: masked-off lanes are not accessed; lanes 0..n the caller makes writable.
+        unsafe { _mm512_mask_storeu_ps(p, tail_mask(n), v) }
+    }
+    #[inline(always)]
+    fn add(self, a: __m512, b: __m512) -> __m512 {
+        tf!(_mm512_add_ps(a, b))
+    }
+    #[inline(always)]
+    fn sub(self, a: __m512, b: __m512) -> __m512 {
+        tf!(_mm512_sub_ps(a, b))
+    }
+    #[inline(always)]
+    fn mul(self, a: __m512, b: __m512) -> __m512 {
+        tf!(_mm512_mul_ps(a, b))
+    }
+    #[inline(always)]
+    fn div(self, a: __m512, b: __m512) -> __m512 {
+        tf!(_mm512_div_ps(a, b))
+    }
+    #[inline(always)]
+    fn fma(self, a: __m512, b: __m512, c: __m512) -> __m512 {
+        tf!(_mm512_fmadd_ps(a, b, c))
+    }
+    #[inline(always)]
+    fn max(self, a: __m512, b: __m512) -> __m512 {
+        // vmaxps returns the second operand when either is NaN.
+        tf!(_mm512_max_ps(a, b))
+    }
+    #[inline(always)]
+    fn min(self, a: __m512, b: __m512) -> __m512 {
+        tf!(_mm512_min_ps(a, b))
+    }
+    #[inline(always)]
+    fn abs(self, a: __m512) -> __m512 {
+        tf!(_mm512_abs_ps(a))
+    }
+    #[inline(always)]
+    fn round(self, a: __m512) -> __m512 {
+        tf!(_mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a))
+    }
+    #[inline(always)]
+    fn pow2i(self, n: __m512) -> __m512 {
+        tf!(_mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
+            _mm512_cvtps_epi32(n),
+            _mm512_set1_epi32(127)
+        ))))
+    }
+    #[inline(always)]
+    fn reduce_sum(self, a: __m512) -> f32 {
+        tf!({
+            let s = _mm256_add_ps(
+                _mm512_castps512_ps256(a),
+                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(a))),
+            );
+            let s = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+            _mm_cvtss_f32(s)
+        })
+    }
+    #[inline(always)]
+    fn reduce_max(self, a: __m512) -> f32 {
+        tf!({
+            let s = _mm256_max_ps(
+                _mm512_castps512_ps256(a),
+                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(a))),
+            );
+            let s = _mm_max_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
+            let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_max_ss(s, _mm_movehdup_ps(s));
+            _mm_cvtss_f32(s)
+        })
+    }
+}

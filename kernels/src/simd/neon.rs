@@ -1,0 +1,152 @@
+//! AArch64 NEON: 4 f32 lanes.
+
+use std::arch::aarch64::*;
+
+use half::{bf16, f16};
+
+use super::Simd;
+use crate::isa::Isa;
+
+/// Token: the CPU has NEON (every AArch64 Linux CPU does).
+#[derive(Clone, Copy, Debug)]
+pub struct Neon {
+    _private: (),
+}
+
+impl Neon {
+    /// `Some` when the CPU supports NEON.
+    pub fn try_new() -> Option<Self> {
+        Isa::Neon.is_supported().then_some(Self { _private: () })
+    }
+
+    /// # Safety
+    /// The CPU must support NEON.
+    #[inline(always)]
+    pub unsafe fn new_unchecked() -> Self {
+        Self { _private: () }
+    }
+}
+
+/// Runs NEON intrinsics; only used in methods of [`Neon`].
+macro_rules! tf {
+    ($e:expr) => {
+        // SAFETY: expanded only in methods of `Neon`, a token that exists only on CPUs with NEON.
+        #[allow(unused_unsafe)]
+        unsafe {
+            $e
+        }
+    };
+}
+
+// SAFETY: `Neon` is only constructed after detecting NEON, all that its methods use.
+unsafe impl Simd for Neon {
+    type V = float32x4_t;
+    const LANES: usize = 4;
+    const ISA: Isa = Isa::Neon;
+
+    #[inline(always)]
+    fn zero(self) -> float32x4_t {
+        tf!(vdupq_n_f32(0.0))
+    }
+    #[inline(always)]
+    fn splat(self, x: f32) -> float32x4_t {
+        tf!(vdupq_n_f32(x))
+    }
+    #[inline(always)]
+    unsafe fn load(self, p: *const f32) -> float32x4_t {
+        // SAFETY: the caller makes 4 floats at `p` readable.
+        unsafe { vld1q_f32(p) }
+    }
+    #[inline(always)]
+    unsafe fn loadu(self, p: *const f32) -> float32x4_t {
+        // SAFETY: the caller makes 4 floats at `p` readable (vld1q has no alignment requirement).
+        unsafe { vld1q_f32(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32, v: float32x4_t) {
+        // SAFETY: the caller makes 4 floats at `p` writable.
+        unsafe { vst1q_f32(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn storeu(self, p: *mut f32, v: float32x4_t) {
+        // SAFETY: the caller makes 4 floats at `p` writable.
+        unsafe { vst1q_f32(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn load_f16(self, p: *const f16) -> float32x4_t {
+        // SAFETY: the caller makes 4 halves at `p` readable.
+        let h = unsafe { vld1_u16(p as *const u16) };
+        tf!({
+            // Exponent and mantissa moved to f32 position, then scaled by 2^112 (rebias 15 -> 127;
+            // f16 subnormals become f32 normals through the multiply). Inf/NaN: exponent set to all ones.
+            let w = vmovl_u16(h);
+            let sign = vshlq_n_u32::<16>(vandq_u32(w, vdupq_n_u32(0x8000)));
+            let em = vshlq_n_u32::<13>(vandq_u32(w, vdupq_n_u32(0x7fff)));
+            let f = vmulq_f32(vreinterpretq_f32_u32(em), vdupq_n_f32(f32::from_bits(0x7780_0000)));
+            let is_special = vcgeq_u32(em, vdupq_n_u32(0x0f80_0000));
+            let bits = vorrq_u32(
+                vreinterpretq_u32_f32(f),
+                vandq_u32(is_special, vdupq_n_u32(0x7f80_0000)),
+            );
+            vreinterpretq_f32_u32(vorrq_u32(bits, sign))
+        })
+    }
+    #[inline(always)]
+    unsafe fn load_bf16(self, p: *const bf16) -> float32x4_t {
+        // SAFETY: the caller makes 4 bf16 at `p` readable.
+        let h = unsafe { vld1_u16(p as *const u16) };
+        tf!(vreinterpretq_f32_u32(vshlq_n_u32::<16>(vmovl_u16(h))))
+    }
+    #[inline(always)]
+    fn add(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        tf!(vaddq_f32(a, b))
+    }
+    #[inline(always)]
+    fn sub(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        tf!(vsubq_f32(a, b))
+    }
+    #[inline(always)]
+    fn mul(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        tf!(vmulq_f32(a, b))
+    }
+    #[inline(always)]
+    fn div(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        tf!(vdivq_f32(a, b))
+    }
+    #[inline(always)]
+    fn fma(self, a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
+        tf!(vfmaq_f32(c, a, b))
+    }
+    #[inline(always)]
+    fn max(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        // maxNum: a NaN operand yields the other one.
+        tf!(vmaxnmq_f32(a, b))
+    }
+    #[inline(always)]
+    fn min(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        tf!(vminnmq_f32(a, b))
+    }
+    #[inline(always)]
+    fn abs(self, a: float32x4_t) -> float32x4_t {
+        tf!(vabsq_f32(a))
+    }
+    #[inline(always)]
+    fn round(self, a: float32x4_t) -> float32x4_t {
+        tf!(vrndnq_f32(a))
+    }
+    #[inline(always)]
+    fn pow2i(self, n: float32x4_t) -> float32x4_t {
+        tf!(vreinterpretq_f32_s32(vshlq_n_s32::<23>(vaddq_s32(
+            vcvtq_s32_f32(n),
+            vdupq_n_s32(127)
+        ))))
+    }
+    #[inline(always)]
+    fn reduce_sum(self, a: float32x4_t) -> f32 {
+        tf!(vaddvq_f32(a))
+    }
+    #[inline(always)]
+    fn reduce_max(self, a: float32x4_t) -> f32 {
+        tf!(vmaxnmvq_f32(a))
+    }
+}

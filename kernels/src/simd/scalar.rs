@@ -1,0 +1,130 @@
+//! One-lane "SIMD" in plain Rust: the portable path, and the numerics twin of the vector paths.
+
+use half::{bf16, f16};
+
+use super::Simd;
+use crate::isa::Isa;
+
+/// Plain Rust, available on every CPU.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Scalar;
+
+// SAFETY: uses no instruction beyond the target's baseline.
+unsafe impl Simd for Scalar {
+    type V = f32;
+    const LANES: usize = 1;
+    const ISA: Isa = Isa::Scalar;
+
+    #[inline(always)]
+    fn zero(self) -> f32 {
+        0.0
+    }
+    #[inline(always)]
+    fn splat(self, x: f32) -> f32 {
+        x
+    }
+    #[inline(always)]
+    unsafe fn load(self, p: *const f32) -> f32 {
+        // SAFETY: the caller makes `p` readable and aligned.
+        unsafe { *p }
+    }
+    #[inline(always)]
+    unsafe fn loadu(self, p: *const f32) -> f32 {
+        // SAFETY: the caller makes `p` readable (f32 alignment is what any `*const f32` from a slice has;
+        // read_unaligned does not even need that).
+        unsafe { p.read_unaligned() }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32, v: f32) {
+        // SAFETY: the caller makes `p` writable and aligned.
+        unsafe { *p = v }
+    }
+    #[inline(always)]
+    unsafe fn storeu(self, p: *mut f32, v: f32) {
+        // SAFETY: the caller makes `p` writable.
+        unsafe { p.write_unaligned(v) }
+    }
+    #[inline(always)]
+    unsafe fn load_f16(self, p: *const f16) -> f32 {
+        // SAFETY: the caller makes `p` readable.
+        unsafe { p.read_unaligned() }.to_f32()
+    }
+    #[inline(always)]
+    unsafe fn load_bf16(self, p: *const bf16) -> f32 {
+        // SAFETY: the caller makes `p` readable.
+        unsafe { p.read_unaligned() }.to_f32()
+    }
+    #[inline(always)]
+    unsafe fn load_partial(self, p: *const f32, n: usize) -> f32 {
+        if n == 0 {
+            0.0
+        } else {
+            // SAFETY: n >= 1, so the caller makes `p` readable.
+            unsafe { p.read_unaligned() }
+        }
+    }
+    #[inline(always)]
+    unsafe fn store_partial(self, p: *mut f32, v: f32, n: usize) {
+        if n > 0 {
+            // SAFETY: n >= 1, so the caller makes `p` writable.
+            unsafe { p.write_unaligned(v) }
+        }
+    }
+    #[inline(always)]
+    fn add(self, a: f32, b: f32) -> f32 {
+        a + b
+    }
+    #[inline(always)]
+    fn sub(self, a: f32, b: f32) -> f32 {
+        a - b
+    }
+    #[inline(always)]
+    fn mul(self, a: f32, b: f32) -> f32 {
+        a * b
+    }
+    #[inline(always)]
+    fn div(self, a: f32, b: f32) -> f32 {
+        a / b
+    }
+    #[inline(always)]
+    fn fma(self, a: f32, b: f32, c: f32) -> f32 {
+        // `mul_add` would be a libm call without hardware FMA; the scalar path favours speed.
+        a * b + c
+    }
+    #[inline(always)]
+    fn max(self, a: f32, b: f32) -> f32 {
+        if a > b || b.is_nan() && !a.is_nan() {
+            a
+        } else {
+            b
+        }
+    }
+    #[inline(always)]
+    fn min(self, a: f32, b: f32) -> f32 {
+        if a < b || b.is_nan() && !a.is_nan() {
+            a
+        } else {
+            b
+        }
+    }
+    #[inline(always)]
+    fn abs(self, a: f32) -> f32 {
+        a.abs()
+    }
+    #[inline(always)]
+    fn round(self, a: f32) -> f32 {
+        a.round_ties_even()
+    }
+    #[inline(always)]
+    fn pow2i(self, n: f32) -> f32 {
+        f32::from_bits(((n as i32 + 127) as u32) << 23)
+    }
+    #[inline(always)]
+    fn reduce_sum(self, a: f32) -> f32 {
+        a
+    }
+    #[inline(always)]
+    fn reduce_max(self, a: f32) -> f32 {
+        a
+    }
+}

@@ -1,0 +1,481 @@
+//! Every kernel on every ISA this host supports (forced one by one), against `kernels::reference`,
+//! on edge shapes and unaligned slices. Each test also checks the forced ISA really ran
+//! (`kernels::isa::exercised`).
+#![allow(clippy::needless_range_loop)]
+
+use kernels::{bf16, f16, isa, reference, Activation, Isa, Kernels, Layout, RopeLayout, RopeTable, Weight, WeightData};
+use proptest::prelude::*;
+
+/// linear: |y - ref| <= LINEAR_REL_TOL * Σ|w·x| (+ bias): f32 accumulation in a different order.
+const LINEAR_REL_TOL: f32 = 2e-6;
+/// linear: normalised mean squared error bound.
+const LINEAR_NMSE_TOL: f64 = 1e-12;
+/// layer_norm / rms_norm outputs (O(1) values), max-abs.
+const NORM_TOL: f32 = 4e-6;
+/// softmax probabilities, max-abs (exp within 2 ulp, f32 sum).
+const SOFTMAX_TOL: f32 = 1e-6;
+/// activations and swiglu: |got - ref| <= ACT_ABS_TOL + ACT_REL_TOL |ref|.
+const ACT_ABS_TOL: f32 = 1e-6;
+const ACT_REL_TOL: f32 = 2e-6;
+/// rope: a rotation of O(1) values; FMA vs separate rounding.
+const ROPE_TOL: f32 = 1e-6;
+
+const LENS: [usize; 11] = [0, 1, 7, 15, 16, 17, 63, 64, 65, 1000, 1029];
+
+/// Deterministic xorshift values in [-scale, scale).
+fn rand_vec(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// `v` copied to offset 1 of a fresh buffer: the returned range is a deliberately unaligned slice.
+fn unaligned(v: &[f32]) -> (Vec<f32>, std::ops::Range<usize>) {
+    let mut buf = vec![0.0f32; v.len() + 1];
+    buf[1..].copy_from_slice(v);
+    (buf, 1..v.len() + 1)
+}
+
+fn kernels_all() -> Vec<Kernels> {
+    let isas = Isa::available();
+    #[cfg(target_arch = "x86_64")]
+    if !cfg!(miri) {
+        assert!(
+            isas.contains(&Isa::Avx2),
+            "the project's machines have AVX2; this host does not"
+        );
+    }
+    isas.into_iter()
+        .map(|i| Kernels::new(i).expect("available ISA"))
+        .collect()
+}
+
+/// Run `f` with each ISA, checking that it dispatched to that ISA at least once.
+fn each_isa(name: &str, f: impl FnMut(Kernels)) {
+    each_isa_if(name, true, f)
+}
+
+/// Like [`each_isa`]; the exercised check only when `must_run` (empty shapes return before any dispatch).
+fn each_isa_if(name: &str, must_run: bool, mut f: impl FnMut(Kernels)) {
+    for k in kernels_all() {
+        let before = isa::exercised(k.isa());
+        f(k);
+        if must_run {
+            assert!(
+                isa::exercised(k.isa()) > before,
+                "{name}: {} path was not exercised",
+                k.isa()
+            );
+        }
+    }
+}
+
+fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn nmse(got: &[f32], want: &[f32]) -> f64 {
+    let num: f64 = got.iter().zip(want).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+    let den: f64 = want.iter().map(|&b| (b as f64).powi(2)).sum();
+    if den == 0.0 {
+        num
+    } else {
+        num / den
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Dtype {
+    F32,
+    F16,
+    Bf16,
+}
+
+struct OwnedWeight {
+    f32s: Vec<f32>,
+    f16s: Vec<f16>,
+    bf16s: Vec<bf16>,
+}
+
+impl OwnedWeight {
+    fn new(vals: &[f32]) -> Self {
+        Self {
+            f32s: vals.to_vec(),
+            f16s: vals.iter().map(|&v| f16::from_f32(v)).collect(),
+            bf16s: vals.iter().map(|&v| bf16::from_f32(v)).collect(),
+        }
+    }
+    fn weight(&self, dt: Dtype, out_dim: usize, in_dim: usize, layout: Layout) -> Weight<'_> {
+        let data = match dt {
+            Dtype::F32 => WeightData::F32(&self.f32s),
+            Dtype::F16 => WeightData::F16(&self.f16s),
+            Dtype::Bf16 => WeightData::Bf16(&self.bf16s),
+        };
+        Weight::new(data, out_dim, in_dim, layout).expect("consistent shape")
+    }
+}
+
+/// One `linear` call on every ISA against the reference.
+fn check_linear(rows: usize, in_dim: usize, out_dim: usize, seed: u64) {
+    let x = rand_vec(seed, rows * in_dim, 1.0);
+    let wv = rand_vec(seed + 1, out_dim * in_dim, 0.5);
+    let b = rand_vec(seed + 2, out_dim, 0.1);
+    let ow = OwnedWeight::new(&wv);
+    let (xbuf, xr) = unaligned(&x);
+    for dt in [Dtype::F32, Dtype::F16, Dtype::Bf16] {
+        for layout in [Layout::OutIn, Layout::InOut] {
+            let w = ow.weight(dt, out_dim, in_dim, layout);
+            for bias in [None, Some(&b[..])] {
+                let mut want = vec![0.0f32; rows * out_dim];
+                reference::linear(&x, rows, &w, bias, &mut want);
+                // Σ|w·x| per output: the scale of the accumulation error.
+                let mut mag = vec![0.0f32; rows * out_dim];
+                for r in 0..rows {
+                    for o in 0..out_dim {
+                        mag[r * out_dim + o] =
+                            (0..in_dim).map(|i| (w.at(o, i) * x[r * in_dim + i]).abs()).sum::<f32>() + 1e-30;
+                    }
+                }
+                each_isa_if("linear", rows * in_dim * out_dim > 0, |k| {
+                    let mut ybuf = vec![f32::NAN; rows * out_dim + 1];
+                    k.linear(&xbuf[xr.clone()], rows, &w, bias, &mut ybuf[1..]);
+                    let y = &ybuf[1..];
+                    for i in 0..y.len() {
+                        let err = (y[i] - want[i]).abs();
+                        assert!(
+                            err <= LINEAR_REL_TOL * mag[i] + 1e-7,
+                            "linear {:?} {dt:?} {layout:?} rows={rows} in={in_dim} out={out_dim} bias={}: \
+                             y[{i}]={} want {} (err {err:e}, scale {})",
+                            k.isa(),
+                            bias.is_some(),
+                            y[i],
+                            want[i],
+                            mag[i]
+                        );
+                    }
+                    let e = nmse(y, &want);
+                    assert!(
+                        e <= LINEAR_NMSE_TOL,
+                        "linear {:?} {dt:?} {layout:?} nmse {e:e}",
+                        k.isa()
+                    );
+                });
+            }
+        }
+    }
+}
+
+#[test]
+fn linear_edge_shapes() {
+    // (rows, in, out): GEMV (1..=8 rows, partial lanes, leftover rows/columns) and GEMM (> 8 rows).
+    let shapes = [
+        (1, 1, 1),
+        (1, 7, 5),
+        (1, 15, 17),
+        (1, 17, 65),
+        (1, 63, 3),
+        (1, 64, 64),
+        (1, 65, 130),
+        (2, 17, 33),
+        (3, 65, 7),
+        (4, 16, 16),
+        (5, 33, 67),
+        (7, 1, 9),
+        (8, 63, 65),
+        (9, 17, 15),
+        (16, 65, 33),
+        (33, 7, 1),
+    ];
+    for (i, &(rows, in_dim, out_dim)) in shapes.iter().enumerate() {
+        check_linear(rows, in_dim, out_dim, 100 + i as u64);
+    }
+}
+
+#[test]
+fn linear_empty() {
+    for &(rows, in_dim, out_dim) in &[(0usize, 4usize, 4usize), (2, 0, 3), (3, 5, 0), (12, 0, 2)] {
+        check_linear(rows, in_dim, out_dim, 7);
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn linear_parallel_and_panels() {
+    // GEMV big enough to split over threads; GEMM crossing the 256x256 f16/bf16 panels.
+    check_linear(1, 1000, 300, 1);
+    check_linear(3, 300, 1029, 2);
+    check_linear(8, 513, 257, 3);
+    check_linear(24, 300, 520, 4);
+}
+
+#[test]
+fn layer_norm_and_rms_norm() {
+    for &n in LENS.iter().filter(|&&n| n > 0) {
+        for n_rows in [1usize, 3] {
+            let x: Vec<f32> = rand_vec(n as u64, n * n_rows, 3.0).iter().map(|v| v + 1.5).collect();
+            let g = rand_vec(n as u64 + 1, n, 1.0);
+            let b = rand_vec(n as u64 + 2, n, 1.0);
+            let (xbuf, xr) = unaligned(&x);
+            let mut want = vec![0.0; x.len()];
+            reference::layer_norm(&x, &g, &b, 1e-5, &mut want);
+            each_isa("layer_norm", |k| {
+                let mut out = vec![0.0; x.len() + 1];
+                k.layer_norm(&xbuf[xr.clone()], &g, &b, 1e-5, &mut out[1..]);
+                let e = max_abs(&out[1..], &want);
+                assert!(e <= NORM_TOL, "layer_norm {:?} n={n}: {e:e}", k.isa());
+            });
+            reference::rms_norm(&x, &g, 1e-6, &mut want);
+            each_isa("rms_norm", |k| {
+                let mut out = vec![0.0; x.len() + 1];
+                k.rms_norm(&xbuf[xr.clone()], &g, 1e-6, &mut out[1..]);
+                let e = max_abs(&out[1..], &want);
+                assert!(e <= NORM_TOL, "rms_norm {:?} n={n}: {e:e}", k.isa());
+            });
+        }
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn norms_parallel_rows() {
+    let (n, n_rows) = (768, 200);
+    let x = rand_vec(9, n * n_rows, 2.0);
+    let g = rand_vec(10, n, 1.0);
+    let b = rand_vec(11, n, 1.0);
+    let mut want = vec![0.0; x.len()];
+    reference::layer_norm(&x, &g, &b, 1e-5, &mut want);
+    each_isa("layer_norm", |k| {
+        let mut out = vec![0.0; x.len()];
+        k.layer_norm(&x, &g, &b, 1e-5, &mut out);
+        assert!(max_abs(&out, &want) <= NORM_TOL);
+    });
+    reference::rms_norm(&x, &g, 1e-5, &mut want);
+    each_isa("rms_norm", |k| {
+        let mut out = vec![0.0; x.len()];
+        k.rms_norm(&x, &g, 1e-5, &mut out);
+        assert!(max_abs(&out, &want) <= NORM_TOL);
+    });
+}
+
+#[test]
+fn softmax_rows() {
+    for &n in &LENS {
+        for scale in [1.0f32, 30.0] {
+            let mut x = rand_vec(n as u64 + 3, n, scale);
+            // Masked entries.
+            for i in (0..n).step_by(5) {
+                x[i] = f32::NEG_INFINITY;
+            }
+            let mut want = x.clone();
+            reference::softmax(&mut want);
+            each_isa("softmax", |k| {
+                let (mut buf, r) = unaligned(&x);
+                k.softmax(&mut buf[r.clone()]);
+                let e = max_abs(&buf[r], &want);
+                assert!(e <= SOFTMAX_TOL, "softmax {:?} n={n} scale={scale}: {e:e}", k.isa());
+            });
+        }
+    }
+    // All masked: zeros.
+    each_isa("softmax", |k| {
+        let mut x = vec![f32::NEG_INFINITY; 17];
+        k.softmax(&mut x);
+        assert!(x.iter().all(|&v| v == 0.0));
+    });
+}
+
+fn check_act_close(name: &str, isa: Isa, got: &[f32], want: &[f32]) {
+    for i in 0..got.len() {
+        let tol = ACT_ABS_TOL + ACT_REL_TOL * want[i].abs();
+        assert!(
+            (got[i] - want[i]).abs() <= tol,
+            "{name} {isa:?}: [{i}] got {} want {}",
+            got[i],
+            want[i]
+        );
+    }
+}
+
+#[test]
+fn activations() {
+    let acts = [
+        Activation::Relu,
+        Activation::Silu,
+        Activation::GeluTanh,
+        Activation::GeluErf,
+    ];
+    for &n in &LENS {
+        let mut x = rand_vec(n as u64 + 5, n, 8.0);
+        if n > 7 {
+            x[..6].copy_from_slice(&[0.0, -0.0, 100.0, -100.0, 1e-20, -90.0]);
+        }
+        for act in acts {
+            let mut want = x.clone();
+            reference::activation(act, &mut want);
+            each_isa("activation", |k| {
+                let (mut buf, r) = unaligned(&x);
+                k.activation(act, &mut buf[r.clone()]);
+                check_act_close(&format!("{act:?} n={n}"), k.isa(), &buf[r], &want);
+            });
+        }
+        let up = rand_vec(n as u64 + 6, n, 2.0);
+        let mut want = vec![0.0; n];
+        reference::swiglu(&x, &up, &mut want);
+        each_isa("swiglu", |k| {
+            let mut out = vec![0.0; n + 1];
+            let (gbuf, r) = unaligned(&x);
+            k.swiglu(&gbuf[r], &up, &mut out[1..]);
+            check_act_close(&format!("swiglu n={n}"), k.isa(), &out[1..], &want);
+        });
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn activation_parallel() {
+    let x = rand_vec(77, 300_001, 6.0);
+    let mut want = x.clone();
+    reference::activation(Activation::GeluErf, &mut want);
+    each_isa("activation", |k| {
+        let mut got = x.clone();
+        k.activation(Activation::GeluErf, &mut got);
+        check_act_close("gelu_erf big", k.isa(), &got, &want);
+    });
+}
+
+#[test]
+fn add_exact() {
+    for &n in &LENS {
+        let a = rand_vec(n as u64 + 8, n, 1.0);
+        let b = rand_vec(n as u64 + 9, n, 1.0);
+        let mut want = a.clone();
+        reference::add(&mut want, &b);
+        each_isa("add", |k| {
+            let (mut buf, r) = unaligned(&a);
+            k.add(&mut buf[r.clone()], &b);
+            assert_eq!(&buf[r], &want[..], "add {:?} n={n}", k.isa());
+        });
+    }
+}
+
+#[test]
+fn rope_layouts() {
+    for head_dim in [4usize, 8, 64, 80, 128] {
+        let table = RopeTable::new(head_dim, 64, 10000.0);
+        for (n_heads, len, pos0) in [(1usize, 1usize, 0usize), (3, 5, 7), (2, 2, 62)] {
+            let x = rand_vec(head_dim as u64, len * n_heads * head_dim, 2.0);
+            for layout in [RopeLayout::Half, RopeLayout::Interleaved] {
+                let mut want = x.clone();
+                reference::rope(&table, layout, &mut want, n_heads, pos0);
+                let run = |k: Kernels| {
+                    let (mut buf, r) = unaligned(&x);
+                    k.rope(&table, layout, &mut buf[r.clone()], n_heads, pos0);
+                    let e = max_abs(&buf[r], &want);
+                    assert!(e <= ROPE_TOL, "rope {:?} {layout:?} d={head_dim}: {e:e}", k.isa());
+                };
+                match layout {
+                    RopeLayout::Half => each_isa("rope", run),
+                    // Interleaved is scalar on every ISA (documented); nothing to exercise.
+                    RopeLayout::Interleaved => kernels_all().into_iter().for_each(run),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn embed_all_dtypes() {
+    for &dim in &[1usize, 7, 17, 64, 65] {
+        let vocab = 11;
+        let ow = OwnedWeight::new(&rand_vec(dim as u64, vocab * dim, 1.0));
+        let ids = [3u32, 0, 10, 3, 7];
+        for dt in [Dtype::F32, Dtype::F16, Dtype::Bf16] {
+            let table = ow.weight(dt, vocab, dim, Layout::OutIn);
+            let mut want = vec![0.0; ids.len() * dim];
+            reference::embed(&table, &ids, 0.125, &mut want);
+            each_isa("embed", |k| {
+                let mut out = vec![0.0; ids.len() * dim + 1];
+                k.embed(&table, &ids, 0.125, &mut out[1..]);
+                assert_eq!(&out[1..], &want[..], "embed {:?} {dt:?} dim={dim}", k.isa());
+            });
+        }
+    }
+}
+
+#[test]
+fn argmax_and_top_k() {
+    for &n in &LENS {
+        let mut x = rand_vec(n as u64 + 11, n, 5.0);
+        if n > 20 {
+            x[3] = f32::NAN;
+            x[19] = x[7]; // a tie
+            x[n - 1] = f32::NAN;
+        }
+        let want = reference::argmax(&x);
+        each_isa("argmax", |k| {
+            let (buf, r) = unaligned(&x);
+            assert_eq!(k.argmax(&buf[r]), want, "argmax {:?} n={n}", k.isa());
+        });
+        for kk in [0usize, 1, 5, 40, n + 3] {
+            let want = reference::top_k(&x, kk);
+            for k in kernels_all() {
+                assert_eq!(k.top_k(&x, kk), want, "top_k {:?} n={n} k={kk}", k.isa());
+            }
+        }
+    }
+    // Ties, NaN-only and -inf rows.
+    let x = [1.0, f32::NAN, 3.0, 3.0, f32::NEG_INFINITY, 3.0, -0.0, 0.0];
+    each_isa("argmax", |k| {
+        assert_eq!(k.argmax(&x), reference::argmax(&x));
+        assert_eq!(k.argmax(&[f32::NAN; 20]), None);
+        assert_eq!(k.argmax(&[f32::NEG_INFINITY; 20]), Some(0));
+        assert_eq!(k.argmax(&[]), None);
+    });
+    for kk in 0..=9 {
+        assert_eq!(Kernels::scalar().top_k(&x, kk), reference::top_k(&x, kk));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 2 } else { 48 }, ..ProptestConfig::default() })]
+
+    #[test]
+    fn prop_linear(rows in 1usize..12, in_dim in 1usize..90, out_dim in 1usize..90, seed in any::<u64>()) {
+        check_linear(rows, in_dim, out_dim, seed);
+    }
+
+    #[test]
+    fn prop_rows(n in 1usize..300, n_rows in 1usize..4, seed in any::<u64>()) {
+        let x = rand_vec(seed, n * n_rows, 4.0);
+        let g = rand_vec(seed ^ 1, n, 1.0);
+        let b = rand_vec(seed ^ 2, n, 1.0);
+        let mut want = vec![0.0; x.len()];
+        reference::layer_norm(&x, &g, &b, 1e-5, &mut want);
+        each_isa("layer_norm", |k| {
+            let mut out = vec![0.0; x.len()];
+            k.layer_norm(&x, &g, &b, 1e-5, &mut out);
+            assert!(max_abs(&out, &want) <= NORM_TOL);
+        });
+        let mut want = x[..n].to_vec();
+        reference::softmax(&mut want);
+        each_isa("softmax", |k| {
+            let mut got = x[..n].to_vec();
+            k.softmax(&mut got);
+            assert!(max_abs(&got, &want) <= SOFTMAX_TOL);
+        });
+        let mut want = x.clone();
+        reference::activation(Activation::Silu, &mut want);
+        each_isa("activation", |k| {
+            let mut got = x.clone();
+            k.activation(Activation::Silu, &mut got);
+            check_act_close("silu", k.isa(), &got, &want);
+        });
+    }
+}
