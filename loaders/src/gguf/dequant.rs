@@ -38,6 +38,7 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
 /// Dequantise `src` (whole blocks of `ty`) into `dst`; `Err(())` when `ty` is not supported.
 ///
 /// Caller contract (a bug otherwise, so asserted): `src` holds exactly `dst.len()` elements of `ty`.
+#[allow(clippy::result_unit_err)] // the one failure is "unsupported type": callers name the tensor in their Error
 pub fn dequantize_into(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), ()> {
     if !is_supported(ty) {
         return Err(());
@@ -45,7 +46,7 @@ pub fn dequantize_into(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), 
     let block = ty.block_size() as usize;
     let type_size = ty.type_size() as usize;
     assert!(
-        dst.len() % block == 0 && src.len() == dst.len() / block * type_size,
+        dst.len().is_multiple_of(block) && src.len() == dst.len() / block * type_size,
         "dequantize_into: {} bytes of {} for {} elements",
         src.len(),
         ty.name(),
