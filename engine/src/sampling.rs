@@ -174,7 +174,7 @@ impl Sampler {
             Strategy::Greedy => return k.argmax(logits).map(|i| i as u32).ok_or_else(no_number),
             Strategy::Sample(p) => p,
         };
-        self.filter(k, logits, &p)?;
+        self.filter(logits, &p)?;
         // Draw from the kept candidates (their probabilities sum to 1 up to rounding).
         let u = self.rng.next_f64();
         let mut acc = 0.0f64;
@@ -190,61 +190,71 @@ impl Sampler {
 
     /// Leave in `self.candidates` the tokens the filters keep, most likely first, with their
     /// renormalised probabilities. Always keeps at least the most likely token.
-    pub fn filter(&mut self, k: &Kernels, logits: &mut [f32], p: &SampleParams) -> Result<()> {
+    pub fn filter(&mut self, logits: &mut [f32], p: &SampleParams) -> Result<()> {
         // Temperature: logits / T (over the vocabulary).
         if p.temperature != 1.0 {
             let inv = 1.0 / p.temperature;
             logits.iter_mut().for_each(|x| *x *= inv);
         }
-        // Top-k: the k most likely, or every number, most likely first (NaN never kept).
-        self.candidates.clear();
-        if p.top_k > 0 && p.top_k < logits.len() {
-            self.candidates.extend(k.top_k(logits, p.top_k));
-        } else {
-            self.candidates.extend(
-                logits
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, x)| !x.is_nan())
-                    .map(|(i, &x)| (i as u32, x)),
-            );
-            self.candidates
-                .sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        }
-        self.candidates.retain(|c| c.1 != f32::NEG_INFINITY);
-        let Some(&(_, max)) = self.candidates.first() else {
+        // Every token with a number (NaN and -inf are never drawn).
+        let cands = &mut self.candidates;
+        cands.clear();
+        cands.extend(
+            logits
+                .iter()
+                .enumerate()
+                .filter(|(_, x)| !x.is_nan() && **x != f32::NEG_INFINITY)
+                .map(|(i, &x)| (i as u32, x)),
+        );
+        if cands.is_empty() {
             return Err(no_number());
-        };
+        }
+        // Top-k: the k most likely, by selection (linear time, not yet sorted).
+        if p.top_k > 0 && p.top_k < cands.len() {
+            cands.select_nth_unstable_by(p.top_k - 1, most_likely_first);
+            cands.truncate(p.top_k);
+        }
         // Softmax over the survivors: the tokens top-k removed have probability 0, as in HF.
+        let max = cands.iter().fold(f32::NEG_INFINITY, |m, c| m.max(c.1));
         let mut sum = 0.0f64;
-        for c in self.candidates.iter_mut() {
+        for c in cands.iter_mut() {
             c.1 = ((c.1 - max) as f64).exp() as f32;
             sum += c.1 as f64;
         }
         let inv = (1.0 / sum) as f32;
-        self.candidates.iter_mut().for_each(|c| c.1 *= inv);
-        // Top-p: keep the head whose mass reaches top_p (the token that crosses it is kept).
+        cands.iter_mut().for_each(|c| c.1 *= inv);
+        // Top-p: keep the most likely tokens until their mass reaches top_p (the token that crosses
+        // it is kept). Only a sorted head is needed: sort 256, then 8x more while the mass falls short.
         if p.top_p < 1.0 {
-            let mut mass = 0.0f64;
-            let mut keep = self.candidates.len();
-            for (i, c) in self.candidates.iter().enumerate() {
-                mass += c.1 as f64;
-                if mass >= p.top_p as f64 {
-                    keep = i + 1;
+            let mut n_head = TOP_P_HEAD.min(cands.len());
+            loop {
+                sort_head(cands, n_head);
+                let mut mass = 0.0f64;
+                if let Some(i) = cands[..n_head].iter().position(|c| {
+                    mass += c.1 as f64;
+                    mass >= p.top_p as f64
+                }) {
+                    cands.truncate(i + 1);
                     break;
                 }
+                if n_head == cands.len() {
+                    break; // rounding: the whole mass is just below top_p, keep everything
+                }
+                n_head = n_head.saturating_mul(8).min(cands.len());
             }
-            self.candidates.truncate(keep.max(1));
         }
         // Min-p: drop tokens below min_p * the most likely probability.
         if p.min_p > 0.0 {
-            let floor = p.min_p * self.candidates[0].1;
-            self.candidates.retain(|c| c.1 >= floor);
+            let top = cands.iter().fold(0.0f32, |m, c| m.max(c.1));
+            let floor = p.min_p * top;
+            cands.retain(|c| c.1 >= floor);
         }
+        // The draw walks the candidates most likely first.
+        cands.sort_unstable_by(most_likely_first);
         // Renormalise what is left.
-        let sum: f64 = self.candidates.iter().map(|c| c.1 as f64).sum();
+        let sum: f64 = cands.iter().map(|c| c.1 as f64).sum();
         let inv = (1.0 / sum) as f32;
-        self.candidates.iter_mut().for_each(|c| c.1 *= inv);
+        cands.iter_mut().for_each(|c| c.1 *= inv);
         Ok(())
     }
 
@@ -252,6 +262,22 @@ impl Sampler {
     pub fn candidates(&self) -> &[(u32, f32)] {
         &self.candidates
     }
+}
+
+/// Candidates sorted for top-p first take this many most likely tokens (usually enough).
+const TOP_P_HEAD: usize = 256;
+
+/// Higher value first, lower id first on ties (a total order: results never depend on the sort).
+fn most_likely_first(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+}
+
+/// Put the `n` most likely candidates first, sorted.
+fn sort_head(cands: &mut [(u32, f32)], n: usize) {
+    if n < cands.len() {
+        cands.select_nth_unstable_by(n, most_likely_first);
+    }
+    cands[..n].sort_unstable_by(most_likely_first);
 }
 
 fn no_number() -> Error {
@@ -303,13 +329,12 @@ mod tests {
 
     #[test]
     fn filters_keep_the_expected_sets() {
-        let k = Kernels::scalar();
         // probs ∝ exp(logits): 0.5, 0.25, 0.125, 0.0625, 0.0625 (ln values).
         let base: Vec<f32> = [0.5f32, 0.25, 0.125, 0.0625, 0.0625].iter().map(|p| p.ln()).collect();
         let kept = |p: SampleParams| {
             let mut s = Sampler::new(Strategy::Sample(p), 1.0).unwrap();
             let mut l = base.clone();
-            s.filter(&k, &mut l, &p).unwrap();
+            s.filter(&mut l, &p).unwrap();
             s.candidates().iter().map(|c| c.0).collect::<Vec<_>>()
         };
         let d = SampleParams::default();
