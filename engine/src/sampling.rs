@@ -103,18 +103,26 @@ impl Rng {
 }
 
 /// HF `RepetitionPenaltyLogitsProcessor`: every token already in `history` has its logit divided by
-/// `penalty` when positive, multiplied when negative. Ids outside `logits` are ignored.
-pub fn apply_repetition_penalty(logits: &mut [f32], history: &[u32], penalty: f32) {
+/// `penalty` when positive, multiplied when negative (once per token, however often it occurs).
+/// Ids outside `logits` are ignored. `seen` is scratch (`[vocab]`, all false on entry and on return).
+pub fn apply_repetition_penalty(logits: &mut [f32], history: &[u32], penalty: f32, seen: &mut Vec<bool>) {
     if penalty == 1.0 {
         return;
     }
-    // Each id is penalised once, however often it occurs.
-    let mut seen = std::collections::HashSet::with_capacity(history.len());
+    if seen.len() < logits.len() {
+        seen.resize(logits.len(), false);
+    }
     for &id in history {
-        if let Some(x) = logits.get_mut(id as usize) {
-            if seen.insert(id) {
-                *x = if *x < 0.0 { *x * penalty } else { *x / penalty };
-            }
+        let i = id as usize;
+        if i < logits.len() && !seen[i] {
+            seen[i] = true;
+            let x = &mut logits[i];
+            *x = if *x < 0.0 { *x * penalty } else { *x / penalty };
+        }
+    }
+    for &id in history {
+        if let Some(s) = seen.get_mut(id as usize) {
+            *s = false;
         }
     }
 }
@@ -127,6 +135,8 @@ pub struct Sampler {
     rng: Rng,
     /// Candidates `(id, logit or probability)`, most likely first.
     candidates: Vec<(u32, f32)>,
+    /// Scratch of the repetition penalty: which ids were already penalised.
+    seen: Vec<bool>,
 }
 
 impl Sampler {
@@ -148,6 +158,7 @@ impl Sampler {
             repetition_penalty,
             rng: Rng::new(seed),
             candidates: Vec::new(),
+            seen: Vec::new(),
         })
     }
 
@@ -158,7 +169,7 @@ impl Sampler {
     /// The next token given `logits` (`[vocab]`, modified in place) and the ids so far (prompt and
     /// generated, for the repetition penalty). An error only when no logit is a number.
     pub fn sample(&mut self, k: &Kernels, logits: &mut [f32], history: &[u32]) -> Result<u32> {
-        apply_repetition_penalty(logits, history, self.repetition_penalty);
+        apply_repetition_penalty(logits, history, self.repetition_penalty, &mut self.seen);
         let p = match self.strategy {
             Strategy::Greedy => return k.argmax(logits).map(|i| i as u32).ok_or_else(no_number),
             Strategy::Sample(p) => p,
@@ -270,8 +281,10 @@ mod tests {
     #[test]
     fn repetition_penalty_as_hf() {
         let mut l = [2.0, -2.0, 1.0];
-        apply_repetition_penalty(&mut l, &[0, 1, 1, 0, 7], 2.0);
+        let mut seen = vec![];
+        apply_repetition_penalty(&mut l, &[0, 1, 1, 0, 7], 2.0, &mut seen);
         assert_eq!(l, [1.0, -4.0, 1.0]);
+        assert!(seen.iter().all(|&s| !s));
     }
 
     #[test]

@@ -3,9 +3,9 @@
 
 mod decoder_support;
 
-use decoder_support::{ids, json, llama_params, max_abs, open, tensor};
+use decoder_support::{gpt2_params, ids, json, llama_params, max_abs, open, tensor};
 use loaders::safetensors::SafeTensors;
-use qkv::gpt2::{Gpt2, Gpt2Params};
+use qkv::gpt2::Gpt2;
 use qkv::llama::{Llama, LogitsFor};
 use qkv::Kernels;
 
@@ -85,19 +85,7 @@ fn llama_tiny_tied_matches_hf() {
 #[test]
 fn gpt2_tiny_matches_hf() {
     let dir = loaders::paths::fixture("gpt2-tiny");
-    let c = json(&dir.join("config.json"));
-    let u = |k: &str| c[k].as_u64().unwrap() as usize;
-    let p = Gpt2Params {
-        vocab_size: u("vocab_size"),
-        n_positions: u("n_positions"),
-        n_embd: u("n_embd"),
-        n_layer: u("n_layer"),
-        n_head: u("n_head"),
-        n_inner: 4 * u("n_embd"),
-        layer_norm_epsilon: c["layer_norm_epsilon"].as_f64().unwrap() as f32,
-        activation: Gpt2Params::activation_from_name(c["activation_function"].as_str().unwrap()).unwrap(),
-        scale_attn_weights: true,
-    };
+    let p = gpt2_params(&dir);
     let m = Gpt2::new(&SafeTensors::open_dir(&dir).unwrap(), &p, Kernels::scalar()).unwrap();
     check_model(
         "gpt2-tiny",
@@ -105,4 +93,45 @@ fn gpt2_tiny_matches_hf() {
         |cap| m.new_cache(1, cap).unwrap(),
         |c, t, w, l| m.forward(c, t, t.len(), w, l).unwrap(),
     );
+}
+
+/// Batch rows are independent, and `reorder` (beam search) copies rows: a batch of two prompts gives
+/// each prompt's own logits, and after `reorder([1, 1])` both rows continue as prompt 1.
+#[test]
+fn llama_batch_and_reorder_match_single_sequences() {
+    use qkv::Decoder;
+    let dir = loaders::paths::fixture("llama-tiny-gqa");
+    let p = llama_params(&dir);
+    let m = Llama::new(&SafeTensors::open_dir(&dir).unwrap(), &p, Kernels::detect().unwrap()).unwrap();
+    let v = p.vocab_size;
+    let prompts: [Vec<u32>; 2] = [vec![1, 158, 66, 249, 242, 19, 50], vec![1, 53, 48, 150, 91, 125, 61]];
+    let next = [7u32, 9];
+    // Each prompt alone, then one more token.
+    let alone: Vec<(Vec<f32>, Vec<f32>)> = prompts
+        .iter()
+        .zip(next)
+        .map(|(pr, nx)| {
+            let mut c = m.new_cache(1, 16).unwrap();
+            let (mut a, mut b) = (vec![0.0; v], vec![0.0; v]);
+            m.step(&mut c, pr, pr.len(), &mut a).unwrap();
+            m.step(&mut c, &[nx], 1, &mut b).unwrap();
+            (a, b)
+        })
+        .collect();
+    // Both in one batch.
+    let mut c = m.new_cache(2, 16).unwrap();
+    let mut l = vec![0.0; 2 * v];
+    m.step(&mut c, &prompts.concat(), 7, &mut l).unwrap();
+    for b in 0..2 {
+        let diff = max_abs(&l[b * v..(b + 1) * v], &alone[b].0);
+        assert!(diff <= LOGITS_TOL, "batch row {b} prefill differs by {diff}");
+    }
+    // Row 0 becomes a copy of row 1; both continue with prompt 1's next token.
+    m.reorder(&mut c, &[1, 1]).unwrap();
+    m.step(&mut c, &[next[1], next[1]], 1, &mut l).unwrap();
+    for b in 0..2 {
+        let diff = max_abs(&l[b * v..(b + 1) * v], &alone[1].1);
+        assert!(diff <= LOGITS_TOL, "row {b} after reorder differs by {diff}");
+    }
+    assert_eq!(m.cached_len(&c), 8);
 }

@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use loaders::config::ModelConfig;
 use loaders::safetensors::SafeTensors;
+use qkv::gpt2::Gpt2Params;
 use qkv::llama::LlamaParams;
 
 /// Open `dir/<file>` (a fixture's reference tensors).
@@ -30,31 +32,19 @@ pub fn ids(v: &serde_json::Value) -> Vec<u32> {
     serde_json::from_value(v.clone()).unwrap()
 }
 
-/// Llama hyper-parameters from `dir/config.json`.
+/// Llama hyper-parameters from `dir/config.json` (through `loaders::config`).
 pub fn llama_params(dir: &Path) -> LlamaParams {
-    let c = json(&dir.join("config.json"));
-    let u = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("config.json: {k}")) as usize;
-    let n_heads = u("num_attention_heads");
-    let theta = c["rope_theta"]
-        .as_f64()
-        .or_else(|| c["rope_parameters"]["rope_theta"].as_f64())
-        .unwrap_or(10000.0);
-    LlamaParams {
-        hidden_size: u("hidden_size"),
-        intermediate_size: u("intermediate_size"),
-        n_layers: u("num_hidden_layers"),
-        n_heads,
-        n_kv_heads: c["num_key_value_heads"].as_u64().map_or(n_heads, |v| v as usize),
-        head_dim: c["head_dim"]
-            .as_u64()
-            .map_or(u("hidden_size") / n_heads, |v| v as usize),
-        vocab_size: u("vocab_size"),
-        max_positions: u("max_position_embeddings"),
-        rms_norm_eps: c["rms_norm_eps"].as_f64().unwrap() as f32,
-        rope_theta: theta,
-        tie_word_embeddings: c["tie_word_embeddings"].as_bool().unwrap_or(false),
-        attention_bias: c["attention_bias"].as_bool().unwrap_or(false),
-        mlp_bias: c["mlp_bias"].as_bool().unwrap_or(false),
+    match ModelConfig::from_dir(dir).unwrap_or_else(|e| panic!("{e}")) {
+        ModelConfig::Llama(c) => LlamaParams::try_from(&c).unwrap(),
+        other => panic!("{}: not a llama config: {other:?}", dir.display()),
+    }
+}
+
+/// GPT-2 hyper-parameters from `dir/config.json` (through `loaders::config`).
+pub fn gpt2_params(dir: &Path) -> Gpt2Params {
+    match ModelConfig::from_dir(dir).unwrap_or_else(|e| panic!("{e}")) {
+        ModelConfig::Gpt2(c) => Gpt2Params::try_from(&c).unwrap(),
+        other => panic!("{}: not a gpt2 config: {other:?}", dir.display()),
     }
 }
 
