@@ -431,6 +431,9 @@ fn beam<D: Decoder>(
                 }
                 BeamStyle::CTranslate2 { patience } => ct2_step(src, &cands, last_step, opts, patience),
             };
+            if src.running.is_empty() {
+                src.done = true;
+            }
             if !src.done {
                 reorder.extend(next.iter().map(|&b| row0 + b));
                 still_active.push(s);
@@ -445,7 +448,7 @@ fn beam<D: Decoder>(
     }
 
     // 3. the best hypotheses of every source
-    let out = sources
+    let out: Result<Vec<Vec<Hypothesis>>> = sources
         .into_iter()
         .map(|src| {
             let mut hyps: Vec<Hypothesis> = match opts.style {
@@ -472,10 +475,16 @@ fn beam<D: Decoder>(
                 }
             };
             hyps.truncate(opts.num_return_sequences);
-            hyps
+            if hyps.is_empty() {
+                // only when every score was NaN (broken weights): an error, not an empty answer
+                return Err(Error::Request(
+                    "beam search found no hypothesis: the model's scores are NaN".into(),
+                ));
+            }
+            Ok(hyps)
         })
         .collect();
-    Ok(out)
+    out
 }
 
 /// One transformers beam-search step for one source: update `src.finished` and `src.running`, return

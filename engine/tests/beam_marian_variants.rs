@@ -45,7 +45,11 @@ fn beam_variants_match_hf_generate() {
             assert_eq!(tokens, want, "{run}: source {s}");
             for (h, w) in got[s].iter().zip(want_scores[s].as_array().unwrap()) {
                 let w = w.as_f64().unwrap() as f32;
-                assert!((h.score - w).abs() < SCORE_TOL, "{run}: source {s} score {} vs {w}", h.score);
+                assert!(
+                    (h.score - w).abs() < SCORE_TOL,
+                    "{run}: source {s} score {} vs {w}",
+                    h.score
+                );
             }
         }
     }
