@@ -9,6 +9,7 @@
 
 mod kernel_suite;
 mod machine;
+mod models;
 mod timing;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +45,26 @@ enum Cmd {
         /// Only these ISAs (scalar, avx2, avx512, neon); default: every one this CPU has.
         #[arg(long, value_delimiter = ',')]
         isa: Vec<String>,
+    },
+    /// Prefill and decode tokens/s, time to first token and peak RSS of model directories.
+    Models {
+        /// A model directory (repeat for several).
+        #[arg(long = "model", required = true)]
+        models: Vec<std::path::PathBuf>,
+        /// Prompt (decoder-only) or source (encoder-decoder) length in tokens.
+        #[arg(long, default_value_t = 128)]
+        prompt_len: usize,
+        /// Tokens generated per sequence (forced: EOS does not end the run).
+        #[arg(long, default_value_t = 128)]
+        new_tokens: usize,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Beam size (encoder-decoder models).
+        #[arg(long, default_value_t = 1)]
+        beam: usize,
+        /// Runs per model; the best is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
 }
 
@@ -104,8 +125,73 @@ fn run() -> Result<(), String> {
                 print_kernels(&rows);
             }
         }
+        Cmd::Models {
+            models,
+            prompt_len,
+            new_tokens,
+            batch,
+            beam,
+            runs,
+        } => {
+            let w = models::Workload {
+                prompt_len,
+                new_tokens,
+                batch,
+                beam,
+                runs,
+            };
+            let bar = progress_bar(cli.json);
+            bar.set_length(models.len() as u64);
+            let mut rows = Vec::new();
+            for dir in &models {
+                bar.set_message(dir.display().to_string());
+                rows.push(models::run(dir, w).map_err(|e| format!("{}: {e}", dir.display()))?);
+                bar.inc(1);
+            }
+            bar.finish_and_clear();
+            if cli.json {
+                // one model: one object (the contract tools/scripts/peers.py reads); several: an array
+                let out = if rows.len() == 1 {
+                    serde_json::to_string_pretty(&rows[0])
+                } else {
+                    serde_json::to_string_pretty(&rows)
+                };
+                println!("{}", out.map_err(|e| e.to_string())?);
+            } else {
+                print_models(&rows);
+            }
+        }
     }
     Ok(())
+}
+
+fn print_models(rows: &[models::ModelRow]) {
+    println!(
+        "{:<40} {:<16} {:<9} {:>5} {:>4} {:>6} {:>6} {:>12} {:>11} {:>9} {:>9}",
+        "model", "arch", "dtype", "batch", "beam", "prompt", "new", "prefill t/s", "decode t/s", "TTFT", "peak RSS"
+    );
+    for r in rows {
+        println!(
+            "{:<40} {:<16} {:<9} {:>5} {:>4} {:>6} {:>6} {:>12.1} {:>11.1} {:>9} {:>7.0} MB",
+            r.model,
+            r.arch,
+            r.dtype,
+            r.batch,
+            r.beam,
+            r.prompt_len,
+            r.new_tokens,
+            r.prefill_tok_s,
+            r.decode_tok_s,
+            fmt_time(r.ttft_s),
+            r.peak_rss_mb
+        );
+    }
+    if let Some(r) = rows.first() {
+        println!(
+            "\n{} threads, isa {}, best of {} runs; decode t/s counts every row of the batch.",
+            r.threads, r.isa, r.runs
+        );
+    }
 }
 
 fn progress_bar(hidden: bool) -> ProgressBar {

@@ -316,34 +316,41 @@ struct SourceBeams {
     done: bool,
 }
 
-/// The top `n` of all `beams × vocab` scores of one source, best first (ties: lower beam, then lower id,
-/// i.e. the lower flat index as `torch.topk` over the flattened scores).
-fn top_candidates(scores: &[f32], n_beams: usize, vocab: usize, n: usize) -> Vec<Candidate> {
-    let mut all: Vec<Candidate> = Vec::with_capacity(n * n_beams);
+/// The top `n` of all `beams × vocab` scores of one source into `out`, best first (ties: lower beam, then
+/// lower id, i.e. the lower flat index as `torch.topk` over the flattened scores). `idx` is scratch.
+fn top_candidates(
+    scores: &[f32],
+    n_beams: usize,
+    vocab: usize,
+    n: usize,
+    idx: &mut Vec<u32>,
+    out: &mut Vec<Candidate>,
+) {
+    out.clear();
     for b in 0..n_beams {
         let row = &scores[b * vocab..(b + 1) * vocab];
         // the global top n lies within the union of every beam's top n
-        let mut idx: Vec<u32> = (0..vocab as u32).filter(|&t| !row[t as usize].is_nan()).collect();
+        idx.clear();
+        idx.extend((0..vocab as u32).filter(|&t| !row[t as usize].is_nan()));
         let n = n.min(idx.len());
         if n == 0 {
             continue;
         }
         let cmp = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
         idx.select_nth_unstable_by(n - 1, cmp);
-        all.extend(idx[..n].iter().map(|&t| Candidate {
+        out.extend(idx[..n].iter().map(|&t| Candidate {
             score: row[t as usize],
             beam: b,
             token: t,
         }));
     }
-    all.sort_by(|a, b| {
+    out.sort_by(|a, b| {
         b.score
             .total_cmp(&a.score)
             .then(a.beam.cmp(&b.beam))
             .then(a.token.cmp(&b.token))
     });
-    all.truncate(n);
-    all
+    out.truncate(n);
 }
 
 fn beam<D: Decoder>(
@@ -372,6 +379,7 @@ fn beam<D: Decoder>(
     let mut active: Vec<usize> = (0..start.len()).collect();
     let mut logits = vec![0.0f32; start.len() * k * vocab];
     let mut tokens = Vec::with_capacity(start.len() * k);
+    let (mut idx, mut cands) = (Vec::with_capacity(vocab), Vec::with_capacity(n_cand * k));
 
     for step in 0..opts.max_new_tokens {
         let last_step = step + 1 == opts.max_new_tokens;
@@ -416,13 +424,16 @@ fn beam<D: Decoder>(
                     *v += beam.score;
                 }
             }
-            let cands = top_candidates(scores, n_beams, vocab, n_cand);
+            top_candidates(scores, n_beams, vocab, n_cand, &mut idx, &mut cands);
             let next = match opts.style {
                 BeamStyle::HuggingFace { early_stopping } => {
                     hf_step(src, &cands, step, last_step, opts, early_stopping)
                 }
                 BeamStyle::CTranslate2 { patience } => ct2_step(src, &cands, last_step, opts, patience),
             };
+            if src.running.is_empty() {
+                src.done = true;
+            }
             if !src.done {
                 reorder.extend(next.iter().map(|&b| row0 + b));
                 still_active.push(s);
@@ -437,7 +448,7 @@ fn beam<D: Decoder>(
     }
 
     // 3. the best hypotheses of every source
-    let out = sources
+    let out: Result<Vec<Vec<Hypothesis>>> = sources
         .into_iter()
         .map(|src| {
             let mut hyps: Vec<Hypothesis> = match opts.style {
@@ -464,10 +475,16 @@ fn beam<D: Decoder>(
                 }
             };
             hyps.truncate(opts.num_return_sequences);
-            hyps
+            if hyps.is_empty() {
+                // only when every score was NaN (broken weights): an error, not an empty answer
+                return Err(Error::Request(
+                    "beam search found no hypothesis: the model's scores are NaN".into(),
+                ));
+            }
+            Ok(hyps)
         })
         .collect();
-    Ok(out)
+    out
 }
 
 /// One transformers beam-search step for one source: update `src.finished` and `src.running`, return

@@ -28,6 +28,7 @@ use crate::chat::{ChatTemplate, GenerationPrompt, Message, SpecialTokens};
 use crate::generate::{DecoderSession, GenerateOptions, Generation, Generator, PromptFormat, Session, TokenDecoder};
 use crate::gpt2::{Gpt2, Gpt2Params};
 use crate::llama::{Llama, LlamaParams};
+use crate::translate::Translator;
 use crate::{Error, Result};
 
 /// The network of a loaded model. Encoder-decoder architectures (Marian, CTranslate2 Transformer)
@@ -36,6 +37,8 @@ use crate::{Error, Result};
 pub enum Architecture {
     Llama(Llama),
     Gpt2(Gpt2),
+    /// Marian or the CTranslate2 Transformer: see [`Model::translate`].
+    Seq2Seq(Box<Translator>),
 }
 
 impl Architecture {
@@ -43,6 +46,7 @@ impl Architecture {
         match self {
             Architecture::Llama(_) => "llama",
             Architecture::Gpt2(_) => "gpt2",
+            Architecture::Seq2Seq(_) => "seq2seq",
         }
     }
 }
@@ -111,13 +115,10 @@ impl Model {
                 let m = Gpt2::new(&weights, &Gpt2Params::try_from(c)?, kernels)?;
                 (Architecture::Gpt2(m), c.bos_token_id, c.eos_token_id.clone())
             }
-            // Encoder-decoder models are loaded by the translation API.
-            #[allow(unreachable_patterns)]
-            _ => {
-                return Err(Error::Request(format!(
-                    "{}: this is an encoder-decoder (translation) model; generate supports decoder-only models",
-                    dir.display()
-                )))
+            ModelConfig::Marian(_) | ModelConfig::Ct2Transformer(_) => {
+                let t = Translator::from_parts(dir, &config, gen.as_ref(), kernels)?;
+                let eos = t.defaults().rules.eos.clone();
+                (Architecture::Seq2Seq(Box::new(t)), None, eos)
             }
         };
         // generation_config.json's EOS ids join config.json's.
@@ -228,6 +229,12 @@ impl Model {
                     }),
                     cap,
                 )
+            }
+            Architecture::Seq2Seq(_) => {
+                return Err(Error::Request(format!(
+                    "{}: this is an encoder-decoder (translation) model: use translate, not generate",
+                    self.dir.display()
+                )))
             }
         };
         Generator::new(

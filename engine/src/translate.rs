@@ -1,10 +1,11 @@
 //! Translation: load an encoder-decoder model directory, translate sentences in batches.
 //!
 //! ```no_run
-//! use qkv::translate::{TranslateOptions, Translator};
+//! use qkv::{Model, TranslateOptions};
 //!
 //! # fn main() -> qkv::Result<()> {
-//! let model = Translator::load("models/opus-mt-en-de")?;
+//! let model = Model::load("models/opus-mt-en-de")?; // or qkv::Translator::load
+//! assert!(model.translator().is_ok());
 //! let out = model.translate(&["Hello world", "How are you?"], &TranslateOptions::default())?;
 //! for t in &out {
 //!     println!("{} ({:.3})", t.text, t.score);
@@ -391,6 +392,32 @@ impl Translator {
                     .collect()
             })
             .collect()
+    }
+}
+
+/// Translation through [`crate::Model`] (which loads Marian and CTranslate2 directories as
+/// [`crate::model::Architecture::Seq2Seq`]).
+impl crate::model::Model {
+    /// The translator of an encoder-decoder model (an error for a decoder-only model).
+    pub fn translator(&self) -> Result<&Translator> {
+        match self.architecture() {
+            crate::model::Architecture::Seq2Seq(t) => Ok(t),
+            other => Err(Error::Request(format!(
+                "{}: a {} model cannot translate (it is decoder-only: use generate)",
+                self.dir().display(),
+                other.name()
+            ))),
+        }
+    }
+
+    /// Translate sentences (best hypothesis each, input order). See [`Translator::translate`].
+    pub fn translate(&self, texts: &[&str], opts: &TranslateOptions) -> Result<Vec<Translation>> {
+        self.translator()?.translate(texts, opts)
+    }
+
+    /// Translate source ids. See [`Translator::translate_ids`].
+    pub fn translate_ids(&self, sources: &[Vec<u32>], opts: &TranslateOptions) -> Result<Vec<Vec<Hypothesis>>> {
+        self.translator()?.translate_ids(sources, opts)
     }
 }
 

@@ -211,3 +211,58 @@ fn invalid_options_are_errors() {
         assert!(search(&Toy, &mut cache, &[1], &bad).is_err());
     }
 }
+
+/// A decoder whose every logit is NaN (broken weights).
+struct NanToy;
+
+impl Decoder for NanToy {
+    type Cache = Rows;
+
+    fn vocab_size(&self) -> usize {
+        VOCAB
+    }
+
+    fn step(&self, cache: &mut Rows, tokens: &[u32], n: usize, logits: &mut [f32]) -> Result<()> {
+        Toy.step(cache, tokens, n, logits)?;
+        logits.fill(f32::NAN);
+        Ok(())
+    }
+
+    fn reorder(&self, cache: &mut Rows, src: &[usize]) -> Result<()> {
+        Toy.reorder(cache, src)
+    }
+
+    fn cached_len(&self, cache: &Rows) -> usize {
+        Toy.cached_len(cache)
+    }
+}
+
+#[test]
+fn nan_scores_are_errors_or_values_never_panics() {
+    for style in STYLES {
+        let o = opts(3, style);
+        let mut cache = Rows(vec![Vec::new(); 2]);
+        // garbage in, but a value (hypotheses for every source) or an error out
+        if let Ok(out) = search(&NanToy, &mut cache, &[1, 2], &o) {
+            assert!(out.len() == 2 && out.iter().all(|h| !h.is_empty()), "{style:?}");
+        }
+        // without rules every candidate is NaN: no hypothesis at all is an error
+        let bare = SearchOptions {
+            min_new_tokens: 0,
+            rules: LogitsRules {
+                eos: vec![EOS],
+                ..LogitsRules::default()
+            },
+            ..o.clone()
+        };
+        let mut cache = Rows(vec![Vec::new(); 2]);
+        assert!(search(&NanToy, &mut cache, &[1, 2], &bare).is_err(), "{style:?}");
+        let g = SearchOptions {
+            num_return_sequences: 1,
+            ..opts(1, style)
+        };
+        let mut cache = Rows(vec![Vec::new(); 2]);
+        let out = search(&NanToy, &mut cache, &[1, 2], &g).unwrap();
+        assert_eq!(out.len(), 2);
+    }
+}

@@ -263,3 +263,36 @@ fn batched_translate_ids_keeps_input_order() {
     // no tokenizer files in the fixture: text translation is an error, not a panic
     assert!(t.translate(&["hello"], &TranslateOptions::default()).is_err());
 }
+
+#[test]
+fn self_cache_grows_past_its_first_allocation() {
+    // a 1-token source starts with room for 18 positions; decoding 50 steps grows the caches twice. The
+    // same source beside a 30-token one (whose batch is allocated for all 60 positions up front) must give
+    // the same logits at every step.
+    let t = translator();
+    let m = t.model();
+    let vocab = m.vocab_size();
+    let short: Vec<u32> = vec![0];
+    let long: Vec<u32> = (1..30).chain([0]).collect();
+    let mut alone = m.start(&[&short], 1, 60).unwrap();
+    let mut pair = m.start(&[&short, &long], 2, 60).unwrap();
+    let (mut a, mut p) = (vec![0.0f32; vocab], vec![0.0f32; 2 * vocab]);
+    let mut worst = 0.0f32;
+    for s in 0..50u32 {
+        let tok = if s == 0 {
+            m.config().decoder_start_token_id
+        } else {
+            1 + (s * 37) % 120
+        };
+        m.step(&mut alone, &[tok], 1, &mut a).unwrap();
+        m.step(&mut pair, &[tok, tok], 1, &mut p).unwrap();
+        worst = worst.max(max_abs_diff(&a, &p[..vocab]));
+    }
+    assert!(worst < LOGITS_TOL, "logits after cache growth differ by {worst}");
+    assert_eq!(m.cached_len(&alone), 50);
+    // beyond the maximum asked for in `start`: an error
+    for _ in 50..60 {
+        m.step(&mut alone, &[1], 1, &mut a).unwrap();
+    }
+    assert!(m.step(&mut alone, &[1], 1, &mut a).is_err());
+}

@@ -75,3 +75,16 @@ fn translate_text_matches_ctranslate2() {
     let e = t.translate(&[""], &opts).unwrap();
     assert_eq!(e.len(), 1);
 }
+
+#[test]
+fn model_load_translates_the_same() {
+    let dir = shared_model("aren-transliteration-ct2").expect("shared model");
+    let m = qkv::Model::load(&dir).expect("Model::load");
+    let t = Translator::load(&dir).expect("Translator::load");
+    let names = ["محمد", "زينب", "عائشة"];
+    let opts = TranslateOptions::default();
+    assert_eq!(m.translate(&names, &opts).unwrap(), t.translate(&names, &opts).unwrap());
+    // a translation model does not generate, and says so
+    let e = m.generate("محمد", &qkv::GenerateOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("translate"), "{e}");
+}

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use kernels::{bf16, f16, Isa, Kernels, Layout, Weight, WeightData};
+use kernels::{bf16, f16, Bf16Gemv, Isa, Kernels, Layout, Weight, WeightData};
 
 /// Run time of every thread of this process so far, in seconds (Linux schedstat; 0 elsewhere).
 /// On a loaded machine wall time overstates a kernel's cost; CPU time does not (idle rayon workers
@@ -68,6 +68,15 @@ fn main() {
                             (n * bytes) as f64 / t / 1e9,
                             (n * bytes) as f64 / cpu / 1e9,
                         );
+                        if name == "bf16" && isa == Isa::Avx512 && Isa::has_avx512_bf16() && layout == Layout::OutIn {
+                            let kd = k.with_bf16_gemv(Bf16Gemv::DotBf16);
+                            let (t, cpu) = time(reps, || kd.linear(&x, rows, &w, None, &mut y));
+                            line += &format!(
+                                "  bf16-dot r{rows} {:.1} GB/s ({:.1}/cpu-s)",
+                                (n * bytes) as f64 / t / 1e9,
+                                (n * bytes) as f64 / cpu / 1e9,
+                            );
+                        }
                     }
                 }
                 println!("{line}");
@@ -79,6 +88,34 @@ fn main() {
         let (m, kd, nd) = (512usize, 2048usize, 2048usize);
         let x: Vec<f32> = vals[..m * kd].to_vec();
         let mut y = vec![0.0f32; m * nd];
+        // matrixmultiply (threaded) on the same product, for comparison.
+        let (t, cpu) = time(5, || {
+            // SAFETY: x is [m, kd], w32 holds >= nd * kd (read as [kd, nd] transposed), y is [m, nd].
+            unsafe {
+                matrixmultiply::sgemm(
+                    m,
+                    kd,
+                    nd,
+                    1.0,
+                    x.as_ptr(),
+                    kd as isize,
+                    1,
+                    w32.as_ptr(),
+                    1,
+                    kd as isize,
+                    0.0,
+                    y.as_mut_ptr(),
+                    nd as isize,
+                    1,
+                )
+            }
+        });
+        let flop = 2.0 * (m * kd * nd) as f64;
+        println!(
+            "matrixmultiply sgemm {m}x{kd}x{nd}: {:.1} GFLOP/s wall, {:.1} GFLOP per cpu-second",
+            flop / t / 1e9,
+            flop / cpu / 1e9
+        );
         for (name, data) in [
             ("f32", WeightData::F32(&w32[..nd * kd])),
             ("bf16", WeightData::Bf16(&wb16[..nd * kd])),

@@ -6,6 +6,15 @@
 //! and benches exercise every path. Each kernel has a plain scalar twin in [`reference`]
 //! with the same contract: the references are the specification.
 //!
+//! Layout: `simd/` holds the [`simd::Simd`] trait and one file per ISA (the only place with
+//! intrinsics, plus `linear/bf16dot.rs` for `vdpbf16ps`); `linear/` the GEMV and GEMM; `rows/`
+//! the row and elementwise kernels. Each algorithm is written once, generic over `Simd`, and reached
+//! through `simd::dispatch!`, which also counts calls per ISA ([`isa::exercised`]).
+//!
+//! Tests: `cargo test -p kernels` runs every kernel on every ISA of the host against [`reference`].
+//! Miri (scalar paths, small shapes; AVX and big tests are `cfg_attr(miri, ignore)`):
+//! `QKV_ISA=scalar MIRIFLAGS=-Zmiri-disable-isolation cargo +nightly miri test -p kernels --test simd --test kernels`.
+//!
 //! Kernels work on slices. Shapes are checked with `assert!` (a shape mismatch is a bug in
 //! the caller, never a property of user input: the engine validates models before it runs them).
 
@@ -30,32 +39,67 @@ pub use types::*;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Kernels {
     isa: Isa,
+    bf16_gemv: Bf16Gemv,
+}
+
+/// How the GEMV treats bf16 weights on CPUs with AVX512_BF16 (elsewhere it is always [`Bf16Gemv::Widen`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Bf16Gemv {
+    /// Widen the weights to f32 in registers; `x` stays f32 (matches the reference to f32 rounding).
+    #[default]
+    Widen,
+    /// `vdpbf16ps` (AVX-512 BF16 only): `x` rounded to bf16 first, relative error up to 2^-9 per term.
+    DotBf16,
 }
 
 impl Kernels {
     /// Use `isa`; an error if this CPU lacks it.
     pub fn new(isa: Isa) -> Result<Self, IsaError> {
         isa.check_supported()?;
-        Ok(Self { isa })
+        Ok(Self {
+            isa,
+            bf16_gemv: Bf16Gemv::Widen,
+        })
     }
 
     /// The best ISA of this CPU, or the one `QKV_ISA` names (an error if the CPU lacks it
     /// or the value is unknown).
     pub fn detect() -> Result<Self, IsaError> {
-        Ok(Self { isa: Isa::from_env()? })
+        Ok(Self {
+            isa: Isa::from_env()?,
+            bf16_gemv: Bf16Gemv::Widen,
+        })
     }
 
     /// The plain scalar path, available everywhere.
     pub fn scalar() -> Self {
-        Self { isa: Isa::Scalar }
+        Self {
+            isa: Isa::Scalar,
+            bf16_gemv: Bf16Gemv::Widen,
+        }
     }
 
     pub fn isa(&self) -> Isa {
         self.isa
     }
 
+    /// Choose how bf16-weight GEMVs run (see [`Bf16Gemv`]); `DotBf16` takes effect only with
+    /// [`Isa::Avx512`] on a CPU with AVX512_BF16.
+    pub fn with_bf16_gemv(self, mode: Bf16Gemv) -> Self {
+        Self {
+            bf16_gemv: mode,
+            ..self
+        }
+    }
+
+    pub fn bf16_gemv(&self) -> Bf16Gemv {
+        self.bf16_gemv
+    }
+
     /// `y[rows, out] = x[rows, in] · Wᵀ + bias`, for any weight dtype and layout.
-    /// One row is a GEMV (memory bound), several rows a GEMM (compute bound).
+    /// Up to [`GEMV_MAX_ROWS`] rows run the GEMV (memory bound; weights read once per 4 rows, in their
+    /// stored dtype), more rows the packed GEMM (compute bound; f16/bf16 widened while packing).
+    /// Both split the work over rayon's pool when it is big enough. See [`Bf16Gemv`] for bf16 on AVX-512.
     pub fn linear(&self, x: &[f32], rows: usize, w: &Weight<'_>, bias: Option<&[f32]>, y: &mut [f32]) {
         linear::linear(*self, x, rows, w, bias, y)
     }

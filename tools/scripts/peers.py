@@ -401,6 +401,8 @@ def main() -> None:
         load_before = os.getloadavg()[0]
         r.result = run_qkv(r, exe, args) if r.engine == "qkv" else run_worker(r, inputs[r.workload], args)
         r.result["loadavg_1min"] = [load_before, os.getloadavg()[0]]
+        if r.engine == "qkv" and r.result.get("dtype"):
+            r.variant = r.result["dtype"]  # what qkv-bench says it ran
         if "error" in r.result:
             print(f"[peers]   {r.result['error']} {r.result.get('why', '')}", flush=True)
         else:

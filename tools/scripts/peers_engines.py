@@ -48,12 +48,14 @@ def hf_engine(spec: dict):
     gc = model.generation_config
     pad = gc.pad_token_id if gc.pad_token_id is not None else gc.eos_token_id
     n_prefix = 1 if spec["kind"] == "seq2seq" else ids.shape[1]  # decoder start token / the prompt
+    # Marian's forced EOS at max_length - 1 would fight min_new_tokens on the last step: off (CT2 has no such rule).
+    extra = {"forced_eos_token_id": None} if spec["kind"] == "seq2seq" else {}
 
     def generate(n_new: int) -> int:
         with torch.inference_mode():
             out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, num_beams=spec["beam"],
                                  max_new_tokens=n_new, min_new_tokens=n_new, pad_token_id=pad,
-                                 num_return_sequences=1)
+                                 num_return_sequences=1, **extra)
         return int(out.shape[1] - n_prefix)
 
     return generate

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod generate;
+mod import_gguf;
 mod translate;
 
 #[derive(Parser)]
@@ -20,6 +21,8 @@ enum Command {
     Generate(generate::Args),
     /// Translate sentences with an encoder-decoder model (Marian/opus-mt, CTranslate2 Transformer).
     Translate(translate::Args),
+    /// Import a GGUF file (Llama architecture) as a Hugging Face directory.
+    ImportGguf(import_gguf::Args),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +32,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Translate(args) => translate::run(args),
+        Command::ImportGguf(args) => import_gguf::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,185 @@
+//! What each fuzz target does with one input, shared by the cargo-fuzz targets (`loaders/fuzz`) and the
+//! regression test (`loaders/tests/fuzz_regressions.rs`), so a saved crash replays exactly.
+//!
+//! Every public entry point is called on the input and each step's result is recorded; on success the
+//! result is checked against the loader's own invariants (`assert!`: a failure is a bug the fuzzer reports).
+//! A panic anywhere is a finding: the library must return an `Err` for any input.
+
+#![allow(dead_code)] // each includer uses a subset
+
+use std::path::{Path, PathBuf};
+
+use loaders::config::{GenerationConfig, ModelConfig};
+use loaders::gguf::{self, GgufFile, ImportOptions, LlamaParams};
+use loaders::safetensors::SafeTensors;
+use loaders::{Dtype, Error, Result};
+
+/// The result of every step run on one input, in order: (step name, Ok or the error).
+#[derive(Debug, Default)]
+pub struct Steps(pub Vec<(String, Result<()>)>);
+
+impl Steps {
+    /// Record the result of `step`; the value if it succeeded.
+    fn run<T>(&mut self, step: impl Into<String>, r: Result<T>) -> Option<T> {
+        let (r, value) = match r {
+            Ok(v) => (Ok(()), Some(v)),
+            Err(e) => (Err(e), None),
+        };
+        self.0.push((step.into(), r));
+        value
+    }
+
+    /// The recorded result of `step` (None if the step did not run).
+    pub fn get(&self, step: &str) -> Option<&Result<()>> {
+        self.0.iter().find(|(s, _)| s == step).map(|(_, r)| r)
+    }
+
+    /// The error of `step` (None when it succeeded or did not run).
+    pub fn err(&self, step: &str) -> Option<&Error> {
+        self.get(step)?.as_ref().err()
+    }
+}
+
+/// A scratch directory for the files a target writes: `$QKV_FUZZ_TMP`, else the system temp dir; one per
+/// process so that parallel fuzzing jobs do not share files.
+pub fn scratch_dir(target: &str) -> PathBuf {
+    let base = std::env::var_os("QKV_FUZZ_TMP")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = base.join(format!("qkv-fuzz-{target}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("scratch dir {}: {e}", dir.display()));
+    dir
+}
+
+/// The fixture whose shards the index target fuzzes an index against.
+pub const SHARDED_FIXTURE: &str = "loaders-tiny-llama-sharded";
+
+/// Copy the shards of [`SHARDED_FIXTURE`] (not its index) into `dir`.
+pub fn copy_sharded_fixture(dir: &Path) {
+    let src = loaders::paths::fixture(SHARDED_FIXTURE);
+    let entries = std::fs::read_dir(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+    for entry in entries {
+        let path = entry.expect("a fixture dir entry").path();
+        let name = path.file_name().expect("a file name").to_owned();
+        if path.extension().is_some_and(|e| e == "safetensors") {
+            std::fs::copy(&path, dir.join(&name)).unwrap_or_else(|e| panic!("copy {}: {e}", path.display()));
+        }
+    }
+}
+
+/// Check a tensor handed out by `SafeTensors::get` against the [`loaders::Tensor`] invariants.
+fn check_tensor(st: &SafeTensors, name: &str, t: &loaders::Tensor) {
+    let (dtype_name, shape) = st.info(name).expect("a listed tensor has info");
+    assert_eq!(t.shape(), shape, "{name}: shape of get vs info");
+    assert_eq!(t.dtype().to_string(), dtype_name, "{name}: dtype of get vs info");
+    assert_eq!(t.bytes().len(), t.numel() * t.dtype().size(), "{name}: byte length");
+    assert_eq!(t.to_f32_vec().len(), t.numel(), "{name}: values");
+    assert_eq!(t.as_f32().is_some(), t.dtype() == Dtype::F32, "{name}: as_f32");
+}
+
+/// `SafeTensors::open` on a file, then every tensor: `get` (twice: the misaligned copy is cached),
+/// `get_shaped` with its own and a wrong shape, its values; and a missing name.
+pub fn safetensors(path: &Path) -> Steps {
+    let mut steps = Steps::default();
+    let Some(st) = steps.run("open", SafeTensors::open(path)) else {
+        return steps;
+    };
+    assert_eq!(st.names().len(), st.len());
+    let _ = st.metadata();
+    for name in st.names() {
+        let Some(t) = steps.run(format!("get {name}"), st.get(name)) else {
+            continue;
+        };
+        check_tensor(&st, name, &t);
+        let again = st.get(name).expect("a second get of a tensor that loaded");
+        assert_eq!(again.bytes(), t.bytes(), "{name}: second get");
+        let shaped = st.get_shaped(name, t.shape());
+        assert!(shaped.is_ok(), "{name}: get_shaped with its own shape: {shaped:?}");
+        let mut wrong = t.shape().to_vec();
+        wrong.push(2);
+        assert!(matches!(st.get_shaped(name, &wrong), Err(Error::TensorShape { .. })));
+    }
+    let missing = format!("{}.missing", st.names().first().copied().unwrap_or(""));
+    if !st.contains(&missing) {
+        assert!(matches!(st.get(&missing), Err(Error::MissingTensor { .. })));
+    }
+    steps
+}
+
+/// `SafeTensors::open_index` on `index_path` (the shards beside it), then every tensor as above.
+pub fn safetensors_index(index_path: &Path) -> Steps {
+    let mut steps = Steps::default();
+    let Some(st) = steps.run("open_index", SafeTensors::open_index(index_path)) else {
+        return steps;
+    };
+    for name in st.names() {
+        if let Some(t) = steps.run(format!("get {name}"), st.get(name)) {
+            check_tensor(&st, name, &t);
+        }
+    }
+    steps
+}
+
+/// `ModelConfig::from_json` and `GenerationConfig::from_json` on the text; a config that parses must
+/// serialize (what the fixture tests compare against transformers).
+pub fn config(text: &str) -> Steps {
+    let mut steps = Steps::default();
+    if let Some(m) = steps.run("model", ModelConfig::from_json(Path::new("fuzz/config.json"), text)) {
+        let _ = m.model_type();
+        serde_json::to_value(&m).expect("a parsed model config serializes");
+    }
+    let generation = GenerationConfig::from_json(Path::new("fuzz/generation_config.json"), text);
+    if let Some(g) = steps.run("generation", generation) {
+        serde_json::to_value(&g).expect("a parsed generation config serializes");
+    }
+    steps
+}
+
+/// `GgufFile::open`, then every tensor dequantised, the tokenizer built, the llama parameters read, and the
+/// whole import to a Hugging Face directory (`out_dir`, replaced), whose result must load with the loaders.
+pub fn gguf(path: &Path, out_dir: &Path) -> Steps {
+    let mut steps = Steps::default();
+    let Some(f) = steps.run("open", GgufFile::open(path)) else {
+        return steps;
+    };
+    for info in f.tensor_infos() {
+        assert_eq!(f.tensor_bytes(info).len() as u64, info.n_bytes, "{}: bytes", info.name);
+        assert_eq!(f.tensor_info(&info.name), Some(info));
+        assert_eq!(info.shape().iter().product::<usize>(), info.numel());
+        if let Some(v) = steps.run(format!("dequantize {}", info.name), f.dequantize_info(info)) {
+            assert_eq!(v.len(), info.numel(), "{}: dequantized length", info.name);
+        }
+    }
+    for key in f.metadata().keys() {
+        let _ = (f.get_u64(key), f.get_f64(key), f.get_str(key), f.get_bool(key));
+        let _ = (
+            f.get_usize(key),
+            f.get_str_array(key),
+            f.get_int_array(key),
+            f.get_f32_array(key),
+        );
+    }
+    steps.run("tokenizer", gguf::tokenizer::build(&f));
+    let arch = f.get_str("general.architecture").unwrap_or("llama");
+    steps.run("llama_params", LlamaParams::read(&f, arch));
+    drop(f);
+
+    let _ = std::fs::remove_dir_all(out_dir);
+    if steps
+        .run(
+            "import",
+            gguf::import_to_hf_dir(path, out_dir, &ImportOptions::default()),
+        )
+        .is_some()
+    {
+        // What the importer wrote must load: it checked the same things the loaders check.
+        let cfg = ModelConfig::from_dir(out_dir);
+        assert!(cfg.is_ok(), "imported config.json does not load: {cfg:?}");
+        let st = SafeTensors::open_dir(out_dir);
+        assert!(st.is_ok(), "imported model.safetensors does not load: {st:?}");
+        let text = std::fs::read_to_string(out_dir.join("tokenizer.json")).expect("imported tokenizer.json");
+        let tk = text.parse::<tokenizers::Tokenizer>();
+        assert!(tk.is_ok(), "imported tokenizer.json does not load: {tk:?}");
+    }
+    steps
+}
