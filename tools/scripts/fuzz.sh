@@ -6,6 +6,9 @@
 # Env: QKV_FUZZ_JOBS     targets run at once (default 1; the machine is shared, everything runs under nice)
 #      QKV_FUZZ_RUNS     stop a target after this many executions (default 1000000), whichever comes first
 #      QKV_SHARED_MODELS the shared models dir (default ../shared/models): real files copied in as seeds
+#      QKV_FUZZ_SANITIZER cargo-fuzz sanitizer (default none: the loaders are safe Rust, where an out-of-bounds
+#                        access is already a panic; AddressSanitizer made the gguf target 100x slower)
+#      QKV_PYTHON        a python with numpy, gguf and safetensors for the seeds (default: the venv of venv.sh)
 #
 # Installs cargo-fuzz (crates.io) and the nightly toolchain if missing. Seeds: the real model files and the
 # committed fixtures, plus small files written by tools/scripts/fuzz_seeds.py (in the venv of venv.sh).
@@ -20,6 +23,7 @@ SECONDS_PER_TARGET="${1:-900}"
 shift || true
 JOBS="${QKV_FUZZ_JOBS:-1}"
 RUNS="${QKV_FUZZ_RUNS:-1000000}"
+SANITIZER="${QKV_FUZZ_SANITIZER:-none}"
 MODELS="${QKV_SHARED_MODELS:-$ROOT/../shared/models}"
 
 # Tools: nightly (cargo-fuzz needs -Z flags for the sanitizer) and cargo-fuzz.
@@ -50,7 +54,7 @@ seed() { # seed <target> <file>...
 }
 if [ ! -f "$CORPUS/.seeded" ]; then
     GGUF_REAL=$(ls "$MODELS"/*/*.gguf 2>/dev/null | head -1 || true)
-    tools/scripts/venv.sh python tools/scripts/fuzz_seeds.py "$CORPUS/.generated" ${GGUF_REAL:+--gguf "$GGUF_REAL"}
+    ${QKV_PYTHON:-tools/scripts/venv.sh python} tools/scripts/fuzz_seeds.py "$CORPUS/.generated" ${GGUF_REAL:+--gguf "$GGUF_REAL"}
     seed safetensors "$CORPUS"/.generated/safetensors/* $(find tools/fixtures "$MODELS" -name '*.safetensors' -size -2M)
     seed safetensors_index tools/fixtures/loaders-tiny-llama-sharded/model.safetensors.index.json
     seed config $(find tools/fixtures "$MODELS" -name '*.json' -size -64k)
@@ -95,7 +99,7 @@ trap 'rm -rf "$QKV_FUZZ_TMP"' EXIT
 run_target() { # run_target <target>: fuzz it; a line of results at the end of its log
     local t="$1" log="$FUZZ/logs/$1.log" status=0
     mkdir -p "$FUZZ/artifacts/$t"
-    nice -n 10 cargo +nightly fuzz run --fuzz-dir "$FUZZ" "$t" "$CORPUS/$t" -- \
+    nice -n 10 cargo +nightly fuzz run --fuzz-dir "$FUZZ" -s "$SANITIZER" "$t" "$CORPUS/$t" -- \
         -max_total_time="$SECONDS_PER_TARGET" -runs="$RUNS" -max_len="$(max_len "$t")" -timeout=20 \
         -rss_limit_mb=4096 -dict="$FUZZ/dicts/$t.dict" -print_final_stats=1 >"$log" 2>&1 || status=$?
     local execs secs
@@ -110,7 +114,7 @@ run_target() { # run_target <target>: fuzz it; a line of results at the end of i
 }
 
 # Build every target first (one cargo at a time), then run them, JOBS at once.
-(cd "$FUZZ" && nice -n 10 cargo +nightly fuzz build --fuzz-dir "$FUZZ")
+(cd "$FUZZ" && nice -n 10 cargo +nightly fuzz build --fuzz-dir "$FUZZ" -s "$SANITIZER")
 i=0
 for t in "${TARGETS[@]}"; do
     run_target "$t" &

@@ -89,7 +89,7 @@ def scalar(reader, key):
     return bytes(v).decode() if f.types[0].name == "STRING" else v[0].item()
 
 
-def write_slim_gguf(path, reader, qtype, tied, pre=None, add_bos=None, float_types=None):
+def write_slim_gguf(path, reader, qtype, tied, pre=None, add_bos=None, float_types=None, heads=None):
     tokens, merges, types = slim_tokenizer(reader)
     w = GGUFWriter(path, "llama")
     w.add_name("qkv fuzz seed")
@@ -97,9 +97,13 @@ def write_slim_gguf(path, reader, qtype, tied, pre=None, add_bos=None, float_typ
     w.add_context_length(64)
     w.add_embedding_length(HIDDEN)
     w.add_feed_forward_length(FFN)
-    w.add_head_count(N_HEADS)
-    w.add_head_count_kv(N_KV_HEADS)
-    w.add_rope_dimension_count(HEAD_DIM)
+    if heads is None:
+        w.add_head_count(N_HEADS)
+        w.add_head_count_kv(N_KV_HEADS)
+        w.add_rope_dimension_count(HEAD_DIM)
+    else:  # (n_heads, head_dim) as u64, for crafted inputs
+        w.add_uint64("llama.attention.head_count", heads[0])
+        w.add_uint64("llama.attention.key_length", heads[1])
     w.add_rope_freq_base(scalar(reader, "llama.rope.freq_base") or 10000.0)
     w.add_layer_norm_rms_eps(scalar(reader, "llama.attention.layer_norm_rms_epsilon") or 1e-5)
     w.add_vocab_size(N_VOCAB)
@@ -164,11 +168,23 @@ def gguf_seeds(out, real):
     write_slim_gguf(f"{out}/slim_q5_0.gguf", reader, Q.Q5_0, tied=True)
 
 
+def crafted_regressions(out, real):
+    """Inputs found by reading the code, not by the fuzzer (loaders/tests/fuzz_regressions/gguf/crafted_*)."""
+    os.makedirs(out, exist_ok=True)
+    reader = GGUFReader(real)
+    # n_heads * head_dim overflows usize (the q/k widths of the import).
+    write_slim_gguf(f"{out}/crafted_heads_overflow.gguf", reader, GGMLQuantizationType.Q4_1, tied=True,
+                    heads=(1 << 33, 1 << 32))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("corpus")
     ap.add_argument("--gguf", help="a real llama GGUF to slim (its metadata and tokenizer)")
+    ap.add_argument("--crafted", help="also write the crafted regression inputs to this dir (needs --gguf)")
     args = ap.parse_args()
+    if args.crafted:
+        crafted_regressions(args.crafted, args.gguf)
     safetensors_seeds(os.path.join(args.corpus, "safetensors"))
     if args.gguf:
         gguf_seeds(os.path.join(args.corpus, "gguf"), args.gguf)

@@ -19,6 +19,7 @@ use serde_json::json;
 use super::dequant;
 use super::reader::{GgufFile, TensorInfo};
 use super::tokenizer;
+use crate::config::{GenerationConfig, ModelConfig};
 use crate::error::{Error, Result};
 use crate::tensor::Dtype;
 
@@ -34,6 +35,9 @@ impl Default for ImportOptions {
         ImportOptions { dtype: Dtype::F32 }
     }
 }
+
+/// Tensors of one llama block (norms, q/k/v/o, gate/up/down).
+const TENSORS_PER_BLOCK: usize = 9;
 
 /// Llama hyper-parameters read from `llama.*` metadata.
 #[derive(Clone, Debug, PartialEq)]
@@ -122,6 +126,20 @@ impl LlamaParams {
             10_000.0
         };
         let rms_norm_eps = gguf.get_f64(&key("attention.layer_norm_rms_epsilon"))?;
+        // config.json holds rms_norm_eps as f32: it must stay finite and positive there too.
+        for (k, v) in [
+            ("rope.freq_base", rope_theta),
+            ("attention.layer_norm_rms_epsilon", rms_norm_eps),
+        ] {
+            if !(v.is_finite() && v > 0.0 && (v as f32).is_finite() && v as f32 > 0.0) {
+                return Err(meta_err(
+                    gguf,
+                    &key(k),
+                    "a finite positive float (as f32)".into(),
+                    v.to_string(),
+                ));
+            }
+        }
         // The vocabulary size is the embedding's row count; a `vocab_size` key must agree with it.
         let embd = gguf
             .tensor_info("token_embd.weight")
@@ -138,15 +156,24 @@ impl LlamaParams {
                 ));
             }
         }
-        // Each layer has 9 tensors: a block count beyond what the file holds is corrupt (and bounds the plan).
+        // Sizes that index or allocate: q/k/v widths must not overflow, and the block count is bounded by the
+        // tensors present (each block has TENSORS_PER_BLOCK) before anything is built per block.
+        if n_heads.checked_mul(head_dim).is_none() {
+            return Err(meta_err(
+                gguf,
+                &key("attention.head_count"),
+                format!("a head count whose product with the head size {head_dim} fits in usize"),
+                n_heads.to_string(),
+            ));
+        }
         let n_layers = positive("block_count")?;
-        if n_layers > gguf.tensor_infos().len() / 9 {
+        let max_layers = gguf.tensor_infos().len() / TENSORS_PER_BLOCK;
+        if n_layers > max_layers {
             return Err(meta_err(
                 gguf,
                 &key("block_count"),
                 format!(
-                    "at most {} (the file has {} tensors)",
-                    gguf.tensor_infos().len() / 9,
+                    "at most {max_layers} ({} tensors, {TENSORS_PER_BLOCK} per block)",
                     gguf.tensor_infos().len()
                 ),
                 n_layers.to_string(),
@@ -402,38 +429,6 @@ pub fn import_to_hf_dir(gguf: &Path, out_dir: &Path, opts: &ImportOptions) -> Re
     }
     let p = LlamaParams::read(gguf, arch)?;
     let planned = plan(gguf, &p)?;
-    let tok = tokenizer::build(gguf)?;
-    fs::create_dir_all(out_dir).map_err(|source| Error::Io {
-        path: out_dir.to_path_buf(),
-        source,
-    })?;
-
-    // Weights, converted one tensor at a time by the writer.
-    let st_path = out_dir.join("model.safetensors");
-    let failed = RefCell::new(None);
-    let views = planned.iter().map(|t| {
-        (
-            t.hf_name.clone(),
-            LazyTensor {
-                gguf,
-                plan: t,
-                shape: t.info.shape(),
-                dtype: opts.dtype,
-                failed: &failed,
-            },
-        )
-    });
-    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(views, Some(metadata), &st_path).map_err(|e| Error::Io {
-        path: st_path.clone(),
-        source: std::io::Error::other(e),
-    })?;
-    if let Some(e) = failed.into_inner() {
-        let _ = fs::remove_file(&st_path);
-        return Err(e);
-    }
-
-    // Config files.
     let special = |key: &str| -> Result<Option<u64>> {
         match gguf.metadata().get(key) {
             None => Ok(None),
@@ -470,7 +465,6 @@ pub fn import_to_hf_dir(gguf: &Path, out_dir: &Path, opts: &ImportOptions) -> Re
         "pad_token_id": pad,
         "torch_dtype": torch_dtype,
     });
-    write_json(&out_dir.join("config.json"), &config)?;
     let mut gen = serde_json::Map::new();
     gen.insert("_from_model_config".into(), json!(true));
     for (k, v) in [("bos_token_id", bos), ("eos_token_id", eos), ("pad_token_id", pad)] {
@@ -478,7 +472,47 @@ pub fn import_to_hf_dir(gguf: &Path, out_dir: &Path, opts: &ImportOptions) -> Re
             gen.insert(k.into(), json!(v));
         }
     }
-    write_json(&out_dir.join("generation_config.json"), &serde_json::Value::Object(gen))?;
+    let gen = serde_json::Value::Object(gen);
+    // The config files, checked by the loaders' own config parser before anything is written: an import must
+    // never produce a directory that does not load.
+    let config_path = out_dir.join("config.json");
+    let generation_path = out_dir.join("generation_config.json");
+    ModelConfig::from_json(&config_path, &config.to_string())
+        .and_then(|_| GenerationConfig::from_json(&generation_path, &gen.to_string()))
+        .map_err(|e| import_err(gguf, format!("the metadata gives an invalid config: {e}")))?;
+    let tok = tokenizer::build(gguf)?;
+    fs::create_dir_all(out_dir).map_err(|source| Error::Io {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
+
+    // Weights, converted one tensor at a time by the writer.
+    let st_path = out_dir.join("model.safetensors");
+    let failed = RefCell::new(None);
+    let views = planned.iter().map(|t| {
+        (
+            t.hf_name.clone(),
+            LazyTensor {
+                gguf,
+                plan: t,
+                shape: t.info.shape(),
+                dtype: opts.dtype,
+                failed: &failed,
+            },
+        )
+    });
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(views, Some(metadata), &st_path).map_err(|e| Error::Io {
+        path: st_path.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    if let Some(e) = failed.into_inner() {
+        let _ = fs::remove_file(&st_path);
+        return Err(e);
+    }
+
+    write_json(&config_path, &config)?;
+    write_json(&generation_path, &gen)?;
     write_json(&out_dir.join("tokenizer.json"), &tok.tokenizer_json)?;
     write_json(&out_dir.join("tokenizer_config.json"), &tok.tokenizer_config)?;
     Ok(())

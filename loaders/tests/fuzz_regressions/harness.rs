@@ -135,8 +135,8 @@ pub fn config(text: &str) -> Steps {
     steps
 }
 
-/// `GgufFile::open`, then every tensor dequantised, the tokenizer built, the llama parameters read, and the
-/// whole import to a Hugging Face directory (`out_dir`, replaced), whose result must load with the loaders.
+/// `GgufFile::open`, then every tensor dequantised, the llama parameters read, the whole import to a Hugging Face
+/// directory (`out_dir`, replaced), whose result must load with the loaders, and the tokenizer built.
 pub fn gguf(path: &Path, out_dir: &Path) -> Steps {
     let mut steps = Steps::default();
     let Some(f) = steps.run("open", GgufFile::open(path)) else {
@@ -159,19 +159,13 @@ pub fn gguf(path: &Path, out_dir: &Path) -> Steps {
             f.get_f32_array(key),
         );
     }
-    steps.run("tokenizer", gguf::tokenizer::build(&f));
     let arch = f.get_str("general.architecture").unwrap_or("llama");
     steps.run("llama_params", LlamaParams::read(&f, arch));
-    drop(f);
 
+    // The import builds the tokenizer (slow: its regexes compile); build it on its own only if the import failed.
     let _ = std::fs::remove_dir_all(out_dir);
-    if steps
-        .run(
-            "import",
-            gguf::import_to_hf_dir(path, out_dir, &ImportOptions::default()),
-        )
-        .is_some()
-    {
+    let import = gguf::import_to_hf_dir(path, out_dir, &ImportOptions::default());
+    if steps.run("import", import).is_some() {
         // What the importer wrote must load: it checked the same things the loaders check.
         let cfg = ModelConfig::from_dir(out_dir);
         assert!(cfg.is_ok(), "imported config.json does not load: {cfg:?}");
@@ -180,6 +174,8 @@ pub fn gguf(path: &Path, out_dir: &Path) -> Steps {
         let text = std::fs::read_to_string(out_dir.join("tokenizer.json")).expect("imported tokenizer.json");
         let tk = text.parse::<tokenizers::Tokenizer>();
         assert!(tk.is_ok(), "imported tokenizer.json does not load: {tk:?}");
+    } else {
+        steps.run("tokenizer", gguf::tokenizer::build(&f));
     }
     steps
 }
