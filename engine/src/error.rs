@@ -13,6 +13,13 @@ pub enum Error {
     Request(String),
     #[error("KV cache full: {needed} positions needed, capacity is {capacity}")]
     CacheFull { needed: usize, capacity: usize },
+    #[error("{}: tensor {tensor:?} holds {value} at element {index} (weights must be finite)", path.display())]
+    NonFinite {
+        path: std::path::PathBuf,
+        tensor: String,
+        index: usize,
+        value: f32,
+    },
     #[error("{what}: {bytes} bytes needed, the memory limit is {limit} bytes")]
     CacheMemory { bytes: usize, limit: usize, what: String },
 }

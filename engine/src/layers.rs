@@ -158,7 +158,24 @@ fn weight_data(t: &Tensor) -> Option<WeightData<'_>> {
 fn bind_vector(st: &dyn TensorSource, name: &str, n: usize) -> Result<Vec<f32>> {
     let t = st.get_shaped(name, &[n])?;
     check_float(st, &t)?;
-    Ok(t.to_f32_vec())
+    let v = t.to_f32_vec();
+    check_finite(st, name, v.iter().copied())?;
+    Ok(v)
+}
+
+/// An error naming the first NaN or infinity of `values` (a corrupt or badly converted file). Checked at
+/// load for the tensors that are cheap to scan (norm gains, biases, embedding tables); the big matrices
+/// are not scanned (it would read every weight at load), so a NaN there shows up as NaN logits.
+fn check_finite(st: &dyn TensorSource, name: &str, values: impl Iterator<Item = f32>) -> Result<()> {
+    match values.enumerate().find(|(_, x)| !x.is_finite()) {
+        None => Ok(()),
+        Some((index, value)) => Err(Error::NonFinite {
+            path: st.origin(),
+            tensor: name.to_string(),
+            index,
+            value,
+        }),
+    }
 }
 
 /// Whether a linear layer has a bias.
@@ -351,6 +368,12 @@ impl Embedding {
     pub fn bind(st: &dyn TensorSource, name: &str, n_rows: usize, dim: usize) -> Result<Self> {
         let table = st.get_shaped(&weight_name(name), &[n_rows, dim])?;
         check_float(st, &table)?;
+        match weight_data(&table) {
+            Some(WeightData::F32(s)) => check_finite(st, table.name(), s.iter().copied())?,
+            Some(WeightData::F16(s)) => check_finite(st, table.name(), s.iter().map(|x| x.to_f32()))?,
+            Some(WeightData::Bf16(s)) => check_finite(st, table.name(), s.iter().map(|x| x.to_f32()))?,
+            None => {}
+        }
         Ok(Self { table, n_rows, dim })
     }
 

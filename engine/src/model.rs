@@ -24,6 +24,7 @@ use loaders::config::{GenerationConfig, ModelConfig};
 use loaders::safetensors::SafeTensors;
 use loaders::tokenizer::{self, Tokenizer};
 
+use crate::cache::{KvShape, DEFAULT_MAX_CACHE_BYTES};
 use crate::chat::{ChatTemplate, GenerationPrompt, Message, SpecialTokens};
 use crate::generate::{DecoderSession, GenerateOptions, Generation, Generator, PromptFormat, Session, TokenDecoder};
 use crate::gpt2::{Gpt2, Gpt2Params};
@@ -56,6 +57,10 @@ impl Architecture {
 pub struct LoadOptions {
     /// The kernels to run on (default: the best ISA of this CPU, or `QKV_ISA`).
     pub kernels: Option<Kernels>,
+    /// Cap on the KV cache bytes of one generation (K and V of every layer); a request that would need
+    /// more fails with [`Error::CacheMemory`] before allocating. Default:
+    /// [`crate::cache::DEFAULT_MAX_CACHE_BYTES`].
+    pub max_cache_bytes: Option<usize>,
 }
 
 /// The tokenizer as the generator sees it (special tokens skipped when decoding).
@@ -78,6 +83,7 @@ pub struct Model {
     bos: Option<u32>,
     eos: Vec<u32>,
     kernels: Kernels,
+    max_cache_bytes: usize,
 }
 
 impl std::fmt::Debug for Model {
@@ -147,6 +153,7 @@ impl Model {
             bos,
             eos,
             kernels,
+            max_cache_bytes: opts.max_cache_bytes.unwrap_or(DEFAULT_MAX_CACHE_BYTES),
         })
     }
 
@@ -209,6 +216,7 @@ impl Model {
     pub fn stream_ids<'a>(&'a self, prompt: Vec<u32>, opts: &GenerateOptions) -> Result<Generator<'a>> {
         // The cache holds the prompt and the new tokens, up to the model's context.
         let want = prompt.len().saturating_add(opts.max_new_tokens);
+        self.check_cache_memory(want)?;
         let (session, capacity): (Box<dyn Session + 'a>, usize) = match &self.arch {
             Architecture::Llama(m) => {
                 let cap = want.min(m.max_positions());
@@ -246,6 +254,43 @@ impl Model {
             capacity,
             opts,
         )
+    }
+
+    /// The KV cache cap of this model (see [`LoadOptions::max_cache_bytes`]).
+    pub fn max_cache_bytes(&self) -> usize {
+        self.max_cache_bytes
+    }
+
+    /// An error if a cache of `want` positions (clamped to the context) would pass the memory cap.
+    fn check_cache_memory(&self, want: usize) -> Result<()> {
+        let (n_layers, n_kv_heads, head_dim, max_positions) = match &self.arch {
+            Architecture::Llama(m) => {
+                let p = m.params();
+                (p.n_layers, p.n_kv_heads, p.head_dim, m.max_positions())
+            }
+            Architecture::Gpt2(m) => {
+                let p = m.params();
+                (p.n_layer, p.n_head, p.n_embd / p.n_head.max(1), m.max_positions())
+            }
+        };
+        let shape = KvShape {
+            max_batch: 1,
+            n_kv_heads,
+            capacity: want.min(max_positions),
+            head_dim,
+        };
+        let bytes = shape
+            .bytes()
+            .and_then(|b| b.checked_mul(n_layers))
+            .unwrap_or(usize::MAX);
+        if bytes > self.max_cache_bytes {
+            return Err(Error::CacheMemory {
+                bytes,
+                limit: self.max_cache_bytes,
+                what: format!("KV cache of {} positions x {n_layers} layers", shape.capacity),
+            });
+        }
+        Ok(())
     }
 
     /// Generate after `prompt` and return the whole text.

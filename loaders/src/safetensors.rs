@@ -15,8 +15,23 @@
 //! length that is not a multiple of 8, say) does `get` fall back to an aligned owned copy (made once and
 //! cached); it never casts unaligned bytes. [`Tensor::is_mapped`] tells which one you got.
 //!
-//! Caveat shared by every mmap loader: if another process truncates or rewrites the file while it is
-//! mapped, reads may fault. Model files are treated as read-only while a model is loaded.
+//! # Files changing underneath a loaded model
+//!
+//! A mapped file must not change while the model is loaded. What happens when it does (tested in
+//! `engine/tests/reliability_files.rs`):
+//!
+//! - **Replaced by rename** (write a new file, then `rename` it over the old name — what `cp` to a temp
+//!   name + `mv`, `huggingface-cli`, `safetensors.save_file` to a temp path, etc. do): harmless. The map
+//!   holds the old inode, which lives until the model is dropped; generation gives the same tokens as
+//!   before. The new file is seen only by the next load.
+//! - **Truncated in place** (`truncate`, `open(..., "w")`, `cp` over the same name): the pages past the
+//!   new end are gone, and the next read of them raises `SIGBUS`, which kills the process (Rust cannot
+//!   turn it into an error). It is never silent wrong output: the process dies with signal 7.
+//! - **Rewritten in place without truncation** (`dd conv=notrunc`, writing through another map): the
+//!   new bytes are read as weights (shared mapping), so outputs change. Do not do this to a model in use.
+//!
+//! Deployments that must survive in-place rewrites should copy the model directory first (or load from a
+//! read-only location); copying costs the model's size in memory, so it is not the default.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
