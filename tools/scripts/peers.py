@@ -214,6 +214,20 @@ def run_worker(row: Row, ids: list[list[int]], args) -> dict:
     engine = "ct2" if row.engine.startswith("ct2") else row.engine
     spec = dict(engine=engine, kind=row.kind, model=row.model, compute_type=row.variant, threads=args.threads,
                 beam=row.beam, new_tokens=row.new_tokens, ids=ids, runs=args.runs, warmup=args.warmup)
+    res = run_spec(spec, args)
+    if engine == "llama.cpp" and res.get("signal"):
+        # Seen here: llama.cpp built with -march=native on a CPU with AMX dies (SIGSEGV) on quantised weights
+        # when its extra buffer types are on (AMX / repacked weights; the sandbox may not grant AMX tile state).
+        first = res["error"]
+        spec["llama_extra_bufts"] = False
+        res = run_spec(spec, args)
+        res["llama_extra_bufts"] = False
+        row.note = (f"with llama.cpp's extra buffer types (AMX / weight repacking) on: {first}; "
+                    "measured with use_extra_bufts=false")
+    return res
+
+
+def run_spec(spec: dict, args) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                TOKENIZERS_PARALLELISM="false")
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
@@ -227,7 +241,7 @@ def run_worker(row: Row, ids: list[list[int]], args) -> dict:
         if line.startswith("PEERS-RESULT "):
             return json.loads(line[len("PEERS-RESULT "):])
     err = (p.stderr.strip().splitlines() or ["no output"])[-1]
-    return {"error": f"worker exit {p.returncode}: {err}"}
+    return {"error": f"worker exit {p.returncode}: {err}", "signal": p.returncode < 0}
 
 
 def qkv_bench_path(args) -> Path | None:

@@ -96,6 +96,19 @@ def llama_cpp_engine(spec: dict):
     assert spec["kind"] == "causal" and len(spec["ids"]) == 1, "llama.cpp rows are decoder-only, batch 1"
     prompt = spec["ids"][0]
     n_ctx = len(prompt) + spec["new_tokens"] + 8
+    if not spec.get("llama_extra_bufts", True):
+        # llama.cpp's extra weight buffer types (AMX, repacked weights) off: Llama() does not expose the flag, so
+        # patch the default model params it starts from.
+        import llama_cpp.llama as llama_mod
+
+        default_params = llama_mod.llama_cpp.llama_model_default_params
+
+        def no_extra_bufts():
+            p = default_params()
+            p.use_extra_bufts = False
+            return p
+
+        llama_mod.llama_cpp.llama_model_default_params = no_extra_bufts
     llm = Llama(model_path=spec["model"], n_ctx=n_ctx, n_batch=max(512, len(prompt)), n_threads=spec["threads"],
                 n_threads_batch=spec["threads"], n_gpu_layers=0, logits_all=False, verbose=False)
 
