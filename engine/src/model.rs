@@ -272,6 +272,8 @@ impl Model {
                 let p = m.params();
                 (p.n_layer, p.n_head, p.n_embd / p.n_head.max(1), m.max_positions())
             }
+            // translation sizes its own caches per batch (see `seq2seq`); `generate` refuses this architecture
+            Architecture::Seq2Seq(_) => return Ok(()),
         };
         let shape = KvShape {
             max_batch: 1,
