@@ -40,29 +40,43 @@ if [ "${#TARGETS[@]}" -eq 0 ]; then
     read -r -a TARGETS <<<"$(echo $ALL_TARGETS)"
 fi
 
-# Seeds (copied once; libFuzzer adds what it finds to the same directories).
+# Seeds, copied into a target's corpus when it has none yet (libFuzzer adds what it finds to the same directory).
 CORPUS="$FUZZ/corpus"
 mkdir -p "$CORPUS" "$FUZZ/logs" "$FUZZ/dicts"
-seed() { # seed <target> <file>...
-    mkdir -p "$CORPUS/$1"
+GGUF_REAL=$(ls "$MODELS"/*/*.gguf 2>/dev/null | head -1 || true)
+GEN="$CORPUS/.generated"
+if [ ! -f "$GEN/.done" ]; then
+    ${QKV_PYTHON:-tools/scripts/venv.sh python} tools/scripts/fuzz_seeds.py "$GEN" ${GGUF_REAL:+--gguf "$GGUF_REAL"} \
+        --text-corpus tools/fixtures/tokenizers/corpus.json
+    touch "$GEN/.done"
+fi
+seed() { # seed <target> <file>...: copy the files in (as seed-<dir>-<name>) unless the corpus exists
     local t="$1"
     shift
+    [ -d "$CORPUS/$t" ] && return 0
+    mkdir -p "$CORPUS/$t.new"
     for f in "$@"; do
-        [ -f "$f" ] && cp -n "$f" "$CORPUS/$t/seed-$(echo "$f" | sed 's|.*/\([^/]*/[^/]*\)$|\1|; s|/|-|g')"
+        [ -f "$f" ] && cp "$f" "$CORPUS/$t.new/seed-$(echo "$f" | sed 's|.*/\([^/]*/[^/]*\)$|\1|; s|/|-|g')"
     done
-    return 0
+    mv "$CORPUS/$t.new" "$CORPUS/$t"
 }
-if [ ! -f "$CORPUS/.seeded" ]; then
-    GGUF_REAL=$(ls "$MODELS"/*/*.gguf 2>/dev/null | head -1 || true)
-    ${QKV_PYTHON:-tools/scripts/venv.sh python} tools/scripts/fuzz_seeds.py "$CORPUS/.generated" ${GGUF_REAL:+--gguf "$GGUF_REAL"}
-    seed safetensors "$CORPUS"/.generated/safetensors/* $(find tools/fixtures "$MODELS" -name '*.safetensors' -size -2M)
-    seed safetensors_index tools/fixtures/loaders-tiny-llama-sharded/model.safetensors.index.json
-    seed config $(find tools/fixtures "$MODELS" -name '*.json' -size -64k)
-    seed gguf "$CORPUS"/.generated/gguf/*
-    # The head of the real file: its header and the start of the tokenizer arrays.
-    [ -n "$GGUF_REAL" ] && head -c 131072 "$GGUF_REAL" >"$CORPUS/gguf/seed-real-head.gguf"
-    touch "$CORPUS/.seeded"
-fi
+seed safetensors "$GEN"/safetensors/* $(find tools/fixtures "$MODELS" -name '*.safetensors' -size -2M)
+seed safetensors_index tools/fixtures/loaders-tiny-llama-sharded/model.safetensors.index.json
+seed config $(find tools/fixtures/loaders-* tools/fixtures/*-tiny "$MODELS" -name '*.json' -size -64k)
+# The head of the real GGUF (its header and the start of the tokenizer arrays) besides the slim ones.
+[ -n "$GGUF_REAL" ] && [ ! -f "$GEN/real-head.gguf" ] && head -c 131072 "$GGUF_REAL" >"$GEN/real-head.gguf"
+seed gguf "$GEN"/gguf/* "$GEN/real-head.gguf"
+seed spm_model "$GEN"/spm_model/* "$MODELS"/*/*.spm
+seed llama2c_tokenizer "$MODELS"/*/tok*.bin
+# Vocabulary files: source, 0xFF, target (the split the target uses).
+for d in "$MODELS"/*/; do
+    if [ -f "$d/source_vocabulary.txt" ] && [ ! -f "$GEN/vocab-$(basename "$d")" ]; then
+        { cat "$d/source_vocabulary.txt"; printf '\377'; cat "$d/target_vocabulary.txt"; } >"$GEN/vocab-$(basename "$d")"
+    fi
+done
+seed vocab_file "$GEN"/vocab-*
+seed hf_tokenizer_json tools/fixtures/tokenizers/*/tokenizer.json
+seed tokenizer_text "$GEN"/tokenizer_text/*
 
 # Dictionaries: JSON keys of the configs (every quoted string of config.rs, quotes included), safetensors
 # header words, GGUF metadata keys (raw: GGUF strings are length-prefixed).
@@ -83,10 +97,17 @@ printf '%s\n' '"F32"' '"BF16"' '"F16"' '"I8"' '"U8"' '"I64"' '"F8_E4M3"' '"dtype
         | sed 's/^"/"llama./'
     printf '%s\n' '"GGUF"' '"llama"' '"gpt2"' '"llama3"' '"qwen2"'
 } >"$FUZZ/dicts/gguf.dict"
+# tokenizer.json: the keys and type names of the fixture files; texts: special-token spellings.
+grep -ohE '"[A-Za-z_][A-Za-z0-9_]{1,30}"' tools/fixtures/tokenizers/*/tokenizer.json | sort | uniq -c | sort -rn \
+    | awk '$1 >= 2 {print $2}' | head -300 | quoted >"$FUZZ/dicts/hf_tokenizer_json.dict"
+printf '%s\n' '<unk>' '<s>' '</s>' '<pad>' '<|endoftext|>' '<0x41>' '▁' '<sep>' '<blank>' | quoted \
+    >"$FUZZ/dicts/tokenizer_text.dict"
+cp "$FUZZ/dicts/tokenizer_text.dict" "$FUZZ/dicts/vocab_file.dict"
 
 max_len() {
     case "$1" in
-        config | safetensors_index) echo 16384 ;;
+        config | safetensors_index | tokenizer_text | llama2c_tokenizer) echo 16384 ;;
+        spm_model) echo 262144 ;;
         *) echo 131072 ;;
     esac
 }
@@ -97,11 +118,12 @@ QKV_FUZZ_TMP=$(mktemp -d "$([ -d /dev/shm ] && echo /dev/shm || echo "${TMPDIR:-
 trap 'rm -rf "$QKV_FUZZ_TMP"' EXIT
 
 run_target() { # run_target <target>: fuzz it; a line of results at the end of its log
-    local t="$1" log="$FUZZ/logs/$1.log" status=0
+    local t="$1" log="$FUZZ/logs/$1.log" status=0 dict=()
     mkdir -p "$FUZZ/artifacts/$t"
+    [ -f "$FUZZ/dicts/$t.dict" ] && dict=(-dict="$FUZZ/dicts/$t.dict")
     nice -n 10 cargo +nightly fuzz run --fuzz-dir "$FUZZ" -s "$SANITIZER" "$t" "$CORPUS/$t" -- \
         -max_total_time="$SECONDS_PER_TARGET" -runs="$RUNS" -max_len="$(max_len "$t")" -timeout=20 \
-        -rss_limit_mb=4096 -dict="$FUZZ/dicts/$t.dict" -print_final_stats=1 >"$log" 2>&1 || status=$?
+        -rss_limit_mb=4096 "${dict[@]}" -print_final_stats=1 >"$log" 2>&1 || status=$?
     local execs secs
     execs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' | tail -1 || true)
     secs=$(grep -oE 'stat::average_exec_per_sec: *[0-9]+' "$log" | grep -oE '[0-9]+$' | tail -1 || true)

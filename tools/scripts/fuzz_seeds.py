@@ -1,6 +1,6 @@
 """Small seed inputs for the loader fuzz targets (loaders/fuzz), written with the reference libraries.
 
-    tools/scripts/venv.sh python tools/scripts/fuzz_seeds.py <corpus dir> [--gguf <real .gguf>]
+    tools/scripts/venv.sh python tools/scripts/fuzz_seeds.py <corpus dir> [--gguf <real .gguf>] [--text-corpus <corpus.json>]
 
 Writes <corpus>/safetensors/*.safetensors (every dtype, scalar and empty tensors, metadata, dtypes qkv does
 not load, a header whose length is not a multiple of 8) with the `safetensors` package, and <corpus>/gguf/*.gguf
@@ -15,6 +15,7 @@ import os
 import struct
 
 import numpy as np
+import sentencepiece as spm
 from gguf import GGUFReader, GGUFWriter, GGMLQuantizationType, quants
 from safetensors.numpy import save_file
 
@@ -177,17 +178,43 @@ def crafted_regressions(out, real):
                     heads=(1 << 33, 1 << 32))
 
 
+def spm_seeds(out, corpus):
+    """Tiny unigram SentencePiece models trained on the tokenizer corpus (identity and NFKC normalizers)."""
+    os.makedirs(out, exist_ok=True)
+    sentences = json.load(open(corpus))
+    for rule, vocab in [("identity", 800), ("nmt_nfkc", 600)]:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences), model_prefix=f"{out}/tiny_{rule}", vocab_size=vocab,
+            model_type="unigram", normalization_rule_name=rule, byte_fallback=(rule == "identity"),
+            user_defined_symbols=["<sep>"], character_coverage=0.98, minloglevel=2,
+        )
+        os.remove(f"{out}/tiny_{rule}.vocab")
+
+
+def text_seeds(out, corpus, n=200):
+    """Sentences of the tokenizer corpus, one per file (the first n, and every tenth after them)."""
+    os.makedirs(out, exist_ok=True)
+    sentences = json.load(open(corpus))
+    for i, s in enumerate(sentences[:n] + sentences[n::10]):
+        with open(f"{out}/sentence_{i:04d}.txt", "w") as f:
+            f.write(s)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("corpus")
     ap.add_argument("--gguf", help="a real llama GGUF to slim (its metadata and tokenizer)")
     ap.add_argument("--crafted", help="also write the crafted regression inputs to this dir (needs --gguf)")
+    ap.add_argument("--text-corpus", help="the tokenizer corpus (tools/fixtures/tokenizers/corpus.json): spm and text")
     args = ap.parse_args()
     if args.crafted:
         crafted_regressions(args.crafted, args.gguf)
     safetensors_seeds(os.path.join(args.corpus, "safetensors"))
     if args.gguf:
         gguf_seeds(os.path.join(args.corpus, "gguf"), args.gguf)
+    if args.text_corpus:
+        spm_seeds(os.path.join(args.corpus, "spm_model"), args.text_corpus)
+        text_seeds(os.path.join(args.corpus, "tokenizer_text"), args.text_corpus)
 
 
 if __name__ == "__main__":

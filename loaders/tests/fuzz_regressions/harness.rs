@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use loaders::config::{GenerationConfig, ModelConfig};
 use loaders::gguf::{self, GgufFile, ImportOptions, LlamaParams};
 use loaders::safetensors::SafeTensors;
+use loaders::tokenizer::spm_proto::SpmModelProto;
+use loaders::tokenizer::{load_tokenizer, HfTokenizer, Llama2cTokenizer, SentencePiece, Tokenizer, VocabFileTokenizer};
 use loaders::{Dtype, Error, Result};
 
 /// The result of every step run on one input, in order: (step name, Ok or the error).
@@ -176,6 +178,200 @@ pub fn gguf(path: &Path, out_dir: &Path) -> Steps {
         assert!(tk.is_ok(), "imported tokenizer.json does not load: {tk:?}");
     } else {
         steps.run("tokenizer", gguf::tokenizer::build(&f));
+    }
+    steps
+}
+
+// --- Tokenizers ----------------------------------------------------------------------------------------------
+
+/// Texts every tokenizer built from a fuzzed file encodes: plain, whitespace runs, non-ASCII, special-token
+/// spellings, SentencePiece and byte-fallback spellings.
+pub const TEXTS: &[&str] = &[
+    "",
+    " ",
+    "Hello, world! It's 42.",
+    "  two  spaces\n\ttab  ",
+    "ünïcödé 日本語 🙂 \u{0301}e",
+    "<unk></s><s><pad><|endoftext|>",
+    "a\u{0}b\u{7f}",
+    "\u{3000}\u{a0}x\u{200b}",
+    "▁▁ ▁x",
+    "<0x41><0xFF>",
+];
+
+/// How a tokenizer's encode ids relate to its decode side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdSpace {
+    /// Encode ids are decode ids (one vocabulary): they must be below `vocab_size` and decode.
+    Shared,
+    /// Source and target vocabularies differ (CTranslate2 vocabulary files): encode ids are not decodable.
+    SourceTarget,
+}
+
+/// Encode every text (ids in range for a shared vocabulary, then decoded back), decode `ids` (Ok when every id
+/// is below `vocab_size`, else [`Error::TokenIdOutOfRange`]), and look tokens and ids up.
+pub fn exercise(steps: &mut Steps, what: &str, tok: &dyn Tokenizer, texts: &[&str], ids: &[u32], space: IdSpace) {
+    let n = tok.vocab_size();
+    for text in texts {
+        let Some(encoded) = steps.run(format!("{what}: encode {text:?}"), tok.encode(text)) else {
+            continue;
+        };
+        if space == IdSpace::Shared {
+            assert!(
+                encoded.iter().all(|&i| (i as usize) < n),
+                "{what}: {text:?} -> {encoded:?}, vocab {n}"
+            );
+            for skip in [false, true] {
+                let r = tok.decode(&encoded, skip);
+                assert!(r.is_ok(), "{what}: decode(encode({text:?})) = {r:?}");
+            }
+        }
+        let _ = tok.token_to_id(text);
+    }
+    for skip in [false, true] {
+        let r = tok.decode(ids, skip);
+        if ids.iter().all(|&i| (i as usize) < n) {
+            assert!(r.is_ok(), "{what}: decode({ids:?}) with vocab {n}: {r:?}");
+        } else {
+            assert!(
+                matches!(r, Err(Error::TokenIdOutOfRange { .. })),
+                "{what}: decode({ids:?}) vocab {n}: {r:?}"
+            );
+        }
+    }
+    for &id in ids {
+        if let Some(t) = tok.id_to_token(id) {
+            let _ = tok.token_to_id(&t);
+        }
+    }
+}
+
+/// Ids to decode: every id of the vocabulary up to 300, and a few beyond it.
+fn probe_ids(n: usize) -> Vec<u32> {
+    let n = n.min(u32::MAX as usize - 2) as u32;
+    (0..n.min(300)).chain([n, n + 1, u32::MAX]).collect()
+}
+
+/// The in-range prefix of [`probe_ids`] and the whole list, both exercised.
+fn exercise_file_tokenizer(steps: &mut Steps, what: &str, tok: &dyn Tokenizer, space: IdSpace) {
+    let ids = probe_ids(tok.vocab_size());
+    let in_range = &ids[..ids.len() - 3];
+    exercise(steps, what, tok, TEXTS, in_range, space);
+    exercise(steps, what, tok, &[], &ids, space);
+}
+
+/// `SpmModelProto::parse` + `SentencePiece::from_proto` on the bytes, then normalize / encode / decode TEXTS.
+pub fn spm_model(bytes: &[u8]) -> Steps {
+    let mut steps = Steps::default();
+    let Some(proto) = steps.run("parse", SpmModelProto::parse(Path::new("fuzz.spm"), bytes)) else {
+        return steps;
+    };
+    let Some(spm) = steps.run("from_proto", SentencePiece::from_proto(proto)) else {
+        return steps;
+    };
+    for text in TEXTS {
+        steps.run(format!("normalize {text:?}"), spm.normalize(text));
+        let Some(pieces) = steps.run(format!("encode {text:?}"), spm.encode_pieces(text)) else {
+            continue;
+        };
+        for p in &pieces {
+            let id = spm.piece_to_id(p);
+            assert!(
+                (id as usize) < spm.len() || spm.is_empty(),
+                "piece {p:?} -> id {id} of {}",
+                spm.len()
+            );
+            let _ = spm.id_to_piece(id);
+        }
+        let _ = spm.decode_pieces(&pieces);
+    }
+    let _ = (spm.unk_id(), spm.id_to_piece(u32::MAX));
+    steps
+}
+
+/// `Llama2cTokenizer::parse` on the bytes, then every text and id.
+pub fn llama2c_tokenizer(bytes: &[u8]) -> Steps {
+    let mut steps = Steps::default();
+    if let Some(tok) = steps.run("parse", Llama2cTokenizer::parse(Path::new("fuzz.bin"), bytes)) {
+        exercise_file_tokenizer(&mut steps, "llama2c", &tok, IdSpace::Shared);
+        for text in TEXTS {
+            let ids = tok.encode_with(text, true, true);
+            assert!(
+                ids.iter().all(|&i| (i as usize) < tok.vocab_size()),
+                "{text:?} -> {ids:?}"
+            );
+        }
+    }
+    steps
+}
+
+/// The byte that separates the source and target vocabularies in a `vocab_file` input (never in UTF-8).
+pub const VOCAB_SPLIT: u8 = 0xFF;
+
+/// CTranslate2 vocabulary files: the input split at [`VOCAB_SPLIT`] into `source_vocabulary.txt` and
+/// `target_vocabulary.txt` (the same file for both when there is no split) in `dir`, then every text and id.
+pub fn vocab_file(bytes: &[u8], dir: &Path) -> Steps {
+    let (source, target) = match bytes.iter().position(|&b| b == VOCAB_SPLIT) {
+        Some(i) => (&bytes[..i], &bytes[i + 1..]),
+        None => (bytes, bytes),
+    };
+    let (source_path, target_path) = (dir.join("source_vocabulary.txt"), dir.join("target_vocabulary.txt"));
+    std::fs::write(&source_path, source).expect("write the source vocabulary");
+    std::fs::write(&target_path, target).expect("write the target vocabulary");
+    let mut steps = Steps::default();
+    if let Some(tok) = steps.run("open", VocabFileTokenizer::from_files(&source_path, &target_path)) {
+        exercise_file_tokenizer(&mut steps, "vocab files", &tok, IdSpace::SourceTarget);
+    }
+    steps
+}
+
+/// A `tokenizer.json` (the input, written to `dir`) through `HfTokenizer::from_dir`, then every text and id.
+pub fn hf_tokenizer_json(bytes: &[u8], dir: &Path) -> Steps {
+    std::fs::write(dir.join("tokenizer.json"), bytes).expect("write tokenizer.json");
+    let mut steps = Steps::default();
+    if let Some(tok) = steps.run("open", HfTokenizer::from_dir(dir)) {
+        exercise_file_tokenizer(&mut steps, "tokenizer.json", &tok, IdSpace::Shared);
+    }
+    steps
+}
+
+/// The real tokenizers whose encode/decode the `tokenizer_text` target fuzzes: (name, tokenizer, id space).
+pub fn text_tokenizers() -> Vec<(String, Box<dyn Tokenizer>, IdSpace)> {
+    let fixtures = loaders::paths::fixture("tokenizers");
+    let shared = |name: &str| loaders::paths::shared_model(name).unwrap_or_else(|e| panic!("{e}"));
+    [
+        (fixtures.join("hf_bpe"), IdSpace::Shared),
+        (fixtures.join("hf_unigram"), IdSpace::Shared),
+        (shared("opus-mt-tc-big-en-pt-tokenizer"), IdSpace::Shared),
+        (shared("stories260k"), IdSpace::Shared),
+        (shared("aren-transliteration-ct2"), IdSpace::SourceTarget),
+    ]
+    .into_iter()
+    .map(|(dir, space)| {
+        let tok = load_tokenizer(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        (dir.display().to_string(), tok, space)
+    })
+    .collect()
+}
+
+/// Fuzzed text and ids through fixed tokenizers: the input as (lossy) UTF-8 text, and as little-endian u32 ids
+/// both raw and folded into each vocabulary (so most decode rather than fail the range check).
+pub fn tokenizer_text(tokenizers: &[(String, Box<dyn Tokenizer>, IdSpace)], bytes: &[u8]) -> Steps {
+    let text = String::from_utf8_lossy(bytes);
+    let raw: Vec<u32> = bytes
+        .chunks(4)
+        .map(|c| {
+            let mut a = [0u8; 4];
+            a[..c.len()].copy_from_slice(c);
+            u32::from_le_bytes(a)
+        })
+        .collect();
+    let mut steps = Steps::default();
+    for (name, tok, space) in tokenizers {
+        let n = tok.vocab_size().max(1) as u32;
+        let folded: Vec<u32> = raw.iter().map(|&i| i % n).collect();
+        exercise(&mut steps, name, tok.as_ref(), &[&text], &raw, *space);
+        exercise(&mut steps, name, tok.as_ref(), &[], &folded, *space);
     }
     steps
 }

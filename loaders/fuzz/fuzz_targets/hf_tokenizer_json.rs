@@ -1,0 +1,15 @@
+//! A `tokenizer.json` from any bytes through `HfTokenizer`, then encode / decode of fixed texts and ids (see the
+//! shared harness).
+#![no_main]
+
+#[path = "../../tests/fuzz_regressions/harness.rs"]
+mod harness;
+
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    static DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
+    harness::hf_tokenizer_json(data, DIR.get_or_init(|| harness::scratch_dir("hf_tokenizer_json")));
+});
