@@ -106,9 +106,24 @@ def prepare_marian(work: Path, shared: Path, name: str) -> Path:
 # GPT-2 small: random weights, no tokenizer files
 
 
+def write_id_tokenizer(d: Path, n_vocab: int) -> None:
+    """tokenizer.json naming every id `<id_N>` (word-level): the random GPT-2 has no real tokenizer, and loaders
+    (qkv's) want one. Token names only; the weights are untouched."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import WhitespaceSplit
+
+    unk = f"<id_{n_vocab - 1}>"
+    tok = Tokenizer(WordLevel({f"<id_{i}>": i for i in range(n_vocab)}, unk_token=unk))
+    tok.pre_tokenizer = WhitespaceSplit()
+    tok.save(str(d / "tokenizer.json"))
+
+
 def prepare_gpt2(work: Path) -> Path:
     d = work / "gpt2" / "hf"
     if _done(d):
+        if not (d / "tokenizer.json").exists():  # directories made before the id tokenizer was added
+            write_id_tokenizer(d, json.loads((d / "config.json").read_text())["vocab_size"])
         return d
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -118,6 +133,7 @@ def prepare_gpt2(work: Path) -> Path:
     model = GPT2LMHeadModel(GPT2Config()).eval()
     tmp = _fresh(d)
     model.save_pretrained(tmp)
+    write_id_tokenizer(tmp, model.config.vocab_size)
     return _finish(tmp, d)
 
 
