@@ -1,6 +1,6 @@
 //! `qkv generate`: stream generated text to stdout, statistics to stderr.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -108,10 +108,7 @@ pub fn run(args: Args) -> Result<()> {
     let prompt = match &args.prompt {
         Some(p) => p.clone(),
         None => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .context("cannot read the prompt from stdin")?;
+            let s = crate::stdin::read_all(std::io::stdin().lock())?;
             // The newline that ends piped input is not part of the prompt.
             match s.strip_suffix('\n') {
                 Some(t) => t.strip_suffix('\r').unwrap_or(t).to_string(),

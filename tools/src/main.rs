@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod generate;
 mod import_gguf;
+mod stdin;
 mod translate;
 
 #[derive(Parser)]

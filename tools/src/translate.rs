@@ -1,7 +1,7 @@
 //! `qkv translate`: translate the TEXT arguments, or each line of stdin, one translation per line in
 //! input order. Timing goes to stderr.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -92,8 +92,8 @@ pub fn run(args: Args) -> Result<()> {
     if args.text.is_empty() {
         let chunk = args.batch_size.max(1) * STDIN_BATCHES_PER_CHUNK;
         let mut lines = Vec::with_capacity(chunk);
-        for line in std::io::stdin().lock().lines() {
-            lines.push(line.context("cannot read stdin")?);
+        for line in crate::stdin::lines(std::io::stdin().lock()) {
+            lines.push(line?);
             if lines.len() == chunk {
                 translate(&lines, &mut out)?;
                 lines.clear();
