@@ -359,3 +359,30 @@ fn generating_with_a_translation_model_is_an_error() {
     let e = err_text(Translator::load(stories()));
     assert_mentions(&e, &["not an encoder-decoder"]);
 }
+
+#[test]
+fn seq2seq_step_with_out_of_range_target_id_is_an_error() {
+    let t = Translator::load(loaders::paths::fixture("marian-tiny")).unwrap();
+    let m = t.model();
+    let tgt_vocab = m.config().tgt_vocab_size as u32;
+    let mut state = m.start(&[&[3, 4, 5]], 1, 8).unwrap();
+    let mut logits = vec![0.0; m.vocab_size()];
+    let e = err_text(m.step(&mut state, &[tgt_vocab], 1, &mut logits));
+    assert_mentions(&e, &[&format!("token id {tgt_vocab}")]);
+    assert_eq!(m.cached_len(&state), 0, "a refused step leaves the cache as it was");
+    // The same state still works with a valid id.
+    m.step(&mut state, &[m.config().decoder_start_token_id], 1, &mut logits)
+        .unwrap();
+    assert_eq!(m.cached_len(&state), 1);
+}
+
+#[test]
+fn absurd_beam_size_is_a_memory_error_not_an_abort() {
+    let t = Translator::load(aren()).unwrap();
+    let huge = TranslateOptions {
+        beam_size: Some(1 << 40),
+        ..Default::default()
+    };
+    let e = t.translate(&["salam"], &huge).expect_err("no such memory");
+    assert!(matches!(e, Error::CacheMemory { .. }), "{e}");
+}
