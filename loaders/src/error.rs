@@ -212,4 +212,7 @@ pub enum Error {
     /// `decode` was given an id outside the vocabulary.
     #[error("{path}: token id {id} is out of range (the vocabulary has {vocab_size} ids)")]
     TokenIdOutOfRange { path: PathBuf, id: u32, vocab_size: usize },
+    /// `decode` was given an id below the vocabulary size that names no token: the file's ids have a gap there.
+    #[error("{path}: token id {id} names no token (the vocabulary's ids run to {vocab_size} with gaps)")]
+    TokenIdUnassigned { path: PathBuf, id: u32, vocab_size: usize },
 }

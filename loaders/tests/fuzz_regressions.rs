@@ -113,6 +113,43 @@ fn every_saved_input_replays_without_panic() {
 
 // --- One test per crash found, asserting the clean error it now gives. ---------------------------------------------
 
+/// hf_tokenizer_json target: a fuzzed SmolLM2-style tokenizer.json whose BPE vocabulary had an id changed, leaving
+/// id 292 of 0..400 without a token. `decode` said "out of range" for an id inside the range (and the harness, which
+/// expects in-range ids to decode, failed). Now a distinct error names the gap; ids beyond the range keep theirs.
+/// Minimised by hand to `vocab_gap.json`: ids 0, 1, 2 and 4, no 3.
+#[test]
+fn hf_tokenizer_json_vocab_gap() {
+    let tmp = scratch("hf_tokenizer_json");
+    let steps = replay(
+        "hf_tokenizer_json",
+        &regressions("hf_tokenizer_json").join("vocab_gap.json"),
+        tmp.path(),
+    );
+    assert!(
+        steps.err("open").is_none(),
+        "HF loads a vocabulary with gaps, and so do we: {steps:?}"
+    );
+    let tok = loaders::tokenizer::HfTokenizer::from_dir(tmp.path()).expect("opens");
+    use loaders::tokenizer::Tokenizer;
+    assert_eq!(tok.vocab_size(), 5);
+    assert_eq!(tok.encode("ab").expect("encodes"), vec![4]);
+    assert_eq!(tok.decode(&[1, 2, 4], false).expect("decodes"), "abab");
+    match tok.decode(&[1, 3, 2], false) {
+        Err(Error::TokenIdUnassigned {
+            id: 3, vocab_size: 5, ..
+        }) => {}
+        other => panic!("expected TokenIdUnassigned for id 3, got {other:?}"),
+    }
+    match tok.decode(&[5], false) {
+        Err(Error::TokenIdOutOfRange {
+            id: 5, vocab_size: 5, ..
+        }) => {}
+        other => panic!("expected TokenIdOutOfRange for id 5, got {other:?}"),
+    }
+    let msg = tok.decode(&[3], true).unwrap_err().to_string();
+    assert!(msg.contains("token id 3 names no token"), "{msg}");
+}
+
 /// gguf target: a slim llama with `rope.freq_base = -199.3` imported "successfully" to a config.json that
 /// `ModelConfig` refuses (the harness checks that an import loads). Now refused when read, and nothing is written.
 #[test]

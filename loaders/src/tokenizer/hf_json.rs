@@ -91,12 +91,14 @@ impl Tokenizer for HfTokenizer {
     }
 
     fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
-        // The tokenizers crate silently drops unknown ids; an id outside the vocabulary is an error here.
+        // The tokenizers crate silently drops unknown ids; here an id outside the vocabulary is an error, and so is
+        // an id inside it that names no token (a file whose ids have gaps, which HF loads but cannot decode).
         if let Some(&id) = ids.iter().find(|&&id| self.inner.id_to_token(id).is_none()) {
-            return Err(Error::TokenIdOutOfRange {
-                path: self.path.clone(),
-                id,
-                vocab_size: self.n_ids,
+            let (path, vocab_size) = (self.path.clone(), self.n_ids);
+            return Err(if (id as usize) < vocab_size {
+                Error::TokenIdUnassigned { path, id, vocab_size }
+            } else {
+                Error::TokenIdOutOfRange { path, id, vocab_size }
             });
         }
         let text = self

@@ -209,7 +209,7 @@ pub enum IdSpace {
 }
 
 /// Encode every text (ids in range for a shared vocabulary, then decoded back), decode `ids` (Ok when every id
-/// is below `vocab_size`, else [`Error::TokenIdOutOfRange`]), and look tokens and ids up.
+/// names a token, else [`Error::TokenIdUnassigned`] or [`Error::TokenIdOutOfRange`]), and look tokens and ids up.
 pub fn exercise(steps: &mut Steps, what: &str, tok: &dyn Tokenizer, texts: &[&str], ids: &[u32], space: IdSpace) {
     let n = tok.vocab_size();
     for text in texts {
@@ -230,13 +230,18 @@ pub fn exercise(steps: &mut Steps, what: &str, tok: &dyn Tokenizer, texts: &[&st
     }
     for skip in [false, true] {
         let r = tok.decode(ids, skip);
-        if ids.iter().all(|&i| (i as usize) < n) {
-            assert!(r.is_ok(), "{what}: decode({ids:?}) with vocab {n}: {r:?}");
-        } else {
-            assert!(
-                matches!(r, Err(Error::TokenIdOutOfRange { .. })),
-                "{what}: decode({ids:?}) vocab {n}: {r:?}"
-            );
+        // The first id that names no token decides: none decodes; inside 0..n it is a gap in the file's ids,
+        // beyond it out of range. Either error names that id.
+        match ids.iter().find(|&&i| (i as usize) >= n || tok.id_to_token(i).is_none()) {
+            None => assert!(r.is_ok(), "{what}: decode({ids:?}) with vocab {n}: {r:?}"),
+            Some(&bad) if (bad as usize) < n => assert!(
+                matches!(r, Err(Error::TokenIdUnassigned { id, .. }) if id == bad),
+                "{what}: decode({ids:?}), id {bad} unassigned, vocab {n}: {r:?}"
+            ),
+            Some(&bad) => assert!(
+                matches!(r, Err(Error::TokenIdOutOfRange { id, .. }) if id == bad),
+                "{what}: decode({ids:?}), id {bad} out of range, vocab {n}: {r:?}"
+            ),
         }
     }
     for &id in ids {
