@@ -72,12 +72,24 @@ impl TokenDecoder for Text {
     }
 }
 
+/// A model directory without tokenizer files generates ids only: their text is empty.
+struct NoText;
+
+impl TokenDecoder for NoText {
+    fn decode_text(&self, _ids: &[u32]) -> Result<String> {
+        Ok(String::new())
+    }
+}
+
 /// A loaded model: weights (memory-mapped), tokenizer, chat template and generation defaults.
 /// `Send + Sync`: share one `Model` (e.g. in an `Arc`) between threads; each generation has its own cache.
+///
+/// A directory without tokenizer files still loads: it generates from token ids ([`Model::stream_ids`]), with
+/// empty text in its events; the text entry points ([`Model::generate`], [`Model::stream`]) then fail, naming it.
 pub struct Model {
     dir: PathBuf,
     arch: Architecture,
-    text: Text,
+    text: Option<Text>,
     chat_template: Option<ChatTemplate>,
     special: SpecialTokens,
     bos: Option<u32>,
@@ -135,11 +147,18 @@ impl Model {
                 }
             }
         }
-        let tok = tokenizer::load_tokenizer(dir)?;
+        let tok = match tokenizer::load_tokenizer(dir) {
+            Ok(t) => Some(t),
+            Err(loaders::Error::NoTokenizer { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
         let chat_template = tokenizer::chat_template(dir)?
             .map(|s| ChatTemplate::new(&s))
             .transpose()?;
-        let name = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i)).unwrap_or_default();
+        let name = |id: Option<u32>| {
+            id.and_then(|i| tok.as_ref().and_then(|t| t.id_to_token(i)))
+                .unwrap_or_default()
+        };
         let special = SpecialTokens {
             bos_token: name(bos),
             eos_token: name(eos.first().copied()),
@@ -147,7 +166,7 @@ impl Model {
         Ok(Self {
             dir: dir.to_path_buf(),
             arch,
-            text: Text(tok),
+            text: tok.map(Text),
             chat_template,
             special,
             bos,
@@ -165,8 +184,14 @@ impl Model {
         &self.arch
     }
 
-    pub fn tokenizer(&self) -> &dyn Tokenizer {
-        self.text.0.as_ref()
+    /// The tokenizer (an error naming the directory when it has no tokenizer files).
+    pub fn tokenizer(&self) -> Result<&dyn Tokenizer> {
+        self.text.as_ref().map(|t| t.0.as_ref()).ok_or_else(|| {
+            Error::Request(format!(
+                "{}: no tokenizer files, so only token ids can be generated (stream_ids)",
+                self.dir.display()
+            ))
+        })
     }
 
     pub fn kernels(&self) -> Kernels {
@@ -184,8 +209,9 @@ impl Model {
 
     /// The model input for `prompt`: the text itself, or the chat template around it.
     pub fn prompt_ids(&self, prompt: &str, format: PromptFormat) -> Result<Vec<u32>> {
+        let tok = self.tokenizer()?;
         match format {
-            PromptFormat::Plain => Ok(self.text.0.encode(prompt)?),
+            PromptFormat::Plain => Ok(tok.encode(prompt)?),
             PromptFormat::Chat => {
                 let template = self.chat_template.as_ref().ok_or_else(|| {
                     Error::Request(format!(
@@ -194,7 +220,7 @@ impl Model {
                     ))
                 })?;
                 let text = template.render(&[Message::new("user", prompt)], &self.special, GenerationPrompt::Add)?;
-                let mut ids = self.text.0.encode(&text)?;
+                let mut ids = tok.encode(&text)?;
                 // The template already wrote BOS; the tokenizer may have added a second one.
                 if let Some(b) = self.bos {
                     if ids.len() >= 2 && ids[0] == b && ids[1] == b {
@@ -245,15 +271,17 @@ impl Model {
                 )))
             }
         };
-        Generator::new(
-            session,
-            &self.text,
-            self.kernels,
-            prompt,
-            self.eos.clone(),
-            capacity,
-            opts,
-        )
+        let text: &dyn TokenDecoder = match &self.text {
+            Some(t) => t,
+            None if opts.stop_strings.is_empty() => &NoText,
+            None => {
+                return Err(Error::Request(format!(
+                    "{}: stop strings need a tokenizer, and the directory has no tokenizer files",
+                    self.dir.display()
+                )))
+            }
+        };
+        Generator::new(session, text, self.kernels, prompt, self.eos.clone(), capacity, opts)
     }
 
     /// The KV cache cap of this model (see [`LoadOptions::max_cache_bytes`]).

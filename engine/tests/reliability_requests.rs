@@ -73,7 +73,7 @@ fn empty_prompt_is_an_error() {
 #[test]
 fn out_of_range_ids_are_errors() {
     let m = Model::load(stories()).unwrap();
-    let vocab = m.tokenizer().vocab_size() as u32;
+    let vocab = m.tokenizer().unwrap().vocab_size() as u32;
     // stream_ids: the error comes from the first step (prefill) and ends the stream.
     let mut g = m.stream_ids(vec![1, vocab], &GenerateOptions::default()).unwrap();
     let e = g.next().expect("one event").expect_err("out-of-range id");
@@ -257,16 +257,9 @@ fn kv_cache_cap_counts_every_layer() {
 #[test]
 fn missing_files_are_named() {
     let src = stories();
-    for (file, what) in [
-        ("config.json", "config.json"),
-        ("model.safetensors", "safetensors"),
-        ("tok512.bin", "tokenizer"),
-    ] {
+    for (file, what) in [("config.json", "config.json"), ("model.safetensors", "safetensors")] {
         let dir = copy_dir(&src);
         std::fs::remove_file(dir.path().join(file)).unwrap();
-        if file == "tok512.bin" {
-            std::fs::remove_file(dir.path().join("tok512.vocab.json")).unwrap();
-        }
         let e = err_text(Model::load(dir.path()));
         assert_mentions(&e.to_lowercase(), &[what]);
     }
@@ -276,6 +269,40 @@ fn missing_files_are_named() {
     let dir = copy_dir(&aren());
     std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
     assert_mentions(&err_text(Translator::load(dir.path())), &["safetensors"]);
+}
+
+/// Without tokenizer files a model still loads and generates from ids (the same ids as with them, empty text);
+/// everything that needs text fails with an error naming the directory and the missing tokenizer.
+#[test]
+fn model_without_tokenizer_generates_ids_only() {
+    let dir = copy_dir(&stories());
+    std::fs::remove_file(dir.path().join("tok512.bin")).unwrap();
+    std::fs::remove_file(dir.path().join("tok512.vocab.json")).unwrap();
+    let bare = Model::load(dir.path()).unwrap();
+    let full = Model::load(stories()).unwrap();
+    let opts = GenerateOptions {
+        max_new_tokens: 12,
+        ..Default::default()
+    };
+    let prompt = full.tokenizer().unwrap().encode("Once upon a time").unwrap();
+    let a = bare.stream_ids(prompt.clone(), &opts).unwrap().run().unwrap();
+    let b = full.stream_ids(prompt, &opts).unwrap().run().unwrap();
+    assert_eq!(a.tokens, b.tokens);
+    assert!(a.text.is_empty() && !b.text.is_empty(), "{:?} / {:?}", a.text, b.text);
+    let where_ = dir.path().display().to_string();
+    for e in [
+        err_text(bare.generate("Once", &opts)),
+        err_text(bare.tokenizer().map(|_| ())),
+        err_text(bare.stream_ids(
+            vec![1, 2],
+            &GenerateOptions {
+                stop_strings: vec!["x".into()],
+                ..opts.clone()
+            },
+        )),
+    ] {
+        assert_mentions(&e, &[&where_, "tokenizer"]);
+    }
 }
 
 #[test]
@@ -337,7 +364,7 @@ fn non_finite_matrix_weights_are_documented_as_unchecked() {
     let dir = copy_dir(&stories());
     poison(dir.path(), "model.layers.0.self_attn.q_proj.weight", 0, f32::NAN);
     let m = Model::load(dir.path()).unwrap();
-    let vocab = m.tokenizer().vocab_size() as u32;
+    let vocab = m.tokenizer().unwrap().vocab_size() as u32;
     let g = m
         .generate(
             "Once",

@@ -150,6 +150,19 @@ fn hf_tokenizer_json_vocab_gap() {
     assert!(msg.contains("token id 3 names no token"), "{msg}");
 }
 
+/// hf_tokenizer_json target: a byte of a fuzzed tokenizer.json's "decoder" turned into 0xFF (invalid UTF-8):
+/// the `tokenizers` crate's decoder deserializer `expect`s its helper to parse, and panicked. The file's JSON is
+/// now checked before that crate sees it.
+#[test]
+fn hf_tokenizer_json_decoder_not_json() {
+    let (steps, _tmp) = replay_saved("hf_tokenizer_json", "decoder_invalid_utf8.json");
+    let e = failed(&steps, "open");
+    assert!(
+        matches!(e, Error::TokenizerFile { message, .. } if message.contains("not JSON")),
+        "{e:?}"
+    );
+}
+
 /// gguf target: a slim llama with `rope.freq_base = -199.3` imported "successfully" to a config.json that
 /// `ModelConfig` refuses (the harness checks that an import loads). Now refused when read, and nothing is written.
 #[test]

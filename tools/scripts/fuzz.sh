@@ -100,8 +100,11 @@ printf '%s\n' '"F32"' '"BF16"' '"F16"' '"I8"' '"U8"' '"I64"' '"F8_E4M3"' '"dtype
 # tokenizer.json: the keys and type names of the fixture files; texts: special-token spellings.
 grep -ohE '"[A-Za-z_][A-Za-z0-9_]{1,30}"' tools/fixtures/tokenizers/*/tokenizer.json | sort | uniq -c | sort -rn \
     | awk '$1 >= 2 {print $2}' | head -300 | quoted >"$FUZZ/dicts/hf_tokenizer_json.dict"
-printf '%s\n' '<unk>' '<s>' '</s>' '<pad>' '<|endoftext|>' '<0x41>' '▁' '<sep>' '<blank>' | quoted \
-    >"$FUZZ/dicts/tokenizer_text.dict"
+# (libFuzzer dictionaries are ASCII: '▁', U+2581, is written as its UTF-8 bytes escaped)
+{
+    printf '%s\n' '<unk>' '<s>' '</s>' '<pad>' '<|endoftext|>' '<0x41>' '<sep>' '<blank>' | quoted
+    printf '%s\n' '"\xE2\x96\x81"'
+} >"$FUZZ/dicts/tokenizer_text.dict"
 cp "$FUZZ/dicts/tokenizer_text.dict" "$FUZZ/dicts/vocab_file.dict"
 
 max_len() {

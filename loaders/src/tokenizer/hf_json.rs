@@ -52,10 +52,20 @@ impl HfTokenizer {
             path: path.to_path_buf(),
             source,
         })?;
-        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| Error::TokenizerFile {
+        let bad = |message: String| Error::TokenizerFile {
             path: path.to_path_buf(),
-            message: format!("tokenizer.json: {e}"),
-        })?;
+            message: format!("tokenizer.json: {message}"),
+        };
+        // The `tokenizers` crate panics (`expect`) on some malformed files instead of returning an error: a
+        // syntax error inside "decoder", a "Precompiled" normalizer whose charsmap does not parse. Those are
+        // checked here first; any other panic in its parser is caught and reported as a bad file.
+        let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
+        if let Some(n) = json.get("normalizer") {
+            check_precompiled(n).map_err(bad)?;
+        }
+        let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(&bytes))
+            .map_err(|_| bad("the tokenizers crate could not parse it (it panicked)".to_string()))?;
+        let inner = parsed.map_err(|e| bad(e.to_string()))?;
         // Ids are those the model or the added tokens know; the largest + 1 is the id space.
         let max_model = inner.get_vocab(false).values().copied().max();
         let max_added = inner.get_added_tokens_decoder().keys().copied().max();
@@ -82,6 +92,27 @@ impl HfTokenizer {
                 path: self.path.clone(),
                 message: e.to_string(),
             })
+    }
+}
+
+/// Every `Precompiled` normalizer in `n` (itself or inside a `Sequence`) has a charsmap that parses and whose
+/// trie the `tokenizers` crate can walk without indexing out of bounds: it unwraps the parse, and indexes the
+/// trie unchecked when normalizing (see [`super::spm::validate_charsmap`]).
+fn check_precompiled(n: &serde_json::Value) -> std::result::Result<(), String> {
+    match n.get("type").and_then(|t| t.as_str()) {
+        Some("Precompiled") => {
+            // Not a string: the `tokenizers` crate refuses it with an error of its own.
+            let Some(b64) = n.get("precompiled_charsmap").and_then(|c| c.as_str()) else {
+                return Ok(());
+            };
+            let blob = base64::decode(b64).map_err(|e| format!("normalizer Precompiled: charsmap: {e}"))?;
+            super::spm::validate_charsmap(&blob).map_err(|e| format!("normalizer Precompiled: charsmap: {e}"))
+        }
+        Some("Sequence") => match n.get("normalizers").and_then(|v| v.as_array()) {
+            Some(items) => items.iter().try_for_each(check_precompiled),
+            None => Ok(()),
+        },
+        _ => Ok(()),
     }
 }
 

@@ -342,7 +342,7 @@ impl SentencePiece {
 /// normalized strings) so that `spm_precompiled`'s lookups, which index without checks, cannot go out of
 /// bounds or slice inside a UTF-8 character: every transition any key byte can take from every reachable node
 /// must land inside the array, and every leaf must point at a character boundary of the strings.
-fn validate_charsmap(blob: &[u8]) -> std::result::Result<(), String> {
+pub(crate) fn validate_charsmap(blob: &[u8]) -> std::result::Result<(), String> {
     let trie_size = blob
         .get(..4)
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
