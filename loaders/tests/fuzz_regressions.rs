@@ -163,6 +163,20 @@ fn hf_tokenizer_json_decoder_not_json() {
     );
 }
 
+/// hf_tokenizer_json target: the SmolLM2-style fixture with `"<|im_start|>": 1` in the BPE vocabulary changed to
+/// 2 (so the added token <|im_start|> takes the model's id 2, and id 1 names nothing) while the post-processor
+/// still inserts id 1: `encode("")` gave `[1]`, which decode refused. Refused when the file opens now.
+#[test]
+fn hf_tokenizer_json_post_processor_id_without_token() {
+    let (steps, _tmp) = replay_saved("hf_tokenizer_json", "post_processor_id_without_token.json");
+    let e = failed(&steps, "open");
+    assert!(
+        matches!(e, Error::TokenizerFile { message, .. }
+            if message.contains("post_processor inserts token id 1, which names no token")),
+        "{e:?}"
+    );
+}
+
 /// gguf target: a slim llama with `rope.freq_base = -199.3` imported "successfully" to a config.json that
 /// `ModelConfig` refuses (the harness checks that an import loads). Now refused when read, and nothing is written.
 #[test]

@@ -66,6 +66,17 @@ impl HfTokenizer {
         let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(&bytes))
             .map_err(|_| bad("the tokenizers crate could not parse it (it panicked)".to_string()))?;
         let inner = parsed.map_err(|e| bad(e.to_string()))?;
+        // The post-processor inserts special tokens by id, unchecked against the vocabulary: every id it can
+        // insert must name a token, or encode would produce ids that decode (and the model) cannot take.
+        if let Some(p) = json.get("post_processor") {
+            let mut ids = Vec::new();
+            post_processor_ids(p, &mut ids);
+            if let Some(id) = ids.into_iter().find(|&id| inner.id_to_token(id).is_none()) {
+                return Err(bad(format!(
+                    "post_processor inserts token id {id}, which names no token of the vocabulary"
+                )));
+            }
+        }
         // Ids are those the model or the added tokens know; the largest + 1 is the id space.
         let max_model = inner.get_vocab(false).values().copied().max();
         let max_added = inner.get_added_tokens_decoder().keys().copied().max();
@@ -113,6 +124,33 @@ fn check_precompiled(n: &serde_json::Value) -> std::result::Result<(), String> {
             None => Ok(()),
         },
         _ => Ok(()),
+    }
+}
+
+/// The ids a post-processor inserts: TemplateProcessing's `special_tokens[*].ids`, Bert/Roberta's `cls` and
+/// `sep` (`[token, id]`), through `Sequence`s. Ids that are not u32 are left to the `tokenizers` crate.
+fn post_processor_ids(p: &serde_json::Value, out: &mut Vec<u32>) {
+    let as_id = |v: &serde_json::Value| v.as_u64().and_then(|i| u32::try_from(i).ok());
+    match p.get("type").and_then(|t| t.as_str()) {
+        Some("TemplateProcessing") => {
+            if let Some(specials) = p.get("special_tokens").and_then(|s| s.as_object()) {
+                for special in specials.values() {
+                    let ids = special.get("ids").and_then(|i| i.as_array());
+                    out.extend(ids.into_iter().flatten().filter_map(as_id));
+                }
+            }
+        }
+        Some("BertProcessing" | "RobertaProcessing") => {
+            for key in ["cls", "sep"] {
+                out.extend(p.get(key).and_then(|pair| pair.get(1)).and_then(as_id));
+            }
+        }
+        Some("Sequence") => {
+            for item in p.get("processors").and_then(|v| v.as_array()).into_iter().flatten() {
+                post_processor_ids(item, out);
+            }
+        }
+        _ => {}
     }
 }
 
