@@ -24,6 +24,7 @@
 mod attention;
 pub mod isa;
 mod linear;
+mod quant;
 pub mod reference;
 mod rows;
 pub mod simd;
@@ -32,6 +33,7 @@ mod types;
 pub use half::{bf16, f16};
 pub use isa::{Isa, IsaError};
 pub use linear::GEMV_MAX_ROWS;
+pub use quant::{quantize_i8, QuantizedI8, I8_MAX};
 use rayon::prelude::*;
 pub use types::*;
 
@@ -206,9 +208,10 @@ impl Kernels {
         if dim == 0 {
             return;
         }
-        linear::each_dtype!(table.data, data, T => {
+        linear::each_dtype!(table.data, data, row_scales, T => {
             let table: &[T] = data;
-            simd::dispatch!(self, rows::embed, (table: &[T], dim: usize, ids: &[u32], scale: f32, out: &mut [f32]))
+            simd::dispatch!(self, rows::embed, (table: &[T], row_scales: Option<&[f32]>, dim: usize, ids: &[u32],
+                scale: f32, out: &mut [f32]))
         })
     }
 
