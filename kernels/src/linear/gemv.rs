@@ -133,7 +133,15 @@ pub(crate) fn outin<S: Simd, T: WElem>(
         let g = (n_x - r).min(4);
         let xg = &x[r * in_dim..(r + g) * in_dim];
         let yg = &mut ys[r..r + g];
+        // int8 weights convert in two instructions per vector (sign-extend, to f32): wider tiles spread that cost
+        // over more FMAs (4 x rows share each converted vector with 32 registers; AVX2 has 16).
+        let byte = std::mem::size_of::<T>() == 1;
+        let wide = S::LANES >= 16;
         match g {
+            1 if byte => outin_block::<S, T, 8, 1>(s, xg, in_dim, w, rs, yg),
+            2 if byte => outin_block::<S, T, 4, 2>(s, xg, in_dim, w, rs, yg),
+            3 if byte && wide => outin_block::<S, T, 4, 3>(s, xg, in_dim, w, rs, yg),
+            4 if byte && wide => outin_block::<S, T, 4, 4>(s, xg, in_dim, w, rs, yg),
             1 => outin_block::<S, T, 4, 1>(s, xg, in_dim, w, rs, yg),
             2 => outin_block::<S, T, 2, 2>(s, xg, in_dim, w, rs, yg),
             3 => outin_block::<S, T, 2, 3>(s, xg, in_dim, w, rs, yg),

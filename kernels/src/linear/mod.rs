@@ -239,7 +239,7 @@ fn gemv(k: Kernels, x: &[f32], w: &Weight<'_>, bias: Option<&[f32]>, y: &mut [f3
             }
         }
         Layout::OutIn => {
-            let chunk = gemv_chunk(out_dim, in_dim, 4);
+            let chunk = gemv_chunk(out_dim, in_dim, 8);
             let tasks = split_columns(y, out_dim, chunk);
             each_dtype!(w.data, data, scales, T => {
                 let run = |(o0, mut ys): (usize, Vec<&mut [f32]>)| {
