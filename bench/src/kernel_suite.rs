@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use half::{bf16, f16};
 use kernels::{
-    reference, Activation, AttnArgs, Isa, Kernels, Layout, Mask, RopeLayout, RopeTable, Strides, Weight, WeightData,
+    quantize_i8, reference, Activation, AttnArgs, Isa, Kernels, Layout, Mask, RopeLayout, RopeTable, Strides, Weight,
+    WeightData,
 };
 use serde::Serialize;
 
@@ -69,7 +70,7 @@ fn gemv(kernel: &'static str, out_dim: usize, in_dim: usize, data: WeightData<'s
         kernel,
         shape: format!("{out_dim}x{in_dim}"),
         flops: 2.0 * (out_dim * in_dim) as f64,
-        bytes: (out_dim * in_dim * data.elem_bytes()) as f64,
+        bytes: data.bytes() as f64,
         bound: Bound::Memory,
         run: Box::new(move |k| match k {
             Some(k) => k.linear(&x, 1, &w, None, &mut y),
@@ -83,10 +84,14 @@ fn workloads(quick: bool) -> Vec<Workload> {
     let wf32 = leak(rand_vec(gv_out * gv_in, 1));
     let wbf16 = leak(wf32.iter().map(|&v| bf16::from_f32(v)).collect());
     let wf16 = leak(wf32.iter().map(|&v| f16::from_f32(v)).collect());
+    let wi8: &'static kernels::QuantizedI8 = Box::leak(Box::new(quantize_i8(
+        &Weight::new(WeightData::F32(wf32), gv_out, gv_in, Layout::OutIn).expect("weight shape"),
+    )));
     let mut list = vec![
         gemv("gemv_f32", gv_out, gv_in, WeightData::F32(wf32)),
         gemv("gemv_bf16", gv_out, gv_in, WeightData::Bf16(wbf16)),
         gemv("gemv_f16", gv_out, gv_in, WeightData::F16(wf16)),
+        gemv("gemv_i8", gv_out, gv_in, wi8.weight().data),
         gemv("gemv_f32", 576, 1536, WeightData::F32(leak(rand_vec(576 * 1536, 3)))),
     ];
 

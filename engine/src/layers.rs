@@ -204,12 +204,32 @@ pub enum WeightType {
 }
 
 impl WeightType {
+    pub const ALL: [WeightType; 2] = [WeightType::Stored, WeightType::Int8];
+
     /// `stored` or `int8`.
     pub fn name(self) -> &'static str {
         match self {
             WeightType::Stored => "stored",
             WeightType::Int8 => "int8",
         }
+    }
+}
+
+impl std::fmt::Display for WeightType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for WeightType {
+    type Err = String;
+
+    /// `stored` or `int8` (any case), e.g. from a command line.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        WeightType::ALL
+            .into_iter()
+            .find(|w| w.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("{s:?} is not a weight type (stored or int8)"))
     }
 }
 
@@ -631,6 +651,15 @@ mod tests {
             a.convert(&m, WeightType::Stored).unwrap().weight_type(),
             WeightType::Stored
         );
+    }
+
+    #[test]
+    fn weight_type_names() {
+        for w in WeightType::ALL {
+            assert_eq!(w.to_string().parse::<WeightType>(), Ok(w));
+        }
+        assert_eq!(" INT8".parse::<WeightType>(), Ok(WeightType::Int8));
+        assert!("int4".parse::<WeightType>().unwrap_err().contains("stored or int8"));
     }
 
     #[test]
