@@ -273,10 +273,7 @@ impl Translator {
     /// generation and is not used here: translation sizes its caches per batch).
     pub fn load_options(dir: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
         let dir = dir.as_ref();
-        let kernels = match opts.kernels {
-            Some(k) => k,
-            None => Kernels::detect()?,
-        };
+        let kernels = opts.resolve_kernels()?;
         let config = ModelConfig::from_dir(dir)?;
         let gen = GenerationConfig::from_dir(dir)?;
         Self::from_parts(dir, &config, gen.as_ref(), kernels, opts.weights)

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use kernels::{bf16, f16, quantize_i8, Bf16Gemv, Isa, Kernels, Layout, Weight, WeightData};
+use kernels::{bf16, f16, quantize_i8, Bf16Gemv, I8Gemv, Isa, Kernels, Layout, Weight, WeightData};
 
 /// Run time of every thread of this process so far, in seconds (Linux schedstat; 0 elsewhere).
 /// On a loaded machine wall time overstates a kernel's cost; CPU time does not (idle rayon workers
@@ -74,6 +74,15 @@ fn main() {
                             (n * bytes) as f64 / t / 1e9,
                             (n * bytes) as f64 / cpu / 1e9,
                         );
+                        if name == "i8" && isa == Isa::Avx512 && Isa::has_avx512_vnni() {
+                            let kd = k.with_i8_gemv(I8Gemv::DotI16);
+                            let (t, cpu) = time(reps, || kd.linear(&x, rows, &w, None, &mut y));
+                            line += &format!(
+                                "  i8-dot r{rows} {:.1} GB/s ({:.1}/cpu-s)",
+                                (n * bytes) as f64 / t / 1e9,
+                                (n * bytes) as f64 / cpu / 1e9,
+                            );
+                        }
                         if name == "bf16" && isa == Isa::Avx512 && Isa::has_avx512_bf16() && layout == Layout::OutIn {
                             let kd = k.with_bf16_gemv(Bf16Gemv::DotBf16);
                             let (t, cpu) = time(reps, || kd.linear(&x, rows, &w, None, &mut y));

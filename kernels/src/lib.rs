@@ -42,6 +42,20 @@ pub use types::*;
 pub struct Kernels {
     isa: Isa,
     bf16_gemv: Bf16Gemv,
+    i8_gemv: I8Gemv,
+}
+
+/// How the GEMV treats int8 weights on CPUs with AVX-512 VNNI (elsewhere it is always [`I8Gemv::Widen`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum I8Gemv {
+    /// Widen the weights to f32 in registers (sign-extend, convert, FMA); `x` stays f32 (matches the reference
+    /// to f32 rounding).
+    #[default]
+    Widen,
+    /// `vpdpwssd` (AVX-512 VNNI only): each `x` row rounded to i16 with its own scale (`max|x_row| / 32767`),
+    /// exact integer sums: an extra error of at most `scale_x / 2 · Σ|q|` per output, next to int8's own
+    /// `scale_w / 2 · Σ|x|`. About 3x fewer instructions per weight.
+    DotI16,
 }
 
 /// How the GEMV treats bf16 weights on CPUs with AVX512_BF16 (elsewhere it is always [`Bf16Gemv::Widen`]).
@@ -61,6 +75,7 @@ impl Kernels {
         Ok(Self {
             isa,
             bf16_gemv: Bf16Gemv::Widen,
+            i8_gemv: I8Gemv::Widen,
         })
     }
 
@@ -70,6 +85,7 @@ impl Kernels {
         Ok(Self {
             isa: Isa::from_env()?,
             bf16_gemv: Bf16Gemv::Widen,
+            i8_gemv: I8Gemv::Widen,
         })
     }
 
@@ -78,6 +94,7 @@ impl Kernels {
         Self {
             isa: Isa::Scalar,
             bf16_gemv: Bf16Gemv::Widen,
+            i8_gemv: I8Gemv::Widen,
         }
     }
 
@@ -96,6 +113,16 @@ impl Kernels {
 
     pub fn bf16_gemv(&self) -> Bf16Gemv {
         self.bf16_gemv
+    }
+
+    /// Choose how int8-weight GEMVs run (see [`I8Gemv`]); `DotI16` takes effect only with [`Isa::Avx512`] on a
+    /// CPU with AVX512_VNNI.
+    pub fn with_i8_gemv(self, mode: I8Gemv) -> Self {
+        Self { i8_gemv: mode, ..self }
+    }
+
+    pub fn i8_gemv(&self) -> I8Gemv {
+        self.i8_gemv
     }
 
     /// `y[rows, out] = x[rows, in] · Wᵀ + bias`, for any weight dtype and layout.

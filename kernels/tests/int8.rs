@@ -307,3 +307,83 @@ proptest! {
         check_linear_i8(rows, in_dim, out_dim, seed);
     }
 }
+
+/// `I8Gemv::DotI16` rounds each x row to i16 (step `scale_x = max|x_row| / 32767`): on top of the f32-order
+/// error, |y - ref| <= scale_w * scale_x * (1/2 + DOT_I16_X_SLACK) * Σ|q| (each rounded x is off by at most half
+/// a step, plus the f32 rounding of `x * (32767 / max)`, below 32767 * 2^-24 steps).
+const DOT_I16_X_SLACK: f32 = 32767.0 * 2.0 * f32::EPSILON;
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+#[cfg_attr(miri, ignore)]
+fn linear_i8_dot_i16() {
+    use kernels::I8Gemv;
+    assert!(
+        Isa::has_avx512_vnni(),
+        "the project's machines have AVX512_VNNI; this host does not"
+    );
+    let k = Kernels::new(Isa::Avx512).unwrap().with_i8_gemv(I8Gemv::DotI16);
+    // Tails (in_dim not a multiple of 32), leftover rows, 1..=8 x rows, and in_dim past the i32 flush (8192).
+    for &(rows, in_dim, out_dim) in &[
+        (1usize, 1usize, 1usize),
+        (1, 31, 5),
+        (1, 33, 67),
+        (2, 64, 9),
+        (3, 100, 130),
+        (4, 1000, 300),
+        (5, 65, 17),
+        (8, 65, 17),
+        (1, 8192 + 40, 11),
+        (2, 3 * 8192 + 1, 3),
+    ] {
+        let mut x = rand_vec(rows as u64 + 50, rows * in_dim, 1.0);
+        // One outlier per row: the x scale is set by it, the other values are rounded more coarsely.
+        for r in 0..rows {
+            x[r * in_dim + (r * 7) % in_dim] = 20.0;
+        }
+        let wf = test_matrix(in_dim as u64 + out_dim as u64, out_dim, in_dim);
+        let qm = quantize_i8(&Weight::new(WeightData::F32(&wf), out_dim, in_dim, Layout::OutIn).unwrap());
+        let w = qm.weight();
+        let b = rand_vec(4, out_dim, 0.1);
+        let mut want = vec![0.0f32; rows * out_dim];
+        reference::linear(&x, rows, &w, Some(&b), &mut want);
+        let before = isa::exercised(Isa::Avx512);
+        let mut y = vec![0.0f32; rows * out_dim];
+        k.linear(&x, rows, &w, Some(&b), &mut y);
+        assert!(isa::exercised(Isa::Avx512) > before);
+        for r in 0..rows {
+            let xr = &x[r * in_dim..(r + 1) * in_dim];
+            let x_step = xr.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 32767.0;
+            for o in 0..out_dim {
+                let qr = &qm.q[o * in_dim..(o + 1) * in_dim];
+                let sum_q: f32 = qr.iter().map(|&q| (q as f32).abs()).sum();
+                let mag: f32 = qr.iter().zip(xr).map(|(&q, &x)| (q as f32 * x).abs()).sum::<f32>() * qm.scales[o];
+                let tol = qm.scales[o] * x_step * (0.5 + DOT_I16_X_SLACK) * sum_q + INT8_LINEAR_REL_TOL * mag + 1e-7;
+                let (g, e) = (y[r * out_dim + o], want[r * out_dim + o]);
+                assert!(
+                    (g - e).abs() <= tol,
+                    "dot_i16 rows={rows} in={in_dim} y[{r},{o}]={g} want {e} (tolerance {tol})"
+                );
+            }
+        }
+    }
+    // A non-finite x row gives NaN outputs (not a silently rounded value); the other rows are unaffected.
+    let (in_dim, out_dim) = (40, 3);
+    let qm = quantize_i8(
+        &Weight::new(
+            WeightData::F32(&test_matrix(1, out_dim, in_dim)),
+            out_dim,
+            in_dim,
+            Layout::OutIn,
+        )
+        .unwrap(),
+    );
+    let mut x = rand_vec(9, 2 * in_dim, 1.0);
+    x[in_dim + 5] = f32::NAN;
+    let mut y = vec![0.0f32; 2 * out_dim];
+    k.linear(&x, 2, &qm.weight(), None, &mut y);
+    assert!(
+        y[..out_dim].iter().all(|v| v.is_finite()) && y[out_dim..].iter().all(|v| v.is_nan()),
+        "{y:?}"
+    );
+}

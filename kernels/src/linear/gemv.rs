@@ -18,7 +18,7 @@ pub(crate) struct RowScale<'a> {
 impl RowScale<'_> {
     /// Output `o` from its dot product.
     #[inline(always)]
-    fn apply(&self, o: usize, dot: f32) -> f32 {
+    pub(crate) fn apply(&self, o: usize, dot: f32) -> f32 {
         let v = match self.scales {
             Some(s) => dot * s[o],
             None => dot,

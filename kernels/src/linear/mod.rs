@@ -11,6 +11,8 @@ use crate::Kernels;
 mod bf16dot;
 mod gemm;
 mod gemv;
+#[cfg(target_arch = "x86_64")]
+mod i8dot;
 
 /// Up to this many `x` rows, `linear` runs the GEMV (weights streamed once per 4 rows); beyond, the GEMM.
 pub const GEMV_MAX_ROWS: usize = 8;
@@ -238,6 +240,39 @@ fn gemv(k: Kernels, x: &[f32], w: &Weight<'_>, bias: Option<&[f32]>, y: &mut [f3
                 tasks.into_par_iter().for_each(run)
             }
         }
+        #[cfg(target_arch = "x86_64")]
+        Layout::OutIn if dot_i16(k, w) => {
+            let WeightData::I8 { q, scales } = w.data else {
+                unreachable!("dot_i16 checks the dtype")
+            };
+            let (xq, x_scales, in_pad) = i8dot::x_to_i16(x, in_dim);
+            let tasks = split_columns(y, out_dim, gemv_chunk(out_dim, in_dim, 8));
+            let run = |(o0, mut ys): (usize, Vec<&mut [f32]>)| {
+                let n = ys[0].len();
+                let rs = gemv::RowScale {
+                    scales: Some(&scales[o0..o0 + n]),
+                    bias: bias.map(|b| &b[o0..o0 + n]),
+                };
+                crate::isa::note_exercised(crate::Isa::Avx512);
+                // SAFETY: `dot_i16` checked that this Kernels runs AVX-512 and the CPU has AVX512_VNNI.
+                unsafe {
+                    i8dot::outin(
+                        &xq,
+                        &x_scales,
+                        in_pad,
+                        in_dim,
+                        &q[o0 * in_dim..(o0 + n) * in_dim],
+                        rs,
+                        &mut ys,
+                    )
+                }
+            };
+            if tasks.len() == 1 {
+                tasks.into_iter().for_each(run)
+            } else {
+                tasks.into_par_iter().for_each(run)
+            }
+        }
         Layout::OutIn => {
             let chunk = gemv_chunk(out_dim, in_dim, 8);
             let tasks = split_columns(y, out_dim, chunk);
@@ -366,6 +401,15 @@ fn gemm(k: Kernels, x: &[f32], w: &Weight<'_>, bias: Option<&[f32]>, y: &mut [f3
         };
         if tasks.len() == 1 { tasks.into_iter().for_each(run) } else { tasks.into_par_iter().for_each(run) }
     })
+}
+
+/// Whether this GEMV takes the `vpdpwssd` (x as i16) path for int8 weights.
+#[cfg(target_arch = "x86_64")]
+fn dot_i16(k: Kernels, w: &Weight<'_>) -> bool {
+    k.i8_gemv() == crate::I8Gemv::DotI16
+        && k.isa() == crate::Isa::Avx512
+        && matches!(w.data, WeightData::I8 { .. })
+        && crate::Isa::has_avx512_vnni()
 }
 
 /// Whether this GEMV takes the `vdpbf16ps` path.
