@@ -63,6 +63,17 @@ fn leak<T>(v: Vec<T>) -> &'static [T] {
 }
 
 fn gemv(kernel: &'static str, out_dim: usize, in_dim: usize, data: WeightData<'static>) -> Workload {
+    gemv_tuned(kernel, out_dim, in_dim, data, |k| k)
+}
+
+/// A GEMV workload on kernels set up by `tune` (e.g. another int8 mode).
+fn gemv_tuned(
+    kernel: &'static str,
+    out_dim: usize,
+    in_dim: usize,
+    data: WeightData<'static>,
+    tune: fn(Kernels) -> Kernels,
+) -> Workload {
     let w = Weight::new(data, out_dim, in_dim, Layout::OutIn).expect("weight shape");
     let x = rand_vec(in_dim, 2);
     let mut y = vec![0.0f32; out_dim];
@@ -73,7 +84,7 @@ fn gemv(kernel: &'static str, out_dim: usize, in_dim: usize, data: WeightData<'s
         bytes: data.bytes() as f64,
         bound: Bound::Memory,
         run: Box::new(move |k| match k {
-            Some(k) => k.linear(&x, 1, &w, None, &mut y),
+            Some(k) => tune(k).linear(&x, 1, &w, None, &mut y),
             None => reference::linear(&x, 1, &w, None, &mut y),
         }),
     }
@@ -92,6 +103,10 @@ fn workloads(quick: bool) -> Vec<Workload> {
         gemv("gemv_bf16", gv_out, gv_in, WeightData::Bf16(wbf16)),
         gemv("gemv_f16", gv_out, gv_in, WeightData::F16(wf16)),
         gemv("gemv_i8", gv_out, gv_in, wi8.weight().data),
+        // x rounded to i16, vpdpwssd (AVX-512 VNNI; the other ISAs run gemv_i8's path)
+        gemv_tuned("gemv_i8_dot_i16", gv_out, gv_in, wi8.weight().data, |k| {
+            k.with_i8_gemv(kernels::I8Gemv::DotI16)
+        }),
         gemv("gemv_f32", 576, 1536, WeightData::F32(leak(rand_vec(576 * 1536, 3)))),
     ];
 
