@@ -7,7 +7,8 @@
 //! with the same contract: the references are the specification.
 //!
 //! Layout: `simd/` holds the [`simd::Simd`] trait and one file per ISA (the only place with
-//! intrinsics, plus `linear/bf16dot.rs` for `vdpbf16ps`); `linear/` the GEMV and GEMM; `rows/`
+//! intrinsics, plus `linear/bf16dot.rs` for `vdpbf16ps` and `linear/i8dot.rs` for `vpdpwssd`); `linear/` the GEMV
+//! and GEMM; `quant.rs` int8 weight quantization; `rows/`
 //! the row and elementwise kernels. Each algorithm is written once, generic over `Simd`, and reached
 //! through `simd::dispatch!`, which also counts calls per ISA ([`isa::exercised`]).
 //!
@@ -127,8 +128,9 @@ impl Kernels {
 
     /// `y[rows, out] = x[rows, in] · Wᵀ + bias`, for any weight dtype and layout.
     /// Up to [`GEMV_MAX_ROWS`] rows run the GEMV (memory bound; weights read once per 4 rows, in their
-    /// stored dtype), more rows the packed GEMM (compute bound; f16/bf16 widened while packing).
-    /// Both split the work over rayon's pool when it is big enough. See [`Bf16Gemv`] for bf16 on AVX-512.
+    /// stored dtype: int8 times its row scales), more rows the packed GEMM (compute bound; f16/bf16/int8 widened
+    /// while packing). Both split the work over rayon's pool when it is big enough. See [`Bf16Gemv`] and
+    /// [`I8Gemv`] for bf16 and int8 on AVX-512. Int8 weights must be [`Layout::OutIn`] (see [`quantize_i8`]).
     pub fn linear(&self, x: &[f32], rows: usize, w: &Weight<'_>, bias: Option<&[f32]>, y: &mut [f32]) {
         linear::linear(*self, x, rows, w, bias, y)
     }
