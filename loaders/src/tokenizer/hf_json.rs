@@ -66,16 +66,13 @@ impl HfTokenizer {
         let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(&bytes))
             .map_err(|_| bad("the tokenizers crate could not parse it (it panicked)".to_string()))?;
         let inner = parsed.map_err(|e| bad(e.to_string()))?;
-        // The post-processor inserts special tokens by id, unchecked against the vocabulary: every id it can
-        // insert must name a token, or encode would produce ids that decode (and the model) cannot take.
+        // The post-processor inserts special tokens by id, and the `tokenizers` crate checks neither the ids nor the
+        // template's references when it deserializes one (only its builder does): an id naming no token, a
+        // template naming a special token it does not define, or `$B` in the single template would make encode
+        // produce ids the model cannot take, or panic.
         if let Some(p) = json.get("post_processor") {
-            let mut ids = Vec::new();
-            post_processor_ids(p, &mut ids);
-            if let Some(id) = ids.into_iter().find(|&id| inner.id_to_token(id).is_none()) {
-                return Err(bad(format!(
-                    "post_processor inserts token id {id}, which names no token of the vocabulary"
-                )));
-            }
+            check_post_processor(p, &|id| inner.id_to_token(id).is_some())
+                .map_err(|m| bad(format!("post_processor: {m}")))?;
         }
         // Ids are those the model or the added tokens know; the largest + 1 is the id space.
         let max_model = inner.get_vocab(false).values().copied().max();
@@ -127,30 +124,60 @@ fn check_precompiled(n: &serde_json::Value) -> std::result::Result<(), String> {
     }
 }
 
-/// The ids a post-processor inserts: TemplateProcessing's `special_tokens[*].ids`, Bert/Roberta's `cls` and
-/// `sep` (`[token, id]`), through `Sequence`s. Ids that are not u32 are left to the `tokenizers` crate.
-fn post_processor_ids(p: &serde_json::Value, out: &mut Vec<u32>) {
+/// Checks a post-processor (TemplateProcessing, Bert/Roberta processing, Sequences of them) against the
+/// vocabulary (`known(id)`): see [`HfTokenizer::open`].
+fn check_post_processor(p: &serde_json::Value, known: &dyn Fn(u32) -> bool) -> std::result::Result<(), String> {
+    let named = |id: u32| {
+        if known(id) {
+            Ok(())
+        } else {
+            Err(format!("inserts token id {id}, which names no token of the vocabulary"))
+        }
+    };
     let as_id = |v: &serde_json::Value| v.as_u64().and_then(|i| u32::try_from(i).ok());
     match p.get("type").and_then(|t| t.as_str()) {
         Some("TemplateProcessing") => {
-            if let Some(specials) = p.get("special_tokens").and_then(|s| s.as_object()) {
-                for special in specials.values() {
-                    let ids = special.get("ids").and_then(|i| i.as_array());
-                    out.extend(ids.into_iter().flatten().filter_map(as_id));
+            let empty = serde_json::Map::new();
+            let specials = p.get("special_tokens").and_then(|s| s.as_object()).unwrap_or(&empty);
+            for (name, special) in specials {
+                let ids = special.get("ids").and_then(|i| i.as_array());
+                let tokens = special.get("tokens").and_then(|t| t.as_array());
+                if let (Some(ids), Some(tokens)) = (ids, tokens) {
+                    if ids.len() != tokens.len() {
+                        return Err(format!(
+                            "special token {name:?} has {} ids and {} tokens",
+                            ids.len(),
+                            tokens.len()
+                        ));
+                    }
+                }
+                ids.into_iter().flatten().filter_map(as_id).try_for_each(named)?;
+            }
+            for which in ["single", "pair"] {
+                for piece in p.get(which).and_then(|t| t.as_array()).into_iter().flatten() {
+                    if let Some(id) = piece.pointer("/SpecialToken/id").and_then(|i| i.as_str()) {
+                        if !specials.contains_key(id) {
+                            return Err(format!("the {which} template names special token {id:?}, not defined"));
+                        }
+                    }
+                    if which == "single" && piece.pointer("/Sequence/id").and_then(|i| i.as_str()) == Some("B") {
+                        return Err("the single template uses sequence $B".to_string());
+                    }
                 }
             }
+            Ok(())
         }
-        Some("BertProcessing" | "RobertaProcessing") => {
-            for key in ["cls", "sep"] {
-                out.extend(p.get(key).and_then(|pair| pair.get(1)).and_then(as_id));
-            }
-        }
-        Some("Sequence") => {
-            for item in p.get("processors").and_then(|v| v.as_array()).into_iter().flatten() {
-                post_processor_ids(item, out);
-            }
-        }
-        _ => {}
+        Some("BertProcessing" | "RobertaProcessing") => ["cls", "sep"]
+            .iter()
+            .filter_map(|key| p.get(*key).and_then(|pair| pair.get(1)).and_then(as_id))
+            .try_for_each(named),
+        Some("Sequence") => p
+            .get("processors")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+            .try_for_each(|item| check_post_processor(item, known)),
+        _ => Ok(()),
     }
 }
 
