@@ -93,13 +93,24 @@ impl HfTokenizer {
 
     /// Text to ids, with or without the post-processor's special tokens.
     pub fn encode_with(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
-        self.inner
-            .encode(text, add_special_tokens)
-            .map(|e| e.get_ids().to_vec())
-            .map_err(|e| Error::Tokenize {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })
+        let inner = &self.inner;
+        self.guard(|| inner.encode(text, add_special_tokens).map(|e| e.get_ids().to_vec()))
+    }
+
+    /// Run a call into the `tokenizers` crate, its errors and any panic (the file checks in [`Self::open`] cover
+    /// the panics fuzzing found; this is the last line for any other) as [`Error::Tokenize`]. The tokenizer stays
+    /// usable after a caught panic: its only state written by these calls is the BPE word cache, whose lock the
+    /// crate takes with `try_read` / `try_write` and simply skips when poisoned.
+    fn guard<T>(&self, f: impl FnOnce() -> tokenizers::Result<T>) -> Result<T> {
+        let message = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "the tokenizers crate panicked".to_string(),
+        };
+        Err(Error::Tokenize {
+            path: self.path.clone(),
+            message,
+        })
     }
 }
 
@@ -197,13 +208,8 @@ impl Tokenizer for HfTokenizer {
                 Error::TokenIdOutOfRange { path, id, vocab_size }
             });
         }
-        let text = self
-            .inner
-            .decode(ids, skip_special_tokens)
-            .map_err(|e| Error::Tokenize {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })?;
+        let inner = &self.inner;
+        let text = self.guard(|| inner.decode(ids, skip_special_tokens))?;
         Ok(if self.clean_up {
             clean_up_tokenization(&text)
         } else {
