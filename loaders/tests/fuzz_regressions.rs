@@ -192,6 +192,20 @@ fn hf_tokenizer_json_template_names_undefined_special() {
     );
 }
 
+/// hf_tokenizer_json target: as above, with `"type": "TemplateProcesLsing"` and the special token's key changed:
+/// the `tokenizers` crate falls back to the object's shape for an unknown type, so the check runs on the
+/// post-processor as parsed (written back canonically), not on the file's type tags.
+#[test]
+fn hf_tokenizer_json_template_unknown_type_tag() {
+    let (steps, _tmp) = replay_saved("hf_tokenizer_json", "template_unknown_type_tag.json");
+    let e = failed(&steps, "open");
+    assert!(
+        matches!(e, Error::TokenizerFile { message, .. }
+            if message.contains("the single template names special token \"<|im_start|>\", not defined")),
+        "{e:?}"
+    );
+}
+
 /// gguf target: a slim llama with `rope.freq_base = -199.3` imported "successfully" to a config.json that
 /// `ModelConfig` refuses (the harness checks that an import loads). Now refused when read, and nothing is written.
 #[test]

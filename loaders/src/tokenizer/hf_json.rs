@@ -70,8 +70,11 @@ impl HfTokenizer {
         // template's references when it deserializes one (only its builder does): an id naming no token, a
         // template naming a special token it does not define, or `$B` in the single template would make encode
         // produce ids the model cannot take, or panic.
-        if let Some(p) = json.get("post_processor") {
-            check_post_processor(p, &|id| inner.id_to_token(id).is_some())
+        // (Checked on the post-processor as parsed, written back in its canonical form: the crate accepts
+        // an unknown "type" by falling back to the shape of the object.)
+        if let Some(p) = inner.get_post_processor() {
+            let p = serde_json::to_value(p).map_err(|e| bad(format!("post_processor: {e}")))?;
+            check_post_processor(&p, &|id| inner.id_to_token(id).is_some())
                 .map_err(|m| bad(format!("post_processor: {m}")))?;
         }
         // Ids are those the model or the added tokens know; the largest + 1 is the id space.
@@ -114,23 +117,20 @@ impl HfTokenizer {
     }
 }
 
-/// Every `Precompiled` normalizer in `n` (itself or inside a `Sequence`) has a charsmap that parses and whose
-/// trie the `tokenizers` crate can walk without indexing out of bounds: it unwraps the parse, and indexes the
-/// trie unchecked when normalizing (see [`super::spm::validate_charsmap`]).
+/// Every `precompiled_charsmap` anywhere in the normalizer `n` (whatever the `type` beside it says: the crate
+/// falls back to untagged deserialization when a type is unknown) parses, and its trie can be walked by the
+/// `tokenizers` crate without indexing out of bounds: it unwraps the parse, and indexes the trie unchecked when
+/// normalizing (see [`super::spm::validate_charsmap`]).
 fn check_precompiled(n: &serde_json::Value) -> std::result::Result<(), String> {
-    match n.get("type").and_then(|t| t.as_str()) {
-        Some("Precompiled") => {
-            // Not a string: the `tokenizers` crate refuses it with an error of its own.
-            let Some(b64) = n.get("precompiled_charsmap").and_then(|c| c.as_str()) else {
-                return Ok(());
-            };
-            let blob = base64::decode(b64).map_err(|e| format!("normalizer Precompiled: charsmap: {e}"))?;
-            super::spm::validate_charsmap(&blob).map_err(|e| format!("normalizer Precompiled: charsmap: {e}"))
+    match n {
+        serde_json::Value::Object(map) => {
+            if let Some(b64) = map.get("precompiled_charsmap").and_then(|c| c.as_str()) {
+                let blob = base64::decode(b64).map_err(|e| format!("normalizer Precompiled: charsmap: {e}"))?;
+                super::spm::validate_charsmap(&blob).map_err(|e| format!("normalizer Precompiled: charsmap: {e}"))?;
+            }
+            map.values().try_for_each(check_precompiled)
         }
-        Some("Sequence") => match n.get("normalizers").and_then(|v| v.as_array()) {
-            Some(items) => items.iter().try_for_each(check_precompiled),
-            None => Ok(()),
-        },
+        serde_json::Value::Array(items) => items.iter().try_for_each(check_precompiled),
         _ => Ok(()),
     }
 }
