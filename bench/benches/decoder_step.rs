@@ -257,16 +257,22 @@ fn time_steps<D: Decoder>(dec: &D, batch: usize, iters: u64, fill: &dyn Fn() -> 
 const DTYPES: [(Dtype, &str); 2] = [(Dtype::F32, "f32"), (Dtype::BF16, "bf16")];
 const BATCHES: [usize; 2] = [1, 8];
 
-fn bench_llama(c: &mut Criterion) {
+/// A decoder-only family: `build` makes the model for a weight dtype, `new_cache` a cache for (batch, capacity).
+fn bench_decoder_only<D: Decoder>(
+    c: &mut Criterion,
+    group: &str,
+    build: impl Fn(Dtype, Kernels) -> D,
+    new_cache: impl Fn(&D, usize, usize) -> D::Cache,
+) {
     let kernels = Kernels::detect().expect("kernels");
-    let mut g = c.benchmark_group("llama_smollm2_135m_step");
+    let mut g = c.benchmark_group(group);
     g.sample_size(20).measurement_time(Duration::from_secs(8));
     for (dtype, dname) in DTYPES {
-        let m = smollm2_135m(dtype, kernels);
+        let m = build(dtype, kernels);
         for batch in BATCHES {
             let prompt = tokens(batch, CONTEXT, m.vocab_size());
             let fill = || {
-                let mut cache = m.new_cache(batch, CONTEXT + STEPS_PER_FILL).expect("cache");
+                let mut cache = new_cache(&m, batch, CONTEXT + STEPS_PER_FILL);
                 let mut logits = vec![0.0f32; batch * m.vocab_size()];
                 m.step(&mut cache, &prompt, CONTEXT, &mut logits).expect("prefill");
                 cache
@@ -280,27 +286,16 @@ fn bench_llama(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_llama(c: &mut Criterion) {
+    bench_decoder_only(c, "llama_smollm2_135m_step", smollm2_135m, |m, b, n| {
+        m.new_cache(b, n).expect("cache")
+    });
+}
+
 fn bench_gpt2(c: &mut Criterion) {
-    let kernels = Kernels::detect().expect("kernels");
-    let mut g = c.benchmark_group("gpt2_small_step");
-    g.sample_size(20).measurement_time(Duration::from_secs(8));
-    for (dtype, dname) in DTYPES {
-        let m = gpt2_small(dtype, kernels);
-        for batch in BATCHES {
-            let prompt = tokens(batch, CONTEXT, m.vocab_size());
-            let fill = || {
-                let mut cache = m.new_cache(batch, CONTEXT + STEPS_PER_FILL).expect("cache");
-                let mut logits = vec![0.0f32; batch * m.vocab_size()];
-                m.step(&mut cache, &prompt, CONTEXT, &mut logits).expect("prefill");
-                cache
-            };
-            g.throughput(Throughput::Elements(batch as u64));
-            g.bench_function(BenchmarkId::new(dname, format!("batch{batch}")), |b| {
-                b.iter_custom(|iters| time_steps(&m, batch, iters, &fill))
-            });
-        }
-    }
-    g.finish();
+    bench_decoder_only(c, "gpt2_small_step", gpt2_small, |m, b, n| {
+        m.new_cache(b, n).expect("cache")
+    });
 }
 
 /// Marian: the decoder step after the source (CONTEXT tokens) is encoded and its cross K/V projected; the

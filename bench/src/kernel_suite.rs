@@ -62,52 +62,104 @@ fn leak<T>(v: Vec<T>) -> &'static [T] {
     Box::leak(v.into_boxed_slice())
 }
 
-fn gemv(kernel: &'static str, out_dim: usize, in_dim: usize, data: WeightData<'static>) -> Workload {
-    gemv_tuned(kernel, out_dim, in_dim, data, |k| k)
+/// GEMV at batch 1 over `copies` (equal) weight matrices taken in turn, so that with enough copies every call
+/// reads its weights from DRAM rather than from a cache that held the previous call's (this CPU's L3 can be
+/// hundreds of MB); one copy measures the cached case.
+fn gemv(kernel: &'static str, out_dim: usize, in_dim: usize, copies: Vec<WeightData<'static>>) -> Workload {
+    gemv_tuned(kernel, out_dim, in_dim, copies, |k| k)
 }
 
-/// A GEMV workload on kernels set up by `tune` (e.g. another int8 mode).
+/// [`gemv`] on kernels set up by `tune` (e.g. another int8 mode).
 fn gemv_tuned(
     kernel: &'static str,
     out_dim: usize,
     in_dim: usize,
-    data: WeightData<'static>,
+    copies: Vec<WeightData<'static>>,
     tune: fn(Kernels) -> Kernels,
 ) -> Workload {
-    let w = Weight::new(data, out_dim, in_dim, Layout::OutIn).expect("weight shape");
+    let ws: Vec<Weight<'static>> = copies
+        .iter()
+        .map(|&data| Weight::new(data, out_dim, in_dim, Layout::OutIn).expect("weight shape"))
+        .collect();
     let x = rand_vec(in_dim, 2);
     let mut y = vec![0.0f32; out_dim];
+    let total_mb = (ws.len() * copies[0].bytes()) as f64 / (1 << 20) as f64;
+    let mut next = 0;
     Workload {
         kernel,
-        shape: format!("{out_dim}x{in_dim}"),
+        shape: if ws.len() > 1 {
+            format!("{out_dim}x{in_dim} cold ({} copies, {total_mb:.0} MB)", ws.len())
+        } else {
+            format!("{out_dim}x{in_dim} ({total_mb:.1} MB, cached)")
+        },
         flops: 2.0 * (out_dim * in_dim) as f64,
-        bytes: data.bytes() as f64,
+        bytes: copies[0].bytes() as f64,
         bound: Bound::Memory,
-        run: Box::new(move |k| match k {
-            Some(k) => tune(k).linear(&x, 1, &w, None, &mut y),
-            None => reference::linear(&x, 1, &w, None, &mut y),
+        run: Box::new(move |k| {
+            let w = &ws[next % ws.len()];
+            next += 1;
+            match k {
+                Some(k) => tune(k).linear(&x, 1, w, None, &mut y),
+                None => reference::linear(&x, 1, w, None, &mut y),
+            }
         }),
     }
 }
 
+/// `n` leaked copies of `v` (distinct memory, same values).
+fn copies<T: Clone>(v: &[T], n: usize) -> Vec<&'static [T]> {
+    (0..n).map(|_| leak(v.to_vec())).collect()
+}
+
+/// Weights read per cold GEMV pass: twice the largest L3 seen on these machines (480 MiB), in copies.
+const COLD_BYTES: usize = 1 << 30;
+
 fn workloads(quick: bool) -> Vec<Workload> {
     let (gv_out, gv_in) = if quick { (1024, 4096) } else { (2048, 8192) };
-    let wf32 = leak(rand_vec(gv_out * gv_in, 1));
-    let wbf16 = leak(wf32.iter().map(|&v| bf16::from_f32(v)).collect());
-    let wf16 = leak(wf32.iter().map(|&v| f16::from_f32(v)).collect());
-    let wi8: &'static kernels::QuantizedI8 = Box::leak(Box::new(quantize_i8(
-        &Weight::new(WeightData::F32(wf32), gv_out, gv_in, Layout::OutIn).expect("weight shape"),
-    )));
+    let n = gv_out * gv_in;
+    let cold = |elem: usize| if quick { 2 } else { COLD_BYTES.div_ceil(n * elem) };
+    let wf32 = rand_vec(n, 1);
+    let wbf16: Vec<bf16> = wf32.iter().map(|&v| bf16::from_f32(v)).collect();
+    let wf16: Vec<f16> = wf32.iter().map(|&v| f16::from_f32(v)).collect();
+    // int8 (values and row scales; the copies serve both int8 rows)
+    let qi8 = quantize_i8(&Weight::new(WeightData::F32(&wf32), gv_out, gv_in, Layout::OutIn).expect("weight shape"));
+    let wi8: Vec<WeightData<'static>> = (0..cold(1))
+        .map(|_| WeightData::I8 {
+            q: leak(qi8.q.clone()),
+            scales: leak(qi8.scales.clone()),
+        })
+        .collect();
     let mut list = vec![
-        gemv("gemv_f32", gv_out, gv_in, WeightData::F32(wf32)),
-        gemv("gemv_bf16", gv_out, gv_in, WeightData::Bf16(wbf16)),
-        gemv("gemv_f16", gv_out, gv_in, WeightData::F16(wf16)),
-        gemv("gemv_i8", gv_out, gv_in, wi8.weight().data),
+        gemv(
+            "gemv_f32",
+            gv_out,
+            gv_in,
+            copies(&wf32, cold(4)).into_iter().map(WeightData::F32).collect(),
+        ),
+        gemv(
+            "gemv_bf16",
+            gv_out,
+            gv_in,
+            copies(&wbf16, cold(2)).into_iter().map(WeightData::Bf16).collect(),
+        ),
+        gemv(
+            "gemv_f16",
+            gv_out,
+            gv_in,
+            copies(&wf16, cold(2)).into_iter().map(WeightData::F16).collect(),
+        ),
+        gemv("gemv_i8", gv_out, gv_in, wi8.clone()),
         // x rounded to i16, vpdpwssd (AVX-512 VNNI; the other ISAs run gemv_i8's path)
-        gemv_tuned("gemv_i8_dot_i16", gv_out, gv_in, wi8.weight().data, |k| {
+        gemv_tuned("gemv_i8_dot_i16", gv_out, gv_in, wi8, |k| {
             k.with_i8_gemv(kernels::I8Gemv::DotI16)
         }),
-        gemv("gemv_f32", 576, 1536, WeightData::F32(leak(rand_vec(576 * 1536, 3)))),
+        gemv("gemv_f32", gv_out, gv_in, vec![WeightData::F32(leak(wf32))]),
+        gemv(
+            "gemv_f32",
+            576,
+            1536,
+            vec![WeightData::F32(leak(rand_vec(576 * 1536, 3)))],
+        ),
     ];
 
     // GEMM (prefill): [m, k] x [n, k]^T.

@@ -221,7 +221,7 @@ fn print_machine(m: &machine::Machine) {
 fn print_kernels(rows: &[kernel_suite::KernelRow]) {
     println!();
     println!(
-        "{:<18} {:<22} {:<10} {:>11} {:>9} {:>9} {:>8} {:>9}",
+        "{:<18} {:<38} {:<10} {:>11} {:>9} {:>9} {:>8} {:>9}",
         "kernel", "shape", "isa", "median", "GFLOP/s", "GB/s", "% limit", "vs naive"
     );
     for r in rows {
@@ -230,7 +230,7 @@ fn print_kernels(rows: &[kernel_suite::KernelRow]) {
             kernel_suite::Bound::Memory => format!("{:.0}% B", r.pct_of_limit),
         };
         println!(
-            "{:<18} {:<22} {:<10} {:>11} {:>9.1} {:>9.1} {:>8} {:>8.1}x{}",
+            "{:<18} {:<38} {:<10} {:>11} {:>9.1} {:>9.1} {:>8} {:>8.1}x{}",
             r.kernel,
             r.shape,
             r.isa,
@@ -239,7 +239,7 @@ fn print_kernels(rows: &[kernel_suite::KernelRow]) {
             r.gbs,
             limit,
             r.speedup_vs_reference,
-            if r.noisy { "  (noisy: wide min-max)" } else { "" }
+            if r.noisy { "  (noisy: p10-p90 spread > 25%)" } else { "" }
         );
     }
     println!(

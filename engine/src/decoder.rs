@@ -23,3 +23,17 @@ pub trait Decoder: Send + Sync {
     /// Number of positions already in the cache.
     fn cached_len(&self, cache: &Self::Cache) -> usize;
 }
+
+/// Run `f` on a thread of rayon's pool (at once when this already is one).
+///
+/// A model step makes hundreds of parallel kernel calls. Called from outside the pool, each of them queues its
+/// tasks and puts the caller to sleep until they are done, then wakes it: two context switches per GEMV, tens
+/// of microseconds each on a virtual machine. From inside the pool the caller works on its own tasks while the
+/// other threads steal theirs. Every [`Decoder::step`] (and the encoder of a translation) runs through here.
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        f()
+    } else {
+        rayon::scope(|_| f())
+    }
+}

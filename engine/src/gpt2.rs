@@ -333,7 +333,7 @@ impl Decoder for Gpt2 {
     }
 
     fn step(&self, cache: &mut Gpt2Cache, tokens: &[u32], n: usize, logits: &mut [f32]) -> Result<()> {
-        self.forward(cache, tokens, n, LogitsFor::Last, logits)
+        crate::decoder::on_pool(|| self.forward(cache, tokens, n, LogitsFor::Last, logits))
     }
 
     fn reorder(&self, cache: &mut Gpt2Cache, src: &[usize]) -> Result<()> {

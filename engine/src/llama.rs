@@ -387,7 +387,7 @@ impl Decoder for Llama {
     }
 
     fn step(&self, cache: &mut LlamaCache, tokens: &[u32], n: usize, logits: &mut [f32]) -> Result<()> {
-        self.forward(cache, tokens, n, LogitsFor::Last, logits)
+        crate::decoder::on_pool(|| self.forward(cache, tokens, n, LogitsFor::Last, logits))
     }
 
     fn reorder(&self, cache: &mut LlamaCache, src: &[usize]) -> Result<()> {

@@ -524,6 +524,11 @@ impl Seq2Seq {
     /// cross-attention K/V. The returned state has one decoder row per source; it can hold up to
     /// `max_rows` rows (e.g. sources × beams) and `max_new_tokens` decoder positions per row.
     pub fn start(&self, sources: &[&[u32]], max_rows: usize, max_new_tokens: usize) -> Result<Seq2SeqState> {
+        crate::decoder::on_pool(|| self.encode(sources, max_rows, max_new_tokens))
+    }
+
+    /// [`Self::start`].
+    fn encode(&self, sources: &[&[u32]], max_rows: usize, max_new_tokens: usize) -> Result<Seq2SeqState> {
         let k = &self.kernels;
         let d = self.cfg.d_model;
         let n_src = sources.len();
@@ -801,6 +806,21 @@ impl Decoder for Seq2Seq {
     }
 
     fn step(&self, st: &mut Seq2SeqState, tokens: &[u32], n: usize, logits: &mut [f32]) -> Result<()> {
+        crate::decoder::on_pool(|| self.decode(st, tokens, n, logits))
+    }
+
+    fn reorder(&self, st: &mut Seq2SeqState, src: &[usize]) -> Result<()> {
+        self.reorder_rows(st, src)
+    }
+
+    fn cached_len(&self, st: &Seq2SeqState) -> usize {
+        st.self_kv.first().map_or(0, |c| c.len())
+    }
+}
+
+impl Seq2Seq {
+    /// [`Decoder::step`]: `n` new tokens per row through the decoder, logits of each row's last position.
+    fn decode(&self, st: &mut Seq2SeqState, tokens: &[u32], n: usize, logits: &mut [f32]) -> Result<()> {
         let k = &self.kernels;
         let d = self.cfg.d_model;
         let heads = self.cfg.n_decoder_heads;
@@ -927,7 +947,7 @@ impl Decoder for Seq2Seq {
         Ok(())
     }
 
-    fn reorder(&self, st: &mut Seq2SeqState, src: &[usize]) -> Result<()> {
+    fn reorder_rows(&self, st: &mut Seq2SeqState, src: &[usize]) -> Result<()> {
         if src.len() > st.n_rows_max {
             return Err(Error::Request(format!(
                 "decoder reorder: {} rows asked for, the state holds at most {}",
@@ -949,9 +969,5 @@ impl Decoder for Seq2Seq {
         }
         st.row_source = new;
         Ok(())
-    }
-
-    fn cached_len(&self, st: &Seq2SeqState) -> usize {
-        st.self_kv.first().map_or(0, |c| c.len())
     }
 }

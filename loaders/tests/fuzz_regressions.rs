@@ -172,7 +172,36 @@ fn hf_tokenizer_json_post_processor_id_without_token() {
     let e = failed(&steps, "open");
     assert!(
         matches!(e, Error::TokenizerFile { message, .. }
-            if message.contains("post_processor inserts token id 1, which names no token")),
+            if message.contains("post_processor: inserts token id 1, which names no token")),
+        "{e:?}"
+    );
+}
+
+/// hf_tokenizer_json target: the single template names special token "<|im^start|>" (one byte changed), which
+/// `special_tokens` does not define: the `tokenizers` crate deserializes that without its builder's check, then
+/// panics (`no entry found for key`) on the first encode. Refused when the file opens now; so are `$B` in the
+/// single template and ids/tokens lists of different lengths (same check).
+#[test]
+fn hf_tokenizer_json_template_names_undefined_special() {
+    let (steps, _tmp) = replay_saved("hf_tokenizer_json", "template_names_undefined_special.json");
+    let e = failed(&steps, "open");
+    assert!(
+        matches!(e, Error::TokenizerFile { message, .. }
+            if message.contains("the single template names special token \"<|im^start|>\", not defined")),
+        "{e:?}"
+    );
+}
+
+/// hf_tokenizer_json target: as above, with `"type": "TemplateProcesLsing"` and the special token's key changed:
+/// the `tokenizers` crate falls back to the object's shape for an unknown type, so the check runs on the
+/// post-processor as parsed (written back canonically), not on the file's type tags.
+#[test]
+fn hf_tokenizer_json_template_unknown_type_tag() {
+    let (steps, _tmp) = replay_saved("hf_tokenizer_json", "template_unknown_type_tag.json");
+    let e = failed(&steps, "open");
+    assert!(
+        matches!(e, Error::TokenizerFile { message, .. }
+            if message.contains("the single template names special token \"<|im_start|>\", not defined")),
         "{e:?}"
     );
 }

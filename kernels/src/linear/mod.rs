@@ -356,7 +356,7 @@ fn gemm(k: Kernels, x: &[f32], w: &Weight<'_>, bias: Option<&[f32]>, y: &mut [f3
             None => yr.fill(0.0),
         }
     }
-    // f32 weights on a SIMD ISA: matrixmultiply's threaded sgemm measured faster than our packed GEMM
+    // f32 weights on a SIMD ISA: matrixmultiply's sgemm measured faster than our packed GEMM
     // (512x2048x2048: ~110 vs ~90 GFLOP per CPU-second per core). The scalar ISA keeps ours, so a forced
     // `QKV_ISA=scalar` (and Miri) stays plain Rust.
     if let (WeightData::F32(d), false) = (w.data, k.isa() == crate::Isa::Scalar) {
@@ -366,25 +366,40 @@ fn gemm(k: Kernels, x: &[f32], w: &Weight<'_>, bias: Option<&[f32]>, y: &mut [f3
         };
         let m = y.len() / out_dim;
         assert!(x.len() == m * in_dim && d.len() == in_dim * out_dim && y.len() == m * out_dim);
-        // SAFETY: matrixmultiply reads a[i * in_dim + p] (i < m, p < in_dim) inside x, b[p * rsb + j * csb]
-        // (p < in_dim, j < out_dim) inside d, and writes c[i * out_dim + j] inside y: all checked just above.
-        unsafe {
-            matrixmultiply::sgemm(
-                m,
-                in_dim,
-                out_dim,
-                1.0,
-                x.as_ptr(),
-                in_dim as isize,
-                1,
-                d.as_ptr(),
-                rsb as isize,
-                csb as isize,
-                1.0,
-                y.as_mut_ptr(),
-                out_dim as isize,
-                1,
-            )
+        // Columns of y split over rayon's threads, each a single-threaded sgemm: matrixmultiply's own thread
+        // pool competed with rayon's (whose idle workers spin) for the cores.
+        let chunk = gemm_chunk(m, out_dim, in_dim);
+        let c = SendPtr(y.as_mut_ptr());
+        let run = |c0: usize| {
+            let n = chunk.min(out_dim - c0);
+            // SAFETY: matrixmultiply reads a[i * in_dim + p] (i < m, p < in_dim) inside x, b[p * rsb + j * csb]
+            // for columns c0 + j (p < in_dim, j < n, c0 + n <= out_dim) inside d, and writes c[i * out_dim + c0 + j]
+            // inside y: all checked above. Tasks write disjoint column ranges [c0, c0 + n) of y, so no two
+            // threads touch the same element, and y outlives the parallel loop.
+            unsafe {
+                matrixmultiply::sgemm(
+                    m,
+                    in_dim,
+                    n,
+                    1.0,
+                    x.as_ptr(),
+                    in_dim as isize,
+                    1,
+                    d.as_ptr().add(c0 * csb),
+                    rsb as isize,
+                    csb as isize,
+                    1.0,
+                    c.get().add(c0),
+                    out_dim as isize,
+                    1,
+                )
+            }
+        };
+        let starts: Vec<usize> = (0..out_dim).step_by(chunk).collect();
+        if starts.len() == 1 {
+            run(0)
+        } else {
+            starts.into_par_iter().for_each(run)
         }
         return;
     }
@@ -401,6 +416,20 @@ fn gemm(k: Kernels, x: &[f32], w: &Weight<'_>, bias: Option<&[f32]>, y: &mut [f3
         };
         if tasks.len() == 1 { tasks.into_iter().for_each(run) } else { tasks.into_par_iter().for_each(run) }
     })
+}
+
+/// The output pointer shared by GEMM tasks that write disjoint columns.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: only used by `gemm`, whose tasks write disjoint column ranges of one output buffer that outlives them.
+unsafe impl Send for SendPtr {}
+// SAFETY: as above: shared between tasks that never touch the same element.
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
 }
 
 /// Whether this GEMV takes the `vpdpwssd` (x as i16) path for int8 weights.

@@ -66,16 +66,16 @@ impl HfTokenizer {
         let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(&bytes))
             .map_err(|_| bad("the tokenizers crate could not parse it (it panicked)".to_string()))?;
         let inner = parsed.map_err(|e| bad(e.to_string()))?;
-        // The post-processor inserts special tokens by id, unchecked against the vocabulary: every id it can
-        // insert must name a token, or encode would produce ids that decode (and the model) cannot take.
-        if let Some(p) = json.get("post_processor") {
-            let mut ids = Vec::new();
-            post_processor_ids(p, &mut ids);
-            if let Some(id) = ids.into_iter().find(|&id| inner.id_to_token(id).is_none()) {
-                return Err(bad(format!(
-                    "post_processor inserts token id {id}, which names no token of the vocabulary"
-                )));
-            }
+        // The post-processor inserts special tokens by id, and the `tokenizers` crate checks neither the ids nor the
+        // template's references when it deserializes one (only its builder does): an id naming no token, a
+        // template naming a special token it does not define, or `$B` in the single template would make encode
+        // produce ids the model cannot take, or panic.
+        // (Checked on the post-processor as parsed, written back in its canonical form: the crate accepts
+        // an unknown "type" by falling back to the shape of the object.)
+        if let Some(p) = inner.get_post_processor() {
+            let p = serde_json::to_value(p).map_err(|e| bad(format!("post_processor: {e}")))?;
+            check_post_processor(&p, &|id| inner.id_to_token(id).is_some())
+                .map_err(|m| bad(format!("post_processor: {m}")))?;
         }
         // Ids are those the model or the added tokens know; the largest + 1 is the id space.
         let max_model = inner.get_vocab(false).values().copied().max();
@@ -96,61 +96,99 @@ impl HfTokenizer {
 
     /// Text to ids, with or without the post-processor's special tokens.
     pub fn encode_with(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
-        self.inner
-            .encode(text, add_special_tokens)
-            .map(|e| e.get_ids().to_vec())
-            .map_err(|e| Error::Tokenize {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })
+        let inner = &self.inner;
+        self.guard(|| inner.encode(text, add_special_tokens).map(|e| e.get_ids().to_vec()))
+    }
+
+    /// Run a call into the `tokenizers` crate, its errors and any panic (the file checks in [`Self::open`] cover
+    /// the panics fuzzing found; this is the last line for any other) as [`Error::Tokenize`]. The tokenizer stays
+    /// usable after a caught panic: its only state written by these calls is the BPE word cache, whose lock the
+    /// crate takes with `try_read` / `try_write` and simply skips when poisoned.
+    fn guard<T>(&self, f: impl FnOnce() -> tokenizers::Result<T>) -> Result<T> {
+        let message = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "the tokenizers crate panicked".to_string(),
+        };
+        Err(Error::Tokenize {
+            path: self.path.clone(),
+            message,
+        })
     }
 }
 
-/// Every `Precompiled` normalizer in `n` (itself or inside a `Sequence`) has a charsmap that parses and whose
-/// trie the `tokenizers` crate can walk without indexing out of bounds: it unwraps the parse, and indexes the
-/// trie unchecked when normalizing (see [`super::spm::validate_charsmap`]).
+/// Every `precompiled_charsmap` anywhere in the normalizer `n` (whatever the `type` beside it says: the crate
+/// falls back to untagged deserialization when a type is unknown) parses, and its trie can be walked by the
+/// `tokenizers` crate without indexing out of bounds: it unwraps the parse, and indexes the trie unchecked when
+/// normalizing (see [`super::spm::validate_charsmap`]).
 fn check_precompiled(n: &serde_json::Value) -> std::result::Result<(), String> {
-    match n.get("type").and_then(|t| t.as_str()) {
-        Some("Precompiled") => {
-            // Not a string: the `tokenizers` crate refuses it with an error of its own.
-            let Some(b64) = n.get("precompiled_charsmap").and_then(|c| c.as_str()) else {
-                return Ok(());
-            };
-            let blob = base64::decode(b64).map_err(|e| format!("normalizer Precompiled: charsmap: {e}"))?;
-            super::spm::validate_charsmap(&blob).map_err(|e| format!("normalizer Precompiled: charsmap: {e}"))
+    match n {
+        serde_json::Value::Object(map) => {
+            if let Some(b64) = map.get("precompiled_charsmap").and_then(|c| c.as_str()) {
+                let blob = base64::decode(b64).map_err(|e| format!("normalizer Precompiled: charsmap: {e}"))?;
+                super::spm::validate_charsmap(&blob).map_err(|e| format!("normalizer Precompiled: charsmap: {e}"))?;
+            }
+            map.values().try_for_each(check_precompiled)
         }
-        Some("Sequence") => match n.get("normalizers").and_then(|v| v.as_array()) {
-            Some(items) => items.iter().try_for_each(check_precompiled),
-            None => Ok(()),
-        },
+        serde_json::Value::Array(items) => items.iter().try_for_each(check_precompiled),
         _ => Ok(()),
     }
 }
 
-/// The ids a post-processor inserts: TemplateProcessing's `special_tokens[*].ids`, Bert/Roberta's `cls` and
-/// `sep` (`[token, id]`), through `Sequence`s. Ids that are not u32 are left to the `tokenizers` crate.
-fn post_processor_ids(p: &serde_json::Value, out: &mut Vec<u32>) {
+/// Checks a post-processor (TemplateProcessing, Bert/Roberta processing, Sequences of them) against the
+/// vocabulary (`known(id)`): see [`HfTokenizer::open`].
+fn check_post_processor(p: &serde_json::Value, known: &dyn Fn(u32) -> bool) -> std::result::Result<(), String> {
+    let named = |id: u32| {
+        if known(id) {
+            Ok(())
+        } else {
+            Err(format!("inserts token id {id}, which names no token of the vocabulary"))
+        }
+    };
     let as_id = |v: &serde_json::Value| v.as_u64().and_then(|i| u32::try_from(i).ok());
     match p.get("type").and_then(|t| t.as_str()) {
         Some("TemplateProcessing") => {
-            if let Some(specials) = p.get("special_tokens").and_then(|s| s.as_object()) {
-                for special in specials.values() {
-                    let ids = special.get("ids").and_then(|i| i.as_array());
-                    out.extend(ids.into_iter().flatten().filter_map(as_id));
+            let empty = serde_json::Map::new();
+            let specials = p.get("special_tokens").and_then(|s| s.as_object()).unwrap_or(&empty);
+            for (name, special) in specials {
+                let ids = special.get("ids").and_then(|i| i.as_array());
+                let tokens = special.get("tokens").and_then(|t| t.as_array());
+                if let (Some(ids), Some(tokens)) = (ids, tokens) {
+                    if ids.len() != tokens.len() {
+                        return Err(format!(
+                            "special token {name:?} has {} ids and {} tokens",
+                            ids.len(),
+                            tokens.len()
+                        ));
+                    }
+                }
+                ids.into_iter().flatten().filter_map(as_id).try_for_each(named)?;
+            }
+            for which in ["single", "pair"] {
+                for piece in p.get(which).and_then(|t| t.as_array()).into_iter().flatten() {
+                    if let Some(id) = piece.pointer("/SpecialToken/id").and_then(|i| i.as_str()) {
+                        if !specials.contains_key(id) {
+                            return Err(format!("the {which} template names special token {id:?}, not defined"));
+                        }
+                    }
+                    if which == "single" && piece.pointer("/Sequence/id").and_then(|i| i.as_str()) == Some("B") {
+                        return Err("the single template uses sequence $B".to_string());
+                    }
                 }
             }
+            Ok(())
         }
-        Some("BertProcessing" | "RobertaProcessing") => {
-            for key in ["cls", "sep"] {
-                out.extend(p.get(key).and_then(|pair| pair.get(1)).and_then(as_id));
-            }
-        }
-        Some("Sequence") => {
-            for item in p.get("processors").and_then(|v| v.as_array()).into_iter().flatten() {
-                post_processor_ids(item, out);
-            }
-        }
-        _ => {}
+        Some("BertProcessing" | "RobertaProcessing") => ["cls", "sep"]
+            .iter()
+            .filter_map(|key| p.get(*key).and_then(|pair| pair.get(1)).and_then(as_id))
+            .try_for_each(named),
+        Some("Sequence") => p
+            .get("processors")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+            .try_for_each(|item| check_post_processor(item, known)),
+        _ => Ok(()),
     }
 }
 
@@ -170,13 +208,8 @@ impl Tokenizer for HfTokenizer {
                 Error::TokenIdOutOfRange { path, id, vocab_size }
             });
         }
-        let text = self
-            .inner
-            .decode(ids, skip_special_tokens)
-            .map_err(|e| Error::Tokenize {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })?;
+        let inner = &self.inner;
+        let text = self.guard(|| inner.decode(ids, skip_special_tokens))?;
         Ok(if self.clean_up {
             clean_up_tokenization(&text)
         } else {
