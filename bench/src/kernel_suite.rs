@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use half::{bf16, f16};
 use kernels::{
-    reference, Activation, AttnArgs, Isa, Kernels, Layout, Mask, RopeLayout, RopeTable, Strides, Weight, WeightData,
+    quantize_i8, reference, Activation, AttnArgs, Isa, Kernels, Layout, Mask, RopeLayout, RopeTable, Strides, Weight,
+    WeightData,
 };
 use serde::Serialize;
 
@@ -65,14 +66,24 @@ fn leak<T>(v: Vec<T>) -> &'static [T] {
 /// reads its weights from DRAM rather than from a cache that held the previous call's (this CPU's L3 can be
 /// hundreds of MB); one copy measures the cached case.
 fn gemv(kernel: &'static str, out_dim: usize, in_dim: usize, copies: Vec<WeightData<'static>>) -> Workload {
+    gemv_tuned(kernel, out_dim, in_dim, copies, |k| k)
+}
+
+/// [`gemv`] on kernels set up by `tune` (e.g. another int8 mode).
+fn gemv_tuned(
+    kernel: &'static str,
+    out_dim: usize,
+    in_dim: usize,
+    copies: Vec<WeightData<'static>>,
+    tune: fn(Kernels) -> Kernels,
+) -> Workload {
     let ws: Vec<Weight<'static>> = copies
         .iter()
         .map(|&data| Weight::new(data, out_dim, in_dim, Layout::OutIn).expect("weight shape"))
         .collect();
     let x = rand_vec(in_dim, 2);
     let mut y = vec![0.0f32; out_dim];
-    let elem = copies[0].elem_bytes();
-    let total_mb = (ws.len() * out_dim * in_dim * elem) as f64 / (1 << 20) as f64;
+    let total_mb = (ws.len() * copies[0].bytes()) as f64 / (1 << 20) as f64;
     let mut next = 0;
     Workload {
         kernel,
@@ -82,13 +93,13 @@ fn gemv(kernel: &'static str, out_dim: usize, in_dim: usize, copies: Vec<WeightD
             format!("{out_dim}x{in_dim} ({total_mb:.1} MB, cached)")
         },
         flops: 2.0 * (out_dim * in_dim) as f64,
-        bytes: (out_dim * in_dim * elem) as f64,
+        bytes: copies[0].bytes() as f64,
         bound: Bound::Memory,
         run: Box::new(move |k| {
             let w = &ws[next % ws.len()];
             next += 1;
             match k {
-                Some(k) => k.linear(&x, 1, w, None, &mut y),
+                Some(k) => tune(k).linear(&x, 1, w, None, &mut y),
                 None => reference::linear(&x, 1, w, None, &mut y),
             }
         }),
@@ -110,6 +121,14 @@ fn workloads(quick: bool) -> Vec<Workload> {
     let wf32 = rand_vec(n, 1);
     let wbf16: Vec<bf16> = wf32.iter().map(|&v| bf16::from_f32(v)).collect();
     let wf16: Vec<f16> = wf32.iter().map(|&v| f16::from_f32(v)).collect();
+    // int8 (values and row scales; the copies serve both int8 rows)
+    let qi8 = quantize_i8(&Weight::new(WeightData::F32(&wf32), gv_out, gv_in, Layout::OutIn).expect("weight shape"));
+    let wi8: Vec<WeightData<'static>> = (0..cold(1))
+        .map(|_| WeightData::I8 {
+            q: leak(qi8.q.clone()),
+            scales: leak(qi8.scales.clone()),
+        })
+        .collect();
     let mut list = vec![
         gemv(
             "gemv_f32",
@@ -129,6 +148,11 @@ fn workloads(quick: bool) -> Vec<Workload> {
             gv_in,
             copies(&wf16, cold(2)).into_iter().map(WeightData::F16).collect(),
         ),
+        gemv("gemv_i8", gv_out, gv_in, wi8.clone()),
+        // x rounded to i16, vpdpwssd (AVX-512 VNNI; the other ISAs run gemv_i8's path)
+        gemv_tuned("gemv_i8_dot_i16", gv_out, gv_in, wi8, |k| {
+            k.with_i8_gemv(kernels::I8Gemv::DotI16)
+        }),
         gemv("gemv_f32", gv_out, gv_in, vec![WeightData::F32(leak(wf32))]),
         gemv(
             "gemv_f32",

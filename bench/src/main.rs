@@ -3,7 +3,7 @@
 //! ```text
 //! qkv-bench machine            # read bandwidth, FMA peak, CPU features
 //! qkv-bench kernels [--quick]  # every kernel × every ISA vs the naive reference
-//! qkv-bench models --model DIR # prefill / decode tokens/s, TTFT, peak RSS
+//! qkv-bench models --model DIR # prefill / decode tokens/s, TTFT, peak RSS (--weights int8: quantized at load)
 //! ```
 //! Every subcommand prints a table, or JSON with `--json`.
 
@@ -65,6 +65,9 @@ enum Cmd {
         /// Runs per model; the best is reported.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Linear layers' weights as stored, or int8 (quantized at load; the dtype column then says int8).
+        #[arg(long, default_value_t = qkv::WeightType::Stored, value_name = "stored|int8")]
+        weights: qkv::WeightType,
     },
 }
 
@@ -132,6 +135,7 @@ fn run() -> Result<(), String> {
             batch,
             beam,
             runs,
+            weights,
         } => {
             let w = models::Workload {
                 prompt_len,
@@ -139,6 +143,7 @@ fn run() -> Result<(), String> {
                 batch,
                 beam,
                 runs,
+                weights,
             };
             let bar = progress_bar(cli.json);
             bar.set_length(models.len() as u64);

@@ -11,7 +11,7 @@ use loaders::config::ModelConfig;
 use qkv::beam::{search, SearchOptions};
 use qkv::model::Architecture;
 use qkv::translate::Translator;
-use qkv::{Decoder, Model};
+use qkv::{Decoder, LoadOptions, Model, WeightType};
 use serde::Serialize;
 
 #[derive(Clone, Debug, Serialize)]
@@ -43,6 +43,8 @@ pub struct Workload {
     pub batch: usize,
     pub beam: usize,
     pub runs: usize,
+    /// How the linear layers are held (as stored, or int8 quantized at load).
+    pub weights: WeightType,
 }
 
 /// Peak resident set size of this process (VmHWM), MB.
@@ -72,8 +74,12 @@ fn ids(n: usize, seed: usize, lo: u32, vocab: usize, avoid: &[u32]) -> Vec<u32> 
     out
 }
 
-/// Weight dtype as the config states it (the weights are used in that dtype).
-fn dtype_of(dir: &Path) -> String {
+/// Weight dtype: `int8` when quantized at load, else as the config states it (the weights are used in
+/// that dtype).
+fn dtype_of(dir: &Path, weights: WeightType) -> String {
+    if weights == WeightType::Int8 {
+        return "int8".to_string();
+    }
     std::fs::read_to_string(dir.join("config.json"))
         .ok()
         .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
@@ -87,13 +93,17 @@ fn dtype_of(dir: &Path) -> String {
 
 pub fn run(dir: &Path, w: Workload) -> Result<ModelRow, String> {
     let cfg = ModelConfig::from_dir(dir).map_err(|e| e.to_string())?;
+    let load = LoadOptions {
+        weights: w.weights,
+        ..Default::default()
+    };
     let t = Instant::now();
     let mut row = match cfg {
         ModelConfig::Llama(_) | ModelConfig::Gpt2(_) => {
             if w.beam != 1 {
                 return Err("beam search is benchmarked for encoder-decoder models only; use --beam 1".into());
             }
-            let model = Model::load(dir).map_err(|e| e.to_string())?;
+            let model = Model::load_with(dir, &load).map_err(|e| e.to_string())?;
             let load_s = t.elapsed().as_secs_f64();
             let mut row = match model.architecture() {
                 Architecture::Llama(m) => decoder_only(m, |b, c| m.new_cache(b, c), model.eos_ids(), w)?,
@@ -107,7 +117,7 @@ pub fn run(dir: &Path, w: Workload) -> Result<ModelRow, String> {
             row
         }
         _ => {
-            let tr = Translator::load(dir).map_err(|e| e.to_string())?;
+            let tr = Translator::load_options(dir, &load).map_err(|e| e.to_string())?;
             let load_s = t.elapsed().as_secs_f64();
             let mut row = encoder_decoder(&tr, w)?;
             row.isa = tr.model().kernels().isa().to_string();
@@ -116,7 +126,7 @@ pub fn run(dir: &Path, w: Workload) -> Result<ModelRow, String> {
         }
     };
     row.model = dir.display().to_string();
-    row.dtype = dtype_of(dir);
+    row.dtype = dtype_of(dir, w.weights);
     row.threads = rayon::current_num_threads();
     row.peak_rss_mb = peak_rss_mb();
     Ok(row)

@@ -1,12 +1,12 @@
 //! GPT-2: learned positions, pre-LayerNorm blocks, fused QKV (`c_attn`), `gelu_new`, tied head.
 //!
 //! GPT-2's `Conv1D` weights are stored `[in, out]`; they are bound as `Layout::InOut` and read in
-//! place (no transposed copy).
+//! place (no transposed copy), unless quantized to int8 (then transposed once, at load).
 
 use kernels::{Activation, AttnArgs, Kernels, Layout, Mask, Strides};
 
 use crate::cache::{grow, KvCache, KvShape, DEFAULT_MAX_CACHE_BYTES};
-use crate::layers::{Bias, Embedding, LayerNorm, Linear, TensorSource};
+use crate::layers::{Bias, Embedding, LayerNorm, Linear, TensorSource, WeightBytes, WeightType};
 use crate::llama::{check_step, LogitsFor};
 use crate::{Decoder, Error, Result};
 
@@ -128,6 +128,11 @@ pub struct Gpt2Cache {
 impl Gpt2 {
     /// Bind the weights of a `GPT2LMHeadModel` checkpoint (with or without the `transformer.` prefix).
     pub fn new(st: &dyn TensorSource, p: &Gpt2Params, kernels: Kernels) -> Result<Self> {
+        Self::new_with(st, p, kernels, WeightType::Stored)
+    }
+
+    /// [`Gpt2::new`], with the linear layers (the tied LM head included) held as `weights`.
+    pub fn new_with(st: &dyn TensorSource, p: &Gpt2Params, kernels: Kernels, weights: WeightType) -> Result<Self> {
         p.validate()?;
         let pre = if st.contains("transformer.wte.weight") {
             "transformer."
@@ -148,7 +153,8 @@ impl Gpt2 {
                     in_dim,
                     Layout::InOut,
                     Bias::Required,
-                )
+                )?
+                .convert(st, weights)
             };
             let eps = p.layer_norm_epsilon;
             blocks.push(Block {
@@ -162,11 +168,13 @@ impl Gpt2 {
         }
         let ln_f = LayerNorm::bind(st, &format!("{pre}ln_f"), d, p.layer_norm_epsilon)?;
         // The head is tied to wte unless the checkpoint has its own lm_head.
+        // (quantized to int8, a tied head is its own copy: the lookups keep reading wte as stored)
         let lm_head = if st.contains("lm_head.weight") {
             Linear::bind(st, "lm_head", p.vocab_size, d, Layout::OutIn, Bias::None)?
         } else {
             Linear::from_tensor(st, wte.tensor().clone(), p.vocab_size, d, Layout::OutIn, None)?
-        };
+        }
+        .convert(st, weights)?;
         Ok(Self {
             p: p.clone(),
             kernels,
@@ -180,6 +188,15 @@ impl Gpt2 {
 
     pub fn params(&self) -> &Gpt2Params {
         &self.p
+    }
+
+    /// Bytes of the weights this model reads (norm gains and biases aside).
+    pub fn weight_bytes(&self) -> WeightBytes {
+        let linears = self
+            .blocks
+            .iter()
+            .flat_map(|b| [&b.c_attn, &b.attn_proj, &b.c_fc, &b.mlp_proj]);
+        WeightBytes::of(linears.chain([&self.lm_head]), &[&self.wte, &self.wpe])
     }
 
     /// Longest sequence (prompt + generated) the model can position.

@@ -21,7 +21,7 @@ pub use decoder::Decoder;
 pub use error::{Error, Result};
 pub use generate::{GenerateOptions, Generation, Generator, PromptFormat, StopReason, Timings, TokenEvent};
 pub use kernels::{Isa, Kernels};
-pub use layers::{Bias, Embedding, LayerNorm, Linear, RmsNorm, TensorMap, TensorSource};
+pub use layers::{Bias, Embedding, LayerNorm, Linear, RmsNorm, TensorMap, TensorSource, WeightBytes, WeightType};
 pub use loaders;
 pub use model::{Architecture, LoadOptions, Model};
 pub use sampling::{SampleParams, Strategy};

@@ -4,7 +4,7 @@
 use kernels::{AttnArgs, Kernels, Layout, Mask, RopeLayout, RopeTable, Strides};
 
 use crate::cache::{grow, KvCache, KvShape, DEFAULT_MAX_CACHE_BYTES};
-use crate::layers::{Bias, Embedding, Linear, RmsNorm, TensorSource};
+use crate::layers::{Bias, Embedding, Linear, RmsNorm, TensorSource, WeightBytes, WeightType};
 use crate::{Decoder, Error, Result};
 
 /// The longest context a Llama model runs here (its RoPE table is precomputed up to it).
@@ -155,6 +155,11 @@ pub enum LogitsFor {
 impl Llama {
     /// Bind the weights of a `LlamaForCausalLM` checkpoint (HF names) and check every shape.
     pub fn new(st: &dyn TensorSource, p: &LlamaParams, kernels: Kernels) -> Result<Self> {
+        Self::new_with(st, p, kernels, WeightType::Stored)
+    }
+
+    /// [`Llama::new`], with the linear layers (LM head included, tied or not) held as `weights`.
+    pub fn new_with(st: &dyn TensorSource, p: &LlamaParams, kernels: Kernels, weights: WeightType) -> Result<Self> {
         p.validate()?;
         let (d, q_dim, kv_dim, ff) = (
             p.hidden_size,
@@ -169,7 +174,7 @@ impl Llama {
         for l in 0..p.n_layers {
             let pre = format!("model.layers.{l}");
             let lin = |name: &str, out_dim, in_dim, bias| {
-                Linear::bind(st, &format!("{pre}.{name}"), out_dim, in_dim, Layout::OutIn, bias)
+                Linear::bind(st, &format!("{pre}.{name}"), out_dim, in_dim, Layout::OutIn, bias)?.convert(st, weights)
             };
             layers.push(Layer {
                 input_norm: RmsNorm::bind(st, &format!("{pre}.input_layernorm"), d, p.rms_norm_eps)?,
@@ -185,11 +190,13 @@ impl Llama {
         }
         let norm = RmsNorm::bind(st, "model.norm", d, p.rms_norm_eps)?;
         // An lm_head tensor wins over tie_word_embeddings (HF saves it when the head is untied).
+        // A tied head quantized to int8 is its own copy: the lookups keep reading the stored table.
         let lm_head = if st.contains("lm_head.weight") || !p.tie_word_embeddings {
             Linear::bind(st, "lm_head", p.vocab_size, d, Layout::OutIn, Bias::None)?
         } else {
             Linear::from_tensor(st, embed.tensor().clone(), p.vocab_size, d, Layout::OutIn, None)?
-        };
+        }
+        .convert(st, weights)?;
         // The RoPE table covers the context this engine runs (at most MAX_CONTEXT positions).
         let rope = RopeTable::new(p.head_dim, p.max_positions.min(MAX_CONTEXT), p.rope_theta);
         Ok(Self {
@@ -205,6 +212,22 @@ impl Llama {
 
     pub fn params(&self) -> &LlamaParams {
         &self.p
+    }
+
+    /// Bytes of the weights this model reads (norm gains and biases aside).
+    pub fn weight_bytes(&self) -> WeightBytes {
+        let linears = self.layers.iter().flat_map(|l| {
+            [
+                &l.q_proj,
+                &l.k_proj,
+                &l.v_proj,
+                &l.o_proj,
+                &l.gate_proj,
+                &l.up_proj,
+                &l.down_proj,
+            ]
+        });
+        WeightBytes::of(linears.chain([&self.lm_head]), &[&self.embed])
     }
 
     /// Longest sequence (prompt + generated) the model can position.

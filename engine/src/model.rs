@@ -28,6 +28,7 @@ use crate::cache::{KvShape, DEFAULT_MAX_CACHE_BYTES};
 use crate::chat::{ChatTemplate, GenerationPrompt, Message, SpecialTokens};
 use crate::generate::{DecoderSession, GenerateOptions, Generation, Generator, PromptFormat, Session, TokenDecoder};
 use crate::gpt2::{Gpt2, Gpt2Params};
+use crate::layers::{WeightBytes, WeightType};
 use crate::llama::{Llama, LlamaParams};
 use crate::translate::Translator;
 use crate::{Error, Result};
@@ -61,6 +62,23 @@ pub struct LoadOptions {
     /// more fails with [`Error::CacheMemory`] before allocating. Default:
     /// [`crate::cache::DEFAULT_MAX_CACHE_BYTES`].
     pub max_cache_bytes: Option<usize>,
+    /// How the linear layers' matrices are held: as stored (default) or quantized to int8 at load
+    /// (see [`WeightType`]). With `Int8` and `kernels: None`, the int8 GEMVs round `x` to i16 on AVX-512 VNNI
+    /// CPUs ([`kernels::I8Gemv::DotI16`]: as fast as the memory allows, an extra error under a tenth of int8's
+    /// own); pass `kernels` to choose.
+    pub weights: WeightType,
+}
+
+impl LoadOptions {
+    /// The kernels a load runs on: `kernels`, else the best of this CPU (or `QKV_ISA`), with
+    /// [`kernels::I8Gemv::DotI16`] for int8 weights.
+    pub fn resolve_kernels(&self) -> Result<Kernels> {
+        Ok(match self.kernels {
+            Some(k) => k,
+            None if self.weights == WeightType::Int8 => Kernels::detect()?.with_i8_gemv(kernels::I8Gemv::DotI16),
+            None => Kernels::detect()?,
+        })
+    }
 }
 
 /// The tokenizer as the generator sees it (special tokens skipped when decoding).
@@ -96,6 +114,7 @@ pub struct Model {
     eos: Vec<u32>,
     kernels: Kernels,
     max_cache_bytes: usize,
+    weights: WeightType,
 }
 
 impl std::fmt::Debug for Model {
@@ -105,6 +124,7 @@ impl std::fmt::Debug for Model {
             .field("arch", &self.arch.name())
             .field("eos", &self.eos)
             .field("isa", &self.kernels.isa())
+            .field("weights", &self.weights)
             .finish()
     }
 }
@@ -117,24 +137,21 @@ impl Model {
 
     pub fn load_with(dir: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
         let dir = dir.as_ref();
-        let kernels = match opts.kernels {
-            Some(k) => k,
-            None => Kernels::detect()?,
-        };
+        let kernels = opts.resolve_kernels()?;
         let config = ModelConfig::from_dir(dir)?;
         let gen = GenerationConfig::from_dir(dir)?;
         let weights = SafeTensors::open_dir(dir)?;
         let (arch, bos, mut eos) = match &config {
             ModelConfig::Llama(c) => {
-                let m = Llama::new(&weights, &LlamaParams::try_from(c)?, kernels)?;
+                let m = Llama::new_with(&weights, &LlamaParams::try_from(c)?, kernels, opts.weights)?;
                 (Architecture::Llama(m), c.bos_token_id, c.eos_token_id.clone())
             }
             ModelConfig::Gpt2(c) => {
-                let m = Gpt2::new(&weights, &Gpt2Params::try_from(c)?, kernels)?;
+                let m = Gpt2::new_with(&weights, &Gpt2Params::try_from(c)?, kernels, opts.weights)?;
                 (Architecture::Gpt2(m), c.bos_token_id, c.eos_token_id.clone())
             }
             ModelConfig::Marian(_) | ModelConfig::Ct2Transformer(_) => {
-                let t = Translator::from_parts(dir, &config, gen.as_ref(), kernels)?;
+                let t = Translator::from_parts(dir, &config, gen.as_ref(), kernels, opts.weights)?;
                 let eos = t.defaults().rules.eos.clone();
                 (Architecture::Seq2Seq(Box::new(t)), None, eos)
             }
@@ -173,6 +190,7 @@ impl Model {
             eos,
             kernels,
             max_cache_bytes: opts.max_cache_bytes.unwrap_or(DEFAULT_MAX_CACHE_BYTES),
+            weights: opts.weights,
         })
     }
 
@@ -196,6 +214,20 @@ impl Model {
 
     pub fn kernels(&self) -> Kernels {
         self.kernels
+    }
+
+    /// Bytes of the weights the model reads, by kind (int8 matrices count their values and scales).
+    pub fn weight_bytes(&self) -> WeightBytes {
+        match &self.arch {
+            Architecture::Llama(m) => m.weight_bytes(),
+            Architecture::Gpt2(m) => m.weight_bytes(),
+            Architecture::Seq2Seq(t) => t.model().weight_bytes(),
+        }
+    }
+
+    /// How the linear layers' matrices are held (as asked in [`LoadOptions::weights`]).
+    pub fn weight_type(&self) -> WeightType {
+        self.weights
     }
 
     /// Every end-of-sequence id (config.json and generation_config.json).

@@ -20,7 +20,7 @@ use kernels::{sinusoidal_table, Activation, AttnArgs, Kernels, Layout, Mask, Sin
 
 use crate::cache::{KvCache, KvShape, DEFAULT_MAX_CACHE_BYTES};
 use crate::decoder::Decoder;
-use crate::layers::{Bias, Embedding, LayerNorm, Linear, TensorSource};
+use crate::layers::{Bias, Embedding, LayerNorm, Linear, TensorSource, WeightBytes, WeightType};
 use crate::{Error, Result};
 
 /// Self-attention caches start with room for `INITIAL_CACHE_FACTOR * source length + INITIAL_CACHE_EXTRA`
@@ -148,6 +148,13 @@ struct Packed {
 }
 
 impl QkvProj {
+    fn linears(&self) -> Vec<&Linear> {
+        match self {
+            QkvProj::Separate(qkv) => qkv.iter().collect(),
+            QkvProj::Fused(w) => vec![w],
+        }
+    }
+
     /// Project `x[rows, d]` into `out` (`3 * rows * d`) and say where q, k and v are.
     fn forward(&self, k: &Kernels, x: &[f32], rows: usize, d: usize, out: &mut [f32]) -> Packed {
         match self {
@@ -178,6 +185,13 @@ impl QkvProj {
 }
 
 impl KvProj {
+    fn linears(&self) -> Vec<&Linear> {
+        match self {
+            KvProj::Separate(kv) => kv.iter().collect(),
+            KvProj::Fused(w) => vec![w],
+        }
+    }
+
     /// Project `x[rows, d]` into `out` (`2 * rows * d`); returns (k offset, v offset, position stride).
     fn forward(&self, k: &Kernels, x: &[f32], rows: usize, d: usize, out: &mut [f32]) -> (usize, usize, usize) {
         match self {
@@ -273,12 +287,17 @@ impl Names {
 impl Seq2Seq {
     /// Bind every weight of `cfg` from `st` (shapes checked against the config, stored dtype kept).
     pub fn load(st: &dyn TensorSource, cfg: Seq2SeqConfig, kernels: Kernels) -> Result<Self> {
+        Self::load_with(st, cfg, kernels, WeightType::Stored)
+    }
+
+    /// [`Seq2Seq::load`], with the linear layers (the LM head included, tied or not) held as `weights`.
+    pub fn load_with(st: &dyn TensorSource, cfg: Seq2SeqConfig, kernels: Kernels, weights: WeightType) -> Result<Self> {
         cfg.validate()?;
         let d = cfg.d_model;
         let eps = cfg.layer_norm_eps;
         let n = Names { names: cfg.names };
         let lin = |name: &str, out_dim: usize, in_dim: usize| {
-            Linear::bind(st, name, out_dim, in_dim, Layout::OutIn, Bias::Required)
+            Linear::bind(st, name, out_dim, in_dim, Layout::OutIn, Bias::Required)?.convert(st, weights)
         };
         // Marian: `<prefix>.weight` / `<prefix>.bias`; CTranslate2: `<prefix>/gamma` / `<prefix>/beta`
         let norm = |prefix: &str| match cfg.names {
@@ -360,7 +379,8 @@ impl Seq2Seq {
                 } else {
                     st.get_shaped("lm_head.weight", &[cfg.tgt_vocab_size, d])?
                 };
-                let lm_head = Linear::from_tensor(st, head, cfg.tgt_vocab_size, d, Layout::OutIn, Some(bias))?;
+                let lm_head = Linear::from_tensor(st, head, cfg.tgt_vocab_size, d, Layout::OutIn, Some(bias))?
+                    .convert(st, weights)?;
                 (src_embed, tgt_embed, encoder, None, decoder, None, lm_head)
             }
             WeightNames::Ct2 => {
@@ -414,6 +434,7 @@ impl Seq2Seq {
                         Layout::OutIn,
                         bias,
                     )?
+                    .convert(st, weights)?
                 } else {
                     lin("decoder/projection/weight", cfg.tgt_vocab_size, d)?
                 };
@@ -451,6 +472,26 @@ impl Seq2Seq {
 
     pub fn config(&self) -> &Seq2SeqConfig {
         &self.cfg
+    }
+
+    /// Bytes of the weights this model reads (norm gains and biases aside).
+    pub fn weight_bytes(&self) -> WeightBytes {
+        let mut linears: Vec<&Linear> = vec![&self.lm_head];
+        for l in &self.encoder {
+            linears.extend(l.attn.qkv.linears());
+            linears.extend([&l.attn.out, &l.ffn.up, &l.ffn.down]);
+        }
+        for l in &self.decoder {
+            linears.extend(l.attn.qkv.linears());
+            linears.extend(l.cross.kv.linears());
+            linears.extend([&l.attn.out, &l.cross.q, &l.cross.out, &l.ffn.up, &l.ffn.down]);
+        }
+        // a shared table (Marian's `model.shared`) counts once
+        if self.src_embed.tensor().name() == self.tgt_embed.tensor().name() {
+            WeightBytes::of(linears, &[&self.src_embed])
+        } else {
+            WeightBytes::of(linears, &[&self.src_embed, &self.tgt_embed])
+        }
     }
 
     pub fn kernels(&self) -> Kernels {

@@ -31,6 +31,8 @@ use loaders::safetensors::SafeTensors;
 use loaders::tokenizer::{self, Tokenizer};
 
 use crate::beam::{search, BeamStyle, EarlyStopping, Hypothesis, LogitsRules, SearchOptions};
+use crate::layers::WeightType;
+use crate::model::LoadOptions;
 use crate::seq2seq::{NormPlacement, Positions, Seq2Seq, Seq2SeqConfig, WeightNames};
 use crate::{Error, Result};
 
@@ -258,19 +260,32 @@ impl Translator {
         Self::load_with(dir, Kernels::detect()?)
     }
 
+    /// Load `dir` on `kernels`, weights as stored.
     pub fn load_with(dir: impl AsRef<Path>, kernels: Kernels) -> Result<Self> {
-        let dir = dir.as_ref();
-        let config = ModelConfig::from_dir(dir)?;
-        let gen = GenerationConfig::from_dir(dir)?;
-        Self::from_parts(dir, &config, gen.as_ref(), kernels)
+        let opts = LoadOptions {
+            kernels: Some(kernels),
+            ..Default::default()
+        };
+        Self::load_options(dir, &opts)
     }
 
-    /// Build from an already parsed config (e.g. by `qkv::Model`).
+    /// Load `dir` with [`LoadOptions`] (kernels, and weights as stored or int8; `max_cache_bytes` is for
+    /// generation and is not used here: translation sizes its caches per batch).
+    pub fn load_options(dir: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
+        let dir = dir.as_ref();
+        let kernels = opts.resolve_kernels()?;
+        let config = ModelConfig::from_dir(dir)?;
+        let gen = GenerationConfig::from_dir(dir)?;
+        Self::from_parts(dir, &config, gen.as_ref(), kernels, opts.weights)
+    }
+
+    /// Build from an already parsed config (e.g. by `qkv::Model`), the linear layers held as `weights`.
     pub fn from_parts(
         dir: &Path,
         config: &ModelConfig,
         gen: Option<&GenerationConfig>,
         kernels: Kernels,
+        weights: WeightType,
     ) -> Result<Self> {
         let path = dir.join("config.json");
         let (cfg, defaults) = match config {
@@ -283,8 +298,7 @@ impl Translator {
                 )))
             }
         };
-        let weights = SafeTensors::open_dir(dir)?;
-        let model = Seq2Seq::load(&weights, cfg, kernels)?;
+        let model = Seq2Seq::load_with(&SafeTensors::open_dir(dir)?, cfg, kernels, weights)?;
         // a directory without tokenizer files still serves `translate_ids`
         let tokenizer = match tokenizer::load_tokenizer(dir) {
             Ok(t) => Some(t),

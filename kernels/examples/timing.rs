@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use kernels::{bf16, f16, Bf16Gemv, Isa, Kernels, Layout, Weight, WeightData};
+use kernels::{bf16, f16, quantize_i8, Bf16Gemv, I8Gemv, Isa, Kernels, Layout, Weight, WeightData};
 
 /// Run time of every thread of this process so far, in seconds (Linux schedstat; 0 elsewhere).
 /// On a loaded machine wall time overstates a kernel's cost; CPU time does not (idle rayon workers
@@ -40,7 +40,7 @@ fn main() {
         None => Isa::available(),
     };
     let vals: Vec<f32> = (0..8192 * 2048)
-        .map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5)
+        .map(|i: u64| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5)
         .collect();
     let w32 = vals.clone();
     let w16: Vec<f16> = vals.iter().map(|&v| f16::from_f32(v)).collect();
@@ -50,13 +50,19 @@ fn main() {
         println!("threads: {}", rayon::current_num_threads());
         for &(out_dim, in_dim) in &[(8192usize, 2048usize), (2048, 8192), (2048, 2048), (1536, 576)] {
             let n = out_dim * in_dim;
+            let qi8 = quantize_i8(&Weight::new(WeightData::F32(&w32[..n]), out_dim, in_dim, Layout::OutIn).unwrap());
             for layout in [Layout::OutIn, Layout::InOut] {
                 let mut line = format!("{isa:>6} gemv {out_dim}x{in_dim} {layout:?}:");
-                for (name, data, bytes) in [
+                let mut dtypes = vec![
                     ("f32", WeightData::F32(&w32[..n]), 4),
                     ("f16", WeightData::F16(&w16[..n]), 2),
                     ("bf16", WeightData::Bf16(&wb16[..n]), 2),
-                ] {
+                ];
+                // int8 is OutIn only (scales: 4 bytes per row, not counted)
+                if layout == Layout::OutIn {
+                    dtypes.push(("i8", qi8.weight().data, 1));
+                }
+                for (name, data, bytes) in dtypes {
                     let w = Weight::new(data, out_dim, in_dim, layout).unwrap();
                     for rows in [1usize, 4] {
                         let x = vec![0.25f32; rows * in_dim];
@@ -68,6 +74,15 @@ fn main() {
                             (n * bytes) as f64 / t / 1e9,
                             (n * bytes) as f64 / cpu / 1e9,
                         );
+                        if name == "i8" && isa == Isa::Avx512 && Isa::has_avx512_vnni() {
+                            let kd = k.with_i8_gemv(I8Gemv::DotI16);
+                            let (t, cpu) = time(reps, || kd.linear(&x, rows, &w, None, &mut y));
+                            line += &format!(
+                                "  i8-dot r{rows} {:.1} GB/s ({:.1}/cpu-s)",
+                                (n * bytes) as f64 / t / 1e9,
+                                (n * bytes) as f64 / cpu / 1e9,
+                            );
+                        }
                         if name == "bf16" && isa == Isa::Avx512 && Isa::has_avx512_bf16() && layout == Layout::OutIn {
                             let kd = k.with_bf16_gemv(Bf16Gemv::DotBf16);
                             let (t, cpu) = time(reps, || kd.linear(&x, rows, &w, None, &mut y));
@@ -116,11 +131,16 @@ fn main() {
             flop / t / 1e9,
             flop / cpu / 1e9
         );
+        let qg = quantize_i8(&Weight::new(WeightData::F32(&w32[..nd * kd]), nd, kd, Layout::OutIn).unwrap());
         for (name, data) in [
             ("f32", WeightData::F32(&w32[..nd * kd])),
             ("bf16", WeightData::Bf16(&wb16[..nd * kd])),
+            ("i8", qg.weight().data),
         ] {
             for layout in [Layout::OutIn, Layout::InOut] {
+                if name == "i8" && layout == Layout::InOut {
+                    continue;
+                }
                 let w = Weight::new(data, nd, kd, layout).unwrap();
                 let (t, cpu) = time(5, || k.linear(&x, m, &w, None, &mut y));
                 let flop = 2.0 * (m * kd * nd) as f64;

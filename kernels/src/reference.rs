@@ -13,11 +13,17 @@ pub fn linear(x: &[f32], rows: usize, w: &Weight<'_>, bias: Option<&[f32]>, y: &
     for r in 0..rows {
         let xr = &x[r * w.in_dim..(r + 1) * w.in_dim];
         for o in 0..w.out_dim {
-            let mut acc = 0.0f64;
-            for (i, &xi) in xr.iter().enumerate() {
-                acc += w.at(o, i) as f64 * xi as f64;
-            }
-            y[r * w.out_dim + o] = acc as f32 + bias.map_or(0.0, |b| b[o]);
+            let dot = match w.data {
+                // int8: Σ q·x, then the row's scale (OutIn).
+                WeightData::I8 { q, scales } => {
+                    assert_eq!(w.layout, Layout::OutIn, "linear: int8 weights must be OutIn");
+                    let qr = &q[o * w.in_dim..(o + 1) * w.in_dim];
+                    let acc: f64 = qr.iter().zip(xr).map(|(&q, &x)| q as f64 * x as f64).sum();
+                    acc * scales[o] as f64
+                }
+                _ => (0..w.in_dim).map(|i| w.at(o, i) as f64 * xr[i] as f64).sum(),
+            };
+            y[r * w.out_dim + o] = dot as f32 + bias.map_or(0.0, |b| b[o]);
         }
     }
 }

@@ -8,14 +8,22 @@ pub enum WeightData<'a> {
     F32(&'a [f32]),
     F16(&'a [f16]),
     Bf16(&'a [bf16]),
+    /// Symmetric int8, one scale per output row: `W(o, i) = q[o * in_dim + i] * scales[o]`
+    /// ([`Layout::OutIn`] only; see [`crate::quantize_i8`]).
+    I8 {
+        q: &'a [i8],
+        scales: &'a [f32],
+    },
 }
 
 impl WeightData<'_> {
+    /// Number of weight elements (for `I8`, of `q`).
     pub fn len(&self) -> usize {
         match self {
             WeightData::F32(s) => s.len(),
             WeightData::F16(s) => s.len(),
             WeightData::Bf16(s) => s.len(),
+            WeightData::I8 { q, .. } => q.len(),
         }
     }
 
@@ -23,21 +31,34 @@ impl WeightData<'_> {
         self.len() == 0
     }
 
-    /// Element `i` as f32.
+    /// Element `i` (row-major) as f32; for `I8`, dequantized with the scale of its row.
     #[inline]
     pub fn get(&self, i: usize) -> f32 {
         match self {
             WeightData::F32(s) => s[i],
             WeightData::F16(s) => s[i].to_f32(),
             WeightData::Bf16(s) => s[i].to_f32(),
+            WeightData::I8 { q, scales } => {
+                let in_dim = q.len() / scales.len().max(1);
+                q[i] as f32 * scales[i / in_dim.max(1)]
+            }
         }
     }
 
-    /// Bytes per element.
+    /// Bytes per element (for `I8`, without the per-row scales: see [`WeightData::bytes`]).
     pub fn elem_bytes(&self) -> usize {
         match self {
             WeightData::F32(_) => 4,
             WeightData::F16(_) | WeightData::Bf16(_) => 2,
+            WeightData::I8 { .. } => 1,
+        }
+    }
+
+    /// Bytes a pass over the whole matrix reads (for `I8`, the values and the scales).
+    pub fn bytes(&self) -> usize {
+        match self {
+            WeightData::I8 { q, scales } => q.len() + std::mem::size_of_val(*scales),
+            other => other.len() * other.elem_bytes(),
         }
     }
 }
@@ -61,9 +82,14 @@ pub struct Weight<'a> {
 }
 
 impl<'a> Weight<'a> {
-    /// `None` when `data.len() != out_dim * in_dim`.
+    /// `None` when `data.len() != out_dim * in_dim`, or for `I8` data unless it is `OutIn` with
+    /// `out_dim` scales.
     pub fn new(data: WeightData<'a>, out_dim: usize, in_dim: usize, layout: Layout) -> Option<Self> {
-        (out_dim.checked_mul(in_dim)? == data.len()).then_some(Self {
+        let int8_ok = match data {
+            WeightData::I8 { scales, .. } => layout == Layout::OutIn && scales.len() == out_dim,
+            _ => true,
+        };
+        (int8_ok && out_dim.checked_mul(in_dim)? == data.len()).then_some(Self {
             data,
             out_dim,
             in_dim,
@@ -71,12 +97,13 @@ impl<'a> Weight<'a> {
         })
     }
 
-    /// Element `(o, i)` as f32, whatever the layout.
+    /// Element `(o, i)` as f32, whatever the layout (`I8`: dequantized, `q * scale`).
     #[inline]
     pub fn at(&self, o: usize, i: usize) -> f32 {
-        match self.layout {
-            Layout::OutIn => self.data.get(o * self.in_dim + i),
-            Layout::InOut => self.data.get(i * self.out_dim + o),
+        match (self.data, self.layout) {
+            (WeightData::I8 { q, scales }, _) => q[o * self.in_dim + i] as f32 * scales[o],
+            (_, Layout::OutIn) => self.data.get(o * self.in_dim + i),
+            (_, Layout::InOut) => self.data.get(i * self.out_dim + o),
         }
     }
 }

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""qkv against its peers on this machine: HF transformers (torch CPU f32), CTranslate2 (f32, int8), llama.cpp.
+"""qkv (f32 and int8) against its peers on this machine: HF transformers (torch CPU f32), CTranslate2 (f32, int8),
+llama.cpp.
 
 Same weights, same inputs, same number of new tokens, same thread count for every engine; one table of tok/s with
 qkv's ratio to each engine, and all figures as JSON with --out. See tools/scripts/PEERS.md.
 
-    tools/scripts/peers.py --quick --engines hf,ct2,ct2-int8,qkv --out peers.json
+    tools/scripts/peers.py --quick --engines hf,ct2,ct2-int8,qkv,qkv-int8 --out peers.json
     tools/scripts/peers.py --workloads smollm2 --threads 2
 
 It is not part of CI. It re-runs itself inside the venv of tools/scripts/venv.sh (${QKV_VENV:-~/.cache/qkv/venv})
@@ -31,7 +32,8 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
 NEEDED = ("torch", "transformers", "ctranslate2", "gguf", "numpy", "sentencepiece", "safetensors")
-ENGINES = ("hf", "ct2", "ct2-int8", "llama.cpp", "qkv")
+ENGINES = ("hf", "ct2", "ct2-int8", "llama.cpp", "qkv", "qkv-int8")
+QKV_ENGINES = ("qkv", "qkv-int8")  # qkv-bench models, weights as stored / --weights int8
 WORKLOADS = ("marian-base", "marian-big", "gpt2", "smollm2")
 QKV_NA = "n/a (qkv-bench models unavailable)"
 
@@ -85,7 +87,7 @@ def ensure_llama_cpp() -> str | None:
 @dataclass
 class Row:
     workload: str
-    engine: str  # hf | ct2 | ct2-int8 | llama.cpp | qkv
+    engine: str  # hf | ct2 | ct2-int8 | llama.cpp | qkv | qkv-int8
     variant: str  # weights / compute type shown in the table
     kind: str  # seq2seq | causal
     model: str  # path given to the engine
@@ -149,6 +151,11 @@ def plan(args, work: Path, shared: Path) -> tuple[list[Row], dict, list[str]]:
             if d is None:
                 rows[-1].result = {"error": note}
 
+    def qkv_rows(wl: str, hf_dir: Path, kind: str, batch: int, beam: int, p: int, n: int):
+        for name, variant in (("qkv", "f32"), ("qkv-int8", "int8")):
+            if name in eng:
+                rows.append(Row(wl, name, variant, kind, str(hf_dir), batch, beam, p, n))
+
     for wl in args.workloads:
         if wl in ("marian-base", "marian-big"):
             hf_dir = prep.prepare_marian(work, shared, wl)
@@ -159,8 +166,7 @@ def plan(args, work: Path, shared: Path) -> tuple[list[Row], dict, list[str]]:
                 if "hf" in eng:
                     rows.append(Row(name, "hf", "torch f32", "seq2seq", str(hf_dir), batch, beam, src_len, n))
                 ct2_rows(name, hf_dir, "seq2seq", batch, beam, src_len, n)
-                if "qkv" in eng:
-                    rows.append(Row(name, "qkv", "f32", "seq2seq", str(hf_dir), batch, beam, src_len, n))
+                qkv_rows(name, hf_dir, "seq2seq", batch, beam, src_len, n)
         elif wl == "gpt2":
             hf_dir = prep.prepare_gpt2(work)
             p, n = 128, 32 if q else 128
@@ -169,8 +175,7 @@ def plan(args, work: Path, shared: Path) -> tuple[list[Row], dict, list[str]]:
             if "hf" in eng:
                 rows.append(Row(name, "hf", "torch f32", "causal", str(hf_dir), 1, 1, p, n))
             ct2_rows(name, hf_dir, "causal", 1, 1, p, n)
-            if "qkv" in eng:
-                rows.append(Row(name, "qkv", "f32", "causal", str(hf_dir), 1, 1, p, n))
+            qkv_rows(name, hf_dir, "causal", 1, 1, p, n)
         elif wl == "smollm2":
             hf_dir, made_by = prep.prepare_smollm2_hf(work, shared, REPO, "f32")
             notes.append(f"smollm2 HF f32 directory: {made_by}")
@@ -197,8 +202,8 @@ def plan(args, work: Path, shared: Path) -> tuple[list[Row], dict, list[str]]:
                     if why or path is None:
                         rows[-1].result = {"error": why or "GGUF variant not produced"}
                         rows[-1].note = why or "GGUF variant not produced"
+            qkv_rows(name, hf_dir, "causal", 1, 1, p, n)
             if "qkv" in eng:
-                rows.append(Row(name, "qkv", "f32", "causal", str(hf_dir), 1, 1, p, n))
                 bf16_dir, made_by = prep.prepare_smollm2_hf(work, shared, REPO, "bf16")
                 notes.append(f"smollm2 HF bf16 directory: {made_by}")
                 rows.append(Row(name, "qkv", "bf16", "causal", str(bf16_dir), 1, 1, p, n))
@@ -268,6 +273,8 @@ def run_qkv(row: Row, exe: Path | None, args) -> dict:
     cmd = [str(exe), "--threads", str(args.threads), "models", "--model", row.model, "--prompt-len",
            str(row.prompt_len), "--new-tokens", str(row.new_tokens), "--batch", str(row.batch), "--beam",
            str(row.beam), "--json"]
+    if row.engine == "qkv-int8":
+        cmd += ["--weights", "int8"]
     runs = []
     for i in range(args.warmup + args.runs):
         p = subprocess.run(cmd, capture_output=True, text=True)
@@ -333,7 +340,7 @@ def table(rows: list[Row], stat: str) -> str:
             cells = ["n/a"] * 5
             ratio = ["-", "-"]
         note = r.note or res.get("error", "")
-        if r.engine == "qkv" and "error" in res:
+        if r.engine in QKV_ENGINES and "error" in res:
             note = f"{res['error']}: {res.get('why', '')}"
         lines.append([r.workload, r.engine, r.variant, *cells, *ratio, note])
     widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h) for i, h in enumerate(head)]
@@ -407,15 +414,15 @@ def main() -> None:
     work, shared = Path(args.work), Path(args.shared)
     work.mkdir(parents=True, exist_ok=True)
     rows, inputs, notes = plan(args, work, shared)
-    exe = qkv_bench_path(args) if any(r.engine == "qkv" for r in rows) else None
+    exe = qkv_bench_path(args) if any(r.engine in QKV_ENGINES for r in rows) else None
     for r in rows:
         if r.result is not None:  # already failed while preparing
             continue
         print(f"[peers] {r.workload}: {r.engine} {r.variant} ...", flush=True)
         load_before = os.getloadavg()[0]
-        r.result = run_qkv(r, exe, args) if r.engine == "qkv" else run_worker(r, inputs[r.workload], args)
+        r.result = run_qkv(r, exe, args) if r.engine in QKV_ENGINES else run_worker(r, inputs[r.workload], args)
         r.result["loadavg_1min"] = [load_before, os.getloadavg()[0]]
-        if r.engine == "qkv" and r.result.get("dtype"):
+        if r.engine in QKV_ENGINES and r.result.get("dtype"):
             r.variant = r.result["dtype"]  # what qkv-bench says it ran
         if "error" in r.result:
             print(f"[peers]   {r.result['error']} {r.result.get('why', '')}", flush=True)

@@ -14,6 +14,8 @@ use crate::types::Layout;
 #[derive(Clone, Copy)]
 pub(crate) struct WView<'a, T> {
     pub w: &'a [T],
+    /// Per-output-row scales of int8 weights (OutIn only), applied while packing.
+    pub scales: Option<&'a [f32]>,
     pub layout: Layout,
     pub in_dim: usize,
     pub out_dim: usize,
@@ -71,11 +73,13 @@ fn tile<S: Simd, const MR: usize>(
     }
 }
 
-/// Pack weight columns `c0 .. c0 + n_cols`, inputs `k0 .. k0 + kc`, into strips `[kc, NR]` (widened, zero padded).
+/// Pack weight columns `c0 .. c0 + n_cols`, inputs `k0 .. k0 + kc`, into strips `[kc, NR]` (widened, zero padded;
+/// int8 weights dequantized with their row's scale).
 #[inline(always)]
 fn pack<S: Simd, T: WElem>(s: S, wv: WView<'_, T>, c0: usize, n_cols: usize, k0: usize, kc: usize, bp: &mut [f32]) {
     let WView {
         w,
+        scales,
         layout,
         in_dim,
         out_dim,
@@ -95,12 +99,23 @@ fn pack<S: Simd, T: WElem>(s: S, wv: WView<'_, T>, c0: usize, n_cols: usize, k0:
                 }
                 for c in 0..nc {
                     let run = &w[(cs + c) * in_dim + k0..(cs + c) * in_dim + k0 + kc];
-                    for (p, &v) in run.iter().enumerate() {
-                        strip[p * nr + c] = v.to_f32();
+                    match scales {
+                        Some(sc) => {
+                            let sc = sc[cs + c];
+                            for (p, &v) in run.iter().enumerate() {
+                                strip[p * nr + c] = v.to_f32() * sc;
+                            }
+                        }
+                        None => {
+                            for (p, &v) in run.iter().enumerate() {
+                                strip[p * nr + c] = v.to_f32();
+                            }
+                        }
                     }
                 }
             }
             // W(o, i) = w[i * out_dim + o]: each input row is a contiguous run over the strip's columns.
+            // (int8 weights are never InOut: `linear` asserts it.)
             Layout::InOut => {
                 for p in 0..kc {
                     let row = (k0 + p) * out_dim + cs;

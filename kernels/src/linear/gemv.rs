@@ -7,7 +7,27 @@
 use super::WElem;
 use crate::simd::Simd;
 
-/// `y[r][o] = dot(w[o, :], x[r, :]) + bias[o]` for `NX` rows of `x`, `w` being `[n_out, in_dim]` (OutIn).
+/// What is applied to each output row's dot product: `y = dot * scale + bias` (int8 weights carry a scale
+/// per output row; float weights have none).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RowScale<'a> {
+    pub scales: Option<&'a [f32]>,
+    pub bias: Option<&'a [f32]>,
+}
+
+impl RowScale<'_> {
+    /// Output `o` from its dot product.
+    #[inline(always)]
+    pub(crate) fn apply(&self, o: usize, dot: f32) -> f32 {
+        let v = match self.scales {
+            Some(s) => dot * s[o],
+            None => dot,
+        };
+        v + self.bias.map_or(0.0, |b| b[o])
+    }
+}
+
+/// `y[r][o] = dot(w[o, :], x[r, :]) * scale[o] + bias[o]` for `NX` rows of `x`, `w` being `[n_out, in_dim]` (OutIn).
 ///
 /// `ys[r]` is row `r` of this task's outputs (`n_out` long). Processes `NR` weight rows at a time so each
 /// `x` vector load serves `NR` rows and each weight load serves `NX` rows.
@@ -17,13 +37,14 @@ fn outin_block<S: Simd, T: WElem, const NR: usize, const NX: usize>(
     x: &[f32],
     in_dim: usize,
     w: &[T],
-    bias: Option<&[f32]>,
+    rs: RowScale<'_>,
     ys: &mut [&mut [f32]],
 ) {
     let l = S::LANES;
     let n_out = ys.first().map_or(0, |y| y.len());
     assert!(ys.len() == NX && x.len() == NX * in_dim && w.len() == n_out * in_dim);
-    assert!(ys.iter().all(|y| y.len() == n_out) && bias.is_none_or(|b| b.len() == n_out));
+    assert!(ys.iter().all(|y| y.len() == n_out));
+    assert!(rs.bias.is_none_or(|b| b.len() == n_out) && rs.scales.is_none_or(|s| s.len() == n_out));
     let n_full = in_dim / l * l;
     let mut o = 0;
     while o + NR <= n_out {
@@ -58,7 +79,7 @@ fn outin_block<S: Simd, T: WElem, const NR: usize, const NX: usize>(
         }
         for r in 0..NX {
             for k in 0..NR {
-                ys[r][o + k] = s.reduce_sum(acc[r][k]) + bias.map_or(0.0, |b| b[o + k]);
+                ys[r][o + k] = rs.apply(o + k, s.reduce_sum(acc[r][k]));
             }
         }
         o += NR;
@@ -67,7 +88,7 @@ fn outin_block<S: Simd, T: WElem, const NR: usize, const NX: usize>(
     while o < n_out {
         for r in 0..NX {
             let xr = &x[r * in_dim..(r + 1) * in_dim];
-            ys[r][o] = dot_w(s, &w[o * in_dim..(o + 1) * in_dim], xr) + bias.map_or(0.0, |b| b[o]);
+            ys[r][o] = rs.apply(o, dot_w(s, &w[o * in_dim..(o + 1) * in_dim], xr));
         }
         o += 1;
     }
@@ -102,7 +123,7 @@ pub(crate) fn outin<S: Simd, T: WElem>(
     x: &[f32],
     in_dim: usize,
     w: &[T],
-    bias: Option<&[f32]>,
+    rs: RowScale<'_>,
     ys: &mut [&mut [f32]],
 ) {
     let n_x = ys.len();
@@ -112,11 +133,19 @@ pub(crate) fn outin<S: Simd, T: WElem>(
         let g = (n_x - r).min(4);
         let xg = &x[r * in_dim..(r + g) * in_dim];
         let yg = &mut ys[r..r + g];
+        // int8 weights convert in two instructions per vector (sign-extend, to f32): wider tiles spread that cost
+        // over more FMAs (4 x rows share each converted vector with 32 registers; AVX2 has 16).
+        let byte = std::mem::size_of::<T>() == 1;
+        let wide = S::LANES >= 16;
         match g {
-            1 => outin_block::<S, T, 4, 1>(s, xg, in_dim, w, bias, yg),
-            2 => outin_block::<S, T, 2, 2>(s, xg, in_dim, w, bias, yg),
-            3 => outin_block::<S, T, 2, 3>(s, xg, in_dim, w, bias, yg),
-            _ => outin_block::<S, T, 2, 4>(s, xg, in_dim, w, bias, yg),
+            1 if byte => outin_block::<S, T, 8, 1>(s, xg, in_dim, w, rs, yg),
+            2 if byte => outin_block::<S, T, 4, 2>(s, xg, in_dim, w, rs, yg),
+            3 if byte && wide => outin_block::<S, T, 4, 3>(s, xg, in_dim, w, rs, yg),
+            4 if byte && wide => outin_block::<S, T, 4, 4>(s, xg, in_dim, w, rs, yg),
+            1 => outin_block::<S, T, 4, 1>(s, xg, in_dim, w, rs, yg),
+            2 => outin_block::<S, T, 2, 2>(s, xg, in_dim, w, rs, yg),
+            3 => outin_block::<S, T, 2, 3>(s, xg, in_dim, w, rs, yg),
+            _ => outin_block::<S, T, 2, 4>(s, xg, in_dim, w, rs, yg),
         }
         r += g;
     }

@@ -11,6 +11,8 @@ use crate::Kernels;
 mod bf16dot;
 mod gemm;
 mod gemv;
+#[cfg(target_arch = "x86_64")]
+mod i8dot;
 
 /// Up to this many `x` rows, `linear` runs the GEMV (weights streamed once per 4 rows); beyond, the GEMM.
 pub const GEMV_MAX_ROWS: usize = 8;
@@ -87,6 +89,18 @@ impl WElem for bf16 {
     }
 }
 
+impl WElem for i8 {
+    #[inline(always)]
+    unsafe fn load<S: Simd>(s: S, p: *const i8) -> S::V {
+        // SAFETY: forwarded contract: LANES bytes readable at `p`.
+        unsafe { s.load_i8(p) }
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self as f32
+    }
+}
+
 /// `dst = src * scale`, widening `src` (used by the GEMM's panel conversion and by `embed`).
 #[inline(always)]
 pub(crate) fn widen<S: Simd, T: WElem>(s: S, src: &[T], scale: f32, dst: &mut [f32]) {
@@ -104,23 +118,33 @@ pub(crate) fn widen<S: Simd, T: WElem>(s: S, src: &[T], scale: f32, dst: &mut [f
     }
 }
 
-/// Runs `$body` with `$d` bound to the weight slice and `$t` a block-local alias of its element type.
+/// Runs `$body` with `$d` bound to the weight slice, `$s` to the per-row scales (`Option<&[f32]>`: `Some`
+/// for int8 only) and `$t` a block-local alias of the element type.
 macro_rules! each_dtype {
-    ($data:expr, $d:ident, $t:ident => $body:block) => {
+    ($data:expr, $d:ident, $s:ident, $t:ident => $body:block) => {
         match $data {
-            WeightData::F32($d) => {
+            $crate::types::WeightData::F32($d) => {
                 #[allow(dead_code)]
                 type $t = f32;
+                let $s: Option<&[f32]> = None;
                 $body
             }
-            WeightData::F16($d) => {
+            $crate::types::WeightData::F16($d) => {
                 #[allow(dead_code)]
                 type $t = half::f16;
+                let $s: Option<&[f32]> = None;
                 $body
             }
-            WeightData::Bf16($d) => {
+            $crate::types::WeightData::Bf16($d) => {
                 #[allow(dead_code)]
                 type $t = half::bf16;
+                let $s: Option<&[f32]> = None;
+                $body
+            }
+            $crate::types::WeightData::I8 { q: $d, scales } => {
+                #[allow(dead_code)]
+                type $t = i8;
+                let $s: Option<&[f32]> = Some(scales);
                 $body
             }
         }
@@ -152,6 +176,10 @@ pub(crate) fn linear(k: Kernels, x: &[f32], rows: usize, w: &Weight<'_>, bias: O
     assert_eq!(y.len(), rows * out_dim, "linear: y is not [rows, out_dim]");
     if let Some(b) = bias {
         assert_eq!(b.len(), out_dim, "linear: bias is not [out_dim]");
+    }
+    if let WeightData::I8 { scales, .. } = w.data {
+        assert_eq!(w.layout, Layout::OutIn, "linear: int8 weights must be OutIn");
+        assert_eq!(scales.len(), out_dim, "linear: int8 scales are not [out_dim]");
     }
     if rows == 0 || out_dim == 0 {
         return;
@@ -212,16 +240,49 @@ fn gemv(k: Kernels, x: &[f32], w: &Weight<'_>, bias: Option<&[f32]>, y: &mut [f3
                 tasks.into_par_iter().for_each(run)
             }
         }
+        #[cfg(target_arch = "x86_64")]
+        Layout::OutIn if dot_i16(k, w) => {
+            let WeightData::I8 { q, scales } = w.data else {
+                unreachable!("dot_i16 checks the dtype")
+            };
+            let (xq, x_scales, in_pad) = i8dot::x_to_i16(x, in_dim);
+            let tasks = split_columns(y, out_dim, gemv_chunk(out_dim, in_dim, 8));
+            let run = |(o0, mut ys): (usize, Vec<&mut [f32]>)| {
+                let n = ys[0].len();
+                let rs = gemv::RowScale {
+                    scales: Some(&scales[o0..o0 + n]),
+                    bias: bias.map(|b| &b[o0..o0 + n]),
+                };
+                crate::isa::note_exercised(crate::Isa::Avx512);
+                // SAFETY: `dot_i16` checked that this Kernels runs AVX-512 and the CPU has AVX512_VNNI.
+                unsafe {
+                    i8dot::outin(
+                        &xq,
+                        &x_scales,
+                        in_pad,
+                        in_dim,
+                        &q[o0 * in_dim..(o0 + n) * in_dim],
+                        rs,
+                        &mut ys,
+                    )
+                }
+            };
+            if tasks.len() == 1 {
+                tasks.into_iter().for_each(run)
+            } else {
+                tasks.into_par_iter().for_each(run)
+            }
+        }
         Layout::OutIn => {
-            let chunk = gemv_chunk(out_dim, in_dim, 4);
+            let chunk = gemv_chunk(out_dim, in_dim, 8);
             let tasks = split_columns(y, out_dim, chunk);
-            each_dtype!(w.data, data, T => {
+            each_dtype!(w.data, data, scales, T => {
                 let run = |(o0, mut ys): (usize, Vec<&mut [f32]>)| {
                     let n = ys[0].len();
                     let w: &[T] = &data[o0 * in_dim..(o0 + n) * in_dim];
-                    let bias = bias.map(|b| &b[o0..o0 + n]);
+                    let rows = gemv::RowScale { scales: scales.map(|s| &s[o0..o0 + n]), bias: bias.map(|b| &b[o0..o0 + n]) };
                     let ys: &mut [&mut [f32]] = &mut ys;
-                    dispatch!(k, gemv::outin, (x: &[f32], in_dim: usize, w: &[T], bias: Option<&[f32]>,
+                    dispatch!(k, gemv::outin, (x: &[f32], in_dim: usize, w: &[T], rows: gemv::RowScale<'_>,
                         ys: &mut [&mut [f32]]))
                 };
                 if tasks.len() == 1 { tasks.into_iter().for_each(run) } else { tasks.into_par_iter().for_each(run) }
@@ -243,7 +304,7 @@ fn gemv(k: Kernels, x: &[f32], w: &Weight<'_>, bias: Option<&[f32]>, y: &mut [f3
                 rayon::current_num_threads().min(in_dim.div_ceil(GEMV_MIN_CHUNK))
             };
             let per_task = in_dim.div_ceil(n_tasks);
-            each_dtype!(w.data, data, T => {
+            each_dtype!(w.data, data, _scales, T => {
                 let w: &[T] = data;
                 let run = |rows: std::ops::Range<usize>, acc: &mut [f32]| {
                     dispatch!(k, gemv::inout_rows, (x: &[f32], w: &[T], out_dim: usize, rows: std::ops::Range<usize>,
@@ -344,11 +405,11 @@ fn gemm(k: Kernels, x: &[f32], w: &Weight<'_>, bias: Option<&[f32]>, y: &mut [f3
     }
     let chunk = gemm_chunk(y.len() / out_dim, out_dim, in_dim);
     let tasks = split_columns(y, out_dim, chunk);
-    each_dtype!(w.data, data, T => {
+    each_dtype!(w.data, data, scales, T => {
         let run = |(c0, mut ys): (usize, Vec<&mut [f32]>)| {
             let mut scratch = vec![0.0f32; gemm::packed_len(ys[0].len())];
             let bp: &mut [f32] = &mut scratch;
-            let wv = gemm::WView { w: data, layout, in_dim, out_dim };
+            let wv = gemm::WView { w: data, scales, layout, in_dim, out_dim };
             let ys: &mut [&mut [f32]] = &mut ys;
             dispatch!(k, gemm::gemm_task, (x: &[f32], wv: gemm::WView<'_, T>, c0: usize, ys: &mut [&mut [f32]],
                 bp: &mut [f32]))
@@ -369,6 +430,15 @@ impl SendPtr {
     fn get(self) -> *mut f32 {
         self.0
     }
+}
+
+/// Whether this GEMV takes the `vpdpwssd` (x as i16) path for int8 weights.
+#[cfg(target_arch = "x86_64")]
+fn dot_i16(k: Kernels, w: &Weight<'_>) -> bool {
+    k.i8_gemv() == crate::I8Gemv::DotI16
+        && k.isa() == crate::Isa::Avx512
+        && matches!(w.data, WeightData::I8 { .. })
+        && crate::Isa::has_avx512_vnni()
 }
 
 /// Whether this GEMV takes the `vdpbf16ps` path.

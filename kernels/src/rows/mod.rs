@@ -306,6 +306,7 @@ pub(crate) fn rope_half<S: Simd>(s: S, table: &crate::types::RopeTable, x: &mut 
 pub(crate) fn embed<S: Simd, T: crate::linear::WElem>(
     s: S,
     table: &[T],
+    row_scales: Option<&[f32]>,
     dim: usize,
     ids: &[u32],
     scale: f32,
@@ -313,6 +314,8 @@ pub(crate) fn embed<S: Simd, T: crate::linear::WElem>(
 ) {
     for (&id, or) in ids.iter().zip(out.chunks_exact_mut(dim)) {
         let id = id as usize;
+        // int8 tables: each row has its own scale.
+        let scale = row_scales.map_or(scale, |rs| rs[id] * scale);
         crate::linear::widen(s, &table[id * dim..(id + 1) * dim], scale, or);
     }
 }

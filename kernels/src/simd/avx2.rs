@@ -84,6 +84,12 @@ unsafe impl Simd for Avx2 {
         }
     }
     #[inline(always)]
+    unsafe fn load_i8(self, p: *const i8) -> __m256 {
+        // SAFETY: the caller makes 8 bytes at `p` readable (`_mm_loadl_epi64` reads exactly 8, unaligned);
+        // the token proves AVX2.
+        unsafe { _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i))) }
+    }
+    #[inline(always)]
     unsafe fn load_partial(self, p: *const f32, n: usize) -> __m256 {
         debug_assert!(n <= 8);
         // SAFETY: the mask enables lanes 0..n only, which the caller makes readable; masked-off

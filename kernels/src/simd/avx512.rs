@@ -93,6 +93,11 @@ unsafe impl Simd for Avx512 {
         }
     }
     #[inline(always)]
+    unsafe fn load_i8(self, p: *const i8) -> __m512 {
+        // SAFETY: the caller makes 16 bytes at `p` readable (unaligned load); the token proves AVX-512F.
+        unsafe { _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i))) }
+    }
+    #[inline(always)]
     unsafe fn load_partial(self, p: *const f32, n: usize) -> __m512 {
         debug_assert!(n <= 16);
         // SAFETY: masked-off lanes are not accessed (no fault); lanes 0..n the caller makes readable.

@@ -87,6 +87,11 @@ pub unsafe trait Simd: Copy + Send + Sync + 'static {
     /// # Safety
     /// `p .. p + LANES` must be readable.
     unsafe fn load_bf16(self, p: *const bf16) -> Self::V;
+    /// Read `LANES` i8 from `p`, sign-extend them and convert to f32 in registers (exact).
+    ///
+    /// # Safety
+    /// `p .. p + LANES` must be readable.
+    unsafe fn load_i8(self, p: *const i8) -> Self::V;
 
     /// Read `n <= LANES` f32 from `p`; lanes `n..` are zero.
     ///

@@ -98,6 +98,15 @@ unsafe impl Simd for Neon {
         tf!(vreinterpretq_f32_u32(vshlq_n_u32::<16>(vmovl_u16(h))))
     }
     #[inline(always)]
+    unsafe fn load_i8(self, p: *const i8) -> float32x4_t {
+        // SAFETY: the caller makes 4 bytes at `p` readable (read as one unaligned u32).
+        let bits = unsafe { (p as *const u32).read_unaligned() };
+        // i8x8 (the 4 bytes twice) -> i16x8 -> low i16x4 -> i32x4 -> f32x4.
+        tf!(vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(vreinterpret_s8_u32(
+            vdup_n_u32(bits)
+        ))))))
+    }
+    #[inline(always)]
     fn add(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
         tf!(vaddq_f32(a, b))
     }

@@ -55,6 +55,11 @@ unsafe impl Simd for Scalar {
         unsafe { p.read_unaligned() }.to_f32()
     }
     #[inline(always)]
+    unsafe fn load_i8(self, p: *const i8) -> f32 {
+        // SAFETY: the caller makes `p` readable.
+        unsafe { *p as f32 }
+    }
+    #[inline(always)]
     unsafe fn load_partial(self, p: *const f32, n: usize) -> f32 {
         if n == 0 {
             0.0
