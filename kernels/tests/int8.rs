@@ -6,6 +6,8 @@
 use kernels::{bf16, f16, isa, quantize_i8, reference, Isa, Kernels, Layout, Weight, WeightData, I8_MAX};
 use proptest::prelude::*;
 
+mod linear_shapes;
+
 /// linear on int8: |y - ref| <= INT8_LINEAR_REL_TOL * scale * Σ|q·x| (+ bias). Kernel and reference compute the
 /// same Σ q·x, then × scale; only the f32 summation order differs (as for float weights in `kernels.rs`).
 const INT8_LINEAR_REL_TOL: f32 = 2e-6;
@@ -209,36 +211,14 @@ fn check_linear_i8(rows: usize, in_dim: usize, out_dim: usize, seed: u64) {
 
 #[test]
 fn linear_i8_edge_shapes() {
-    // GEMV (1..=8 rows: full and partial lanes, leftover output rows) and GEMM (> 8 rows).
-    for (i, &(rows, in_dim, out_dim)) in [
-        (1usize, 1usize, 1usize),
-        (1, 7, 5),
-        (1, 15, 17),
-        (1, 16, 4),
-        (1, 17, 65),
-        (1, 63, 3),
-        (1, 64, 64),
-        (1, 65, 130),
-        (2, 17, 33),
-        (3, 65, 7),
-        (4, 16, 16),
-        (5, 33, 67),
-        (7, 1, 9),
-        (8, 63, 65),
-        (9, 17, 15),
-        (16, 65, 33),
-        (33, 7, 1),
-    ]
-    .iter()
-    .enumerate()
-    {
+    for (i, &(rows, in_dim, out_dim)) in linear_shapes::EDGE.iter().enumerate() {
         check_linear_i8(rows, in_dim, out_dim, 300 + i as u64);
     }
 }
 
 #[test]
 fn linear_i8_empty() {
-    for &(rows, in_dim, out_dim) in &[(0usize, 4usize, 4usize), (2, 0, 3), (3, 5, 0), (12, 0, 2)] {
+    for &(rows, in_dim, out_dim) in linear_shapes::EMPTY {
         check_linear_i8(rows, in_dim, out_dim, 9);
     }
 }
@@ -246,11 +226,9 @@ fn linear_i8_empty() {
 #[test]
 #[cfg_attr(miri, ignore)]
 fn linear_i8_parallel_and_panels() {
-    // GEMV split over threads; GEMM crossing the 256-input packing panels.
-    check_linear_i8(1, 1000, 300, 1);
-    check_linear_i8(3, 300, 1029, 2);
-    check_linear_i8(8, 513, 257, 3);
-    check_linear_i8(24, 300, 520, 4);
+    for (i, &(rows, in_dim, out_dim)) in linear_shapes::PARALLEL.iter().enumerate() {
+        check_linear_i8(rows, in_dim, out_dim, 1 + i as u64);
+    }
 }
 
 #[test]

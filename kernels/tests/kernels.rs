@@ -6,6 +6,8 @@
 use kernels::{bf16, f16, isa, reference, Activation, Isa, Kernels, Layout, RopeLayout, RopeTable, Weight, WeightData};
 use proptest::prelude::*;
 
+mod linear_shapes;
+
 /// linear: |y - ref| <= LINEAR_REL_TOL * Σ|w·x| (+ bias): f32 accumulation in a different order.
 const LINEAR_REL_TOL: f32 = 2e-6;
 /// linear: normalised mean squared error bound (a sequential f32 sum over ~100 terms reaches ~2e-12).
@@ -194,30 +196,11 @@ fn check_linear(rows: usize, in_dim: usize, out_dim: usize, seed: u64) {
 
 #[test]
 fn linear_edge_shapes() {
-    // (rows, in, out): GEMV (1..=8 rows, partial lanes, leftover rows/columns) and GEMM (> 8 rows).
-    let shapes = [
-        (1, 1, 1),
-        (1, 7, 5),
-        (1, 15, 17),
-        (1, 17, 65),
-        (1, 63, 3),
-        (1, 64, 64),
-        (1, 65, 130),
-        (2, 17, 33),
-        (3, 65, 7),
-        (4, 16, 16),
-        (5, 33, 67),
-        (7, 1, 9),
-        (8, 63, 65),
-        (9, 17, 15),
-        (16, 65, 33),
-        (33, 7, 1),
-    ];
     // Miri: a few shapes covering GEMV (full + partial lanes, leftover rows) and GEMM.
     let shapes: &[(usize, usize, usize)] = if cfg!(miri) {
         &[(1, 7, 5), (3, 17, 7), (9, 5, 3)]
     } else {
-        &shapes
+        linear_shapes::EDGE
     };
     for (i, &(rows, in_dim, out_dim)) in shapes.iter().enumerate() {
         check_linear(rows, in_dim, out_dim, 100 + i as u64);
@@ -226,7 +209,7 @@ fn linear_edge_shapes() {
 
 #[test]
 fn linear_empty() {
-    for &(rows, in_dim, out_dim) in &[(0usize, 4usize, 4usize), (2, 0, 3), (3, 5, 0), (12, 0, 2)] {
+    for &(rows, in_dim, out_dim) in linear_shapes::EMPTY {
         check_linear(rows, in_dim, out_dim, 7);
     }
 }
@@ -234,11 +217,9 @@ fn linear_empty() {
 #[test]
 #[cfg_attr(miri, ignore)]
 fn linear_parallel_and_panels() {
-    // GEMV big enough to split over threads; GEMM crossing the 256x256 f16/bf16 panels.
-    check_linear(1, 1000, 300, 1);
-    check_linear(3, 300, 1029, 2);
-    check_linear(8, 513, 257, 3);
-    check_linear(24, 300, 520, 4);
+    for (i, &(rows, in_dim, out_dim)) in linear_shapes::PARALLEL.iter().enumerate() {
+        check_linear(rows, in_dim, out_dim, 1 + i as u64);
+    }
 }
 
 #[test]
