@@ -1,8 +1,6 @@
 //! One loaded model shared by many threads (issue 7 item 4): N concurrent generations and translations
 //! give exactly the results of running them one after another (greedy and seeded sampling).
 
-use std::sync::Arc;
-
 use qkv::{GenerateOptions, Model, SampleParams, TranslateOptions, Translator};
 
 /// Threads running requests at once.
@@ -42,10 +40,33 @@ fn gen_request(i: usize) -> (&'static str, GenerateOptions) {
     )
 }
 
+/// Run requests `0..sequential.len()` on N_THREADS threads at once (thread t takes t, t + N_THREADS, ...) and
+/// check that each result equals `sequential[i]`, computed one after another, bit for bit.
+fn check_concurrent_equals_sequential<T: PartialEq + std::fmt::Debug + Send>(
+    sequential: &[T],
+    run: impl Fn(usize) -> T + Sync,
+) {
+    let n = sequential.len();
+    let run = &run;
+    let results: Vec<(usize, T)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..N_THREADS)
+            .map(|t| s.spawn(move || (t..n).step_by(N_THREADS).map(|i| (i, run(i))).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("no thread panicked"))
+            .collect()
+    });
+    for (i, out) in &results {
+        assert_eq!(out, &sequential[*i], "request {i}");
+    }
+    assert_eq!(results.len(), n);
+}
+
 #[test]
 fn concurrent_generations_equal_sequential() {
     let dir = loaders::paths::shared_model("stories260k").expect("shared model stories260k");
-    let model = Arc::new(Model::load(dir).unwrap());
+    let model = Model::load(dir).unwrap();
     let n = N_THREADS * N_PER_THREAD;
     // One after another.
     let sequential: Vec<(Vec<u32>, String)> = (0..n)
@@ -57,37 +78,18 @@ fn concurrent_generations_equal_sequential() {
         .collect();
     // Sampled runs differ from greedy ones (the seeds do something).
     assert_ne!(sequential[0].0, sequential[PROMPTS.len() + 1].0);
-    // All at once: thread t runs requests t, t + N_THREADS, ... (streamed, to exercise `stream` too).
-    let handles: Vec<_> = (0..N_THREADS)
-        .map(|t| {
-            let model = Arc::clone(&model);
-            std::thread::spawn(move || {
-                (t..n)
-                    .step_by(N_THREADS)
-                    .map(|i| {
-                        let (p, o) = gen_request(i);
-                        let mut text = String::new();
-                        let mut ids = vec![];
-                        for ev in model.stream(p, &o).unwrap() {
-                            let ev = ev.unwrap();
-                            ids.push(ev.id);
-                            text.push_str(&ev.text);
-                        }
-                        (i, ids, text)
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    let mut checked = 0;
-    for h in handles {
-        for (i, ids, text) in h.join().expect("no thread panicked") {
-            assert_eq!(ids, sequential[i].0, "request {i}: tokens");
-            assert_eq!(text, sequential[i].1, "request {i}: text");
-            checked += 1;
+    // All at once, streamed (to exercise `stream` too).
+    check_concurrent_equals_sequential(&sequential, |i| {
+        let (p, o) = gen_request(i);
+        let mut text = String::new();
+        let mut ids = vec![];
+        for ev in model.stream(p, &o).unwrap() {
+            let ev = ev.unwrap();
+            ids.push(ev.id);
+            text.push_str(&ev.text);
         }
-    }
-    assert_eq!(checked, n);
+        (ids, text)
+    });
 }
 
 const WORDS: [&str; 6] = ["salam", "kitab", "madrasa", "bayt", "qalam", "shams"];
@@ -95,7 +97,7 @@ const WORDS: [&str; 6] = ["salam", "kitab", "madrasa", "bayt", "qalam", "shams"]
 #[test]
 fn concurrent_translations_equal_sequential() {
     let dir = loaders::paths::shared_model("aren-transliteration-ct2").expect("shared model aren");
-    let model = Arc::new(Translator::load(dir).unwrap());
+    let model = Translator::load(dir).unwrap();
     let opts = |i: usize| TranslateOptions {
         beam_size: Some(1 + i % 3),
         batch_size: 1 + i % 4,
@@ -104,31 +106,13 @@ fn concurrent_translations_equal_sequential() {
     let input = |i: usize| -> Vec<&'static str> { (0..1 + i % 4).map(|j| WORDS[(i + j) % WORDS.len()]).collect() };
     let n = N_THREADS * N_PER_THREAD;
     let sequential: Vec<_> = (0..n).map(|i| model.translate(&input(i), &opts(i)).unwrap()).collect();
-    let handles: Vec<_> = (0..N_THREADS)
-        .map(|t| {
-            let model = Arc::clone(&model);
-            std::thread::spawn(move || {
-                (t..n)
-                    .step_by(N_THREADS)
-                    .map(|i| (i, model.translate(&input(i), &opts(i)).unwrap()))
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    let mut checked = 0;
-    for h in handles {
-        for (i, out) in h.join().expect("no thread panicked") {
-            // Bit-exact: same tokens and the very same scores.
-            assert_eq!(out, sequential[i], "request {i}");
-            checked += 1;
-        }
-    }
-    assert_eq!(checked, n);
+    // Bit-exact: same tokens and the very same scores.
+    check_concurrent_equals_sequential(&sequential, |i| model.translate(&input(i), &opts(i)).unwrap());
 }
 
 #[test]
 fn concurrent_marian_tiny_ids_equal_sequential() {
-    let model = Arc::new(Translator::load(loaders::paths::fixture("marian-tiny")).unwrap());
+    let model = Translator::load(loaders::paths::fixture("marian-tiny")).unwrap();
     let vocab = model.model().config().src_vocab_size as u32;
     let src = move |i: usize| -> Vec<Vec<u32>> {
         (0..1 + i % 3)
@@ -148,23 +132,5 @@ fn concurrent_marian_tiny_ids_equal_sequential() {
     let sequential: Vec<_> = (0..n)
         .map(|i| model.translate_ids(&src(i), &opts(i)).unwrap())
         .collect();
-    let handles: Vec<_> = (0..N_THREADS)
-        .map(|t| {
-            let model = Arc::clone(&model);
-            std::thread::spawn(move || {
-                (t..n)
-                    .step_by(N_THREADS)
-                    .map(|i| (i, model.translate_ids(&src(i), &opts(i)).unwrap()))
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    let mut checked = 0;
-    for h in handles {
-        for (i, out) in h.join().expect("no thread panicked") {
-            assert_eq!(out, sequential[i], "request {i}");
-            checked += 1;
-        }
-    }
-    assert_eq!(checked, n);
+    check_concurrent_equals_sequential(&sequential, |i| model.translate_ids(&src(i), &opts(i)).unwrap());
 }

@@ -34,12 +34,7 @@ fn assert_mentions(text: &str, parts: &[&str]) {
 /// A copy of model directory `src` in a fresh tempdir (only regular files, not SOURCE.md).
 fn copy_dir(src: &Path) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            std::fs::copy(e.path(), tmp.path().join(e.file_name())).unwrap();
-        }
-    }
+    loaders::paths::copy_files(src, tmp.path()).unwrap();
     tmp
 }
 

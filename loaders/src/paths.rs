@@ -36,3 +36,15 @@ pub fn shared_model(name: &str) -> Result<PathBuf, String> {
         ))
     }
 }
+
+/// Copy the regular files of model directory `src` (not subdirectories) into `dst`: tests that damage a model
+/// work on such a copy.
+pub fn copy_files(src: &Path, dst: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(src)? {
+        let e = e?;
+        if e.file_type()?.is_file() {
+            std::fs::copy(e.path(), dst.join(e.file_name()))?;
+        }
+    }
+    Ok(())
+}

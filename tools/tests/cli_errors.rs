@@ -71,12 +71,7 @@ fn path(p: PathBuf) -> String {
 
 fn copy_dir(src: &Path) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            std::fs::copy(e.path(), tmp.path().join(e.file_name())).unwrap();
-        }
-    }
+    loaders::paths::copy_files(src, tmp.path()).unwrap();
     tmp
 }
 

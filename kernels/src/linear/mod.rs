@@ -395,11 +395,11 @@ fn gemm(k: Kernels, x: &[f32], w: &Weight<'_>, bias: Option<&[f32]>, y: &mut [f3
                 )
             }
         };
-        let starts: Vec<usize> = (0..out_dim).step_by(chunk).collect();
-        if starts.len() == 1 {
+        let n_tasks = out_dim.div_ceil(chunk);
+        if n_tasks == 1 {
             run(0)
         } else {
-            starts.into_par_iter().for_each(run)
+            (0..n_tasks).into_par_iter().for_each(|t| run(t * chunk))
         }
         return;
     }
