@@ -80,10 +80,26 @@ fn truncation_child() {
     println!("{SURVIVED}: {g:?}");
 }
 
+/// This test binary as a command; under an emulator (`QKV_TEST_RUNNER`, e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`
+/// as `.ci/run` sets it) through that runner, since the kernel cannot exec a foreign binary itself.
+fn self_command() -> Command {
+    let exe = std::env::current_exe().unwrap();
+    let runner = std::env::var("QKV_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(prog) => {
+            let mut c = Command::new(prog);
+            c.args(words).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    }
+}
+
 #[test]
 fn truncation_in_place_is_a_sigbus_death() {
     let dir = copy_dir(&stories());
-    let out = Command::new(std::env::current_exe().unwrap())
+    let out = self_command()
         .args([
             "--exact",
             "truncation_child",

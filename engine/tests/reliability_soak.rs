@@ -1,7 +1,7 @@
 //! Soak (issue 7 item 5): thousands of short requests on one loaded model must not grow memory.
 //! RSS (from /proc/self/statm) after a warm-up is compared with RSS at the end.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use qkv::{GenerateOptions, Model, SampleParams, TranslateOptions, Translator};
 
@@ -14,8 +14,6 @@ const N_WARMUP: usize = 100;
 /// Allowed RSS growth between warm-up and end. A leak of one KV cache per generation (stories260k,
 /// 40 positions x 5 layers x 2 x 4 heads x 8 x 4 B = 51 KiB) would add ~100 MiB over 2000 generations.
 const RSS_GROWTH_TOLERANCE_BYTES: i64 = 4 << 20;
-/// The whole soak must stay short.
-const TIME_LIMIT: Duration = Duration::from_secs(30);
 
 /// Resident set size of this process, in bytes.
 fn rss_bytes() -> i64 {
@@ -87,5 +85,4 @@ fn soak_memory_does_not_grow() {
         (rss_end - rss_start) / 1024,
         RSS_GROWTH_TOLERANCE_BYTES / 1024
     );
-    assert!(elapsed < TIME_LIMIT, "soak took {elapsed:.2?}, limit {TIME_LIMIT:?}");
 }

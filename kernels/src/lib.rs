@@ -29,10 +29,11 @@ mod quant;
 pub mod reference;
 mod rows;
 pub mod simd;
+pub mod testing;
 mod types;
 
 pub use half::{bf16, f16};
-pub use isa::{Isa, IsaError};
+pub use isa::{Feature, Isa, IsaError};
 pub use linear::GEMV_MAX_ROWS;
 pub use quant::{quantize_i8, QuantizedI8, I8_MAX};
 use rayon::prelude::*;

@@ -1,6 +1,6 @@
 //! Fused attention on every ISA this CPU has, against `reference::attention` (f64 accumulation).
 
-use kernels::{reference, AttnArgs, Isa, Kernels, Mask, Strides};
+use kernels::{reference, AttnArgs, Mask, Strides};
 use proptest::prelude::*;
 
 /// Max |fused - reference| for ordinary logits (|scale·q·k| ≲ 3, values in [-1, 1]): f32 rounding of
@@ -149,10 +149,11 @@ impl Case {
         let mut want = vec![SENTINEL; s0 + b * self.q_len * q_pos];
         reference::attention(&args, q, k, v, &mut want[s0..]);
         let mut worst = 0.0f32;
-        for isa in Isa::available() {
+        for kern in kernels::testing::kernels("attention") {
+            let isa = kern.isa();
             let mut got = vec![SENTINEL; want.len()];
             let calls = kernels::isa::exercised(isa);
-            Kernels::new(isa).unwrap().attention(&args, q, k, v, &mut got[s0..]);
+            kern.attention(&args, q, k, v, &mut got[s0..]);
             assert!(kernels::isa::exercised(isa) > calls, "{isa} path did not run");
             let err = max_abs_diff(&got, &want);
             assert!(

@@ -30,18 +30,9 @@ fn rand_vec(seed: u64, n: usize, scale: f32) -> Vec<f32> {
         .collect()
 }
 
-fn kernels_all() -> Vec<Kernels> {
-    let isas = Isa::available();
-    #[cfg(target_arch = "x86_64")]
-    if !cfg!(miri) {
-        assert!(
-            isas.contains(&Isa::Avx2),
-            "the project's machines have AVX2; this host does not"
-        );
-    }
-    isas.into_iter()
-        .map(|i| Kernels::new(i).expect("available ISA"))
-        .collect()
+/// The kernels of every ISA this host has (the ones it lacks are reported as skipped).
+fn kernels_all(test: &str) -> Vec<Kernels> {
+    kernels::testing::kernels(test)
 }
 
 /// `[out, in]` values with row-dependent magnitudes (some rows tiny, one all zero, one a single spike).
@@ -177,7 +168,7 @@ fn check_linear_i8(rows: usize, in_dim: usize, out_dim: usize, seed: u64) {
     for bias in [None, Some(&b[..])] {
         let mut want = vec![0.0f32; rows * out_dim];
         reference::linear(&x, rows, &w, bias, &mut want);
-        for k in kernels_all() {
+        for k in kernels_all("linear_i8") {
             let before = isa::exercised(k.isa());
             let mut ybuf = vec![f32::NAN; rows * out_dim + 1];
             k.linear(&xbuf[1..], rows, &w, bias, &mut ybuf[1..]);
@@ -261,7 +252,7 @@ fn embed_i8() {
         let ids = [3u32, 0, 10, 3, 7, 2];
         let mut want = vec![0.0; ids.len() * dim];
         reference::embed(&table, &ids, 0.125, &mut want);
-        for k in kernels_all() {
+        for k in kernels_all("embed_i8") {
             let before = isa::exercised(k.isa());
             let mut out = vec![0.0; ids.len() * dim];
             k.embed(&table, &ids, 0.125, &mut out);
@@ -295,11 +286,10 @@ const DOT_I16_X_SLACK: f32 = 32767.0 * 2.0 * f32::EPSILON;
 #[test]
 #[cfg_attr(miri, ignore)]
 fn linear_i8_dot_i16() {
-    use kernels::I8Gemv;
-    assert!(
-        Isa::has_avx512_vnni(),
-        "the project's machines have AVX512_VNNI; this host does not"
-    );
+    use kernels::{Feature, I8Gemv};
+    if !kernels::testing::require("linear_i8_dot_i16", Feature::Avx512Vnni) {
+        return;
+    }
     let k = Kernels::new(Isa::Avx512).unwrap().with_i8_gemv(I8Gemv::DotI16);
     // Tails (in_dim not a multiple of 32), leftover rows, 1..=8 x rows, and in_dim past the i32 flush (8192).
     for &(rows, in_dim, out_dim) in &[

@@ -53,38 +53,19 @@ fn unaligned(v: &[f32]) -> (Vec<f32>, std::ops::Range<usize>) {
     (buf, 1..v.len() + 1)
 }
 
-fn kernels_all() -> Vec<Kernels> {
-    let isas = Isa::available();
-    #[cfg(target_arch = "x86_64")]
-    if !cfg!(miri) {
-        assert!(
-            isas.contains(&Isa::Avx2),
-            "the project's machines have AVX2; this host does not"
-        );
-    }
-    isas.into_iter()
-        .map(|i| Kernels::new(i).expect("available ISA"))
-        .collect()
+/// The kernels of every ISA this host has (the ones it lacks are reported as skipped).
+fn kernels_all(test: &str) -> Vec<Kernels> {
+    kernels::testing::kernels(test)
 }
 
 /// Run `f` with each ISA, checking that it dispatched to that ISA at least once.
 fn each_isa(name: &str, f: impl FnMut(Kernels)) {
-    each_isa_if(name, true, f)
+    kernels::testing::each_isa(name, true, f)
 }
 
 /// Like [`each_isa`]; the exercised check only when `must_run` (empty shapes return before any dispatch).
-fn each_isa_if(name: &str, must_run: bool, mut f: impl FnMut(Kernels)) {
-    for k in kernels_all() {
-        let before = isa::exercised(k.isa());
-        f(k);
-        if must_run {
-            assert!(
-                isa::exercised(k.isa()) > before,
-                "{name}: {} path was not exercised",
-                k.isa()
-            );
-        }
-    }
+fn each_isa_if(name: &str, must_run: bool, f: impl FnMut(Kernels)) {
+    kernels::testing::each_isa(name, must_run, f)
 }
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
@@ -391,7 +372,7 @@ fn rope_layouts() {
                 match layout {
                     RopeLayout::Half => each_isa("rope", run),
                     // Interleaved is scalar on every ISA (documented); nothing to exercise.
-                    RopeLayout::Interleaved => kernels_all().into_iter().for_each(run),
+                    RopeLayout::Interleaved => kernels_all("rope").into_iter().for_each(run),
                 }
             }
         }
@@ -433,7 +414,7 @@ fn argmax_and_top_k() {
         });
         for kk in [0usize, 1, 5, 40, n + 3] {
             let want = reference::top_k(&x, kk);
-            for k in kernels_all() {
+            for k in kernels_all("top_k") {
                 assert_eq!(k.top_k(&x, kk), want, "top_k {:?} n={n} k={kk}", k.isa());
             }
         }
@@ -499,11 +480,10 @@ const BF16_DOT_REL_TOL: f32 = 1.0 / 400.0;
 #[test]
 #[cfg_attr(miri, ignore)]
 fn linear_bf16_dot() {
-    use kernels::Bf16Gemv;
-    assert!(
-        Isa::has_avx512_bf16(),
-        "the project's machines have AVX512_BF16; this host does not"
-    );
+    use kernels::{Bf16Gemv, Feature};
+    if !kernels::testing::require("linear_bf16_dot", Feature::Avx512Bf16) {
+        return;
+    }
     let k = Kernels::new(Isa::Avx512).unwrap().with_bf16_gemv(Bf16Gemv::DotBf16);
     for &(rows, in_dim, out_dim) in &[
         (1usize, 1usize, 1usize),

@@ -135,20 +135,36 @@ fn scalar_token() {
 #[test]
 #[cfg_attr(miri, ignore)] // miri reports no AVX
 fn avx2_token() {
-    let s = kernels::simd::Avx2::try_new().expect("this host has AVX2/FMA/F16C (the project's machines do)");
-    check_token(s);
+    match kernels::simd::Avx2::try_new() {
+        Some(s) => {
+            check_token(s);
+            kernels::testing::ran("avx2_token", &[kernels::Isa::Avx2]);
+        }
+        None => kernels::testing::skip("avx2_token", kernels::Feature::Avx2),
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[test]
 #[cfg_attr(miri, ignore)] // miri reports no AVX-512
 fn avx512_token() {
-    let s = kernels::simd::Avx512::try_new().expect("this host has AVX-512 F/BW/VL (the project's machines do)");
-    check_token(s);
+    match kernels::simd::Avx512::try_new() {
+        Some(s) => {
+            check_token(s);
+            kernels::testing::ran("avx512_token", &[kernels::Isa::Avx512]);
+        }
+        None => kernels::testing::skip("avx512_token", kernels::Feature::Avx512),
+    }
 }
 
 #[cfg(target_arch = "aarch64")]
 #[test]
 fn neon_token() {
-    check_token(kernels::simd::Neon::try_new().expect("NEON"));
+    match kernels::simd::Neon::try_new() {
+        Some(s) => {
+            check_token(s);
+            kernels::testing::ran("neon_token", &[kernels::Isa::Neon]);
+        }
+        None => kernels::testing::skip("neon_token", kernels::Feature::Neon),
+    }
 }
