@@ -23,6 +23,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod attention;
+pub mod cache;
 pub mod isa;
 mod linear;
 mod quant;
@@ -34,7 +35,7 @@ mod types;
 
 pub use half::{bf16, f16};
 pub use isa::{Feature, Isa, IsaError};
-pub use linear::GEMV_MAX_ROWS;
+pub use linear::{PackError, PackedWeight, GEMV_MAX_ROWS};
 pub use quant::{quantize_i8, QuantizedI8, I8_MAX};
 use rayon::prelude::*;
 pub use types::*;
@@ -134,6 +135,14 @@ impl Kernels {
     /// [`I8Gemv`] for bf16 and int8 on AVX-512. Int8 weights must be [`Layout::OutIn`] (see [`quantize_i8`]).
     pub fn linear(&self, x: &[f32], rows: usize, w: &Weight<'_>, bias: Option<&[f32]>, y: &mut [f32]) {
         linear::linear(*self, x, rows, w, bias, y)
+    }
+
+    /// `y[rows, out] = x[rows, in] · Wᵀ + bias` on a matrix packed at load ([`PackedWeight`], packed for this ISA).
+    /// Up to 8 rows stream each panel once (the GEMV, memory bound); more rows run the cache-blocked GEMM. The work
+    /// is split statically over rayon's threads. Int8 weights take f32 activations here (widened in registers,
+    /// times the row scales); [`Kernels::linear_q`] takes int8 activations.
+    pub fn linear_packed(&self, x: &[f32], rows: usize, w: &PackedWeight, bias: Option<&[f32]>, y: &mut [f32]) {
+        linear::linear_packed(*self, x, rows, w, bias, y)
     }
 
     /// Fused scaled-dot-product attention (see [`AttnArgs`] for layouts and masks).

@@ -135,8 +135,6 @@ fn check_linear(rows: usize, in_dim: usize, out_dim: usize, seed: u64) {
                             (0..in_dim).map(|i| (w.at(o, i) * x[r * in_dim + i]).abs()).sum::<f32>() + 1e-30;
                     }
                 }
-                // f32 GEMMs (rows > GEMV_MAX_ROWS) on SIMD ISAs go to matrixmultiply: no ISA path to count.
-                let ours = rows <= kernels::GEMV_MAX_ROWS || !matches!(dt, Dtype::F32);
                 let must_run = rows * in_dim * out_dim > 0;
                 each_isa_if("linear", false, |k| {
                     let before = isa::exercised(k.isa());
@@ -162,7 +160,7 @@ fn check_linear(rows: usize, in_dim: usize, out_dim: usize, seed: u64) {
                         "linear {:?} {dt:?} {layout:?} nmse {e:e}",
                         k.isa()
                     );
-                    if must_run && (ours || k.isa() == Isa::Scalar) {
+                    if must_run {
                         assert!(
                             isa::exercised(k.isa()) > before,
                             "linear: {} path not exercised",

@@ -9,10 +9,14 @@ use crate::Kernels;
 
 #[cfg(target_arch = "x86_64")]
 mod bf16dot;
-mod gemm;
+pub(crate) mod driver;
 mod gemv;
 #[cfg(target_arch = "x86_64")]
 mod i8dot;
+pub(crate) mod packed;
+pub(crate) mod tile;
+
+pub use packed::{PackError, PackedWeight};
 
 /// Up to this many `x` rows, `linear` runs the GEMV (weights streamed once per 4 rows); beyond, the GEMM.
 pub const GEMV_MAX_ROWS: usize = 8;
@@ -196,7 +200,7 @@ pub(crate) fn linear(k: Kernels, x: &[f32], rows: usize, w: &Weight<'_>, bias: O
     if rows <= GEMV_MAX_ROWS {
         gemv(k, x, w, bias, y)
     } else {
-        gemm(k, x, w, bias, y)
+        gemm_stored(k, x, w, bias, y)
     }
 }
 
@@ -335,103 +339,6 @@ fn gemv(k: Kernels, x: &[f32], w: &Weight<'_>, bias: Option<&[f32]>, y: &mut [f3
     }
 }
 
-/// Columns per GEMM task: about 2 tasks per thread, a multiple of the widest strip.
-fn gemm_chunk(rows: usize, out_dim: usize, in_dim: usize) -> usize {
-    if rows * out_dim * in_dim < GEMV_PAR_MIN_WEIGHTS * 8 {
-        return out_dim;
-    }
-    let n_tasks = 2 * rayon::current_num_threads();
-    out_dim
-        .div_ceil(n_tasks)
-        .max(GEMV_MIN_CHUNK)
-        .next_multiple_of(2 * MAX_LANES)
-}
-
-fn gemm(k: Kernels, x: &[f32], w: &Weight<'_>, bias: Option<&[f32]>, y: &mut [f32]) {
-    let (in_dim, out_dim, layout) = (w.in_dim, w.out_dim, w.layout);
-    // Start from the bias (or zeros): the tiles accumulate into y.
-    for yr in y.chunks_exact_mut(out_dim) {
-        match bias {
-            Some(b) => yr.copy_from_slice(b),
-            None => yr.fill(0.0),
-        }
-    }
-    // f32 weights on a SIMD ISA: matrixmultiply's sgemm measured faster than our packed GEMM
-    // (512x2048x2048: ~110 vs ~90 GFLOP per CPU-second per core). The scalar ISA keeps ours, so a forced
-    // `QKV_ISA=scalar` (and Miri) stays plain Rust.
-    if let (WeightData::F32(d), false) = (w.data, k.isa() == crate::Isa::Scalar) {
-        let (rsb, csb) = match layout {
-            Layout::OutIn => (1, in_dim),
-            Layout::InOut => (out_dim, 1),
-        };
-        let m = y.len() / out_dim;
-        assert!(x.len() == m * in_dim && d.len() == in_dim * out_dim && y.len() == m * out_dim);
-        // Columns of y split over rayon's threads, each a single-threaded sgemm: matrixmultiply's own thread
-        // pool competed with rayon's (whose idle workers spin) for the cores.
-        let chunk = gemm_chunk(m, out_dim, in_dim);
-        let c = SendPtr(y.as_mut_ptr());
-        let run = |c0: usize| {
-            let n = chunk.min(out_dim - c0);
-            // SAFETY: matrixmultiply reads a[i * in_dim + p] (i < m, p < in_dim) inside x, b[p * rsb + j * csb]
-            // for columns c0 + j (p < in_dim, j < n, c0 + n <= out_dim) inside d, and writes c[i * out_dim + c0 + j]
-            // inside y: all checked above. Tasks write disjoint column ranges [c0, c0 + n) of y, so no two
-            // threads touch the same element, and y outlives the parallel loop.
-            unsafe {
-                matrixmultiply::sgemm(
-                    m,
-                    in_dim,
-                    n,
-                    1.0,
-                    x.as_ptr(),
-                    in_dim as isize,
-                    1,
-                    d.as_ptr().add(c0 * csb),
-                    rsb as isize,
-                    csb as isize,
-                    1.0,
-                    c.get().add(c0),
-                    out_dim as isize,
-                    1,
-                )
-            }
-        };
-        let n_tasks = out_dim.div_ceil(chunk);
-        if n_tasks == 1 {
-            run(0)
-        } else {
-            (0..n_tasks).into_par_iter().for_each(|t| run(t * chunk))
-        }
-        return;
-    }
-    let chunk = gemm_chunk(y.len() / out_dim, out_dim, in_dim);
-    let tasks = split_columns(y, out_dim, chunk);
-    each_dtype!(w.data, data, scales, T => {
-        let run = |(c0, mut ys): (usize, Vec<&mut [f32]>)| {
-            let mut scratch = vec![0.0f32; gemm::packed_len(ys[0].len())];
-            let bp: &mut [f32] = &mut scratch;
-            let wv = gemm::WView { w: data, scales, layout, in_dim, out_dim };
-            let ys: &mut [&mut [f32]] = &mut ys;
-            dispatch!(k, gemm::gemm_task, (x: &[f32], wv: gemm::WView<'_, T>, c0: usize, ys: &mut [&mut [f32]],
-                bp: &mut [f32]))
-        };
-        if tasks.len() == 1 { tasks.into_iter().for_each(run) } else { tasks.into_par_iter().for_each(run) }
-    })
-}
-
-/// The output pointer shared by GEMM tasks that write disjoint columns.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: only used by `gemm`, whose tasks write disjoint column ranges of one output buffer that outlives them.
-unsafe impl Send for SendPtr {}
-// SAFETY: as above: shared between tasks that never touch the same element.
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// Whether this GEMV takes the `vpdpwssd` (x as i16) path for int8 weights.
 #[cfg(target_arch = "x86_64")]
 fn dot_i16(k: Kernels, w: &Weight<'_>) -> bool {
@@ -448,4 +355,122 @@ fn dot_bf16(k: Kernels, w: &Weight<'_>) -> bool {
         && k.isa() == crate::Isa::Avx512
         && matches!(w.data, WeightData::Bf16(_))
         && crate::Isa::has_avx512_bf16()
+}
+
+/// Runs `$body` with `$d` bound to the panels of a [`packed::Panels`] as a slice, `$s` to the int8 row scales
+/// (`Option<&[f32]>`) and `$t` a block-local alias of the element type.
+macro_rules! each_panels {
+    ($panels:expr, $d:ident, $s:ident, $t:ident => $body:block) => {
+        match $panels {
+            packed::Panels::F32(b) => {
+                #[allow(dead_code)]
+                type $t = f32;
+                let $d: &[f32] = b.as_slice();
+                let $s: Option<&[f32]> = None;
+                $body
+            }
+            packed::Panels::F16(b) => {
+                #[allow(dead_code)]
+                type $t = half::f16;
+                let $d: &[half::f16] = b.as_slice();
+                let $s: Option<&[f32]> = None;
+                $body
+            }
+            packed::Panels::Bf16(b) => {
+                #[allow(dead_code)]
+                type $t = half::bf16;
+                let $d: &[half::bf16] = b.as_slice();
+                let $s: Option<&[f32]> = None;
+                $body
+            }
+            packed::Panels::I8 { q, scales, .. } => {
+                #[allow(dead_code)]
+                type $t = i8;
+                let $d: &[i8] = q.as_slice();
+                let $s: Option<&[f32]> = Some(scales);
+                $body
+            }
+        }
+    };
+}
+
+/// Fill every `[out_dim]` row of `y` with the bias (or zeros).
+fn fill_bias(y: &mut [f32], out_dim: usize, bias: Option<&[f32]>) {
+    for yr in y.chunks_exact_mut(out_dim) {
+        match bias {
+            Some(b) => yr.copy_from_slice(b),
+            None => yr.fill(0.0),
+        }
+    }
+}
+
+/// `y[rows, out] = x[rows, in] · Wᵀ + bias` on a packed matrix (see [`Kernels::linear_packed`]).
+pub(crate) fn linear_packed(k: Kernels, x: &[f32], m: usize, w: &PackedWeight, bias: Option<&[f32]>, y: &mut [f32]) {
+    let (in_dim, out_dim) = (w.in_dim, w.out_dim);
+    assert_eq!(
+        w.isa,
+        k.isa(),
+        "linear_packed: the weight is packed for {}, the kernels run {}",
+        w.isa,
+        k.isa()
+    );
+    assert_eq!(x.len(), m * in_dim, "linear_packed: x is not [rows, in_dim]");
+    assert_eq!(y.len(), m * out_dim, "linear_packed: y is not [rows, out_dim]");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), out_dim, "linear_packed: bias is not [out_dim]");
+    }
+    if m == 0 || out_dim == 0 {
+        return;
+    }
+    if in_dim == 0 {
+        return fill_bias(y, out_dim, bias);
+    }
+    let geom = w.geom;
+    let n_panels = w.n_panels();
+    let blk = driver::Blocking::of(geom);
+    let (rp, cp) = driver::split(m, n_panels, in_dim, out_dim, rayon::current_num_threads(), geom.mr);
+    let yp = driver::OutPtr(y.as_mut_ptr());
+    each_panels!(&w.panels, data, scales, E => {
+        let job = driver::Job::<E> {
+            x, m, in_dim, out_dim,
+            b: driver::BView::Packed { panels: data, in_pad: w.in_pad },
+            scales, bias, y: yp,
+        };
+        let job = &job;
+        driver::run_parts(rp * cp, |p| {
+            let rows = driver::block(m, rp, p / cp);
+            let panels = driver::block(n_panels, cp, p % cp);
+            dispatch!(k, driver::run_share, (job: &driver::Job<'_, E>, rows: std::ops::Range<usize>,
+                panels: std::ops::Range<usize>, blk: driver::Blocking))
+        })
+    })
+}
+
+/// The GEMM of [`Kernels::linear`] on a stored matrix: the packed driver, each share packing its weight blocks
+/// (per call: the engine packs its weights once with [`PackedWeight`] instead). Measured against matrixmultiply's
+/// sgemm (which also packs per call), 512x2048x2048 f32 on one Zen 4 core: 92-96 vs 81-83 GFLOP per CPU-second
+/// (AVX-512), 86-88 vs 83-88 (AVX2); so matrixmultiply is gone.
+fn gemm_stored(k: Kernels, x: &[f32], w: &Weight<'_>, bias: Option<&[f32]>, y: &mut [f32]) {
+    let (in_dim, out_dim) = (w.in_dim, w.out_dim);
+    let m = y.len() / out_dim;
+    let geom = packed::Geometry::of(k.isa());
+    let n_panels = out_dim.div_ceil(geom.nr());
+    let blk = driver::Blocking::of(geom);
+    let (rp, cp) = driver::split(m, n_panels, in_dim, out_dim, rayon::current_num_threads(), geom.mr);
+    let yp = driver::OutPtr(y.as_mut_ptr());
+    let layout = w.layout;
+    each_dtype!(w.data, data, scales, E => {
+        let job = driver::Job::<E> {
+            x, m, in_dim, out_dim,
+            b: driver::BView::Stored(packed::Source { w: data, layout, out_dim, in_dim }),
+            scales, bias, y: yp,
+        };
+        let job = &job;
+        driver::run_parts(rp * cp, |p| {
+            let rows = driver::block(m, rp, p / cp);
+            let panels = driver::block(n_panels, cp, p % cp);
+            dispatch!(k, driver::run_share, (job: &driver::Job<'_, E>, rows: std::ops::Range<usize>,
+                panels: std::ops::Range<usize>, blk: driver::Blocking))
+        })
+    })
 }

@@ -90,6 +90,36 @@ unsafe impl Simd for Avx2 {
         unsafe { _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i))) }
     }
     #[inline(always)]
+    unsafe fn load_bf16_pairs(self, p: *const bf16) -> (__m256, __m256) {
+        // SAFETY: the caller makes 16 bf16 (32 bytes) at `p` readable; the token proves AVX2.
+        // Lane j holds p[2j] in its low half and p[2j + 1] in its high half: shift the low one up, mask the
+        // high one (a bf16 is the top half of an f32).
+        unsafe {
+            let x = _mm256_loadu_si256(p as *const __m256i);
+            let even = _mm256_slli_epi32::<16>(x);
+            let odd = _mm256_and_si256(x, _mm256_set1_epi32(0xffff_0000_u32 as i32));
+            (_mm256_castsi256_ps(even), _mm256_castsi256_ps(odd))
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_i8_quads(self, p: *const i8) -> [__m256; 4] {
+        // SAFETY: the caller makes 32 bytes at `p` readable; the token proves AVX2.
+        // Byte t of each 32-bit lane moved to the top and shifted back arithmetically: sign-extended.
+        unsafe {
+            let x = _mm256_loadu_si256(p as *const __m256i);
+            [
+                _mm256_cvtepi32_ps(_mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(x))),
+                _mm256_cvtepi32_ps(_mm256_srai_epi32::<24>(_mm256_slli_epi32::<16>(x))),
+                _mm256_cvtepi32_ps(_mm256_srai_epi32::<24>(_mm256_slli_epi32::<8>(x))),
+                _mm256_cvtepi32_ps(_mm256_srai_epi32::<24>(x)),
+            ]
+        }
+    }
+    #[inline(always)]
+    fn mask_ge(self, a: __m256, b: __m256) -> u32 {
+        tf!(_mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(a, b)) as u32)
+    }
+    #[inline(always)]
     unsafe fn load_partial(self, p: *const f32, n: usize) -> __m256 {
         debug_assert!(n <= 8);
         // SAFETY: the mask enables lanes 0..n only, which the caller makes readable; masked-off

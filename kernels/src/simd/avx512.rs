@@ -98,6 +98,36 @@ unsafe impl Simd for Avx512 {
         unsafe { _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i))) }
     }
     #[inline(always)]
+    unsafe fn load_bf16_pairs(self, p: *const bf16) -> (__m512, __m512) {
+        // SAFETY: the caller makes 32 bf16 (64 bytes) at `p` readable; the token proves AVX-512F.
+        // Lane j holds p[2j] in its low half and p[2j + 1] in its high half: shift the low one up, mask the
+        // high one (a bf16 is the top half of an f32).
+        unsafe {
+            let x = _mm512_loadu_si512(p as *const __m512i);
+            let even = _mm512_slli_epi32::<16>(x);
+            let odd = _mm512_and_si512(x, _mm512_set1_epi32(0xffff_0000_u32 as i32));
+            (_mm512_castsi512_ps(even), _mm512_castsi512_ps(odd))
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_i8_quads(self, p: *const i8) -> [__m512; 4] {
+        // SAFETY: the caller makes 64 bytes at `p` readable; the token proves AVX-512F.
+        // Byte t of each 32-bit lane moved to the top and shifted back arithmetically: sign-extended.
+        unsafe {
+            let x = _mm512_loadu_si512(p as *const __m512i);
+            [
+                _mm512_cvtepi32_ps(_mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(x))),
+                _mm512_cvtepi32_ps(_mm512_srai_epi32::<24>(_mm512_slli_epi32::<16>(x))),
+                _mm512_cvtepi32_ps(_mm512_srai_epi32::<24>(_mm512_slli_epi32::<8>(x))),
+                _mm512_cvtepi32_ps(_mm512_srai_epi32::<24>(x)),
+            ]
+        }
+    }
+    #[inline(always)]
+    fn mask_ge(self, a: __m512, b: __m512) -> u32 {
+        tf!(_mm512_cmp_ps_mask::<_CMP_GE_OQ>(a, b) as u32)
+    }
+    #[inline(always)]
     unsafe fn load_partial(self, p: *const f32, n: usize) -> __m512 {
         debug_assert!(n <= 16);
         // SAFETY: masked-off lanes are not accessed (no fault); lanes 0..n the caller makes readable.

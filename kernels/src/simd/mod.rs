@@ -93,6 +93,21 @@ pub unsafe trait Simd: Copy + Send + Sync + 'static {
     /// `p .. p + LANES` must be readable.
     unsafe fn load_i8(self, p: *const i8) -> Self::V;
 
+    /// Read `LANES` bf16 pairs from `p` (`2 * LANES` values: lane `j` holds `p[2j]` and `p[2j + 1]`, the
+    /// packed-panel layout of bf16 weights) and widen them: (the even values, the odd values).
+    ///
+    /// # Safety
+    /// `p .. p + 2 * LANES` must be readable.
+    unsafe fn load_bf16_pairs(self, p: *const bf16) -> (Self::V, Self::V);
+    /// Read `LANES` quads of i8 from `p` (`4 * LANES` bytes: lane `j` holds `p[4j .. 4j + 4]`, the packed-panel
+    /// layout of int8 weights) and widen them to f32 (exact): element `t` is the vector of every lane's byte `t`.
+    ///
+    /// # Safety
+    /// `p .. p + 4 * LANES` must be readable.
+    unsafe fn load_i8_quads(self, p: *const i8) -> [Self::V; 4];
+    /// Bit `j` set where lane `j` of `a` is `>=` lane `j` of `b` (ordered: a NaN lane gives 0).
+    fn mask_ge(self, a: Self::V, b: Self::V) -> u32;
+
     /// Read `n <= LANES` f32 from `p`; lanes `n..` are zero.
     ///
     /// # Safety

@@ -107,6 +107,34 @@ unsafe impl Simd for Neon {
         ))))))
     }
     #[inline(always)]
+    unsafe fn load_bf16_pairs(self, p: *const bf16) -> (float32x4_t, float32x4_t) {
+        // SAFETY: the caller makes 8 bf16 (16 bytes) at `p` readable.
+        let x = unsafe { vreinterpretq_u32_u16(vld1q_u16(p as *const u16)) };
+        // Lane j holds p[2j] in its low half and p[2j + 1] in its high half.
+        tf!((
+            vreinterpretq_f32_u32(vshlq_n_u32::<16>(x)),
+            vreinterpretq_f32_u32(vandq_u32(x, vdupq_n_u32(0xffff_0000)))
+        ))
+    }
+    #[inline(always)]
+    unsafe fn load_i8_quads(self, p: *const i8) -> [float32x4_t; 4] {
+        // SAFETY: the caller makes 16 bytes at `p` readable.
+        let x = unsafe { vreinterpretq_s32_s8(vld1q_s8(p)) };
+        // Byte t of each 32-bit lane moved to the top and shifted back arithmetically: sign-extended.
+        tf!([
+            vcvtq_f32_s32(vshrq_n_s32::<24>(vshlq_n_s32::<24>(x))),
+            vcvtq_f32_s32(vshrq_n_s32::<24>(vshlq_n_s32::<16>(x))),
+            vcvtq_f32_s32(vshrq_n_s32::<24>(vshlq_n_s32::<8>(x))),
+            vcvtq_f32_s32(vshrq_n_s32::<24>(x)),
+        ])
+    }
+    #[inline(always)]
+    fn mask_ge(self, a: float32x4_t, b: float32x4_t) -> u32 {
+        const BITS: [u32; 4] = [1, 2, 4, 8];
+        // SAFETY (of the load inside `tf!`): BITS is 4 readable u32.
+        tf!(vaddvq_u32(vandq_u32(vcgeq_f32(a, b), vld1q_u32(BITS.as_ptr()))))
+    }
+    #[inline(always)]
     fn add(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
         tf!(vaddq_f32(a, b))
     }

@@ -60,6 +60,20 @@ unsafe impl Simd for Scalar {
         unsafe { *p as f32 }
     }
     #[inline(always)]
+    unsafe fn load_bf16_pairs(self, p: *const bf16) -> (f32, f32) {
+        // SAFETY: the caller makes `p .. p + 2` readable.
+        unsafe { (p.read_unaligned().to_f32(), p.add(1).read_unaligned().to_f32()) }
+    }
+    #[inline(always)]
+    unsafe fn load_i8_quads(self, p: *const i8) -> [f32; 4] {
+        // SAFETY: the caller makes `p .. p + 4` readable.
+        unsafe { [0, 1, 2, 3].map(|t| *p.add(t) as f32) }
+    }
+    #[inline(always)]
+    fn mask_ge(self, a: f32, b: f32) -> u32 {
+        (a >= b) as u32
+    }
+    #[inline(always)]
     unsafe fn load_partial(self, p: *const f32, n: usize) -> f32 {
         if n == 0 {
             0.0
