@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use kernels::{Isa, Kernels, Layout, PackedWeight, Weight, WeightData};
+use kernels::{quantize_i8, I8Dot, I8Range, Isa, Kernels, Layout, PackedWeight, QuantizedRows, Weight, WeightData};
 
 /// Run time of every thread of this process so far, in seconds (Linux schedstat; 0 elsewhere).
 fn cpu_seconds() -> f64 {
@@ -157,7 +157,33 @@ fn main() {
         );
         row("linear (stored, per call)", time(reps, || ks.linear(&x, m, &w, None, &mut y0)));
         row("linear_packed (at load)", time(reps, || ks.linear_packed(&x, m, &pw, None, &mut y1)));
+        let qw = quantize_i8(&w);
+        let pq = PackedWeight::new(&ks, &qw.weight()).unwrap();
+        let mut xq = QuantizedRows::default();
+        let mut y3 = vec![0.0f32; m * n];
+        let mut y4 = vec![0.0f32; m * n];
+        row("linear_packed int8 w, f32 x", time(reps, || ks.linear_packed(&x, m, &pq, None, &mut y4)));
+        for (dot, range) in [
+            (I8Dot::Best, I8Range::Full),
+            (I8Dot::Base, I8Range::Full),
+            (I8Dot::Best, I8Range::Reduced),
+        ] {
+            let kd = ks.with_i8_dot(dot);
+            row(
+                &format!("linear_q int8 x int8 {dot:?} {range:?}"),
+                time(reps, || {
+                    kd.quantize_rows(&x, k, range, &mut xq);
+                    kd.linear_q(&xq, &pq, None, &mut y3)
+                }),
+            );
+        }
         let err = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-        println!("max|diff| vs matrixmultiply: stored {:e}, packed {:e}", err(&y0, &y2), err(&y1, &y2));
+        println!(
+            "max|diff| vs matrixmultiply: stored {:e}, packed {:e}, int8 w {:e}, int8 x int8 {:e}",
+            err(&y0, &y2),
+            err(&y1, &y2),
+            err(&y4, &y2),
+            err(&y3, &y2)
+        );
     });
 }

@@ -35,7 +35,7 @@ mod types;
 
 pub use half::{bf16, f16};
 pub use isa::{Feature, Isa, IsaError};
-pub use linear::{PackError, PackedWeight, GEMV_MAX_ROWS};
+pub use linear::{I8Range, PackError, PackedWeight, QuantizedRows, GEMV_MAX_ROWS, I8_DOT_MAX_IN};
 pub use quant::{quantize_i8, QuantizedI8, I8_MAX};
 use rayon::prelude::*;
 pub use types::*;
@@ -46,6 +46,18 @@ pub struct Kernels {
     isa: Isa,
     bf16_gemv: Bf16Gemv,
     i8_gemv: I8Gemv,
+    i8_dot: I8Dot,
+}
+
+/// Which integer dot products the int8 x int8 kernels ([`Kernels::linear_q`]) use. Both give the same integers
+/// (exact sums); `Base` exists so every path can be tested on a CPU that has the extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum I8Dot {
+    /// The ISA's extension where this CPU has it: `vpdpbusd` (AVX512_VNNI), `sdot` (NEON dot product).
+    #[default]
+    Best,
+    /// The ISA's base instructions: `vpmaddubsw` + `vpmaddwd` (AVX-512BW, AVX2), `smull` + `sadalp` (NEON).
+    Base,
 }
 
 /// How the GEMV treats int8 weights on CPUs with AVX-512 VNNI (elsewhere it is always [`I8Gemv::Widen`]).
@@ -79,6 +91,7 @@ impl Kernels {
             isa,
             bf16_gemv: Bf16Gemv::Widen,
             i8_gemv: I8Gemv::Widen,
+            i8_dot: I8Dot::Best,
         })
     }
 
@@ -89,6 +102,7 @@ impl Kernels {
             isa: Isa::from_env()?,
             bf16_gemv: Bf16Gemv::Widen,
             i8_gemv: I8Gemv::Widen,
+            i8_dot: I8Dot::Best,
         })
     }
 
@@ -98,6 +112,7 @@ impl Kernels {
             isa: Isa::Scalar,
             bf16_gemv: Bf16Gemv::Widen,
             i8_gemv: I8Gemv::Widen,
+            i8_dot: I8Dot::Best,
         }
     }
 
@@ -128,6 +143,15 @@ impl Kernels {
         self.i8_gemv
     }
 
+    /// Choose the int8 x int8 dot products (see [`I8Dot`]).
+    pub fn with_i8_dot(self, mode: I8Dot) -> Self {
+        Self { i8_dot: mode, ..self }
+    }
+
+    pub fn i8_dot(&self) -> I8Dot {
+        self.i8_dot
+    }
+
     /// `y[rows, out] = x[rows, in] · Wᵀ + bias`, for any weight dtype and layout.
     /// Up to [`GEMV_MAX_ROWS`] rows run the GEMV (memory bound; weights read once per 4 rows, in their
     /// stored dtype: int8 times its row scales), more rows the packed GEMM (compute bound; f16/bf16/int8 widened
@@ -143,6 +167,21 @@ impl Kernels {
     /// times the row scales); [`Kernels::linear_q`] takes int8 activations.
     pub fn linear_packed(&self, x: &[f32], rows: usize, w: &PackedWeight, bias: Option<&[f32]>, y: &mut [f32]) {
         linear::linear_packed(*self, x, rows, w, bias, y)
+    }
+
+    /// Quantize the rows of `x` (`[rows, in_dim]`) to int8 in `range` with one scale per row, into `out` (reused:
+    /// no allocation once it has held as many values). The input of [`Kernels::linear_q`]; one call serves every
+    /// matrix that reads the same `x`. [`I8Range::fastest_for`] picks the range for these kernels.
+    pub fn quantize_rows(&self, x: &[f32], in_dim: usize, range: I8Range, out: &mut QuantizedRows) {
+        linear::quantize_rows(*self, x, in_dim, range, out)
+    }
+
+    /// `y[rows, out] = x · Wᵀ + bias` with int8 activations (`x` from [`Kernels::quantize_rows`]) and an int8
+    /// [`PackedWeight`]: exact i32 sums, `y = Σ qx·qw · (sx · sw) + bias` (bit-identical on every ISA). Against
+    /// f32 activations the extra error is at most `sx/2 · sw · Σ|qw|` per output (`sx`, `sw` the row scales).
+    /// Panics when the weight is not int8 or has more than [`I8_DOT_MAX_IN`] inputs.
+    pub fn linear_q(&self, x: &QuantizedRows, w: &PackedWeight, bias: Option<&[f32]>, y: &mut [f32]) {
+        linear::linear_q(*self, x, w, bias, y)
     }
 
     /// Fused scaled-dot-product attention (see [`AttnArgs`] for layouts and masks).

@@ -140,8 +140,8 @@ pub(crate) fn row_tiles(m: usize, mr: usize) -> impl Iterator<Item = (usize, usi
 /// so a warm thread allocates nothing.
 #[derive(Default)]
 pub(crate) struct Scratch {
-    a: Vec<Line>,
-    b: Vec<Line>,
+    pub(crate) a: Vec<Line>,
+    pub(crate) b: Vec<Line>,
 }
 
 /// `len` values of `T` at the start of `lines`, grown as needed.
@@ -194,6 +194,7 @@ macro_rules! with_rows {
         }
     };
 }
+pub(crate) use with_rows;
 
 /// Per-column data of panel `j` (columns `j·NR ..`, `n` of them).
 #[inline(always)]

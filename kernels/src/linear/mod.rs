@@ -14,9 +14,11 @@ mod gemv;
 #[cfg(target_arch = "x86_64")]
 mod i8dot;
 pub(crate) mod packed;
+pub(crate) mod qgemm;
 pub(crate) mod tile;
 
 pub use packed::{PackError, PackedWeight};
+pub use qgemm::{I8Range, QuantizedRows, I8_DOT_MAX_IN};
 
 /// Up to this many `x` rows, `linear` runs the GEMV (weights streamed once per 4 rows); beyond, the GEMM.
 pub const GEMV_MAX_ROWS: usize = 8;
@@ -472,5 +474,142 @@ fn gemm_stored(k: Kernels, x: &[f32], w: &Weight<'_>, bias: Option<&[f32]>, y: &
             dispatch!(k, driver::run_share, (job: &driver::Job<'_, E>, rows: std::ops::Range<usize>,
                 panels: std::ops::Range<usize>, blk: driver::Blocking))
         })
+    })
+}
+
+/// Run the int8 generic `$f(d: D, nv, args..)` on the int8 dot-product token of the [`Kernels`] `$k` (its ISA, the
+/// ISA's extension unless [`crate::I8Dot::Base`], the AVX2 kernel for the activations' [`I8Range`] `$range`), through
+/// a `#[target_feature]` wrapper.
+macro_rules! dispatch_i8 {
+    ($k:expr, $range:expr, $f:path, ($($arg:ident : $ty:ty),* $(,)?)) => {{
+        let k: Kernels = $k;
+        let isa = k.isa();
+        crate::isa::note_exercised(isa);
+        let ext = k.i8_dot() == crate::I8Dot::Best;
+        let reduced = $range == crate::I8Range::Reduced;
+        match isa {
+            crate::Isa::Scalar => $f(crate::simd::Scalar, packed::SCALAR.nv, $($arg),*),
+            #[cfg(target_arch = "x86_64")]
+            crate::Isa::Avx2 if reduced => {
+                #[target_feature(enable = "avx2,fma,f16c")]
+                fn run(d: crate::simd::Avx2Reduced, $($arg: $ty),*) {
+                    $f(d, packed::AVX2.nv, $($arg),*)
+                }
+                // SAFETY: a `Kernels` holds `Isa::Avx2` only after `Isa::check_supported` (AVX2, FMA, F16C).
+                unsafe { run(crate::simd::Avx2Reduced::new_unchecked(), $($arg),*) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            crate::Isa::Avx2 => {
+                #[target_feature(enable = "avx2,fma,f16c")]
+                fn run(d: crate::simd::Avx2, $($arg: $ty),*) {
+                    $f(d, packed::AVX2.nv, $($arg),*)
+                }
+                // SAFETY: a `Kernels` holds `Isa::Avx2` only after `Isa::check_supported` (AVX2, FMA, F16C).
+                unsafe { run(crate::simd::Avx2::new_unchecked(), $($arg),*) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            crate::Isa::Avx512 if ext && crate::Feature::Avx512Vnni.is_present() => {
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+                fn run(d: crate::simd::Avx512Vnni, $($arg: $ty),*) {
+                    $f(d, packed::AVX512.nv, $($arg),*)
+                }
+                // SAFETY: `Isa::Avx512` was checked by `Kernels::new`, AVX512_VNNI just above.
+                unsafe { run(crate::simd::Avx512Vnni::new_unchecked(), $($arg),*) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            crate::Isa::Avx512 => {
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+                fn run(d: crate::simd::Avx512, $($arg: $ty),*) {
+                    $f(d, packed::AVX512.nv, $($arg),*)
+                }
+                // SAFETY: a `Kernels` holds `Isa::Avx512` only after `Isa::check_supported`.
+                unsafe { run(crate::simd::Avx512::new_unchecked(), $($arg),*) }
+            }
+            #[cfg(target_arch = "aarch64")]
+            crate::Isa::Neon if ext && crate::Feature::NeonDot.is_present() => {
+                #[target_feature(enable = "neon,dotprod")]
+                fn run(d: crate::simd::NeonDot, $($arg: $ty),*) {
+                    $f(d, packed::NEON.nv, $($arg),*)
+                }
+                // SAFETY: `Isa::Neon` was checked by `Kernels::new`, `dotprod` just above.
+                unsafe { run(crate::simd::NeonDot::new_unchecked(), $($arg),*) }
+            }
+            #[cfg(target_arch = "aarch64")]
+            crate::Isa::Neon => {
+                #[target_feature(enable = "neon")]
+                fn run(d: crate::simd::Neon, $($arg: $ty),*) {
+                    $f(d, packed::NEON.nv, $($arg),*)
+                }
+                // SAFETY: a `Kernels` holds `Isa::Neon` only after `Isa::check_supported`.
+                unsafe { run(crate::simd::Neon::new_unchecked(), $($arg),*) }
+            }
+            #[allow(unreachable_patterns)]
+            other => unreachable!("Kernels holds {other}, which this target cannot run"),
+        }
+    }};
+}
+
+/// Quantize `x[rows, in_dim]` per row into `out` (see [`QuantizedRows`]).
+pub(crate) fn quantize_rows(k: Kernels, x: &[f32], in_dim: usize, range: I8Range, out: &mut QuantizedRows) {
+    assert!(
+        in_dim > 0 || x.is_empty(),
+        "quantize_rows: in_dim 0 with {} values",
+        x.len()
+    );
+    let rows = if in_dim == 0 { 0 } else { x.len() / in_dim };
+    assert_eq!(x.len(), rows * in_dim, "quantize_rows: x is not [rows, in_dim]");
+    out.shape(rows, in_dim, range);
+    if rows > 0 {
+        dispatch!(k, qgemm::quantize_rows, (x: &[f32], in_dim: usize, out: &mut QuantizedRows))
+    }
+}
+
+/// `y[rows, out] = dequant(x) · Wᵀ + bias` for int8 rows and int8 weights (see [`Kernels::linear_q`]).
+pub(crate) fn linear_q(k: Kernels, x: &QuantizedRows, w: &PackedWeight, bias: Option<&[f32]>, y: &mut [f32]) {
+    let (in_dim, out_dim, m) = (w.in_dim, w.out_dim, x.rows);
+    assert_eq!(
+        w.isa,
+        k.isa(),
+        "linear_q: the weight is packed for {}, the kernels run {}",
+        w.isa,
+        k.isa()
+    );
+    let packed::Panels::I8 { q, scales, col_sums } = &w.panels else {
+        panic!("linear_q: the weight is not int8 (use linear_packed)")
+    };
+    assert_eq!(x.in_dim, in_dim, "linear_q: x rows have {} inputs, the weight {in_dim}", x.in_dim);
+    assert!(
+        in_dim <= I8_DOT_MAX_IN,
+        "linear_q: {in_dim} inputs; at most {I8_DOT_MAX_IN} keep the i32 sums exact"
+    );
+    assert_eq!(y.len(), m * out_dim, "linear_q: y is not [rows, out_dim]");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), out_dim, "linear_q: bias is not [out_dim]");
+    }
+    if m == 0 || out_dim == 0 {
+        return;
+    }
+    if in_dim == 0 {
+        return fill_bias(y, out_dim, bias);
+    }
+    let geom = w.geom;
+    let n_panels = w.n_panels();
+    let blk = driver::Blocking::of(geom);
+    let (rp, cp) = driver::split(m, n_panels, in_dim, out_dim, rayon::current_num_threads(), geom.mr_i8);
+    let job = qgemm::QJob {
+        x,
+        out_dim,
+        panels: q.as_slice(),
+        scales,
+        col_sums,
+        bias,
+        y: driver::OutPtr(y.as_mut_ptr()),
+    };
+    let job = &job;
+    driver::run_parts(rp * cp, |p| {
+        let rows = driver::block(m, rp, p / cp);
+        let panels = driver::block(n_panels, cp, p % cp);
+        dispatch_i8!(k, x.range(), qgemm::run_share, (job: &qgemm::QJob<'_>, rows: std::ops::Range<usize>,
+            panels: std::ops::Range<usize>, blk: driver::Blocking))
     })
 }

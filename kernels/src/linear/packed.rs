@@ -47,7 +47,7 @@ pub(crate) const SCALAR: Geometry = Geometry {
     mr_i8: 4,
 };
 /// AVX2 (16 registers): f32 6 x 16 (12 accumulators, 2 weight vectors, 1 broadcast); int8 4 x 16 (8 accumulators,
-/// 2 weight vectors, |x| and x broadcasts, the ones for `vpmaddwd`, 2 temporaries).
+/// 2 weight vectors, |x| and sign broadcasts, the ones for `vpmaddwd`, 2 temporaries).
 pub(crate) const AVX2: Geometry = Geometry {
     lanes: 8,
     nv: 2,
@@ -253,7 +253,7 @@ pub(crate) enum Panels {
     F16(AlignedBuf<f16>),
     Bf16(AlignedBuf<bf16>),
     /// Symmetric int8 with one scale per output row (`W(o, i) = q · scales[o]`); `col_sums[o] = Σ_i q(o, i)` (for
-    /// kernels that take the activations as `x + 128`).
+    /// kernels that take the activations as `x + 128`). Both padded with zeros to whole panels.
     I8 {
         q: AlignedBuf<i8>,
         scales: Vec<f32>,
@@ -399,10 +399,15 @@ impl PackedWeight {
                         col: pos % in_dim.max(1),
                     });
                 }
-                let col_sums = q_all
-                    .chunks_exact(in_dim.max(1))
-                    .map(|r| r.iter().map(|&v| v as i32).sum())
-                    .collect();
+                // Scales and column sums padded to whole panels (the kernels read them a vector at a time).
+                let padded = out_dim.div_ceil(geom.nr()) * geom.nr();
+                let mut col_sums: Vec<i32> = if in_dim == 0 {
+                    vec![0; out_dim]
+                } else {
+                    q_all.chunks_exact(in_dim).map(|r| r.iter().map(|&v| v as i32).sum()).collect()
+                };
+                col_sums.resize(padded, 0);
+                scales.resize(padded, 0.0);
                 let (q, in_pad) = pack_all(
                     Source {
                         w: &q_all,
@@ -416,7 +421,7 @@ impl PackedWeight {
                     Panels::I8 {
                         q,
                         scales,
-                        col_sums: if in_dim == 0 { vec![0; out_dim] } else { col_sums },
+                        col_sums,
                     },
                     in_pad,
                 )
