@@ -47,6 +47,17 @@ pub struct Kernels {
     bf16_gemv: Bf16Gemv,
     i8_gemv: I8Gemv,
     i8_dot: I8Dot,
+    blocking: Option<GemmBlocking>,
+}
+
+/// Cache blocking of the GEMMs: inputs per block (`kc`), rows per block (`mc`), panels per block (`ncp`). Normally
+/// derived from the detected cache sizes ([`cache::CacheSizes`]); fix it to test block boundaries or to tune
+/// (`QKV_GEMM_BLOCKING=kc,mc,ncp` does the same for a whole process).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmBlocking {
+    pub kc: usize,
+    pub mc: usize,
+    pub ncp: usize,
 }
 
 /// Which integer dot products the int8 x int8 kernels ([`Kernels::linear_q`]) use. Both give the same integers
@@ -92,6 +103,7 @@ impl Kernels {
             bf16_gemv: Bf16Gemv::Widen,
             i8_gemv: I8Gemv::Widen,
             i8_dot: I8Dot::Best,
+            blocking: None,
         })
     }
 
@@ -103,6 +115,7 @@ impl Kernels {
             bf16_gemv: Bf16Gemv::Widen,
             i8_gemv: I8Gemv::Widen,
             i8_dot: I8Dot::Best,
+            blocking: None,
         })
     }
 
@@ -113,6 +126,7 @@ impl Kernels {
             bf16_gemv: Bf16Gemv::Widen,
             i8_gemv: I8Gemv::Widen,
             i8_dot: I8Dot::Best,
+            blocking: None,
         }
     }
 
@@ -150,6 +164,18 @@ impl Kernels {
 
     pub fn i8_dot(&self) -> I8Dot {
         self.i8_dot
+    }
+
+    /// Fix the GEMMs' cache blocking (see [`GemmBlocking`]).
+    pub fn with_gemm_blocking(self, blocking: GemmBlocking) -> Self {
+        Self {
+            blocking: Some(blocking),
+            ..self
+        }
+    }
+
+    pub fn gemm_blocking(&self) -> Option<GemmBlocking> {
+        self.blocking
     }
 
     /// `y[rows, out] = x[rows, in] · Wᵀ + bias`, for any weight dtype and layout.

@@ -6,7 +6,10 @@
 use kernels::{bf16, f16, isa, reference, Activation, Isa, Kernels, Layout, RopeLayout, RopeTable, Weight, WeightData};
 use proptest::prelude::*;
 
+mod common;
 mod linear_shapes;
+
+use common::{max_abs, rand_vec, unaligned};
 
 /// linear: |y - ref| <= LINEAR_REL_TOL * Σ|w·x| (+ bias): f32 accumulation in a different order.
 const LINEAR_REL_TOL: f32 = 2e-6;
@@ -33,25 +36,7 @@ fn lens() -> &'static [usize] {
     }
 }
 
-/// Deterministic xorshift values in [-scale, scale).
-fn rand_vec(seed: u64, n: usize, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
 
-/// `v` copied to offset 1 of a fresh buffer: the returned range is a deliberately unaligned slice.
-fn unaligned(v: &[f32]) -> (Vec<f32>, std::ops::Range<usize>) {
-    let mut buf = vec![0.0f32; v.len() + 1];
-    buf[1..].copy_from_slice(v);
-    (buf, 1..v.len() + 1)
-}
 
 /// The kernels of every ISA this host has (the ones it lacks are reported as skipped).
 fn kernels_all(test: &str) -> Vec<Kernels> {
@@ -68,10 +53,6 @@ fn each_isa_if(name: &str, must_run: bool, f: impl FnMut(Kernels)) {
     kernels::testing::each_isa(name, must_run, f)
 }
 
-fn max_abs(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
 
 fn nmse(got: &[f32], want: &[f32]) -> f64 {
     let num: f64 = got.iter().zip(want).map(|(a, b)| ((a - b) as f64).powi(2)).sum();

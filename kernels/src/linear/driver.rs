@@ -33,41 +33,61 @@ pub(crate) struct Blocking {
     pub kc: usize,
     /// Bytes the packed `x` block may take.
     pub a_bytes: usize,
+    /// Rows per block, when fixed ([`crate::GemmBlocking`]).
+    pub mc: Option<usize>,
     /// Panels per block: a `[KC, NC·NR]` block of weights takes half of this core's share of L3.
     pub ncp: usize,
 }
 
 impl Blocking {
-    /// From this CPU's caches; `QKV_GEMM_BLOCKING=kc,mc,ncp` overrides (for tuning; `mc` is then fixed).
-    pub(crate) fn of(geom: Geometry) -> Blocking {
+    /// The blocking `k` runs: its [`crate::GemmBlocking`] if set, else `QKV_GEMM_BLOCKING=kc,mc,ncp` if set (read
+    /// once, for tuning), else derived from this CPU's caches.
+    pub(crate) fn of(k: crate::Kernels, geom: Geometry) -> Blocking {
+        if let Some(b) = k.gemm_blocking() {
+            return Blocking::fixed(b);
+        }
+        static ENV: std::sync::OnceLock<Option<crate::GemmBlocking>> = std::sync::OnceLock::new();
+        let env = ENV.get_or_init(|| {
+            let v = std::env::var("QKV_GEMM_BLOCKING").ok()?;
+            let f: Vec<usize> = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+            match f[..] {
+                [kc, mc, ncp] => Some(crate::GemmBlocking { kc, mc, ncp }),
+                _ => None,
+            }
+        });
+        if let Some(b) = env {
+            return Blocking::fixed(*b);
+        }
         let c = CacheSizes::get();
         let nr = geom.nr();
         let kc = ((c.l2 / 4) / (nr * 4)).clamp(256, 4096) / 8 * 8;
-        let ncp = ((c.l3_per_core / 2) / (kc * nr * 4)).clamp(1, 4096);
-        let b = Blocking {
+        Blocking {
             kc,
             a_bytes: c.l2 / 2,
-            ncp,
-        };
-        match std::env::var("QKV_GEMM_BLOCKING") {
-            Ok(v) => {
-                let f: Vec<usize> = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();
-                match f[..] {
-                    [kc, mc, ncp] if kc > 0 && mc > 0 && ncp > 0 => Blocking {
-                        kc: kc.next_multiple_of(8),
-                        a_bytes: mc * kc.next_multiple_of(8) * 4,
-                        ncp,
-                    },
-                    _ => b,
-                }
-            }
-            Err(_) => b,
+            mc: None,
+            ncp: ((c.l3_per_core / 2) / (kc * nr * 4)).clamp(1, 4096),
         }
     }
 
-    /// Rows per block for blocks of `kc` inputs.
+    fn fixed(b: crate::GemmBlocking) -> Blocking {
+        let kc = b.kc.max(4).next_multiple_of(4);
+        let mc = b.mc.max(1);
+        Blocking {
+            kc,
+            a_bytes: mc * kc * 4,
+            mc: Some(mc),
+            ncp: b.ncp.max(1),
+        }
+    }
+
+    /// Rows per block for f32 blocks of `kc` inputs.
     pub(crate) fn mc(&self, kc: usize, mr: usize) -> usize {
-        (self.a_bytes / (kc.max(1) * 4)).clamp(mr, 4096)
+        self.mc.unwrap_or_else(|| (self.a_bytes / (kc.max(1) * 4)).clamp(mr, 4096))
+    }
+
+    /// Rows per block for int8 rows of `in_pad` inputs (all inputs at once).
+    pub(crate) fn mc_i8(&self, in_pad: usize, mr: usize) -> usize {
+        self.mc.unwrap_or_else(|| (self.a_bytes / in_pad.max(1)).clamp(mr, 4096))
     }
 }
 

@@ -429,7 +429,7 @@ pub(crate) fn linear_packed(k: Kernels, x: &[f32], m: usize, w: &PackedWeight, b
     }
     let geom = w.geom;
     let n_panels = w.n_panels();
-    let blk = driver::Blocking::of(geom);
+    let blk = driver::Blocking::of(k, geom);
     let (rp, cp) = driver::split(m, n_panels, in_dim, out_dim, rayon::current_num_threads(), geom.mr);
     let yp = driver::OutPtr(y.as_mut_ptr());
     each_panels!(&w.panels, data, scales, E => {
@@ -457,7 +457,7 @@ fn gemm_stored(k: Kernels, x: &[f32], w: &Weight<'_>, bias: Option<&[f32]>, y: &
     let m = y.len() / out_dim;
     let geom = packed::Geometry::of(k.isa());
     let n_panels = out_dim.div_ceil(geom.nr());
-    let blk = driver::Blocking::of(geom);
+    let blk = driver::Blocking::of(k, geom);
     let (rp, cp) = driver::split(m, n_panels, in_dim, out_dim, rayon::current_num_threads(), geom.mr);
     let yp = driver::OutPtr(y.as_mut_ptr());
     let layout = w.layout;
@@ -594,7 +594,7 @@ pub(crate) fn linear_q(k: Kernels, x: &QuantizedRows, w: &PackedWeight, bias: Op
     }
     let geom = w.geom;
     let n_panels = w.n_panels();
-    let blk = driver::Blocking::of(geom);
+    let blk = driver::Blocking::of(k, geom);
     let (rp, cp) = driver::split(m, n_panels, in_dim, out_dim, rayon::current_num_threads(), geom.mr_i8);
     let job = qgemm::QJob {
         x,

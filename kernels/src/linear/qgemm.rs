@@ -216,7 +216,7 @@ pub(crate) fn run_share<D: DotI8>(d: D, nv: usize, job: &QJob<'_>, rows: Range<u
         return;
     }
     let y = job.y.0;
-    let mc_max = (blk.a_bytes / in_pad.max(1)).clamp(D::MR, 4096).min(rows.len());
+    let mc_max = blk.mc_i8(in_pad, D::MR).min(rows.len());
     let mut sc = Scratch::take_local();
     let ab = D::A_BYTES;
     let a_pack: &mut [i8] = take(&mut sc.a, mc_max.next_multiple_of(D::MR) * kq * ab);
