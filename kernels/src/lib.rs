@@ -328,6 +328,83 @@ impl Kernels {
     pub fn top_k(&self, x: &[f32], k: usize) -> Vec<(u32, f32)> {
         rows::top_k(x, k)
     }
+
+    /// `log_softmax` of every row of `x` (rows of `n_cols`), in place: `x - max - ln Σ exp(x - max)`, as torch. A
+    /// row whose largest value is `-inf` is left as it is. Rows run in parallel when there are enough values.
+    pub fn log_softmax_rows(&self, x: &mut [f32], n_cols: usize) {
+        assert!(
+            n_cols > 0 && x.len().is_multiple_of(n_cols),
+            "log_softmax_rows: {} values are not rows of {n_cols}",
+            x.len()
+        );
+        let k = *self;
+        let run = |row: &mut [f32]| simd::dispatch!(k, rows::beam::log_softmax, (row: &mut [f32]));
+        if x.len() < PAR_MIN_ELEMS || x.len() == n_cols {
+            x.chunks_exact_mut(n_cols).for_each(run);
+        } else {
+            let rows_per_task = PAR_MIN_ELEMS.div_ceil(4 * n_cols).max(1);
+            x.par_chunks_mut(n_cols).with_min_len(rows_per_task).for_each(run);
+        }
+    }
+
+    /// The `k` best of `scores[r, t] + offsets[r]` over every row `r` and column `t` (`scores` is `[rows, n_cols]`:
+    /// beams x vocabulary, `offsets` the beams' running scores, or none), as `(r · n_cols + t, value)` into `out`,
+    /// best first; ties go to the lower flat index (as `torch.topk` over the flattened scores); NaN never
+    /// appears. The sum `scores + offset` is the f32 addition a caller would do first. Rows and column chunks are
+    /// split over rayon's threads when there are enough values (each part keeps its own `k` best, merged here).
+    pub fn top_k_rows(&self, scores: &[f32], n_cols: usize, offsets: Option<&[f32]>, k: usize, out: &mut Vec<(u32, f32)>) {
+        out.clear();
+        if scores.is_empty() || k == 0 {
+            return;
+        }
+        assert!(
+            n_cols > 0 && scores.len().is_multiple_of(n_cols),
+            "top_k_rows: {} values are not rows of {n_cols}",
+            scores.len()
+        );
+        assert!(
+            u32::try_from(scores.len()).is_ok(),
+            "top_k_rows: {} values do not fit u32 indices",
+            scores.len()
+        );
+        let rows = scores.len() / n_cols;
+        if let Some(o) = offsets {
+            assert_eq!(o.len(), rows, "top_k_rows: offsets are not [rows]");
+        }
+        let kk = *self;
+        let offset = |r: usize| offsets.map_or(0.0, |o| o[r]);
+        let threads = rayon::current_num_threads();
+        if scores.len() < PAR_MIN_ELEMS || threads == 1 {
+            for (r, x) in scores.chunks_exact(n_cols).enumerate() {
+                let (first, off) = ((r * n_cols) as u32, offset(r));
+                simd::dispatch!(kk, rows::beam::top_k_into, (x: &[f32], first: u32, off: f32, k: usize,
+                    out: &mut Vec<(u32, f32)>));
+            }
+        } else {
+            // Pieces of about equal size, each within one row: 2 per thread.
+            let per_row = (2 * threads).div_ceil(rows).max(1);
+            let chunk = n_cols.div_ceil(per_row);
+            let pieces: Vec<(usize, usize)> = (0..rows)
+                .flat_map(|r| (0..n_cols).step_by(chunk).map(move |c| (r, c)))
+                .collect();
+            let parts: Vec<Vec<(u32, f32)>> = pieces
+                .par_iter()
+                .map(|&(r, c0)| {
+                    let x = &scores[r * n_cols + c0..r * n_cols + (c0 + chunk).min(n_cols)];
+                    let (first, off) = ((r * n_cols + c0) as u32, offset(r));
+                    let mut best = Vec::with_capacity(k.min(x.len()));
+                    let best_ref = &mut best;
+                    simd::dispatch!(kk, rows::beam::top_k_into, (x: &[f32], first: u32, off: f32, k: usize,
+                        best_ref: &mut Vec<(u32, f32)>));
+                    best
+                })
+                .collect();
+            for c in parts.into_iter().flatten() {
+                rows::beam::offer(out, k, c);
+            }
+        }
+        rows::beam::sort_best_first(out);
+    }
 }
 
 /// Below this many elements, row kernels run on the calling thread.

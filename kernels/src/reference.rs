@@ -295,3 +295,33 @@ pub fn erf(x: f64) -> f64 {
         r - 1.0
     }
 }
+
+/// `log_softmax` of every row of `x` (rows of `n_cols`) in place, in f64: `x - max - ln Σ exp(x - max)`; a row whose
+/// largest value is `-inf` is left as it is.
+pub fn log_softmax_rows(x: &mut [f32], n_cols: usize) {
+    for row in x.chunks_exact_mut(n_cols) {
+        let max = row.iter().copied().filter(|v| !v.is_nan()).fold(f32::NEG_INFINITY, f32::max);
+        if max == f32::NEG_INFINITY {
+            continue;
+        }
+        let sum: f64 = row.iter().map(|&v| (v as f64 - max as f64).exp()).sum();
+        let ls = sum.ln();
+        for v in row.iter_mut() {
+            *v = (*v as f64 - max as f64 - ls) as f32;
+        }
+    }
+}
+
+/// The `k` best `scores[r, t] + offsets[r]` (the f32 sum) over `[rows, n_cols]`, as `(r · n_cols + t, value)`,
+/// best first, ties to the lower flat index, NaN skipped: a full sort.
+pub fn top_k_rows(scores: &[f32], n_cols: usize, offsets: Option<&[f32]>, k: usize) -> Vec<(u32, f32)> {
+    let mut all: Vec<(u32, f32)> = scores
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (i as u32, v + offsets.map_or(0.0, |o| o[i / n_cols])))
+        .filter(|(_, v)| !v.is_nan())
+        .collect();
+    all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    all.truncate(k);
+    all
+}
