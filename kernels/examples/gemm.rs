@@ -155,14 +155,35 @@ fn main() {
                 })
             }),
         );
-        row("linear (stored, per call)", time(reps, || ks.linear(&x, m, &w, None, &mut y0)));
-        row("linear_packed (at load)", time(reps, || ks.linear_packed(&x, m, &pw, None, &mut y1)));
+        row(
+            "linear (stored, per call)",
+            time(reps, || ks.linear(&x, m, &w, None, &mut y0)),
+        );
+        row(
+            "linear_packed (at load)",
+            time(reps, || ks.linear_packed(&x, m, &pw, None, &mut y1)),
+        );
+        let wb: Vec<kernels::bf16> = wv.iter().map(|&v| kernels::bf16::from_f32(v)).collect();
+        let pb = PackedWeight::new(&ks, &Weight::new(WeightData::Bf16(&wb), n, k, Layout::OutIn).unwrap()).unwrap();
+        let mut y5 = vec![0.0f32; m * n];
+        row(
+            "linear_packed bf16 (widen)",
+            time(reps, || ks.linear_packed(&x, m, &pb, None, &mut y5)),
+        );
+        let kb = ks.with_bf16_gemv(kernels::Bf16Gemv::DotBf16);
+        row(
+            "linear_packed bf16 DotBf16",
+            time(reps, || kb.linear_packed(&x, m, &pb, None, &mut y5)),
+        );
         let qw = quantize_i8(&w);
         let pq = PackedWeight::new(&ks, &qw.weight()).unwrap();
         let mut xq = QuantizedRows::default();
         let mut y3 = vec![0.0f32; m * n];
         let mut y4 = vec![0.0f32; m * n];
-        row("linear_packed int8 w, f32 x", time(reps, || ks.linear_packed(&x, m, &pq, None, &mut y4)));
+        row(
+            "linear_packed int8 w, f32 x",
+            time(reps, || ks.linear_packed(&x, m, &pq, None, &mut y4)),
+        );
         for (dot, range) in [
             (I8Dot::Best, I8Range::Full),
             (I8Dot::Base, I8Range::Full),

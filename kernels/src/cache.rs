@@ -108,7 +108,7 @@ fn from_sysfs() -> Option<CacheSizes> {
 /// Deterministic cache parameters (Intel leaf 4, AMD leaf 0x8000_001D): size = ways × partitions × line × sets.
 #[cfg(target_arch = "x86_64")]
 fn from_cpuid() -> Option<CacheSizes> {
-    use std::arch::x86_64::{CpuidResult, __cpuid, __cpuid_count};
+    use std::arch::x86_64::{__cpuid, __cpuid_count, CpuidResult};
     if cfg!(miri) {
         return None; // Miri cannot run `cpuid`
     }
@@ -179,7 +179,10 @@ mod tests {
     #[test]
     fn detected_sizes_are_sane() {
         let c = CacheSizes::get();
-        assert!(c.l1d >= 16 << 10 && c.l2 >= c.l1d && c.l3_per_core >= 256 << 10, "{c:?}");
+        assert!(
+            c.l1d >= 16 << 10 && c.l2 >= c.l1d && c.l3_per_core >= 256 << 10,
+            "{c:?}"
+        );
         let z = CacheSizes {
             l1d: 0,
             l2: 1,

@@ -90,7 +90,8 @@ pub enum Bf16Gemv {
     /// Widen the weights to f32 in registers; `x` stays f32 (matches the reference to f32 rounding).
     #[default]
     Widen,
-    /// `vdpbf16ps` (AVX-512 BF16 only): `x` rounded to bf16 first, relative error up to 2^-9 per term.
+    /// `vdpbf16ps` (AVX-512 BF16 only): `x` rounded to bf16 first, relative error up to 2^-8 per term (8 significant bits). Also the
+    /// packed GEMM/GEMV on bf16 weights ([`Kernels::linear_packed`]): one instruction per 32 multiply-adds.
     DotBf16,
 }
 
@@ -352,7 +353,14 @@ impl Kernels {
     /// best first; ties go to the lower flat index (as `torch.topk` over the flattened scores); NaN never
     /// appears. The sum `scores + offset` is the f32 addition a caller would do first. Rows and column chunks are
     /// split over rayon's threads when there are enough values (each part keeps its own `k` best, merged here).
-    pub fn top_k_rows(&self, scores: &[f32], n_cols: usize, offsets: Option<&[f32]>, k: usize, out: &mut Vec<(u32, f32)>) {
+    pub fn top_k_rows(
+        &self,
+        scores: &[f32],
+        n_cols: usize,
+        offsets: Option<&[f32]>,
+        k: usize,
+        out: &mut Vec<(u32, f32)>,
+    ) {
         out.clear();
         if scores.is_empty() || k == 0 {
             return;

@@ -300,7 +300,11 @@ pub fn erf(x: f64) -> f64 {
 /// largest value is `-inf` is left as it is.
 pub fn log_softmax_rows(x: &mut [f32], n_cols: usize) {
     for row in x.chunks_exact_mut(n_cols) {
-        let max = row.iter().copied().filter(|v| !v.is_nan()).fold(f32::NEG_INFINITY, f32::max);
+        let max = row
+            .iter()
+            .copied()
+            .filter(|v| !v.is_nan())
+            .fold(f32::NEG_INFINITY, f32::max);
         if max == f32::NEG_INFINITY {
             continue;
         }

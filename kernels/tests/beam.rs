@@ -26,7 +26,10 @@ fn lanes(isa: Isa) -> f32 {
 
 /// Scores with masked tokens, ties (values on a 1/8 grid) and, where asked, NaN.
 fn scores(seed: u64, n: usize, with_nan: bool) -> Vec<f32> {
-    let mut x: Vec<f32> = rand_vec(seed, n, 12.0).iter().map(|v| (v * 8.0).round() / 8.0).collect();
+    let mut x: Vec<f32> = rand_vec(seed, n, 12.0)
+        .iter()
+        .map(|v| (v * 8.0).round() / 8.0)
+        .collect();
     for (i, v) in x.iter_mut().enumerate() {
         if i % 97 == 5 {
             *v = f32::NEG_INFINITY;
@@ -61,12 +64,21 @@ fn log_softmax_rows_matches_reference() {
                     for i in 0..n {
                         let (g, w) = (got[r * n + i], want[r * n + i]);
                         if xr[i] == f32::NEG_INFINITY || max == f32::NEG_INFINITY {
-                            assert_eq!(g.to_bits(), w.to_bits(), "{} row {r} [{i}]: masked stays masked", k.isa());
+                            assert_eq!(
+                                g.to_bits(),
+                                w.to_bits(),
+                                "{} row {r} [{i}]: masked stays masked",
+                                k.isa()
+                            );
                             continue;
                         }
                         let ls = (xr[i] - max - w).abs();
                         let tol = sum_rel + 2.0 * EPS * (xr[i].abs() + max.abs() + ls) + EPS * ls;
-                        assert!((g - w).abs() <= tol, "{} n={n} row {r} [{i}]: {g} vs {w} (tol {tol:e})", k.isa());
+                        assert!(
+                            (g - w).abs() <= tol,
+                            "{} n={n} row {r} [{i}]: {g} vs {w} (tol {tol:e})",
+                            k.isa()
+                        );
                     }
                 }
             });

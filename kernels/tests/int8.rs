@@ -20,7 +20,6 @@ const ROUND_TRIP_SLACK: f32 = 127.0 * 2.0 * f32::EPSILON;
 /// embed on int8 scales by `row_scale * scale` in one product, the reference by the two in turn: 1 ulp apart.
 const EMBED_I8_REL_TOL: f32 = 2.0 * f32::EPSILON;
 
-
 /// The kernels of every ISA this host has (the ones it lacks are reported as skipped).
 fn kernels_all(test: &str) -> Vec<Kernels> {
     kernels::testing::kernels(test)

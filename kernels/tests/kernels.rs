@@ -36,8 +36,6 @@ fn lens() -> &'static [usize] {
     }
 }
 
-
-
 /// The kernels of every ISA this host has (the ones it lacks are reported as skipped).
 fn kernels_all(test: &str) -> Vec<Kernels> {
     kernels::testing::kernels(test)
@@ -52,7 +50,6 @@ fn each_isa(name: &str, f: impl FnMut(Kernels)) {
 fn each_isa_if(name: &str, must_run: bool, f: impl FnMut(Kernels)) {
     kernels::testing::each_isa(name, must_run, f)
 }
-
 
 fn nmse(got: &[f32], want: &[f32]) -> f64 {
     let num: f64 = got.iter().zip(want).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
@@ -451,9 +448,10 @@ proptest! {
     }
 }
 
-/// `Bf16Gemv::DotBf16` rounds x to bf16 (relative error <= 2^-9 per term) before `vdpbf16ps`:
-/// |y - ref| <= BF16_DOT_REL_TOL * Σ|w·x|.
-const BF16_DOT_REL_TOL: f32 = 1.0 / 400.0;
+/// `Bf16Gemv::DotBf16` rounds x to bf16 (relative error <= 2^-8 per term: 8 significant bits) before `vdpbf16ps`:
+/// |y - ref| <= BF16_DOT_REL_TOL * Σ|w·x|: 2^-8 per term, plus the f32 accumulation of at most 1000 terms
+/// (1000 · 2^-24 < 1e-4).
+const BF16_DOT_REL_TOL: f32 = 1.0 / 256.0 + 1e-4;
 
 #[cfg(target_arch = "x86_64")]
 #[test]

@@ -142,7 +142,11 @@ fn check_packed(k: Kernels, w: &Weight<'_>, m: usize, seed: u64, what: &str) {
         let mut ybuf = vec![f32::NAN; m * n + 1];
         k.linear_packed(&xbuf[xr.clone()], m, &pw, bias, &mut ybuf[1..]);
         if m * kd * n > 0 {
-            assert!(isa::exercised(k.isa()) > before, "{what}: {} path not exercised", k.isa());
+            assert!(
+                isa::exercised(k.isa()) > before,
+                "{what}: {} path not exercised",
+                k.isa()
+            );
         }
         let y = &ybuf[1..];
         for i in 0..y.len() {
@@ -168,7 +172,13 @@ fn check_all_dtypes(test: &str, m: usize, kd: usize, n: usize, seed: u64) {
             for k in kernels::testing::kernels(test) {
                 let what = format!("{dt:?} {layout:?}");
                 check_packed(k, &w, m, seed + 2, &what);
-                check_packed(k.with_gemm_blocking(SMALL_BLOCKS), &w, m, seed + 3, &format!("{what} small blocks"));
+                check_packed(
+                    k.with_gemm_blocking(SMALL_BLOCKS),
+                    &w,
+                    m,
+                    seed + 3,
+                    &format!("{what} small blocks"),
+                );
             }
         }
     }
@@ -217,7 +227,11 @@ fn packed_weight_layout_accessors() {
                 };
                 let cols = pw.n_panels() * pw.panel_width();
                 let per_col = if pw.is_i8() { 8 } else { 0 };
-                assert_eq!(pw.bytes(), cols * (kd.next_multiple_of(group) * elem + per_col), "{dt:?} {layout:?}");
+                assert_eq!(
+                    pw.bytes(),
+                    cols * (kd.next_multiple_of(group) * elem + per_col),
+                    "{dt:?} {layout:?}"
+                );
                 assert!(cols - n < pw.panel_width(), "at most one partial panel");
                 // Embedding rows from the packed matrix (a tied head keeps one copy).
                 let ids = [0u32, 36, 5, 5];
@@ -228,7 +242,10 @@ fn packed_weight_layout_accessors() {
                     reference::embed(&w, &ids, 0.5, &mut want);
                     for (j, (g, e)) in got.iter().zip(&want).enumerate() {
                         // int8: the kernel multiplies the row scale by 0.5 first (exact), the reference after.
-                        assert!((g - e).abs() <= 2.0 * EPS * e.abs(), "{dt:?} gather_rows[{j}]: {g} vs {e}");
+                        assert!(
+                            (g - e).abs() <= 2.0 * EPS * e.abs(),
+                            "{dt:?} gather_rows[{j}]: {g} vs {e}"
+                        );
                     }
                 }
             }
@@ -239,12 +256,20 @@ fn packed_weight_layout_accessors() {
 #[test]
 fn packed_stack_is_the_concatenation() {
     let (kd, outs) = (19, [5usize, 33, 17]);
-    let parts: Vec<Owned> = outs.iter().enumerate().map(|(i, &n)| Owned::new(70 + i as u64, n, kd)).collect();
+    let parts: Vec<Owned> = outs
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| Owned::new(70 + i as u64, n, kd))
+        .collect();
     let total: usize = outs.iter().sum();
     let m = 11;
     let x = rand_vec(3, m * kd, 1.0);
     for k in kernels::testing::kernels("packed_stack_is_the_concatenation") {
-        for (dt, layout) in [(Dtype::F32, Layout::InOut), (Dtype::Bf16, Layout::OutIn), (Dtype::I8, Layout::OutIn)] {
+        for (dt, layout) in [
+            (Dtype::F32, Layout::InOut),
+            (Dtype::Bf16, Layout::OutIn),
+            (Dtype::I8, Layout::OutIn),
+        ] {
             let ws: Vec<Weight<'_>> = parts.iter().map(|p| p.weight(dt, layout).unwrap()).collect();
             let stacked = PackedWeight::stack(&k, &ws).unwrap();
             assert_eq!(stacked.out_dim(), total);
@@ -260,7 +285,12 @@ fn packed_stack_is_the_concatenation() {
                         assert_eq!(stacked.at(c0 + o, 3), w.at(o, 3));
                         // Same tile shapes, same sums: identical (the stack only moves panel boundaries, and each
                         // output is reduced in the same order whatever its panel).
-                        assert_eq!(y[r * total + c0 + o], ys[r * n + o], "{dt:?} {} row {r} col {o}", k.isa());
+                        assert_eq!(
+                            y[r * total + c0 + o],
+                            ys[r * n + o],
+                            "{dt:?} {} row {r} col {o}",
+                            k.isa()
+                        );
                     }
                 }
                 c0 += n;
@@ -307,7 +337,9 @@ fn packed_weight_refuses_other_isa_kernels() {
     let pw = PackedWeight::new(&Kernels::scalar(), &w).unwrap();
     let run = std::panic::catch_unwind(|| {
         let mut y = [0.0f32; 2];
-        Kernels::new(other).unwrap().linear_packed(&[1.0, 1.0], 1, &pw, None, &mut y);
+        Kernels::new(other)
+            .unwrap()
+            .linear_packed(&[1.0, 1.0], 1, &pw, None, &mut y);
     });
     let msg = run.expect_err("a weight packed for scalar must not run on another ISA");
     let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
@@ -376,7 +408,11 @@ fn quantize_rows_matches_reference() {
                 assert_eq!((q.rows(), q.in_dim(), q.range()), (rows, kd, range));
                 for r in 0..rows {
                     let (s, ws) = (q.scales()[r], want_s[r]);
-                    assert!(s == ws || (s.is_nan() && ws.is_nan()), "{} {range:?} row {r}: scale {s} vs {ws}", k.isa());
+                    assert!(
+                        s == ws || (s.is_nan() && ws.is_nan()),
+                        "{} {range:?} row {r}: scale {s} vs {ws}",
+                        k.isa()
+                    );
                     assert_eq!(q.row(r), &want_q[r * kd..(r + 1) * kd], "{} {range:?} row {r}", k.isa());
                     let qmax = range.max() as i8;
                     assert!(q.row(r).iter().all(|&v| (-qmax..=qmax).contains(&v)));
@@ -408,7 +444,11 @@ fn check_q(k: Kernels, w: &Weight<'_>, m: usize, range: I8Range, seed: u64) {
         let mut ybuf = vec![f32::NAN; m * n + 1];
         k.linear_q(&xq, &pw, bias, &mut ybuf[1..]);
         if m * kd * n > 0 {
-            assert!(isa::exercised(k.isa()) > before, "linear_q: {} path not exercised", k.isa());
+            assert!(
+                isa::exercised(k.isa()) > before,
+                "linear_q: {} path not exercised",
+                k.isa()
+            );
         }
         let y = &ybuf[1..];
         for r in 0..m {
@@ -426,9 +466,8 @@ fn check_q(k: Kernels, w: &Weight<'_>, m: usize, range: I8Range, seed: u64) {
                 let wr = &qw[o * kd..(o + 1) * kd];
                 let sum_q: f32 = wr.iter().map(|&v| (v as f32).abs()).sum();
                 let sum_qx: f32 = wr.iter().zip(xr).map(|(&v, &xv)| (v as f32 * xv).abs()).sum();
-                let bound = sw[o] * (sx / 2.0 * sum_q + I8_ACT_REL_SLACK * sum_qx)
-                    + I8_STORE_REL_SLACK * got.abs()
-                    + 1e-30;
+                let bound =
+                    sw[o] * (sx / 2.0 * sum_q + I8_ACT_REL_SLACK * sum_qx) + I8_STORE_REL_SLACK * got.abs() + 1e-30;
                 let err = (got - exact_f32[r * n + o]).abs();
                 assert!(
                     err <= bound,
@@ -481,7 +520,10 @@ fn linear_q_small_empty_and_non_finite() {
         k.quantize_rows(&x, kd, I8Range::Full, &mut xq);
         let mut y = vec![0.0f32; 2 * n];
         k.linear_q(&xq, &pw, None, &mut y);
-        assert!(y[..n].iter().all(|v| v.is_finite()) && y[n..].iter().all(|v| v.is_nan()), "{y:?}");
+        assert!(
+            y[..n].iter().all(|v| v.is_finite()) && y[n..].iter().all(|v| v.is_nan()),
+            "{y:?}"
+        );
     }
 }
 
@@ -503,6 +545,45 @@ proptest! {
             let wq = owned.weight(Dtype::I8, Layout::OutIn).unwrap();
             for kv in dot_variants("packed_and_q_random", k) {
                 check_q(kv, &wq, m, if inout { I8Range::Reduced } else { I8Range::Full }, seed + 9);
+            }
+        }
+    }
+}
+
+/// `Bf16Gemv::DotBf16` on packed bf16 weights rounds x to bf16 (unit roundoff 2^-8: 8 significant bits) before `vdpbf16ps`, which
+/// accumulates in f32: `|y - ref| <= (2^-8 + (k + PACKED_SLACK_TERMS) · EPS) · Σ|w·x|` (+ the bias rounding).
+#[cfg(target_arch = "x86_64")]
+#[test]
+#[cfg_attr(miri, ignore)]
+fn packed_bf16_dot() {
+    use kernels::{Bf16Gemv, Feature};
+    if !kernels::testing::require("packed_bf16_dot", Feature::Avx512Bf16) {
+        return;
+    }
+    let k = Kernels::new(Isa::Avx512).unwrap().with_bf16_gemv(Bf16Gemv::DotBf16);
+    for (i, &(m, kd, n)) in SHAPES.iter().enumerate() {
+        let owned = Owned::new(500 + i as u64, n, kd);
+        for layout in [Layout::OutIn, Layout::InOut] {
+            let w = owned.weight(Dtype::Bf16, layout).unwrap();
+            let pw = PackedWeight::new(&k, &w).unwrap();
+            let x = rand_vec(i as u64, m * kd, 1.0);
+            let b = rand_vec(i as u64 + 1, n, 0.1);
+            let mag = magnitudes(&w, &x, m);
+            let mut want = vec![0.0f32; m * n];
+            reference::linear(&x, m, &w, Some(&b), &mut want);
+            let before = isa::exercised(Isa::Avx512);
+            let mut y = vec![f32::NAN; m * n];
+            k.linear_packed(&x, m, &pw, Some(&b), &mut y);
+            assert!(isa::exercised(Isa::Avx512) > before);
+            for j in 0..y.len() {
+                let tol =
+                    (1.0 / 256.0 + (kd as f32 + PACKED_SLACK_TERMS) * EPS) * mag[j] + EPS * b[j % n].abs() + 1e-30;
+                assert!(
+                    (y[j] - want[j]).abs() <= tol,
+                    "dot_bf16 {layout:?} m={m} k={kd} n={n} [{j}]: {} vs {}",
+                    y[j],
+                    want[j]
+                );
             }
         }
     }

@@ -82,12 +82,14 @@ impl Blocking {
 
     /// Rows per block for f32 blocks of `kc` inputs.
     pub(crate) fn mc(&self, kc: usize, mr: usize) -> usize {
-        self.mc.unwrap_or_else(|| (self.a_bytes / (kc.max(1) * 4)).clamp(mr, 4096))
+        self.mc
+            .unwrap_or_else(|| (self.a_bytes / (kc.max(1) * 4)).clamp(mr, 4096))
     }
 
     /// Rows per block for int8 rows of `in_pad` inputs (all inputs at once).
     pub(crate) fn mc_i8(&self, in_pad: usize, mr: usize) -> usize {
-        self.mc.unwrap_or_else(|| (self.a_bytes / in_pad.max(1)).clamp(mr, 4096))
+        self.mc
+            .unwrap_or_else(|| (self.a_bytes / in_pad.max(1)).clamp(mr, 4096))
     }
 }
 
@@ -121,7 +123,14 @@ unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 /// How many parts along the rows and along the panels a call is split into.
-pub(crate) fn split(m: usize, n_panels: usize, in_dim: usize, out_dim: usize, threads: usize, mr: usize) -> (usize, usize) {
+pub(crate) fn split(
+    m: usize,
+    n_panels: usize,
+    in_dim: usize,
+    out_dim: usize,
+    threads: usize,
+    mr: usize,
+) -> (usize, usize) {
     let macs = m.saturating_mul(in_dim).saturating_mul(out_dim);
     let parts = if macs < PAR_MIN_MACS { 1 } else { threads.max(1) };
     let col_parts = parts.min(n_panels).max(1);
@@ -187,7 +196,11 @@ impl Scratch {
     pub(crate) fn put_local(self) {
         SCRATCH.with(|c| {
             let old = c.take();
-            c.set(if old.a.len() + old.b.len() > self.a.len() + self.b.len() { old } else { self });
+            c.set(if old.a.len() + old.b.len() > self.a.len() + self.b.len() {
+                old
+            } else {
+                self
+            });
         })
     }
 }
@@ -196,20 +209,62 @@ impl Scratch {
 macro_rules! with_rows {
     ($n:expr, $h:ident => $body:expr) => {
         match $n {
-            1 => { const $h: usize = 1; $body }
-            2 => { const $h: usize = 2; $body }
-            3 => { const $h: usize = 3; $body }
-            4 => { const $h: usize = 4; $body }
-            5 => { const $h: usize = 5; $body }
-            6 => { const $h: usize = 6; $body }
-            7 => { const $h: usize = 7; $body }
-            8 => { const $h: usize = 8; $body }
-            9 => { const $h: usize = 9; $body }
-            10 => { const $h: usize = 10; $body }
-            11 => { const $h: usize = 11; $body }
-            12 => { const $h: usize = 12; $body }
-            13 => { const $h: usize = 13; $body }
-            14 => { const $h: usize = 14; $body }
+            1 => {
+                const $h: usize = 1;
+                $body
+            }
+            2 => {
+                const $h: usize = 2;
+                $body
+            }
+            3 => {
+                const $h: usize = 3;
+                $body
+            }
+            4 => {
+                const $h: usize = 4;
+                $body
+            }
+            5 => {
+                const $h: usize = 5;
+                $body
+            }
+            6 => {
+                const $h: usize = 6;
+                $body
+            }
+            7 => {
+                const $h: usize = 7;
+                $body
+            }
+            8 => {
+                const $h: usize = 8;
+                $body
+            }
+            9 => {
+                const $h: usize = 9;
+                $body
+            }
+            10 => {
+                const $h: usize = 10;
+                $body
+            }
+            11 => {
+                const $h: usize = 11;
+                $body
+            }
+            12 => {
+                const $h: usize = 12;
+                $body
+            }
+            13 => {
+                const $h: usize = 13;
+                $body
+            }
+            14 => {
+                const $h: usize = 14;
+                $body
+            }
             n => unreachable!("tile of {n} rows"),
         }
     };
@@ -227,7 +282,13 @@ fn cols<'a, E>(job: &Job<'a, E>, c0: usize, n: usize) -> Cols<'a> {
 
 /// Rows `rows` x panels `panels` of `job` (one share).
 #[inline(always)]
-pub(crate) fn run_share<S: Tile, E: PanelElem>(s: S, job: &Job<'_, E>, rows: Range<usize>, panels: Range<usize>, blk: Blocking) {
+pub(crate) fn run_share<S: Tile, E: PanelElem>(
+    s: S,
+    job: &Job<'_, E>,
+    rows: Range<usize>,
+    panels: Range<usize>,
+    blk: Blocking,
+) {
     let geom = S::GEOM;
     let nr = geom.nr();
     let (in_dim, out_dim) = (job.in_dim, job.out_dim);
@@ -289,7 +350,10 @@ pub(crate) fn run_share<S: Tile, E: PanelElem>(s: S, job: &Job<'_, E>, rows: Ran
                 while pc < in_pad {
                     let kc = kc_max.min(in_pad - pc);
                     let (bblock, stride): (*const E, usize) = match b {
-                        BView::Packed { panels: data, in_pad: ip } => {
+                        BView::Packed {
+                            panels: data,
+                            in_pad: ip,
+                        } => {
                             assert!(data.len() >= (jc + jn) * ip * nr);
                             (data[jc * ip * nr + pc * nr..].as_ptr(), ip * nr)
                         }
@@ -349,4 +413,3 @@ pub(crate) fn run_share<S: Tile, E: PanelElem>(s: S, job: &Job<'_, E>, rows: Ran
         }
     }
 }
-

@@ -432,6 +432,32 @@ pub(crate) fn linear_packed(k: Kernels, x: &[f32], m: usize, w: &PackedWeight, b
     let blk = driver::Blocking::of(k, geom);
     let (rp, cp) = driver::split(m, n_panels, in_dim, out_dim, rayon::current_num_threads(), geom.mr);
     let yp = driver::OutPtr(y.as_mut_ptr());
+    #[cfg(target_arch = "x86_64")]
+    if let packed::Panels::Bf16(data) = &w.panels {
+        if k.isa() == crate::Isa::Avx512 && k.bf16_gemv() == crate::Bf16Gemv::DotBf16 && crate::Isa::has_avx512_bf16() {
+            let job = driver::Job::<half::bf16> {
+                x,
+                m,
+                in_dim,
+                out_dim,
+                b: driver::BView::Packed {
+                    panels: data.as_slice(),
+                    in_pad: w.in_pad,
+                },
+                scales: None,
+                bias,
+                y: yp,
+            };
+            let job = &job;
+            return driver::run_parts(rp * cp, |p| {
+                let rows = driver::block(m, rp, p / cp);
+                let panels = driver::block(n_panels, cp, p % cp);
+                crate::isa::note_exercised(crate::Isa::Avx512);
+                // SAFETY: checked just above: AVX-512 kernels (so AVX-512 panels) and AVX512_BF16 on this CPU.
+                unsafe { bf16dot::gemm_share(job, rows, panels, blk) }
+            });
+        }
+    }
     each_panels!(&w.panels, data, scales, E => {
         let job = driver::Job::<E> {
             x, m, in_dim, out_dim,
@@ -577,7 +603,11 @@ pub(crate) fn linear_q(k: Kernels, x: &QuantizedRows, w: &PackedWeight, bias: Op
     let packed::Panels::I8 { q, scales, col_sums } = &w.panels else {
         panic!("linear_q: the weight is not int8 (use linear_packed)")
     };
-    assert_eq!(x.in_dim, in_dim, "linear_q: x rows have {} inputs, the weight {in_dim}", x.in_dim);
+    assert_eq!(
+        x.in_dim, in_dim,
+        "linear_q: x rows have {} inputs, the weight {in_dim}",
+        x.in_dim
+    );
     assert!(
         in_dim <= I8_DOT_MAX_IN,
         "linear_q: {in_dim} inputs; at most {I8_DOT_MAX_IN} keep the i32 sums exact"

@@ -202,7 +202,15 @@ impl<T: Copy> Source<'_, T> {
 
 /// Pack panels `p0 .. p0 + n` of `src`, inputs `k0 .. k0 + kc` (`k0` and `kc` multiples of `T::G`, or `kc` reaching
 /// the padded end), into `dst` (`n` consecutive `[kc, NR]` blocks in the group layout; padding is zero).
-pub(crate) fn pack_panels<T: Elem>(src: Source<'_, T>, nr: usize, p0: usize, n: usize, k0: usize, kc: usize, dst: &mut [T]) {
+pub(crate) fn pack_panels<T: Elem>(
+    src: Source<'_, T>,
+    nr: usize,
+    p0: usize,
+    n: usize,
+    k0: usize,
+    kc: usize,
+    dst: &mut [T],
+) {
     let g = T::G;
     assert!(k0.is_multiple_of(g) && kc.is_multiple_of(g) && dst.len() >= n * kc * nr);
     let zero = T::zeroed();
@@ -243,7 +251,11 @@ pub enum PackError {
     #[error("int8 weight value -128 at output row {row}, input {col}: packed int8 weights must lie in -127..=127")]
     I8Min { row: usize, col: usize },
     #[error("weight data holds {found} values, expected out_dim {out_dim} x in_dim {in_dim}")]
-    Shape { out_dim: usize, in_dim: usize, found: usize },
+    Shape {
+        out_dim: usize,
+        in_dim: usize,
+        found: usize,
+    },
 }
 
 /// The panels of a packed matrix, in its stored dtype.
@@ -286,13 +298,10 @@ fn pack_all<T: Elem>(src: Source<'_, T>, geom: Geometry) -> (AlignedBuf<T>, usiz
     let mut buf = AlignedBuf::<T>::zeroed(n_panels * in_pad * nr);
     let per = PANELS_PER_TASK * in_pad * nr;
     if per > 0 {
-        buf.as_mut_slice()
-            .par_chunks_mut(per)
-            .enumerate()
-            .for_each(|(t, dst)| {
-                let p0 = t * PANELS_PER_TASK;
-                pack_panels(src, nr, p0, PANELS_PER_TASK.min(n_panels - p0), 0, in_pad, dst)
-            });
+        buf.as_mut_slice().par_chunks_mut(per).enumerate().for_each(|(t, dst)| {
+            let p0 = t * PANELS_PER_TASK;
+            pack_panels(src, nr, p0, PANELS_PER_TASK.min(n_panels - p0), 0, in_pad, dst)
+        });
     }
     (buf, in_pad)
 }
@@ -404,7 +413,10 @@ impl PackedWeight {
                 let mut col_sums: Vec<i32> = if in_dim == 0 {
                     vec![0; out_dim]
                 } else {
-                    q_all.chunks_exact(in_dim).map(|r| r.iter().map(|&v| v as i32).sum()).collect()
+                    q_all
+                        .chunks_exact(in_dim)
+                        .map(|r| r.iter().map(|&v| v as i32).sum())
+                        .collect()
                 };
                 col_sums.resize(padded, 0);
                 scales.resize(padded, 0.0);
@@ -417,14 +429,7 @@ impl PackedWeight {
                     },
                     geom,
                 );
-                (
-                    Panels::I8 {
-                        q,
-                        scales,
-                        col_sums,
-                    },
-                    in_pad,
-                )
+                (Panels::I8 { q, scales, col_sums }, in_pad)
             }
         };
         Ok(Self {
@@ -472,14 +477,19 @@ impl PackedWeight {
             Panels::F16(b) => std::mem::size_of_val(b.as_slice()),
             Panels::Bf16(b) => std::mem::size_of_val(b.as_slice()),
             Panels::I8 { q, scales, col_sums } => {
-                q.as_slice().len() + std::mem::size_of_val(scales.as_slice()) + std::mem::size_of_val(col_sums.as_slice())
+                q.as_slice().len()
+                    + std::mem::size_of_val(scales.as_slice())
+                    + std::mem::size_of_val(col_sums.as_slice())
             }
         }
     }
 
     /// Element `(o, i)` as f32 (int8: times its row's scale), read from the panels.
     pub fn at(&self, o: usize, i: usize) -> f32 {
-        assert!(o < self.out_dim && i < self.in_dim, "PackedWeight::at: ({o}, {i}) out of range");
+        assert!(
+            o < self.out_dim && i < self.in_dim,
+            "PackedWeight::at: ({o}, {i}) out of range"
+        );
         let nr = self.geom.nr();
         let idx = |g: usize| (o / nr) * self.in_pad * nr + (i / g) * nr * g + (o % nr) * g + i % g;
         match &self.panels {

@@ -179,7 +179,13 @@ pub(crate) struct QJob<'a> {
 /// # Safety
 /// `a .. a + kq · MR · A_BYTES` and `b .. b + kq · NR · 4` readable.
 #[inline(always)]
-unsafe fn tile<D: DotI8, const MR: usize>(d: D, nv: usize, a: *const i8, b: *const i8, kq: usize) -> [[D::Acc; NV_MAX]; MR] {
+unsafe fn tile<D: DotI8, const MR: usize>(
+    d: D,
+    nv: usize,
+    a: *const i8,
+    b: *const i8,
+    kq: usize,
+) -> [[D::Acc; NV_MAX]; MR] {
     let l = <D::S as Simd>::LANES;
     let nr = nv * l;
     let mut c = [[d.zero(); NV_MAX]; MR];
@@ -203,7 +209,14 @@ unsafe fn tile<D: DotI8, const MR: usize>(d: D, nv: usize, a: *const i8, b: *con
 
 /// Rows `rows` x panels `panels` of `job` (one share). `nv`: vectors per panel of this ISA.
 #[inline(always)]
-pub(crate) fn run_share<D: DotI8>(d: D, nv: usize, job: &QJob<'_>, rows: Range<usize>, panels: Range<usize>, blk: Blocking) {
+pub(crate) fn run_share<D: DotI8>(
+    d: D,
+    nv: usize,
+    job: &QJob<'_>,
+    rows: Range<usize>,
+    panels: Range<usize>,
+    blk: Blocking,
+) {
     let s = d.simd();
     let l = <D::S as Simd>::LANES;
     let nr = nv * l;

@@ -211,7 +211,14 @@ pub(crate) struct Cols<'a> {
 /// # Safety
 /// `y .. y + n` writable (and readable for [`Store::Add`]).
 #[inline(always)]
-pub(crate) unsafe fn store_row<S: Tile>(s: S, acc: &[S::V; NV_MAX], y: *mut f32, n: usize, mode: Store, cols: Cols<'_>) {
+pub(crate) unsafe fn store_row<S: Tile>(
+    s: S,
+    acc: &[S::V; NV_MAX],
+    y: *mut f32,
+    n: usize,
+    mode: Store,
+    cols: Cols<'_>,
+) {
     let (l, nv) = (S::LANES, S::NV);
     for v in 0..nv {
         let c0 = v * l;
