@@ -92,8 +92,99 @@ mod x86 {
     }
 }
 
+/// Batch-1..4 GEMV over `copies` matrices taken in turn (so each call reads DRAM when they exceed L3): stored layout
+/// (`linear`) vs packed (`linear_packed`), GB/s of weights per wall second.
+fn gemv(ks: Kernels, threads: usize) {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    for &(out_dim, in_dim, total_mb) in &[(2048usize, 8192usize, 512usize), (1536, 576, 0)] {
+        let vals = rand_vec(out_dim * in_dim, 3);
+        let q = quantize_i8(&Weight::new(WeightData::F32(&vals), out_dim, in_dim, Layout::OutIn).unwrap());
+        let wb: Vec<kernels::bf16> = vals.iter().map(|&v| kernels::bf16::from_f32(v)).collect();
+        let wh: Vec<kernels::f16> = vals.iter().map(|&v| kernels::f16::from_f32(v)).collect();
+        let dtypes: Vec<(&str, WeightData<'_>)> = vec![
+            ("f32", WeightData::F32(&vals)),
+            ("bf16", WeightData::Bf16(&wb)),
+            ("f16", WeightData::F16(&wh)),
+            ("i8", q.weight().data),
+        ];
+        for (name, data) in dtypes {
+            let w = Weight::new(data, out_dim, in_dim, Layout::OutIn).unwrap();
+            let n_copies = ((total_mb << 20) / data.bytes()).max(1);
+            let packed: Vec<PackedWeight> = (0..n_copies).map(|_| PackedWeight::new(&ks, &w).unwrap()).collect();
+            // Stored copies: the packed weights' own storage is not a `Weight`, so copy the stored bytes.
+            let stored_f32: Vec<Vec<f32>>;
+            let stored_h: Vec<Vec<kernels::f16>>;
+            let stored_b: Vec<Vec<kernels::bf16>>;
+            let stored_q: Vec<kernels::QuantizedI8>;
+            let stored: Vec<Weight<'_>> = match data {
+                WeightData::F32(d) => {
+                    stored_f32 = (0..n_copies).map(|_| d.to_vec()).collect();
+                    stored_f32.iter().map(|d| Weight::new(WeightData::F32(d), out_dim, in_dim, Layout::OutIn).unwrap()).collect()
+                }
+                WeightData::F16(d) => {
+                    stored_h = (0..n_copies).map(|_| d.to_vec()).collect();
+                    stored_h.iter().map(|d| Weight::new(WeightData::F16(d), out_dim, in_dim, Layout::OutIn).unwrap()).collect()
+                }
+                WeightData::Bf16(d) => {
+                    stored_b = (0..n_copies).map(|_| d.to_vec()).collect();
+                    stored_b.iter().map(|d| Weight::new(WeightData::Bf16(d), out_dim, in_dim, Layout::OutIn).unwrap()).collect()
+                }
+                WeightData::I8 { .. } => {
+                    stored_q = (0..n_copies).map(|_| q.clone()).collect();
+                    stored_q.iter().map(|q| q.weight()).collect()
+                }
+            };
+            let rows_list: Vec<usize> = std::env::var("QKV_GEMV_ROWS")
+                .map(|v| v.split(',').filter_map(|r| r.parse().ok()).collect())
+                .unwrap_or_else(|_| vec![1, 4]);
+            for &rows in &rows_list {
+                let x = rand_vec(rows * in_dim, 4);
+                let mut y = vec![0.0f32; rows * out_dim];
+                let reps = 4 * n_copies.max(50);
+                let gbs = |secs: f64| data.bytes() as f64 / secs / 1e9;
+                pool.install(|| {
+                    let mut i = 0;
+                    let (ws, _) = time(reps, || {
+                        ks.linear(&x, rows, &stored[i % n_copies], None, &mut y);
+                        i += 1;
+                    });
+                    let mut i = 0;
+                    let (wp, _) = time(reps, || {
+                        ks.linear_packed(&x, rows, &packed[i % n_copies], None, &mut y);
+                        i += 1;
+                    });
+                    let q_line = if packed[0].is_i8() {
+                        let mut xq = QuantizedRows::default();
+                        let range = I8Range::fastest_for(&ks);
+                        let mut i = 0;
+                        let (wq, _) = time(reps, || {
+                            ks.quantize_rows(&x, in_dim, range, &mut xq);
+                            ks.linear_q(&xq, &packed[i % n_copies], None, &mut y);
+                            i += 1;
+                        });
+                        format!("  int8 x int8 ({range:?}) {:6.1} GB/s", gbs(wq))
+                    } else {
+                        String::new()
+                    };
+                    println!(
+                        "gemv {name:<4} {out_dim}x{in_dim} rows {rows} {:>4} copies: stored {:6.1} GB/s  packed {:6.1} GB/s{q_line}",
+                        n_copies,
+                        gbs(ws),
+                        gbs(wp)
+                    );
+                });
+            }
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("gemv") {
+        let isa = args.get(2).map_or(Isa::best(), |n| Isa::parse(n).expect("isa"));
+        let threads: usize = args.get(3).map_or(2, |t| t.parse().expect("threads"));
+        return gemv(Kernels::new(isa).expect("supported"), threads);
+    }
     let isa = args.get(1).map_or(Isa::best(), |n| Isa::parse(n).expect("isa"));
     let threads: usize = args.get(2).map_or(2, |t| t.parse().expect("threads"));
     let (m, n, k) = match args.get(3..6) {

@@ -35,7 +35,9 @@ mod types;
 
 pub use half::{bf16, f16};
 pub use isa::{Feature, Isa, IsaError};
-pub use linear::{I8Range, PackError, PackedWeight, QuantizedRows, GEMV_MAX_ROWS, I8_DOT_MAX_IN};
+pub use linear::{
+    I8Range, PackError, PackedWeight, Part, QuantizedRows, SharedOut, GEMV_MAX_ROWS, I8_DOT_MAX_IN, MAX_PARTS,
+};
 pub use quant::{quantize_i8, QuantizedI8, I8_MAX};
 use rayon::prelude::*;
 pub use types::*;
@@ -209,6 +211,28 @@ impl Kernels {
     /// Panics when the weight is not int8 or has more than [`I8_DOT_MAX_IN`] inputs.
     pub fn linear_q(&self, x: &QuantizedRows, w: &PackedWeight, bias: Option<&[f32]>, y: &mut [f32]) {
         linear::linear_q(*self, x, w, bias, y)
+    }
+
+    /// Part `part` of [`Kernels::linear_packed`] split statically into `part.count` parts, for a thread team that
+    /// runs one part per thread (inside or outside rayon): every part of a call must run once, each on the same
+    /// arguments and its own `part.index`, all writing into one [`SharedOut`] of `y`. The split (rows and panels)
+    /// depends only on the shapes and `part.count`, so the team sees the same blocks at every step; parts past the
+    /// split's own count (a small matrix is not split) do nothing. Results are identical to `linear_packed`'s.
+    pub fn linear_packed_part(
+        &self,
+        x: &[f32],
+        rows: usize,
+        w: &PackedWeight,
+        bias: Option<&[f32]>,
+        y: &SharedOut<'_>,
+        part: Part,
+    ) {
+        linear::linear_packed_part(*self, x, rows, w, bias, y, part)
+    }
+
+    /// Part `part` of [`Kernels::linear_q`] (see [`Kernels::linear_packed_part`]).
+    pub fn linear_q_part(&self, x: &QuantizedRows, w: &PackedWeight, bias: Option<&[f32]>, y: &SharedOut<'_>, part: Part) {
+        linear::linear_q_part(*self, x, w, bias, y, part)
     }
 
     /// Fused scaled-dot-product attention (see [`AttnArgs`] for layouts and masks).

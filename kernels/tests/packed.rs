@@ -53,7 +53,7 @@ const SHAPES: &[(usize, usize, usize)] = &[
 /// Small blocks, so the shapes above cross every block boundary (inputs, rows, panels).
 const SMALL_BLOCKS: GemmBlocking = GemmBlocking { kc: 12, mc: 5, ncp: 1 };
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Dtype {
     F32,
     F16,
@@ -587,4 +587,95 @@ fn packed_bf16_dot() {
             }
         }
     }
+}
+
+/// A row's output does not depend on the other rows of the call (batch invariance): every output is one FMA chain
+/// over the inputs in order, whatever the row count, the blocking or the split. Checked bit for bit.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn packed_linear_is_batch_invariant() {
+    let (kd, n) = (77, 70);
+    let owned = Owned::new(9, n, kd);
+    let m = 40;
+    let x = rand_vec(4, m * kd, 1.0);
+    let b = rand_vec(5, n, 0.1);
+    for k in kernels::testing::kernels("packed_linear_is_batch_invariant") {
+        for dt in [Dtype::F32, Dtype::F16, Dtype::Bf16, Dtype::I8] {
+            let w = owned.weight(dt, Layout::OutIn).unwrap();
+            for kb in [k, k.with_gemm_blocking(SMALL_BLOCKS)] {
+                let pw = PackedWeight::new(&kb, &w).unwrap();
+                let mut all = vec![0.0f32; m * n];
+                kb.linear_packed(&x, m, &pw, Some(&b), &mut all);
+                for rows in [1usize, 3, 8, 9, 13] {
+                    for r0 in (0..m - rows).step_by(11) {
+                        let mut part = vec![0.0f32; rows * n];
+                        kb.linear_packed(&x[r0 * kd..(r0 + rows) * kd], rows, &pw, Some(&b), &mut part);
+                        for (i, (p, a)) in part.iter().zip(&all[r0 * n..]).enumerate() {
+                            assert_eq!(p.to_bits(), a.to_bits(), "{dt:?} {} rows {r0}+{rows} [{i}]", kb.isa());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `linear_packed_part` / `linear_q_part`: every part of a split run once (here from rayon threads, as a team
+/// would) gives `linear_packed` / `linear_q`'s output; a part taken twice panics.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn parts_cover_the_output_once() {
+    use kernels::{Part, SharedOut};
+    use rayon::prelude::*;
+    for &(m, kd, n) in &[(1usize, 300usize, 700usize), (9, 65, 130), (40, 300, 77), (2, 5, 3), (3, 0, 5)] {
+        let owned = Owned::new(m as u64 + 3, n, kd);
+        let x = rand_vec(m as u64, m * kd, 1.0);
+        let b = rand_vec(7, n, 0.1);
+        for k in kernels::testing::kernels("parts_cover_the_output_once") {
+            for dt in [Dtype::F32, Dtype::I8] {
+                let w = owned.weight(dt, Layout::OutIn).unwrap();
+                let pw = PackedWeight::new(&k, &w).unwrap();
+                let mut want = vec![0.0f32; m * n];
+                k.linear_packed(&x, m, &pw, Some(&b), &mut want);
+                for count in [1usize, 2, 3, 7] {
+                    let mut got = vec![f32::NAN; m * n];
+                    let out = SharedOut::new(&mut got);
+                    (0..count).into_par_iter().for_each(|index| {
+                        k.linear_packed_part(&x, m, &pw, Some(&b), &out, Part { index, count })
+                    });
+                    drop(out);
+                    for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                        assert_eq!(g.to_bits(), e.to_bits(), "{dt:?} {} m={m} count {count} [{i}]", k.isa());
+                    }
+                }
+                if dt == Dtype::I8 {
+                    let mut xq = QuantizedRows::default();
+                    k.quantize_rows(&x, kd, I8Range::Full, &mut xq);
+                    if kd > 0 || m == 0 {
+                        let mut want = vec![0.0f32; m * n];
+                        k.linear_q(&xq, &pw, Some(&b), &mut want);
+                        let mut got = vec![f32::NAN; m * n];
+                        let out = SharedOut::new(&mut got);
+                        (0..3).into_par_iter().for_each(|index| {
+                            k.linear_q_part(&xq, &pw, Some(&b), &out, Part { index, count: 3 })
+                        });
+                        drop(out);
+                        assert!(got.iter().zip(&want).all(|(g, e)| g.to_bits() == e.to_bits()), "{} linear_q_part", k.isa());
+                    }
+                }
+            }
+        }
+    }
+    let k = Kernels::scalar();
+    let v = [1.0f32; 6];
+    let w = Weight::new(WeightData::F32(&v), 3, 2, Layout::OutIn).unwrap();
+    let pw = PackedWeight::new(&k, &w).unwrap();
+    let mut y = [0.0f32; 3];
+    let out = SharedOut::new(&mut y);
+    k.linear_packed_part(&[1.0, 2.0], 1, &pw, None, &out, Part { index: 1, count: 2 });
+    let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        k.linear_packed_part(&[1.0, 2.0], 1, &pw, None, &out, Part { index: 1, count: 2 })
+    }));
+    let msg = again.expect_err("a part taken twice must panic");
+    assert!(msg.downcast_ref::<String>().is_some_and(|m| m.contains("taken twice")));
 }

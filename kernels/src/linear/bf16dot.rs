@@ -199,7 +199,7 @@ pub(crate) unsafe fn gemm_share(
                     unsafe {
                         let acc = tile::<H>(ap, bp, kq);
                         for r in 0..H {
-                            store_row(s, &acc[r], job.y.0.add((ic + r0 + r) * out_dim + c0), n, Store::Set, cols);
+                            store_row(s, &acc[r], job.y.0.add((ic + r0 + r) * out_dim + c0), n, Store::Final, cols);
                         }
                     }
                 })

@@ -312,18 +312,13 @@ pub(crate) fn run_share<S: Tile, E: PanelElem>(
                     // SAFETY: x rows r0 .. r0 + h (< m) hold in_dim values each; panel j holds in_pad >= in_dim
                     // inputs; y rows r0 .. r0 + h, columns c0 .. c0 + n < out_dim belong to this share.
                     unsafe {
-                        if h == 1 {
-                            let acc = tile::row(s, xp, bp, in_dim);
-                            tile::store_row(s, &acc, y.add(r0 * out_dim + c0), n, Store::Set, cols);
-                        } else {
-                            with_rows!(h, H => {
-                                let mut acc = tile::zero_acc::<S, H>(s);
-                                tile::tile::<S, E, H>(s, xp, in_dim, 1, bp, in_dim, &mut acc);
-                                for r in 0..H {
-                                    tile::store_row(s, &acc[r], y.add((r0 + r) * out_dim + c0), n, Store::Set, cols);
-                                }
-                            })
-                        }
+                        with_rows!(h, H => {
+                            let mut acc = tile::zero_acc::<S, H>(s);
+                            tile::tile::<S, E, H>(s, xp, in_dim, 1, bp, in_dim, &mut acc);
+                            for r in 0..H {
+                                tile::store_row(s, &acc[r], y.add((r0 + r) * out_dim + c0), n, Store::Final, cols);
+                            }
+                        })
                     }
                 }
             }
@@ -362,7 +357,7 @@ pub(crate) fn run_share<S: Tile, E: PanelElem>(
                             (b_pack.as_ptr(), kc * nr)
                         }
                     };
-                    let mode = if pc == 0 { Store::Set } else { Store::Add };
+                    let mode = if pc + kc >= in_pad { Store::Final } else { Store::Partial };
                     let mut ic = rows.start;
                     while ic < rows.end {
                         let mc = mc_max.min(rows.end - ic);
@@ -394,6 +389,12 @@ pub(crate) fn run_share<S: Tile, E: PanelElem>(
                                 unsafe {
                                     with_rows!(h, H => {
                                         let mut acc = tile::zero_acc::<S, H>(s);
+                                        if pc > 0 {
+                                            // Continue the sums of the previous input blocks (one FMA chain each).
+                                            for r in 0..H {
+                                                acc[r] = tile::load_row(s, y.add((ic + r0 + r) * out_dim + c0), n);
+                                            }
+                                        }
                                         tile::tile::<S, E, H>(s, ap, 1, H, bp, kc, &mut acc);
                                         for r in 0..H {
                                             let yr = y.add((ic + r0 + r) * out_dim + c0);
@@ -412,4 +413,67 @@ pub(crate) fn run_share<S: Tile, E: PanelElem>(
             sc.put_local();
         }
     }
+}
+
+/// One share of a static split: part `index` of `count` (the engine's thread team runs one part per thread).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Part {
+    pub index: usize,
+    pub count: usize,
+}
+
+/// Most parts a [`SharedOut`] hands out.
+pub const MAX_PARTS: usize = 256;
+
+/// A `[rows, out_dim]` output shared by the threads of a team, each writing the block of its [`Part`]. Every part
+/// index can be taken once (a second take panics), so two threads never write the same block; make one per call.
+pub struct SharedOut<'a> {
+    ptr: *mut f32,
+    len: usize,
+    taken: [std::sync::atomic::AtomicU64; MAX_PARTS / 64],
+    _y: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: the buffer is reached only through `take`, which gives each part index out once; parts of one split write
+// disjoint blocks (see `Kernels::linear_packed_part`).
+unsafe impl Sync for SharedOut<'_> {}
+// SAFETY: as above; the borrow of `y` moves with it.
+unsafe impl Send for SharedOut<'_> {}
+
+impl<'a> SharedOut<'a> {
+    pub fn new(y: &'a mut [f32]) -> Self {
+        Self {
+            ptr: y.as_mut_ptr(),
+            len: y.len(),
+            taken: Default::default(),
+            _y: std::marker::PhantomData,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The output pointer for part `index`; panics if that part was taken already or is out of range.
+    pub(crate) fn take(&self, part: Part) -> OutPtr {
+        assert!(
+            part.count >= 1 && part.count <= MAX_PARTS && part.index < part.count,
+            "SharedOut: part {} of {} (at most {MAX_PARTS} parts)",
+            part.index,
+            part.count
+        );
+        let bit = 1u64 << (part.index % 64);
+        let prev = self.taken[part.index / 64].fetch_or(bit, std::sync::atomic::Ordering::AcqRel);
+        assert!(prev & bit == 0, "SharedOut: part {} taken twice", part.index);
+        OutPtr(self.ptr)
+    }
+}
+
+/// The `(rows, panels)` block of part `p` of a call split into `rp x cp` parts.
+pub(crate) fn part_block(m: usize, n_panels: usize, rp: usize, cp: usize, p: usize) -> (Range<usize>, Range<usize>) {
+    (block(m, rp, p / cp), block(n_panels, cp, p % cp))
 }

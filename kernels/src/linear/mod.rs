@@ -17,6 +17,7 @@ pub(crate) mod packed;
 pub(crate) mod qgemm;
 pub(crate) mod tile;
 
+pub use driver::{Part, SharedOut, MAX_PARTS};
 pub use packed::{PackError, PackedWeight};
 pub use qgemm::{I8Range, QuantizedRows, I8_DOT_MAX_IN};
 
@@ -406,52 +407,109 @@ fn fill_bias(y: &mut [f32], out_dim: usize, bias: Option<&[f32]>) {
     }
 }
 
-/// `y[rows, out] = x[rows, in] · Wᵀ + bias` on a packed matrix (see [`Kernels::linear_packed`]).
-pub(crate) fn linear_packed(k: Kernels, x: &[f32], m: usize, w: &PackedWeight, bias: Option<&[f32]>, y: &mut [f32]) {
-    let (in_dim, out_dim) = (w.in_dim, w.out_dim);
+/// Which parts of a split one call runs: all of them (over rayon) or one (a team thread's).
+#[derive(Clone, Copy)]
+enum Parts {
+    All,
+    One(Part),
+}
+
+impl Parts {
+    /// Run `f(p)` for the selected parts of a split into `n` parts (a team's part beyond `n` has nothing to do).
+    fn run(self, n: usize, f: impl Fn(usize) + Sync + Send) {
+        match self {
+            Parts::All => driver::run_parts(n, f),
+            Parts::One(part) if part.index < n => f(part.index),
+            Parts::One(_) => {}
+        }
+    }
+
+    /// Threads the split is made for.
+    fn threads(self) -> usize {
+        match self {
+            Parts::All => rayon::current_num_threads(),
+            Parts::One(part) => part.count,
+        }
+    }
+}
+
+/// Shapes of `linear_packed`, checked.
+fn check_packed(k: Kernels, x: &[f32], m: usize, w: &PackedWeight, bias: Option<&[f32]>, y_len: usize, what: &str) {
     assert_eq!(
         w.isa,
         k.isa(),
-        "linear_packed: the weight is packed for {}, the kernels run {}",
+        "{what}: the weight is packed for {}, the kernels run {}",
         w.isa,
         k.isa()
     );
-    assert_eq!(x.len(), m * in_dim, "linear_packed: x is not [rows, in_dim]");
-    assert_eq!(y.len(), m * out_dim, "linear_packed: y is not [rows, out_dim]");
+    assert_eq!(x.len(), m * w.in_dim, "{what}: x is not [rows, in_dim]");
+    assert_eq!(y_len, m * w.out_dim, "{what}: y is not [rows, out_dim]");
     if let Some(b) = bias {
-        assert_eq!(b.len(), out_dim, "linear_packed: bias is not [out_dim]");
+        assert_eq!(b.len(), w.out_dim, "{what}: bias is not [out_dim]");
     }
-    if m == 0 || out_dim == 0 {
+}
+
+/// `y[rows, out] = x[rows, in] · Wᵀ + bias` on a packed matrix (see [`Kernels::linear_packed`]).
+pub(crate) fn linear_packed(k: Kernels, x: &[f32], m: usize, w: &PackedWeight, bias: Option<&[f32]>, y: &mut [f32]) {
+    check_packed(k, x, m, w, bias, y.len(), "linear_packed");
+    if m == 0 || w.out_dim == 0 {
         return;
     }
-    if in_dim == 0 {
-        return fill_bias(y, out_dim, bias);
+    if w.in_dim == 0 {
+        return fill_bias(y, w.out_dim, bias);
     }
+    packed_parts(k, x, m, w, bias, driver::OutPtr(y.as_mut_ptr()), Parts::All)
+}
+
+/// One part of [`linear_packed`] (see [`Kernels::linear_packed_part`]).
+pub(crate) fn linear_packed_part(
+    k: Kernels,
+    x: &[f32],
+    m: usize,
+    w: &PackedWeight,
+    bias: Option<&[f32]>,
+    y: &SharedOut<'_>,
+    part: Part,
+) {
+    check_packed(k, x, m, w, bias, y.len(), "linear_packed_part");
+    let yp = y.take(part);
+    if m == 0 || w.out_dim == 0 {
+        return;
+    }
+    if w.in_dim == 0 {
+        // The bias rows go to part 0.
+        if part.index == 0 {
+            // SAFETY: `y` holds m · out_dim floats (checked) and part 0 was taken by this caller alone.
+            let y = unsafe { std::slice::from_raw_parts_mut(yp.0, m * w.out_dim) };
+            fill_bias(y, w.out_dim, bias);
+        }
+        return;
+    }
+    packed_parts(k, x, m, w, bias, yp, Parts::One(part))
+}
+
+/// The split of a `[m, out_dim]` product over `threads` (rows parts, panel parts).
+fn packed_split(w: &PackedWeight, m: usize, threads: usize, mr: usize) -> (usize, usize) {
+    driver::split(m, w.n_panels(), w.in_dim, w.out_dim, threads, mr)
+}
+
+fn packed_parts(k: Kernels, x: &[f32], m: usize, w: &PackedWeight, bias: Option<&[f32]>, yp: driver::OutPtr, parts: Parts) {
+    let (in_dim, out_dim) = (w.in_dim, w.out_dim);
     let geom = w.geom;
     let n_panels = w.n_panels();
     let blk = driver::Blocking::of(k, geom);
-    let (rp, cp) = driver::split(m, n_panels, in_dim, out_dim, rayon::current_num_threads(), geom.mr);
-    let yp = driver::OutPtr(y.as_mut_ptr());
+    let (rp, cp) = packed_split(w, m, parts.threads(), geom.mr);
     #[cfg(target_arch = "x86_64")]
     if let packed::Panels::Bf16(data) = &w.panels {
         if k.isa() == crate::Isa::Avx512 && k.bf16_gemv() == crate::Bf16Gemv::DotBf16 && crate::Isa::has_avx512_bf16() {
             let job = driver::Job::<half::bf16> {
-                x,
-                m,
-                in_dim,
-                out_dim,
-                b: driver::BView::Packed {
-                    panels: data.as_slice(),
-                    in_pad: w.in_pad,
-                },
-                scales: None,
-                bias,
-                y: yp,
+                x, m, in_dim, out_dim,
+                b: driver::BView::Packed { panels: data.as_slice(), in_pad: w.in_pad },
+                scales: None, bias, y: yp,
             };
             let job = &job;
-            return driver::run_parts(rp * cp, |p| {
-                let rows = driver::block(m, rp, p / cp);
-                let panels = driver::block(n_panels, cp, p % cp);
+            return parts.run(rp * cp, |p| {
+                let (rows, panels) = driver::part_block(m, n_panels, rp, cp, p);
                 crate::isa::note_exercised(crate::Isa::Avx512);
                 // SAFETY: checked just above: AVX-512 kernels (so AVX-512 panels) and AVX512_BF16 on this CPU.
                 unsafe { bf16dot::gemm_share(job, rows, panels, blk) }
@@ -465,9 +523,8 @@ pub(crate) fn linear_packed(k: Kernels, x: &[f32], m: usize, w: &PackedWeight, b
             scales, bias, y: yp,
         };
         let job = &job;
-        driver::run_parts(rp * cp, |p| {
-            let rows = driver::block(m, rp, p / cp);
-            let panels = driver::block(n_panels, cp, p % cp);
+        parts.run(rp * cp, |p| {
+            let (rows, panels) = driver::part_block(m, n_panels, rp, cp, p);
             dispatch!(k, driver::run_share, (job: &driver::Job<'_, E>, rows: std::ops::Range<usize>,
                 panels: std::ops::Range<usize>, blk: driver::Blocking))
         })
@@ -590,55 +647,86 @@ pub(crate) fn quantize_rows(k: Kernels, x: &[f32], in_dim: usize, range: I8Range
     }
 }
 
-/// `y[rows, out] = dequant(x) · Wᵀ + bias` for int8 rows and int8 weights (see [`Kernels::linear_q`]).
-pub(crate) fn linear_q(k: Kernels, x: &QuantizedRows, w: &PackedWeight, bias: Option<&[f32]>, y: &mut [f32]) {
-    let (in_dim, out_dim, m) = (w.in_dim, w.out_dim, x.rows);
+/// Shapes of `linear_q`, checked; the int8 panels.
+fn check_q<'w>(k: Kernels, x: &QuantizedRows, w: &'w PackedWeight, bias: Option<&[f32]>, y_len: usize, what: &str)
+    -> (&'w packed::AlignedBuf<i8>, &'w [f32], &'w [i32]) {
     assert_eq!(
         w.isa,
         k.isa(),
-        "linear_q: the weight is packed for {}, the kernels run {}",
+        "{what}: the weight is packed for {}, the kernels run {}",
         w.isa,
         k.isa()
     );
     let packed::Panels::I8 { q, scales, col_sums } = &w.panels else {
-        panic!("linear_q: the weight is not int8 (use linear_packed)")
+        panic!("{what}: the weight is not int8 (use linear_packed)")
     };
-    assert_eq!(
-        x.in_dim, in_dim,
-        "linear_q: x rows have {} inputs, the weight {in_dim}",
-        x.in_dim
-    );
+    assert_eq!(x.in_dim, w.in_dim, "{what}: x rows have {} inputs, the weight {}", x.in_dim, w.in_dim);
     assert!(
-        in_dim <= I8_DOT_MAX_IN,
-        "linear_q: {in_dim} inputs; at most {I8_DOT_MAX_IN} keep the i32 sums exact"
+        w.in_dim <= I8_DOT_MAX_IN,
+        "{what}: {} inputs; at most {I8_DOT_MAX_IN} keep the i32 sums exact",
+        w.in_dim
     );
-    assert_eq!(y.len(), m * out_dim, "linear_q: y is not [rows, out_dim]");
+    assert_eq!(y_len, x.rows * w.out_dim, "{what}: y is not [rows, out_dim]");
     if let Some(b) = bias {
-        assert_eq!(b.len(), out_dim, "linear_q: bias is not [out_dim]");
+        assert_eq!(b.len(), w.out_dim, "{what}: bias is not [out_dim]");
     }
-    if m == 0 || out_dim == 0 {
+    (q, scales, col_sums)
+}
+
+/// `y[rows, out] = dequant(x) · Wᵀ + bias` for int8 rows and int8 weights (see [`Kernels::linear_q`]).
+pub(crate) fn linear_q(k: Kernels, x: &QuantizedRows, w: &PackedWeight, bias: Option<&[f32]>, y: &mut [f32]) {
+    let panels = check_q(k, x, w, bias, y.len(), "linear_q");
+    if x.rows == 0 || w.out_dim == 0 {
         return;
     }
-    if in_dim == 0 {
-        return fill_bias(y, out_dim, bias);
+    if w.in_dim == 0 {
+        return fill_bias(y, w.out_dim, bias);
     }
-    let geom = w.geom;
-    let n_panels = w.n_panels();
-    let blk = driver::Blocking::of(k, geom);
-    let (rp, cp) = driver::split(m, n_panels, in_dim, out_dim, rayon::current_num_threads(), geom.mr_i8);
+    q_parts(k, x, w, panels, bias, driver::OutPtr(y.as_mut_ptr()), Parts::All)
+}
+
+/// One part of [`linear_q`] (see [`Kernels::linear_q_part`]).
+pub(crate) fn linear_q_part(k: Kernels, x: &QuantizedRows, w: &PackedWeight, bias: Option<&[f32]>, y: &SharedOut<'_>, part: Part) {
+    let panels = check_q(k, x, w, bias, y.len(), "linear_q_part");
+    let yp = y.take(part);
+    if x.rows == 0 || w.out_dim == 0 {
+        return;
+    }
+    if w.in_dim == 0 {
+        if part.index == 0 {
+            // SAFETY: `y` holds rows · out_dim floats (checked) and part 0 was taken by this caller alone.
+            let y = unsafe { std::slice::from_raw_parts_mut(yp.0, x.rows * w.out_dim) };
+            fill_bias(y, w.out_dim, bias);
+        }
+        return;
+    }
+    q_parts(k, x, w, panels, bias, yp, Parts::One(part))
+}
+
+fn q_parts(
+    k: Kernels,
+    x: &QuantizedRows,
+    w: &PackedWeight,
+    (q, scales, col_sums): (&packed::AlignedBuf<i8>, &[f32], &[i32]),
+    bias: Option<&[f32]>,
+    yp: driver::OutPtr,
+    parts: Parts,
+) {
+    let (m, n_panels) = (x.rows, w.n_panels());
+    let blk = driver::Blocking::of(k, w.geom);
+    let (rp, cp) = packed_split(w, m, parts.threads(), w.geom.mr_i8);
     let job = qgemm::QJob {
         x,
-        out_dim,
+        out_dim: w.out_dim,
         panels: q.as_slice(),
         scales,
         col_sums,
         bias,
-        y: driver::OutPtr(y.as_mut_ptr()),
+        y: yp,
     };
     let job = &job;
-    driver::run_parts(rp * cp, |p| {
-        let rows = driver::block(m, rp, p / cp);
-        let panels = driver::block(n_panels, cp, p % cp);
+    parts.run(rp * cp, |p| {
+        let (rows, panels) = driver::part_block(m, n_panels, rp, cp, p);
         dispatch_i8!(k, x.range(), qgemm::run_share, (job: &qgemm::QJob<'_>, rows: std::ops::Range<usize>,
             panels: std::ops::Range<usize>, blk: driver::Blocking))
     })

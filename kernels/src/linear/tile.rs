@@ -148,55 +148,42 @@ pub(crate) unsafe fn tile<S: Tile, E: PanelElem, const MR: usize>(
     *acc = c;
 }
 
-/// One `x` row against one panel over all `kc` inputs, with two accumulator sets (even and odd groups) so the FMA
-/// chains do not wait on each other when the weights come from cache: `acc[v] = Σ_p x[p] · B(p, v·LANES ..)`.
-///
-/// # Safety
-/// `x .. x + kc` readable; `b .. b + ceil(kc / G) · NR · G` readable.
-#[inline(always)]
-pub(crate) unsafe fn row<S: Tile, E: PanelElem>(s: S, x: *const f32, b: *const E, kc: usize) -> [S::V; NV_MAX] {
-    let (l, nv, g) = (S::LANES, S::NV, E::G);
-    let nr = l * nv;
-    let groups = kc / g;
-    let mut acc0 = [s.zero(); NV_MAX];
-    let mut acc1 = [s.zero(); NV_MAX];
-    // SAFETY (every access below): group q < ceil(kc / G) of the panel, inputs q·G + t < kc of x.
-    unsafe {
-        let mut q = 0;
-        while q + 2 <= groups {
-            for t in 0..g {
-                let p = q * g + t;
-                let (a0, a1) = (s.splat(*x.add(p)), s.splat(*x.add(p + g)));
-                for v in 0..nv {
-                    acc0[v] = s.fma(a0, E::load_t(s, b.add(q * nr * g + v * l * g), t), acc0[v]);
-                    acc1[v] = s.fma(a1, E::load_t(s, b.add((q + 1) * nr * g + v * l * g), t), acc1[v]);
-                }
-            }
-            q += 2;
-        }
-        while q * g < kc {
-            for t in 0..g.min(kc - q * g) {
-                let a0 = s.splat(*x.add(q * g + t));
-                for v in 0..nv {
-                    acc0[v] = s.fma(a0, E::load_t(s, b.add(q * nr * g + v * l * g), t), acc0[v]);
-                }
-            }
-            q += 1;
-        }
-    }
-    for v in 0..nv {
-        acc0[v] = s.add(acc0[v], acc1[v]);
-    }
-    acc0
-}
-
-/// How a tile reaches `y`.
+/// How a tile reaches `y`. Every output's sum is one chain of FMAs over all inputs in order, whatever the blocking:
+/// a block continues from the previous block's raw sum (see [`load_row`]), and only the last one applies the
+/// scale and the bias. So a row's result does not depend on how many rows share the call or how they are split
+/// (batch invariance).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Store {
-    /// `y = acc · scale + bias` (the first slice of the inputs).
-    Set,
-    /// `y += acc · scale` (later slices).
-    Add,
+    /// `y = acc` (a raw partial sum: more input blocks follow).
+    Partial,
+    /// `y = acc · scale + bias` (the last input block).
+    Final,
+}
+
+/// Load the raw partial sums of one tile row (`n <= NR` columns at `y`) to continue them.
+///
+/// # Safety
+/// `y .. y + n` readable.
+#[inline(always)]
+pub(crate) unsafe fn load_row<S: Tile>(s: S, y: *const f32, n: usize) -> [S::V; NV_MAX] {
+    let (l, nv) = (S::LANES, S::NV);
+    let mut acc = [s.zero(); NV_MAX];
+    for v in 0..nv {
+        let c0 = v * l;
+        if c0 >= n {
+            break;
+        }
+        let w = l.min(n - c0);
+        // SAFETY: columns c0 .. c0 + w < n of y (caller's range).
+        acc[v] = unsafe {
+            if w == l {
+                s.loadu(y.add(c0))
+            } else {
+                s.load_partial(y.add(c0), w)
+            }
+        };
+    }
+    acc
 }
 
 /// Per-column data applied at the store: int8 weights' row scales and the bias, for this panel's columns.
@@ -209,7 +196,7 @@ pub(crate) struct Cols<'a> {
 /// Write one tile row: `n` (`<= NR`) columns at `y`.
 ///
 /// # Safety
-/// `y .. y + n` writable (and readable for [`Store::Add`]).
+/// `y .. y + n` writable.
 #[inline(always)]
 pub(crate) unsafe fn store_row<S: Tile>(
     s: S,
@@ -227,25 +214,17 @@ pub(crate) unsafe fn store_row<S: Tile>(
         }
         let w = l.min(n - c0);
         let mut val = acc[v];
-        if let Some(sc) = cols.scales {
-            val = s.mul(val, s.read_partial(&sc[c0..c0 + w]));
+        if mode == Store::Final {
+            if let Some(sc) = cols.scales {
+                val = s.mul(val, s.read_partial(&sc[c0..c0 + w]));
+            }
+            if let Some(b) = cols.bias {
+                val = s.add(val, s.read_partial(&b[c0..c0 + w]));
+            }
         }
         // SAFETY: columns c0 .. c0 + w < n of y are in the caller's range.
         unsafe {
             let yp = y.add(c0);
-            val = match mode {
-                Store::Set => match cols.bias {
-                    Some(b) => s.add(val, s.read_partial(&b[c0..c0 + w])),
-                    None => val,
-                },
-                Store::Add => {
-                    if w == l {
-                        s.add(val, s.loadu(yp))
-                    } else {
-                        s.add(val, s.load_partial(yp, w))
-                    }
-                }
-            };
             if w == l {
                 s.storeu(yp, val);
             } else {
