@@ -47,7 +47,7 @@ fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
 fn fma_peak(isa: Isa) -> f64 {
     let iters = 50_000_000usize;
     let c0 = cpu_seconds();
-    let lanes = match isa {
+    let lanes: usize = match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the ISA was checked by `Kernels::new` in main.
         Isa::Avx512 => unsafe { x86::fma_avx512(iters) },
@@ -119,15 +119,24 @@ fn gemv(ks: Kernels, threads: usize) {
             let stored: Vec<Weight<'_>> = match data {
                 WeightData::F32(d) => {
                     stored_f32 = (0..n_copies).map(|_| d.to_vec()).collect();
-                    stored_f32.iter().map(|d| Weight::new(WeightData::F32(d), out_dim, in_dim, Layout::OutIn).unwrap()).collect()
+                    stored_f32
+                        .iter()
+                        .map(|d| Weight::new(WeightData::F32(d), out_dim, in_dim, Layout::OutIn).unwrap())
+                        .collect()
                 }
                 WeightData::F16(d) => {
                     stored_h = (0..n_copies).map(|_| d.to_vec()).collect();
-                    stored_h.iter().map(|d| Weight::new(WeightData::F16(d), out_dim, in_dim, Layout::OutIn).unwrap()).collect()
+                    stored_h
+                        .iter()
+                        .map(|d| Weight::new(WeightData::F16(d), out_dim, in_dim, Layout::OutIn).unwrap())
+                        .collect()
                 }
                 WeightData::Bf16(d) => {
                     stored_b = (0..n_copies).map(|_| d.to_vec()).collect();
-                    stored_b.iter().map(|d| Weight::new(WeightData::Bf16(d), out_dim, in_dim, Layout::OutIn).unwrap()).collect()
+                    stored_b
+                        .iter()
+                        .map(|d| Weight::new(WeightData::Bf16(d), out_dim, in_dim, Layout::OutIn).unwrap())
+                        .collect()
                 }
                 WeightData::I8 { .. } => {
                     stored_q = (0..n_copies).map(|_| q.clone()).collect();

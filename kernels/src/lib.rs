@@ -231,7 +231,14 @@ impl Kernels {
     }
 
     /// Part `part` of [`Kernels::linear_q`] (see [`Kernels::linear_packed_part`]).
-    pub fn linear_q_part(&self, x: &QuantizedRows, w: &PackedWeight, bias: Option<&[f32]>, y: &SharedOut<'_>, part: Part) {
+    pub fn linear_q_part(
+        &self,
+        x: &QuantizedRows,
+        w: &PackedWeight,
+        bias: Option<&[f32]>,
+        y: &SharedOut<'_>,
+        part: Part,
+    ) {
         linear::linear_q_part(*self, x, w, bias, y, part)
     }
 

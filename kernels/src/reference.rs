@@ -34,7 +34,7 @@ pub fn linear(x: &[f32], rows: usize, w: &Weight<'_>, bias: Option<&[f32]>, y: &
 /// `-Q ..= Q`; an all-zero row gets scale 0, a row with a NaN or an infinity scale NaN (values 0).
 pub fn quantize_rows(x: &[f32], in_dim: usize, range: I8Range) -> (Vec<i8>, Vec<f32>) {
     let qmax = range.max();
-    let rows = if in_dim == 0 { 0 } else { x.len() / in_dim };
+    let rows = x.len().checked_div(in_dim).unwrap_or(0);
     let mut q = vec![0i8; rows * in_dim];
     let mut scales = vec![0.0f32; rows];
     for r in 0..rows {

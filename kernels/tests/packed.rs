@@ -126,18 +126,42 @@ fn magnitudes(w: &Weight<'_>, x: &[f32], m: usize) -> Vec<f32> {
     mag
 }
 
+/// Inputs and reference outputs of one `linear_packed` check (computed once, run on every kernel).
+struct Case {
+    m: usize,
+    x: Vec<f32>,
+    b: Vec<f32>,
+    /// `Σ|w·x|` per output.
+    mag: Vec<f32>,
+    /// Reference without and with the bias.
+    want: [Vec<f32>; 2],
+}
+
+impl Case {
+    fn new(w: &Weight<'_>, m: usize, seed: u64) -> Self {
+        let (kd, n) = (w.in_dim, w.out_dim);
+        let x = rand_vec(seed, m * kd, 1.0);
+        let b = rand_vec(seed + 1, n, 0.1);
+        let mut want = [vec![0.0f32; m * n], vec![0.0f32; m * n]];
+        reference::linear(&x, m, w, None, &mut want[0]);
+        reference::linear(&x, m, w, Some(&b), &mut want[1]);
+        Self {
+            m,
+            mag: magnitudes(w, &x, m),
+            x,
+            b,
+            want,
+        }
+    }
+}
+
 /// `linear_packed` of one weight on one kernel against the reference, on unaligned x, bias and y.
-fn check_packed(k: Kernels, w: &Weight<'_>, m: usize, seed: u64, what: &str) {
-    let (kd, n) = (w.in_dim, w.out_dim);
-    let x = rand_vec(seed, m * kd, 1.0);
-    let b = rand_vec(seed + 1, n, 0.1);
-    let (xbuf, xr) = unaligned(&x);
-    let (bbuf, br) = unaligned(&b);
-    let mag = magnitudes(w, &x, m);
+fn check_packed(k: Kernels, w: &Weight<'_>, c: &Case, what: &str) {
+    let (m, kd, n) = (c.m, w.in_dim, w.out_dim);
+    let (xbuf, xr) = unaligned(&c.x);
+    let (bbuf, br) = unaligned(&c.b);
     let pw = PackedWeight::new(&k, w).unwrap();
-    for bias in [None, Some(&bbuf[br.clone()])] {
-        let mut want = vec![0.0f32; m * n];
-        reference::linear(&x, m, w, bias, &mut want);
+    for (bias, want) in [(None, &c.want[0]), (Some(&bbuf[br.clone()]), &c.want[1])] {
         let before = isa::exercised(k.isa());
         let mut ybuf = vec![f32::NAN; m * n + 1];
         k.linear_packed(&xbuf[xr.clone()], m, &pw, bias, &mut ybuf[1..]);
@@ -150,7 +174,8 @@ fn check_packed(k: Kernels, w: &Weight<'_>, m: usize, seed: u64, what: &str) {
         }
         let y = &ybuf[1..];
         for i in 0..y.len() {
-            let tol = (kd as f32 + PACKED_SLACK_TERMS) * EPS * (mag[i] + bias.map_or(0.0, |b| b[i % n].abs())) + 1e-30;
+            let tol =
+                (kd as f32 + PACKED_SLACK_TERMS) * EPS * (c.mag[i] + bias.map_or(0.0, |b| b[i % n].abs())) + 1e-30;
             let err = (y[i] - want[i]).abs();
             assert!(
                 err <= tol,
@@ -169,14 +194,14 @@ fn check_all_dtypes(test: &str, m: usize, kd: usize, n: usize, seed: u64) {
     for dt in [Dtype::F32, Dtype::F16, Dtype::Bf16, Dtype::I8] {
         for layout in [Layout::OutIn, Layout::InOut] {
             let Some(w) = owned.weight(dt, layout) else { continue };
+            let case = Case::new(&w, m, seed + 2);
             for k in kernels::testing::kernels(test) {
                 let what = format!("{dt:?} {layout:?}");
-                check_packed(k, &w, m, seed + 2, &what);
+                check_packed(k, &w, &case, &what);
                 check_packed(
                     k.with_gemm_blocking(SMALL_BLOCKS),
                     &w,
-                    m,
-                    seed + 3,
+                    &case,
                     &format!("{what} small blocks"),
                 );
             }
@@ -422,24 +447,54 @@ fn quantize_rows_matches_reference() {
     }
 }
 
+/// Inputs and references of one `linear_q` check (computed once, run on every kernel).
+struct QCase {
+    m: usize,
+    range: I8Range,
+    x: Vec<f32>,
+    b: Vec<f32>,
+    sx: Vec<f32>,
+    /// `reference::linear_q` without and with the bias.
+    want: [Vec<f32>; 2],
+    /// The f32-activation product without and with the bias.
+    exact: [Vec<f32>; 2],
+}
+
+impl QCase {
+    fn new(w: &Weight<'_>, m: usize, range: I8Range, seed: u64) -> Self {
+        let (kd, n) = (w.in_dim, w.out_dim);
+        let x = rand_vec(seed, m * kd, 1.5);
+        let b = rand_vec(seed + 1, n, 0.1);
+        let (xq, sx) = reference::quantize_rows(&x, kd, range);
+        let mut want = [vec![0.0f32; m * n], vec![0.0f32; m * n]];
+        let mut exact = [vec![0.0f32; m * n], vec![0.0f32; m * n]];
+        for (j, bias) in [None, Some(&b[..])].into_iter().enumerate() {
+            reference::linear_q(&xq, &sx, m, w, bias, &mut want[j]);
+            reference::linear(&x, m, w, bias, &mut exact[j]);
+        }
+        Self {
+            m,
+            range,
+            x,
+            b,
+            sx,
+            want,
+            exact,
+        }
+    }
+}
+
 /// `linear_q` of one int8 weight on one kernel: bit-equal to the reference, and within the derived bound of the
 /// f32-activation product.
-fn check_q(k: Kernels, w: &Weight<'_>, m: usize, range: I8Range, seed: u64) {
-    let (kd, n) = (w.in_dim, w.out_dim);
+fn check_q(k: Kernels, w: &Weight<'_>, c: &QCase) {
+    let (m, range, kd, n) = (c.m, c.range, w.in_dim, w.out_dim);
     let WeightData::I8 { q: qw, scales: sw } = w.data else {
         unreachable!()
     };
-    let x = rand_vec(seed, m * kd, 1.5);
-    let b = rand_vec(seed + 1, n, 0.1);
     let pw = PackedWeight::new(&k, w).unwrap();
-    let (xq_ref, sx_ref) = reference::quantize_rows(&x, kd, range);
     let mut xq = QuantizedRows::default();
-    k.quantize_rows(&x, kd, range, &mut xq);
-    for bias in [None, Some(&b[..])] {
-        let mut want = vec![0.0f32; m * n];
-        reference::linear_q(&xq_ref, &sx_ref, m, w, bias, &mut want);
-        let mut exact_f32 = vec![0.0f32; m * n];
-        reference::linear(&x, m, w, bias, &mut exact_f32);
+    k.quantize_rows(&c.x, kd, range, &mut xq);
+    for (j, bias) in [None, Some(&c.b[..])].into_iter().enumerate() {
         let before = isa::exercised(k.isa());
         let mut ybuf = vec![f32::NAN; m * n + 1];
         k.linear_q(&xq, &pw, bias, &mut ybuf[1..]);
@@ -453,7 +508,7 @@ fn check_q(k: Kernels, w: &Weight<'_>, m: usize, range: I8Range, seed: u64) {
         let y = &ybuf[1..];
         for r in 0..m {
             for o in 0..n {
-                let (got, exp) = (y[r * n + o], want[r * n + o]);
+                let (got, exp) = (y[r * n + o], c.want[j][r * n + o]);
                 assert!(
                     got == exp || (got.is_nan() && exp.is_nan()),
                     "linear_q {} {:?} {range:?} m={m} k={kd} n={n}: y[{r},{o}] = {got} want {exp} (bit-equal)",
@@ -461,19 +516,19 @@ fn check_q(k: Kernels, w: &Weight<'_>, m: usize, range: I8Range, seed: u64) {
                     k.i8_dot()
                 );
                 // Against f32 activations: sx/2 · sw · Σ|qw| + slack (see the constants).
-                let sx = sx_ref[r];
-                let xr = &x[r * kd..(r + 1) * kd];
+                let xr = &c.x[r * kd..(r + 1) * kd];
                 let wr = &qw[o * kd..(o + 1) * kd];
                 let sum_q: f32 = wr.iter().map(|&v| (v as f32).abs()).sum();
                 let sum_qx: f32 = wr.iter().zip(xr).map(|(&v, &xv)| (v as f32 * xv).abs()).sum();
-                let bound =
-                    sw[o] * (sx / 2.0 * sum_q + I8_ACT_REL_SLACK * sum_qx) + I8_STORE_REL_SLACK * got.abs() + 1e-30;
-                let err = (got - exact_f32[r * n + o]).abs();
+                let bound = sw[o] * (c.sx[r] / 2.0 * sum_q + I8_ACT_REL_SLACK * sum_qx)
+                    + I8_STORE_REL_SLACK * got.abs()
+                    + 1e-30;
+                let f = c.exact[j][r * n + o];
                 assert!(
-                    err <= bound,
-                    "linear_q {} {range:?} m={m} k={kd} n={n}: y[{r},{o}] = {got} vs f32 {} (err {err:e} > bound {bound:e})",
+                    (got - f).abs() <= bound,
+                    "linear_q {} {range:?} m={m} k={kd} n={n}: y[{r},{o}] = {got} vs f32 {f} (err {:e} > bound {bound:e})",
                     k.isa(),
-                    exact_f32[r * n + o]
+                    (got - f).abs()
                 );
             }
         }
@@ -486,11 +541,12 @@ fn linear_q_edge_shapes() {
     for (i, &(m, kd, n)) in SHAPES.iter().enumerate() {
         let owned = Owned::new(200 + i as u64, n, kd);
         let w = owned.weight(Dtype::I8, Layout::OutIn).unwrap();
-        for k in kernels::testing::kernels("linear_q_edge_shapes") {
-            for kv in dot_variants("linear_q_edge_shapes", k) {
-                for range in [I8Range::Full, I8Range::Reduced] {
-                    check_q(kv, &w, m, range, 300 + i as u64);
-                    check_q(kv.with_gemm_blocking(SMALL_BLOCKS), &w, m, range, 400 + i as u64);
+        for range in [I8Range::Full, I8Range::Reduced] {
+            let case = QCase::new(&w, m, range, 300 + i as u64);
+            for k in kernels::testing::kernels("linear_q_edge_shapes") {
+                for kv in dot_variants("linear_q_edge_shapes", k) {
+                    check_q(kv, &w, &case);
+                    check_q(kv.with_gemm_blocking(SMALL_BLOCKS), &w, &case);
                 }
             }
         }
@@ -502,9 +558,10 @@ fn linear_q_small_empty_and_non_finite() {
     for &(m, kd, n) in &[(1, 5, 3), (3, 7, 5), (10, 3, 6), (0, 4, 4), (3, 5, 0)] {
         let owned = Owned::new(m as u64 + 17, n, kd);
         let w = owned.weight(Dtype::I8, Layout::OutIn).unwrap();
+        let case = QCase::new(&w, m, I8Range::Full, 5);
         for k in kernels::testing::kernels("linear_q_small_empty_and_non_finite") {
             for kv in dot_variants("linear_q_small_empty_and_non_finite", k) {
-                check_q(kv, &w, m, I8Range::Full, 5);
+                check_q(kv, &w, &case);
             }
         }
     }
@@ -538,13 +595,16 @@ proptest! {
         let owned = Owned::new(seed, n, kd);
         let dt = [Dtype::F32, Dtype::F16, Dtype::Bf16, Dtype::I8][dt];
         let layout = if inout { Layout::InOut } else { Layout::OutIn };
+        let w = owned.weight(dt, layout);
+        let case = w.as_ref().map(|w| Case::new(w, m, seed + 5));
+        let wq = owned.weight(Dtype::I8, Layout::OutIn).unwrap();
+        let qcase = QCase::new(&wq, m, if inout { I8Range::Reduced } else { I8Range::Full }, seed + 9);
         for k in kernels::testing::kernels("packed_and_q_random") {
-            if let Some(w) = owned.weight(dt, layout) {
-                check_packed(k, &w, m, seed + 5, &format!("proptest {dt:?} {layout:?}"));
+            if let (Some(w), Some(case)) = (&w, &case) {
+                check_packed(k, w, case, &format!("proptest {dt:?} {layout:?}"));
             }
-            let wq = owned.weight(Dtype::I8, Layout::OutIn).unwrap();
             for kv in dot_variants("packed_and_q_random", k) {
-                check_q(kv, &wq, m, if inout { I8Range::Reduced } else { I8Range::Full }, seed + 9);
+                check_q(kv, &wq, &qcase);
             }
         }
     }
@@ -627,7 +687,13 @@ fn packed_linear_is_batch_invariant() {
 fn parts_cover_the_output_once() {
     use kernels::{Part, SharedOut};
     use rayon::prelude::*;
-    for &(m, kd, n) in &[(1usize, 300usize, 700usize), (9, 65, 130), (40, 300, 77), (2, 5, 3), (3, 0, 5)] {
+    for &(m, kd, n) in &[
+        (1usize, 300usize, 700usize),
+        (9, 65, 130),
+        (40, 300, 77),
+        (2, 5, 3),
+        (3, 0, 5),
+    ] {
         let owned = Owned::new(m as u64 + 3, n, kd);
         let x = rand_vec(m as u64, m * kd, 1.0);
         let b = rand_vec(7, n, 0.1);
@@ -640,10 +706,9 @@ fn parts_cover_the_output_once() {
                 for count in [1usize, 2, 3, 7] {
                     let mut got = vec![f32::NAN; m * n];
                     let out = SharedOut::new(&mut got);
-                    (0..count).into_par_iter().for_each(|index| {
-                        k.linear_packed_part(&x, m, &pw, Some(&b), &out, Part { index, count })
-                    });
-                    drop(out);
+                    (0..count)
+                        .into_par_iter()
+                        .for_each(|index| k.linear_packed_part(&x, m, &pw, Some(&b), &out, Part { index, count }));
                     for (i, (g, e)) in got.iter().zip(&want).enumerate() {
                         assert_eq!(g.to_bits(), e.to_bits(), "{dt:?} {} m={m} count {count} [{i}]", k.isa());
                     }
@@ -656,11 +721,14 @@ fn parts_cover_the_output_once() {
                         k.linear_q(&xq, &pw, Some(&b), &mut want);
                         let mut got = vec![f32::NAN; m * n];
                         let out = SharedOut::new(&mut got);
-                        (0..3).into_par_iter().for_each(|index| {
-                            k.linear_q_part(&xq, &pw, Some(&b), &out, Part { index, count: 3 })
-                        });
-                        drop(out);
-                        assert!(got.iter().zip(&want).all(|(g, e)| g.to_bits() == e.to_bits()), "{} linear_q_part", k.isa());
+                        (0..3)
+                            .into_par_iter()
+                            .for_each(|index| k.linear_q_part(&xq, &pw, Some(&b), &out, Part { index, count: 3 }));
+                        assert!(
+                            got.iter().zip(&want).all(|(g, e)| g.to_bits() == e.to_bits()),
+                            "{} linear_q_part",
+                            k.isa()
+                        );
                     }
                 }
             }

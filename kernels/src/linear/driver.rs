@@ -8,6 +8,7 @@
 //!                      for MC rows: pack x[MC, KC] into row tiles (contiguous, zero padded)
 //!                        for each panel: for each row tile: MR x NR tile over KC, added to y
 //! ```
+#![allow(clippy::needless_range_loop)] // register tiles read best with indices
 #![allow(clippy::too_many_arguments)] // the share runners take the job's parts flat, as the tiles do
 
 use std::cell::Cell;
@@ -357,7 +358,11 @@ pub(crate) fn run_share<S: Tile, E: PanelElem>(
                             (b_pack.as_ptr(), kc * nr)
                         }
                     };
-                    let mode = if pc + kc >= in_pad { Store::Final } else { Store::Partial };
+                    let mode = if pc + kc >= in_pad {
+                        Store::Final
+                    } else {
+                        Store::Partial
+                    };
                     let mut ic = rows.start;
                     while ic < rows.end {
                         let mc = mc_max.min(rows.end - ic);

@@ -493,7 +493,15 @@ fn packed_split(w: &PackedWeight, m: usize, threads: usize, mr: usize) -> (usize
     driver::split(m, w.n_panels(), w.in_dim, w.out_dim, threads, mr)
 }
 
-fn packed_parts(k: Kernels, x: &[f32], m: usize, w: &PackedWeight, bias: Option<&[f32]>, yp: driver::OutPtr, parts: Parts) {
+fn packed_parts(
+    k: Kernels,
+    x: &[f32],
+    m: usize,
+    w: &PackedWeight,
+    bias: Option<&[f32]>,
+    yp: driver::OutPtr,
+    parts: Parts,
+) {
     let (in_dim, out_dim) = (w.in_dim, w.out_dim);
     let geom = w.geom;
     let n_panels = w.n_panels();
@@ -503,9 +511,17 @@ fn packed_parts(k: Kernels, x: &[f32], m: usize, w: &PackedWeight, bias: Option<
     if let packed::Panels::Bf16(data) = &w.panels {
         if k.isa() == crate::Isa::Avx512 && k.bf16_gemv() == crate::Bf16Gemv::DotBf16 && crate::Isa::has_avx512_bf16() {
             let job = driver::Job::<half::bf16> {
-                x, m, in_dim, out_dim,
-                b: driver::BView::Packed { panels: data.as_slice(), in_pad: w.in_pad },
-                scales: None, bias, y: yp,
+                x,
+                m,
+                in_dim,
+                out_dim,
+                b: driver::BView::Packed {
+                    panels: data.as_slice(),
+                    in_pad: w.in_pad,
+                },
+                scales: None,
+                bias,
+                y: yp,
             };
             let job = &job;
             return parts.run(rp * cp, |p| {
@@ -570,6 +586,7 @@ macro_rules! dispatch_i8 {
         crate::isa::note_exercised(isa);
         let ext = k.i8_dot() == crate::I8Dot::Best;
         let reduced = $range == crate::I8Range::Reduced;
+        let _ = reduced; // only x86-64 has a kernel of its own for the reduced range
         match isa {
             crate::Isa::Scalar => $f(crate::simd::Scalar, packed::SCALAR.nv, $($arg),*),
             #[cfg(target_arch = "x86_64")]
@@ -639,7 +656,7 @@ pub(crate) fn quantize_rows(k: Kernels, x: &[f32], in_dim: usize, range: I8Range
         "quantize_rows: in_dim 0 with {} values",
         x.len()
     );
-    let rows = if in_dim == 0 { 0 } else { x.len() / in_dim };
+    let rows = x.len().checked_div(in_dim).unwrap_or(0);
     assert_eq!(x.len(), rows * in_dim, "quantize_rows: x is not [rows, in_dim]");
     out.shape(rows, in_dim, range);
     if rows > 0 {
@@ -648,8 +665,14 @@ pub(crate) fn quantize_rows(k: Kernels, x: &[f32], in_dim: usize, range: I8Range
 }
 
 /// Shapes of `linear_q`, checked; the int8 panels.
-fn check_q<'w>(k: Kernels, x: &QuantizedRows, w: &'w PackedWeight, bias: Option<&[f32]>, y_len: usize, what: &str)
-    -> (&'w packed::AlignedBuf<i8>, &'w [f32], &'w [i32]) {
+fn check_q<'w>(
+    k: Kernels,
+    x: &QuantizedRows,
+    w: &'w PackedWeight,
+    bias: Option<&[f32]>,
+    y_len: usize,
+    what: &str,
+) -> (&'w packed::AlignedBuf<i8>, &'w [f32], &'w [i32]) {
     assert_eq!(
         w.isa,
         k.isa(),
@@ -660,7 +683,11 @@ fn check_q<'w>(k: Kernels, x: &QuantizedRows, w: &'w PackedWeight, bias: Option<
     let packed::Panels::I8 { q, scales, col_sums } = &w.panels else {
         panic!("{what}: the weight is not int8 (use linear_packed)")
     };
-    assert_eq!(x.in_dim, w.in_dim, "{what}: x rows have {} inputs, the weight {}", x.in_dim, w.in_dim);
+    assert_eq!(
+        x.in_dim, w.in_dim,
+        "{what}: x rows have {} inputs, the weight {}",
+        x.in_dim, w.in_dim
+    );
     assert!(
         w.in_dim <= I8_DOT_MAX_IN,
         "{what}: {} inputs; at most {I8_DOT_MAX_IN} keep the i32 sums exact",
@@ -686,7 +713,14 @@ pub(crate) fn linear_q(k: Kernels, x: &QuantizedRows, w: &PackedWeight, bias: Op
 }
 
 /// One part of [`linear_q`] (see [`Kernels::linear_q_part`]).
-pub(crate) fn linear_q_part(k: Kernels, x: &QuantizedRows, w: &PackedWeight, bias: Option<&[f32]>, y: &SharedOut<'_>, part: Part) {
+pub(crate) fn linear_q_part(
+    k: Kernels,
+    x: &QuantizedRows,
+    w: &PackedWeight,
+    bias: Option<&[f32]>,
+    y: &SharedOut<'_>,
+    part: Part,
+) {
     let panels = check_q(k, x, w, bias, y.len(), "linear_q_part");
     let yp = y.take(part);
     if x.rows == 0 || w.out_dim == 0 {

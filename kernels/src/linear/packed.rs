@@ -511,11 +511,13 @@ impl PackedWeight {
             assert!(o < self.out_dim, "gather_rows: id {o} out of range");
             let base = (o / nr) * self.in_pad * nr;
             let c = o % nr;
+            // Input i of column c in the group layout of group size g.
+            let at = |i: usize, g: usize| base + (i / g) * nr * g + c * g + i % g;
             macro_rules! gather {
                 ($b:expr, $g:expr, $s:expr) => {{
                     let b = $b.as_slice();
                     for (i, v) in row.iter_mut().enumerate() {
-                        *v = b[base + (i / $g) * nr * $g + c * $g + i % $g].to_f32() * $s;
+                        *v = b[at(i, $g)].to_f32() * $s;
                     }
                 }};
             }

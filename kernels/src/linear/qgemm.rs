@@ -12,6 +12,7 @@
 //!
 //! Error against the f32 product with the same int8 weights `W = qw · sw` (derived in [`QuantizedRows`]):
 //! `|y - x·Wᵀ| <= sx/2 · sw · Σ_i |qw[o, i]|` plus the f32 rounding of the store (a few ulps of `|y|`).
+#![allow(clippy::needless_range_loop)] // register tiles read best with indices
 
 use std::ops::Range;
 

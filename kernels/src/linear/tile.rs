@@ -108,7 +108,7 @@ pub(crate) unsafe fn tile<S: Tile, E: PanelElem, const MR: usize>(
     let groups = kc / g;
     // Accumulate in a local copy (only indexed by unrolled constants, so it lives in registers), written back once.
     let mut c = *acc;
-    // SAFETY (every access below): within the ranges the caller guarantees; group q < ceil(kc / G) reads
+    // SAFETY: every access is within the ranges the caller guarantees: group q < ceil(kc / G) reads
     // b[q·NR·G + v·LANES·G ..][..LANES·G] with v < NV, and a at inputs q·G + t < kc.
     unsafe {
         for q in 0..groups {
