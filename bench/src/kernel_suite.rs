@@ -560,10 +560,18 @@ fn workloads(quick: bool) -> Vec<Workload> {
 }
 
 /// Run every workload: the reference once (it is slow), every ISA for `budget`.
-pub fn run(machine: &Machine, isas: &[Isa], quick: bool, progress: &indicatif::ProgressBar) -> Vec<KernelRow> {
+/// `only`: keep the workloads whose kernel name contains one of these (all when empty).
+pub fn run(
+    machine: &Machine,
+    isas: &[Isa],
+    only: &[String],
+    quick: bool,
+    progress: &indicatif::ProgressBar,
+) -> Vec<KernelRow> {
     let budget = Duration::from_millis(if quick { 150 } else { 600 });
     let mut rows = Vec::new();
     let mut list = workloads(quick);
+    list.retain(|w| only.is_empty() || only.iter().any(|o| w.kernel.contains(o.as_str())));
     progress.set_length((list.len() * (isas.len() + 1)) as u64);
     for w in list.iter_mut() {
         progress.set_message(format!("{} reference", w.kernel));
