@@ -357,10 +357,10 @@ impl Engine {
         let mut stream = self.stream(prompt, spec)?;
         while let Some(event) = stream.next_event() {
             if on_token(&event?).is_break() {
-                return Ok(stream.finish());
+                return Ok(stream.outcome());
             }
         }
-        Ok(stream.finish())
+        Ok(stream.outcome())
     }
 
     /// Translate `texts` (best hypothesis each, input order).
@@ -418,12 +418,12 @@ impl Stream<'_> {
     }
 
     /// What was generated: to the end, or up to here ([`Finish::Cancelled`]) when stopped early.
-    pub fn finish(self) -> Outcome {
+    pub fn outcome(&self) -> Outcome {
         Outcome {
             finish: self.finish_reason().unwrap_or(Finish::Cancelled),
             timings: self.generator.timings(),
-            text: self.text,
-            tokens: self.tokens,
+            text: self.text.clone(),
+            tokens: self.tokens.clone(),
         }
     }
 }
