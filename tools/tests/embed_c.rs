@@ -16,7 +16,10 @@ fn lib_dir() -> PathBuf {
             return dir;
         }
     }
-    panic!("libqkv_capi.so/.a not found beside {} (qkv-capi is a dev-dependency of tools)", exe.display());
+    panic!(
+        "libqkv_capi.so/.a not found beside {} (qkv-capi is a dev-dependency of tools)",
+        exe.display()
+    );
 }
 
 fn capi_dir() -> PathBuf {
@@ -89,7 +92,12 @@ fn cli_generate(model: &Path, prompt: &str, max_new: usize) -> (String, Vec<u32>
         .arg(model)
         .args(["--prompt", prompt, "--max-new-tokens", &max_new.to_string()]));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let tokens = v["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
+    let tokens = v["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as u32)
+        .collect();
     (v["text"].as_str().unwrap().to_string(), tokens)
 }
 
@@ -103,7 +111,12 @@ fn cli_translate(model: &Path, texts: &[&str], extra: &[&str]) -> Vec<(String, V
     out.lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let tokens = v["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
+            let tokens = v["tokens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_u64().unwrap() as u32)
+                .collect();
             (v["text"].as_str().unwrap().to_string(), tokens)
         })
         .collect()
@@ -122,7 +135,10 @@ fn parse_translate(out: &str) -> Vec<(String, Vec<u32>)> {
     out.lines()
         .map(|l| {
             let (text, ids) = l.split_once('\t').expect("text<TAB>ids");
-            (text.to_string(), ids.split_whitespace().map(|t| t.parse().unwrap()).collect())
+            (
+                text.to_string(),
+                ids.split_whitespace().map(|t| t.parse().unwrap()).collect(),
+            )
         })
         .collect()
 }
@@ -144,11 +160,18 @@ fn check_generate(exe: &Path, mode: Option<&str>) {
     for prompt in PROMPTS {
         let (want_text, want_tokens) = cli_generate(&stories(), prompt, MAX_NEW_TOKENS);
         let mut cmd = Command::new(exe);
-        cmd.args(mode).arg(stories()).arg(prompt).arg(MAX_NEW_TOKENS.to_string());
+        cmd.args(mode)
+            .arg(stories())
+            .arg(prompt)
+            .arg(MAX_NEW_TOKENS.to_string());
         let (text, tokens, stop) = parse_generate(&run(&mut cmd));
         assert_eq!(tokens, want_tokens, "{} {prompt:?}", exe.display());
         assert_eq!(text, want_text, "{} {prompt:?}", exe.display());
-        let want_stop = if tokens.len() == MAX_NEW_TOKENS { "max_tokens" } else { "eos" };
+        let want_stop = if tokens.len() == MAX_NEW_TOKENS {
+            "max_tokens"
+        } else {
+            "eos"
+        };
         assert_eq!(stop, want_stop);
     }
 }
@@ -175,7 +198,13 @@ fn check_translate(exe: &Path, mode: Option<&str>) {
 fn c_generate_example_gives_the_cli_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("generate");
-    compile("cc", "c11", &capi_dir().join("examples").join("generate.c"), &exe, Link::Shared);
+    compile(
+        "cc",
+        "c11",
+        &capi_dir().join("examples").join("generate.c"),
+        &exe,
+        Link::Shared,
+    );
     check_generate(&exe, None);
 }
 
@@ -183,7 +212,13 @@ fn c_generate_example_gives_the_cli_tokens() {
 fn c_translate_example_gives_the_cli_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("translate");
-    compile("cc", "c11", &capi_dir().join("examples").join("translate.c"), &exe, Link::Shared);
+    compile(
+        "cc",
+        "c11",
+        &capi_dir().join("examples").join("translate.c"),
+        &exe,
+        Link::Shared,
+    );
     check_translate(&exe, None);
 }
 
@@ -191,7 +226,13 @@ fn c_translate_example_gives_the_cli_tokens() {
 fn cpp_example_linked_statically_gives_the_cli_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("example");
-    compile("c++", "c++17", &capi_dir().join("examples").join("example.cpp"), &exe, Link::Static);
+    compile(
+        "c++",
+        "c++17",
+        &capi_dir().join("examples").join("example.cpp"),
+        &exe,
+        Link::Static,
+    );
     check_generate(&exe, Some("generate"));
     check_translate(&exe, Some("translate"));
 }
@@ -200,12 +241,23 @@ fn cpp_example_linked_statically_gives_the_cli_tokens() {
 fn c_error_paths_callback_stop_and_threads() {
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("capi_test");
-    compile("cc", "c11", &capi_dir().join("tests").join("c").join("capi_test.c"), &exe, Link::Shared);
+    compile(
+        "cc",
+        "c11",
+        &capi_dir().join("tests").join("c").join("capi_test.c"),
+        &exe,
+        Link::Shared,
+    );
     let out = run(Command::new(&exe).arg(stories()).arg(aren()));
     let last = out.lines().last().unwrap_or_default();
     let (passed, failed) = last
         .split_once(" passed, ")
-        .map(|(p, f)| (p.parse::<usize>().unwrap(), f.trim_end_matches(" failed").parse::<usize>().unwrap()))
+        .map(|(p, f)| {
+            (
+                p.parse::<usize>().unwrap(),
+                f.trim_end_matches(" failed").parse::<usize>().unwrap(),
+            )
+        })
         .unwrap_or_else(|| panic!("no summary line in {out:?}"));
     assert_eq!(failed, 0, "{out}");
     // every CHECK of capi_test.c ran (a count that drops means a section stopped early)

@@ -332,7 +332,9 @@ unsafe fn options_or<T: Copy>(p: *const T, default: T) -> T {
 /// `model` is NULL or a live handle from `qkv_model_load`.
 unsafe fn model_arg<'a>(model: *const qkv_model) -> Result<&'a Engine> {
     // SAFETY: NULL or live by the caller's contract; `as_ref` maps NULL to None.
-    unsafe { model.as_ref() }.map(|m| &m.engine).ok_or_else(|| null("model"))
+    unsafe { model.as_ref() }
+        .map(|m| &m.engine)
+        .ok_or_else(|| null("model"))
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -774,7 +776,10 @@ pub unsafe extern "C" fn qkv_translations_count(translations: *const qkv_transla
 /// # Safety
 /// `translations` is NULL or live.
 #[no_mangle]
-pub unsafe extern "C" fn qkv_translations_get(translations: *const qkv_translations, i: usize) -> *const qkv_translation {
+pub unsafe extern "C" fn qkv_translations_get(
+    translations: *const qkv_translations,
+    i: usize,
+) -> *const qkv_translation {
     // SAFETY: NULL or live by the caller's contract.
     unsafe { translations.as_ref() }
         .and_then(|t| t.items.get(i))
@@ -813,7 +818,7 @@ mod tests {
         // SAFETY: the error from `entry`, freed once.
         unsafe { qkv_error_free(err) };
         // a success clears the thread's last error and the out-parameter
-        let mut err2: *mut qkv_error = 1usize as *mut qkv_error;
+        let mut err2: *mut qkv_error = ptr::dangling_mut();
         assert_eq!(entry(&mut err2, || Ok(7)), Some(7));
         assert!(err2.is_null());
         assert_eq!(qkv_last_error_code(), qkv_status::QKV_OK);

@@ -90,7 +90,10 @@ impl Error {
             .map(|s| s.to_string())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown payload".to_string());
-        Self::new(ErrorKind::Panic, format!("internal error (a panic in qkv, please report it): {what}"))
+        Self::new(
+            ErrorKind::Panic,
+            format!("internal error (a panic in qkv, please report it): {what}"),
+        )
     }
 }
 
@@ -130,7 +133,8 @@ pub struct LoadSpec {
 
 /// `stored` or `int8` (any case).
 pub fn parse_weights(name: &str) -> Result<WeightType> {
-    name.parse().map_err(|e: String| Error::invalid(format!("weights: {e}")))
+    name.parse()
+        .map_err(|e: String| Error::invalid(format!("weights: {e}")))
 }
 
 /// The kernels of the instruction set `name`: an error naming it when qkv does not know it or this CPU lacks it.
@@ -142,7 +146,10 @@ pub fn kernels_for(name: &str) -> Result<Kernels> {
             let known: Vec<&str> = Isa::ALL.iter().map(|i| i.name()).collect();
             Error::new(
                 ErrorKind::Isa,
-                format!("isa {name:?} is not an instruction set qkv knows ({})", known.join(", ")),
+                format!(
+                    "isa {name:?} is not an instruction set qkv knows ({})",
+                    known.join(", ")
+                ),
             )
         })?;
     Ok(Kernels::new(isa).map_err(qkv::Error::from)?)
@@ -216,7 +223,11 @@ impl GenerateSpec {
             },
             repetition_penalty: self.repetition_penalty,
             stop_strings: self.stop_strings.clone(),
-            prompt_format: if self.chat { PromptFormat::Chat } else { PromptFormat::Plain },
+            prompt_format: if self.chat {
+                PromptFormat::Chat
+            } else {
+                PromptFormat::Plain
+            },
         })
     }
 }
@@ -456,10 +467,34 @@ mod tests {
             other => panic!("{other:?}"),
         }
         for (spec, field) in [
-            (GenerateSpec { temperature: -1.0, ..Default::default() }, "temperature"),
-            (GenerateSpec { temperature: f32::NAN, ..Default::default() }, "temperature"),
-            (GenerateSpec { top_p: 1.5, ..Default::default() }, "top_p"),
-            (GenerateSpec { min_p: -0.1, ..Default::default() }, "min_p"),
+            (
+                GenerateSpec {
+                    temperature: -1.0,
+                    ..Default::default()
+                },
+                "temperature",
+            ),
+            (
+                GenerateSpec {
+                    temperature: f32::NAN,
+                    ..Default::default()
+                },
+                "temperature",
+            ),
+            (
+                GenerateSpec {
+                    top_p: 1.5,
+                    ..Default::default()
+                },
+                "top_p",
+            ),
+            (
+                GenerateSpec {
+                    min_p: -0.1,
+                    ..Default::default()
+                },
+                "min_p",
+            ),
         ] {
             let e = spec.options().unwrap_err();
             assert_eq!(e.kind, ErrorKind::InvalidArgument);

@@ -7,10 +7,11 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use pyo3::conversion::FromPyObjectOwned;
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString};
+use pyo3::types::{PyBytes, PyDict, PyString};
 use qkv::{Timings as EngineTimings, TranslateOptions};
 use qkv_embed::{Engine, Error, ErrorKind, Finish, GenerateSpec, LoadSpec, Outcome};
 
@@ -226,7 +227,10 @@ impl Stream {
                 StreamState::Done(_) | StreamState::Failed => return Ok(None),
             };
             match next {
-                Some(Ok(ev)) => Ok(Some(TokenEvent { id: ev.id, text: ev.text })),
+                Some(Ok(ev)) => Ok(Some(TokenEvent {
+                    id: ev.id,
+                    text: ev.text,
+                })),
                 Some(Err(e)) => {
                     *state = StreamState::Failed;
                     Err(e)
@@ -281,30 +285,76 @@ struct Model {
     path: PathBuf,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn generate_spec(
-    max_new_tokens: Option<usize>,
-    temperature: Option<f32>,
-    top_k: Option<usize>,
-    top_p: Option<f32>,
-    min_p: Option<f32>,
-    seed: Option<u64>,
-    repetition_penalty: Option<f32>,
-    stop: Option<Vec<String>>,
-    chat: bool,
-) -> GenerateSpec {
-    let d = GenerateSpec::default();
-    GenerateSpec {
-        max_new_tokens: max_new_tokens.unwrap_or(d.max_new_tokens),
-        temperature: temperature.unwrap_or(d.temperature),
-        top_k: top_k.unwrap_or(d.top_k),
-        top_p: top_p.unwrap_or(d.top_p),
-        min_p: min_p.unwrap_or(d.min_p),
-        seed: seed.unwrap_or(d.seed),
-        repetition_penalty: repetition_penalty.unwrap_or(d.repetition_penalty),
-        stop_strings: stop.unwrap_or(d.stop_strings),
-        chat,
+/// `value` as `T`, or the error of its extraction naming the keyword `key` (same exception type).
+fn keyword<'py, T>(key: &str, value: &Bound<'py, PyAny>) -> PyResult<T>
+where
+    T: FromPyObjectOwned<'py>,
+    for<'a> <T as FromPyObject<'a, 'py>>::Error: Into<PyErr>,
+{
+    value.extract::<T>().map_err(|e| {
+        let e: PyErr = e.into();
+        let py = value.py();
+        PyErr::from_type(e.get_type(py), format!("{key}: {}", e.value(py)))
+    })
+}
+
+/// Apply the keyword options `kwargs` with `apply(key, value)`, which returns false for an unknown key.
+/// A value of None keeps the default.
+fn each_option<'py>(
+    what: &str,
+    kwargs: Option<&Bound<'py, PyDict>>,
+    mut apply: impl FnMut(&str, &Bound<'py, PyAny>) -> PyResult<bool>,
+) -> PyResult<()> {
+    for (key, value) in kwargs.into_iter().flat_map(|d| d.iter()) {
+        let key: String = key.extract()?;
+        if value.is_none() {
+            continue;
+        }
+        if !apply(&key, &value)? {
+            return Err(PyTypeError::new_err(format!(
+                "{what}() got an unexpected keyword argument {key:?}"
+            )));
+        }
     }
+    Ok(())
+}
+
+/// The options of generate and stream (see the stubs): missing or None keeps the default.
+fn generate_spec(what: &str, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<GenerateSpec> {
+    let mut s = GenerateSpec::default();
+    each_option(what, kwargs, |key, v| {
+        match key {
+            "max_new_tokens" => s.max_new_tokens = keyword(key, v)?,
+            "temperature" => s.temperature = keyword(key, v)?,
+            "top_k" => s.top_k = keyword(key, v)?,
+            "top_p" => s.top_p = keyword(key, v)?,
+            "min_p" => s.min_p = keyword(key, v)?,
+            "seed" => s.seed = keyword(key, v)?,
+            "repetition_penalty" => s.repetition_penalty = keyword(key, v)?,
+            "stop" => s.stop_strings = keyword(key, v)?,
+            "chat" => s.chat = keyword(key, v)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    })?;
+    Ok(s)
+}
+
+/// The options of translate (see the stubs): missing or None keeps the model's default.
+fn translate_options(kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<TranslateOptions> {
+    let mut o = TranslateOptions::default();
+    each_option("translate", kwargs, |key, v| {
+        match key {
+            "beam_size" => o.beam_size = Some(keyword(key, v)?),
+            "max_length" => o.max_length = Some(keyword(key, v)?),
+            "min_length" => o.min_length = Some(keyword(key, v)?),
+            "length_penalty" => o.length_penalty = Some(keyword(key, v)?),
+            "batch_size" => o.batch_size = keyword(key, v)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    })?;
+    Ok(o)
 }
 
 #[pymethods]
@@ -345,71 +395,32 @@ impl Model {
         self.engine.threads()
     }
 
-    /// Generate after `prompt`; temperature 0 (the default) is greedy.
-    #[pyo3(signature = (prompt, *, max_new_tokens=None, temperature=None, top_k=None, top_p=None, min_p=None,
-                        seed=None, repetition_penalty=None, stop=None, chat=false))]
-    #[allow(clippy::too_many_arguments)]
+    /// Generate after `prompt`; temperature 0 (the default) is greedy. Options: max_new_tokens,
+    /// temperature, top_k, top_p, min_p, seed, repetition_penalty, stop, chat.
+    #[pyo3(signature = (prompt, **options))]
     fn generate(
         &self,
         py: Python<'_>,
         prompt: &Bound<'_, PyAny>,
-        max_new_tokens: Option<usize>,
-        temperature: Option<f32>,
-        top_k: Option<usize>,
-        top_p: Option<f32>,
-        min_p: Option<f32>,
-        seed: Option<u64>,
-        repetition_penalty: Option<f32>,
-        stop: Option<Vec<String>>,
-        chat: bool,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Generation> {
         let prompt = text_arg(prompt, "prompt")?;
-        let spec = generate_spec(
-            max_new_tokens,
-            temperature,
-            top_k,
-            top_p,
-            min_p,
-            seed,
-            repetition_penalty,
-            stop,
-            chat,
-        );
+        let spec = generate_spec("generate", options)?;
         let engine = &self.engine;
         let outcome = py.detach(|| engine.generate(&prompt, &spec)).map_err(py_err)?;
         Ok(outcome.into())
     }
 
-    /// Stream the generation after `prompt`: an iterator of TokenEvent (same options as generate).
-    #[pyo3(signature = (prompt, *, max_new_tokens=None, temperature=None, top_k=None, top_p=None, min_p=None,
-                        seed=None, repetition_penalty=None, stop=None, chat=false))]
-    #[allow(clippy::too_many_arguments)]
+    /// Stream the generation after `prompt`: an iterator of TokenEvent (the options of generate).
+    #[pyo3(signature = (prompt, **options))]
     fn stream(
         &self,
         py: Python<'_>,
         prompt: &Bound<'_, PyAny>,
-        max_new_tokens: Option<usize>,
-        temperature: Option<f32>,
-        top_k: Option<usize>,
-        top_p: Option<f32>,
-        min_p: Option<f32>,
-        seed: Option<u64>,
-        repetition_penalty: Option<f32>,
-        stop: Option<Vec<String>>,
-        chat: bool,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Stream> {
         let prompt = text_arg(prompt, "prompt")?;
-        let spec = generate_spec(
-            max_new_tokens,
-            temperature,
-            top_k,
-            top_p,
-            min_p,
-            seed,
-            repetition_penalty,
-            stop,
-            chat,
-        );
+        let spec = generate_spec("stream", options)?;
         let engine = self.engine.clone();
         let live = py
             .detach(|| LiveStream::try_new(engine, |e| e.stream(&prompt, &spec)))
@@ -419,18 +430,14 @@ impl Model {
         })
     }
 
-    /// Translate sentences (str or UTF-8 bytes), batched; None keeps the model's default.
-    #[pyo3(signature = (texts, *, beam_size=None, max_length=None, min_length=None, length_penalty=None,
-                        batch_size=None))]
+    /// Translate sentences (str or UTF-8 bytes), batched, in input order. Options: beam_size,
+    /// max_length, min_length, length_penalty (missing or None: the model's), batch_size (32).
+    #[pyo3(signature = (texts, **options))]
     fn translate(
         &self,
         py: Python<'_>,
         texts: &Bound<'_, PyAny>,
-        beam_size: Option<usize>,
-        max_length: Option<usize>,
-        min_length: Option<usize>,
-        length_penalty: Option<f32>,
-        batch_size: Option<usize>,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Vec<Translation>> {
         if texts.is_instance_of::<PyString>() || texts.is_instance_of::<PyBytes>() {
             return Err(PyTypeError::new_err(
@@ -442,15 +449,7 @@ impl Model {
             .enumerate()
             .map(|(i, t)| text_arg(&t?, &format!("texts[{i}]")))
             .collect::<PyResult<_>>()?;
-        let d = TranslateOptions::default();
-        let opts = TranslateOptions {
-            beam_size,
-            max_length,
-            min_length,
-            length_penalty,
-            batch_size: batch_size.unwrap_or(d.batch_size),
-            ..d
-        };
+        let opts = translate_options(options)?;
         let engine = &self.engine;
         let out = py
             .detach(|| {

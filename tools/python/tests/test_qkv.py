@@ -190,13 +190,21 @@ def test_bad_generate_options(stories, kwargs, needle):
         assert kind_of(e) == "invalid_argument"
 
 
-def test_out_of_range_and_mistyped_options_are_python_errors(stories, aren):
-    with pytest.raises(OverflowError):
+def test_out_of_range_mistyped_and_unknown_options_are_python_errors(stories, aren):
+    with pytest.raises(OverflowError, match="max_new_tokens"):
         stories.generate("Once", max_new_tokens=-1)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="temperature"):
         stories.generate("Once", temperature="hot")
+    with pytest.raises(TypeError, match="stop"):
+        stories.stream("Once", stop="not a list")
+    with pytest.raises(TypeError, match="max_tokens"):
+        stories.generate("Once", max_tokens=3)
+    with pytest.raises(TypeError, match="beam"):
+        aren.translate(["x"], beam=3)
     with pytest.raises(TypeError, match="list"):
         aren.translate("one sentence, not a list")
+    # None keeps the default
+    assert stories.generate("Once", max_new_tokens=None, temperature=None).tokens == stories.generate("Once").tokens
 
 
 def test_bad_translate_options(aren, aren_sources):
