@@ -264,3 +264,34 @@ fn c_error_paths_callback_stop_and_threads() {
     assert!(passed >= 150, "only {passed} checks ran:\n{out}");
     println!("capi_test.c: {last}");
 }
+
+/// The fenced code block of `lang` in `section` of tools/EMBEDDING.md (the README draft).
+fn readme_block(section: &str, lang: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("EMBEDDING.md");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let start = text.find(&format!("## {section}")).unwrap_or_else(|| panic!("no section {section:?}"));
+    let fence = format!("```{lang}\n");
+    let body = &text[start..];
+    let open = body.find(&fence).unwrap_or_else(|| panic!("no {lang} block in {section:?}")) + fence.len();
+    let close = body[open..].find("```").unwrap();
+    body[open..open + close].to_string()
+}
+
+#[test]
+fn readme_c_example_runs_as_written() {
+    let snippet = readme_block("Use from C", "c");
+    assert!(snippet.lines().count() <= 5, "five lines:\n{snippet}");
+    let models = format!("{}/", loaders::paths::shared_models_dir().display());
+    let program = format!(
+        "#include <stdio.h>\n#include \"qkv.h\"\nint main(void) {{\n{}\nreturn 0;\n}}\n",
+        snippet.replace("../shared/models/", &models)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("app.c");
+    std::fs::write(&source, program).unwrap();
+    let exe = dir.path().join("app");
+    compile("cc", "c11", &source, &exe, Link::Shared);
+    let out = run(&mut Command::new(&exe));
+    let (want, _) = cli_generate(&stories(), "Once upon a time", 128);
+    assert_eq!(out, format!("{want}\n"));
+}
