@@ -15,7 +15,7 @@ trap 'rm -rf "$WORK"' EXIT
 build() { cc -std=c11 -g -O1 -Itools/capi/include "$1" -L"$LIB" -lqkv_capi -Wl,-rpath,"$LIB" -lpthread -lm -o "$2"; }
 build tools/capi/examples/generate.c "$WORK/generate"
 build tools/capi/tests/c/capi_test.c "$WORK/capi_test"
-vg() { QKV_ISA=avx2 valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=9 "$@"; }
+vg() { QKV_ISA=avx2 valgrind -q --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --error-exitcode=9 "$@"; }
 vg "$WORK/generate" "$MODELS/stories260k" "Once upon a time" 32
 vg "$WORK/capi_test" "$MODELS/stories260k" "$MODELS/aren-transliteration-ct2"
 echo "memcheck: no memory error, no definite or indirect leak"

@@ -34,8 +34,21 @@ enum Link {
     Static,
 }
 
-/// Compile `source` with `compiler` (cc or c++) into `out`, warnings as errors.
-fn compile(compiler: &str, std: &str, source: &Path, out: &Path, link: Link) {
+#[derive(Clone, Copy)]
+enum Lang {
+    C,
+    Cpp,
+}
+
+/// Compile `source` with the system `cc` (C11) or `c++` (C++17), warnings as errors, into a temporary
+/// directory: the directory (the executable lives as long as it) and the executable.
+fn build(lang: Lang, source: &Path, link: Link) -> (tempfile::TempDir, PathBuf) {
+    let (compiler, std) = match lang {
+        Lang::C => ("cc", "c11"),
+        Lang::Cpp => ("c++", "c++17"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join(source.file_stem().unwrap());
     let lib = lib_dir();
     let mut cmd = Command::new(compiler);
     cmd.arg(format!("-std={std}"))
@@ -44,7 +57,7 @@ fn compile(compiler: &str, std: &str, source: &Path, out: &Path, link: Link) {
         .arg(capi_dir().join("include"))
         .arg(source)
         .arg("-o")
-        .arg(out);
+        .arg(&out);
     match link {
         Link::Shared => {
             cmd.arg(format!("-L{}", lib.display()))
@@ -63,6 +76,12 @@ fn compile(compiler: &str, std: &str, source: &Path, out: &Path, link: Link) {
         source.display(),
         String::from_utf8_lossy(&o.stderr)
     );
+    (dir, out)
+}
+
+/// A source of tools/capi.
+fn capi_source(path: &str) -> PathBuf {
+    capi_dir().join(path)
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -196,58 +215,26 @@ fn check_translate(exe: &Path, mode: Option<&str>) {
 
 #[test]
 fn c_generate_example_gives_the_cli_tokens() {
-    let dir = tempfile::tempdir().unwrap();
-    let exe = dir.path().join("generate");
-    compile(
-        "cc",
-        "c11",
-        &capi_dir().join("examples").join("generate.c"),
-        &exe,
-        Link::Shared,
-    );
+    let (_dir, exe) = build(Lang::C, &capi_source("examples/generate.c"), Link::Shared);
     check_generate(&exe, None);
 }
 
 #[test]
 fn c_translate_example_gives_the_cli_tokens() {
-    let dir = tempfile::tempdir().unwrap();
-    let exe = dir.path().join("translate");
-    compile(
-        "cc",
-        "c11",
-        &capi_dir().join("examples").join("translate.c"),
-        &exe,
-        Link::Shared,
-    );
+    let (_dir, exe) = build(Lang::C, &capi_source("examples/translate.c"), Link::Shared);
     check_translate(&exe, None);
 }
 
 #[test]
 fn cpp_example_linked_statically_gives_the_cli_tokens() {
-    let dir = tempfile::tempdir().unwrap();
-    let exe = dir.path().join("example");
-    compile(
-        "c++",
-        "c++17",
-        &capi_dir().join("examples").join("example.cpp"),
-        &exe,
-        Link::Static,
-    );
+    let (_dir, exe) = build(Lang::Cpp, &capi_source("examples/example.cpp"), Link::Static);
     check_generate(&exe, Some("generate"));
     check_translate(&exe, Some("translate"));
 }
 
 #[test]
 fn c_error_paths_callback_stop_and_threads() {
-    let dir = tempfile::tempdir().unwrap();
-    let exe = dir.path().join("capi_test");
-    compile(
-        "cc",
-        "c11",
-        &capi_dir().join("tests").join("c").join("capi_test.c"),
-        &exe,
-        Link::Shared,
-    );
+    let (_dir, exe) = build(Lang::C, &capi_source("tests/c/capi_test.c"), Link::Shared);
     let out = run(Command::new(&exe).arg(stories()).arg(aren()));
     let last = out.lines().last().unwrap_or_default();
     let (passed, failed) = last
@@ -269,10 +256,15 @@ fn c_error_paths_callback_stop_and_threads() {
 fn readme_block(section: &str, lang: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("EMBEDDING.md");
     let text = std::fs::read_to_string(&path).unwrap();
-    let start = text.find(&format!("## {section}")).unwrap_or_else(|| panic!("no section {section:?}"));
+    let start = text
+        .find(&format!("## {section}"))
+        .unwrap_or_else(|| panic!("no section {section:?}"));
     let fence = format!("```{lang}\n");
     let body = &text[start..];
-    let open = body.find(&fence).unwrap_or_else(|| panic!("no {lang} block in {section:?}")) + fence.len();
+    let open = body
+        .find(&fence)
+        .unwrap_or_else(|| panic!("no {lang} block in {section:?}"))
+        + fence.len();
     let close = body[open..].find("```").unwrap();
     body[open..open + close].to_string()
 }
@@ -286,11 +278,10 @@ fn readme_c_example_runs_as_written() {
         "#include <stdio.h>\n#include \"qkv.h\"\nint main(void) {{\n{}\nreturn 0;\n}}\n",
         snippet.replace("../shared/models/", &models)
     );
-    let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("app.c");
+    let src = tempfile::tempdir().unwrap();
+    let source = src.path().join("app.c");
     std::fs::write(&source, program).unwrap();
-    let exe = dir.path().join("app");
-    compile("cc", "c11", &source, &exe, Link::Shared);
+    let (_dir, exe) = build(Lang::C, &source, Link::Shared);
     let out = run(&mut Command::new(&exe));
     let (want, _) = cli_generate(&stories(), "Once upon a time", 128);
     assert_eq!(out, format!("{want}\n"));

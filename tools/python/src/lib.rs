@@ -298,22 +298,39 @@ where
     })
 }
 
-/// Apply the keyword options `kwargs` with `apply(key, value)`, which returns false for an unknown key.
-/// A value of None keeps the default.
+/// Keywords of generate and stream.
+const GENERATE_OPTIONS: [&str; 9] = [
+    "max_new_tokens",
+    "temperature",
+    "top_k",
+    "top_p",
+    "min_p",
+    "seed",
+    "repetition_penalty",
+    "stop",
+    "chat",
+];
+/// Keywords of translate.
+const TRANSLATE_OPTIONS: [&str; 5] = ["beam_size", "max_length", "min_length", "length_penalty", "batch_size"];
+
+/// Apply the keyword options `kwargs` of `what` (which takes the keywords `known`) with `apply(key, value)`.
+/// An unknown keyword is a TypeError; a value of None keeps the default.
 fn each_option<'py>(
     what: &str,
+    known: &[&str],
     kwargs: Option<&Bound<'py, PyDict>>,
-    mut apply: impl FnMut(&str, &Bound<'py, PyAny>) -> PyResult<bool>,
+    mut apply: impl FnMut(&str, &Bound<'py, PyAny>) -> PyResult<()>,
 ) -> PyResult<()> {
     for (key, value) in kwargs.into_iter().flat_map(|d| d.iter()) {
         let key: String = key.extract()?;
-        if value.is_none() {
-            continue;
-        }
-        if !apply(&key, &value)? {
+        if !known.contains(&key.as_str()) {
             return Err(PyTypeError::new_err(format!(
-                "{what}() got an unexpected keyword argument {key:?}"
+                "{what}() got an unexpected keyword argument {key:?} (it takes {})",
+                known.join(", ")
             )));
+        }
+        if !value.is_none() {
+            apply(&key, &value)?;
         }
     }
     Ok(())
@@ -322,7 +339,7 @@ fn each_option<'py>(
 /// The options of generate and stream (see the stubs): missing or None keeps the default.
 fn generate_spec(what: &str, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<GenerateSpec> {
     let mut s = GenerateSpec::default();
-    each_option(what, kwargs, |key, v| {
+    each_option(what, &GENERATE_OPTIONS, kwargs, |key, v| {
         match key {
             "max_new_tokens" => s.max_new_tokens = keyword(key, v)?,
             "temperature" => s.temperature = keyword(key, v)?,
@@ -333,9 +350,9 @@ fn generate_spec(what: &str, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Gen
             "repetition_penalty" => s.repetition_penalty = keyword(key, v)?,
             "stop" => s.stop_strings = keyword(key, v)?,
             "chat" => s.chat = keyword(key, v)?,
-            _ => return Ok(false),
+            _ => unreachable!("{key} is in GENERATE_OPTIONS"),
         }
-        Ok(true)
+        Ok(())
     })?;
     Ok(s)
 }
@@ -343,16 +360,16 @@ fn generate_spec(what: &str, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Gen
 /// The options of translate (see the stubs): missing or None keeps the model's default.
 fn translate_options(kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<TranslateOptions> {
     let mut o = TranslateOptions::default();
-    each_option("translate", kwargs, |key, v| {
+    each_option("translate", &TRANSLATE_OPTIONS, kwargs, |key, v| {
         match key {
             "beam_size" => o.beam_size = Some(keyword(key, v)?),
             "max_length" => o.max_length = Some(keyword(key, v)?),
             "min_length" => o.min_length = Some(keyword(key, v)?),
             "length_penalty" => o.length_penalty = Some(keyword(key, v)?),
             "batch_size" => o.batch_size = keyword(key, v)?,
-            _ => return Ok(false),
+            _ => unreachable!("{key} is in TRANSLATE_OPTIONS"),
         }
-        Ok(true)
+        Ok(())
     })?;
     Ok(o)
 }

@@ -281,8 +281,8 @@ def test_four_threads_share_one_model(stories):
     )
 
 
-def test_stream_steps_release_the_gil(stories):
-    """While one thread streams, others stream too: the same tokens as alone."""
+def test_threads_streaming_from_one_model_each_get_the_serial_tokens(stories):
+    """Each stream step computes without the GIL, interleaved with the other threads' steps."""
     want = stories.generate("The cat", max_new_tokens=200).tokens
     got: dict[int, list] = {}
 
@@ -297,26 +297,35 @@ def test_stream_steps_release_the_gil(stories):
 # The stubs describe the module
 
 
-def test_stubs_name_what_the_module_has():
+def test_stubs_name_what_the_module_has(stories, aren):
     stub = pathlib.Path(qkv.__file__).with_name("_qkv.pyi")
     tree = ast.parse(stub.read_text())
     native = qkv._qkv
+    options = {"GenerateOptions": (stories.generate, stories.stream), "TranslateOptions": (aren.translate,)}
     for node in tree.body:
-        if isinstance(node, ast.ClassDef):
+        if isinstance(node, ast.ClassDef) and node.name in options:
+            # every keyword the stubs name is taken (None keeps its default)
+            keys = [i.target.id for i in node.body if isinstance(i, ast.AnnAssign)]
+            for call in options.pop(node.name):
+                arg = ["x"] if call == aren.translate else "Once"
+                for key in keys:
+                    call(arg, **{key: None})
+        elif isinstance(node, ast.ClassDef):
             cls = getattr(native, node.name)
-            for item in node.body:
-                if isinstance(item, ast.FunctionDef):
-                    assert hasattr(cls, item.name), f"{node.name}.{item.name} is in the stubs only"
-            public = {n for n in dir(cls) if not n.startswith("_")}
             stubbed = {i.name for i in node.body if isinstance(i, ast.FunctionDef)} | {
                 i.target.id for i in node.body if isinstance(i, ast.AnnAssign)
             }
+            for name in stubbed - {"kind"}:
+                assert hasattr(cls, name), f"{node.name}.{name} is in the stubs only"
+            public = {n for n in dir(cls) if not n.startswith("_")}
             assert public <= stubbed | {"args", "with_traceback", "add_note"}, f"{node.name}: {public - stubbed}"
-        elif isinstance(node, ast.AnnAssign) and node.target.id.isupper() or (
-            isinstance(node, ast.AnnAssign) and node.target.id == "__version__"
-        ):
+        elif isinstance(node, ast.AnnAssign):
             assert hasattr(native, node.target.id), node.target.id
+    assert not options, f"no stub for {options}"
     assert qkv.__version__ == native.__version__
+    # an unknown keyword fails even when None
+    with pytest.raises(TypeError, match="bogus"):
+        stories.generate("Once", bogus=None)
 
 
 def test_readme_python_example_runs_as_written(stories_dir, capsys):

@@ -1,7 +1,10 @@
 """Type stubs of the native module qkv._qkv (tools/python/src/lib.rs)."""
 
 import os
-from typing import Iterator, Literal, Optional, Sequence, Union
+import pathlib
+from typing import Iterator, Literal, Optional, Sequence, TypedDict, Union
+
+from typing_extensions import Unpack
 
 __version__: str
 
@@ -13,6 +16,28 @@ Text = Union[str, bytes]
 
 ERROR_KINDS: list[str]
 STOP_REASONS: list[str]
+
+class GenerateOptions(TypedDict, total=False):
+    """Keyword options of Model.generate and Model.stream; a missing one (or None) has the default shown."""
+
+    max_new_tokens: Optional[int]  # 128: most tokens generated, EOS included
+    temperature: Optional[float]  # 0.0: greedy; > 0 samples with the filters and the seed
+    top_k: Optional[int]  # 0 = off
+    top_p: Optional[float]  # 1.0 = off; in (0, 1]
+    min_p: Optional[float]  # 0.0 = off; in [0, 1]
+    seed: Optional[int]  # 0
+    repetition_penalty: Optional[float]  # 1.0 = off; > 0
+    stop: Optional[Sequence[str]]  # stop strings (not returned)
+    chat: Optional[bool]  # False: wrap the prompt in the model's chat template when True
+
+class TranslateOptions(TypedDict, total=False):
+    """Keyword options of Model.translate; missing (or None): the model's default."""
+
+    beam_size: Optional[int]  # 1 = greedy
+    max_length: Optional[int]  # most tokens per sentence, EOS included
+    min_length: Optional[int]
+    length_penalty: Optional[float]
+    batch_size: Optional[int]  # 32: sentences encoded and decoded together
 
 class QkvError(Exception):
     """An error of qkv: str(e) is the engine's message (naming the file, tensor or option)."""
@@ -100,49 +125,12 @@ class Model:
         """Load a model directory. threads: a pool of this model's own (None: one per core, shared);
         weights="int8" quantizes the linear layers at load; isa forces an instruction set."""
     @property
-    def path(self) -> str: ...
+    def path(self) -> pathlib.Path: ...
     @property
     def threads(self) -> Optional[int]: ...
-    def generate(
-        self,
-        prompt: Text,
-        *,
-        max_new_tokens: int = 128,
-        temperature: float = 0.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        min_p: float = 0.0,
-        seed: int = 0,
-        repetition_penalty: float = 1.0,
-        stop: Optional[Sequence[str]] = None,
-        chat: bool = False,
-    ) -> Generation:
-        """Generate after prompt. temperature 0 (the default) is greedy; > 0 samples with the
-        top_k / top_p / min_p filters and the seed. stop: stop strings (not returned). chat: wrap
-        the prompt in the model's chat template."""
-    def stream(
-        self,
-        prompt: Text,
-        *,
-        max_new_tokens: int = 128,
-        temperature: float = 0.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        min_p: float = 0.0,
-        seed: int = 0,
-        repetition_penalty: float = 1.0,
-        stop: Optional[Sequence[str]] = None,
-        chat: bool = False,
-    ) -> Stream:
+    def generate(self, prompt: Text, **options: Unpack[GenerateOptions]) -> Generation:
+        """Generate after prompt (str, or UTF-8 bytes); see GenerateOptions."""
+    def stream(self, prompt: Text, **options: Unpack[GenerateOptions]) -> Stream:
         """As generate, one TokenEvent at a time."""
-    def translate(
-        self,
-        texts: Sequence[Text],
-        *,
-        beam_size: Optional[int] = None,
-        max_length: Optional[int] = None,
-        min_length: Optional[int] = None,
-        length_penalty: Optional[float] = None,
-        batch_size: int = 32,
-    ) -> list[Translation]:
-        """Translate sentences in batches, in input order; None keeps the model's default."""
+    def translate(self, texts: Sequence[Text], **options: Unpack[TranslateOptions]) -> list[Translation]:
+        """Translate sentences in batches, in input order; see TranslateOptions."""
