@@ -1,5 +1,6 @@
-//! GGUF (llama.cpp's model format): a bounds-checked reader over a memory map, dequantisation of the common
-//! tensor types to f32, and an importer to a Hugging Face model directory.
+//! GGUF (llama.cpp's model format): a bounds-checked reader over a memory map, the quantised block formats
+//! ([`blocks`]: one struct per type, readable in place), dequantisation to f32, and an importer to a Hugging Face
+//! model directory.
 //!
 //! ```no_run
 //! use loaders::gguf::{GgufFile, ImportOptions, import_to_hf_dir};
@@ -10,6 +11,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod blocks;
 pub mod dequant;
 pub mod import;
 pub mod reader;
