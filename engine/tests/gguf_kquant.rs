@@ -118,7 +118,11 @@ fn check_file(what: &str, model: &Model, refs_json: &serde_json::Value, refs: &S
             s.worst_llama = s.worst_llama.max(d_llama);
             s.worst_bound = s.worst_bound.max(bound);
             let (ours, theirs) = (argmax(&logits), greedy[t] as usize);
-            assert_eq!(theirs, argmax(llama_t), "{what} run {i} step {t}: the fixture's greedy token");
+            assert_eq!(
+                theirs,
+                argmax(llama_t),
+                "{what} run {i} step {t}: the fixture's greedy token"
+            );
             if ours == theirs {
                 s.equal_tokens += 1;
             } else {
@@ -140,7 +144,8 @@ fn check_file(what: &str, model: &Model, refs_json: &serde_json::Value, refs: &S
             }
         }
         // The public greedy generation follows the same tokens up to the first parting (or an EOS).
-        let first_parting = (0..N_NEW).find(|&t| s.partings.iter().any(|p| p.starts_with(&format!("run {i} step {t}:"))));
+        let first_parting =
+            (0..N_NEW).find(|&t| s.partings.iter().any(|p| p.starts_with(&format!("run {i} step {t}:"))));
         let want = &greedy[..first_parting.unwrap_or(N_NEW)];
         if want.is_empty() {
             continue;
@@ -211,7 +216,9 @@ fn smollm2_kquants_match_llama_cpp() {
             kernels::testing::report(&format!(
                 "skipped: {stem}.gguf and its llama.cpp references are not in {} (smollm2_kquants_match_llama_cpp); \
                  run `tools/scripts/venv.sh python tools/scripts/gguf_kquant_refs.py smollm2` to make them",
-                cache.as_ref().map_or("$HOME/.cache/qkv/gguf-kquant".into(), |c| c.display().to_string())
+                cache
+                    .as_ref()
+                    .map_or("$HOME/.cache/qkv/gguf-kquant".into(), |c| c.display().to_string())
             ));
             continue;
         };

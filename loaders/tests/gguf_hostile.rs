@@ -570,7 +570,9 @@ fn truncated_blocks() {
             r => assert!(
                 matches!(
                     r,
-                    Err(Error::GgufTruncated { .. }) | Err(Error::GgufCount { .. }) | Err(Error::GgufTensorBounds { .. })
+                    Err(Error::GgufTruncated { .. })
+                        | Err(Error::GgufCount { .. })
+                        | Err(Error::GgufTensorBounds { .. })
                 ),
                 "len {len}: {r:?}"
             ),
@@ -583,7 +585,9 @@ fn truncated_blocks() {
 fn types_that_do_not_match_their_data() {
     // "a" says Q4_K (2 rows: 288 bytes) but "b" starts where Q6_K data would end (420, padded to 448).
     let mut b = Builder::header(3, 2, 0);
-    b.tensor("a", &[256, 2], 12, 0).tensor("b", &[32], 0, 448).data(32, 448 + 128);
+    b.tensor("a", &[256, 2], 12, 0)
+        .tensor("b", &[32], 0, 448)
+        .data(32, 448 + 128);
     let (_d, _p, r) = b.open();
     let e = r.unwrap_err();
     assert!(
@@ -594,7 +598,9 @@ fn types_that_do_not_match_their_data() {
     assert!(e.to_string().contains("do not match the data"), "{e}");
     // The other way: "a" says Q6_K (420 bytes) where Q4_K data lies: it overlaps "b".
     let mut b = Builder::header(3, 2, 0);
-    b.tensor("a", &[256, 2], 14, 0).tensor("b", &[32], 0, 288).data(32, 448 + 128);
+    b.tensor("a", &[256, 2], 14, 0)
+        .tensor("b", &[32], 0, 288)
+        .data(32, 448 + 128);
     let (_d, _p, r) = b.open();
     assert!(
         matches!(&r, Err(Error::GgufTensorInfo { name, reason, .. }) if name == "a" && reason.contains("overlaps")),
@@ -653,7 +659,11 @@ fn block_file_mutations_never_panic() {
         let mut buf = base.clone();
         for _ in 0..1 + next() % 4 {
             // Mostly the header and infos (where sizes and types live), sometimes the data.
-            let i = if next() % 4 == 0 { next() % buf.len() } else { next() % 400.min(buf.len()) };
+            let i = if next() % 4 == 0 {
+                next() % buf.len()
+            } else {
+                next() % 400.min(buf.len())
+            };
             buf[i] = next() as u8;
         }
         std::fs::write(&path, &buf).unwrap();

@@ -63,7 +63,11 @@ pub fn dequantize_into(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), 
         GgmlType::F32 => plain(4, &|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]), dst),
         GgmlType::F16 => plain(2, &|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32(), dst),
         // The bf16 bits are the top half of the f32 (NaN payloads kept, as ggml does).
-        GgmlType::BF16 => plain(2, &|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16), dst),
+        GgmlType::BF16 => plain(
+            2,
+            &|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16),
+            dst,
+        ),
         GgmlType::Q8_0 => quant::<blocks::BlockQ8_0>(src, dst),
         GgmlType::Q4_0 => quant::<blocks::BlockQ4_0>(src, dst),
         GgmlType::Q4_1 => quant::<blocks::BlockQ4_1>(src, dst),
@@ -118,7 +122,10 @@ mod tests {
     fn every_supported_block_type_matches_the_type_table() {
         for &(id, name, elems, bytes) in blocks::LAYOUTS {
             let t = GgmlType::from_id(id).unwrap();
-            assert_eq!((t.name(), t.block_size(), t.type_size()), (name, elems as u64, bytes as u64));
+            assert_eq!(
+                (t.name(), t.block_size(), t.type_size()),
+                (name, elems as u64, bytes as u64)
+            );
             assert!(is_supported(t), "{name}");
         }
     }

@@ -506,7 +506,10 @@ impl GgufFile {
             dequant::DequantError::Size { bytes, elems } => Error::GgufTensorInfo {
                 path: self.path.clone(),
                 name: info.name.clone(),
-                reason: format!("{bytes} bytes of {} do not hold {elems} elements", info.ggml_type.name()),
+                reason: format!(
+                    "{bytes} bytes of {} do not hold {elems} elements",
+                    info.ggml_type.name()
+                ),
             },
         })?;
         Ok(out)
