@@ -131,6 +131,11 @@ fn nibble32(qs: &[u8; QK / 2], j: usize) -> u8 {
     }
 }
 
+/// The 5-bit value of element `j` of a Q5_0 / Q5_1 block: [`nibble32`] plus bit `j` of `qh` as bit 4.
+fn q5_32(qs: &[u8; QK / 2], qh: [u8; 4], j: usize) -> u8 {
+    nibble32(qs, j) | ((((u32::from_le_bytes(qh) >> j) & 1) as u8) << 4)
+}
+
 /// Q8_0: 32 signed bytes and one f16 scale.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -205,8 +210,7 @@ pub struct BlockQ5_0 {
 impl BlockQ5_0 {
     /// The unsigned 5-bit value of element `j` (0..=31).
     pub fn q5(&self, j: usize) -> u8 {
-        let qh = u32::from_le_bytes(self.qh);
-        nibble32(&self.qs, j) | ((((qh >> j) & 1) as u8) << 4)
+        q5_32(&self.qs, self.qh, j)
     }
 }
 
@@ -236,8 +240,7 @@ pub struct BlockQ5_1 {
 impl BlockQ5_1 {
     /// The unsigned 5-bit value of element `j` (0..=31).
     pub fn q5(&self, j: usize) -> u8 {
-        let qh = u32::from_le_bytes(self.qh);
-        nibble32(&self.qs, j) | ((((qh >> j) & 1) as u8) << 4)
+        q5_32(&self.qs, self.qh, j)
     }
 }
 
