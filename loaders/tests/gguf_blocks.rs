@@ -189,3 +189,27 @@ fn tensor_handles_are_zero_copy_for_plain_types() {
         Err(Error::GgufUnsupportedType { .. })
     ));
 }
+
+#[test]
+fn blocks_are_read_in_place() {
+    use loaders::gguf::blocks::{BlockQ4K, BlockQ6K, QuantBlock};
+    let f = open();
+    let info = f.tensor_info("q4_k").unwrap();
+    let blocks: &[BlockQ4K] = f.blocks(info).expect("Q4_K blocks");
+    assert_eq!(blocks.len(), info.numel() / 256);
+    // The same bytes as the file's, and the same values as the dequantiser's.
+    assert_eq!(blocks.as_ptr() as *const u8, f.tensor_bytes(info).as_ptr());
+    let want = f.dequantize("q4_k").unwrap();
+    let mut got = vec![0f32; 256];
+    for (b, w) in blocks.iter().zip(want.chunks_exact(256)) {
+        b.dequantize(&mut got);
+        assert!(got.iter().zip(w).all(|(g, w)| g.to_bits() == w.to_bits()));
+    }
+    match f.blocks::<BlockQ6K>(info) {
+        Err(Error::GgufTensorInfo { name, reason, .. }) => {
+            assert_eq!(name, "q4_k");
+            assert!(reason.contains("Q4_K") && reason.contains("not Q6_K"), "{reason}");
+        }
+        other => panic!("expected a type error, got {other:?}"),
+    }
+}

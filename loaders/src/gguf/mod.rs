@@ -7,6 +7,8 @@
 //! # fn main() -> loaders::Result<()> {
 //! let f = GgufFile::open("model.gguf".as_ref())?;
 //! let embd = f.dequantize("token_embd.weight")?; // f32, row-major over TensorInfo::shape()
+//! let info = f.tensor_info("blk.0.ffn_down.weight").unwrap();
+//! let q4k: &[loaders::gguf::blocks::BlockQ4K] = f.blocks(info)?; // in place over the memory map
 //! import_to_hf_dir("model.gguf".as_ref(), "out_dir".as_ref(), &ImportOptions::default())?;
 //! # Ok(()) }
 //! ```

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::tensor::{Dtype, Storage, Tensor};
 
+use super::blocks::{as_blocks, QuantBlock};
 use super::dequant;
 
 /// `general.alignment` when the file does not set it.
@@ -447,6 +448,21 @@ impl GgufFile {
         let start = (self.data_offset + info.offset) as usize;
         let end = start + info.n_bytes as usize;
         self.storage.bytes().get(start..end).unwrap_or(&[])
+    }
+
+    /// A quantised tensor's blocks in place over the memory map (no copy): `[rows * blocks_per_row]` blocks of
+    /// `B`, row-major over [`TensorInfo::shape`]. An error naming the tensor when its type is not `B`'s.
+    pub fn blocks<B: QuantBlock>(&self, info: &TensorInfo) -> Result<&[B]> {
+        let err = |reason: String| Error::GgufTensorInfo {
+            path: self.path.clone(),
+            name: info.name.clone(),
+            reason,
+        };
+        if info.ggml_type.id() != B::GGML_ID {
+            return Err(err(format!("has type {}, not {}", info.ggml_type, B::NAME)));
+        }
+        as_blocks::<B>(self.tensor_bytes(info))
+            .ok_or_else(|| err(format!("{} bytes are not whole {} blocks", info.n_bytes, B::NAME)))
     }
 
     /// A tensor's values as f32, in row-major order of [`TensorInfo::shape`].
