@@ -7,14 +7,29 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TERM_COLOR=never
 
-echo "== C and C++ examples against the qkv CLI (cargo test --workspace --test embed_c)"
-# --workspace: the features of CI's `cargo test --workspace`, so nothing is rebuilt after it; this also
-# builds target/<debug>/qkv, the reference of the Python tests.
-cargo test --workspace --test embed_c 2>&1
+# The test binary of the C/C++ examples and the qkv CLI, as `cargo test --workspace` built them: the same
+# command again is a no-op after CI's test step (another selection, e.g. `-p tools`, would unify features
+# differently and rebuild the dependencies).
+artifacts() {
+  cargo test --workspace --no-run --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") != "compiler-artifact" or not m.get("executable"):
+        continue
+    t = m["target"]
+    if t["name"] == "embed_c" and m["profile"]["test"]:
+        print("embed_c", m["executable"])
+    if t["name"] == "qkv" and "bin" in t["kind"] and not m["profile"]["test"]:
+        print("qkv", m["executable"])'
+}
+EMBED_C=$(artifacts) || { echo "ci.sh: cargo test --workspace --no-run failed" >&2; exit 1; }
+EMBED_C_TEST=$(awk '$1 == "embed_c" {print $2}' <<<"$EMBED_C")
+export QKV_BIN=$(awk '$1 == "qkv" {print $2}' <<<"$EMBED_C")
+[ -x "$EMBED_C_TEST" ] && [ -x "$QKV_BIN" ] || { echo "ci.sh: no embed_c test or qkv binary: $EMBED_C" >&2; exit 1; }
 
-TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-export QKV_BIN="$TARGET/debug/qkv"
-[ -x "$QKV_BIN" ] || { echo "ci.sh: $QKV_BIN was not built" >&2; exit 1; }
+echo "== C and C++ examples against the qkv CLI (tools/tests/embed_c.rs)"
+(cd tools && "$EMBED_C_TEST")
 
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
