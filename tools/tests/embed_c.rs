@@ -110,7 +110,12 @@ fn cli_generate(model: &Path, prompt: &str, max_new: usize) -> (String, Vec<u32>
         .args(["generate", "--greedy", "--json", "--model"])
         .arg(model)
         .args(["--prompt", prompt, "--max-new-tokens", &max_new.to_string()]));
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    text_and_tokens(&out)
+}
+
+/// `(text, tokens)` of one JSON object of the CLI.
+fn text_and_tokens(json: &str) -> (String, Vec<u32>) {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
     let tokens = v["tokens"]
         .as_array()
         .unwrap()
@@ -127,18 +132,7 @@ fn cli_translate(model: &Path, texts: &[&str], extra: &[&str]) -> Vec<(String, V
         .arg(model)
         .args(extra)
         .args(texts));
-    out.lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let tokens = v["tokens"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| t.as_u64().unwrap() as u32)
-                .collect();
-            (v["text"].as_str().unwrap().to_string(), tokens)
-        })
-        .collect()
+    out.lines().map(text_and_tokens).collect()
 }
 
 /// The examples' generate output: the streamed text, a newline, "tokens: ...", "stop: ...".
