@@ -246,9 +246,9 @@ fn c_error_paths_callback_stop_and_threads() {
     println!("capi_test.c: {last}");
 }
 
-/// The fenced code block of `lang` in `section` of tools/EMBEDDING.md (the README draft).
+/// The fenced code block of `lang` in `section` of README.md.
 fn readme_block(section: &str, lang: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("EMBEDDING.md");
+    let path = loaders::paths::repo_root().join("README.md");
     let text = std::fs::read_to_string(&path).unwrap();
     let start = text
         .find(&format!("## {section}"))

@@ -329,13 +329,13 @@ def test_stubs_name_what_the_module_has(stories, aren):
 
 
 def test_readme_python_example_runs_as_written(stories_dir, capsys):
-    text = (pathlib.Path(__file__).resolve().parents[2] / "EMBEDDING.md").read_text()
+    text = (pathlib.Path(__file__).resolve().parents[3] / "README.md").read_text()
     section = text[text.index("## Use from Python"):]
     block = section[section.index("```python\n") + len("```python\n"):]
     block = block[: block.index("```")]
     assert len(block.splitlines()) <= 5, block
     models = str(stories_dir.parent) + "/"
-    exec(compile(block.replace("../shared/models/", models), "EMBEDDING.md", "exec"), {})
+    exec(compile(block.replace("../shared/models/", models), "README.md", "exec"), {})
     out = capsys.readouterr().out
     model = qkv.Model(stories_dir)
     greedy = model.generate("Once upon a time", max_new_tokens=32).text
