@@ -379,7 +379,10 @@ mod tests {
         let heads = Heads::grouped(6, 2, 4);
         // Causal: 3 new positions after 5 cached ones see keys up to their own position.
         let a = AttnArgs::causal(heads, 2, 3, 8);
-        assert_eq!((a.n_heads, a.n_kv_heads, a.head_dim, a.q_len, a.kv_len), (6, 2, 4, 3, 8));
+        assert_eq!(
+            (a.n_heads, a.n_kv_heads, a.head_dim, a.q_len, a.kv_len),
+            (6, 2, 4, 3, 8)
+        );
         assert_eq!(a.mask, Mask::Causal { q_offset: 5 });
         assert!(a.visible(1, 0, 5) && !a.visible(1, 0, 6) && a.visible(0, 2, 7));
         assert_eq!(a.scale, 0.5);
