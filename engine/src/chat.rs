@@ -8,14 +8,14 @@ use crate::{Error, Result};
 
 /// One message of a conversation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Message {
+pub(crate) struct Message {
     /// `system`, `user` or `assistant`.
-    pub role: String,
-    pub content: String,
+    pub(crate) role: String,
+    pub(crate) content: String,
 }
 
 impl Message {
-    pub fn new(role: &str, content: &str) -> Self {
+    pub(crate) fn new(role: &str, content: &str) -> Self {
         Self {
             role: role.to_string(),
             content: content.to_string(),
@@ -25,21 +25,22 @@ impl Message {
 
 /// Whether the assistant header that starts the model's answer is appended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GenerationPrompt {
+pub(crate) enum GenerationPrompt {
     Add,
+    #[cfg_attr(not(test), allow(dead_code))]
     Omit,
 }
 
 /// The special-token strings templates refer to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SpecialTokens {
-    pub bos_token: String,
-    pub eos_token: String,
+pub(crate) struct SpecialTokens {
+    pub(crate) bos_token: String,
+    pub(crate) eos_token: String,
 }
 
 /// A compiled chat template.
 #[derive(Debug)]
-pub struct ChatTemplate {
+pub(crate) struct ChatTemplate {
     env: Environment<'static>,
 }
 
@@ -54,7 +55,7 @@ fn template_error(what: &str, e: JinjaError) -> Error {
 
 impl ChatTemplate {
     /// Compile `source` (an error, not a panic, on bad syntax).
-    pub fn new(source: &str) -> Result<Self> {
+    pub(crate) fn new(source: &str) -> Result<Self> {
         let mut env = Environment::new();
         // Python string methods (`.strip()`, `.startswith()`, ...) that HF templates use.
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -68,7 +69,12 @@ impl ChatTemplate {
     }
 
     /// Render `messages`.
-    pub fn render(&self, messages: &[Message], special: &SpecialTokens, prompt: GenerationPrompt) -> Result<String> {
+    pub(crate) fn render(
+        &self,
+        messages: &[Message],
+        special: &SpecialTokens,
+        prompt: GenerationPrompt,
+    ) -> Result<String> {
         let t = self
             .env
             .get_template("chat")

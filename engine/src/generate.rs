@@ -6,8 +6,10 @@ use std::time::Instant;
 use kernels::Kernels;
 use serde::Serialize;
 
-use crate::sampling::{SampleParams, Sampler, Strategy};
-use crate::{Decoder, Error, Result};
+use crate::search::stop::{Emit, StopFilter};
+use crate::search::{SampleParams, Sampler, Strategy};
+use crate::text::TokenDecoder;
+use crate::{Error, Result};
 
 /// How the prompt is turned into model input.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -122,32 +124,11 @@ pub struct TokenEvent {
     pub text: String,
 }
 
-/// Ids to text (special tokens skipped): what the generator needs of a tokenizer.
-pub trait TokenDecoder: Send + Sync {
-    fn decode_text(&self, ids: &[u32]) -> Result<String>;
-}
-
-/// A decoder-only model and its cache for one sequence, behind an object-safe interface.
-pub trait Session: Send {
+/// What the generator needs of a model: feed tokens after the ones already fed, get the logits of the last.
+pub(crate) trait Feed: Send {
     fn vocab_size(&self) -> usize;
     /// Feed `tokens` after the cached ones; write the logits of the last one (`[vocab]`).
     fn feed(&mut self, tokens: &[u32], logits: &mut [f32]) -> Result<()>;
-}
-
-/// [`Session`] for any [`Decoder`] (batch of one).
-pub struct DecoderSession<'a, D: Decoder> {
-    pub model: &'a D,
-    pub cache: D::Cache,
-}
-
-impl<D: Decoder> Session for DecoderSession<'_, D> {
-    fn vocab_size(&self) -> usize {
-        self.model.vocab_size()
-    }
-
-    fn feed(&mut self, tokens: &[u32], logits: &mut [f32]) -> Result<()> {
-        self.model.step(&mut self.cache, tokens, tokens.len(), logits)
-    }
 }
 
 /// Incremental detokenization: decode a window of recent ids and emit what it adds, holding back
@@ -171,14 +152,14 @@ impl TextDelta {
         }
     }
 
-    /// The text `ids[read_offset..]` adds; `flush` emits even an incomplete final character.
-    fn next(&mut self, tok: &dyn TokenDecoder, ids: &[u32], flush: bool) -> Result<String> {
+    /// The text `ids[read_offset..]` adds; [`Emit::All`] emits even an incomplete final character.
+    fn next(&mut self, tok: &dyn TokenDecoder, ids: &[u32], emit: Emit) -> Result<String> {
         if self.read_offset >= ids.len() {
             return Ok(String::new());
         }
         let prefix = tok.decode_text(&ids[self.prefix_offset..self.read_offset])?;
         let full = tok.decode_text(&ids[self.prefix_offset..])?;
-        let complete = !full.ends_with('\u{FFFD}') || flush;
+        let complete = !full.ends_with('\u{FFFD}') || emit == Emit::All;
         match full.get(prefix.len()..) {
             Some(delta) if complete && full.starts_with(&prefix) && full.len() > prefix.len() => {
                 let delta = delta.to_string();
@@ -191,45 +172,9 @@ impl TextDelta {
     }
 }
 
-/// Text not yet emitted because it might begin a stop string.
-#[derive(Debug, Default)]
-struct StopFilter {
-    stops: Vec<String>,
-    pending: String,
-}
-
-impl StopFilter {
-    /// Add `delta`; return what can be emitted and whether a stop string was reached.
-    fn push(&mut self, delta: &str, finished: bool) -> (String, bool) {
-        self.pending.push_str(delta);
-        // The earliest complete stop string ends generation; text before it is emitted.
-        if let Some(at) = self.stops.iter().filter_map(|s| self.pending.find(s.as_str())).min() {
-            let out = self.pending[..at].to_string();
-            self.pending.clear();
-            return (out, true);
-        }
-        // Hold back the longest tail that could still grow into a stop string.
-        let hold = if finished {
-            0
-        } else {
-            (1..=self.pending.len())
-                .filter(|&n| self.pending.is_char_boundary(self.pending.len() - n))
-                .filter(|&n| {
-                    let tail = &self.pending[self.pending.len() - n..];
-                    self.stops.iter().any(|s| s.len() > n && s.starts_with(tail))
-                })
-                .max()
-                .unwrap_or(0)
-        };
-        let out = self.pending[..self.pending.len() - hold].to_string();
-        self.pending.drain(..self.pending.len() - hold);
-        (out, false)
-    }
-}
-
 /// A running generation: an iterator of [`TokenEvent`]s. Prefill happens on the first `next()`.
 pub struct Generator<'a> {
-    session: Box<dyn Session + 'a>,
+    session: Box<dyn Feed + 'a>,
     tok: &'a dyn TokenDecoder,
     kernels: Kernels,
     sampler: Sampler,
@@ -252,8 +197,8 @@ pub struct Generator<'a> {
 
 impl<'a> Generator<'a> {
     /// Generate after `prompt` (ids) with `session`. `eos` lists every end-of-sequence id.
-    pub fn new(
-        session: Box<dyn Session + 'a>,
+    pub(crate) fn new(
+        session: Box<dyn Feed + 'a>,
         tok: &'a dyn TokenDecoder,
         kernels: Kernels,
         prompt: Vec<u32>,
@@ -284,10 +229,7 @@ impl<'a> Generator<'a> {
             n_prompt,
             logits: vec![0.0; vocab],
             delta: TextDelta::new(n_prompt),
-            stop: StopFilter {
-                stops: opts.stop_strings.iter().filter(|s| !s.is_empty()).cloned().collect(),
-                pending: String::new(),
-            },
+            stop: StopFilter::new(&opts.stop_strings),
             done: if opts.max_new_tokens == 0 {
                 Some(StopReason::MaxTokens)
             } else {
@@ -361,9 +303,9 @@ impl<'a> Generator<'a> {
             self.done = Some(StopReason::Length);
         }
         // Its text: everything complete so far, or everything at the end.
-        let finished = self.done.is_some();
-        let delta = self.delta.next(self.tok, &self.ids, finished)?;
-        let (text, hit_stop) = self.stop.push(&delta, finished);
+        let emit = if self.done.is_some() { Emit::All } else { Emit::Settled };
+        let delta = self.delta.next(self.tok, &self.ids, emit)?;
+        let (text, hit_stop) = self.stop.push(&delta, emit);
         if hit_stop {
             self.done = Some(StopReason::StopString);
         }
@@ -403,7 +345,7 @@ mod tests {
         script: Vec<u32>,
         pos: usize,
     }
-    impl Session for Script {
+    impl Feed for Script {
         fn vocab_size(&self) -> usize {
             259
         }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args as ClapArgs;
-use qkv::{LoadOptions, TranslateOptions, Translation, Translator, WeightType};
+use qkv::{LoadOptions, Model, TranslateOptions, Translation, WeightType};
 
 /// Lines of stdin read (and sorted by length) together: a few batches, so padding stays low while
 /// output starts before the whole input is read.
@@ -65,8 +65,8 @@ pub fn run(args: Args) -> Result<()> {
         weights: args.weights,
         ..Default::default()
     };
-    let model = Translator::load_options(&args.model, &load)
-        .with_context(|| format!("cannot load {}", args.model.display()))?;
+    let model =
+        Model::load_with(&args.model, &load).with_context(|| format!("cannot load {}", args.model.display()))?;
     let load_time = t0.elapsed();
     let opts = TranslateOptions {
         beam_size: args.beam_size,
@@ -74,7 +74,7 @@ pub fn run(args: Args) -> Result<()> {
         batch_size: args.batch_size,
         ..Default::default()
     };
-    let search = model.search_options(&opts);
+    let search = model.search_options(&opts)?;
     eprintln!(
         "qkv: loaded {} in {:.2?} (beam {}, max length {}, batch {}, weights {})",
         args.model.display(),

@@ -20,6 +20,7 @@
 //! Greedy search (`num_beams == 1`) takes the argmax of the processed scores and reports the same
 //! normalised score. Log-probs are those of the processed scores: transformers applies its rules to
 //! log-probs (and renormalises when asked), CTranslate2 applies them to logits then log-softmaxes.
+//! Log-softmax and argmax are the kernels' ([`Decoder::kernels`]).
 //!
 //! Sources are independent: each one leaves the batch (its cache rows are dropped with
 //! [`Decoder::reorder`]) as soon as it is done, which does not change any other source's result.
@@ -109,6 +110,11 @@ pub struct Hypothesis {
 }
 
 impl SearchOptions {
+    /// Whether step `step` (0-based) generates the last token allowed.
+    fn is_last_step(&self, step: usize) -> bool {
+        step + 1 == self.max_new_tokens
+    }
+
     fn validate(&self, vocab: usize) -> Result<()> {
         if self.num_beams == 0 {
             return Err(Error::Request("num_beams must be at least 1".into()));
@@ -156,19 +162,6 @@ pub fn search<D: Decoder>(
         Ok(greedy(dec, cache, start, opts)?.into_iter().map(|h| vec![h]).collect())
     } else {
         beam(dec, cache, start, opts)
-    }
-}
-
-/// `log_softmax` of one row, in place (as torch: `x - max - ln Σ exp(x - max)`).
-pub fn log_softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if max == f32::NEG_INFINITY {
-        return;
-    }
-    let sum: f32 = x.iter().map(|&v| (v - max).exp()).sum();
-    let log_sum = sum.ln();
-    for v in x.iter_mut() {
-        *v = *v - max - log_sum;
     }
 }
 
@@ -220,6 +213,7 @@ fn normalise(score: f32, len: usize, penalty: f32) -> f32 {
 
 /// Greedy search (argmax of the processed scores at each step).
 fn greedy<D: Decoder>(dec: &D, cache: &mut D::Cache, start: &[u32], opts: &SearchOptions) -> Result<Vec<Hypothesis>> {
+    let k = dec.kernels();
     let vocab = dec.vocab_size();
     let n_src = start.len();
     let mut seqs: Vec<Vec<u32>> = start.iter().map(|&s| vec![s]).collect();
@@ -245,13 +239,13 @@ fn greedy<D: Decoder>(dec: &D, cache: &mut D::Cache, start: &[u32], opts: &Searc
             // scores as the reference computes them: transformers processes logits then (if asked)
             // log-softmaxes; CTranslate2 log-softmaxes the processed logits
             opts.rules.apply(opts, &ctx, row);
-            log_softmax(row);
-            let best = argmax(row);
+            k.log_softmax(row);
+            // first on ties, NaN never wins; 0 for an all-NaN row
+            let best = k.argmax(row).unwrap_or(0);
             sums[s] += row[best];
             seqs[s].push(best as u32);
             let is_eos = opts.rules.is_eos(best as u32);
-            let last = step + 1 == opts.max_new_tokens;
-            if is_eos || last {
+            if is_eos || opts.is_last_step(step) {
                 let tokens = seqs[s][1..].to_vec();
                 let score = normalise(sums[s], tokens.len(), opts.length_penalty);
                 out[s] = Some(Hypothesis { tokens, score });
@@ -271,21 +265,6 @@ fn greedy<D: Decoder>(dec: &D, cache: &mut D::Cache, start: &[u32], opts: &Searc
         .into_iter()
         .map(|h| h.expect("every source ends by the last step"))
         .collect())
-}
-
-/// Index of the largest value (first on ties, NaN never wins); 0 for an all-NaN row.
-fn argmax(x: &[f32]) -> usize {
-    let mut best = 0;
-    let mut best_v = f32::NEG_INFINITY;
-    let mut found = false;
-    for (i, &v) in x.iter().enumerate() {
-        if !v.is_nan() && (!found || v > best_v) {
-            best = i;
-            best_v = v;
-            found = true;
-        }
-    }
-    best
 }
 
 /// A running beam: its tokens (start token included) and cumulative log-prob.
@@ -359,6 +338,7 @@ fn beam<D: Decoder>(
     start: &[u32],
     opts: &SearchOptions,
 ) -> Result<Vec<Vec<Hypothesis>>> {
+    let kernels = dec.kernels();
     let vocab = dec.vocab_size();
     let k = opts.num_beams;
     let n_cand = 2 * k;
@@ -382,7 +362,6 @@ fn beam<D: Decoder>(
     let (mut idx, mut cands) = (Vec::with_capacity(vocab), Vec::with_capacity(n_cand * k));
 
     for step in 0..opts.max_new_tokens {
-        let last_step = step + 1 == opts.max_new_tokens;
         // 1. one decoder step for every running beam of every active source
         tokens.clear();
         for &s in &active {
@@ -408,16 +387,16 @@ fn beam<D: Decoder>(
                 match opts.style {
                     // transformers: log-softmax, rules on log-probs, optional renormalisation
                     BeamStyle::HuggingFace { .. } => {
-                        log_softmax(row);
+                        kernels.log_softmax(row);
                         opts.rules.apply(opts, &ctx, row);
                         if opts.rules.renormalize {
-                            log_softmax(row);
+                            kernels.log_softmax(row);
                         }
                     }
                     // CTranslate2: rules on logits, then log-softmax
                     BeamStyle::CTranslate2 { .. } => {
                         opts.rules.apply(opts, &ctx, row);
-                        log_softmax(row);
+                        kernels.log_softmax(row);
                     }
                 }
                 for v in row.iter_mut() {
@@ -426,10 +405,8 @@ fn beam<D: Decoder>(
             }
             top_candidates(scores, n_beams, vocab, n_cand, &mut idx, &mut cands);
             let next = match opts.style {
-                BeamStyle::HuggingFace { early_stopping } => {
-                    hf_step(src, &cands, step, last_step, opts, early_stopping)
-                }
-                BeamStyle::CTranslate2 { patience } => ct2_step(src, &cands, last_step, opts, patience),
+                BeamStyle::HuggingFace { early_stopping } => hf_step(src, &cands, step, opts, early_stopping),
+                BeamStyle::CTranslate2 { patience } => ct2_step(src, &cands, step, opts, patience),
             };
             if src.running.is_empty() {
                 src.done = true;
@@ -493,10 +470,10 @@ fn hf_step(
     src: &mut SourceBeams,
     cands: &[Candidate],
     step: usize,
-    last_step: bool,
     opts: &SearchOptions,
     early_stopping: EarlyStopping,
 ) -> Vec<usize> {
+    let last_step = opts.is_last_step(step);
     let k = opts.num_beams;
     let n_generated = step + 1;
     // a candidate ends if it emits EOS or reaches the maximum length
@@ -562,10 +539,11 @@ fn hf_step(
 fn ct2_step(
     src: &mut SourceBeams,
     cands: &[Candidate],
-    last_step: bool,
+    step: usize,
     opts: &SearchOptions,
     patience: f32,
 ) -> Vec<usize> {
+    let last_step = opts.is_last_step(step);
     let k = opts.num_beams;
     let max_candidates = ((k as f32) * patience).round() as usize;
     let mut secondary = k;

@@ -105,7 +105,7 @@ impl Rng {
 /// HF `RepetitionPenaltyLogitsProcessor`: every token already in `history` has its logit divided by
 /// `penalty` when positive, multiplied when negative (once per token, however often it occurs).
 /// Ids outside `logits` are ignored. `seen` is scratch (`[vocab]`, all false on entry and on return).
-pub fn apply_repetition_penalty(logits: &mut [f32], history: &[u32], penalty: f32, seen: &mut Vec<bool>) {
+pub(crate) fn apply_repetition_penalty(logits: &mut [f32], history: &[u32], penalty: f32, seen: &mut Vec<bool>) {
     if penalty == 1.0 {
         return;
     }

@@ -1,0 +1,153 @@
+//! Step-by-step decoding: a [`Session`] is a model and the state of a batch of sequences (KV caches, and for an
+//! encoder-decoder model the encoded sources), fed a step at a time.
+//!
+//! [`crate::Model::generate`] and [`crate::Model::translate`] run on sessions; use one directly to score a
+//! prompt (logits at every position, [`LogitsFor::All`]), to run your own search, or to drive many sequences
+//! from one loop (a batch scheduler owns sessions; an attention recorder observes their steps).
+//!
+//! ```
+//! use qkv::{LoadOptions, LogitsFor, Model};
+//!
+//! // A random GPT-2 of the test fixtures, on the scalar kernels.
+//! let opts = LoadOptions { kernels: Some(qkv::Kernels::scalar()), ..Default::default() };
+//! let model = Model::load_with(qkv::loaders::paths::fixture("gpt2-tiny"), &opts)?;
+//! let vocab = model.info().vocab_size;
+//! // Two sequences of up to 8 positions; a prefill of 3 tokens each, logits at every position.
+//! let mut s = model.session(2, 8)?;
+//! let mut all = vec![0.0; 2 * 3 * vocab];
+//! s.step(&[1, 2, 3, 4, 5, 6], 3, LogitsFor::All, &mut all)?;
+//! // One more token per row, logits of that position; then row 0 continues as a copy of row 1.
+//! let mut last = vec![0.0; 2 * vocab];
+//! s.step(&[7, 8], 1, LogitsFor::Last, &mut last)?;
+//! s.reorder(&[1, 1])?;
+//! assert_eq!((s.batch(), s.len(), s.capacity()), (2, 4, 8));
+//! # Ok::<(), qkv::Error>(())
+//! ```
+
+use crate::decoder::Decoder;
+use crate::generate::Feed;
+use crate::layers::LogitsFor;
+use crate::models::{Network, State};
+use crate::search::{search, Hypothesis, SearchOptions};
+use crate::Result;
+
+/// A batch of sequences being decoded by one model: made by [`crate::Model::session`] (decoder-only) or
+/// [`crate::Model::encode`] (encoder-decoder). `Send`: a session can move to the thread that runs it.
+#[derive(Debug)]
+pub struct Session<'m> {
+    net: &'m Network,
+    state: State,
+}
+
+impl<'m> Session<'m> {
+    pub(crate) fn new(net: &'m Network, state: State) -> Self {
+        Self { net, state }
+    }
+
+    /// Rows (sequences) decoded together.
+    pub fn batch(&self) -> usize {
+        match &self.state {
+            State::DecoderOnly(c) => c.batch(),
+            State::EncoderDecoder(s) => s.batch(),
+        }
+    }
+
+    /// Positions already fed to every row (for an encoder-decoder model: decoder positions).
+    pub fn len(&self) -> usize {
+        self.net.cached_len(&self.state)
+    }
+
+    /// Whether nothing was fed yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The most positions a row can hold.
+    pub fn capacity(&self) -> usize {
+        match &self.state {
+            State::DecoderOnly(c) => c.capacity(),
+            State::EncoderDecoder(s) => s.capacity(),
+        }
+    }
+
+    /// Width of a row of logits.
+    pub fn vocab_size(&self) -> usize {
+        self.net.vocab_size()
+    }
+
+    /// Feed `tokens` (`[batch, n]`, row-major: `n` new tokens for every row) after the positions already fed,
+    /// and write the logits of the positions `which` asks for into `logits` (`[batch, vocab]` for
+    /// [`LogitsFor::Last`], `[batch, n, vocab]` for [`LogitsFor::All`]). An error for a bad shape, an id outside
+    /// the vocabulary or a step past the capacity leaves the session as it was.
+    pub fn step(&mut self, tokens: &[u32], n: usize, which: LogitsFor, logits: &mut [f32]) -> Result<()> {
+        match (self.net, &mut self.state) {
+            (Network::DecoderOnly(m), State::DecoderOnly(c)) => m.forward(c, tokens, n, which, logits),
+            (Network::EncoderDecoder { net, .. }, State::EncoderDecoder(s)) => net.forward(s, tokens, n, which, logits),
+            // the constructors pair a network with its own kind of state
+            (_, state) => self.net.step(state, tokens, n, logits),
+        }
+    }
+
+    /// Make row `i` a copy of old row `rows[i]`; the batch becomes `rows.len()` (at most the rows the session
+    /// was made for). Beam search follows its surviving beams this way; a scheduler drops finished rows.
+    pub fn reorder(&mut self, rows: &[usize]) -> Result<()> {
+        self.net.reorder(&mut self.state, rows)
+    }
+
+    /// Greedy or beam search from here: row `i` starts with token `start[i]` (for a translation, the decoder
+    /// start token). Returns, per row, up to `opts.num_return_sequences` hypotheses, best first.
+    pub fn search(&mut self, start: &[u32], opts: &SearchOptions) -> Result<Vec<Vec<Hypothesis>>> {
+        search(self.net, &mut self.state, start, opts)
+    }
+
+    /// The encoded sources of an encoder-decoder session (`None` for a decoder-only one).
+    pub fn encoder(&self) -> Option<Encoded<'_>> {
+        match &self.state {
+            State::EncoderDecoder(s) => Some(Encoded { state: s }),
+            State::DecoderOnly(_) => None,
+        }
+    }
+}
+
+/// What the encoder made of a session's sources ([`Session::encoder`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Encoded<'s> {
+    state: &'s crate::models::seq2seq::Seq2SeqState,
+}
+
+impl Encoded<'_> {
+    /// The encoder output `[n_sources, src_len, d_model]` (positions past a source's own length are padding).
+    pub fn output(&self) -> &[f32] {
+        self.state.encoder_output()
+    }
+
+    /// The padded source length (`src_len` of [`Encoded::output`]).
+    pub fn src_len(&self) -> usize {
+        self.state.src_len()
+    }
+
+    /// Each source's own length.
+    pub fn src_lens(&self) -> &[usize] {
+        self.state.src_lens()
+    }
+
+    /// The source each decoder row reads (rows of one source are its beams).
+    pub fn row_sources(&self) -> &[usize] {
+        self.state.row_sources()
+    }
+
+    /// Bytes of the cross-attention keys and values, projected once per source and shared by its beams.
+    pub fn cross_kv_bytes(&self) -> usize {
+        self.state.cross_kv_bytes()
+    }
+}
+
+impl Feed for Session<'_> {
+    fn vocab_size(&self) -> usize {
+        Session::vocab_size(self)
+    }
+
+    fn feed(&mut self, tokens: &[u32], logits: &mut [f32]) -> Result<()> {
+        self.step(tokens, tokens.len(), LogitsFor::Last, logits)
+    }
+}
