@@ -14,6 +14,7 @@ use loaders::safetensors::SafeTensors;
 use loaders::{Dtype, Tensor, TensorData};
 
 use crate::cache::Scratch;
+use crate::step::{LogitsFor, StepShape};
 use crate::{Error, Result};
 
 /// Where named tensors come from: a safetensors file or set of shards, or tensors built in memory.
@@ -218,6 +219,14 @@ impl WeightBytes {
     }
 }
 
+/// The shape an `[out_dim, in_dim]` matrix is stored in.
+fn stored_shape(layout: Layout, out_dim: usize, in_dim: usize) -> [usize; 2] {
+    match layout {
+        Layout::OutIn => [out_dim, in_dim],
+        Layout::InOut => [in_dim, out_dim],
+    }
+}
+
 /// The matrix of a [`Linear`].
 #[derive(Clone, Debug)]
 enum LinearData {
@@ -255,12 +264,7 @@ impl Linear {
         bias: Bias,
     ) -> Result<Self> {
         let wname = weight_name(name);
-        let shape = match layout {
-            Layout::OutIn => [out_dim, in_dim],
-            Layout::InOut => [in_dim, out_dim],
-        };
-        let weight = st.get_shaped(&wname, &shape)?;
-        check_float(st, &weight)?;
+        let weight = st.get_shaped(&wname, &stored_shape(layout, out_dim, in_dim))?;
         let bname = bias_name(&wname);
         let bias = match bias {
             Bias::None => None,
@@ -268,13 +272,7 @@ impl Linear {
             Bias::IfPresent if st.contains(&bname) => Some(bind_vector(st, &bname, out_dim)?),
             Bias::IfPresent => None,
         };
-        Ok(Self {
-            data: LinearData::Stored(weight),
-            bias,
-            out_dim,
-            in_dim,
-            layout,
-        })
+        Self::from_tensor(st, weight, out_dim, in_dim, layout, bias)
     }
 
     /// A linear layer over an already bound tensor (e.g. a tied embedding table used as the LM head).
@@ -286,10 +284,7 @@ impl Linear {
         layout: Layout,
         bias: Option<Vec<f32>>,
     ) -> Result<Self> {
-        let shape = match layout {
-            Layout::OutIn => [out_dim, in_dim],
-            Layout::InOut => [in_dim, out_dim],
-        };
+        let shape = stored_shape(layout, out_dim, in_dim);
         if weight.shape() != shape {
             return Err(loaders::Error::TensorShape {
                 path: st.origin(),
@@ -544,40 +539,6 @@ impl Norm {
     }
 }
 
-/// Which positions of a step get logits.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum LogitsFor {
-    /// The last position of each row: `[batch, vocab]` (what decoding needs).
-    #[default]
-    Last,
-    /// Every position fed: `[batch, n, vocab]` (scoring a prompt, teacher forcing).
-    All,
-}
-
-impl LogitsFor {
-    /// Rows of logits a step of `shape` writes.
-    pub(crate) fn rows(self, shape: StepShape) -> usize {
-        match self {
-            LogitsFor::Last => shape.batch,
-            LogitsFor::All => shape.rows(),
-        }
-    }
-}
-
-/// The shape of one step: `batch` rows, `n` new positions each (row-major `[batch, n]` tokens).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct StepShape {
-    pub(crate) batch: usize,
-    pub(crate) n: usize,
-}
-
-impl StepShape {
-    /// Positions fed in the step, every row together.
-    pub(crate) fn rows(self) -> usize {
-        self.batch * self.n
-    }
-}
-
 /// The end of every decoder: the final norm (when the architecture has one), then the LM head, applied only to
 /// the positions that need logits.
 #[derive(Debug)]
@@ -700,12 +661,19 @@ mod tests {
         m
     }
 
+    /// The same `[2, 3]` matrix bound `OutIn` with a bias (`l`) and `InOut` without (`c/weight`).
+    fn both_layouts(m: &TensorMap) -> (Linear, Linear) {
+        (
+            Linear::bind(m, "l", 2, 3, Layout::OutIn, Bias::Required).unwrap(),
+            Linear::bind(m, "c/weight", 2, 3, Layout::InOut, Bias::IfPresent).unwrap(),
+        )
+    }
+
     #[test]
     fn linear_layouts_agree() {
         let m = map();
         let k = Kernels::scalar();
-        let a = Linear::bind(&m, "l", 2, 3, Layout::OutIn, Bias::Required).unwrap();
-        let b = Linear::bind(&m, "c/weight", 2, 3, Layout::InOut, Bias::IfPresent).unwrap();
+        let (a, b) = both_layouts(&m);
         assert!(b.bias().is_none());
         let x = [1.0, 0.0, -1.0];
         let (mut ya, mut yb) = ([0.0; 2], [0.0; 2]);
@@ -736,8 +704,7 @@ mod tests {
     fn int8_conversion() {
         let m = map();
         let k = Kernels::scalar();
-        let a = Linear::bind(&m, "l", 2, 3, Layout::OutIn, Bias::Required).unwrap();
-        let b = Linear::bind(&m, "c/weight", 2, 3, Layout::InOut, Bias::IfPresent).unwrap();
+        let (a, b) = both_layouts(&m);
         let (qa, qb) = (
             a.clone().convert(&m, WeightType::Int8).unwrap(),
             b.clone().convert(&m, WeightType::Int8).unwrap(),

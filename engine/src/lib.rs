@@ -21,7 +21,7 @@
 //! | module | what |
 //! | --- | --- |
 //! | `model.rs` | [`Model`], [`LoadOptions`], [`ModelInfo`]: load a directory once, generate, translate, open sessions |
-//! | `session.rs` | [`Session`]: a batch of sequences fed step by step ([`LogitsFor`]), reordered, searched |
+//! | `session.rs`, `step.rs` | [`Session`]: a batch of sequences fed step by step ([`LogitsFor`]), reordered, searched |
 //! | `generate.rs` | the generation loop: prefill, sample, stream valid UTF-8 ([`Generator`], [`GenerateOptions`]) |
 //! | `translate.rs` | the translation driver: sources batched by length, encoded once, searched ([`TranslateOptions`]) |
 //! | `models/` | the family registry (`models/mod.rs`) and one file per architecture: `llama.rs`, `gpt2.rs`, `seq2seq.rs` (Marian and CTranslate2 by naming scheme); `decoder_only.rs` is what every decoder-only family shares |
@@ -65,6 +65,7 @@ mod model;
 mod models;
 pub mod search;
 mod session;
+mod step;
 mod text;
 mod translate;
 
@@ -73,9 +74,10 @@ pub use decoder::Decoder;
 pub use error::{Error, Result};
 pub use generate::{GenerateOptions, Generation, Generator, PromptFormat, StopReason, Timings, TokenEvent};
 pub use kernels::{Isa, Kernels};
-pub use layers::{LogitsFor, WeightBytes, WeightType};
+pub use layers::{WeightBytes, WeightType};
 pub use loaders;
 pub use model::{LoadOptions, Model, ModelInfo, ModelKind};
 pub use search::{SampleParams, Strategy};
 pub use session::{Encoded, Session};
+pub use step::LogitsFor;
 pub use translate::{TranslateOptions, Translation};

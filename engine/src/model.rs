@@ -112,9 +112,9 @@ impl ModelInfo {
                     max_positions: d.max_positions,
                     hidden_size: d.hidden_size,
                     n_layers: d.n_layers,
-                    n_heads: d.n_heads,
-                    n_kv_heads: d.n_kv_heads,
-                    head_dim: d.head_dim,
+                    n_heads: d.heads.n_heads,
+                    n_kv_heads: d.heads.n_kv_heads,
+                    head_dim: d.heads.head_dim,
                     decoder_start_token_id: None,
                 }
             }

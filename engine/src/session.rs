@@ -26,9 +26,9 @@
 
 use crate::decoder::Decoder;
 use crate::generate::Feed;
-use crate::layers::LogitsFor;
 use crate::models::{Network, State};
 use crate::search::{search, Hypothesis, SearchOptions};
+use crate::step::{LogitsFor, StepIo};
 use crate::Result;
 
 /// A batch of sequences being decoded by one model: made by [`crate::Model::session`] (decoder-only) or
@@ -80,11 +80,17 @@ impl<'m> Session<'m> {
     /// [`LogitsFor::Last`], `[batch, n, vocab]` for [`LogitsFor::All`]). An error for a bad shape, an id outside
     /// the vocabulary or a step past the capacity leaves the session as it was.
     pub fn step(&mut self, tokens: &[u32], n: usize, which: LogitsFor, logits: &mut [f32]) -> Result<()> {
+        let io = StepIo {
+            tokens,
+            n,
+            which,
+            logits,
+        };
         match (self.net, &mut self.state) {
-            (Network::DecoderOnly(m), State::DecoderOnly(c)) => m.forward(c, tokens, n, which, logits),
-            (Network::EncoderDecoder { net, .. }, State::EncoderDecoder(s)) => net.forward(s, tokens, n, which, logits),
+            (Network::DecoderOnly(m), State::DecoderOnly(c)) => m.forward(c, io),
+            (Network::EncoderDecoder { net, .. }, State::EncoderDecoder(s)) => net.forward(s, io),
             // the constructors pair a network with its own kind of state
-            (_, state) => self.net.step(state, tokens, n, logits),
+            (_, state) => self.net.step(state, io.tokens, io.n, io.logits),
         }
     }
 

@@ -1,13 +1,14 @@
 //! What every decoder-only family shares, written once: the step checks, the KV caches (their shape and the
-//! memory cap), the final norm + LM head on the positions [`LogitsFor`] asks for, and the [`Decoder`]
+//! memory cap), the final norm + LM head on the positions [`crate::LogitsFor`] asks for, and the [`Decoder`]
 //! implementation. A family ([`Blocks`]) only says how its embeddings and blocks turn token ids into the
 //! residual stream.
 
-use kernels::Kernels;
+use kernels::{Heads, Kernels};
 
 use crate::cache::{KvCache, KvShape, Scratch};
 use crate::decoder::{on_pool, Decoder};
-use crate::layers::{LmHead, LogitsFor, StepShape, WeightBytes};
+use crate::layers::{LmHead, WeightBytes};
+use crate::step::{StepIo, StepShape};
 use crate::{Error, Result};
 
 /// The sizes of a decoder-only family that the shared plumbing (and [`crate::ModelInfo`]) needs.
@@ -15,18 +16,19 @@ use crate::{Error, Result};
 pub(crate) struct Dims {
     pub(crate) hidden_size: usize,
     pub(crate) n_layers: usize,
-    pub(crate) n_heads: usize,
-    /// KV heads (fewer than `n_heads` with grouped-query attention): the cache holds these.
-    pub(crate) n_kv_heads: usize,
-    pub(crate) head_dim: usize,
+    /// Query and KV heads of the self-attention (fewer KV heads with grouped-query attention: the cache holds
+    /// those).
+    pub(crate) heads: Heads,
     pub(crate) vocab_size: usize,
     /// The longest sequence (prompt + generated) the family positions.
     pub(crate) max_positions: usize,
 }
 
-/// One step as a family's blocks see it: `tokens` (`[batch, n]`) at positions `pos0 .. pos0 + n` of every row.
+/// One step as a family's blocks see it: `tokens` (`[batch, n]`) at positions `pos0 .. pos0 + n` of every row,
+/// on kernels `k`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Step<'a> {
+    pub(crate) k: &'a Kernels,
     pub(crate) tokens: &'a [u32],
     pub(crate) shape: StepShape,
     /// Positions already in the cache: the position of each row's first new token.
@@ -39,26 +41,18 @@ pub(crate) trait Blocks: Send + Sync + std::fmt::Debug {
 
     /// Run the embeddings and every block on `step`: append each layer's new keys and values to `kv[l]`
     /// (checked to have room) and leave the residual stream after the last block in `x` (`[rows, hidden_size]`).
-    fn forward(
-        &self,
-        k: &Kernels,
-        step: &Step<'_>,
-        kv: &mut [KvCache],
-        scratch: &mut Scratch,
-        x: &mut [f32],
-    ) -> Result<()>;
+    fn forward(&self, step: &Step<'_>, kv: &mut [KvCache], scratch: &mut Scratch, x: &mut [f32]) -> Result<()>;
 
-    /// The final norm and the LM head.
-    fn head(&self) -> &LmHead;
-
-    /// Bytes of the weights the family reads (norm gains and biases aside).
-    fn weight_bytes(&self) -> WeightBytes;
+    /// Bytes of the weights the family reads with `head` (norm gains and biases aside).
+    fn weight_bytes(&self, head: &LmHead) -> WeightBytes;
 }
 
-/// A decoder-only (causal) language model: one family's [`Blocks`] and the kernels they run on.
+/// A decoder-only (causal) language model: one family's [`Blocks`], the final norm and LM head after them, and
+/// the kernels they run on.
 #[derive(Debug)]
 pub(crate) struct CausalLm {
     blocks: Box<dyn Blocks>,
+    head: LmHead,
     kernels: Kernels,
 }
 
@@ -90,8 +84,8 @@ impl CausalCache {
 }
 
 impl CausalLm {
-    pub(crate) fn new(blocks: Box<dyn Blocks>, kernels: Kernels) -> Self {
-        Self { blocks, kernels }
+    pub(crate) fn new(blocks: Box<dyn Blocks>, head: LmHead, kernels: Kernels) -> Self {
+        Self { blocks, head, kernels }
     }
 
     pub(crate) fn dims(&self) -> Dims {
@@ -99,7 +93,7 @@ impl CausalLm {
     }
 
     pub(crate) fn weight_bytes(&self) -> WeightBytes {
-        self.blocks.weight_bytes()
+        self.blocks.weight_bytes(&self.head)
     }
 
     /// A cache for `batch` sequences of up to `capacity` positions each; an error before allocating when that is
@@ -114,9 +108,9 @@ impl CausalLm {
         }
         let shape = KvShape {
             max_batch: batch,
-            n_kv_heads: d.n_kv_heads,
+            n_kv_heads: d.heads.n_kv_heads,
             capacity,
-            head_dim: d.head_dim,
+            head_dim: d.heads.head_dim,
         };
         Ok(CausalCache {
             kv: KvCache::for_layers(d.n_layers, shape, batch, max_bytes)?,
@@ -125,77 +119,32 @@ impl CausalLm {
         })
     }
 
-    /// Feed `tokens` (`[batch, n]`) after the cached positions and write the logits of the positions `which`
-    /// asks for (on rayon's pool: see [`on_pool`]). A refused step (bad shape, id outside the vocabulary, no room)
-    /// leaves the cache as it was.
-    pub(crate) fn forward(
-        &self,
-        cache: &mut CausalCache,
-        tokens: &[u32],
-        n: usize,
-        which: LogitsFor,
-        logits: &mut [f32],
-    ) -> Result<()> {
-        on_pool(|| self.forward_here(cache, tokens, n, which, logits))
+    /// Feed `io.tokens` (`[batch, n]`) after the cached positions and write the logits of the positions
+    /// `io.which` asks for (on rayon's pool: see [`on_pool`]). A refused step (bad shape, id outside the
+    /// vocabulary, no room) leaves the cache as it was.
+    pub(crate) fn forward(&self, cache: &mut CausalCache, io: StepIo<'_>) -> Result<()> {
+        on_pool(|| {
+            let d = self.dims();
+            let shape = io.shape(cache.batch(), d.vocab_size)?;
+            if let Some(c) = cache.kv.first() {
+                c.check_room(shape.n)?;
+            }
+            let k = &self.kernels;
+            let step = Step {
+                k,
+                tokens: io.tokens,
+                shape,
+                pos0: cache.len(),
+            };
+            cache.x.resize(shape.rows() * d.hidden_size, 0.0);
+            self.blocks
+                .forward(&step, &mut cache.kv, &mut cache.scratch, &mut cache.x)?;
+            // Final norm and LM head, on the rows that need logits
+            self.head
+                .forward(k, &cache.x, shape, io.which, &mut cache.scratch, io.logits);
+            Ok(())
+        })
     }
-
-    fn forward_here(
-        &self,
-        cache: &mut CausalCache,
-        tokens: &[u32],
-        n: usize,
-        which: LogitsFor,
-        logits: &mut [f32],
-    ) -> Result<()> {
-        let d = self.dims();
-        let shape = StepShape {
-            batch: cache.batch(),
-            n,
-        };
-        check_step(tokens, shape, which, logits, d.vocab_size)?;
-        if let Some(c) = cache.kv.first() {
-            c.check_room(n)?;
-        }
-        let step = Step {
-            tokens,
-            shape,
-            pos0: cache.len(),
-        };
-        let k = &self.kernels;
-        cache.x.resize(shape.rows() * d.hidden_size, 0.0);
-        self.blocks
-            .forward(k, &step, &mut cache.kv, &mut cache.scratch, &mut cache.x)?;
-        // Final norm and LM head, on the rows that need logits
-        self.blocks
-            .head()
-            .forward(k, &cache.x, shape, which, &mut cache.scratch, logits);
-        Ok(())
-    }
-}
-
-/// Check the shapes of one step against the cache and the logits buffer.
-pub(crate) fn check_step(
-    tokens: &[u32],
-    shape: StepShape,
-    which: LogitsFor,
-    logits: &[f32],
-    vocab: usize,
-) -> Result<()> {
-    let StepShape { batch, n } = shape;
-    if batch == 0 || n == 0 || tokens.len() != batch * n {
-        return Err(Error::Request(format!(
-            "step: {} tokens given, expected batch {batch} x n {n} (both > 0)",
-            tokens.len()
-        )));
-    }
-    let rows = which.rows(shape);
-    if logits.len() != rows * vocab {
-        return Err(Error::Request(format!(
-            "step: logits buffer holds {} values, expected {rows} x vocab {vocab}",
-            logits.len()
-        )));
-    }
-    Ok(())
 }
 
 impl Decoder for CausalLm {
@@ -206,7 +155,7 @@ impl Decoder for CausalLm {
     }
 
     fn step(&self, cache: &mut CausalCache, tokens: &[u32], n: usize, logits: &mut [f32]) -> Result<()> {
-        self.forward(cache, tokens, n, LogitsFor::Last, logits)
+        self.forward(cache, StepIo::last(tokens, n, logits))
     }
 
     fn reorder(&self, cache: &mut CausalCache, src: &[usize]) -> Result<()> {

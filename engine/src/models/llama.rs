@@ -5,13 +5,13 @@
 
 use std::path::Path;
 
-use kernels::{AttnArgs, Heads, Kernels, Layout, RopeLayout, RopeTable};
+use kernels::{AttnArgs, Heads, Layout, RopeLayout, RopeTable};
 use loaders::config::LlamaConfig;
 
 use super::decoder_only::{Blocks, Dims, Step};
 use super::{Loaded, Source};
 use crate::cache::{KvCache, Scratch};
-use crate::layers::{Bias, Embedding, Linear, LmHead, Norm, RmsNorm, TensorSource, WeightBytes, WeightType};
+use crate::layers::{Bias, Embedding, Linear, LmHead, Norm, RmsNorm, WeightBytes};
 use crate::{Error, Result};
 
 /// The longest context a Llama model runs here (its RoPE table is precomputed up to it).
@@ -20,70 +20,29 @@ const MAX_CONTEXT: usize = 1 << 16;
 /// The registry's loader: `config.json` read as a `LlamaConfig`, the weights bound by their Hugging Face names.
 pub(crate) fn load(src: &Source<'_>) -> Result<Loaded> {
     let c = LlamaConfig::from_raw(src.config)?;
-    let p = LlamaParams::from_config(src.config.path(), &c)?;
-    let blocks = Llama::bind(src.weights, &p, src.weight_type)?;
-    Ok(Loaded::decoder_only(
-        blocks,
-        src.kernels,
-        c.bos_token_id,
-        c.eos_token_id,
-    ))
+    check_supported(src.config.path(), &c)?;
+    let (bos, eos) = (c.bos_token_id, c.eos_token_id.clone());
+    Ok(src.decoder_only(Llama::bind(src, c)?, bos, eos))
 }
 
-/// The hyper-parameters the forward pass needs (from `config.json`, which the loaders validated: sizes positive,
-/// heads dividing the width, an even head_dim, a positive RoPE base).
-#[derive(Clone, Debug, PartialEq)]
-struct LlamaParams {
-    hidden_size: usize,
-    intermediate_size: usize,
-    n_layers: usize,
-    n_heads: usize,
-    n_kv_heads: usize,
-    head_dim: usize,
-    vocab_size: usize,
-    max_positions: usize,
-    rms_norm_eps: f32,
-    rope_theta: f64,
-    tie_word_embeddings: bool,
-    attention_bias: Bias,
-    mlp_bias: Bias,
-}
-
-impl LlamaParams {
-    /// The forward-pass parameters of `config.json` (`file`); an error for what this engine does not run
-    /// (another activation than SiLU, RoPE scaling).
-    fn from_config(file: &Path, c: &LlamaConfig) -> Result<Self> {
-        if c.hidden_act != "silu" {
-            return Err(Error::Unsupported {
-                what: format!("{}: hidden_act {:?} (qkv runs silu)", file.display(), c.hidden_act),
-            });
-        }
-        if let Some(r) = c.rope_scaling.as_ref().filter(|r| r.rope_type != "default") {
-            return Err(Error::Unsupported {
-                what: format!(
-                    "{}: rope scaling {:?} (qkv runs unscaled RoPE)",
-                    file.display(),
-                    r.rope_type
-                ),
-            });
-        }
-        let bias = |present: bool| if present { Bias::Required } else { Bias::None };
-        Ok(Self {
-            hidden_size: c.hidden_size,
-            intermediate_size: c.intermediate_size,
-            n_layers: c.num_hidden_layers,
-            n_heads: c.num_attention_heads,
-            n_kv_heads: c.num_key_value_heads,
-            head_dim: c.head_dim,
-            vocab_size: c.vocab_size,
-            max_positions: c.max_position_embeddings,
-            rms_norm_eps: c.rms_norm_eps,
-            rope_theta: c.rope_theta,
-            tie_word_embeddings: c.tie_word_embeddings,
-            attention_bias: bias(c.attention_bias),
-            mlp_bias: bias(c.mlp_bias),
-        })
+/// An error for what this engine does not run of a config the loaders validated (sizes positive, heads dividing
+/// the width, an even head_dim, a positive RoPE base): another activation than SiLU, RoPE scaling.
+fn check_supported(file: &Path, c: &LlamaConfig) -> Result<()> {
+    if c.hidden_act != "silu" {
+        return Err(Error::Unsupported {
+            what: format!("{}: hidden_act {:?} (qkv runs silu)", file.display(), c.hidden_act),
+        });
     }
+    if let Some(r) = c.rope_scaling.as_ref().filter(|r| r.rope_type != "default") {
+        return Err(Error::Unsupported {
+            what: format!(
+                "{}: rope scaling {:?} (qkv runs unscaled RoPE)",
+                file.display(),
+                r.rope_type
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// One transformer block.
@@ -103,94 +62,81 @@ struct Layer {
 /// A Llama-family causal language model, weights bound zero-copy in their stored dtype.
 #[derive(Debug)]
 struct Llama {
-    p: LlamaParams,
+    c: LlamaConfig,
     embed: Embedding,
     layers: Vec<Layer>,
-    head: LmHead,
     rope: RopeTable,
 }
 
 impl Llama {
     /// Bind the weights of a `LlamaForCausalLM` checkpoint (HF names) and check every shape; the linear layers
     /// (LM head included, tied or not) held as `weights`.
-    fn bind(st: &dyn TensorSource, p: &LlamaParams, weights: WeightType) -> Result<Self> {
+    fn bind(src: &Source<'_>, c: LlamaConfig) -> Result<(Self, LmHead)> {
+        let (st, weights) = (src.weights, src.weight_type);
         let (d, q_dim, kv_dim, ff) = (
-            p.hidden_size,
-            p.n_heads * p.head_dim,
-            p.n_kv_heads * p.head_dim,
-            p.intermediate_size,
+            c.hidden_size,
+            c.num_attention_heads * c.head_dim,
+            c.num_key_value_heads * c.head_dim,
+            c.intermediate_size,
         );
-        let (attn_bias, mlp_bias) = (p.attention_bias, p.mlp_bias);
-        let embed = Embedding::bind(st, "model.embed_tokens", p.vocab_size, d)?;
-        let mut layers = Vec::with_capacity(p.n_layers);
-        for l in 0..p.n_layers {
+        let bias = |present: bool| if present { Bias::Required } else { Bias::None };
+        let (attn_bias, mlp_bias) = (bias(c.attention_bias), bias(c.mlp_bias));
+        let embed = Embedding::bind(st, "model.embed_tokens", c.vocab_size, d)?;
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for l in 0..c.num_hidden_layers {
             let pre = format!("model.layers.{l}");
             let lin = |name: &str, out_dim, in_dim, bias| {
                 Linear::bind(st, &format!("{pre}.{name}"), out_dim, in_dim, Layout::OutIn, bias)?.convert(st, weights)
             };
             layers.push(Layer {
-                input_norm: RmsNorm::bind(st, &format!("{pre}.input_layernorm"), d, p.rms_norm_eps)?,
+                input_norm: RmsNorm::bind(st, &format!("{pre}.input_layernorm"), d, c.rms_norm_eps)?,
                 q_proj: lin("self_attn.q_proj", q_dim, d, attn_bias)?,
                 k_proj: lin("self_attn.k_proj", kv_dim, d, attn_bias)?,
                 v_proj: lin("self_attn.v_proj", kv_dim, d, attn_bias)?,
                 o_proj: lin("self_attn.o_proj", d, q_dim, attn_bias)?,
-                post_attn_norm: RmsNorm::bind(st, &format!("{pre}.post_attention_layernorm"), d, p.rms_norm_eps)?,
+                post_attn_norm: RmsNorm::bind(st, &format!("{pre}.post_attention_layernorm"), d, c.rms_norm_eps)?,
                 gate_proj: lin("mlp.gate_proj", ff, d, mlp_bias)?,
                 up_proj: lin("mlp.up_proj", ff, d, mlp_bias)?,
                 down_proj: lin("mlp.down_proj", d, ff, mlp_bias)?,
             });
         }
-        let norm = RmsNorm::bind(st, "model.norm", d, p.rms_norm_eps)?;
+        let norm = RmsNorm::bind(st, "model.norm", d, c.rms_norm_eps)?;
         // An lm_head tensor wins over tie_word_embeddings (HF saves it when the head is untied).
         // A tied head quantized to int8 is its own copy: the lookups keep reading the stored table.
-        let lm_head = if st.contains("lm_head.weight") || !p.tie_word_embeddings {
-            Linear::bind(st, "lm_head", p.vocab_size, d, Layout::OutIn, Bias::None)?
+        let lm_head = if st.contains("lm_head.weight") || !c.tie_word_embeddings {
+            Linear::bind(st, "lm_head", c.vocab_size, d, Layout::OutIn, Bias::None)?
         } else {
-            Linear::from_tensor(st, embed.tensor().clone(), p.vocab_size, d, Layout::OutIn, None)?
+            Linear::from_tensor(st, embed.tensor().clone(), c.vocab_size, d, Layout::OutIn, None)?
         }
         .convert(st, weights)?;
         // The RoPE table covers the context this engine runs (at most MAX_CONTEXT positions).
-        let rope = RopeTable::new(p.head_dim, p.max_positions.min(MAX_CONTEXT), p.rope_theta);
-        Ok(Self {
-            p: p.clone(),
-            embed,
-            layers,
-            head: LmHead {
-                norm: Some(Norm::Rms(norm)),
-                linear: lm_head,
-            },
-            rope,
-        })
+        let rope = RopeTable::new(c.head_dim, c.max_position_embeddings.min(MAX_CONTEXT), c.rope_theta);
+        let head = LmHead {
+            norm: Some(Norm::Rms(norm)),
+            linear: lm_head,
+        };
+        Ok((Self { c, embed, layers, rope }, head))
     }
 }
 
 impl Blocks for Llama {
     fn dims(&self) -> Dims {
-        let p = &self.p;
         Dims {
-            hidden_size: p.hidden_size,
-            n_layers: p.n_layers,
-            n_heads: p.n_heads,
-            n_kv_heads: p.n_kv_heads,
-            head_dim: p.head_dim,
-            vocab_size: p.vocab_size,
+            heads: Heads::grouped(self.c.num_attention_heads, self.c.num_key_value_heads, self.c.head_dim),
+            hidden_size: self.c.hidden_size,
+            n_layers: self.c.num_hidden_layers,
+            vocab_size: self.c.vocab_size,
+            // the RoPE table's length
             max_positions: self.rope.max_pos,
         }
     }
 
-    fn forward(
-        &self,
-        k: &Kernels,
-        step: &Step<'_>,
-        kv: &mut [KvCache],
-        scratch: &mut Scratch,
-        x: &mut [f32],
-    ) -> Result<()> {
-        let p = &self.p;
-        let Step { tokens, shape, pos0 } = *step;
+    fn forward(&self, step: &Step<'_>, kv: &mut [KvCache], scratch: &mut Scratch, x: &mut [f32]) -> Result<()> {
+        let c = &self.c;
+        let Step { k, tokens, shape, pos0 } = *step;
         let (batch, n, rows) = (shape.batch, shape.n, shape.rows());
-        let (d, hd, n_heads, n_kv) = (p.hidden_size, p.head_dim, p.n_heads, p.n_kv_heads);
-        let (q_dim, kv_dim, ff) = (n_heads * hd, n_kv * hd, p.intermediate_size);
+        let (d, hd, n_heads, n_kv) = (c.hidden_size, c.head_dim, c.num_attention_heads, c.num_key_value_heads);
+        let (q_dim, kv_dim, ff) = (n_heads * hd, n_kv * hd, c.intermediate_size);
         let heads = Heads::grouped(n_heads, n_kv, hd);
         let [xb, q, kb, vb, att, hb, hb2, hb3] = scratch.take([
             rows * d,      // xb  [rows, d]
@@ -238,12 +184,7 @@ impl Blocks for Llama {
         Ok(())
     }
 
-    fn head(&self) -> &LmHead {
-        &self.head
-    }
-
-    /// Bytes of the weights this model reads (norm gains and biases aside).
-    fn weight_bytes(&self) -> WeightBytes {
+    fn weight_bytes(&self, head: &LmHead) -> WeightBytes {
         let linears = self.layers.iter().flat_map(|l| {
             [
                 &l.q_proj,
@@ -255,6 +196,6 @@ impl Blocks for Llama {
                 &l.down_proj,
             ]
         });
-        WeightBytes::of(linears.chain([&self.head.linear]), &[&self.embed])
+        WeightBytes::of(linears.chain([&head.linear]), &[&self.embed])
     }
 }

@@ -11,8 +11,9 @@
 //!
 //! # Adding a decoder-only family
 //!
-//! Write `models/<family>.rs` with a loader and a [`decoder_only::Blocks`] (its embeddings and blocks; the
-//! final norm, LM head, caches and step checks are shared), then add one line to [`FAMILIES`]:
+//! Write `models/<family>.rs` with a loader and a [`decoder_only::Blocks`] (its embeddings and blocks; it binds
+//! its final norm and LM head, which the shared plumbing runs with the caches and step checks), then add one
+//! line to [`FAMILIES`]:
 //!
 //! ```ignore
 //! // models/qwen2.rs
@@ -21,8 +22,8 @@
 //!
 //! pub(crate) fn load(src: &Source<'_>) -> Result<Loaded> {
 //!     let c: Qwen2Config = src.config.parse()?; // an error names config.json and the field
-//!     let blocks = Qwen2::bind(src.weights, &c, src.weight_type)?; // impl Blocks for Qwen2
-//!     Ok(Loaded::decoder_only(blocks, src.kernels, c.bos_token_id, c.eos_token_id))
+//!     let (blocks, head) = Qwen2::bind(src, &c)?; // impl Blocks for Qwen2, and its LmHead
+//!     Ok(src.decoder_only((blocks, head), c.bos_token_id, c.eos_token_id))
 //! }
 //!
 //! // models/mod.rs: `mod qwen2;` and, in FAMILIES,
@@ -43,7 +44,7 @@ use kernels::{Activation, Kernels};
 use loaders::config::{GenerationConfig, RawConfig};
 
 use crate::decoder::Decoder;
-use crate::layers::{TensorSource, WeightType};
+use crate::layers::{LmHead, TensorSource, WeightType};
 use crate::search::SearchOptions;
 use crate::{Error, Result};
 use decoder_only::{Blocks, CausalCache, CausalLm};
@@ -121,28 +122,29 @@ pub(crate) struct Source<'a> {
     pub(crate) weight_type: WeightType,
 }
 
+impl Source<'_> {
+    /// A decoder-only family's blocks and final norm + LM head, with the shared plumbing around them, on this
+    /// source's kernels.
+    pub(crate) fn decoder_only(
+        &self,
+        (blocks, head): (impl Blocks + 'static, LmHead),
+        bos: Option<u32>,
+        eos: Vec<u32>,
+    ) -> Loaded {
+        Loaded {
+            network: Network::DecoderOnly(CausalLm::new(Box::new(blocks), head, self.kernels)),
+            bos,
+            eos,
+        }
+    }
+}
+
 /// A loaded network and the special ids `config.json` gives it.
 pub(crate) struct Loaded {
     pub(crate) network: Network,
     pub(crate) bos: Option<u32>,
     /// `config.json`'s end-of-sequence ids (`generation_config.json`'s are added by [`crate::Model`]).
     pub(crate) eos: Vec<u32>,
-}
-
-impl Loaded {
-    /// A decoder-only family's blocks, with the shared plumbing around them.
-    pub(crate) fn decoder_only(
-        blocks: impl Blocks + 'static,
-        kernels: Kernels,
-        bos: Option<u32>,
-        eos: Vec<u32>,
-    ) -> Self {
-        Self {
-            network: Network::DecoderOnly(CausalLm::new(Box::new(blocks), kernels)),
-            bos,
-            eos,
-        }
-    }
 }
 
 /// The two shapes of network: every decoder-only family behind the shared [`CausalLm`], and the encoder-decoder

@@ -26,14 +26,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use kernels::{sinusoidal_table, Activation, AttnArgs, Heads, Kernels, Layout, Sinusoid, Strides};
 use loaders::config::{Ct2Config, EmbeddingScale, GenerationConfig, MarianConfig};
 
-use super::decoder_only::check_step;
 use super::{Loaded, Network, Source};
 use crate::cache::{KvCache, KvShape, Scratch};
 use crate::decoder::{on_pool, Decoder};
-use crate::layers::{
-    Bias, Embedding, LayerNorm, Linear, LmHead, LogitsFor, Norm, StepShape, TensorSource, WeightBytes, WeightType,
-};
+use crate::layers::{Bias, Embedding, LayerNorm, Linear, LmHead, Norm, TensorSource, WeightBytes, WeightType};
 use crate::search::{BeamStyle, EarlyStopping, LogitsRules, SearchOptions};
+use crate::step::StepIo;
 use crate::{Error, Result};
 
 /// Self-attention caches start with room for `INITIAL_CACHE_FACTOR * source length + INITIAL_CACHE_EXTRA`
@@ -260,30 +258,32 @@ fn ct2_defaults(c: &Ct2Config) -> SearchOptions {
 }
 
 /// How one checkpoint format names (and fuses) the tensors of an encoder-decoder Transformer: one table per
-/// format, read by the one binding code ([`Seq2Seq::bind`]). Layer `l`'s tensors are `{layer}{l}{sep}{name}`.
+/// format, read by the one binding code ([`Seq2Seq::bind`]). Layer `l`'s tensors are `{layer}{l}{sep}{name}`;
+/// a norm's gain and shift are its name followed by `norm_params`.
 #[derive(Debug, PartialEq, Eq)]
 struct Naming {
-    encoder_layer: &'static str,
-    decoder_layer: &'static str,
+    /// The prefixes of encoder and decoder layers.
+    layers: [&'static str; 2],
     sep: &'static str,
-    /// Appended to a norm's name: its gain and its shift.
     norm_params: [&'static str; 2],
-    self_attn: SelfAttnNames,
-    cross_attn: CrossAttnNames,
-    ffn: FfnNames,
+    /// Self-attention: `[norm, output projection]`, then its q, k, v.
+    self_attn: [&'static str; 2],
+    qkv: SelfProj,
+    /// Cross-attention: `[norm, output projection]`, then its q, k, v.
+    cross_attn: [&'static str; 2],
+    cross_qkv: CrossProj,
+    /// Feed-forward: `[norm, up projection, down projection]`.
+    ffn: [&'static str; 3],
     /// Embedding tables: the first of each list the checkpoint has (Marian: its own side's, else the shared one).
     src_embed: &'static [&'static str],
     tgt_embed: &'static [&'static str],
     /// The final norms of the encoder and the decoder (pre-norm models).
     final_norms: Option<[&'static str; 2]>,
-    head: HeadNames,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-struct SelfAttnNames {
-    norm: &'static str,
-    qkv: SelfProj,
-    out: &'static str,
+    /// The LM head's matrix when it is not tied to the target embeddings.
+    head: &'static str,
+    /// A separate `[1, vocab]` bias of the head, zeros when the file has none (Marian's `final_logits_bias`, which
+    /// a tied head adds too); `None`: the bias beside `head`, required (zeros for a tied head).
+    logits_bias: Option<&'static str>,
 }
 
 /// The q, k and v projections of a self-attention block.
@@ -295,13 +295,6 @@ enum SelfProj {
     Fused(&'static str),
 }
 
-#[derive(Debug, PartialEq, Eq)]
-struct CrossAttnNames {
-    norm: &'static str,
-    proj: CrossProj,
-    out: &'static str,
-}
-
 /// The q (over the decoder) and k, v (over the encoder output) projections of a cross-attention block.
 #[derive(Debug, PartialEq, Eq)]
 enum CrossProj {
@@ -311,80 +304,38 @@ enum CrossProj {
     FusedKv([&'static str; 2]),
 }
 
-#[derive(Debug, PartialEq, Eq)]
-struct FfnNames {
-    norm: &'static str,
-    up: &'static str,
-    down: &'static str,
-}
-
-/// The LM head when it is not tied to the target embeddings, and its bias.
-#[derive(Debug, PartialEq, Eq)]
-struct HeadNames {
-    weight: &'static str,
-    /// A separate `[1, vocab]` bias, zeros when the file has none (Marian's `final_logits_bias`, which a tied head
-    /// adds too); `None`: the bias beside `weight`, required (zeros for a tied head).
-    logits_bias: Option<&'static str>,
-}
-
 /// Hugging Face `MarianMTModel`: `model.encoder.layers.{l}.self_attn.q_proj.weight`, ...
 const MARIAN: Naming = Naming {
-    encoder_layer: "model.encoder.layers.",
-    decoder_layer: "model.decoder.layers.",
+    layers: ["model.encoder.layers.", "model.decoder.layers."],
     sep: ".",
     norm_params: [".weight", ".bias"],
-    self_attn: SelfAttnNames {
-        norm: "self_attn_layer_norm",
-        qkv: SelfProj::Separate(["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]),
-        out: "self_attn.out_proj",
-    },
-    cross_attn: CrossAttnNames {
-        norm: "encoder_attn_layer_norm",
-        proj: CrossProj::Separate(["encoder_attn.q_proj", "encoder_attn.k_proj", "encoder_attn.v_proj"]),
-        out: "encoder_attn.out_proj",
-    },
-    ffn: FfnNames {
-        norm: "final_layer_norm",
-        up: "fc1",
-        down: "fc2",
-    },
+    self_attn: ["self_attn_layer_norm", "self_attn.out_proj"],
+    qkv: SelfProj::Separate(["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]),
+    cross_attn: ["encoder_attn_layer_norm", "encoder_attn.out_proj"],
+    cross_qkv: CrossProj::Separate(["encoder_attn.q_proj", "encoder_attn.k_proj", "encoder_attn.v_proj"]),
+    ffn: ["final_layer_norm", "fc1", "fc2"],
     src_embed: &["model.encoder.embed_tokens.weight", "model.shared.weight"],
     tgt_embed: &["model.decoder.embed_tokens.weight", "model.shared.weight"],
     final_norms: None,
-    head: HeadNames {
-        weight: "lm_head.weight",
-        logits_bias: Some("final_logits_bias"),
-    },
+    head: "lm_head.weight",
+    logits_bias: Some("final_logits_bias"),
 };
 
 /// CTranslate2 spec names: `encoder/layer_{l}/self_attention/linear_0/weight`, ...
 const CT2: Naming = Naming {
-    encoder_layer: "encoder/layer_",
-    decoder_layer: "decoder/layer_",
+    layers: ["encoder/layer_", "decoder/layer_"],
     sep: "/",
     norm_params: ["/gamma", "/beta"],
-    self_attn: SelfAttnNames {
-        norm: "self_attention/layer_norm",
-        qkv: SelfProj::Fused("self_attention/linear_0/weight"),
-        out: "self_attention/linear_1/weight",
-    },
-    cross_attn: CrossAttnNames {
-        norm: "attention/layer_norm",
-        proj: CrossProj::FusedKv(["attention/linear_0/weight", "attention/linear_1/weight"]),
-        out: "attention/linear_2/weight",
-    },
-    ffn: FfnNames {
-        norm: "ffn/layer_norm",
-        up: "ffn/linear_0/weight",
-        down: "ffn/linear_1/weight",
-    },
+    self_attn: ["self_attention/layer_norm", "self_attention/linear_1/weight"],
+    qkv: SelfProj::Fused("self_attention/linear_0/weight"),
+    cross_attn: ["attention/layer_norm", "attention/linear_2/weight"],
+    cross_qkv: CrossProj::FusedKv(["attention/linear_0/weight", "attention/linear_1/weight"]),
+    ffn: ["ffn/layer_norm", "ffn/linear_0/weight", "ffn/linear_1/weight"],
     src_embed: &["encoder/embeddings/weight"],
     tgt_embed: &["decoder/embeddings/weight"],
     final_norms: Some(["encoder/layer_norm", "decoder/layer_norm"]),
-    head: HeadNames {
-        weight: "decoder/projection/weight",
-        logits_bias: None,
-    },
+    head: "decoder/projection/weight",
+    logits_bias: None,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -560,10 +511,10 @@ impl Seq2Seq {
             Embedding::bind(st, present.or(candidates.last().copied()).unwrap_or(""), vocab, d)
         };
         let self_attn = |layer: &dyn Fn(&str) -> String| -> Result<SelfAttention> {
-            let n = &names.self_attn;
+            let [norm_name, out] = names.self_attn;
             Ok(SelfAttention {
-                norm: norm(&layer(n.norm))?,
-                qkv: match n.qkv {
+                norm: norm(&layer(norm_name))?,
+                qkv: match names.qkv {
                     SelfProj::Separate([q, k, v]) => QkvProj::Separate(Box::new([
                         lin(&layer(q), d, d)?,
                         lin(&layer(k), d, d)?,
@@ -571,13 +522,13 @@ impl Seq2Seq {
                     ])),
                     SelfProj::Fused(qkv) => QkvProj::Fused(lin(&layer(qkv), 3 * d, d)?),
                 },
-                out: lin(&layer(n.out), d, d)?,
+                out: lin(&layer(out), d, d)?,
             })
         };
         let cross_attn = |layer: &dyn Fn(&str) -> String| -> Result<CrossAttention> {
-            let n = &names.cross_attn;
-            let norm = norm(&layer(n.norm))?;
-            let (q, kv) = match n.proj {
+            let [norm_name, out] = names.cross_attn;
+            let norm = norm(&layer(norm_name))?;
+            let (q, kv) = match names.cross_qkv {
                 CrossProj::Separate([q, k, v]) => (
                     lin(&layer(q), d, d)?,
                     KvProj::Separate(Box::new([lin(&layer(k), d, d)?, lin(&layer(v), d, d)?])),
@@ -588,15 +539,15 @@ impl Seq2Seq {
                 norm,
                 q,
                 kv,
-                out: lin(&layer(n.out), d, d)?,
+                out: lin(&layer(out), d, d)?,
             })
         };
         let ffn = |layer: &dyn Fn(&str) -> String, ffn_dim: usize| -> Result<FeedForward> {
-            let n = &names.ffn;
+            let [norm_name, up, down] = names.ffn;
             Ok(FeedForward {
-                norm: norm(&layer(n.norm))?,
-                up: lin(&layer(n.up), ffn_dim, d)?,
-                down: lin(&layer(n.down), d, ffn_dim)?,
+                norm: norm(&layer(norm_name))?,
+                up: lin(&layer(up), ffn_dim, d)?,
+                down: lin(&layer(down), d, ffn_dim)?,
             })
         };
 
@@ -604,7 +555,7 @@ impl Seq2Seq {
         let tgt_embed = embedding(names.tgt_embed, cfg.tgt_vocab_size)?;
         let encoder = (0..cfg.n_encoder_layers)
             .map(|l| {
-                let layer = |part: &str| format!("{}{l}{}{part}", names.encoder_layer, names.sep);
+                let layer = |part: &str| format!("{}{l}{}{part}", names.layers[0], names.sep);
                 Ok(EncoderLayer {
                     attn: self_attn(&layer)?,
                     ffn: ffn(&layer, cfg.encoder_ffn_dim)?,
@@ -613,7 +564,7 @@ impl Seq2Seq {
             .collect::<Result<Vec<_>>>()?;
         let decoder = (0..cfg.n_decoder_layers)
             .map(|l| {
-                let layer = |part: &str| format!("{}{l}{}{part}", names.decoder_layer, names.sep);
+                let layer = |part: &str| format!("{}{l}{}{part}", names.layers[1], names.sep);
                 Ok(DecoderLayer {
                     attn: self_attn(&layer)?,
                     cross: cross_attn(&layer)?,
@@ -635,7 +586,7 @@ impl Seq2Seq {
                 vec![0.0; vocab]
             })
         };
-        let lm_head = match (cfg.tied_lm_head, names.head.logits_bias) {
+        let lm_head = match (cfg.tied_lm_head, names.logits_bias) {
             (true, bias) => {
                 let bias = match bias {
                     Some(name) => logits_bias(name)?,
@@ -645,10 +596,10 @@ impl Seq2Seq {
             }
             (false, Some(bias)) => {
                 let bias = logits_bias(bias)?;
-                let matrix = st.get_shaped(names.head.weight, &[vocab, d])?;
+                let matrix = st.get_shaped(names.head, &[vocab, d])?;
                 Linear::from_tensor(st, matrix, vocab, d, Layout::OutIn, Some(bias))?
             }
-            (false, None) => Linear::bind(st, names.head.weight, vocab, d, Layout::OutIn, Bias::Required)?,
+            (false, None) => Linear::bind(st, names.head, vocab, d, Layout::OutIn, Bias::Required)?,
         }
         .convert(st, weights)?;
         let pos_table = sinusoidal_table(cfg.positions.kind, cfg.positions.max, d, cfg.positions.first);
@@ -1008,7 +959,7 @@ impl Decoder for Seq2Seq {
     }
 
     fn step(&self, st: &mut Seq2SeqState, tokens: &[u32], n: usize, logits: &mut [f32]) -> Result<()> {
-        self.forward(st, tokens, n, LogitsFor::Last, logits)
+        self.forward(st, StepIo::last(tokens, n, logits))
     }
 
     fn reorder(&self, st: &mut Seq2SeqState, src: &[usize]) -> Result<()> {
@@ -1025,34 +976,21 @@ impl Decoder for Seq2Seq {
 }
 
 impl Seq2Seq {
-    /// `n` new tokens per row through the decoder, logits of the positions `which` asks for (on rayon's pool).
-    pub(crate) fn forward(
-        &self,
-        st: &mut Seq2SeqState,
-        tokens: &[u32],
-        n: usize,
-        which: LogitsFor,
-        logits: &mut [f32],
-    ) -> Result<()> {
-        on_pool(|| self.decode(st, tokens, n, which, logits))
+    /// `io.n` new tokens per row through the decoder, logits of the positions `io.which` asks for (on rayon's
+    /// pool).
+    pub(crate) fn forward(&self, st: &mut Seq2SeqState, io: StepIo<'_>) -> Result<()> {
+        on_pool(|| self.decode(st, io))
     }
 
     /// [`Seq2Seq::forward`].
-    fn decode(
-        &self,
-        st: &mut Seq2SeqState,
-        tokens: &[u32],
-        n: usize,
-        which: LogitsFor,
-        logits: &mut [f32],
-    ) -> Result<()> {
+    fn decode(&self, st: &mut Seq2SeqState, io: StepIo<'_>) -> Result<()> {
         let k = &self.kernels;
         let d = self.cfg.d_model;
         let heads = Heads::new(self.cfg.n_decoder_heads, d / self.cfg.n_decoder_heads);
         let head_dim = heads.head_dim;
         let batch = st.row_source.len();
-        let shape = StepShape { batch, n };
-        check_step(tokens, shape, which, logits, self.cfg.tgt_vocab_size)?;
+        let shape = io.shape(batch, self.cfg.tgt_vocab_size)?;
+        let (tokens, n) = (io.tokens, io.n);
         let past = st.len();
         if past + n > st.max_len {
             return Err(Error::CacheFull {
@@ -1125,7 +1063,7 @@ impl Seq2Seq {
         }
 
         // 5. (final norm) and LM head on the positions that need logits
-        self.head.forward(k, &x, shape, which, &mut st.head, logits);
+        self.head.forward(k, &x, shape, io.which, &mut st.head, io.logits);
         st.x = x;
         Ok(())
     }

@@ -295,6 +295,21 @@ struct SourceBeams {
     done: bool,
 }
 
+impl SourceBeams {
+    /// Make `next` the running beams (each extends the beam it names); return the old index of each new beam.
+    fn follow(&mut self, next: &[Candidate]) -> Vec<usize> {
+        self.running = next
+            .iter()
+            .map(|c| {
+                let mut seq = self.running[c.beam].seq.clone();
+                seq.push(c.token);
+                Running { seq, score: c.score }
+            })
+            .collect();
+        next.iter().map(|c| c.beam).collect()
+    }
+}
+
 /// The top `n` of all `beams × vocab` scores of one source into `out`, best first (ties: lower beam, then
 /// lower id, i.e. the lower flat index as `torch.topk` over the flattened scores). `idx` is scratch.
 fn top_candidates(
@@ -471,7 +486,7 @@ fn hf_step(
     cands: &[Candidate],
     step: usize,
     opts: &SearchOptions,
-    early_stopping: EarlyStopping,
+    stopping: EarlyStopping,
 ) -> Vec<usize> {
     let last_step = opts.is_last_step(step);
     let k = opts.num_beams;
@@ -480,7 +495,7 @@ fn hf_step(
     let ends = |c: &Candidate| opts.rules.is_eos(c.token) || last_step;
     // finished pool: only the first k candidates may enter, unless the source cannot accept more
     let full = src.finished.len() == k;
-    let accept = src.can_improve && !(full && early_stopping == EarlyStopping::Eager);
+    let accept = src.can_improve && !(full && stopping == EarlyStopping::Eager);
     if accept {
         for c in cands.iter().take(k).filter(|c| ends(c)) {
             let score = normalise(c.score, n_generated, opts.length_penalty);
@@ -511,18 +526,10 @@ fn hf_step(
                 }),
         );
     }
-    let order: Vec<usize> = next.iter().map(|c| c.beam).collect();
-    src.running = next
-        .iter()
-        .map(|c| {
-            let mut seq = src.running[c.beam].seq.clone();
-            seq.push(c.token);
-            Running { seq, score: c.score }
-        })
-        .collect();
+    let order = src.follow(&next);
     // can a running beam still beat the worst finished hypothesis?
     if src.finished.len() == k {
-        let best_len = match early_stopping {
+        let best_len = match stopping {
             EarlyStopping::Never if opts.length_penalty > 0.0 => opts.max_new_tokens,
             _ => n_generated,
         };
@@ -531,7 +538,7 @@ fn hf_step(
         src.can_improve &= best_possible > worst;
     }
     let full = src.finished.len() == k;
-    src.done = !src.can_improve || (full && early_stopping == EarlyStopping::Eager) || all_end || last_step;
+    src.done = !src.can_improve || (full && stopping == EarlyStopping::Eager) || all_end || last_step;
     order
 }
 
@@ -543,8 +550,8 @@ fn ct2_step(
     opts: &SearchOptions,
     patience: f32,
 ) -> Vec<usize> {
-    let last_step = opts.is_last_step(step);
     let k = opts.num_beams;
+    let last_step = opts.is_last_step(step);
     let max_candidates = ((k as f32) * patience).round() as usize;
     let mut secondary = k;
     let mut next = Vec::with_capacity(k);
@@ -566,15 +573,7 @@ fn ct2_step(
         }
         next.push(cands[chosen]);
     }
-    let order: Vec<usize> = next.iter().map(|c| c.beam).collect();
-    src.running = next
-        .iter()
-        .map(|c| {
-            let mut seq = src.running[c.beam].seq.clone();
-            seq.push(c.token);
-            Running { seq, score: c.score }
-        })
-        .collect();
+    let order = src.follow(&next);
     src.done = last_step
         || if opts.length_penalty == 0.0 {
             src.top_beam_finished && src.finished.len() >= opts.num_return_sequences
