@@ -9,6 +9,18 @@ use std::path::PathBuf;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// ```
+/// use qkv::{Error, Model};
+///
+/// match Model::load("/nonexistent/model") {
+///     Err(Error::Load(e)) => assert!(e.to_string().contains("/nonexistent/model")),
+///     other => panic!("expected a load error naming the directory, got {other:?}"),
+/// }
+/// let gpt2 = Model::load(qkv::loaders::paths::fixture("gpt2-tiny"))?;
+/// let wrong = gpt2.translate_ids(&[vec![1]], &Default::default()).unwrap_err();
+/// assert!(matches!(wrong, Error::Request(_)) && wrong.to_string().contains("gpt2"));
+/// # Ok::<(), qkv::Error>(())
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

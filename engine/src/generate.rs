@@ -12,6 +12,16 @@ use crate::text::TokenDecoder;
 use crate::{Error, Result};
 
 /// How the prompt is turned into model input.
+///
+/// ```no_run
+/// use qkv::{GenerateOptions, Model, PromptFormat};
+///
+/// let model = Model::load("models/smollm2-135m-instruct")?;
+/// // The prompt as one user message in the model's chat template, with the assistant header after it.
+/// let chat = GenerateOptions { prompt_format: PromptFormat::Chat, ..Default::default() };
+/// println!("{}", model.generate("What is the capital of France?", &chat)?.text);
+/// # Ok::<(), qkv::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PromptFormat {
     /// The prompt text as is.
@@ -22,6 +32,17 @@ pub enum PromptFormat {
 }
 
 /// Options of one generation.
+///
+/// ```
+/// use qkv::{GenerateOptions, SampleParams, Strategy};
+///
+/// // Greedy, 32 tokens, stop at a blank line.
+/// let greedy = GenerateOptions { max_new_tokens: 32, stop_strings: vec!["\n\n".into()], ..Default::default() };
+/// assert_eq!(greedy.strategy, Strategy::Greedy);
+/// // Sampled with nucleus filtering and a seed (the same seed gives the same tokens on every run).
+/// let sampled = GenerateOptions::sampled(SampleParams { temperature: 0.7, top_p: 0.9, seed: 42, ..Default::default() });
+/// assert!(matches!(sampled.strategy, Strategy::Sample(p) if p.seed == 42));
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct GenerateOptions {
     /// Most tokens to generate (EOS included).
@@ -58,6 +79,15 @@ impl GenerateOptions {
 }
 
 /// Why generation ended.
+///
+/// ```
+/// use qkv::{GenerateOptions, Model, StopReason};
+///
+/// let model = Model::load(qkv::loaders::paths::fixture("gpt2-tiny"))?;
+/// let g = model.stream_ids(vec![1, 2], &GenerateOptions { max_new_tokens: 3, ..Default::default() })?.run()?;
+/// assert_eq!(g.stop_reason, StopReason::MaxTokens);
+/// # Ok::<(), qkv::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
@@ -72,6 +102,16 @@ pub enum StopReason {
 }
 
 /// Where the time went, in seconds.
+///
+/// ```
+/// use qkv::{GenerateOptions, Model};
+///
+/// let model = Model::load(qkv::loaders::paths::fixture("gpt2-tiny"))?;
+/// let t = model.stream_ids(vec![1, 2, 3], &GenerateOptions { max_new_tokens: 5, ..Default::default() })?.run()?.timings;
+/// assert_eq!((t.prompt_tokens, t.generated_tokens), (3, 5));
+/// assert!(t.ttft_s <= t.total_s && t.decode_tok_per_s() >= 0.0);
+/// # Ok::<(), qkv::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct Timings {
     pub prompt_tokens: usize,
@@ -105,7 +145,17 @@ fn rate(n: usize, s: f64) -> f64 {
     }
 }
 
-/// The result of a whole generation.
+/// The result of a whole generation ([`crate::Model::generate`], [`Generator::run`]).
+///
+/// ```
+/// use qkv::{GenerateOptions, Model};
+///
+/// let model = Model::load(qkv::loaders::paths::fixture("gpt2-tiny"))?;
+/// let g = model.stream_ids(vec![1, 2, 3], &GenerateOptions { max_new_tokens: 4, ..Default::default() })?.run()?;
+/// assert_eq!(g.tokens.len(), 4);
+/// assert!(g.text.is_empty(), "gpt2-tiny has no tokenizer: ids only");
+/// # Ok::<(), qkv::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Generation {
     /// The generated text (without the prompt, the stop string or special tokens).
@@ -118,6 +168,19 @@ pub struct Generation {
 
 /// One generated token and the text it completes (possibly empty: an incomplete UTF-8 character,
 /// or text that may begin a stop string, is held back until it is known).
+///
+/// ```no_run
+/// use qkv::{GenerateOptions, Model};
+///
+/// let model = Model::load("models/smollm2-135m-instruct")?;
+/// let mut text = String::new();
+/// for event in model.stream("Once upon a time", &GenerateOptions::default())? {
+///     let event = event?; // an error ends the stream
+///     text.push_str(&event.text); // valid UTF-8 at every event
+///     println!("token {} -> {:?}", event.id, event.text);
+/// }
+/// # Ok::<(), qkv::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TokenEvent {
     pub id: u32,
@@ -172,7 +235,20 @@ impl TextDelta {
     }
 }
 
-/// A running generation: an iterator of [`TokenEvent`]s. Prefill happens on the first `next()`.
+/// A running generation: an iterator of [`TokenEvent`]s ([`crate::Model::stream`]). Prefill happens on the first
+/// `next()`.
+///
+/// ```
+/// use qkv::{GenerateOptions, Model};
+///
+/// let model = Model::load(qkv::loaders::paths::fixture("gpt2-tiny"))?;
+/// let mut g = model.stream_ids(vec![1, 2, 3], &GenerateOptions { max_new_tokens: 6, ..Default::default() })?;
+/// let first = g.next().expect("a first token")?;
+/// assert_eq!(g.generated(), [first.id]);
+/// let rest: Vec<u32> = g.by_ref().map(|e| e.map(|e| e.id)).collect::<qkv::Result<_>>()?;
+/// assert_eq!((rest.len(), g.stop_reason()), (5, Some(qkv::StopReason::MaxTokens)));
+/// # Ok::<(), qkv::Error>(())
+/// ```
 pub struct Generator<'a> {
     session: Box<dyn Feed + 'a>,
     tok: &'a dyn TokenDecoder,

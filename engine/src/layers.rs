@@ -141,6 +141,15 @@ pub(crate) enum Bias {
 
 /// How the matrices of the linear layers (projections, feed-forward, LM head) are held after loading.
 /// Embedding tables used for lookup, norms and biases are not affected.
+///
+/// ```
+/// use qkv::{LoadOptions, Model, WeightType};
+///
+/// let weights: WeightType = "int8".parse().map_err(qkv::Error::Request)?; // e.g. from a command line
+/// let model = Model::load_with(qkv::loaders::paths::fixture("gpt2-tiny"), &LoadOptions { weights, ..Default::default() })?;
+/// assert_eq!(model.weight_type(), WeightType::Int8);
+/// # Ok::<(), qkv::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum WeightType {
     /// As stored in the files (f32, f16 or bf16), zero-copy over the memory map.
@@ -183,6 +192,17 @@ impl std::str::FromStr for WeightType {
 }
 
 /// Bytes of weights a model holds, by kind (what [`crate::Model::weight_bytes`] reports).
+///
+/// ```
+/// use qkv::{LoadOptions, Model, WeightType};
+///
+/// let dir = qkv::loaders::paths::fixture("gpt2-tiny");
+/// let f32 = Model::load(&dir)?.weight_bytes();
+/// let int8 = Model::load_with(&dir, &LoadOptions { weights: WeightType::Int8, ..Default::default() })?.weight_bytes();
+/// // A byte per weight instead of four, plus a scale per row; embeddings stay as stored.
+/// assert!(int8.linear * 3 < f32.linear && int8.embedding == f32.embedding);
+/// # Ok::<(), qkv::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WeightBytes {
     /// The matrices of the linear layers, LM head included (int8: values and scales): what one decoding step

@@ -64,6 +64,17 @@ impl LoadOptions {
 }
 
 /// The two shapes of model, and the calls each offers.
+///
+/// ```
+/// use qkv::{Model, ModelKind};
+///
+/// let model = Model::load(qkv::loaders::paths::fixture("marian-tiny"))?;
+/// match model.info().kind {
+///     ModelKind::DecoderOnly => println!("generate"),
+///     ModelKind::EncoderDecoder => println!("translate, from {}", model.info().decoder_start_token_id.unwrap()),
+/// }
+/// # Ok::<(), qkv::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ModelKind {
     /// Generates after a prompt ([`Model::generate`], [`Model::stream`], [`Model::session`]): Llama, GPT-2.
@@ -73,6 +84,18 @@ pub enum ModelKind {
 }
 
 /// What a loaded model is, as a caller sizing requests and sessions needs it.
+///
+/// ```
+/// use qkv::Model;
+///
+/// let model = Model::load(qkv::loaders::paths::fixture("llama-tiny-gqa"))?;
+/// let info = model.info();
+/// assert_eq!(info.architecture, "llama");
+/// assert!(info.n_kv_heads < info.n_heads, "grouped-query attention");
+/// // How many sequences of 16 positions fit in 1 MiB of KV cache:
+/// println!("{}", (1 << 20) / (16 * info.kv_bytes_per_position()));
+/// # Ok::<(), qkv::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ModelInfo {

@@ -4,25 +4,6 @@
 //! [`crate::Model::generate`] and [`crate::Model::translate`] run on sessions; use one directly to score a
 //! prompt (logits at every position, [`LogitsFor::All`]), to run your own search, or to drive many sequences
 //! from one loop (a batch scheduler owns sessions; an attention recorder observes their steps).
-//!
-//! ```
-//! use qkv::{LoadOptions, LogitsFor, Model};
-//!
-//! // A random GPT-2 of the test fixtures, on the scalar kernels.
-//! let opts = LoadOptions { kernels: Some(qkv::Kernels::scalar()), ..Default::default() };
-//! let model = Model::load_with(qkv::loaders::paths::fixture("gpt2-tiny"), &opts)?;
-//! let vocab = model.info().vocab_size;
-//! // Two sequences of up to 8 positions; a prefill of 3 tokens each, logits at every position.
-//! let mut s = model.session(2, 8)?;
-//! let mut all = vec![0.0; 2 * 3 * vocab];
-//! s.step(&[1, 2, 3, 4, 5, 6], 3, LogitsFor::All, &mut all)?;
-//! // One more token per row, logits of that position; then row 0 continues as a copy of row 1.
-//! let mut last = vec![0.0; 2 * vocab];
-//! s.step(&[7, 8], 1, LogitsFor::Last, &mut last)?;
-//! s.reorder(&[1, 1])?;
-//! assert_eq!((s.batch(), s.len(), s.capacity()), (2, 4, 8));
-//! # Ok::<(), qkv::Error>(())
-//! ```
 
 use crate::decoder::Decoder;
 use crate::generate::Feed;
@@ -33,6 +14,25 @@ use crate::Result;
 
 /// A batch of sequences being decoded by one model: made by [`crate::Model::session`] (decoder-only) or
 /// [`crate::Model::encode`] (encoder-decoder). `Send`: a session can move to the thread that runs it.
+///
+/// ```
+/// use qkv::{LoadOptions, LogitsFor, Model};
+///
+/// // A random GPT-2 of the test fixtures, on the scalar kernels.
+/// let opts = LoadOptions { kernels: Some(qkv::Kernels::scalar()), ..Default::default() };
+/// let model = Model::load_with(qkv::loaders::paths::fixture("gpt2-tiny"), &opts)?;
+/// let vocab = model.info().vocab_size;
+/// // Two sequences of up to 8 positions; a prefill of 3 tokens each, logits at every position.
+/// let mut s = model.session(2, 8)?;
+/// let mut all = vec![0.0; 2 * 3 * vocab];
+/// s.step(&[1, 2, 3, 4, 5, 6], 3, LogitsFor::All, &mut all)?;
+/// // One more token per row, logits of that position; then row 0 continues as a copy of row 1.
+/// let mut last = vec![0.0; 2 * vocab];
+/// s.step(&[7, 8], 1, LogitsFor::Last, &mut last)?;
+/// s.reorder(&[1, 1])?;
+/// assert_eq!((s.batch(), s.len(), s.capacity()), (2, 4, 8));
+/// # Ok::<(), qkv::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Session<'m> {
     net: &'m Network,
@@ -116,6 +116,18 @@ impl<'m> Session<'m> {
 }
 
 /// What the encoder made of a session's sources ([`Session::encoder`]).
+///
+/// ```
+/// use qkv::Model;
+///
+/// let model = Model::load(qkv::loaders::paths::fixture("marian-tiny"))?;
+/// let mut s = model.encode(&[&[3, 4, 5, 0], &[6, 0]], 4, 8)?;
+/// s.reorder(&[0, 0, 1, 1])?; // two beams per source
+/// let e = s.encoder().unwrap();
+/// assert_eq!((e.src_len(), e.src_lens(), e.row_sources()), (4, &[4, 2][..], &[0, 0, 1, 1][..]));
+/// assert_eq!(e.output().len(), 2 * 4 * model.info().hidden_size);
+/// # Ok::<(), qkv::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct Encoded<'s> {
     state: &'s crate::models::seq2seq::Seq2SeqState,

@@ -2,7 +2,20 @@
 
 use crate::{Error, Result};
 
-/// Which positions of a step get logits.
+/// Which positions of a step get logits (see [`crate::Session::step`]).
+///
+/// ```
+/// use qkv::{LogitsFor, Model};
+///
+/// let model = Model::load(qkv::loaders::paths::fixture("gpt2-tiny"))?;
+/// let vocab = model.info().vocab_size;
+/// let mut s = model.session(1, 8)?;
+/// let mut every = vec![0.0; 4 * vocab]; // [n, vocab]: score a whole prompt
+/// s.step(&[1, 2, 3, 4], 4, LogitsFor::All, &mut every)?;
+/// let mut last = vec![0.0; vocab]; // [vocab]: what the next token needs
+/// s.step(&[5], 1, LogitsFor::Last, &mut last)?;
+/// # Ok::<(), qkv::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LogitsFor {
     /// The last position of each row: `[batch, vocab]` (what decoding needs).

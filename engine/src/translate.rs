@@ -68,7 +68,20 @@ impl TranslateOptions {
     }
 }
 
-/// One translation.
+/// One translation ([`crate::Model::translate`]).
+///
+/// ```no_run
+/// use qkv::{Model, TranslateOptions};
+///
+/// let model = Model::load("models/opus-mt-en-de")?;
+/// let opts = TranslateOptions { beam_size: Some(4), num_hypotheses: 2, ..Default::default() };
+/// for hyps in model.translate_n_best(&["Hello world"], &opts)? {
+///     for t in hyps {
+///         println!("{} ({} tokens, score {:.3})", t.text, t.tokens.len(), t.score);
+///     }
+/// }
+/// # Ok::<(), qkv::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Translation {
     /// Decoded text (special tokens skipped).

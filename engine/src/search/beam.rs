@@ -29,7 +29,7 @@
 use crate::decoder::Decoder;
 use crate::{Error, Result};
 
-/// Which reference beam search to reproduce.
+/// Which reference beam search to reproduce (see [`SearchOptions`] for an example).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum BeamStyle {
     /// transformers `generate` (see the module docs).
@@ -38,7 +38,7 @@ pub enum BeamStyle {
     CTranslate2 { patience: f32 },
 }
 
-/// transformers' `early_stopping` generation option.
+/// transformers' `early_stopping` generation option (see [`SearchOptions`] for an example).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum EarlyStopping {
     /// `early_stopping=True`: a source is done as soon as `num_beams` hypotheses are finished.
@@ -53,6 +53,14 @@ pub enum EarlyStopping {
 }
 
 /// How raw logits become next-token log-probabilities (transformers' logits processors used by Marian).
+///
+/// ```
+/// use qkv::search::LogitsRules;
+///
+/// // EOS is id 0; never emit the pad id 7; force EOS at the last step; log-softmax again after the bans.
+/// let rules = LogitsRules { eos: vec![0], bad_words: vec![vec![7]], forced_eos: Some(0), renormalize: true };
+/// assert!(rules.bad_words.iter().all(|w| !w.is_empty()));
+/// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LogitsRules {
     /// End-of-sequence ids (a hypothesis ends when it emits one of them).
@@ -67,6 +75,20 @@ pub struct LogitsRules {
 }
 
 /// Search parameters, all lengths counted in generated tokens (the decoder start token excluded).
+///
+/// ```
+/// use qkv::search::{BeamStyle, EarlyStopping, SearchOptions};
+/// use qkv::{Model, TranslateOptions};
+///
+/// let model = Model::load(qkv::loaders::paths::fixture("marian-tiny"))?;
+/// // The model's defaults with beam 3, then transformers' `early_stopping=True`.
+/// let mut opts: SearchOptions = model.search_options(&TranslateOptions { beam_size: Some(3), ..Default::default() })?;
+/// opts.style = BeamStyle::HuggingFace { early_stopping: EarlyStopping::Eager };
+/// opts.max_new_tokens = 8;
+/// let best = &model.translate_ids_with(&[vec![3, 4, 5, 0]], 4, &opts)?[0][0]; // a Hypothesis
+/// assert!(best.tokens.len() <= 8 && best.score <= 0.0);
+/// # Ok::<(), qkv::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct SearchOptions {
     /// 1 = greedy search.
@@ -100,7 +122,7 @@ impl Default for SearchOptions {
     }
 }
 
-/// One output sequence.
+/// One output sequence of a search (see [`SearchOptions`] and [`crate::Decoder`] for examples).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Hypothesis {
     /// Generated ids, without the decoder start token; the EOS is kept when one was emitted.
@@ -147,7 +169,8 @@ impl SearchOptions {
 }
 
 /// Search for the next tokens of every row of `cache` (one row per source, row `i` starting with
-/// `start[i]`). Returns, per source, up to `num_return_sequences` hypotheses, best first.
+/// `start[i]`). Returns, per source, up to `num_return_sequences` hypotheses, best first. Any [`Decoder`] (see
+/// its example); a [`crate::Session`] runs it on a model ([`crate::Session::search`]).
 pub fn search<D: Decoder>(
     dec: &D,
     cache: &mut D::Cache,
