@@ -121,7 +121,7 @@ fn run() -> qkv::Result<()> {
             // The limits the kernels are compared with: the full measurement (1 GiB, more than this CPU's L3)
             // unless --quick.
             let m = machine::measure(cli.quick);
-            let bar = progress_bar(cli.json);
+            let bar = progress_bar(Progress::unless_json(cli.json));
             let rows = kernel_suite::run(&m, &isas, cli.quick, &bar);
             bar.finish_and_clear();
             if cli.json {
@@ -152,7 +152,7 @@ fn run() -> qkv::Result<()> {
                 runs,
                 weights,
             };
-            let bar = progress_bar(cli.json);
+            let bar = progress_bar(Progress::unless_json(cli.json));
             bar.set_length(models.len() as u64);
             let mut rows = Vec::new();
             for dir in &models {
@@ -206,8 +206,25 @@ fn print_models(rows: &[models::ModelRow]) {
     }
 }
 
-fn progress_bar(hidden: bool) -> ProgressBar {
-    if hidden {
+/// Whether progress is drawn (not when stdout carries JSON).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Progress {
+    Shown,
+    Hidden,
+}
+
+impl Progress {
+    fn unless_json(json: bool) -> Self {
+        if json {
+            Progress::Hidden
+        } else {
+            Progress::Shown
+        }
+    }
+}
+
+fn progress_bar(progress: Progress) -> ProgressBar {
+    if progress == Progress::Hidden {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(0);

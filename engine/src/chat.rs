@@ -1,6 +1,8 @@
 //! Chat templates: the Jinja template of `tokenizer_config.json`, rendered with `minijinja` as
 //! `transformers`' `apply_chat_template(..., add_generation_prompt=True)` renders it.
 
+use std::path::Path;
+
 use minijinja::{context, Environment, Error as JinjaError, ErrorKind};
 use serde::Serialize;
 
@@ -49,13 +51,15 @@ fn raise_exception(msg: String) -> std::result::Result<String, JinjaError> {
     Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
 }
 
+/// A template that cannot render this conversation (it raised, or it is broken at run time).
 fn template_error(what: &str, e: JinjaError) -> Error {
     Error::Request(format!("chat template: {what}: {e:#}"))
 }
 
 impl ChatTemplate {
-    /// Compile `source` (an error, not a panic, on bad syntax).
-    pub(crate) fn new(source: &str) -> Result<Self> {
+    /// Compile `source` (an error, not a panic, on bad syntax: [`Error::InvalidConfig`] naming `dir`, the model
+    /// directory the template comes from).
+    pub(crate) fn new(source: &str, dir: &Path) -> Result<Self> {
         let mut env = Environment::new();
         // Python string methods (`.strip()`, `.startswith()`, ...) that HF templates use.
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -64,7 +68,11 @@ impl ChatTemplate {
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.add_template_owned("chat", source.to_string())
-            .map_err(|e| template_error("cannot compile", e))?;
+            .map_err(|e| Error::InvalidConfig {
+                file: dir.to_path_buf(),
+                field: "chat_template".into(),
+                reason: format!("cannot compile: {e:#}"),
+            })?;
         Ok(Self { env })
     }
 
@@ -98,7 +106,7 @@ mod tests {
 
     #[test]
     fn renders_chatml_with_generation_prompt() {
-        let t = ChatTemplate::new(CHATML).unwrap();
+        let t = ChatTemplate::new(CHATML, Path::new("test")).unwrap();
         let out = t
             .render(
                 &[Message::new("user", "Hi")],
@@ -117,6 +125,7 @@ mod tests {
     fn python_methods_and_exceptions() {
         let t = ChatTemplate::new(
             "{% if messages[0]['role'] == 'bad' %}{{ raise_exception('no') }}{% endif %}{{ bos_token }}{{ messages[0]['content'].strip() }}",
+            Path::new("test"),
         )
         .unwrap();
         let sp = SpecialTokens {
@@ -132,6 +141,6 @@ mod tests {
             .render(&[Message::new("bad", "")], &sp, GenerationPrompt::Omit)
             .unwrap_err();
         assert!(e.to_string().contains("no"), "{e}");
-        assert!(ChatTemplate::new("{% if %}").is_err());
+        assert!(ChatTemplate::new("{% if %}", Path::new("test")).is_err());
     }
 }

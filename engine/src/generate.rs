@@ -6,7 +6,7 @@ use std::time::Instant;
 use kernels::Kernels;
 use serde::Serialize;
 
-use crate::search::stop::{Emit, StopFilter};
+use crate::search::stop::{Emit, Pushed, StopFilter};
 use crate::search::{SampleParams, Sampler, Strategy};
 use crate::text::TokenDecoder;
 use crate::{Error, Result};
@@ -381,10 +381,13 @@ impl<'a> Generator<'a> {
         // Its text: everything complete so far, or everything at the end.
         let emit = if self.done.is_some() { Emit::All } else { Emit::Settled };
         let delta = self.delta.next(self.tok, &self.ids, emit)?;
-        let (text, hit_stop) = self.stop.push(&delta, emit);
-        if hit_stop {
-            self.done = Some(StopReason::StopString);
-        }
+        let text = match self.stop.push(&delta, emit) {
+            Pushed::Text(text) => text,
+            Pushed::Stopped(text) => {
+                self.done = Some(StopReason::StopString);
+                text
+            }
+        };
         Ok(TokenEvent { id, text })
     }
 }

@@ -275,7 +275,7 @@ impl Model {
             }
         }
         let chat_template = tokenizer::chat_template(dir)?
-            .map(|s| ChatTemplate::new(&s))
+            .map(|s| ChatTemplate::new(&s, dir))
             .transpose()?;
         let name = |id: Option<u32>| {
             id.and_then(|i| text.as_ref().and_then(|t| t.tokenizer().id_to_token(i)))

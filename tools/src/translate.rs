@@ -41,9 +41,18 @@ pub struct Args {
     weights: WeightType,
 }
 
+/// How translations are printed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Output {
+    /// One line of text per input line.
+    Text,
+    /// One JSON object `{text, tokens, score}` per line.
+    Json,
+}
+
 /// Print one translation as the text or a JSON line.
-fn print(out: &mut impl Write, t: &Translation, json: bool) -> Result<()> {
-    if json {
+fn print(out: &mut impl Write, t: &Translation, format: Output) -> Result<()> {
+    if format == Output::Json {
         let v = serde_json::json!({ "text": t.text, "tokens": t.tokens, "score": t.score });
         writeln!(out, "{v}")?;
     } else {
@@ -93,7 +102,7 @@ pub fn run(args: Args) -> Result<()> {
         let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
         for t in model.translate(&refs, &opts)? {
             n_tokens += t.tokens.len();
-            print(out, &t, args.json)?;
+            print(out, &t, if args.json { Output::Json } else { Output::Text })?;
         }
         n_sentences += lines.len();
         out.flush()?;

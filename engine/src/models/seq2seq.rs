@@ -82,6 +82,15 @@ pub(crate) enum NormPlacement {
     PostNorm,
 }
 
+/// The matrix of the LM head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HeadMatrix {
+    /// The decoder's token embedding table.
+    TiedToTargetEmbeddings,
+    /// A matrix of its own (the scheme's `head`).
+    Own,
+}
+
 /// Sinusoidal position encodings: which table, and the position of the first token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Positions {
@@ -112,8 +121,8 @@ pub(crate) struct Seq2SeqConfig {
     pub(crate) positions: Positions,
     pub(crate) src_vocab_size: usize,
     pub(crate) tgt_vocab_size: usize,
-    /// Marian: the LM head is the decoder embedding table (`tie_word_embeddings`).
-    tied_lm_head: bool,
+    /// Whether the LM head is the decoder embedding table (Marian's `tie_word_embeddings`).
+    head: HeadMatrix,
     pub(crate) decoder_start_token_id: u32,
     pad_token_id: u32,
 }
@@ -146,7 +155,11 @@ fn marian_config(src: &Source<'_>, c: &MarianConfig) -> Result<Seq2SeqConfig> {
         },
         src_vocab_size: c.vocab_size,
         tgt_vocab_size: c.decoder_vocab_size,
-        tied_lm_head: c.tie_word_embeddings,
+        head: if c.tie_word_embeddings {
+            HeadMatrix::TiedToTargetEmbeddings
+        } else {
+            HeadMatrix::Own
+        },
         decoder_start_token_id: c.decoder_start_token_id,
         pad_token_id: c.pad_token_id,
     })
@@ -203,7 +216,7 @@ fn ct2_config(src: &Source<'_>, c: &Ct2Config) -> Result<Seq2SeqConfig> {
         },
         src_vocab_size: c.src_vocab_size,
         tgt_vocab_size: c.tgt_vocab_size,
-        tied_lm_head: false,
+        head: HeadMatrix::Own,
         decoder_start_token_id: c.decoder_start_token_id,
         pad_token_id: c.pad_token_id,
     })
@@ -586,20 +599,20 @@ impl Seq2Seq {
                 vec![0.0; vocab]
             })
         };
-        let lm_head = match (cfg.tied_lm_head, names.logits_bias) {
-            (true, bias) => {
+        let lm_head = match (cfg.head, names.logits_bias) {
+            (HeadMatrix::TiedToTargetEmbeddings, bias) => {
                 let bias = match bias {
                     Some(name) => logits_bias(name)?,
                     None => vec![0.0; vocab],
                 };
                 Linear::from_tensor(st, tgt_embed.tensor().clone(), vocab, d, Layout::OutIn, Some(bias))?
             }
-            (false, Some(bias)) => {
+            (HeadMatrix::Own, Some(bias)) => {
                 let bias = logits_bias(bias)?;
                 let matrix = st.get_shaped(names.head, &[vocab, d])?;
                 Linear::from_tensor(st, matrix, vocab, d, Layout::OutIn, Some(bias))?
             }
-            (false, None) => Linear::bind(st, names.head, vocab, d, Layout::OutIn, Bias::Required)?,
+            (HeadMatrix::Own, None) => Linear::bind(st, names.head, vocab, d, Layout::OutIn, Bias::Required)?,
         }
         .convert(st, weights)?;
         let pos_table = sinusoidal_table(cfg.positions.kind, cfg.positions.max, d, cfg.positions.first);

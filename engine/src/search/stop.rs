@@ -10,6 +10,15 @@ pub(crate) enum Emit {
     All,
 }
 
+/// What a push lets out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Text that can be emitted; the generation goes on.
+    Text(String),
+    /// A stop string was reached: the text before it, and the generation ends.
+    Stopped(String),
+}
+
 /// Text not yet emitted because it might begin a stop string.
 #[derive(Debug, Default)]
 pub(crate) struct StopFilter {
@@ -26,14 +35,14 @@ impl StopFilter {
         }
     }
 
-    /// Add `delta`; return what can be emitted and whether a stop string was reached.
-    pub(crate) fn push(&mut self, delta: &str, emit: Emit) -> (String, bool) {
+    /// Add `delta`; return what can be emitted, and whether a stop string was reached.
+    pub(crate) fn push(&mut self, delta: &str, emit: Emit) -> Pushed {
         self.pending.push_str(delta);
         // The earliest complete stop string ends generation; text before it is emitted.
         if let Some(at) = self.stops.iter().filter_map(|s| self.pending.find(s.as_str())).min() {
             let out = self.pending[..at].to_string();
             self.pending.clear();
-            return (out, true);
+            return Pushed::Stopped(out);
         }
         // Hold back the longest tail that could still grow into a stop string.
         let hold = match emit {
@@ -49,6 +58,6 @@ impl StopFilter {
         };
         let out = self.pending[..self.pending.len() - hold].to_string();
         self.pending.drain(..self.pending.len() - hold);
-        (out, false)
+        Pushed::Text(out)
     }
 }
