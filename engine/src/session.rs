@@ -33,10 +33,21 @@ use crate::Result;
 /// assert_eq!((s.batch(), s.len(), s.capacity()), (2, 4, 8));
 /// # Ok::<(), qkv::Error>(())
 /// ```
-#[derive(Debug)]
 pub struct Session<'m> {
     net: &'m Network,
     state: State,
+}
+
+/// The sizes, not the caches (which hold megabytes of floats).
+impl std::fmt::Debug for Session<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("batch", &self.batch())
+            .field("len", &self.len())
+            .field("capacity", &self.capacity())
+            .field("encoder", &self.encoder().map(|e| e.src_lens().to_vec()))
+            .finish()
+    }
 }
 
 impl<'m> Session<'m> {
@@ -128,9 +139,18 @@ impl<'m> Session<'m> {
 /// assert_eq!(e.output().len(), 2 * 4 * model.info().hidden_size);
 /// # Ok::<(), qkv::Error>(())
 /// ```
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct Encoded<'s> {
     state: &'s crate::models::seq2seq::Seq2SeqState,
+}
+
+impl std::fmt::Debug for Encoded<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoded")
+            .field("src_lens", &self.src_lens())
+            .field("row_sources", &self.row_sources())
+            .finish()
+    }
 }
 
 impl Encoded<'_> {

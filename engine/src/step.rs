@@ -50,7 +50,8 @@ impl StepShape {
 }
 
 /// One step's input and output: `tokens` (`[batch, n]`, row-major) in, the logits of the positions `which` asks
-/// for out (`[which.rows(shape), vocab]`).
+/// for out (`[which.rows(shape), vocab]`). Every network's forward takes one, so what a step may carry next (per-row
+/// positions for a batch scheduler's ragged rows, an attention recorder) is added here once.
 #[derive(Debug)]
 pub(crate) struct StepIo<'a> {
     pub(crate) tokens: &'a [u32],
