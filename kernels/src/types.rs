@@ -231,24 +231,20 @@ impl<'a> AttnArgs<'a> {
     }
 
     fn unmasked(heads: Heads, batch: usize, q_len: usize, kv_len: usize) -> Self {
-        let Heads {
-            n_heads,
-            n_kv_heads,
-            head_dim,
-        } = heads;
+        let tokens = |len: usize, n: usize| Strides::token_major(len, n, heads.head_dim);
         Self {
-            batch,
-            n_heads,
-            n_kv_heads,
-            head_dim,
-            q_len,
-            kv_len,
-            scale: 1.0 / (head_dim as f32).sqrt(),
+            scale: 1.0 / (heads.head_dim as f32).sqrt(),
+            q_strides: tokens(q_len, heads.n_heads),
+            kv_strides: tokens(kv_len, heads.n_kv_heads),
+            out_strides: tokens(q_len, heads.n_heads),
             mask: Mask::None,
             key_lens: None,
-            q_strides: Strides::token_major(q_len, n_heads, head_dim),
-            kv_strides: Strides::token_major(kv_len, n_kv_heads, head_dim),
-            out_strides: Strides::token_major(q_len, n_heads, head_dim),
+            batch,
+            n_heads: heads.n_heads,
+            n_kv_heads: heads.n_kv_heads,
+            head_dim: heads.head_dim,
+            q_len,
+            kv_len,
         }
     }
 

@@ -257,12 +257,12 @@ fn marian_defaults(c: &MarianConfig, g: Option<&GenerationConfig>) -> SearchOpti
 /// CTranslate2 `translate_batch` defaults.
 fn ct2_defaults(c: &Ct2Config) -> SearchOptions {
     SearchOptions {
+        style: BeamStyle::CTranslate2 { patience: 1.0 },
         num_beams: 2,
         max_new_tokens: 256,
         min_new_tokens: 1,
         length_penalty: 1.0,
         num_return_sequences: 1,
-        style: BeamStyle::CTranslate2 { patience: 1.0 },
         rules: LogitsRules {
             eos: vec![c.eos_token_id],
             ..LogitsRules::default()

@@ -181,12 +181,11 @@ pub(crate) fn softmax<S: Simd>(s: S, x: &mut [f32]) {
 /// entries stay NaN); a row with no value above `-inf` is left as it is.
 #[inline(always)]
 pub(crate) fn log_softmax<S: Simd>(s: S, x: &mut [f32]) {
-    let l = S::LANES;
-    let n = x.len();
     let m = max(s, x);
     if m == f32::NEG_INFINITY {
         return;
     }
+    let (l, n) = (S::LANES, x.len());
     // Σ exp(x - max); `exp` maps a NaN lane to exp(-88) ≈ 0, the tail skips NaN.
     let mv = s.splat(m);
     let mut acc = s.zero();
