@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 use decoder_support::{check_greedy, ids, json, max_abs, smollm2_dir, tensor};
 use kernels::{bf16, f16, Isa};
 use loaders::safetensors::SafeTensors;
-use qkv::model::Architecture;
-use qkv::{Decoder, Kernels, LoadOptions, Model};
+use qkv::{Kernels, LoadOptions, LogitsFor, Model, Session};
 
 /// Max-abs logit difference for the tiny models: the tolerance of their f32 fixtures (f32 math in another order).
 const TINY_LOGITS_TOL: f32 = 1e-4;
@@ -149,17 +148,8 @@ fn check_decoder_only(name: &str, f32_dir: &Path) {
                 let want_tokens = ids(&r.meta["models"][name]["runs"][dtype.name()][i]);
                 let key = format!("{name}.{}.run{i}", dtype.name());
                 let what = format!("{key} on {}", k.isa());
-                let worst = match m.architecture() {
-                    Architecture::Llama(d) => {
-                        let mut cache = d.new_cache(1, prompt.len() + want_tokens.len()).unwrap();
-                        run_decoder(&what, d, &mut cache, prompt, &want_tokens, &r, &key)
-                    }
-                    Architecture::Gpt2(d) => {
-                        let mut cache = d.new_cache(1, prompt.len() + want_tokens.len()).unwrap();
-                        run_decoder(&what, d, &mut cache, prompt, &want_tokens, &r, &key)
-                    }
-                    Architecture::Seq2Seq(_) => unreachable!("{name} is decoder-only"),
-                };
+                let mut cache = m.session(1, prompt.len() + want_tokens.len()).unwrap();
+                let worst = run_decoder(&what, &mut cache, prompt, &want_tokens, &r, &key);
                 eprintln!(
                     "{what}: {} greedy tokens equal, logits max-abs {worst:.2e}",
                     want_tokens.len()
@@ -169,23 +159,15 @@ fn check_decoder_only(name: &str, f32_dir: &Path) {
     }
 }
 
-/// Greedy decoding of one run through `d`, checked step by step.
-fn run_decoder<D: Decoder>(
-    what: &str,
-    d: &D,
-    cache: &mut D::Cache,
-    prompt: &[u32],
-    want_tokens: &[u32],
-    r: &Refs,
-    key: &str,
-) -> f32 {
-    let vocab = d.vocab_size();
+/// Greedy decoding of one run through `cache`, checked step by step.
+fn run_decoder(what: &str, cache: &mut Session<'_>, prompt: &[u32], want_tokens: &[u32], r: &Refs, key: &str) -> f32 {
+    let vocab = cache.vocab_size();
     let full = format!("{key}.step_logits");
     if r.tensors.names().contains(&full.as_str()) {
         return check_greedy(
             what,
             vocab,
-            |t, l| d.step(cache, t, t.len(), l).unwrap(),
+            |t, l| cache.step(t, t.len(), LogitsFor::Last, l).unwrap(),
             prompt,
             want_tokens,
             &tensor(&r.tensors, &full),
@@ -203,7 +185,7 @@ fn run_decoder<D: Decoder>(
         what,
         vocab,
         |t, l| {
-            d.step(cache, t, t.len(), l).unwrap();
+            cache.step(t, t.len(), LogitsFor::Last, l).unwrap();
             if step < n_steps {
                 let span = step * n_top..(step + 1) * n_top;
                 let ours: Vec<f32> = top_ids[span.clone()].iter().map(|&id| l[id as usize]).collect();
@@ -253,16 +235,14 @@ fn smollm2_bf16_f16() {
     for dtype in [Half::Bf16, Half::F16] {
         let dir = convert(&f32_dir, dtype);
         let m = load(dir.path(), k, f32_bytes);
-        let Architecture::Llama(d) = m.architecture() else {
-            panic!("smollm2 is a Llama")
-        };
+        assert_eq!(m.info().architecture, "llama", "smollm2 is a Llama");
         for (i, prompt) in r.meta["models"][name]["inputs"].as_array().unwrap().iter().enumerate() {
             let prompt = ids(prompt);
             let want_tokens = ids(&r.meta["models"][name]["runs"][dtype.name()][i]);
             let key = format!("{name}.{}.run{i}", dtype.name());
             let what = format!("{key} on {}", k.isa());
-            let mut cache = d.new_cache(1, prompt.len() + want_tokens.len()).unwrap();
-            let worst = run_decoder(&what, d, &mut cache, &prompt, &want_tokens, &r, &key);
+            let mut cache = m.session(1, prompt.len() + want_tokens.len()).unwrap();
+            let worst = run_decoder(&what, &mut cache, &prompt, &want_tokens, &r, &key);
             eprintln!(
                 "{what}: {} greedy tokens equal, top-256 logits max-abs {worst:.2e}",
                 want_tokens.len()
@@ -288,17 +268,18 @@ fn marian_tiny_bf16_f16() {
         let dir = convert(&f32_dir, dtype);
         for k in each_kernels(&format!("marian_tiny_{}_end_to_end", dtype.name())) {
             let m = load(dir.path(), k, f32_bytes);
-            let Architecture::Seq2Seq(t) = m.architecture() else {
-                panic!("marian-tiny is an encoder-decoder")
-            };
-            let d = t.model();
+            assert_eq!(
+                m.info().kind,
+                qkv::ModelKind::EncoderDecoder,
+                "marian-tiny is an encoder-decoder"
+            );
             for (i, src) in sources.iter().enumerate() {
                 let want_tokens = ids(&r.meta["models"][name]["runs"][dtype.name()][i]);
                 let key = format!("{name}.{}.run{i}", dtype.name());
                 let what = format!("{key} on {}", k.isa());
-                let mut state = d.start(&[src.as_slice()], 1, want_tokens.len()).unwrap();
-                let start = [d.config().decoder_start_token_id];
-                let worst = run_decoder(&what, d, &mut state, &start, &want_tokens, &r, &key);
+                let mut state = m.encode(&[src.as_slice()], 1, want_tokens.len()).unwrap();
+                let start = [m.info().decoder_start_token_id.unwrap()];
+                let worst = run_decoder(&what, &mut state, &start, &want_tokens, &r, &key);
                 eprintln!(
                     "{what}: {} greedy tokens equal, logits max-abs {worst:.2e}",
                     want_tokens.len()

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use loaders::gguf::{import_to_hf_dir, ImportOptions};
 use loaders::safetensors::SafeTensors;
-use qkv::{Architecture, Decoder, GenerateOptions, Model};
+use qkv::{GenerateOptions, LogitsFor, Model};
 
 /// qkv against transformers, both f32 on the same weights: 2-30 layers of f32 sums in different orders, logits
 /// of magnitude O(10): rounding differences of a few 1e-6 per layer, 1e-4 leaves room for 30 layers (the same
@@ -78,10 +78,9 @@ struct Summary {
 
 /// Every run of `refs_json` (with its logits in `refs`) through `model`: the checks of the module doc.
 fn check_file(what: &str, model: &Model, refs_json: &serde_json::Value, refs: &SafeTensors) -> Summary {
-    let Architecture::Llama(m) = model.architecture() else {
-        panic!("{what}: imported as {}, not llama", model.architecture().name());
-    };
-    let vocab = m.vocab_size();
+    let arch = model.info().architecture;
+    assert_eq!(arch, "llama", "{what}: imported as {arch}, not llama");
+    let vocab = model.info().vocab_size;
     let mut s = Summary {
         worst_hf: 0.0,
         worst_llama: 0.0,
@@ -98,9 +97,9 @@ fn check_file(what: &str, model: &Model, refs_json: &serde_json::Value, refs: &S
         let llama = refs.get(&format!("run{i}_llama_cpp_logits")).unwrap().to_f32_vec(); // [N_NEW, vocab]
         let hf = refs.get(&format!("run{i}_hf_logits")).unwrap().to_f32_vec(); // [N_NEW, vocab]
         assert_eq!(llama.len(), N_NEW * vocab, "{what} run {i}: llama.cpp logits");
-        let mut cache = m.new_cache(1, prompt.len() + N_NEW).unwrap();
+        let mut cache = model.session(1, prompt.len() + N_NEW).unwrap();
         let mut logits = vec![0f32; vocab]; // [vocab]
-        m.step(&mut cache, &prompt, prompt.len(), &mut logits).unwrap();
+        cache.step(&prompt, prompt.len(), LogitsFor::Last, &mut logits).unwrap();
         for t in 0..N_NEW {
             let (llama_t, hf_t) = (&llama[t * vocab..(t + 1) * vocab], &hf[t * vocab..(t + 1) * vocab]);
             let d_hf = max_abs(&logits, hf_t);
@@ -140,7 +139,7 @@ fn check_file(what: &str, model: &Model, refs_json: &serde_json::Value, refs: &S
             }
             if t + 1 < N_NEW {
                 // Teacher-forced on llama.cpp's tokens, so every step is compared on the same context.
-                m.step(&mut cache, &greedy[t..t + 1], 1, &mut logits).unwrap();
+                cache.step(&greedy[t..t + 1], 1, LogitsFor::Last, &mut logits).unwrap();
             }
         }
         // The public greedy generation follows the same tokens up to the first parting (or an EOS).

@@ -138,7 +138,7 @@ impl Kernels {
 
     /// Fused scaled-dot-product attention (see [`AttnArgs`] for layouts and masks).
     pub fn attention(&self, a: &AttnArgs<'_>, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
-        attention::attention(self.isa, a, q, k, v, out)
+        attention::attention(*self, a, q, k, v, out)
     }
 
     /// LayerNorm over rows of `gamma.len()`: `out = (x - mean) / sqrt(var + eps) * gamma + beta`.
@@ -176,6 +176,11 @@ impl Kernels {
     /// Softmax of one row, in place.
     pub fn softmax(&self, x: &mut [f32]) {
         simd::dispatch!(self, rows::softmax, (x: &mut [f32]))
+    }
+
+    /// Log-softmax of one row, in place (log-probabilities of logits; see [`reference::log_softmax`]).
+    pub fn log_softmax(&self, x: &mut [f32]) {
+        simd::dispatch!(self, rows::log_softmax, (x: &mut [f32]))
     }
 
     /// Apply an activation in place.

@@ -127,6 +127,24 @@ pub fn softmax(x: &mut [f32]) {
     }
 }
 
+/// Log-softmax of one row in place: `(x - max) - ln Σ exp(x - max)`, the sum in f64 over the entries that are not
+/// NaN (NaN entries stay NaN). A row with no value above `-inf` is left as it is.
+pub fn log_softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return;
+    }
+    let sum: f64 = x
+        .iter()
+        .filter(|v| !v.is_nan())
+        .map(|&v| ((v - max) as f64).exp())
+        .sum();
+    let lse = sum.ln();
+    for v in x.iter_mut() {
+        *v = ((*v - max) as f64 - lse) as f32;
+    }
+}
+
 pub fn activation(act: Activation, x: &mut [f32]) {
     for v in x.iter_mut() {
         let t = *v as f64;
