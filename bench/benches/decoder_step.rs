@@ -1,33 +1,34 @@
-//! One decoder step per model family, on random weights of the real shapes (no files needed):
+//! One decoder step per model family, on random weights of the real shapes (written to a scratch directory with
+//! a config.json, then opened with `Model::load_with` like any model):
 //! Llama (SmolLM2-135M: 30 layers, d 576, GQA 9/3 heads, vocab 49152), GPT-2 small (12 layers, d 768,
 //! vocab 50257) and Marian (opus-mt base: 6+6 layers, d 512, vocab 58101, post-norm, cross-attention).
 //! f32 and bf16 weights, batch 1 and 8, about 128 positions in the cache.
 //!
 //! A step is one new token per row through every layer and the LM head — the unit of batch-1 decoding, bound
 //! by reading the weights once (bytes of weights ÷ bandwidth). Criterion reports the time of one step; the
-//! cache is refilled (untimed) every `STEPS_PER_FILL` steps so its length stays within 128..192.
+//! session is refilled (untimed) every `STEPS_PER_FILL` steps so its cache length stays within 128..192.
 //!
 //! `cargo bench -p bench --bench decoder_step` (add `-- llama` etc. to pick a family)
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use half::bf16;
-use kernels::{Activation, Kernels, Sinusoid};
-use loaders::{Dtype, Tensor};
-use qkv::gpt2::{Gpt2, Gpt2Params};
-use qkv::llama::{Llama, LlamaParams};
-use qkv::seq2seq::{NormPlacement, Positions, Seq2Seq, Seq2SeqConfig, WeightNames};
-use qkv::{Decoder, TensorMap};
+use kernels::Kernels;
+use loaders::Dtype;
+use qkv::{LoadOptions, LogitsFor, Model, Session};
+use serde_json::json;
 
 /// Positions in the cache before the timed steps (prompt or source length).
 const CONTEXT: usize = 128;
 /// Steps between two refills of the cache.
 const STEPS_PER_FILL: usize = 64;
 
-/// Random weights in [-0.05, 0.05) (a fixed xorshift stream), stored as `dtype`.
+/// Random weights in [-0.05, 0.05) (a fixed xorshift stream), stored as `dtype`, written with a config.json to a
+/// model directory that `Model::load_with` opens like any other.
 struct Random {
-    map: TensorMap,
+    tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
     state: u64,
     dtype: Dtype,
 }
@@ -35,7 +36,7 @@ struct Random {
 impl Random {
     fn new(dtype: Dtype) -> Self {
         Self {
-            map: TensorMap::new("random weights"),
+            tensors: Vec::new(),
             state: 0x9e37_79b9_7f4a_7c15,
             dtype,
         }
@@ -55,48 +56,48 @@ impl Random {
     /// A matrix (or embedding) in the model's weight dtype.
     fn weight(&mut self, name: &str, shape: &[usize]) {
         let v = self.values(shape.iter().product());
-        let t = match self.dtype {
+        let (dtype, bytes) = match self.dtype {
             Dtype::BF16 => {
                 let b: Vec<bf16> = v.iter().map(|&x| bf16::from_f32(x)).collect();
-                Tensor::from_bytes(name, Dtype::BF16, shape.to_vec(), bytemuck::cast_slice(&b))
+                (Dtype::BF16, bytemuck::cast_slice(&b).to_vec())
             }
-            _ => Tensor::from_f32(name, shape.to_vec(), &v),
+            _ => (Dtype::F32, bytemuck::cast_slice(&v).to_vec()),
         };
-        self.map.insert(t.expect("shape and bytes agree"));
+        self.tensors.push((name.to_string(), dtype, shape.to_vec(), bytes));
     }
 
     /// A norm scale or a bias: f32, near `center`.
     fn vector(&mut self, name: &str, n: usize, center: f32) {
         let v: Vec<f32> = self.values(n).iter().map(|x| center + x).collect();
-        self.map.insert_f32(name, &[n], &v).expect("shape");
+        self.tensors
+            .push((name.to_string(), Dtype::F32, vec![n], bytemuck::cast_slice(&v).to_vec()));
+    }
+
+    /// Write `config` and the weights into `dir` and load it on `kernels`.
+    fn load(self, dir: &Path, config: serde_json::Value, kernels: Kernels) -> Model {
+        std::fs::write(dir.join("config.json"), config.to_string()).expect("write config.json");
+        loaders::safetensors::write(&dir.join("model.safetensors"), &self.tensors, None).expect("write weights");
+        drop(self);
+        let opts = LoadOptions {
+            kernels: Some(kernels),
+            ..Default::default()
+        };
+        Model::load_with(dir, &opts).unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
-fn smollm2_135m(dtype: Dtype, kernels: Kernels) -> Llama {
-    let p = LlamaParams {
-        hidden_size: 576,
-        intermediate_size: 1536,
-        n_layers: 30,
-        n_heads: 9,
-        n_kv_heads: 3,
-        head_dim: 64,
-        vocab_size: 49152,
-        max_positions: 8192,
-        rms_norm_eps: 1e-5,
-        rope_theta: 100_000.0,
-        tie_word_embeddings: true,
-        attention_bias: false,
-        mlp_bias: false,
-    };
-    let (d, q, kv, ff) = (
-        p.hidden_size,
-        p.n_heads * p.head_dim,
-        p.n_kv_heads * p.head_dim,
-        p.intermediate_size,
-    );
+/// SmolLM2-135M's shape.
+fn smollm2_135m(dtype: Dtype, kernels: Kernels, dir: &Path) -> Model {
+    let (d, n_layers, n_heads, n_kv, hd, ff, vocab) = (576, 30, 9, 3, 64, 1536, 49152);
+    let config = json!({
+        "model_type": "llama", "hidden_size": d, "intermediate_size": ff, "num_hidden_layers": n_layers,
+        "num_attention_heads": n_heads, "num_key_value_heads": n_kv, "head_dim": hd, "vocab_size": vocab,
+        "max_position_embeddings": 8192, "rms_norm_eps": 1e-5, "rope_theta": 100000.0, "tie_word_embeddings": true,
+    });
+    let (q, kv) = (n_heads * hd, n_kv * hd);
     let mut w = Random::new(dtype);
-    w.weight("model.embed_tokens.weight", &[p.vocab_size, d]);
-    for l in 0..p.n_layers {
+    w.weight("model.embed_tokens.weight", &[vocab, d]);
+    for l in 0..n_layers {
         let n = |s: &str| format!("model.layers.{l}.{s}");
         w.vector(&n("input_layernorm.weight"), d, 1.0);
         w.vector(&n("post_attention_layernorm.weight"), d, 1.0);
@@ -113,26 +114,21 @@ fn smollm2_135m(dtype: Dtype, kernels: Kernels) -> Llama {
         }
     }
     w.vector("model.norm.weight", d, 1.0);
-    Llama::new(&w.map, &p, kernels).expect("SmolLM2-135M shape")
+    w.load(dir, config, kernels)
 }
 
-fn gpt2_small(dtype: Dtype, kernels: Kernels) -> Gpt2 {
-    let p = Gpt2Params {
-        vocab_size: 50257,
-        n_positions: 1024,
-        n_embd: 768,
-        n_layer: 12,
-        n_head: 12,
-        n_inner: 3072,
-        layer_norm_epsilon: 1e-5,
-        activation: Activation::GeluTanh,
-        scale_attn_weights: true,
-    };
-    let (d, ff) = (p.n_embd, p.n_inner);
+/// GPT-2 small's shape.
+fn gpt2_small(dtype: Dtype, kernels: Kernels, dir: &Path) -> Model {
+    let (vocab, n_positions, d, n_layer, ff) = (50257, 1024, 768, 12, 3072);
+    let config = json!({
+        "model_type": "gpt2", "vocab_size": vocab, "n_positions": n_positions, "n_embd": d, "n_layer": n_layer,
+        "n_head": 12, "n_inner": ff, "layer_norm_epsilon": 1e-5, "activation_function": "gelu_new",
+        "scale_attn_weights": true,
+    });
     let mut w = Random::new(dtype);
-    w.weight("wte.weight", &[p.vocab_size, d]);
-    w.weight("wpe.weight", &[p.n_positions, d]);
-    for l in 0..p.n_layer {
+    w.weight("wte.weight", &[vocab, d]);
+    w.weight("wpe.weight", &[n_positions, d]);
+    for l in 0..n_layer {
         let n = |s: &str| format!("h.{l}.{s}");
         for ln in ["ln_1", "ln_2"] {
             w.vector(&n(&format!("{ln}.weight")), d, 1.0);
@@ -151,38 +147,22 @@ fn gpt2_small(dtype: Dtype, kernels: Kernels) -> Gpt2 {
     }
     w.vector("ln_f.weight", d, 1.0);
     w.vector("ln_f.bias", d, 0.0);
-    Gpt2::new(&w.map, &p, kernels).expect("GPT-2 small shape")
+    w.load(dir, config, kernels)
 }
 
-fn marian_base(dtype: Dtype, kernels: Kernels) -> Seq2Seq {
-    let cfg = Seq2SeqConfig {
-        names: WeightNames::Marian,
-        d_model: 512,
-        n_encoder_layers: 6,
-        n_decoder_layers: 6,
-        n_encoder_heads: 8,
-        n_decoder_heads: 8,
-        encoder_ffn_dim: 2048,
-        decoder_ffn_dim: 2048,
-        activation: Activation::Silu,
-        norm: NormPlacement::PostNorm,
-        layer_norm_eps: 1e-5,
-        embed_scale: (512f32).sqrt(),
-        positions: Positions {
-            kind: Sinusoid::Marian,
-            first: 0,
-            max: 512,
-        },
-        src_vocab_size: 58101,
-        tgt_vocab_size: 58101,
-        tied_lm_head: true,
-        decoder_start_token_id: 58100,
-        eos_token_id: 0,
-        pad_token_id: 58100,
-    };
-    let (d, ff) = (cfg.d_model, cfg.encoder_ffn_dim);
+/// opus-mt base's shape (Marian: post-norm, tied embeddings shared by both sides).
+fn marian_base(dtype: Dtype, kernels: Kernels, dir: &Path) -> Model {
+    let (vocab, d, n_layers, ff) = (58101, 512, 6, 2048);
+    let config = json!({
+        "model_type": "marian", "vocab_size": vocab, "d_model": d, "encoder_layers": n_layers,
+        "decoder_layers": n_layers, "encoder_attention_heads": 8, "decoder_attention_heads": 8,
+        "encoder_ffn_dim": ff, "decoder_ffn_dim": ff, "activation_function": "swish",
+        "max_position_embeddings": 512, "scale_embedding": true, "tie_word_embeddings": true,
+        "share_encoder_decoder_embeddings": true, "decoder_start_token_id": 58100, "eos_token_id": 0,
+        "pad_token_id": 58100,
+    });
     let mut w = Random::new(dtype);
-    w.weight("model.shared.weight", &[cfg.src_vocab_size, d]);
+    w.weight("model.shared.weight", &[vocab, d]);
     let block = |w: &mut Random, pre: &str, parts: &[&str]| {
         for part in parts {
             let n = format!("{pre}.{part}");
@@ -213,19 +193,19 @@ fn marian_base(dtype: Dtype, kernels: Kernels) -> Seq2Seq {
         "encoder_attn.out_proj",
     ];
     let ffn = ["fc1", "fc2", "self_attn_layer_norm", "final_layer_norm"];
-    for l in 0..cfg.n_encoder_layers {
+    for l in 0..n_layers {
         let pre = format!("model.encoder.layers.{l}");
         block(&mut w, &pre, &attn);
         block(&mut w, &pre, &ffn);
     }
-    for l in 0..cfg.n_decoder_layers {
+    for l in 0..n_layers {
         let pre = format!("model.decoder.layers.{l}");
         block(&mut w, &pre, &attn);
         block(&mut w, &pre, &cross);
         block(&mut w, &pre, &ffn);
         block(&mut w, &pre, &["encoder_attn_layer_norm"]);
     }
-    Seq2Seq::load(&w.map, cfg, kernels).expect("Marian base shape")
+    w.load(dir, config, kernels)
 }
 
 /// Token ids of a row (not special ones: 3..).
@@ -233,19 +213,18 @@ fn tokens(batch: usize, n: usize, vocab: usize) -> Vec<u32> {
     (0..batch * n).map(|i| 3 + (i * 7919 % (vocab - 3)) as u32).collect()
 }
 
-/// Time `iters` decoder steps, refilling the cache (untimed) with `fill` every `STEPS_PER_FILL` steps.
-fn time_steps<D: Decoder>(dec: &D, batch: usize, iters: u64, fill: &dyn Fn() -> D::Cache) -> Duration {
-    let vocab = dec.vocab_size();
+/// Time `iters` decoder steps, refilling the session (untimed) with `fill` every `STEPS_PER_FILL` steps.
+fn time_steps<'m>(vocab: usize, batch: usize, iters: u64, fill: &dyn Fn() -> Session<'m>) -> Duration {
     let mut logits = vec![0.0f32; batch * vocab];
     let next = tokens(batch, 1, vocab);
     let mut total = Duration::ZERO;
     let mut done = 0;
     while done < iters {
-        let mut cache = fill();
+        let mut session = fill();
         let n = STEPS_PER_FILL.min((iters - done) as usize);
         let t = Instant::now();
         for _ in 0..n {
-            dec.step(&mut cache, &next, 1, &mut logits).expect("step");
+            session.step(&next, 1, LogitsFor::Last, &mut logits).expect("step");
         }
         total += t.elapsed();
         std::hint::black_box(&logits);
@@ -257,29 +236,31 @@ fn time_steps<D: Decoder>(dec: &D, batch: usize, iters: u64, fill: &dyn Fn() -> 
 const DTYPES: [(Dtype, &str); 2] = [(Dtype::F32, "f32"), (Dtype::BF16, "bf16")];
 const BATCHES: [usize; 2] = [1, 8];
 
-/// A decoder-only family: `build` makes the model for a weight dtype, `new_cache` a cache for (batch, capacity).
-fn bench_decoder_only<D: Decoder>(
-    c: &mut Criterion,
-    group: &str,
-    build: impl Fn(Dtype, Kernels) -> D,
-    new_cache: impl Fn(&D, usize, usize) -> D::Cache,
-) {
+/// A family of random weights, built (and written to a scratch directory) once per weight dtype.
+type Build = fn(Dtype, Kernels, &Path) -> Model;
+
+/// A decoder-only family: the session is refilled with a `CONTEXT`-token prompt per row.
+fn bench_decoder_only(c: &mut Criterion, group: &str, build: Build) {
     let kernels = Kernels::detect().expect("kernels");
     let mut g = c.benchmark_group(group);
     g.sample_size(20).measurement_time(Duration::from_secs(8));
     for (dtype, dname) in DTYPES {
-        let m = build(dtype, kernels);
+        let dir = tempfile::tempdir().expect("scratch directory");
+        let m = build(dtype, kernels, dir.path());
+        let vocab = m.info().vocab_size;
         for batch in BATCHES {
-            let prompt = tokens(batch, CONTEXT, m.vocab_size());
+            let prompt = tokens(batch, CONTEXT, vocab);
             let fill = || {
-                let mut cache = new_cache(&m, batch, CONTEXT + STEPS_PER_FILL);
-                let mut logits = vec![0.0f32; batch * m.vocab_size()];
-                m.step(&mut cache, &prompt, CONTEXT, &mut logits).expect("prefill");
-                cache
+                let mut session = m.session(batch, CONTEXT + STEPS_PER_FILL).expect("session");
+                let mut logits = vec![0.0f32; batch * vocab];
+                session
+                    .step(&prompt, CONTEXT, LogitsFor::Last, &mut logits)
+                    .expect("prefill");
+                session
             };
             g.throughput(Throughput::Elements(batch as u64));
             g.bench_function(BenchmarkId::new(dname, format!("batch{batch}")), |b| {
-                b.iter_custom(|iters| time_steps(&m, batch, iters, &fill))
+                b.iter_custom(|iters| time_steps(vocab, batch, iters, &fill))
             });
         }
     }
@@ -287,40 +268,38 @@ fn bench_decoder_only<D: Decoder>(
 }
 
 fn bench_llama(c: &mut Criterion) {
-    bench_decoder_only(c, "llama_smollm2_135m_step", smollm2_135m, |m, b, n| {
-        m.new_cache(b, n).expect("cache")
-    });
+    bench_decoder_only(c, "llama_smollm2_135m_step", smollm2_135m);
 }
 
 fn bench_gpt2(c: &mut Criterion) {
-    bench_decoder_only(c, "gpt2_small_step", gpt2_small, |m, b, n| {
-        m.new_cache(b, n).expect("cache")
-    });
+    bench_decoder_only(c, "gpt2_small_step", gpt2_small);
 }
 
 /// Marian: the decoder step after the source (CONTEXT tokens) is encoded and its cross K/V projected; the
-/// cache holds the decoder positions so far (0..64), the cross-attention reads all CONTEXT source positions.
+/// session holds the decoder positions so far (0..64), the cross-attention reads all CONTEXT source positions.
 fn bench_marian(c: &mut Criterion) {
     let kernels = Kernels::detect().expect("kernels");
     let mut g = c.benchmark_group("marian_base_step");
     g.sample_size(20).measurement_time(Duration::from_secs(8));
     for (dtype, dname) in DTYPES {
-        let m = marian_base(dtype, kernels);
-        let src_vocab = m.config().src_vocab_size;
+        let dir = tempfile::tempdir().expect("scratch directory");
+        let m = marian_base(dtype, kernels, dir.path());
+        let (src_vocab, vocab) = (m.info().src_vocab_size, m.info().vocab_size);
+        let eos = m.eos_ids()[0];
         for batch in BATCHES {
             let sources: Vec<Vec<u32>> = (0..batch)
                 .map(|b| {
                     let mut s = tokens(1, CONTEXT - 1, src_vocab);
                     s.rotate_left(b);
-                    s.push(m.config().eos_token_id);
+                    s.push(eos);
                     s
                 })
                 .collect();
             let refs: Vec<&[u32]> = sources.iter().map(|s| s.as_slice()).collect();
-            let fill = || m.start(&refs, batch, STEPS_PER_FILL).expect("encode");
+            let fill = || m.encode(&refs, batch, STEPS_PER_FILL).expect("encode");
             g.throughput(Throughput::Elements(batch as u64));
             g.bench_function(BenchmarkId::new(dname, format!("batch{batch}")), |b| {
-                b.iter_custom(|iters| time_steps(&m, batch, iters, &fill))
+                b.iter_custom(|iters| time_steps(vocab, batch, iters, &fill))
             });
         }
     }

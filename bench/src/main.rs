@@ -87,19 +87,24 @@ fn main() {
     }
 }
 
-fn run() -> Result<(), String> {
+/// `value` as pretty JSON.
+fn to_json<T: Serialize>(value: &T) -> qkv::Result<String> {
+    serde_json::to_string_pretty(value).map_err(|e| qkv::Error::Request(format!("cannot write the JSON report: {e}")))
+}
+
+fn run() -> qkv::Result<()> {
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| qkv::Error::Request(format!("--threads {n}: {e}")))?;
     }
     match cli.cmd {
         Cmd::Machine => {
             let m = machine::measure(cli.quick);
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&m).map_err(|e| e.to_string())?);
+                println!("{}", to_json(&m)?);
             } else {
                 print_machine(&m);
             }
@@ -110,8 +115,8 @@ fn run() -> Result<(), String> {
             } else {
                 let mut v = Vec::new();
                 for s in &isa {
-                    let i = Isa::parse(s).map_err(|e| e.to_string())?;
-                    i.check_supported().map_err(|e| e.to_string())?;
+                    let i = Isa::parse(s)?;
+                    i.check_supported()?;
                     v.push(i);
                 }
                 v
@@ -119,7 +124,7 @@ fn run() -> Result<(), String> {
             // The limits the kernels are compared with: the full measurement (1 GiB, more than this CPU's L3)
             // unless --quick.
             let m = machine::measure(cli.quick);
-            let bar = progress_bar(cli.json);
+            let bar = progress_bar(Progress::unless_json(cli.json));
             let rows = kernel_suite::run(&m, &isas, &only, cli.quick, &bar);
             bar.finish_and_clear();
             if cli.json {
@@ -127,7 +132,7 @@ fn run() -> Result<(), String> {
                     machine: &m,
                     kernels: &rows,
                 };
-                println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+                println!("{}", to_json(&report)?);
             } else {
                 print_machine(&m);
                 print_kernels(&rows);
@@ -150,23 +155,23 @@ fn run() -> Result<(), String> {
                 runs,
                 weights,
             };
-            let bar = progress_bar(cli.json);
+            let bar = progress_bar(Progress::unless_json(cli.json));
             bar.set_length(models.len() as u64);
             let mut rows = Vec::new();
             for dir in &models {
                 bar.set_message(dir.display().to_string());
-                rows.push(models::run(dir, w).map_err(|e| format!("{}: {e}", dir.display()))?);
+                rows.push(models::run(dir, w)?);
                 bar.inc(1);
             }
             bar.finish_and_clear();
             if cli.json {
                 // one model: one object (the contract tools/scripts/peers.py reads); several: an array
                 let out = if rows.len() == 1 {
-                    serde_json::to_string_pretty(&rows[0])
+                    to_json(&rows[0])?
                 } else {
-                    serde_json::to_string_pretty(&rows)
+                    to_json(&rows)?
                 };
-                println!("{}", out.map_err(|e| e.to_string())?);
+                println!("{out}");
             } else {
                 print_models(&rows);
             }
@@ -204,8 +209,25 @@ fn print_models(rows: &[models::ModelRow]) {
     }
 }
 
-fn progress_bar(hidden: bool) -> ProgressBar {
-    if hidden {
+/// Whether progress is drawn (not when stdout carries JSON).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Progress {
+    Shown,
+    Hidden,
+}
+
+impl Progress {
+    fn unless_json(json: bool) -> Self {
+        if json {
+            Progress::Hidden
+        } else {
+            Progress::Shown
+        }
+    }
+}
+
+fn progress_bar(progress: Progress) -> ProgressBar {
+    if progress == Progress::Hidden {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(0);

@@ -7,11 +7,8 @@
 use std::path::Path;
 use std::time::Instant;
 
-use loaders::config::ModelConfig;
-use qkv::beam::{search, SearchOptions};
-use qkv::model::Architecture;
-use qkv::translate::Translator;
-use qkv::{Decoder, LoadOptions, Model, WeightType};
+use qkv::search::SearchOptions;
+use qkv::{Error, LoadOptions, LogitsFor, Model, ModelKind, Result, WeightType};
 use serde::Serialize;
 
 #[derive(Clone, Debug, Serialize)]
@@ -91,40 +88,30 @@ fn dtype_of(dir: &Path, weights: WeightType) -> String {
         .unwrap_or_else(|| "float32".to_string())
 }
 
-pub fn run(dir: &Path, w: Workload) -> Result<ModelRow, String> {
-    let cfg = ModelConfig::from_dir(dir).map_err(|e| e.to_string())?;
+pub fn run(dir: &Path, w: Workload) -> Result<ModelRow> {
     let load = LoadOptions {
         weights: w.weights,
         ..Default::default()
     };
     let t = Instant::now();
-    let mut row = match cfg {
-        ModelConfig::Llama(_) | ModelConfig::Gpt2(_) => {
+    let model = Model::load_with(dir, &load)?;
+    let load_s = t.elapsed().as_secs_f64();
+    let mut row = match model.info().kind {
+        ModelKind::DecoderOnly => {
             if w.beam != 1 {
-                return Err("beam search is benchmarked for encoder-decoder models only; use --beam 1".into());
+                return Err(Error::Request(format!(
+                    "{}: beam search is benchmarked for encoder-decoder models only; use --beam 1",
+                    dir.display()
+                )));
             }
-            let model = Model::load_with(dir, &load).map_err(|e| e.to_string())?;
-            let load_s = t.elapsed().as_secs_f64();
-            let mut row = match model.architecture() {
-                Architecture::Llama(m) => decoder_only(m, |b, c| m.new_cache(b, c), model.eos_ids(), w)?,
-                Architecture::Gpt2(m) => decoder_only(m, |b, c| m.new_cache(b, c), model.eos_ids(), w)?,
-                #[allow(unreachable_patterns)]
-                _ => return Err("not a decoder-only model".into()),
-            };
-            row.arch = model.architecture().name().to_string();
-            row.isa = model.kernels().isa().to_string();
-            row.load_s = load_s;
+            let mut row = decoder_only(&model, w)?;
+            row.arch = model.info().architecture.to_string();
             row
         }
-        _ => {
-            let tr = Translator::load_options(dir, &load).map_err(|e| e.to_string())?;
-            let load_s = t.elapsed().as_secs_f64();
-            let mut row = encoder_decoder(&tr, w)?;
-            row.isa = tr.model().kernels().isa().to_string();
-            row.load_s = load_s;
-            row
-        }
+        ModelKind::EncoderDecoder => encoder_decoder(&model, w)?,
     };
+    row.isa = model.kernels().isa().to_string();
+    row.load_s = load_s;
     row.model = dir.display().to_string();
     row.dtype = dtype_of(dir, w.weights);
     row.threads = rayon::current_num_threads();
@@ -140,29 +127,23 @@ fn argmax_rows(logits: &[f32], vocab: usize, out: &mut [u32]) {
 }
 
 /// Prefill `prompt_len` tokens per row, then decode `new_tokens` greedy steps (EOS ignored); best of `runs`.
-fn decoder_only<D: Decoder>(
-    dec: &D,
-    new_cache: impl Fn(usize, usize) -> qkv::Result<D::Cache>,
-    eos: &[u32],
-    w: Workload,
-) -> Result<ModelRow, String> {
-    let vocab = dec.vocab_size();
+fn decoder_only(model: &Model, w: Workload) -> Result<ModelRow> {
+    let vocab = model.info().vocab_size;
     let prompt: Vec<u32> = (0..w.batch)
-        .flat_map(|b| ids(w.prompt_len, b * 101, 3, vocab, eos))
+        .flat_map(|b| ids(w.prompt_len, b * 101, 3, vocab, model.eos_ids()))
         .collect();
     let mut logits = vec![0.0f32; w.batch * vocab];
     let mut next = vec![0u32; w.batch];
     let (mut best_prefill, mut best_decode, mut best_ttft) = (f64::MAX, f64::MAX, f64::MAX);
     for _ in 0..w.runs.max(1) {
-        let mut cache = new_cache(w.batch, w.prompt_len + w.new_tokens).map_err(|e| e.to_string())?;
+        let mut session = model.session(w.batch, w.prompt_len + w.new_tokens)?;
         let t = Instant::now();
-        dec.step(&mut cache, &prompt, w.prompt_len, &mut logits)
-            .map_err(|e| e.to_string())?;
+        session.step(&prompt, w.prompt_len, LogitsFor::Last, &mut logits)?;
         argmax_rows(&logits, vocab, &mut next);
         let prefill = t.elapsed().as_secs_f64();
         let t = Instant::now();
         for _ in 1..w.new_tokens {
-            dec.step(&mut cache, &next, 1, &mut logits).map_err(|e| e.to_string())?;
+            session.step(&next, 1, LogitsFor::Last, &mut logits)?;
             argmax_rows(&logits, vocab, &mut next);
         }
         let decode = t.elapsed().as_secs_f64();
@@ -193,33 +174,32 @@ fn decoder_only<D: Decoder>(
 
 /// Encode `batch` sources of `prompt_len` tokens, then search exactly `new_tokens` tokens per source
 /// (greedy or beam; EOS is banned until the last step); best of `runs`.
-fn encoder_decoder(tr: &Translator, w: Workload) -> Result<ModelRow, String> {
-    let model = tr.model();
-    let cfg = model.config();
-    let avoid = [cfg.eos_token_id, cfg.decoder_start_token_id];
+fn encoder_decoder(model: &Model, w: Workload) -> Result<ModelRow> {
+    let info = model.info();
+    let start_id = info.decoder_start_token_id.unwrap_or(0);
+    let mut opts: SearchOptions = model.search_defaults()?.clone();
+    let eos = opts.rules.eos.first().copied().unwrap_or(0);
+    let avoid = [eos, start_id];
     let sources: Vec<Vec<u32>> = (0..w.batch)
         .map(|b| {
-            let mut s = ids(w.prompt_len.saturating_sub(1), b * 37, 1, cfg.src_vocab_size, &avoid);
-            s.push(cfg.eos_token_id);
+            let mut s = ids(w.prompt_len.saturating_sub(1), b * 37, 1, info.src_vocab_size, &avoid);
+            s.push(eos);
             s
         })
         .collect();
     let refs: Vec<&[u32]> = sources.iter().map(|s| s.as_slice()).collect();
-    let mut opts: SearchOptions = tr.defaults().clone();
     opts.num_beams = w.beam;
     opts.max_new_tokens = w.new_tokens;
     opts.min_new_tokens = w.new_tokens;
     opts.num_return_sequences = 1;
-    let start = vec![cfg.decoder_start_token_id; w.batch];
+    let start = vec![start_id; w.batch];
     let (mut best_prefill, mut best_decode) = (f64::MAX, f64::MAX);
     for _ in 0..w.runs.max(1) {
         let t = Instant::now();
-        let mut state = model
-            .start(&refs, w.batch * w.beam, w.new_tokens)
-            .map_err(|e| e.to_string())?;
+        let mut session = model.encode(&refs, w.batch * w.beam, w.new_tokens)?;
         let prefill = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let hyps = search(model, &mut state, &start, &opts).map_err(|e| e.to_string())?;
+        let hyps = session.search(&start, &opts)?;
         let decode = t.elapsed().as_secs_f64();
         std::hint::black_box(hyps);
         best_prefill = best_prefill.min(prefill);

@@ -1,6 +1,7 @@
-//! The self-attention KV cache of one layer: preallocated, written in place, reordered for beams.
+//! The memory of a session: the self-attention KV cache of each layer (preallocated, written in place, reordered
+//! for beams) and the scratch buffers of the forward pass.
 //!
-//! Layout is head-major, `[batch, n_kv_heads, capacity, head_dim]` (see
+//! The cache layout is head-major, `[batch, n_kv_heads, capacity, head_dim]` (see
 //! [`kernels::Strides::head_major`]), so the keys of one head are contiguous for the attention kernel.
 //! Projections arrive token-major (`[batch, n_new, n_kv_heads * head_dim]`) and are scattered in place.
 
@@ -8,21 +9,56 @@ use kernels::Strides;
 
 use crate::{Error, Result};
 
-/// Default cap on the bytes of all KV caches of one generation (K and V, every layer): 8 GiB.
+/// Default cap on the bytes of the KV caches of one session (K and V, every layer): 8 GiB. See
+/// [`crate::LoadOptions::max_cache_bytes`].
 pub const DEFAULT_MAX_CACHE_BYTES: usize = 8 << 30;
 
 /// The first `n` values of a scratch buffer, grown (never shrunk) to hold them: buffers sized by the
 /// first (largest) step of a generation are reused by every later step.
-pub fn grow(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
+fn grow(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
     if buf.len() < n {
         buf.resize(n, 0.0);
     }
     &mut buf[..n]
 }
 
+/// The scratch buffers of one session's forward pass: a step asks for the buffers it needs by length
+/// ([`Scratch::take`]); they are sized by the first (largest) step and reused by every later one.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    bufs: Vec<Vec<f32>>,
+    ids: Vec<u32>,
+}
+
+impl Scratch {
+    /// `N` distinct buffers of the given lengths (their contents are left over from earlier steps).
+    pub(crate) fn take<const N: usize>(&mut self, lens: [usize; N]) -> [&mut [f32]; N] {
+        self.take_with_ids(lens, 0..0).0
+    }
+
+    /// [`Scratch::take`], and the ids `ids` (positions, for a learned position table looked up like tokens).
+    pub(crate) fn take_with_ids<const N: usize>(
+        &mut self,
+        lens: [usize; N],
+        ids: std::ops::Range<usize>,
+    ) -> ([&mut [f32]; N], &[u32]) {
+        if self.bufs.len() < N {
+            self.bufs.resize_with(N, Vec::new);
+        }
+        let mut bufs = self.bufs.iter_mut();
+        let out = lens.map(|n| match bufs.next() {
+            Some(b) => grow(b, n),
+            None => unreachable!("resized to N buffers above"),
+        });
+        self.ids.clear();
+        self.ids.extend(ids.map(|t| t as u32));
+        (out, &self.ids)
+    }
+}
+
 /// The shape of one layer's cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KvShape {
+pub(crate) struct KvShape {
     /// The most sequences (rows) the cache holds at once.
     pub max_batch: usize,
     pub n_kv_heads: usize,
@@ -41,14 +77,14 @@ impl KvShape {
     }
 
     /// Bytes of K and V together, `None` on overflow.
-    pub fn bytes(&self) -> Option<usize> {
+    pub(crate) fn bytes(&self) -> Option<usize> {
         self.elems()?.checked_mul(2 * std::mem::size_of::<f32>())
     }
 }
 
 /// One layer's K and V for a batch of sequences that all have the same length.
 #[derive(Debug)]
-pub struct KvCache {
+pub(crate) struct KvCache {
     shape: KvShape,
     /// The batch rows in use (`<= shape.max_batch`).
     batch: usize,
@@ -61,22 +97,27 @@ pub struct KvCache {
     spare_v: Vec<f32>,
 }
 
-/// Allocate `n` zeroed f32s, or an error instead of aborting when the allocator refuses.
+/// Allocate `n` zeroed f32s, or an error instead of aborting when the allocator refuses. Zeroed allocation: a large
+/// cache takes fresh pages from the OS, which cost memory only once a step writes them (a cache sized for
+/// `max_new_tokens` that stops at EOS holds only what it used).
 fn try_zeroed(n: usize, what: &str) -> Result<Vec<f32>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| Error::CacheMemory {
+    let alloc_failed = || Error::CacheMemory {
         bytes: n.saturating_mul(4),
         limit: 0,
         what: format!("{what}: allocation failed"),
-    })?;
-    v.resize(n, 0.0);
-    Ok(v)
+    };
+    if n.checked_mul(std::mem::size_of::<f32>())
+        .is_none_or(|b| b > isize::MAX as usize)
+    {
+        return Err(alloc_failed());
+    }
+    bytemuck::allocation::try_zeroed_vec(n).map_err(|_| alloc_failed())
 }
 
 impl KvCache {
     /// A cache of `shape` with `batch` rows in use; an error if it would take more than `max_bytes`
     /// (or the allocation fails).
-    pub fn new(shape: KvShape, batch: usize, max_bytes: usize) -> Result<Self> {
+    pub(crate) fn new(shape: KvShape, batch: usize, max_bytes: usize) -> Result<Self> {
         if batch > shape.max_batch {
             return Err(Error::Request(format!(
                 "KV cache: batch {batch} is larger than its maximum {}",
@@ -105,7 +146,13 @@ impl KvCache {
     }
 
     /// One cache per layer, `max_bytes` bounding all of them together.
-    pub fn for_layers(n_layers: usize, shape: KvShape, batch: usize, max_bytes: usize) -> Result<Vec<Self>> {
+    pub(crate) fn for_layers(n_layers: usize, shape: KvShape, batch: usize, max_bytes: usize) -> Result<Vec<Self>> {
+        Self::check_layers(n_layers, shape, max_bytes)?;
+        (0..n_layers).map(|_| Self::new(shape, batch, max_bytes)).collect()
+    }
+
+    /// An error if `n_layers` caches of `shape` would take more than `max_bytes` together.
+    pub(crate) fn check_layers(n_layers: usize, shape: KvShape, max_bytes: usize) -> Result<()> {
         let total = shape
             .bytes()
             .and_then(|b| b.checked_mul(n_layers))
@@ -117,68 +164,46 @@ impl KvCache {
                 what: format!("KV caches of {n_layers} layers, each {shape:?}"),
             });
         }
-        (0..n_layers).map(|_| Self::new(shape, batch, max_bytes)).collect()
+        Ok(())
     }
 
-    pub fn shape(&self) -> KvShape {
+    pub(crate) fn shape(&self) -> KvShape {
         self.shape
     }
 
     /// Positions filled in each row.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// The most positions a row can hold.
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.shape.capacity
     }
 
     /// Batch rows in use.
-    pub fn batch(&self) -> usize {
+    pub(crate) fn batch(&self) -> usize {
         self.batch
     }
 
-    /// Forget every position (keep the memory).
-    pub fn clear(&mut self) {
-        self.len = 0;
-    }
-
-    /// Set the rows in use and forget every position (a new request on the same memory).
-    pub fn reset(&mut self, batch: usize) -> Result<()> {
-        if batch > self.shape.max_batch {
-            return Err(Error::Request(format!(
-                "KV cache: batch {batch} is larger than its maximum {}",
-                self.shape.max_batch
-            )));
-        }
-        self.batch = batch;
-        self.len = 0;
-        Ok(())
-    }
-
     /// Strides of `k()` / `v()` for the attention kernel.
-    pub fn strides(&self) -> Strides {
+    pub(crate) fn strides(&self) -> Strides {
         Strides::head_major(self.shape.n_kv_heads, self.shape.capacity, self.shape.head_dim)
     }
 
     /// Keys, `[max_batch, n_kv_heads, capacity, head_dim]` (the first `len()` positions of each of the
     /// first `batch()` rows are valid).
-    pub fn k(&self) -> &[f32] {
+    pub(crate) fn k(&self) -> &[f32] {
         &self.k
     }
 
     /// Values, same layout as [`KvCache::k`].
-    pub fn v(&self) -> &[f32] {
+    pub(crate) fn v(&self) -> &[f32] {
         &self.v
     }
 
     /// An error if `n_new` more positions do not fit.
-    pub fn check_room(&self, n_new: usize) -> Result<()> {
+    pub(crate) fn check_room(&self, n_new: usize) -> Result<()> {
         match self.len.checked_add(n_new) {
             Some(needed) if needed <= self.shape.capacity => Ok(()),
             _ => Err(Error::CacheFull {
@@ -190,14 +215,14 @@ impl KvCache {
 
     /// Append `n_new` positions from token-major projections `k_new`, `v_new`
     /// (`[batch, n_new, n_kv_heads * head_dim]`, contiguous).
-    pub fn append(&mut self, k_new: &[f32], v_new: &[f32], n_new: usize) -> Result<()> {
+    pub(crate) fn append(&mut self, k_new: &[f32], v_new: &[f32], n_new: usize) -> Result<()> {
         let src = Strides::token_major(n_new, self.shape.n_kv_heads, self.shape.head_dim);
         self.append_strided(k_new, v_new, src, n_new)
     }
 
     /// Append `n_new` positions read from `k_src`, `v_src` with `src` strides: element `(b, t, h, :)`
     /// is at `src.offset(b, t, h)` (e.g. K and V inside a fused QKV projection).
-    pub fn append_strided(&mut self, k_src: &[f32], v_src: &[f32], src: Strides, n_new: usize) -> Result<()> {
+    pub(crate) fn append_strided(&mut self, k_src: &[f32], v_src: &[f32], src: Strides, n_new: usize) -> Result<()> {
         self.check_room(n_new)?;
         let (n_kv_heads, head_dim) = (self.shape.n_kv_heads, self.shape.head_dim);
         if self.batch > 0 && n_new > 0 && n_kv_heads > 0 {
@@ -226,7 +251,7 @@ impl KvCache {
     /// Make row `i` a copy of old row `src[i]`; the batch becomes `src.len()` (beam search: expand
     /// one prompt to n beams, or follow the surviving beams). Copies only the filled positions, in
     /// place, using one spare row to break cycles.
-    pub fn reorder(&mut self, src: &[usize]) -> Result<()> {
+    pub(crate) fn reorder(&mut self, src: &[usize]) -> Result<()> {
         let new_batch = src.len();
         if new_batch > self.shape.max_batch {
             return Err(Error::Request(format!(

@@ -1,6 +1,8 @@
 //! Chat templates: the Jinja template of `tokenizer_config.json`, rendered with `minijinja` as
 //! `transformers`' `apply_chat_template(..., add_generation_prompt=True)` renders it.
 
+use std::path::Path;
+
 use minijinja::{context, Environment, Error as JinjaError, ErrorKind};
 use serde::Serialize;
 
@@ -8,14 +10,14 @@ use crate::{Error, Result};
 
 /// One message of a conversation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Message {
+pub(crate) struct Message {
     /// `system`, `user` or `assistant`.
-    pub role: String,
-    pub content: String,
+    pub(crate) role: String,
+    pub(crate) content: String,
 }
 
 impl Message {
-    pub fn new(role: &str, content: &str) -> Self {
+    pub(crate) fn new(role: &str, content: &str) -> Self {
         Self {
             role: role.to_string(),
             content: content.to_string(),
@@ -25,21 +27,22 @@ impl Message {
 
 /// Whether the assistant header that starts the model's answer is appended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GenerationPrompt {
+pub(crate) enum GenerationPrompt {
     Add,
+    #[cfg_attr(not(test), allow(dead_code))]
     Omit,
 }
 
 /// The special-token strings templates refer to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SpecialTokens {
-    pub bos_token: String,
-    pub eos_token: String,
+pub(crate) struct SpecialTokens {
+    pub(crate) bos_token: String,
+    pub(crate) eos_token: String,
 }
 
 /// A compiled chat template.
 #[derive(Debug)]
-pub struct ChatTemplate {
+pub(crate) struct ChatTemplate {
     env: Environment<'static>,
 }
 
@@ -48,13 +51,15 @@ fn raise_exception(msg: String) -> std::result::Result<String, JinjaError> {
     Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
 }
 
+/// A template that cannot render this conversation (it raised, or it is broken at run time).
 fn template_error(what: &str, e: JinjaError) -> Error {
     Error::Request(format!("chat template: {what}: {e:#}"))
 }
 
 impl ChatTemplate {
-    /// Compile `source` (an error, not a panic, on bad syntax).
-    pub fn new(source: &str) -> Result<Self> {
+    /// Compile `source` (an error, not a panic, on bad syntax: [`Error::InvalidConfig`] naming `dir`, the model
+    /// directory the template comes from).
+    pub(crate) fn new(source: &str, dir: &Path) -> Result<Self> {
         let mut env = Environment::new();
         // Python string methods (`.strip()`, `.startswith()`, ...) that HF templates use.
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -63,12 +68,21 @@ impl ChatTemplate {
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.add_template_owned("chat", source.to_string())
-            .map_err(|e| template_error("cannot compile", e))?;
+            .map_err(|e| Error::InvalidConfig {
+                file: dir.to_path_buf(),
+                field: "chat_template".into(),
+                reason: format!("cannot compile: {e:#}"),
+            })?;
         Ok(Self { env })
     }
 
     /// Render `messages`.
-    pub fn render(&self, messages: &[Message], special: &SpecialTokens, prompt: GenerationPrompt) -> Result<String> {
+    pub(crate) fn render(
+        &self,
+        messages: &[Message],
+        special: &SpecialTokens,
+        prompt: GenerationPrompt,
+    ) -> Result<String> {
         let t = self
             .env
             .get_template("chat")
@@ -92,7 +106,7 @@ mod tests {
 
     #[test]
     fn renders_chatml_with_generation_prompt() {
-        let t = ChatTemplate::new(CHATML).unwrap();
+        let t = ChatTemplate::new(CHATML, Path::new("test")).unwrap();
         let out = t
             .render(
                 &[Message::new("user", "Hi")],
@@ -111,6 +125,7 @@ mod tests {
     fn python_methods_and_exceptions() {
         let t = ChatTemplate::new(
             "{% if messages[0]['role'] == 'bad' %}{{ raise_exception('no') }}{% endif %}{{ bos_token }}{{ messages[0]['content'].strip() }}",
+            Path::new("test"),
         )
         .unwrap();
         let sp = SpecialTokens {
@@ -126,6 +141,6 @@ mod tests {
             .render(&[Message::new("bad", "")], &sp, GenerationPrompt::Omit)
             .unwrap_err();
         assert!(e.to_string().contains("no"), "{e}");
-        assert!(ChatTemplate::new("{% if %}").is_err());
+        assert!(ChatTemplate::new("{% if %}", Path::new("test")).is_err());
     }
 }

@@ -6,10 +6,22 @@ use std::time::Instant;
 use kernels::Kernels;
 use serde::Serialize;
 
-use crate::sampling::{SampleParams, Sampler, Strategy};
-use crate::{Decoder, Error, Result};
+use crate::search::stop::{Emit, Pushed, StopFilter};
+use crate::search::{SampleParams, Sampler, Strategy};
+use crate::text::TokenDecoder;
+use crate::{Error, Result};
 
 /// How the prompt is turned into model input.
+///
+/// ```no_run
+/// use qkv::{GenerateOptions, Model, PromptFormat};
+///
+/// let model = Model::load("models/smollm2-135m-instruct")?;
+/// // The prompt as one user message in the model's chat template, with the assistant header after it.
+/// let chat = GenerateOptions { prompt_format: PromptFormat::Chat, ..Default::default() };
+/// println!("{}", model.generate("What is the capital of France?", &chat)?.text);
+/// # Ok::<(), qkv::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PromptFormat {
     /// The prompt text as is.
@@ -20,6 +32,17 @@ pub enum PromptFormat {
 }
 
 /// Options of one generation.
+///
+/// ```
+/// use qkv::{GenerateOptions, SampleParams, Strategy};
+///
+/// // Greedy, 32 tokens, stop at a blank line.
+/// let greedy = GenerateOptions { max_new_tokens: 32, stop_strings: vec!["\n\n".into()], ..Default::default() };
+/// assert_eq!(greedy.strategy, Strategy::Greedy);
+/// // Sampled with nucleus filtering and a seed (the same seed gives the same tokens on every run).
+/// let sampled = GenerateOptions::sampled(SampleParams { temperature: 0.7, top_p: 0.9, seed: 42, ..Default::default() });
+/// assert!(matches!(sampled.strategy, Strategy::Sample(p) if p.seed == 42));
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct GenerateOptions {
     /// Most tokens to generate (EOS included).
@@ -56,6 +79,15 @@ impl GenerateOptions {
 }
 
 /// Why generation ended.
+///
+/// ```
+/// use qkv::{GenerateOptions, Model, StopReason};
+///
+/// let model = Model::load(qkv::loaders::paths::fixture("gpt2-tiny"))?;
+/// let g = model.stream_ids(vec![1, 2], &GenerateOptions { max_new_tokens: 3, ..Default::default() })?.run()?;
+/// assert_eq!(g.stop_reason, StopReason::MaxTokens);
+/// # Ok::<(), qkv::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
@@ -70,6 +102,16 @@ pub enum StopReason {
 }
 
 /// Where the time went, in seconds.
+///
+/// ```
+/// use qkv::{GenerateOptions, Model};
+///
+/// let model = Model::load(qkv::loaders::paths::fixture("gpt2-tiny"))?;
+/// let t = model.stream_ids(vec![1, 2, 3], &GenerateOptions { max_new_tokens: 5, ..Default::default() })?.run()?.timings;
+/// assert_eq!((t.prompt_tokens, t.generated_tokens), (3, 5));
+/// assert!(t.ttft_s <= t.total_s && t.decode_tok_per_s() >= 0.0);
+/// # Ok::<(), qkv::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct Timings {
     pub prompt_tokens: usize,
@@ -103,7 +145,17 @@ fn rate(n: usize, s: f64) -> f64 {
     }
 }
 
-/// The result of a whole generation.
+/// The result of a whole generation ([`crate::Model::generate`], [`Generator::run`]).
+///
+/// ```
+/// use qkv::{GenerateOptions, Model};
+///
+/// let model = Model::load(qkv::loaders::paths::fixture("gpt2-tiny"))?;
+/// let g = model.stream_ids(vec![1, 2, 3], &GenerateOptions { max_new_tokens: 4, ..Default::default() })?.run()?;
+/// assert_eq!(g.tokens.len(), 4);
+/// assert!(g.text.is_empty(), "gpt2-tiny has no tokenizer: ids only");
+/// # Ok::<(), qkv::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Generation {
     /// The generated text (without the prompt, the stop string or special tokens).
@@ -116,38 +168,30 @@ pub struct Generation {
 
 /// One generated token and the text it completes (possibly empty: an incomplete UTF-8 character,
 /// or text that may begin a stop string, is held back until it is known).
+///
+/// ```no_run
+/// use qkv::{GenerateOptions, Model};
+///
+/// let model = Model::load("models/smollm2-135m-instruct")?;
+/// let mut text = String::new();
+/// for event in model.stream("Once upon a time", &GenerateOptions::default())? {
+///     let event = event?; // an error ends the stream
+///     text.push_str(&event.text); // valid UTF-8 at every event
+///     println!("token {} -> {:?}", event.id, event.text);
+/// }
+/// # Ok::<(), qkv::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TokenEvent {
     pub id: u32,
     pub text: String,
 }
 
-/// Ids to text (special tokens skipped): what the generator needs of a tokenizer.
-pub trait TokenDecoder: Send + Sync {
-    fn decode_text(&self, ids: &[u32]) -> Result<String>;
-}
-
-/// A decoder-only model and its cache for one sequence, behind an object-safe interface.
-pub trait Session: Send {
+/// What the generator needs of a model: feed tokens after the ones already fed, get the logits of the last.
+pub(crate) trait Feed: Send {
     fn vocab_size(&self) -> usize;
     /// Feed `tokens` after the cached ones; write the logits of the last one (`[vocab]`).
     fn feed(&mut self, tokens: &[u32], logits: &mut [f32]) -> Result<()>;
-}
-
-/// [`Session`] for any [`Decoder`] (batch of one).
-pub struct DecoderSession<'a, D: Decoder> {
-    pub model: &'a D,
-    pub cache: D::Cache,
-}
-
-impl<D: Decoder> Session for DecoderSession<'_, D> {
-    fn vocab_size(&self) -> usize {
-        self.model.vocab_size()
-    }
-
-    fn feed(&mut self, tokens: &[u32], logits: &mut [f32]) -> Result<()> {
-        self.model.step(&mut self.cache, tokens, tokens.len(), logits)
-    }
 }
 
 /// Incremental detokenization: decode a window of recent ids and emit what it adds, holding back
@@ -171,14 +215,14 @@ impl TextDelta {
         }
     }
 
-    /// The text `ids[read_offset..]` adds; `flush` emits even an incomplete final character.
-    fn next(&mut self, tok: &dyn TokenDecoder, ids: &[u32], flush: bool) -> Result<String> {
+    /// The text `ids[read_offset..]` adds; [`Emit::All`] emits even an incomplete final character.
+    fn next(&mut self, tok: &dyn TokenDecoder, ids: &[u32], emit: Emit) -> Result<String> {
         if self.read_offset >= ids.len() {
             return Ok(String::new());
         }
         let prefix = tok.decode_text(&ids[self.prefix_offset..self.read_offset])?;
         let full = tok.decode_text(&ids[self.prefix_offset..])?;
-        let complete = !full.ends_with('\u{FFFD}') || flush;
+        let complete = !full.ends_with('\u{FFFD}') || emit == Emit::All;
         match full.get(prefix.len()..) {
             Some(delta) if complete && full.starts_with(&prefix) && full.len() > prefix.len() => {
                 let delta = delta.to_string();
@@ -191,45 +235,22 @@ impl TextDelta {
     }
 }
 
-/// Text not yet emitted because it might begin a stop string.
-#[derive(Debug, Default)]
-struct StopFilter {
-    stops: Vec<String>,
-    pending: String,
-}
-
-impl StopFilter {
-    /// Add `delta`; return what can be emitted and whether a stop string was reached.
-    fn push(&mut self, delta: &str, finished: bool) -> (String, bool) {
-        self.pending.push_str(delta);
-        // The earliest complete stop string ends generation; text before it is emitted.
-        if let Some(at) = self.stops.iter().filter_map(|s| self.pending.find(s.as_str())).min() {
-            let out = self.pending[..at].to_string();
-            self.pending.clear();
-            return (out, true);
-        }
-        // Hold back the longest tail that could still grow into a stop string.
-        let hold = if finished {
-            0
-        } else {
-            (1..=self.pending.len())
-                .filter(|&n| self.pending.is_char_boundary(self.pending.len() - n))
-                .filter(|&n| {
-                    let tail = &self.pending[self.pending.len() - n..];
-                    self.stops.iter().any(|s| s.len() > n && s.starts_with(tail))
-                })
-                .max()
-                .unwrap_or(0)
-        };
-        let out = self.pending[..self.pending.len() - hold].to_string();
-        self.pending.drain(..self.pending.len() - hold);
-        (out, false)
-    }
-}
-
-/// A running generation: an iterator of [`TokenEvent`]s. Prefill happens on the first `next()`.
+/// A running generation: an iterator of [`TokenEvent`]s ([`crate::Model::stream`]). Prefill happens on the first
+/// `next()`.
+///
+/// ```
+/// use qkv::{GenerateOptions, Model};
+///
+/// let model = Model::load(qkv::loaders::paths::fixture("gpt2-tiny"))?;
+/// let mut g = model.stream_ids(vec![1, 2, 3], &GenerateOptions { max_new_tokens: 6, ..Default::default() })?;
+/// let first = g.next().expect("a first token")?;
+/// assert_eq!(g.generated(), [first.id]);
+/// let rest: Vec<u32> = g.by_ref().map(|e| e.map(|e| e.id)).collect::<qkv::Result<_>>()?;
+/// assert_eq!((rest.len(), g.stop_reason()), (5, Some(qkv::StopReason::MaxTokens)));
+/// # Ok::<(), qkv::Error>(())
+/// ```
 pub struct Generator<'a> {
-    session: Box<dyn Session + 'a>,
+    session: Box<dyn Feed + 'a>,
     tok: &'a dyn TokenDecoder,
     kernels: Kernels,
     sampler: Sampler,
@@ -252,8 +273,8 @@ pub struct Generator<'a> {
 
 impl<'a> Generator<'a> {
     /// Generate after `prompt` (ids) with `session`. `eos` lists every end-of-sequence id.
-    pub fn new(
-        session: Box<dyn Session + 'a>,
+    pub(crate) fn new(
+        session: Box<dyn Feed + 'a>,
         tok: &'a dyn TokenDecoder,
         kernels: Kernels,
         prompt: Vec<u32>,
@@ -284,10 +305,7 @@ impl<'a> Generator<'a> {
             n_prompt,
             logits: vec![0.0; vocab],
             delta: TextDelta::new(n_prompt),
-            stop: StopFilter {
-                stops: opts.stop_strings.iter().filter(|s| !s.is_empty()).cloned().collect(),
-                pending: String::new(),
-            },
+            stop: StopFilter::new(&opts.stop_strings),
             done: if opts.max_new_tokens == 0 {
                 Some(StopReason::MaxTokens)
             } else {
@@ -361,12 +379,15 @@ impl<'a> Generator<'a> {
             self.done = Some(StopReason::Length);
         }
         // Its text: everything complete so far, or everything at the end.
-        let finished = self.done.is_some();
-        let delta = self.delta.next(self.tok, &self.ids, finished)?;
-        let (text, hit_stop) = self.stop.push(&delta, finished);
-        if hit_stop {
-            self.done = Some(StopReason::StopString);
-        }
+        let emit = if self.done.is_some() { Emit::All } else { Emit::Settled };
+        let delta = self.delta.next(self.tok, &self.ids, emit)?;
+        let text = match self.stop.push(&delta, emit) {
+            Pushed::Text(text) => text,
+            Pushed::Stopped(text) => {
+                self.done = Some(StopReason::StopString);
+                text
+            }
+        };
         Ok(TokenEvent { id, text })
     }
 }
@@ -403,7 +424,7 @@ mod tests {
         script: Vec<u32>,
         pos: usize,
     }
-    impl Session for Script {
+    impl Feed for Script {
         fn vocab_size(&self) -> usize {
             259
         }

@@ -1,24 +1,27 @@
-//! Weights bound by name, checked once at load, and the small layers every architecture is built from.
+//! Weights bound by name, checked once at load, and the small layers every architecture is built from:
+//! [`Linear`] (projections, feed-forward, LM head), [`Norm`] (layer or RMS norm), [`Embedding`] (token and learned
+//! position tables) and [`LmHead`] (final norm + LM head, on the positions that need logits).
 //!
 //! A layer holds its weights in their stored dtype (`F32`, `F16` or `BF16`, zero-copy over the memory
 //! map); only the small vectors (biases, norm gains) are widened to f32. With [`WeightType::Int8`] a
 //! [`Linear`] is quantized at load into owned memory instead ([`Linear::convert`]). Every check of the files
 //! (presence, shape, dtype) happens in `bind`; `forward` only asserts what a caller could get wrong.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use kernels::{quantize_i8, Kernels, Layout, QuantizedI8, Weight, WeightData};
 use loaders::safetensors::SafeTensors;
 use loaders::{Dtype, Tensor, TensorData};
 
+use crate::cache::Scratch;
+use crate::step::{LogitsFor, StepShape};
 use crate::{Error, Result};
 
 /// Where named tensors come from: a safetensors file or set of shards, or tensors built in memory.
 ///
 /// `loaders::safetensors::SafeTensors` implements it, so `&SafeTensors` can be passed wherever a
 /// `&dyn TensorSource` is asked for.
-pub trait TensorSource: Send + Sync {
+pub(crate) trait TensorSource: Send + Sync {
     /// The tensor called `name`, or an error naming the file and the tensor.
     fn get(&self, name: &str) -> loaders::Result<Tensor>;
     /// Whether a tensor called `name` exists.
@@ -38,61 +41,6 @@ pub trait TensorSource: Send + Sync {
     }
     /// The file or directory the tensors come from, for error messages.
     fn origin(&self) -> PathBuf;
-}
-
-/// Tensors held in memory by name (tests, converted checkpoints).
-#[derive(Clone, Debug, Default)]
-pub struct TensorMap {
-    origin: PathBuf,
-    tensors: HashMap<String, Tensor>,
-}
-
-impl TensorMap {
-    /// An empty map; `origin` names it in error messages.
-    pub fn new(origin: impl AsRef<Path>) -> Self {
-        Self {
-            origin: origin.as_ref().to_path_buf(),
-            tensors: HashMap::new(),
-        }
-    }
-
-    /// Add (or replace) a tensor under its own name.
-    pub fn insert(&mut self, t: Tensor) {
-        self.tensors.insert(t.name().to_string(), t);
-    }
-
-    /// Add an f32 tensor; an error if `values` does not have `shape`'s element count.
-    pub fn insert_f32(&mut self, name: &str, shape: &[usize], values: &[f32]) -> Result<()> {
-        let t = Tensor::from_f32(name, shape.to_vec(), values).ok_or_else(|| loaders::Error::TensorShape {
-            path: self.origin.clone(),
-            name: name.to_string(),
-            expected: shape.to_vec(),
-            found: vec![values.len()],
-        })?;
-        self.insert(t);
-        Ok(())
-    }
-}
-
-impl TensorSource for TensorMap {
-    fn get(&self, name: &str) -> loaders::Result<Tensor> {
-        self.tensors
-            .get(name)
-            .cloned()
-            .ok_or_else(|| loaders::Error::MissingTensor {
-                path: self.origin.clone(),
-                name: name.to_string(),
-                hint: String::new(),
-            })
-    }
-
-    fn contains(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
-    }
-
-    fn origin(&self) -> PathBuf {
-        self.origin.clone()
-    }
 }
 
 impl TensorSource for SafeTensors {
@@ -181,17 +129,27 @@ fn check_finite(st: &dyn TensorSource, name: &str, values: impl Iterator<Item = 
 
 /// Whether a linear layer has a bias.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Bias {
+pub(crate) enum Bias {
     /// No bias (a bias tensor in the file is ignored).
     None,
     /// The bias tensor must be present.
     Required,
     /// Use the bias tensor when the file has one.
+    #[cfg_attr(not(test), allow(dead_code))]
     IfPresent,
 }
 
 /// How the matrices of the linear layers (projections, feed-forward, LM head) are held after loading.
 /// Embedding tables used for lookup, norms and biases are not affected.
+///
+/// ```
+/// use qkv::{LoadOptions, Model, WeightType};
+///
+/// let weights: WeightType = "int8".parse().map_err(qkv::Error::Request)?; // e.g. from a command line
+/// let model = Model::load_with(qkv::loaders::paths::fixture("gpt2-tiny"), &LoadOptions { weights, ..Default::default() })?;
+/// assert_eq!(model.weight_type(), WeightType::Int8);
+/// # Ok::<(), qkv::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum WeightType {
     /// As stored in the files (f32, f16 or bf16), zero-copy over the memory map.
@@ -234,6 +192,17 @@ impl std::str::FromStr for WeightType {
 }
 
 /// Bytes of weights a model holds, by kind (what [`crate::Model::weight_bytes`] reports).
+///
+/// ```
+/// use qkv::{LoadOptions, Model, WeightType};
+///
+/// let dir = qkv::loaders::paths::fixture("gpt2-tiny");
+/// let f32 = Model::load(&dir)?.weight_bytes();
+/// let int8 = Model::load_with(&dir, &LoadOptions { weights: WeightType::Int8, ..Default::default() })?.weight_bytes();
+/// // A byte per weight instead of four, plus a scale per row; embeddings stay as stored.
+/// assert!(int8.linear * 3 < f32.linear && int8.embedding == f32.embedding);
+/// # Ok::<(), qkv::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WeightBytes {
     /// The matrices of the linear layers, LM head included (int8: values and scales): what one decoding step
@@ -247,7 +216,7 @@ pub struct WeightBytes {
 
 impl WeightBytes {
     /// Sum over linear layers and embedding tables.
-    pub fn of<'a>(linears: impl IntoIterator<Item = &'a Linear>, embeddings: &[&Embedding]) -> Self {
+    pub(crate) fn of<'a>(linears: impl IntoIterator<Item = &'a Linear>, embeddings: &[&Embedding]) -> Self {
         let mut b = Self {
             embedding: embeddings.iter().map(|e| e.weight_bytes()).sum(),
             ..Self::default()
@@ -270,31 +239,43 @@ impl WeightBytes {
     }
 }
 
+/// The shape an `[out_dim, in_dim]` matrix is stored in.
+fn stored_shape(layout: Layout, out_dim: usize, in_dim: usize) -> [usize; 2] {
+    match layout {
+        Layout::OutIn => [out_dim, in_dim],
+        Layout::InOut => [in_dim, out_dim],
+    }
+}
+
 /// The matrix of a [`Linear`].
 #[derive(Clone, Debug)]
 enum LinearData {
     /// The tensor as stored (zero-copy), in the layer's layout.
     Stored(Tensor),
     /// Quantized at load (always `Layout::OutIn`); `name` is the source tensor's.
-    Int8 { name: String, q: QuantizedI8 },
+    Int8 {
+        #[cfg_attr(not(test), allow(dead_code))]
+        name: String,
+        q: QuantizedI8,
+    },
 }
 
 /// `y = x · Wᵀ + b` with `W` in its stored dtype and layout (or int8, see [`Linear::convert`]).
 #[derive(Clone, Debug)]
-pub struct Linear {
+pub(crate) struct Linear {
     data: LinearData,
     bias: Option<Vec<f32>>,
-    pub out_dim: usize,
-    pub in_dim: usize,
+    pub(crate) out_dim: usize,
+    pub(crate) in_dim: usize,
     /// The layout of [`Linear::weight`] (`OutIn` once quantized).
-    pub layout: Layout,
+    pub(crate) layout: Layout,
 }
 
 impl Linear {
     /// Bind `name` (a tensor name ending in `weight`, or a prefix to which `.weight` is added) as an
     /// `[out_dim, in_dim]` matrix (`Layout::OutIn`, stored `[out, in]`) or `Layout::InOut` (stored
     /// `[in, out]`, GPT-2's Conv1D). The bias, if any, is the `...bias` tensor beside the weight.
-    pub fn bind(
+    pub(crate) fn bind(
         st: &dyn TensorSource,
         name: &str,
         out_dim: usize,
@@ -303,12 +284,7 @@ impl Linear {
         bias: Bias,
     ) -> Result<Self> {
         let wname = weight_name(name);
-        let shape = match layout {
-            Layout::OutIn => [out_dim, in_dim],
-            Layout::InOut => [in_dim, out_dim],
-        };
-        let weight = st.get_shaped(&wname, &shape)?;
-        check_float(st, &weight)?;
+        let weight = st.get_shaped(&wname, &stored_shape(layout, out_dim, in_dim))?;
         let bname = bias_name(&wname);
         let bias = match bias {
             Bias::None => None,
@@ -316,17 +292,11 @@ impl Linear {
             Bias::IfPresent if st.contains(&bname) => Some(bind_vector(st, &bname, out_dim)?),
             Bias::IfPresent => None,
         };
-        Ok(Self {
-            data: LinearData::Stored(weight),
-            bias,
-            out_dim,
-            in_dim,
-            layout,
-        })
+        Self::from_tensor(st, weight, out_dim, in_dim, layout, bias)
     }
 
     /// A linear layer over an already bound tensor (e.g. a tied embedding table used as the LM head).
-    pub fn from_tensor(
+    pub(crate) fn from_tensor(
         st: &dyn TensorSource,
         weight: Tensor,
         out_dim: usize,
@@ -334,10 +304,7 @@ impl Linear {
         layout: Layout,
         bias: Option<Vec<f32>>,
     ) -> Result<Self> {
-        let shape = match layout {
-            Layout::OutIn => [out_dim, in_dim],
-            Layout::InOut => [in_dim, out_dim],
-        };
+        let shape = stored_shape(layout, out_dim, in_dim);
         if weight.shape() != shape {
             return Err(loaders::Error::TensorShape {
                 path: st.origin(),
@@ -350,11 +317,11 @@ impl Linear {
         check_float(st, &weight)?;
         if let Some(b) = &bias {
             if b.len() != out_dim {
-                return Err(Error::Request(format!(
-                    "bias of {:?} has {} values, expected {out_dim}",
-                    weight.name(),
-                    b.len()
-                )));
+                return Err(Error::InvalidConfig {
+                    file: st.origin(),
+                    field: weight.name().to_string(),
+                    reason: format!("its bias has {} values, expected {out_dim}", b.len()),
+                });
             }
         }
         Ok(Self {
@@ -369,7 +336,7 @@ impl Linear {
     /// This layer with its matrix held as `wt`: `Stored` keeps it as it is; `Int8` quantizes a stored matrix
     /// into owned memory (laid out `OutIn`, an `InOut` matrix transposed once). An error naming the tensor
     /// (and `st`'s origin) when a row holds a NaN or an infinity, which int8 cannot represent.
-    pub fn convert(self, st: &dyn TensorSource, wt: WeightType) -> Result<Self> {
+    pub(crate) fn convert(self, st: &dyn TensorSource, wt: WeightType) -> Result<Self> {
         let tensor = match (&self.data, wt) {
             (LinearData::Stored(t), WeightType::Int8) => t.clone(),
             _ => return Ok(self),
@@ -404,7 +371,7 @@ impl Linear {
     }
 
     /// The weight as the kernels see it.
-    pub fn weight(&self) -> Weight<'_> {
+    pub(crate) fn weight(&self) -> Weight<'_> {
         match &self.data {
             LinearData::Stored(t) => {
                 // `bind` / `from_tensor` checked the dtype (float) and the element count (out_dim * in_dim).
@@ -420,12 +387,12 @@ impl Linear {
         }
     }
 
-    pub fn bias(&self) -> Option<&[f32]> {
+    pub(crate) fn bias(&self) -> Option<&[f32]> {
         self.bias.as_deref()
     }
 
     /// The bound weight tensor, as stored (`None` once quantized: see [`Linear::weight`]).
-    pub fn tensor(&self) -> Option<&Tensor> {
+    pub(crate) fn tensor(&self) -> Option<&Tensor> {
         match &self.data {
             LinearData::Stored(t) => Some(t),
             LinearData::Int8 { .. } => None,
@@ -433,7 +400,8 @@ impl Linear {
     }
 
     /// The name of the weight tensor in the files.
-    pub fn name(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn name(&self) -> &str {
         match &self.data {
             LinearData::Stored(t) => t.name(),
             LinearData::Int8 { name, .. } => name,
@@ -441,7 +409,8 @@ impl Linear {
     }
 
     /// How the matrix is held.
-    pub fn weight_type(&self) -> WeightType {
+    #[cfg(test)]
+    pub(crate) fn weight_type(&self) -> WeightType {
         match self.data {
             LinearData::Stored(_) => WeightType::Stored,
             LinearData::Int8 { .. } => WeightType::Int8,
@@ -449,80 +418,82 @@ impl Linear {
     }
 
     /// Bytes of the matrix one forward pass reads (int8: values and scales; the bias is not counted).
-    pub fn weight_bytes(&self) -> usize {
+    pub(crate) fn weight_bytes(&self) -> usize {
         self.weight().data.bytes()
     }
 
     /// `y[rows, out_dim] = x[rows, in_dim] · Wᵀ + b`.
-    pub fn forward(&self, k: &Kernels, x: &[f32], rows: usize, y: &mut [f32]) {
+    pub(crate) fn forward(&self, k: &Kernels, x: &[f32], rows: usize, y: &mut [f32]) {
         k.linear(x, rows, &self.weight(), self.bias(), y);
     }
 }
 
 /// `y = (x - mean) / sqrt(var + eps) * gamma + beta` over rows of `dim`.
 #[derive(Clone, Debug)]
-pub struct LayerNorm {
-    pub gamma: Vec<f32>,
-    pub beta: Vec<f32>,
-    pub eps: f32,
+pub(crate) struct LayerNorm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    eps: f32,
 }
 
 impl LayerNorm {
     /// Bind `prefix.weight` and `prefix.bias` (or, for a name ending in `weight`, that and its `...bias`).
-    pub fn bind(st: &dyn TensorSource, name: &str, dim: usize, eps: f32) -> Result<Self> {
+    pub(crate) fn bind(st: &dyn TensorSource, name: &str, dim: usize, eps: f32) -> Result<Self> {
         let wname = weight_name(name);
+        Self::bind_pair(st, &wname, &bias_name(&wname), dim, eps)
+    }
+
+    /// Bind the gain `gamma` and the shift `beta` by their full names (e.g. CTranslate2's `.../gamma`, `.../beta`).
+    pub(crate) fn bind_pair(st: &dyn TensorSource, gamma: &str, beta: &str, dim: usize, eps: f32) -> Result<Self> {
         Ok(Self {
-            gamma: bind_vector(st, &wname, dim)?,
-            beta: bind_vector(st, &bias_name(&wname), dim)?,
+            gamma: bind_vector(st, gamma, dim)?,
+            beta: bind_vector(st, beta, dim)?,
             eps,
         })
     }
 
-    pub fn dim(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn dim(&self) -> usize {
         self.gamma.len()
     }
 
     /// `out[rows, dim] = layer_norm(x[rows, dim])`.
-    pub fn forward(&self, k: &Kernels, x: &[f32], out: &mut [f32]) {
+    pub(crate) fn forward(&self, k: &Kernels, x: &[f32], out: &mut [f32]) {
         k.layer_norm(x, &self.gamma, &self.beta, self.eps, out);
     }
 }
 
 /// `y = x / sqrt(mean(x²) + eps) * weight` over rows of `dim`.
 #[derive(Clone, Debug)]
-pub struct RmsNorm {
-    pub weight: Vec<f32>,
-    pub eps: f32,
+pub(crate) struct RmsNorm {
+    weight: Vec<f32>,
+    eps: f32,
 }
 
 impl RmsNorm {
-    pub fn bind(st: &dyn TensorSource, name: &str, dim: usize, eps: f32) -> Result<Self> {
+    pub(crate) fn bind(st: &dyn TensorSource, name: &str, dim: usize, eps: f32) -> Result<Self> {
         Ok(Self {
             weight: bind_vector(st, &weight_name(name), dim)?,
             eps,
         })
     }
 
-    pub fn dim(&self) -> usize {
-        self.weight.len()
-    }
-
     /// `out[rows, dim] = rms_norm(x[rows, dim])`.
-    pub fn forward(&self, k: &Kernels, x: &[f32], out: &mut [f32]) {
+    pub(crate) fn forward(&self, k: &Kernels, x: &[f32], out: &mut [f32]) {
         k.rms_norm(x, &self.weight, self.eps, out);
     }
 }
 
 /// A `[n_rows, dim]` lookup table (token or learned position embeddings) in its stored dtype.
 #[derive(Clone, Debug)]
-pub struct Embedding {
+pub(crate) struct Embedding {
     table: Tensor,
-    pub n_rows: usize,
-    pub dim: usize,
+    n_rows: usize,
+    dim: usize,
 }
 
 impl Embedding {
-    pub fn bind(st: &dyn TensorSource, name: &str, n_rows: usize, dim: usize) -> Result<Self> {
+    pub(crate) fn bind(st: &dyn TensorSource, name: &str, n_rows: usize, dim: usize) -> Result<Self> {
         let table = st.get_shaped(&weight_name(name), &[n_rows, dim])?;
         check_float(st, &table)?;
         match weight_data(&table) {
@@ -536,7 +507,7 @@ impl Embedding {
     }
 
     /// The table as a `[n_rows, dim]` OutIn weight (what a tied LM head multiplies by).
-    pub fn weight(&self) -> Weight<'_> {
+    pub(crate) fn weight(&self) -> Weight<'_> {
         // `bind` checked the dtype (float) and the shape.
         let data = weight_data(&self.table).unwrap_or(WeightData::F32(&[]));
         Weight {
@@ -548,17 +519,17 @@ impl Embedding {
     }
 
     /// The bound table tensor.
-    pub fn tensor(&self) -> &Tensor {
+    pub(crate) fn tensor(&self) -> &Tensor {
         &self.table
     }
 
     /// Bytes of the table (as stored).
-    pub fn weight_bytes(&self) -> usize {
+    pub(crate) fn weight_bytes(&self) -> usize {
         self.weight().data.bytes()
     }
 
     /// `out[ids.len(), dim] = table[ids] * scale`; an error for an id outside the table.
-    pub fn forward(&self, k: &Kernels, ids: &[u32], scale: f32, out: &mut [f32]) -> Result<()> {
+    pub(crate) fn forward(&self, k: &Kernels, ids: &[u32], scale: f32, out: &mut [f32]) -> Result<()> {
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.n_rows) {
             return Err(Error::Request(format!(
                 "token id {bad} is outside the embedding table {:?} ({} rows)",
@@ -571,9 +542,134 @@ impl Embedding {
     }
 }
 
+/// A normalisation layer: LayerNorm (GPT-2, Marian, the CTranslate2 Transformer) or RMSNorm (Llama).
+#[derive(Clone, Debug)]
+pub(crate) enum Norm {
+    Layer(LayerNorm),
+    Rms(RmsNorm),
+}
+
+impl Norm {
+    /// `out[rows, dim] = norm(x[rows, dim])`.
+    pub(crate) fn forward(&self, k: &Kernels, x: &[f32], out: &mut [f32]) {
+        match self {
+            Norm::Layer(n) => n.forward(k, x, out),
+            Norm::Rms(n) => n.forward(k, x, out),
+        }
+    }
+}
+
+/// The end of every decoder: the final norm (when the architecture has one), then the LM head, applied only to
+/// the positions that need logits.
+#[derive(Debug)]
+pub(crate) struct LmHead {
+    pub(crate) norm: Option<Norm>,
+    pub(crate) linear: Linear,
+}
+
+impl LmHead {
+    /// `logits` (`[which.rows(shape), vocab]`) of the residual stream `x` (`[shape.rows(), d]`) after the last block.
+    pub(crate) fn forward(
+        &self,
+        k: &Kernels,
+        x: &[f32],
+        shape: StepShape,
+        which: LogitsFor,
+        scratch: &mut Scratch,
+        logits: &mut [f32],
+    ) {
+        let d = self.linear.in_dim;
+        let StepShape { batch, n } = shape;
+        match which {
+            LogitsFor::All => {
+                let rows = shape.rows();
+                let [h] = scratch.take([rows * d]); // [rows, d]
+                let input: &[f32] = match &self.norm {
+                    Some(norm) => {
+                        norm.forward(k, x, h);
+                        h
+                    }
+                    None => x,
+                };
+                self.linear.forward(k, input, rows, logits); // [rows, vocab]
+            }
+            LogitsFor::Last => {
+                let [last] = scratch.take([batch * d]); // [batch, d]
+                for b in 0..batch {
+                    let t = (b * n + n - 1) * d;
+                    let (src, dst) = (&x[t..t + d], &mut last[b * d..(b + 1) * d]);
+                    match &self.norm {
+                        Some(norm) => norm.forward(k, src, dst),
+                        None => dst.copy_from_slice(src),
+                    }
+                }
+                self.linear.forward(k, last, batch, logits); // [batch, vocab]
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::path::Path;
+
     use super::*;
+
+    /// Tensors held in memory by name (unit tests).
+    #[derive(Clone, Debug, Default)]
+    pub(crate) struct TensorMap {
+        origin: PathBuf,
+        tensors: HashMap<String, Tensor>,
+    }
+
+    impl TensorMap {
+        /// An empty map; `origin` names it in error messages.
+        pub(crate) fn new(origin: impl AsRef<Path>) -> Self {
+            Self {
+                origin: origin.as_ref().to_path_buf(),
+                tensors: HashMap::new(),
+            }
+        }
+
+        /// Add (or replace) a tensor under its own name.
+        pub(crate) fn insert(&mut self, t: Tensor) {
+            self.tensors.insert(t.name().to_string(), t);
+        }
+
+        /// Add an f32 tensor; an error if `values` does not have `shape`'s element count.
+        pub(crate) fn insert_f32(&mut self, name: &str, shape: &[usize], values: &[f32]) -> Result<()> {
+            let t = Tensor::from_f32(name, shape.to_vec(), values).ok_or_else(|| loaders::Error::TensorShape {
+                path: self.origin.clone(),
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: vec![values.len()],
+            })?;
+            self.insert(t);
+            Ok(())
+        }
+    }
+
+    impl TensorSource for TensorMap {
+        fn get(&self, name: &str) -> loaders::Result<Tensor> {
+            self.tensors
+                .get(name)
+                .cloned()
+                .ok_or_else(|| loaders::Error::MissingTensor {
+                    path: self.origin.clone(),
+                    name: name.to_string(),
+                    hint: String::new(),
+                })
+        }
+
+        fn contains(&self, name: &str) -> bool {
+            self.tensors.contains_key(name)
+        }
+
+        fn origin(&self) -> PathBuf {
+            self.origin.clone()
+        }
+    }
 
     fn map() -> TensorMap {
         let mut m = TensorMap::new("mem");
@@ -585,12 +681,19 @@ mod tests {
         m
     }
 
+    /// The same `[2, 3]` matrix bound `OutIn` with a bias (`l`) and `InOut` without (`c/weight`).
+    fn both_layouts(m: &TensorMap) -> (Linear, Linear) {
+        (
+            Linear::bind(m, "l", 2, 3, Layout::OutIn, Bias::Required).unwrap(),
+            Linear::bind(m, "c/weight", 2, 3, Layout::InOut, Bias::IfPresent).unwrap(),
+        )
+    }
+
     #[test]
     fn linear_layouts_agree() {
         let m = map();
         let k = Kernels::scalar();
-        let a = Linear::bind(&m, "l", 2, 3, Layout::OutIn, Bias::Required).unwrap();
-        let b = Linear::bind(&m, "c/weight", 2, 3, Layout::InOut, Bias::IfPresent).unwrap();
+        let (a, b) = both_layouts(&m);
         assert!(b.bias().is_none());
         let x = [1.0, 0.0, -1.0];
         let (mut ya, mut yb) = ([0.0; 2], [0.0; 2]);
@@ -621,8 +724,7 @@ mod tests {
     fn int8_conversion() {
         let m = map();
         let k = Kernels::scalar();
-        let a = Linear::bind(&m, "l", 2, 3, Layout::OutIn, Bias::Required).unwrap();
-        let b = Linear::bind(&m, "c/weight", 2, 3, Layout::InOut, Bias::IfPresent).unwrap();
+        let (a, b) = both_layouts(&m);
         let (qa, qb) = (
             a.clone().convert(&m, WeightType::Int8).unwrap(),
             b.clone().convert(&m, WeightType::Int8).unwrap(),

@@ -1,28 +1,83 @@
 //! qkv: a hand-tuned CPU inference engine for Transformer models.
 //!
-//! Re-exports what users need from the `kernels` and `loaders` crates.
+//! One front door, [`Model`], opens a model directory of any supported family (`config.json`, memory-mapped
+//! `*.safetensors`, tokenizer files) and offers what its kind does: [`Model::generate`] / [`Model::stream`] for a
+//! decoder-only model (Llama, GPT-2), [`Model::translate`] for an encoder-decoder one (Marian, the CTranslate2
+//! Transformer), and [`Session`]s ([`Model::session`], [`Model::encode`]) to decode step by step.
+//!
+//! ```no_run
+//! use qkv::{GenerateOptions, Model, TranslateOptions};
+//!
+//! let model = Model::load("models/smollm2-135m-instruct")?; // mmap + validate; Send + Sync
+//! let out = model.generate("Once upon a time", &GenerateOptions { max_new_tokens: 32, ..Default::default() })?;
+//! println!("{}", out.text);
+//! let marian = Model::load("models/opus-mt-en-de")?;
+//! println!("{}", marian.translate(&["Hello world"], &TranslateOptions::default())?[0].text);
+//! # Ok::<(), qkv::Error>(())
+//! ```
+//!
+//! # Layout
+//!
+//! | module | what |
+//! | --- | --- |
+//! | `model.rs` | [`Model`], [`LoadOptions`], [`ModelInfo`]: load a directory once, generate, translate, open sessions |
+//! | `session.rs`, `step.rs` | [`Session`]: a batch of sequences fed step by step ([`LogitsFor`]), reordered, searched |
+//! | `generate.rs` | the generation loop: prefill, sample, stream valid UTF-8 ([`Generator`], [`GenerateOptions`]) |
+//! | `translate.rs` | the translation driver: sources batched by length, encoded once, searched ([`TranslateOptions`]) |
+//! | `models/` | the family registry (`models/mod.rs`) and one file per architecture: `llama.rs`, `gpt2.rs`, `seq2seq.rs` (Marian and CTranslate2 by naming scheme); `decoder_only.rs` is what every decoder-only family shares |
+//! | `search/` | greedy and beam search ([`search::search`]), sampling ([`search::Sampler`]), stop strings |
+//! | `layers.rs` | weights bound by name and checked at load: linear layers (stored dtype or int8), norms, embeddings, final norm + LM head |
+//! | `cache.rs` | KV caches (preallocated, written in place, reordered for beams; the memory cap) and scratch buffers |
+//! | `decoder.rs` | the [`Decoder`] trait every search runs against |
+//! | `chat.rs`, `text.rs` | chat templates; the tokenizer as the engine uses it |
+//!
+//! The numeric kernels (GEMV/GEMM, fused attention, norms, activations, RoPE, log-softmax) are the `kernels`
+//! crate's, reached through [`Kernels`]; files (safetensors, configs, tokenizers, GGUF) are read by [`loaders`].
+//!
+//! # Where each Transformer concept lives
+//!
+//! | concept | decoder-only (Llama, GPT-2) | encoder-decoder (Marian, CTranslate2) | kernel |
+//! | --- | --- | --- | --- |
+//! | token embedding | `models/llama.rs`, `models/gpt2.rs` (`Embedding`, `layers.rs`) | `models/seq2seq.rs` (scaled by `embed_scale`) | `Kernels::embed` |
+//! | positional encodings | RoPE: `models/llama.rs` (`RopeTable`); learned: `models/gpt2.rs` (`wpe`) | sinusoids: `models/seq2seq.rs` (`pos_table`) | `Kernels::rope`, `kernels::sinusoidal_table` |
+//! | Q/K/V projections | `models/llama.rs` (`q_proj`, `k_proj`, `v_proj`), `models/gpt2.rs` (fused `c_attn`) | `models/seq2seq.rs` (`QkvProj`: separate or fused, per naming scheme) | `Kernels::linear` (`layers.rs` `Linear`) |
+//! | attention | every family builds `AttnArgs` and calls the fused kernel | the same | `Kernels::attention` (`kernels/src/attention/`) |
+//! | masking | causal: `AttnArgs::causal` over the KV cache (`cache.rs`) | padding: `AttnArgs::bidirectional` (`key_lens`) in the encoder; causal in the decoder | `kernels::Mask`, `AttnArgs::visible` |
+//! | cross-attention | — | `models/seq2seq.rs`: K/V projected once per source (`CrossKv`), `AttnArgs::cross`, shared by beams | `Kernels::attention` |
+//! | residual + norm | pre-norm: `x += f(norm(x))` in each family's `forward` (`Norm`, `layers.rs`) | pre- or post-norm (`NormPlacement`, `Buffers::residual`) | `Kernels::add`, `rms_norm`, `layer_norm` |
+//! | feed-forward | SwiGLU (`models/llama.rs`), GELU MLP (`models/gpt2.rs`) | `FeedForward` in `models/seq2seq.rs` | `Kernels::swiglu`, `activation` |
+//! | LM head | `LmHead` (`layers.rs`): final norm + projection on the positions `LogitsFor` asks for, shared by every family | the same `LmHead` (+ Marian's `final_logits_bias`) | `Kernels::linear` |
+//! | search | `search/sampling.rs` (greedy, sampling) + `search/stop.rs`, driven by `generate.rs` | `search/beam.rs` (greedy, beam) driven by `translate.rs` | `Kernels::log_softmax`, `argmax` |
+//!
+//! # Errors
+//!
+//! Every fallible call returns [`Result`] with the one [`Error`] enum: load problems name the file, tensor or
+//! field (expected against found), [`Error::Unsupported`] names what this engine does not run, and
+//! [`Error::Request`] a bad argument of a call. The library does not panic on input.
 
-pub mod beam;
-pub mod cache;
-pub mod chat;
-pub mod decoder;
-pub mod error;
-pub mod generate;
-pub mod gpt2;
-pub mod layers;
-pub mod llama;
-pub mod model;
-pub mod sampling;
-pub mod seq2seq;
-pub mod translate;
+mod cache;
+mod chat;
+mod decoder;
+mod error;
+mod generate;
+mod layers;
+mod model;
+mod models;
+pub mod search;
+mod session;
+mod step;
+mod text;
+mod translate;
 
-pub use cache::{KvCache, KvShape};
+pub use cache::DEFAULT_MAX_CACHE_BYTES;
 pub use decoder::Decoder;
 pub use error::{Error, Result};
 pub use generate::{GenerateOptions, Generation, Generator, PromptFormat, StopReason, Timings, TokenEvent};
 pub use kernels::{Isa, Kernels};
-pub use layers::{Bias, Embedding, LayerNorm, Linear, RmsNorm, TensorMap, TensorSource, WeightBytes, WeightType};
+pub use layers::{WeightBytes, WeightType};
 pub use loaders;
-pub use model::{Architecture, LoadOptions, Model};
-pub use sampling::{SampleParams, Strategy};
-pub use translate::{TranslateOptions, Translation, Translator};
+pub use model::{LoadOptions, Model, ModelInfo, ModelKind};
+pub use search::{SampleParams, Strategy};
+pub use session::{Encoded, Session};
+pub use step::LogitsFor;
+pub use translate::{TranslateOptions, Translation};

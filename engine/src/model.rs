@@ -1,66 +1,48 @@
-//! `qkv::Model`: load a model directory once, generate from many threads.
-//!
-//! ```no_run
-//! use qkv::{GenerateOptions, Model, SampleParams};
-//!
-//! # fn main() -> qkv::Result<()> {
-//! let model = Model::load("models/smollm2-135m-instruct")?;
-//! // Whole generation at once.
-//! let out = model.generate("Once upon a time", &GenerateOptions { max_new_tokens: 32, ..Default::default() })?;
-//! println!("{} ({:.1} tok/s)", out.text, out.timings.decode_tok_per_s());
-//! // Streaming, sampled with a seed.
-//! let opts = GenerateOptions::sampled(SampleParams { temperature: 0.8, top_p: 0.9, seed: 7, ..Default::default() });
-//! for event in model.stream("The capital of France is", &opts)? {
-//!     print!("{}", event?.text);
-//! }
-//! # Ok(())
-//! # }
-//! ```
+//! `qkv::Model`: the one front door. Load a model directory of any supported family once (weights memory-mapped,
+//! tokenizer and chat template read once), then generate (decoder-only), translate (encoder-decoder) or drive
+//! [`Session`]s step by step, from many threads.
 
 use std::path::{Path, PathBuf};
 
 use kernels::Kernels;
-use loaders::config::{GenerationConfig, ModelConfig};
+use loaders::config::{GenerationConfig, RawConfig};
 use loaders::safetensors::SafeTensors;
 use loaders::tokenizer::{self, Tokenizer};
 
-use crate::cache::{KvShape, DEFAULT_MAX_CACHE_BYTES};
+use crate::cache::DEFAULT_MAX_CACHE_BYTES;
 use crate::chat::{ChatTemplate, GenerationPrompt, Message, SpecialTokens};
-use crate::generate::{DecoderSession, GenerateOptions, Generation, Generator, PromptFormat, Session, TokenDecoder};
-use crate::gpt2::{Gpt2, Gpt2Params};
+use crate::generate::{GenerateOptions, Generation, Generator, PromptFormat};
 use crate::layers::{WeightBytes, WeightType};
-use crate::llama::{Llama, LlamaParams};
-use crate::translate::Translator;
+use crate::models::decoder_only::CausalLm;
+use crate::models::seq2seq::{Room, Seq2Seq};
+use crate::models::{self, Loaded, Network, Source, State};
+use crate::search::{Hypothesis, SearchOptions};
+use crate::session::Session;
+use crate::text::{NoText, Text, TokenDecoder};
+use crate::translate::{Job, TranslateOptions, Translation};
 use crate::{Error, Result};
 
-/// The network of a loaded model. Encoder-decoder architectures (Marian, CTranslate2 Transformer)
-/// are added here by the translation side of the engine.
-#[derive(Debug)]
-pub enum Architecture {
-    Llama(Llama),
-    Gpt2(Gpt2),
-    /// Marian or the CTranslate2 Transformer: see [`Model::translate`].
-    Seq2Seq(Box<Translator>),
-}
-
-impl Architecture {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Architecture::Llama(_) => "llama",
-            Architecture::Gpt2(_) => "gpt2",
-            Architecture::Seq2Seq(_) => "seq2seq",
-        }
-    }
-}
-
 /// How a model is loaded.
+///
+/// ```
+/// use qkv::{Kernels, LoadOptions, WeightType};
+///
+/// // The scalar kernels, int8 linear layers, at most 1 GiB of KV cache per session.
+/// let opts = LoadOptions {
+///     kernels: Some(Kernels::scalar()),
+///     weights: WeightType::Int8,
+///     max_cache_bytes: Some(1 << 30),
+/// };
+/// assert_eq!(opts.resolve_kernels()?, Kernels::scalar());
+/// # Ok::<(), qkv::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LoadOptions {
     /// The kernels to run on (default: the best ISA of this CPU, or `QKV_ISA`).
     pub kernels: Option<Kernels>,
-    /// Cap on the KV cache bytes of one generation (K and V of every layer); a request that would need
-    /// more fails with [`Error::CacheMemory`] before allocating. Default:
-    /// [`crate::cache::DEFAULT_MAX_CACHE_BYTES`].
+    /// Cap on the KV cache bytes of one session (K and V of every layer): a generation, a [`Model::session`], a
+    /// batch of a translation. A request that would need more fails with [`Error::CacheMemory`] before
+    /// allocating. Default: [`DEFAULT_MAX_CACHE_BYTES`].
     pub max_cache_bytes: Option<usize>,
     /// How the linear layers' matrices are held: as stored (default) or quantized to int8 at load
     /// (see [`WeightType`]). With `Int8` and `kernels: None`, the int8 GEMVs round `x` to i16 on AVX-512 VNNI
@@ -81,32 +63,138 @@ impl LoadOptions {
     }
 }
 
-/// The tokenizer as the generator sees it (special tokens skipped when decoding).
-struct Text(Box<dyn Tokenizer>);
-
-impl TokenDecoder for Text {
-    fn decode_text(&self, ids: &[u32]) -> Result<String> {
-        Ok(self.0.decode(ids, true)?)
-    }
-}
-
-/// A model directory without tokenizer files generates ids only: their text is empty.
-struct NoText;
-
-impl TokenDecoder for NoText {
-    fn decode_text(&self, _ids: &[u32]) -> Result<String> {
-        Ok(String::new())
-    }
-}
-
-/// A loaded model: weights (memory-mapped), tokenizer, chat template and generation defaults.
-/// `Send + Sync`: share one `Model` (e.g. in an `Arc`) between threads; each generation has its own cache.
+/// The two shapes of model, and the calls each offers.
 ///
-/// A directory without tokenizer files still loads: it generates from token ids ([`Model::stream_ids`]), with
-/// empty text in its events; the text entry points ([`Model::generate`], [`Model::stream`]) then fail, naming it.
+/// ```
+/// use qkv::{Model, ModelKind};
+///
+/// let model = Model::load(qkv::loaders::paths::fixture("marian-tiny"))?;
+/// match model.info().kind {
+///     ModelKind::DecoderOnly => println!("generate"),
+///     ModelKind::EncoderDecoder => println!("translate, from {}", model.info().decoder_start_token_id.unwrap()),
+/// }
+/// # Ok::<(), qkv::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ModelKind {
+    /// Generates after a prompt ([`Model::generate`], [`Model::stream`], [`Model::session`]): Llama, GPT-2.
+    DecoderOnly,
+    /// Translates a source ([`Model::translate`], [`Model::encode`]): Marian, the CTranslate2 Transformer.
+    EncoderDecoder,
+}
+
+/// What a loaded model is, as a caller sizing requests and sessions needs it.
+///
+/// ```
+/// use qkv::Model;
+///
+/// let model = Model::load(qkv::loaders::paths::fixture("llama-tiny-gqa"))?;
+/// let info = model.info();
+/// assert_eq!(info.architecture, "llama");
+/// assert!(info.n_kv_heads < info.n_heads, "grouped-query attention");
+/// // How many sequences of 16 positions fit in 1 MiB of KV cache:
+/// println!("{}", (1 << 20) / (16 * info.kv_bytes_per_position()));
+/// # Ok::<(), qkv::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ModelInfo {
+    /// The family (`config.json`'s `model_type`): `llama`, `gpt2`, `marian`, `ct2_transformer_seq2seq`.
+    pub architecture: &'static str,
+    pub kind: ModelKind,
+    /// Logits per position: the (target) vocabulary.
+    pub vocab_size: usize,
+    /// Ids a source may hold (an encoder-decoder's source vocabulary; `vocab_size` for a decoder-only model).
+    pub src_vocab_size: usize,
+    /// The longest sequence a row holds: prompt + generated tokens (decoder-only), or a source and the decoder's
+    /// positions (encoder-decoder).
+    pub max_positions: usize,
+    /// Width of the residual stream (`hidden_size`, `d_model`).
+    pub hidden_size: usize,
+    /// Decoder layers (each with a self-attention KV cache).
+    pub n_layers: usize,
+    /// Query heads of the decoder's self-attention.
+    pub n_heads: usize,
+    /// KV heads of the decoder's self-attention (fewer than `n_heads` with grouped-query attention).
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    /// The token an encoder-decoder model's decoding starts with.
+    pub decoder_start_token_id: Option<u32>,
+}
+
+impl ModelInfo {
+    fn of(architecture: &'static str, net: &Network) -> Self {
+        match net {
+            Network::DecoderOnly(m) => {
+                let d = m.dims();
+                Self {
+                    architecture,
+                    kind: ModelKind::DecoderOnly,
+                    vocab_size: d.vocab_size,
+                    src_vocab_size: d.vocab_size,
+                    max_positions: d.max_positions,
+                    hidden_size: d.hidden_size,
+                    n_layers: d.n_layers,
+                    n_heads: d.heads.n_heads,
+                    n_kv_heads: d.heads.n_kv_heads,
+                    head_dim: d.heads.head_dim,
+                    decoder_start_token_id: None,
+                }
+            }
+            Network::EncoderDecoder { net, .. } => {
+                let c = net.config();
+                Self {
+                    architecture,
+                    kind: ModelKind::EncoderDecoder,
+                    vocab_size: c.tgt_vocab_size,
+                    src_vocab_size: c.src_vocab_size,
+                    max_positions: c.positions.max,
+                    hidden_size: c.d_model,
+                    n_layers: c.n_decoder_layers,
+                    n_heads: c.n_decoder_heads,
+                    n_kv_heads: c.n_decoder_heads,
+                    head_dim: c.d_model / c.n_decoder_heads,
+                    decoder_start_token_id: Some(c.decoder_start_token_id),
+                }
+            }
+        }
+    }
+
+    /// Bytes of KV cache one position of one row takes: K and V (f32) of every decoder layer.
+    pub fn kv_bytes_per_position(&self) -> usize {
+        self.n_layers * 2 * self.n_kv_heads * self.head_dim * std::mem::size_of::<f32>()
+    }
+}
+
+/// A loaded model of any supported family: weights (memory-mapped), tokenizer, chat template and generation
+/// defaults. `Send + Sync`: share one `Model` (e.g. in an `Arc`) between threads; each call has its own caches.
+///
+/// ```no_run
+/// use qkv::{GenerateOptions, Model, SampleParams, TranslateOptions};
+///
+/// let model = Model::load("models/smollm2-135m-instruct")?; // decoder-only
+/// let out = model.generate("Once upon a time", &GenerateOptions { max_new_tokens: 32, ..Default::default() })?;
+/// println!("{} ({:.1} tok/s)", out.text, out.timings.decode_tok_per_s());
+/// let opts = GenerateOptions::sampled(SampleParams { temperature: 0.8, top_p: 0.9, seed: 7, ..Default::default() });
+/// for event in model.stream("The capital of France is", &opts)? {
+///     print!("{}", event?.text); // streamed, valid UTF-8 deltas
+/// }
+///
+/// let marian = Model::load("models/opus-mt-en-de")?; // encoder-decoder
+/// for t in marian.translate(&["Hello world", "How are you?"], &TranslateOptions::default())? {
+///     println!("{} ({:.3})", t.text, t.score);
+/// }
+/// # Ok::<(), qkv::Error>(())
+/// ```
+///
+/// A call the model's kind does not offer (generate on a translation model, translate on a decoder-only one) is
+/// an [`Error::Request`] naming the architecture. A directory without tokenizer files still loads: it works on
+/// token ids ([`Model::stream_ids`], [`Model::translate_ids`], sessions), and the text entry points fail, naming
+/// the directory.
 pub struct Model {
     dir: PathBuf,
-    arch: Architecture,
+    net: Network,
+    info: ModelInfo,
     text: Option<Text>,
     chat_template: Option<ChatTemplate>,
     special: SpecialTokens,
@@ -121,7 +209,7 @@ impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Model")
             .field("dir", &self.dir)
-            .field("arch", &self.arch.name())
+            .field("info", &self.info)
             .field("eos", &self.eos)
             .field("isa", &self.kernels.isa())
             .field("weights", &self.weights)
@@ -130,50 +218,67 @@ impl std::fmt::Debug for Model {
 }
 
 impl Model {
-    /// Load `dir` (config.json, *.safetensors, tokenizer files), detecting the architecture.
+    /// Load `dir` (config.json, *.safetensors, generation_config.json and tokenizer files when present), the
+    /// family chosen by `config.json`, on the best kernels of this CPU.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
         Self::load_with(dir, &LoadOptions::default())
     }
 
+    /// [`Model::load`] with [`LoadOptions`]: forced kernels, int8 weights, a KV cache cap.
+    ///
+    /// ```
+    /// use qkv::{LoadOptions, Model, ModelKind};
+    ///
+    /// let opts = LoadOptions { kernels: Some(qkv::Kernels::scalar()), ..Default::default() };
+    /// let model = Model::load_with(qkv::loaders::paths::fixture("marian-tiny"), &opts)?;
+    /// assert_eq!((model.info().architecture, model.info().kind), ("marian", ModelKind::EncoderDecoder));
+    /// assert_eq!(model.kernels(), qkv::Kernels::scalar());
+    /// # Ok::<(), qkv::Error>(())
+    /// ```
     pub fn load_with(dir: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
         let dir = dir.as_ref();
         let kernels = opts.resolve_kernels()?;
-        let config = ModelConfig::from_dir(dir)?;
-        let gen = GenerationConfig::from_dir(dir)?;
+        let config = RawConfig::from_dir(dir)?;
+        let family = models::family(&config)?;
+        let generation = GenerationConfig::from_dir(dir)?;
         let weights = SafeTensors::open_dir(dir)?;
-        let (arch, bos, mut eos) = match &config {
-            ModelConfig::Llama(c) => {
-                let m = Llama::new_with(&weights, &LlamaParams::try_from(c)?, kernels, opts.weights)?;
-                (Architecture::Llama(m), c.bos_token_id, c.eos_token_id.clone())
-            }
-            ModelConfig::Gpt2(c) => {
-                let m = Gpt2::new_with(&weights, &Gpt2Params::try_from(c)?, kernels, opts.weights)?;
-                (Architecture::Gpt2(m), c.bos_token_id, c.eos_token_id.clone())
-            }
-            ModelConfig::Marian(_) | ModelConfig::Ct2Transformer(_) => {
-                let t = Translator::from_parts(dir, &config, gen.as_ref(), kernels, opts.weights)?;
-                let eos = t.defaults().rules.eos.clone();
-                (Architecture::Seq2Seq(Box::new(t)), None, eos)
-            }
-        };
+        let Loaded { network, bos, mut eos } = family.load(&Source {
+            config: &config,
+            generation: generation.as_ref(),
+            weights: &weights,
+            kernels,
+            weight_type: opts.weights,
+        })?;
         // generation_config.json's EOS ids join config.json's.
-        if let Some(g) = &gen {
-            for &id in g.eos_token_id.iter().flatten() {
-                if !eos.contains(&id) {
-                    eos.push(id);
-                }
+        for &id in generation.iter().flat_map(|g| g.eos_token_id.iter().flatten()) {
+            if !eos.contains(&id) {
+                eos.push(id);
             }
         }
-        let tok = match tokenizer::load_tokenizer(dir) {
-            Ok(t) => Some(t),
+        let info = ModelInfo::of(family.model_type, &network);
+        let text = match tokenizer::load_tokenizer(dir) {
+            Ok(t) => Some(Text::new(t)),
             Err(loaders::Error::NoTokenizer { .. }) => None,
             Err(e) => return Err(e.into()),
         };
+        if let (Some(t), ModelKind::EncoderDecoder) = (&text, info.kind) {
+            if t.tokenizer().vocab_size() > info.vocab_size {
+                return Err(Error::InvalidConfig {
+                    file: config.path().to_path_buf(),
+                    field: "target vocabulary".into(),
+                    reason: format!(
+                        "the tokenizer has {} target ids, the model {}",
+                        t.tokenizer().vocab_size(),
+                        info.vocab_size
+                    ),
+                });
+            }
+        }
         let chat_template = tokenizer::chat_template(dir)?
-            .map(|s| ChatTemplate::new(&s))
+            .map(|s| ChatTemplate::new(&s, dir))
             .transpose()?;
         let name = |id: Option<u32>| {
-            id.and_then(|i| tok.as_ref().and_then(|t| t.id_to_token(i)))
+            id.and_then(|i| text.as_ref().and_then(|t| t.tokenizer().id_to_token(i)))
                 .unwrap_or_default()
         };
         let special = SpecialTokens {
@@ -182,8 +287,9 @@ impl Model {
         };
         Ok(Self {
             dir: dir.to_path_buf(),
-            arch,
-            text: tok.map(Text),
+            net: network,
+            info,
+            text,
             chat_template,
             special,
             bos,
@@ -198,15 +304,20 @@ impl Model {
         &self.dir
     }
 
-    pub fn architecture(&self) -> &Architecture {
-        &self.arch
+    /// The family, kind and sizes of the model.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
     }
 
     /// The tokenizer (an error naming the directory when it has no tokenizer files).
     pub fn tokenizer(&self) -> Result<&dyn Tokenizer> {
-        self.text.as_ref().map(|t| t.0.as_ref()).ok_or_else(|| {
+        self.text().map(Text::tokenizer)
+    }
+
+    fn text(&self) -> Result<&Text> {
+        self.text.as_ref().ok_or_else(|| {
             Error::Request(format!(
-                "{}: no tokenizer files, so only token ids can be generated (stream_ids)",
+                "{}: no tokenizer files, so only token ids can be used (stream_ids, translate_ids, sessions)",
                 self.dir.display()
             ))
         })
@@ -218,10 +329,9 @@ impl Model {
 
     /// Bytes of the weights the model reads, by kind (int8 matrices count their values and scales).
     pub fn weight_bytes(&self) -> WeightBytes {
-        match &self.arch {
-            Architecture::Llama(m) => m.weight_bytes(),
-            Architecture::Gpt2(m) => m.weight_bytes(),
-            Architecture::Seq2Seq(t) => t.model().weight_bytes(),
+        match &self.net {
+            Network::DecoderOnly(m) => m.weight_bytes(),
+            Network::EncoderDecoder { net, .. } => net.weight_bytes(),
         }
     }
 
@@ -230,7 +340,8 @@ impl Model {
         self.weights
     }
 
-    /// Every end-of-sequence id (config.json and generation_config.json).
+    /// Every end-of-sequence id (config.json and generation_config.json; for an encoder-decoder model, those of
+    /// its search defaults).
     pub fn eos_ids(&self) -> &[u32] {
         &self.eos
     }
@@ -239,11 +350,44 @@ impl Model {
         self.chat_template.is_some()
     }
 
+    /// The KV cache cap of one session (see [`LoadOptions::max_cache_bytes`]).
+    pub fn max_cache_bytes(&self) -> usize {
+        self.max_cache_bytes
+    }
+
+    /// The decoder-only network, or an error naming the architecture for `call`.
+    fn decoder_only(&self, call: &str) -> Result<&CausalLm> {
+        match &self.net {
+            Network::DecoderOnly(m) => Ok(m),
+            Network::EncoderDecoder { .. } => Err(Error::Request(format!(
+                "{}: {call} needs a decoder-only model, and {} is an encoder-decoder (translation) model: use \
+                 translate",
+                self.dir.display(),
+                self.info.architecture
+            ))),
+        }
+    }
+
+    /// The encoder-decoder network and its search defaults, or an error naming the architecture for `call`.
+    fn encoder_decoder(&self, call: &str) -> Result<(&Seq2Seq, &SearchOptions)> {
+        match &self.net {
+            Network::EncoderDecoder { net, defaults } => Ok((net, defaults)),
+            Network::DecoderOnly(_) => Err(Error::Request(format!(
+                "{}: {call} needs an encoder-decoder model, and {} is not an encoder-decoder (it is decoder-only: \
+                 use generate)",
+                self.dir.display(),
+                self.info.architecture
+            ))),
+        }
+    }
+
+    // --- decoder-only ---------------------------------------------------------------------------------
+
     /// The model input for `prompt`: the text itself, or the chat template around it.
     pub fn prompt_ids(&self, prompt: &str, format: PromptFormat) -> Result<Vec<u32>> {
-        let tok = self.tokenizer()?;
+        let text = self.text()?;
         match format {
-            PromptFormat::Plain => Ok(tok.encode(prompt)?),
+            PromptFormat::Plain => text.encode(prompt),
             PromptFormat::Chat => {
                 let template = self.chat_template.as_ref().ok_or_else(|| {
                     Error::Request(format!(
@@ -251,8 +395,9 @@ impl Model {
                         self.dir.display()
                     ))
                 })?;
-                let text = template.render(&[Message::new("user", prompt)], &self.special, GenerationPrompt::Add)?;
-                let mut ids = tok.encode(&text)?;
+                let rendered =
+                    template.render(&[Message::new("user", prompt)], &self.special, GenerationPrompt::Add)?;
+                let mut ids = text.encode(&rendered)?;
                 // The template already wrote BOS; the tokenizer may have added a second one.
                 if let Some(b) = self.bos {
                     if ids.len() >= 2 && ids[0] == b && ids[1] == b {
@@ -264,45 +409,36 @@ impl Model {
         }
     }
 
-    /// Stream the generation after `prompt`: one [`crate::TokenEvent`] per generated token.
+    /// Generate after `prompt` and return the whole text (decoder-only).
+    pub fn generate(&self, prompt: &str, opts: &GenerateOptions) -> Result<Generation> {
+        self.stream(prompt, opts)?.run()
+    }
+
+    /// Stream the generation after `prompt`: one [`crate::TokenEvent`] per generated token (decoder-only).
     pub fn stream<'a>(&'a self, prompt: &str, opts: &GenerateOptions) -> Result<Generator<'a>> {
+        self.decoder_only("generate")?;
         let ids = self.prompt_ids(prompt, opts.prompt_format)?;
         self.stream_ids(ids, opts)
     }
 
-    /// Stream the generation after prompt ids.
+    /// Stream the generation after prompt ids (decoder-only; works without tokenizer files, with empty text).
+    ///
+    /// ```
+    /// use qkv::{GenerateOptions, Model, StopReason};
+    ///
+    /// let model = Model::load(qkv::loaders::paths::fixture("gpt2-tiny"))?; // no tokenizer files: ids only
+    /// let g = model.stream_ids(vec![1, 2, 3], &GenerateOptions { max_new_tokens: 4, ..Default::default() })?.run()?;
+    /// assert_eq!((g.tokens.len(), g.stop_reason, g.text.as_str()), (4, StopReason::MaxTokens, ""));
+    /// # Ok::<(), qkv::Error>(())
+    /// ```
     pub fn stream_ids<'a>(&'a self, prompt: Vec<u32>, opts: &GenerateOptions) -> Result<Generator<'a>> {
+        self.decoder_only("generate")?;
         // The cache holds the prompt and the new tokens, up to the model's context.
-        let want = prompt.len().saturating_add(opts.max_new_tokens);
-        self.check_cache_memory(want)?;
-        let (session, capacity): (Box<dyn Session + 'a>, usize) = match &self.arch {
-            Architecture::Llama(m) => {
-                let cap = want.min(m.max_positions());
-                (
-                    Box::new(DecoderSession {
-                        model: m,
-                        cache: m.new_cache(1, cap)?,
-                    }),
-                    cap,
-                )
-            }
-            Architecture::Gpt2(m) => {
-                let cap = want.min(m.max_positions());
-                (
-                    Box::new(DecoderSession {
-                        model: m,
-                        cache: m.new_cache(1, cap)?,
-                    }),
-                    cap,
-                )
-            }
-            Architecture::Seq2Seq(_) => {
-                return Err(Error::Request(format!(
-                    "{}: this is an encoder-decoder (translation) model: use translate, not generate",
-                    self.dir.display()
-                )))
-            }
-        };
+        let capacity = prompt
+            .len()
+            .saturating_add(opts.max_new_tokens)
+            .min(self.info.max_positions);
+        let session = self.session(1, capacity)?;
         let text: &dyn TokenDecoder = match &self.text {
             Some(t) => t,
             None if opts.stop_strings.is_empty() => &NoText,
@@ -313,51 +449,153 @@ impl Model {
                 )))
             }
         };
-        Generator::new(session, text, self.kernels, prompt, self.eos.clone(), capacity, opts)
+        Generator::new(
+            Box::new(session),
+            text,
+            self.kernels,
+            prompt,
+            self.eos.clone(),
+            capacity,
+            opts,
+        )
     }
 
-    /// The KV cache cap of this model (see [`LoadOptions::max_cache_bytes`]).
-    pub fn max_cache_bytes(&self) -> usize {
-        self.max_cache_bytes
+    /// A decoding session of a decoder-only model: `batch` sequences of up to `capacity` positions each, its KV
+    /// caches allocated now (an error before allocating when they would pass [`Model::max_cache_bytes`], or when
+    /// `capacity` passes the model's context). See [`Session`].
+    ///
+    /// ```
+    /// use qkv::{LogitsFor, Model};
+    ///
+    /// let model = Model::load(qkv::loaders::paths::fixture("llama-tiny-gqa"))?;
+    /// let mut s = model.session(1, 16)?;
+    /// let mut logits = vec![0.0; model.info().vocab_size];
+    /// s.step(&[1, 158, 66], 3, LogitsFor::Last, &mut logits)?; // prefill: logits of the last position
+    /// let next = model.kernels().argmax(&logits).unwrap() as u32;
+    /// s.step(&[next], 1, LogitsFor::Last, &mut logits)?; // one token
+    /// assert_eq!(s.len(), 4);
+    /// # Ok::<(), qkv::Error>(())
+    /// ```
+    pub fn session(&self, batch: usize, capacity: usize) -> Result<Session<'_>> {
+        let cache = self
+            .decoder_only("session")?
+            .new_cache(batch, capacity, self.max_cache_bytes)?;
+        Ok(Session::new(&self.net, State::DecoderOnly(cache)))
     }
 
-    /// An error if a cache of `want` positions (clamped to the context) would pass the memory cap.
-    fn check_cache_memory(&self, want: usize) -> Result<()> {
-        let (n_layers, n_kv_heads, head_dim, max_positions) = match &self.arch {
-            Architecture::Llama(m) => {
-                let p = m.params();
-                (p.n_layers, p.n_kv_heads, p.head_dim, m.max_positions())
-            }
-            Architecture::Gpt2(m) => {
-                let p = m.params();
-                (p.n_layer, p.n_head, p.n_embd / p.n_head.max(1), m.max_positions())
-            }
-            // translation sizes its own caches per batch (see `seq2seq`); `generate` refuses this architecture
-            Architecture::Seq2Seq(_) => return Ok(()),
+    // --- encoder-decoder ------------------------------------------------------------------------------
+
+    /// Encode source ids for decoding (encoder-decoder): the session has one decoder row per source and room for
+    /// `max_rows` rows (sources × beams) of `max_new_tokens` decoder positions; the encoder output is projected
+    /// to every decoder layer's cross-attention keys and values here, once per source.
+    ///
+    /// ```
+    /// use qkv::{LogitsFor, Model};
+    ///
+    /// let model = Model::load(qkv::loaders::paths::fixture("marian-tiny"))?;
+    /// let mut s = model.encode(&[&[3, 4, 5, 0], &[6, 0]], 2, 8)?;
+    /// assert_eq!(s.encoder().unwrap().src_lens(), [4, 2]);
+    /// // Teacher forcing: the decoder start token, then a target token, logits at both positions.
+    /// let start = model.info().decoder_start_token_id.unwrap();
+    /// let mut logits = vec![0.0; 2 * 2 * model.info().vocab_size];
+    /// s.step(&[start, 7, start, 9], 2, LogitsFor::All, &mut logits)?;
+    /// // Or a search from the start token (here greedy, at most 8 tokens).
+    /// let mut s = model.encode(&[&[3, 4, 5, 0]], 1, 8)?;
+    /// let opts = qkv::search::SearchOptions { num_beams: 1, max_new_tokens: 8, ..model.search_defaults()?.clone() };
+    /// let best = &s.search(&[start], &opts)?[0][0];
+    /// assert!(!best.tokens.is_empty() && best.tokens.len() <= 8);
+    /// # Ok::<(), qkv::Error>(())
+    /// ```
+    pub fn encode(&self, sources: &[&[u32]], max_rows: usize, max_new_tokens: usize) -> Result<Session<'_>> {
+        let (net, _) = self.encoder_decoder("encode")?;
+        let room = Room {
+            max_rows,
+            max_new_tokens,
         };
-        let shape = KvShape {
-            max_batch: 1,
-            n_kv_heads,
-            capacity: want.min(max_positions),
-            head_dim,
+        let state = net.start(sources, room, self.max_cache_bytes)?;
+        Ok(Session::new(&self.net, State::EncoderDecoder(Box::new(state))))
+    }
+
+    /// The search a translation runs unless told otherwise (encoder-decoder): for Hugging Face Marian, what
+    /// transformers' `generate` reads from generation_config.json (else config.json); for the CTranslate2
+    /// Transformer, `translate_batch`'s defaults.
+    pub fn search_defaults(&self) -> Result<&SearchOptions> {
+        Ok(self.encoder_decoder("translate")?.1)
+    }
+
+    /// The search options of a translation call: [`Model::search_defaults`] overridden by `opts`.
+    pub fn search_options(&self, opts: &TranslateOptions) -> Result<SearchOptions> {
+        Ok(opts.search_options(self.search_defaults()?))
+    }
+
+    /// Translate sentences (the best hypothesis of each), in input order (encoder-decoder).
+    pub fn translate(&self, texts: &[&str], opts: &TranslateOptions) -> Result<Vec<Translation>> {
+        let opts = TranslateOptions {
+            num_hypotheses: 1,
+            ..opts.clone()
         };
-        let bytes = shape
-            .bytes()
-            .and_then(|b| b.checked_mul(n_layers))
-            .unwrap_or(usize::MAX);
-        if bytes > self.max_cache_bytes {
-            return Err(Error::CacheMemory {
-                bytes,
-                limit: self.max_cache_bytes,
-                what: format!("KV cache of {} positions x {n_layers} layers", shape.capacity),
-            });
+        Ok(self
+            .translate_n_best(texts, &opts)?
+            .into_iter()
+            .map(|mut v| v.swap_remove(0))
+            .collect())
+    }
+
+    /// Translate sentences, `opts.num_hypotheses` per sentence, best first, in input order (encoder-decoder).
+    pub fn translate_n_best(&self, texts: &[&str], opts: &TranslateOptions) -> Result<Vec<Vec<Translation>>> {
+        let (net, defaults) = self.encoder_decoder("translate")?;
+        let text = self.text()?;
+        self.job(net, &opts.search_options(defaults), opts.batch_size)
+            .texts(text, texts)
+    }
+
+    /// Translate source ids: up to `opts.num_hypotheses` hypotheses per source, best first, in input order
+    /// (encoder-decoder; works without tokenizer files).
+    ///
+    /// ```
+    /// use qkv::{Model, TranslateOptions};
+    ///
+    /// let model = Model::load(qkv::loaders::paths::fixture("marian-tiny"))?;
+    /// let opts = TranslateOptions { beam_size: Some(2), num_hypotheses: 2, max_length: Some(6), ..Default::default() };
+    /// let out = model.translate_ids(&[vec![3, 4, 5, 0], vec![6, 0]], &opts)?;
+    /// assert!(out.iter().all(|h| h.len() == 2 && h[0].score >= h[1].score));
+    /// # Ok::<(), qkv::Error>(())
+    /// ```
+    pub fn translate_ids(&self, sources: &[Vec<u32>], opts: &TranslateOptions) -> Result<Vec<Vec<Hypothesis>>> {
+        let (net, defaults) = self.encoder_decoder("translate")?;
+        self.job(net, &opts.search_options(defaults), opts.batch_size)
+            .ids(sources)
+    }
+
+    /// [`Model::translate_ids`] with a whole [`SearchOptions`] of your own (another beam style, patience, rules),
+    /// `batch_size` sources at a time.
+    pub fn translate_ids_with(
+        &self,
+        sources: &[Vec<u32>],
+        batch_size: usize,
+        search: &SearchOptions,
+    ) -> Result<Vec<Vec<Hypothesis>>> {
+        let (net, _) = self.encoder_decoder("translate")?;
+        self.job(net, search, batch_size).ids(sources)
+    }
+
+    fn job<'a>(&self, net: &'a Seq2Seq, search: &'a SearchOptions, batch_size: usize) -> Job<'a> {
+        Job {
+            net,
+            search,
+            batch_size,
+            max_cache_bytes: self.max_cache_bytes,
         }
-        Ok(())
     }
 
-    /// Generate after `prompt` and return the whole text.
-    pub fn generate(&self, prompt: &str, opts: &GenerateOptions) -> Result<Generation> {
-        self.stream(prompt, opts)?.run()
+    /// Source rows × decoder layers whose cross-attention keys and values were projected since the model was
+    /// loaded (0 for a decoder-only model): a diagnostic showing that a source is projected once, whatever the
+    /// number of beams and steps.
+    pub fn cross_projection_count(&self) -> usize {
+        match &self.net {
+            Network::EncoderDecoder { net, .. } => net.cross_projection_count(),
+            Network::DecoderOnly(_) => 0,
+        }
     }
 }
 
@@ -366,9 +604,11 @@ mod tests {
     use super::*;
 
     fn assert_send_sync<T: Send + Sync>() {}
+    fn assert_send<T: Send>() {}
 
     #[test]
-    fn model_is_send_and_sync() {
+    fn model_is_send_and_sync_and_sessions_send() {
         assert_send_sync::<Model>();
+        assert_send::<Session<'static>>();
     }
 }

@@ -3,10 +3,10 @@
 
 mod translate_support;
 
+use kernels::reference::log_softmax;
 use loaders::paths::{fixture, shared_model};
-use qkv::beam::{log_softmax, search, BeamStyle, LogitsRules, SearchOptions};
-use qkv::seq2seq::{NormPlacement, Positions, Seq2Seq, Seq2SeqConfig, WeightNames};
-use qkv::{Decoder, Kernels};
+use qkv::search::{BeamStyle, LogitsRules, SearchOptions};
+use qkv::{Kernels, LoadOptions, LogitsFor, Model};
 use translate_support::*;
 
 /// Max |ours - CT2| for teacher-forced token log-probs. Not 1e-5: CTranslate2's own f32 rounding is larger.
@@ -18,35 +18,13 @@ const SCORE_TOL: f32 = 1e-5;
 /// Max |ours - CT2| for raw logits (magnitudes up to ~30).
 const LOGITS_TOL: f32 = 1e-4;
 
-fn model() -> Seq2Seq {
+fn model() -> Model {
     let dir = shared_model("aren-transliteration-ct2").expect("shared model");
-    let cfg = Seq2SeqConfig {
-        names: WeightNames::Ct2,
-        d_model: 32,
-        n_encoder_layers: 6,
-        n_decoder_layers: 6,
-        n_encoder_heads: 8,
-        n_decoder_heads: 8,
-        encoder_ffn_dim: 128,
-        decoder_ffn_dim: 128,
-        activation: kernels::Activation::Relu,
-        norm: NormPlacement::PreNorm,
-        layer_norm_eps: 1e-6,
-        embed_scale: 32f32.sqrt(),
-        positions: Positions {
-            kind: kernels::Sinusoid::Tensor2Tensor,
-            first: 1,
-            max: 1024,
-        },
-        src_vocab_size: 51,
-        tgt_vocab_size: 43,
-        tied_lm_head: false,
-        decoder_start_token_id: 1,
-        eos_token_id: 2,
-        pad_token_id: 0,
+    let opts = LoadOptions {
+        kernels: Some(Kernels::detect().expect("isa")),
+        ..Default::default()
     };
-    let st = read_weights(&dir.join("model.safetensors"));
-    Seq2Seq::load(&st, cfg, Kernels::detect().expect("isa")).expect("load aren")
+    Model::load_with(dir, &opts).expect("load aren")
 }
 
 fn reference() -> (serde_json::Value, std::collections::HashMap<String, RefTensor>) {
@@ -86,8 +64,8 @@ fn teacher_forced_log_probs_match_score_batch() {
     let targets: Vec<Vec<u32>> = cases.iter().map(|c| ids(&c["target_ids"])).collect();
     let steps = targets.iter().map(|t| t.len() + 1).max().unwrap();
     let batch = srcs.len();
-    let vocab = m.vocab_size();
-    let mut st = m.start(&srcs, batch, steps).unwrap();
+    let vocab = m.info().vocab_size;
+    let mut st = m.encode(&srcs, batch, steps).unwrap();
     let mut logits = vec![0.0f32; batch * vocab];
     let mut got: Vec<Vec<f32>> = vec![Vec::new(); batch];
     for t in 0..steps {
@@ -96,7 +74,7 @@ fn teacher_forced_log_probs_match_score_batch() {
             .iter()
             .map(|tg| if t == 0 { 1 } else { tg.get(t - 1).copied().unwrap_or(0) })
             .collect();
-        m.step(&mut st, &tokens, 1, &mut logits).unwrap();
+        st.step(&tokens, 1, LogitsFor::Last, &mut logits).unwrap();
         for (b, tg) in targets.iter().enumerate() {
             if t <= tg.len() {
                 let row = &mut logits[b * vocab..(b + 1) * vocab];
@@ -127,8 +105,8 @@ fn greedy_matches_translate_batch() {
     let sources = id_rows(&json["source_ids"]);
     let srcs: Vec<&[u32]> = sources.iter().map(|s| s.as_slice()).collect();
     let opts = options(1);
-    let mut st = m.start(&srcs, srcs.len(), opts.max_new_tokens).unwrap();
-    let got = search(&m, &mut st, &vec![1; srcs.len()], &opts).unwrap();
+    let mut st = m.encode(&srcs, srcs.len(), opts.max_new_tokens).unwrap();
+    let got = st.search(&vec![1; srcs.len()], &opts).unwrap();
     let mut worst = 0.0f32;
     for (i, g) in json["greedy"].as_array().unwrap().iter().enumerate() {
         let mut want = ids(&g["ids"]);
@@ -143,11 +121,11 @@ fn greedy_matches_translate_batch() {
     let mut worst = 0.0f32;
     for (i, src) in srcs.iter().enumerate() {
         let want = &tensors[&format!("greedy{i}_step_logits")];
-        let mut st = m.start(&[src], 1, want.shape[0]).unwrap();
+        let mut st = m.encode(&[src], 1, want.shape[0]).unwrap();
         let mut logits = vec![0.0f32; 43];
         let mut tok = 1;
         for t in 0..want.shape[0] {
-            m.step(&mut st, &[tok], 1, &mut logits).unwrap();
+            st.step(&[tok], 1, LogitsFor::Last, &mut logits).unwrap();
             let w = &want.data[t * 43..(t + 1) * 43];
             for (v, (&a, &b)) in logits.iter().zip(w).enumerate() {
                 if !(t == 0 && v == 2) {
@@ -168,8 +146,8 @@ fn beam4_matches_translate_batch() {
     let sources = id_rows(&json["source_ids"]);
     let srcs: Vec<&[u32]> = sources.iter().map(|s| s.as_slice()).collect();
     let opts = options(4);
-    let mut st = m.start(&srcs, srcs.len() * 4, opts.max_new_tokens).unwrap();
-    let got = search(&m, &mut st, &vec![1; srcs.len()], &opts).unwrap();
+    let mut st = m.encode(&srcs, srcs.len() * 4, opts.max_new_tokens).unwrap();
+    let got = st.search(&vec![1; srcs.len()], &opts).unwrap();
     let mut worst = 0.0f32;
     for (i, b) in json["beam4"].as_array().unwrap().iter().enumerate() {
         let mut want = ids(&b["ids"]);

@@ -5,8 +5,8 @@
 mod translate_support;
 
 use loaders::paths::{fixture, shared_model};
-use qkv::beam::BeamStyle;
-use qkv::translate::{translate_ids, TranslateOptions, Translator};
+use qkv::search::BeamStyle;
+use qkv::{Model, TranslateOptions};
 use translate_support::*;
 
 /// Max |ours - CT2| for a length-normalised score (length_penalty 1). A score is a sum of `len` log-probs
@@ -15,22 +15,24 @@ const SCORE_TOL: f32 = 1e-5;
 
 #[test]
 fn ct2_variants_match_translate_batch() {
-    let t = Translator::load(shared_model("aren-transliteration-ct2").expect("shared model")).expect("load");
+    let t = Model::load(shared_model("aren-transliteration-ct2").expect("shared model")).expect("load");
     let main = read_json(&fixture("aren-ct2").join("reference.json"));
     let sources = id_rows(&main["source_ids"]);
     let json = read_json(&fixture("aren-ct2-beam").join("reference.json"));
-    let eos = t.model().config().eos_token_id;
+    let eos = t.eos_ids()[0];
     let mut worst = 0.0f32;
     for run in json["runs"].as_array().unwrap() {
         let u = |k: &str| run[k].as_u64().unwrap() as usize;
-        let mut opts = t.search_options(&TranslateOptions {
-            beam_size: Some(u("beam_size")),
-            max_length: Some(u("max_decoding_length")),
-            min_length: Some(u("min_decoding_length")),
-            length_penalty: Some(run["length_penalty"].as_f64().unwrap() as f32),
-            num_hypotheses: u("num_hypotheses"),
-            ..Default::default()
-        });
+        let mut opts = t
+            .search_options(&TranslateOptions {
+                beam_size: Some(u("beam_size")),
+                max_length: Some(u("max_decoding_length")),
+                min_length: Some(u("min_decoding_length")),
+                length_penalty: Some(run["length_penalty"].as_f64().unwrap() as f32),
+                num_hypotheses: u("num_hypotheses"),
+                ..Default::default()
+            })
+            .unwrap();
         opts.style = BeamStyle::CTranslate2 {
             patience: run["patience"].as_f64().unwrap() as f32,
         };
@@ -43,7 +45,7 @@ fn ct2_variants_match_translate_batch() {
             run["min_decoding_length"],
             run["max_decoding_length"]
         );
-        let got = translate_ids(t.model(), &sources, 7, &opts).unwrap();
+        let got = t.translate_ids_with(&sources, 7, &opts).unwrap();
         let want_scores = run["scores"].as_array().unwrap();
         for (s, want) in run["ids"].as_array().unwrap().iter().enumerate() {
             let want = id_rows(want);

@@ -1,7 +1,8 @@
 //! Properties of greedy and beam search on a deterministic toy decoder (the token-level agreement with
 //! transformers and CTranslate2 is checked on real models in marian_*.rs and aren_ct2.rs).
 
-use qkv::beam::{log_softmax, search, BeamStyle, EarlyStopping, Hypothesis, LogitsRules, SearchOptions};
+use kernels::reference::log_softmax;
+use qkv::search::{search, BeamStyle, EarlyStopping, Hypothesis, LogitsRules, SearchOptions};
 use qkv::{Decoder, Result};
 
 /// Max |reported score - score recomputed from the toy's log-probs|.

@@ -15,14 +15,10 @@
 
 mod decoder_support;
 
-use decoder_support::{gpt2_params, ids, json, llama_params};
+use decoder_support::{ids, json, load_as};
 use kernels::I8Gemv;
-use loaders::safetensors::SafeTensors;
-use qkv::beam::{search, SearchOptions};
-use qkv::gpt2::Gpt2;
-use qkv::llama::{Llama, LogitsFor};
-use qkv::translate::{TranslateOptions, Translator};
-use qkv::{Decoder, Kernels, LoadOptions, Model, WeightType};
+use qkv::search::SearchOptions;
+use qkv::{Kernels, LoadOptions, LogitsFor, Model, TranslateOptions, WeightType};
 
 /// Max |int8 logit - stored logit| as a fraction of that row's stored logit range (see the module notes).
 const LOGIT_TOL_OF_RANGE: f32 = 0.06;
@@ -86,20 +82,13 @@ macro_rules! decoder_pair {
             fn run(&self, prompt: &[u32], more: &[u32]) -> (Vec<f32>, Vec<f32>) {
                 let v = self.vocab();
                 let go = |m: &$ty| {
-                    let mut c = m.new_cache(1, prompt.len() + more.len()).unwrap();
+                    let mut c = m.session(1, prompt.len() + more.len()).unwrap();
                     let mut all = vec![0.0; (prompt.len() + more.len()) * v];
-                    m.forward(
-                        &mut c,
-                        prompt,
-                        prompt.len(),
-                        LogitsFor::All,
-                        &mut all[..prompt.len() * v],
-                    )
-                    .unwrap();
+                    c.step(prompt, prompt.len(), LogitsFor::All, &mut all[..prompt.len() * v])
+                        .unwrap();
                     for (t, &tok) in more.iter().enumerate() {
                         let o = (prompt.len() + t) * v;
-                        m.forward(&mut c, &[tok], 1, LogitsFor::Last, &mut all[o..o + v])
-                            .unwrap();
+                        c.step(&[tok], 1, LogitsFor::Last, &mut all[o..o + v]).unwrap();
                     }
                     all
                 };
@@ -109,8 +98,8 @@ macro_rules! decoder_pair {
     };
 }
 
-decoder_pair!(LlamaPair, Llama, |m: &Llama| m.params().vocab_size);
-decoder_pair!(Gpt2Pair, Gpt2, |m: &Gpt2| m.params().vocab_size);
+decoder_pair!(LlamaPair, Model, |m: &Model| m.info().vocab_size);
+decoder_pair!(Gpt2Pair, Model, |m: &Model| m.info().vocab_size);
 
 /// The int8 GEMV modes: x kept f32 (the kernels' default), and x rounded to i16 (`Model`'s default for int8 on
 /// AVX-512 VNNI; the same as the first elsewhere).
@@ -120,20 +109,16 @@ fn int8_modes() -> [(&'static str, Kernels); 2] {
 }
 
 fn llama_pair(dir: &std::path::Path, int8_kernels: Kernels) -> LlamaPair {
-    let p = llama_params(dir);
-    let st = SafeTensors::open_dir(dir).unwrap();
     LlamaPair {
-        stored: Llama::new_with(&st, &p, Kernels::detect().unwrap(), WeightType::Stored).unwrap(),
-        int8: Llama::new_with(&st, &p, int8_kernels, WeightType::Int8).unwrap(),
+        stored: load_as(dir, Kernels::detect().unwrap(), WeightType::Stored),
+        int8: load_as(dir, int8_kernels, WeightType::Int8),
     }
 }
 
 fn gpt2_pair(dir: &std::path::Path, int8_kernels: Kernels) -> Gpt2Pair {
-    let p = gpt2_params(dir);
-    let st = SafeTensors::open_dir(dir).unwrap();
     Gpt2Pair {
-        stored: Gpt2::new_with(&st, &p, Kernels::detect().unwrap(), WeightType::Stored).unwrap(),
-        int8: Gpt2::new_with(&st, &p, int8_kernels, WeightType::Int8).unwrap(),
+        stored: load_as(dir, Kernels::detect().unwrap(), WeightType::Stored),
+        int8: load_as(dir, int8_kernels, WeightType::Int8),
     }
 }
 
@@ -208,16 +193,16 @@ fn stories260k_int8(mode: &str, int8_kernels: Kernels) {
         let prompt = ids(&run["prompt_ids"]);
         let n_new = ids(&run["greedy_ids"]).len();
         // Free-running greedy, each model on its own tokens.
-        let greedy = |m: &Llama| {
-            let mut c = m.new_cache(1, prompt.len() + n_new).unwrap();
+        let greedy = |m: &Model| {
+            let mut c = m.session(1, prompt.len() + n_new).unwrap();
             let mut logits = vec![0.0; v];
-            m.step(&mut c, &prompt, prompt.len(), &mut logits).unwrap();
+            c.step(&prompt, prompt.len(), LogitsFor::Last, &mut logits).unwrap();
             let mut out = vec![];
             for t in 0..n_new {
                 let next = Kernels::scalar().argmax(&logits).unwrap() as u32;
                 out.push(next);
                 if t + 1 < n_new {
-                    m.step(&mut c, &[next], 1, &mut logits).unwrap();
+                    c.step(&[next], 1, LogitsFor::Last, &mut logits).unwrap();
                 }
             }
             out
@@ -253,7 +238,7 @@ fn marian_tiny_int8_logits_and_greedy() {
             weights,
             ..Default::default()
         };
-        Translator::load_options(&dir, &opts).unwrap()
+        Model::load_with(&dir, &opts).unwrap()
     };
     let (stored, int8) = (load(WeightType::Stored), load(WeightType::Int8));
     let meta = json(&dir.join("reference.json"));
@@ -262,34 +247,34 @@ fn marian_tiny_int8_logits_and_greedy() {
     let sources: Vec<&[u32]> = rows.iter().zip(&lens).map(|(r, &l)| &r[..l as usize]).collect();
     let dec_in = ids(&meta["teacher_forced_decoder_input_ids"]);
     let batch = sources.len();
-    let run = |t: &Translator| {
-        let m = t.model();
-        let v = m.vocab_size();
-        let mut st = m.start(&sources, batch, dec_in.len()).unwrap();
+    let run = |t: &Model| {
+        let v = t.info().vocab_size;
+        let mut st = t.encode(&sources, batch, dec_in.len()).unwrap();
         let mut all = vec![];
         let mut logits = vec![0.0f32; batch * v];
         for &tok in &dec_in {
-            m.step(&mut st, &vec![tok; batch], 1, &mut logits).unwrap();
+            st.step(&vec![tok; batch], 1, LogitsFor::Last, &mut logits).unwrap();
             all.extend_from_slice(&logits);
         }
         all
     };
     let (want, got) = (run(&stored), run(&int8));
-    let v = stored.model().vocab_size();
+    let v = stored.info().vocab_size;
     let mut gap = Gap::default();
     for (r, (g, w)) in got.chunks_exact(v).zip(want.chunks_exact(v)).enumerate() {
         gap.add(&format!("marian-tiny row {r}"), g, w);
     }
     // Greedy search on both: how long they agree is reported (random weights: near-ties are common).
-    let opts: SearchOptions = stored.search_options(&TranslateOptions {
-        beam_size: Some(1),
-        ..Default::default()
-    });
-    let greedy = |t: &Translator| {
-        let m = t.model();
-        let mut st = m.start(&sources, batch, opts.max_new_tokens).unwrap();
-        let start = vec![m.config().decoder_start_token_id; batch];
-        search(m, &mut st, &start, &opts).unwrap()
+    let opts: SearchOptions = stored
+        .search_options(&TranslateOptions {
+            beam_size: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+    let greedy = |t: &Model| {
+        let mut st = t.encode(&sources, batch, opts.max_new_tokens).unwrap();
+        let start = vec![t.info().decoder_start_token_id.unwrap(); batch];
+        st.search(&start, &opts).unwrap()
     };
     let (gs, gi) = (greedy(&stored), greedy(&int8));
     let same: Vec<usize> = gs
@@ -374,16 +359,15 @@ fn model_generate_with_int8_weights() {
     let out = m.generate(prompt, &gen_opts).unwrap();
     // The same prompt ids, greedy on the int8 Llama on the same kernels (no EOS stop: compare the common length).
     let ids = m.prompt_ids(prompt, gen_opts.prompt_format).unwrap();
-    let st = SafeTensors::open_dir(&dir).unwrap();
-    let llama = Llama::new_with(&st, &llama_params(&dir), m.kernels(), WeightType::Int8).unwrap();
-    let mut c = llama.new_cache(1, ids.len() + n_new).unwrap();
-    let mut logits = vec![0.0; llama.params().vocab_size];
-    llama.step(&mut c, &ids, ids.len(), &mut logits).unwrap();
+    let llama = load_as(&dir, m.kernels(), WeightType::Int8);
+    let mut c = llama.session(1, ids.len() + n_new).unwrap();
+    let mut logits = vec![0.0; llama.info().vocab_size];
+    c.step(&ids, ids.len(), LogitsFor::Last, &mut logits).unwrap();
     let mut direct = vec![];
     for _ in 0..out.tokens.len() {
         let next = Kernels::scalar().argmax(&logits).unwrap() as u32;
         direct.push(next);
-        llama.step(&mut c, &[next], 1, &mut logits).unwrap();
+        c.step(&[next], 1, LogitsFor::Last, &mut logits).unwrap();
     }
     assert!(
         !out.tokens.is_empty() && !out.text.trim().is_empty(),

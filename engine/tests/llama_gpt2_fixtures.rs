@@ -3,11 +3,8 @@
 
 mod decoder_support;
 
-use decoder_support::{gpt2_params, ids, json, llama_params, max_abs, open, tensor};
-use loaders::safetensors::SafeTensors;
-use qkv::gpt2::Gpt2;
-use qkv::llama::{Llama, LogitsFor};
-use qkv::Kernels;
+use decoder_support::{ids, json, load_on, max_abs, open, tensor};
+use qkv::{Kernels, LogitsFor};
 
 /// Max-abs difference allowed between our logits and HF's (f32 model, f64-accumulating reference kernels).
 const LOGITS_TOL: f32 = 1e-4;
@@ -62,13 +59,12 @@ fn check_model<C>(
 
 fn check_llama(name: &str) {
     let dir = loaders::paths::fixture(name);
-    let p = llama_params(&dir);
-    let m = Llama::new(&SafeTensors::open_dir(&dir).unwrap(), &p, Kernels::scalar()).unwrap();
+    let m = load_on(&dir, Kernels::scalar());
     check_model(
         name,
-        p.vocab_size,
-        |cap| m.new_cache(1, cap).unwrap(),
-        |c, t, w, l| m.forward(c, t, t.len(), w, l).unwrap(),
+        m.info().vocab_size,
+        |cap| m.session(1, cap).unwrap(),
+        |c, t, w, l| c.step(t, t.len(), w, l).unwrap(),
     );
 }
 
@@ -85,13 +81,12 @@ fn llama_tiny_tied_matches_hf() {
 #[test]
 fn gpt2_tiny_matches_hf() {
     let dir = loaders::paths::fixture("gpt2-tiny");
-    let p = gpt2_params(&dir);
-    let m = Gpt2::new(&SafeTensors::open_dir(&dir).unwrap(), &p, Kernels::scalar()).unwrap();
+    let m = load_on(&dir, Kernels::scalar());
     check_model(
         "gpt2-tiny",
-        p.vocab_size,
-        |cap| m.new_cache(1, cap).unwrap(),
-        |c, t, w, l| m.forward(c, t, t.len(), w, l).unwrap(),
+        m.info().vocab_size,
+        |cap| m.session(1, cap).unwrap(),
+        |c, t, w, l| c.step(t, t.len(), w, l).unwrap(),
     );
 }
 
@@ -99,11 +94,9 @@ fn gpt2_tiny_matches_hf() {
 /// each prompt's own logits, and after `reorder([1, 1])` both rows continue as prompt 1.
 #[test]
 fn llama_batch_and_reorder_match_single_sequences() {
-    use qkv::Decoder;
     let dir = loaders::paths::fixture("llama-tiny-gqa");
-    let p = llama_params(&dir);
-    let m = Llama::new(&SafeTensors::open_dir(&dir).unwrap(), &p, Kernels::detect().unwrap()).unwrap();
-    let v = p.vocab_size;
+    let m = load_on(&dir, Kernels::detect().unwrap());
+    let v = m.info().vocab_size;
     let prompts: [Vec<u32>; 2] = [vec![1, 158, 66, 249, 242, 19, 50], vec![1, 53, 48, 150, 91, 125, 61]];
     let next = [7u32, 9];
     // Each prompt alone, then one more token.
@@ -111,27 +104,27 @@ fn llama_batch_and_reorder_match_single_sequences() {
         .iter()
         .zip(next)
         .map(|(pr, nx)| {
-            let mut c = m.new_cache(1, 16).unwrap();
+            let mut c = m.session(1, 16).unwrap();
             let (mut a, mut b) = (vec![0.0; v], vec![0.0; v]);
-            m.step(&mut c, pr, pr.len(), &mut a).unwrap();
-            m.step(&mut c, &[nx], 1, &mut b).unwrap();
+            c.step(pr, pr.len(), LogitsFor::Last, &mut a).unwrap();
+            c.step(&[nx], 1, LogitsFor::Last, &mut b).unwrap();
             (a, b)
         })
         .collect();
     // Both in one batch.
-    let mut c = m.new_cache(2, 16).unwrap();
+    let mut c = m.session(2, 16).unwrap();
     let mut l = vec![0.0; 2 * v];
-    m.step(&mut c, &prompts.concat(), 7, &mut l).unwrap();
+    c.step(&prompts.concat(), 7, LogitsFor::Last, &mut l).unwrap();
     for b in 0..2 {
         let diff = max_abs(&l[b * v..(b + 1) * v], &alone[b].0);
         assert!(diff <= LOGITS_TOL, "batch row {b} prefill differs by {diff}");
     }
     // Row 0 becomes a copy of row 1; both continue with prompt 1's next token.
-    m.reorder(&mut c, &[1, 1]).unwrap();
-    m.step(&mut c, &[next[1], next[1]], 1, &mut l).unwrap();
+    c.reorder(&[1, 1]).unwrap();
+    c.step(&[next[1], next[1]], 1, LogitsFor::Last, &mut l).unwrap();
     for b in 0..2 {
         let diff = max_abs(&l[b * v..(b + 1) * v], &alone[1].1);
         assert!(diff <= LOGITS_TOL, "row {b} after reorder differs by {diff}");
     }
-    assert_eq!(m.cached_len(&c), 8);
+    assert_eq!(c.len(), 8);
 }

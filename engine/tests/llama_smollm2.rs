@@ -5,10 +5,9 @@ mod decoder_support;
 
 use std::time::Instant;
 
-use decoder_support::{check_greedy, ids, json, llama_params, max_abs, open, smollm2_dir, tensor};
+use decoder_support::{check_greedy, ids, json, load_on, max_abs, open, smollm2_dir, tensor};
 use loaders::safetensors::SafeTensors;
-use qkv::llama::Llama;
-use qkv::{Decoder, Kernels};
+use qkv::{Kernels, LogitsFor, Model};
 
 /// Max-abs logit difference allowed (30 layers in f32; HF and we sum in different orders; logits are O(10)).
 const LOGITS_TOL: f32 = 1e-3;
@@ -16,12 +15,11 @@ const LOGITS_TOL: f32 = 1e-3;
 #[test]
 fn smollm2_matches_hf() {
     let dir = smollm2_dir();
-    let p = llama_params(&dir);
-    let m = Llama::new(&SafeTensors::open_dir(&dir).unwrap(), &p, Kernels::detect().unwrap()).unwrap();
+    let m = load_on(&dir, Kernels::detect().unwrap());
     let fix = loaders::paths::fixture("smollm2");
     let meta = json(&fix.join("reference.json"));
     let refs = open(&fix.join("reference.safetensors"));
-    let vocab = p.vocab_size;
+    let vocab = m.info().vocab_size;
     let runs = meta["runs"].as_array().unwrap();
     // The runs are independent: one thread each (the model is shared, each run has its own cache).
     std::thread::scope(|scope| {
@@ -32,7 +30,7 @@ fn smollm2_matches_hf() {
     });
 }
 
-fn check_run(m: &Llama, refs: &SafeTensors, vocab: usize, i: usize, run: &serde_json::Value) {
+fn check_run(m: &Model, refs: &SafeTensors, vocab: usize, i: usize, run: &serde_json::Value) {
     let start = Instant::now();
     let prompt = ids(&run["prompt_ids"]);
     let greedy = ids(&run["greedy_ids"]);
@@ -45,12 +43,12 @@ fn check_run(m: &Llama, refs: &SafeTensors, vocab: usize, i: usize, run: &serde_
     let n_top = top_ids.len() / 8;
     let mut step = 0;
     let mut worst_top = 0.0f32;
-    let mut cache = m.new_cache(1, prompt.len() + greedy.len()).unwrap();
+    let mut cache = m.session(1, prompt.len() + greedy.len()).unwrap();
     let worst = check_greedy(
         &format!("smollm2 run {i}"),
         vocab,
         |t, l| {
-            m.step(&mut cache, t, t.len(), l).unwrap();
+            cache.step(t, t.len(), LogitsFor::Last, l).unwrap();
             if step < 8 {
                 let ours: Vec<f32> = top_ids[step * n_top..(step + 1) * n_top]
                     .iter()

@@ -4,9 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use qkv::{
-    Architecture, Decoder, Error, GenerateOptions, LoadOptions, Model, SampleParams, TranslateOptions, Translator,
-};
+use qkv::{Error, GenerateOptions, LoadOptions, LogitsFor, Model, SampleParams, TranslateOptions};
 
 fn stories() -> PathBuf {
     loaders::paths::shared_model("stories260k").expect("shared model stories260k")
@@ -41,10 +39,8 @@ fn copy_dir(src: &Path) -> tempfile::TempDir {
 #[test]
 fn prompt_longer_than_context_is_an_error() {
     let m = Model::load(stories()).unwrap();
-    let Architecture::Llama(l) = m.architecture() else {
-        panic!("stories260k is a Llama")
-    };
-    let ctx = l.max_positions();
+    assert_eq!(m.info().architecture, "llama", "stories260k is a Llama");
+    let ctx = m.info().max_positions;
     let prompt = vec![1u32; ctx + 1];
     let e = err_text(m.stream_ids(prompt, &GenerateOptions::default()));
     assert_mentions(&e, &[&format!("{}", ctx + 1), &format!("{ctx}")]);
@@ -77,24 +73,22 @@ fn out_of_range_ids_are_errors() {
     // u32::MAX too (no overflow in the check).
     let e = err_text(m.stream_ids(vec![u32::MAX], &GenerateOptions::default()).unwrap().run());
     assert_mentions(&e, &[&format!("token id {}", u32::MAX)]);
-    // Decoder::step directly.
-    let Architecture::Llama(l) = m.architecture() else {
-        panic!("stories260k is a Llama")
-    };
-    let mut cache = l.new_cache(1, 8).unwrap();
-    let mut logits = vec![0.0; l.vocab_size()];
-    let e = err_text(l.step(&mut cache, &[vocab + 5], 1, &mut logits));
+    // Session::step directly.
+    assert_eq!(m.info().architecture, "llama", "stories260k is a Llama");
+    let mut cache = m.session(1, 8).unwrap();
+    let mut logits = vec![0.0; m.info().vocab_size];
+    let e = err_text(cache.step(&[vocab + 5], 1, LogitsFor::Last, &mut logits));
     assert_mentions(&e, &[&format!("token id {}", vocab + 5)]);
-    assert_eq!(l.cached_len(&cache), 0, "a refused step leaves the cache as it was");
+    assert_eq!(cache.len(), 0, "a refused step leaves the cache as it was");
     // Wrong shapes are errors, not panics.
-    assert!(l.step(&mut cache, &[1, 2, 3], 2, &mut logits).is_err());
-    assert!(l.step(&mut cache, &[1], 1, &mut logits[..3]).is_err());
+    assert!(cache.step(&[1, 2, 3], 2, LogitsFor::Last, &mut logits).is_err());
+    assert!(cache.step(&[1], 1, LogitsFor::Last, &mut logits[..3]).is_err());
 }
 
 #[test]
 fn translate_out_of_range_ids_are_errors() {
-    let t = Translator::load(aren()).unwrap();
-    let src_vocab = t.model().config().src_vocab_size as u32;
+    let t = Model::load(aren()).unwrap();
+    let src_vocab = t.info().src_vocab_size as u32;
     let e = err_text(t.translate_ids(&[vec![src_vocab]], &TranslateOptions::default()));
     assert_mentions(&e, &[&format!("token id {src_vocab}")]);
     let e = err_text(t.translate_ids(&[vec![3, 4], vec![u32::MAX]], &TranslateOptions::default()));
@@ -104,7 +98,7 @@ fn translate_out_of_range_ids_are_errors() {
 #[test]
 fn empty_translation_source_is_documented() {
     // An empty sentence is still a source: the tokenizer adds EOS, the model translates that.
-    let t = Translator::load(aren()).unwrap();
+    let t = Model::load(aren()).unwrap();
     let out = t.translate(&[""], &TranslateOptions::default()).unwrap();
     assert_eq!(out.len(), 1);
     // Empty id sequences are masked (not skipped): each still gets one hypothesis.
@@ -119,15 +113,15 @@ fn empty_translation_source_is_documented() {
 
 #[test]
 fn translation_source_longer_than_positions_is_an_error() {
-    let t = Translator::load(aren()).unwrap();
-    let max = t.model().config().positions.max;
+    let t = Model::load(aren()).unwrap();
+    let max = t.info().max_positions;
     let e = err_text(t.translate_ids(&[vec![5; max + 1]], &TranslateOptions::default()));
     assert_mentions(&e, &[&format!("{}", max + 1), &format!("{max}")]);
 }
 
 #[test]
 fn beam_size_zero_and_bad_search_options_are_errors() {
-    let t = Translator::load(aren()).unwrap();
+    let t = Model::load(aren()).unwrap();
     let beam0 = TranslateOptions {
         beam_size: Some(0),
         ..Default::default()
@@ -225,28 +219,24 @@ fn max_new_tokens_beyond_memory_cap_is_an_error() {
 #[test]
 fn kv_cache_cap_counts_every_layer() {
     let m = Model::load(stories()).unwrap();
-    let Architecture::Llama(l) = m.architecture() else {
-        panic!("stories260k is a Llama")
-    };
-    let p = l.params();
+    assert_eq!(m.info().architecture, "llama", "stories260k is a Llama");
+    let p = m.info();
     let per_pos = p.n_layers * 2 * p.n_kv_heads * p.head_dim * 4;
     let positions = 10;
     let need = per_pos * positions;
-    let shape = qkv::KvShape {
-        max_batch: 1,
-        n_kv_heads: p.n_kv_heads,
-        capacity: positions,
-        head_dim: p.head_dim,
+    let capped = |max_cache_bytes| {
+        let opts = LoadOptions {
+            max_cache_bytes: Some(max_cache_bytes),
+            ..Default::default()
+        };
+        Model::load_with(stories(), &opts).unwrap()
     };
-    assert!(qkv::KvCache::for_layers(p.n_layers, shape, 1, need).is_ok());
-    let e = qkv::KvCache::for_layers(p.n_layers, shape, 1, need - 1).expect_err("one byte short");
+    assert!(capped(need).session(1, positions).is_ok());
+    let e = capped(need - 1).session(1, positions).expect_err("one byte short");
     assert!(matches!(e, Error::CacheMemory { bytes, limit, .. } if bytes == need && limit == need - 1));
     // Absurd shapes overflow to an error, not an abort.
-    let huge = qkv::KvShape {
-        max_batch: usize::MAX / 2,
-        ..shape
-    };
-    assert!(qkv::KvCache::new(huge, 1, usize::MAX).is_err());
+    let huge = usize::MAX / 2;
+    assert!(capped(usize::MAX).session(huge, positions).is_err());
 }
 
 #[test]
@@ -263,7 +253,7 @@ fn missing_files_are_named() {
     // A translation model without its weights.
     let dir = copy_dir(&aren());
     std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
-    assert_mentions(&err_text(Translator::load(dir.path())), &["safetensors"]);
+    assert_mentions(&err_text(Model::load(dir.path())), &["safetensors"]);
 }
 
 /// Without tokenizer files a model still loads and generates from ids (the same ids as with them, empty text);
@@ -378,29 +368,39 @@ fn generating_with_a_translation_model_is_an_error() {
     let model = Model::load(aren()).unwrap();
     let e = err_text(model.generate("x", &GenerateOptions::default()));
     assert_mentions(&e, &["encoder-decoder", "use translate"]);
-    let e = err_text(Translator::load(stories()));
+    let e = err_text(
+        Model::load(stories())
+            .unwrap()
+            .translate(&["x"], &TranslateOptions::default()),
+    );
     assert_mentions(&e, &["not an encoder-decoder"]);
 }
 
 #[test]
 fn seq2seq_step_with_out_of_range_target_id_is_an_error() {
-    let t = Translator::load(loaders::paths::fixture("marian-tiny")).unwrap();
-    let m = t.model();
-    let tgt_vocab = m.config().tgt_vocab_size as u32;
-    let mut state = m.start(&[&[3, 4, 5]], 1, 8).unwrap();
-    let mut logits = vec![0.0; m.vocab_size()];
-    let e = err_text(m.step(&mut state, &[tgt_vocab], 1, &mut logits));
+    let t = Model::load(loaders::paths::fixture("marian-tiny")).unwrap();
+    let m = &t;
+    let tgt_vocab = m.info().vocab_size as u32;
+    let mut state = m.encode(&[&[3, 4, 5]], 1, 8).unwrap();
+    let mut logits = vec![0.0; m.info().vocab_size];
+    let e = err_text(state.step(&[tgt_vocab], 1, LogitsFor::Last, &mut logits));
     assert_mentions(&e, &[&format!("token id {tgt_vocab}")]);
-    assert_eq!(m.cached_len(&state), 0, "a refused step leaves the cache as it was");
+    assert_eq!(state.len(), 0, "a refused step leaves the cache as it was");
     // The same state still works with a valid id.
-    m.step(&mut state, &[m.config().decoder_start_token_id], 1, &mut logits)
+    state
+        .step(
+            &[m.info().decoder_start_token_id.unwrap()],
+            1,
+            LogitsFor::Last,
+            &mut logits,
+        )
         .unwrap();
-    assert_eq!(m.cached_len(&state), 1);
+    assert_eq!(state.len(), 1);
 }
 
 #[test]
 fn absurd_beam_size_is_a_memory_error_not_an_abort() {
-    let t = Translator::load(aren()).unwrap();
+    let t = Model::load(aren()).unwrap();
     let huge = TranslateOptions {
         beam_size: Some(1 << 40),
         ..Default::default()

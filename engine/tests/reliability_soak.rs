@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use qkv::{GenerateOptions, Model, SampleParams, TranslateOptions, Translator};
+use qkv::{GenerateOptions, Model, SampleParams, TranslateOptions};
 
 /// Short generations on stories260k.
 const N_GENERATIONS: usize = 2000;
@@ -31,7 +31,7 @@ fn soak_memory_does_not_grow() {
     let t0 = Instant::now();
     let model = Model::load(loaders::paths::shared_model("stories260k").expect("shared model")).unwrap();
     let translator =
-        Translator::load(loaders::paths::shared_model("aren-transliteration-ct2").expect("shared model")).unwrap();
+        Model::load(loaders::paths::shared_model("aren-transliteration-ct2").expect("shared model")).unwrap();
     let generate = |i: usize| {
         let strategy = if i.is_multiple_of(2) {
             qkv::Strategy::Greedy

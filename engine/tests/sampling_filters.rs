@@ -2,7 +2,7 @@
 //! independent (naive, f64) computation allows, the draws follow the renormalised probabilities,
 //! and a seed reproduces the same draws.
 
-use qkv::sampling::{Rng, SampleParams, Sampler, Strategy};
+use qkv::search::{Rng, SampleParams, Sampler, Strategy};
 use qkv::Kernels;
 
 /// Draws per configuration.

@@ -4,8 +4,8 @@
 mod translate_support;
 
 use loaders::paths::{fixture, shared_model};
-use qkv::beam::BeamStyle;
-use qkv::translate::{TranslateOptions, Translator};
+use qkv::search::BeamStyle;
+use qkv::{Model, TranslateOptions};
 use translate_support::*;
 
 /// Max |ours - CT2| for translation scores.
@@ -13,9 +13,9 @@ const SCORE_TOL: f32 = 1e-5;
 
 #[test]
 fn translate_text_matches_ctranslate2() {
-    let t = Translator::load(shared_model("aren-transliteration-ct2").expect("shared model")).expect("load");
+    let t = Model::load(shared_model("aren-transliteration-ct2").expect("shared model")).expect("load");
     // CTranslate2's translate_batch defaults
-    let d = t.defaults();
+    let d = t.search_defaults().unwrap();
     assert_eq!(
         (d.num_beams, d.max_new_tokens, d.min_new_tokens, d.length_penalty),
         (2, 256, 1, 1.0)
@@ -80,7 +80,7 @@ fn translate_text_matches_ctranslate2() {
 fn model_load_translates_the_same() {
     let dir = shared_model("aren-transliteration-ct2").expect("shared model");
     let m = qkv::Model::load(&dir).expect("Model::load");
-    let t = Translator::load(&dir).expect("Translator::load");
+    let t = Model::load(&dir).expect("Model::load");
     let names = ["محمد", "زينب", "عائشة"];
     let opts = TranslateOptions::default();
     assert_eq!(m.translate(&names, &opts).unwrap(), t.translate(&names, &opts).unwrap());

@@ -88,7 +88,7 @@ fn marian_text_translation_goes_through_the_spm_tokenizer() {
     loaders::safetensors::write(&tmp.path().join("model.safetensors"), &tensors, None).unwrap();
 
     let model = Model::load(tmp.path()).expect("Model::load");
-    let t = model.translator().unwrap();
+    let t = &model;
     let tok = t.tokenizer().unwrap();
     let texts = [
         "Hello world.",
@@ -101,7 +101,7 @@ fn marian_text_translation_goes_through_the_spm_tokenizer() {
         ..Default::default()
     };
     // defaults from generation_config.json: beam 4, max_length 512 -> 511 new tokens, pad banned, forced EOS
-    let d = t.defaults();
+    let d = t.search_defaults().unwrap();
     assert_eq!((d.num_beams, d.max_new_tokens, d.rules.renormalize), (4, 511, true));
     assert_eq!(
         d.rules.bad_words,

@@ -244,7 +244,7 @@ impl Kernels {
 
     /// Fused scaled-dot-product attention (see [`AttnArgs`] for layouts and masks).
     pub fn attention(&self, a: &AttnArgs<'_>, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
-        attention::attention(self.isa, a, q, k, v, out)
+        attention::attention(*self, a, q, k, v, out)
     }
 
     /// LayerNorm over rows of `gamma.len()`: `out = (x - mean) / sqrt(var + eps) * gamma + beta`.
@@ -282,6 +282,11 @@ impl Kernels {
     /// Softmax of one row, in place.
     pub fn softmax(&self, x: &mut [f32]) {
         simd::dispatch!(self, rows::softmax, (x: &mut [f32]))
+    }
+
+    /// Log-softmax of one row, in place (log-probabilities of logits; see [`reference::log_softmax`]).
+    pub fn log_softmax(&self, x: &mut [f32]) {
+        simd::dispatch!(self, rows::log_softmax, (x: &mut [f32]))
     }
 
     /// Apply an activation in place.
@@ -370,7 +375,7 @@ impl Kernels {
             x.len()
         );
         let k = *self;
-        let run = |row: &mut [f32]| simd::dispatch!(k, rows::beam::log_softmax, (row: &mut [f32]));
+        let run = |row: &mut [f32]| simd::dispatch!(k, rows::log_softmax, (row: &mut [f32]));
         if x.len() < PAR_MIN_ELEMS || x.len() == n_cols {
             x.chunks_exact_mut(n_cols).for_each(run);
         } else {

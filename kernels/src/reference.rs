@@ -177,6 +177,24 @@ pub fn softmax(x: &mut [f32]) {
     }
 }
 
+/// Log-softmax of one row in place: `(x - max) - ln Σ exp(x - max)`, the sum in f64 over the entries that are not
+/// NaN (NaN entries stay NaN). A row with no value above `-inf` is left as it is.
+pub fn log_softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return;
+    }
+    let sum: f64 = x
+        .iter()
+        .filter(|v| !v.is_nan())
+        .map(|&v| ((v - max) as f64).exp())
+        .sum();
+    let lse = sum.ln();
+    for v in x.iter_mut() {
+        *v = ((*v - max) as f64 - lse) as f32;
+    }
+}
+
 pub fn activation(act: Activation, x: &mut [f32]) {
     for v in x.iter_mut() {
         let t = *v as f64;
@@ -296,24 +314,9 @@ pub fn erf(x: f64) -> f64 {
     }
 }
 
-/// `log_softmax` of every row of `x` (rows of `n_cols`) in place, in f64: `x - max - ln Σ exp(x - max)`; a row whose
-/// largest value is `-inf` is left as it is.
+/// [`log_softmax`] of every row of `x` (rows of `n_cols`) in place.
 pub fn log_softmax_rows(x: &mut [f32], n_cols: usize) {
-    for row in x.chunks_exact_mut(n_cols) {
-        let max = row
-            .iter()
-            .copied()
-            .filter(|v| !v.is_nan())
-            .fold(f32::NEG_INFINITY, f32::max);
-        if max == f32::NEG_INFINITY {
-            continue;
-        }
-        let sum: f64 = row.iter().map(|&v| (v as f64 - max as f64).exp()).sum();
-        let ls = sum.ln();
-        for v in row.iter_mut() {
-            *v = (*v as f64 - max as f64 - ls) as f32;
-        }
-    }
+    x.chunks_exact_mut(n_cols).for_each(log_softmax);
 }
 
 /// The `k` best `scores[r, t] + offsets[r]` (the f32 sum) over `[rows, n_cols]`, as `(r · n_cols + t, value)`,

@@ -175,6 +175,100 @@ pub struct AttnArgs<'a> {
     pub out_strides: Strides,
 }
 
+/// The heads of one attention call: query heads, KV heads (grouped-query attention when fewer) and their width.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heads {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl Heads {
+    /// `n_heads` query heads and as many KV heads (no grouping).
+    pub fn new(n_heads: usize, head_dim: usize) -> Self {
+        Self {
+            n_heads,
+            n_kv_heads: n_heads,
+            head_dim,
+        }
+    }
+
+    /// `n_heads` query heads sharing `n_kv_heads` KV heads.
+    pub fn grouped(n_heads: usize, n_kv_heads: usize, head_dim: usize) -> Self {
+        Self {
+            n_heads,
+            n_kv_heads,
+            head_dim,
+        }
+    }
+}
+
+/// The three kinds of attention a Transformer runs, each a constructor with the usual defaults: scale
+/// `1/sqrt(head_dim)`, queries, keys, values and outputs token-major (`[batch, len, heads * head_dim]`,
+/// [`Strides::token_major`]). The `with_*` methods change what differs (a cache's head-major strides, a fused
+/// projection's rows, another scale).
+impl<'a> AttnArgs<'a> {
+    /// Causal self-attention: the `q_len` newest positions of each of `batch` rows over `kv_len` keys (the
+    /// positions already cached followed by the new ones), query `i` seeing keys `j <= kv_len - q_len + i`.
+    pub fn causal(heads: Heads, batch: usize, q_len: usize, kv_len: usize) -> Self {
+        Self::unmasked(heads, batch, q_len, kv_len).with_mask(Mask::Causal {
+            q_offset: kv_len.saturating_sub(q_len),
+        })
+    }
+
+    /// Cross-attention: `q_len` decoder positions of each of `batch` rows over all `kv_len` encoder positions.
+    pub fn cross(heads: Heads, batch: usize, q_len: usize, kv_len: usize) -> Self {
+        Self::unmasked(heads, batch, q_len, kv_len)
+    }
+
+    /// Bidirectional self-attention (an encoder): `batch` sequences padded to `len` positions, where row `b`
+    /// holds `key_lens[b]` real positions (keys past them are masked).
+    pub fn bidirectional(heads: Heads, batch: usize, len: usize, key_lens: &'a [usize]) -> Self {
+        Self {
+            key_lens: Some(key_lens),
+            ..Self::unmasked(heads, batch, len, len)
+        }
+    }
+
+    fn unmasked(heads: Heads, batch: usize, q_len: usize, kv_len: usize) -> Self {
+        let tokens = |len: usize, n: usize| Strides::token_major(len, n, heads.head_dim);
+        Self {
+            scale: 1.0 / (heads.head_dim as f32).sqrt(),
+            q_strides: tokens(q_len, heads.n_heads),
+            kv_strides: tokens(kv_len, heads.n_kv_heads),
+            out_strides: tokens(q_len, heads.n_heads),
+            mask: Mask::None,
+            key_lens: None,
+            batch,
+            n_heads: heads.n_heads,
+            n_kv_heads: heads.n_kv_heads,
+            head_dim: heads.head_dim,
+            q_len,
+            kv_len,
+        }
+    }
+
+    /// `q·k` multiplied by `scale` instead of `1/sqrt(head_dim)`.
+    pub fn with_scale(self, scale: f32) -> Self {
+        Self { scale, ..self }
+    }
+
+    /// Another mask.
+    pub fn with_mask(self, mask: Mask) -> Self {
+        Self { mask, ..self }
+    }
+
+    /// Queries laid out with `q_strides` (e.g. inside a fused QKV projection).
+    pub fn with_q_strides(self, q_strides: Strides) -> Self {
+        Self { q_strides, ..self }
+    }
+
+    /// Keys and values laid out with `kv_strides` (e.g. a head-major KV cache, [`Strides::head_major`]).
+    pub fn with_kv_strides(self, kv_strides: Strides) -> Self {
+        Self { kv_strides, ..self }
+    }
+}
+
 impl AttnArgs<'_> {
     /// Whether query row `i` of batch row `b` may see key `j`.
     #[inline]
@@ -270,4 +364,35 @@ pub fn sinusoidal_table(kind: Sinusoid, n_pos: usize, dim: usize, first_pos: usi
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attn_args_constructors() {
+        let heads = Heads::grouped(6, 2, 4);
+        // Causal: 3 new positions after 5 cached ones see keys up to their own position.
+        let a = AttnArgs::causal(heads, 2, 3, 8);
+        assert_eq!(
+            (a.n_heads, a.n_kv_heads, a.head_dim, a.q_len, a.kv_len),
+            (6, 2, 4, 3, 8)
+        );
+        assert_eq!(a.mask, Mask::Causal { q_offset: 5 });
+        assert!(a.visible(1, 0, 5) && !a.visible(1, 0, 6) && a.visible(0, 2, 7));
+        assert_eq!(a.scale, 0.5);
+        assert_eq!(a.q_strides, Strides::token_major(3, 6, 4));
+        assert_eq!(a.kv_strides, Strides::token_major(8, 2, 4));
+        assert_eq!(a.out_strides, a.q_strides);
+        // Cross: every key.
+        let c = AttnArgs::cross(Heads::new(2, 4), 1, 1, 9).with_scale(1.0);
+        assert!(c.mask == Mask::None && c.key_lens.is_none() && c.visible(0, 0, 8) && c.scale == 1.0);
+        // Bidirectional: padding masked per row.
+        let lens = [3, 1];
+        let b = AttnArgs::bidirectional(Heads::new(2, 4), 2, 3, &lens);
+        assert!(b.visible(0, 0, 2) && b.visible(1, 2, 0) && !b.visible(1, 0, 1));
+        let hm = Strides::head_major(2, 16, 4);
+        assert_eq!(b.with_kv_strides(hm).kv_strides, hm);
+    }
 }

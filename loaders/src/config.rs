@@ -12,7 +12,7 @@
 //! [`Error::InvalidConfig`] (a field of the wrong type or an inconsistent value), and
 //! [`Error::UnknownModelType`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -36,6 +36,66 @@ pub enum ModelConfig {
 impl ModelConfig {
     /// Read `dir/config.json`.
     pub fn from_dir(dir: &Path) -> Result<Self> {
+        Self::from_raw(&RawConfig::from_dir(dir)?)
+    }
+
+    /// Parse config JSON; `path` only names the file in errors. The model is chosen by `model_type`,
+    /// or, when that key is absent, by `architectures` (as `AutoConfig` does for old files).
+    pub fn from_json(path: &Path, json: &str) -> Result<Self> {
+        Self::from_raw(&RawConfig::from_json(path, json)?)
+    }
+
+    /// The typed config of a [`RawConfig`], chosen by its `model_type` (or its first architecture).
+    pub fn from_raw(raw: &RawConfig) -> Result<Self> {
+        let kind = match raw.model_type() {
+            Some(t) => t,
+            None => match raw.architectures().first().map(String::as_str) {
+                Some("MarianMTModel" | "MarianModel") => "marian",
+                Some("LlamaForCausalLM" | "LlamaModel") => "llama",
+                Some("GPT2LMHeadModel" | "GPT2Model") => "gpt2",
+                _ => "",
+            },
+        };
+        match kind {
+            "marian" => Ok(ModelConfig::Marian(MarianConfig::from_raw(raw)?)),
+            "llama" => Ok(ModelConfig::Llama(LlamaConfig::from_raw(raw)?)),
+            "gpt2" => Ok(ModelConfig::Gpt2(Gpt2Config::from_raw(raw)?)),
+            "ct2_transformer_seq2seq" => Ok(ModelConfig::Ct2Transformer(Ct2Config::from_raw(raw)?)),
+            _ => Err(Error::UnknownModelType {
+                path: raw.path.clone(),
+                found: raw.model_type.clone(),
+                architectures: raw.architectures.clone(),
+                known: KNOWN_MODEL_TYPES,
+            }),
+        }
+    }
+
+    /// The `model_type` string of this config.
+    pub fn model_type(&self) -> &'static str {
+        match self {
+            ModelConfig::Marian(_) => "marian",
+            ModelConfig::Llama(_) => "llama",
+            ModelConfig::Gpt2(_) => "gpt2",
+            ModelConfig::Ct2Transformer(_) => "ct2_transformer_seq2seq",
+        }
+    }
+}
+
+/// `config.json` read as a JSON object but not yet as one model's config: its `model_type` and `architectures`
+/// say which model family reads it, and that family reads its own typed config from it ([`RawConfig::parse`], or
+/// `from_raw` of the configs here). This is what lets a model registry (the engine's) add a family without a new
+/// variant of [`ModelConfig`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawConfig {
+    path: PathBuf,
+    value: Value,
+    model_type: Option<String>,
+    architectures: Vec<String>,
+}
+
+impl RawConfig {
+    /// Read `dir/config.json`.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
         let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
             path: path.clone(),
@@ -44,8 +104,7 @@ impl ModelConfig {
         Self::from_json(&path, &text)
     }
 
-    /// Parse config JSON; `path` only names the file in errors. The model is chosen by `model_type`,
-    /// or, when that key is absent, by `architectures` (as `AutoConfig` does for old files).
+    /// Parse config JSON (an object, with a string `model_type` if any); `path` only names the file in errors.
     pub fn from_json(path: &Path, json: &str) -> Result<Self> {
         let value: Value = serde_json::from_str(json).map_err(|e| Error::ConfigJson {
             path: path.to_path_buf(),
@@ -68,37 +127,32 @@ impl ModelConfig {
                 return Err(invalid(path, "model_type", format!("expected a string, found {other}")));
             }
         };
-        let kind = match model_type.as_deref() {
-            Some(t) => t.to_string(),
-            None => match architectures.first().map(String::as_str) {
-                Some("MarianMTModel" | "MarianModel") => "marian".into(),
-                Some("LlamaForCausalLM" | "LlamaModel") => "llama".into(),
-                Some("GPT2LMHeadModel" | "GPT2Model") => "gpt2".into(),
-                _ => String::new(),
-            },
-        };
-        match kind.as_str() {
-            "marian" => Ok(ModelConfig::Marian(MarianConfig::from_value(path, value)?)),
-            "llama" => Ok(ModelConfig::Llama(LlamaConfig::from_value(path, value)?)),
-            "gpt2" => Ok(ModelConfig::Gpt2(Gpt2Config::from_value(path, value)?)),
-            "ct2_transformer_seq2seq" => Ok(ModelConfig::Ct2Transformer(Ct2Config::from_value(path, value)?)),
-            _ => Err(Error::UnknownModelType {
-                path: path.to_path_buf(),
-                found: model_type,
-                architectures,
-                known: KNOWN_MODEL_TYPES,
-            }),
-        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            value,
+            model_type,
+            architectures,
+        })
     }
 
-    /// The `model_type` string of this config.
-    pub fn model_type(&self) -> &'static str {
-        match self {
-            ModelConfig::Marian(_) => "marian",
-            ModelConfig::Llama(_) => "llama",
-            ModelConfig::Gpt2(_) => "gpt2",
-            ModelConfig::Ct2Transformer(_) => "ct2_transformer_seq2seq",
-        }
+    /// The file, for error messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `model_type`, when the file has one.
+    pub fn model_type(&self) -> Option<&str> {
+        self.model_type.as_deref()
+    }
+
+    /// `architectures` (class names such as `LlamaForCausalLM`), empty when absent.
+    pub fn architectures(&self) -> &[String] {
+        &self.architectures
+    }
+
+    /// The file as `T` (serde defaults for absent keys); an error naming the file and the field that does not fit.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T> {
+        typed(&self.path, self.value.clone())
     }
 }
 
@@ -255,6 +309,11 @@ mod llama_defaults {
 pub const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 
 impl LlamaConfig {
+    /// This config from a [`RawConfig`] (checked as [`ModelConfig::from_json`] checks it).
+    pub fn from_raw(raw: &RawConfig) -> Result<Self> {
+        Self::from_value(&raw.path, raw.value.clone())
+    }
+
     fn from_value(path: &Path, value: Value) -> Result<Self> {
         let raw: RawLlama = typed(path, value)?;
         let head_dim = match raw.head_dim {
@@ -431,6 +490,11 @@ mod gpt2_defaults {
 }
 
 impl Gpt2Config {
+    /// This config from a [`RawConfig`] (checked as [`ModelConfig::from_json`] checks it).
+    pub fn from_raw(raw: &RawConfig) -> Result<Self> {
+        Self::from_value(&raw.path, raw.value.clone())
+    }
+
     fn from_value(path: &Path, value: Value) -> Result<Self> {
         let c: Gpt2Config = typed(path, value)?;
         positive(path, "vocab_size", c.vocab_size)?;
@@ -610,6 +674,11 @@ mod marian_defaults {
 }
 
 impl MarianConfig {
+    /// This config from a [`RawConfig`] (checked as [`ModelConfig::from_json`] checks it).
+    pub fn from_raw(raw: &RawConfig) -> Result<Self> {
+        Self::from_value(&raw.path, raw.value.clone())
+    }
+
     fn from_value(path: &Path, value: Value) -> Result<Self> {
         let raw: RawMarian = typed(path, value)?;
         let required =
@@ -772,6 +841,11 @@ pub struct Ct2Config {
 }
 
 impl Ct2Config {
+    /// This config from a [`RawConfig`] (checked as [`ModelConfig::from_json`] checks it).
+    pub fn from_raw(raw: &RawConfig) -> Result<Self> {
+        Self::from_value(&raw.path, raw.value.clone())
+    }
+
     fn from_value(path: &Path, value: Value) -> Result<Self> {
         let c: Ct2Config = typed(path, value)?;
         positive(path, "d_model", c.d_model)?;

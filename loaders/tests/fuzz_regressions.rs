@@ -302,17 +302,20 @@ fn harness_passes_real_configs() {
     assert!(steps.get("generation").is_some_and(|r| r.is_ok()), "{steps:?}");
 }
 
-/// A slim llama GGUF written by the `gguf` package (tools/scripts/fuzz_seeds.py from the shared SmolLM2 GGUF:
-/// its tokenizer cut to 320 tokens, one Q4_1 block of random weights): one of the fuzz seeds, imported whole.
+/// Slim llama GGUFs written by the `gguf` package (tools/scripts/fuzz_seeds.py from the shared SmolLM2 GGUF: its
+/// tokenizer cut to 320 tokens, one block of random weights): fuzz seeds, imported whole. slim_q4_1_tied is all
+/// Q4_1; slim_q5_0_q4_k mixes Q5_0 with a Q4_K ffn_down (quantised by llama.cpp), as a Q4_K_M file does.
 #[test]
 fn harness_passes_slim_gguf() {
-    let path = regressions("valid").join("slim_q4_1_tied.gguf");
-    let tmp = scratch("gguf");
-    let steps = harness::gguf(&path, &tmp.path().join("imported"));
-    assert_all_ok("slim gguf", &steps);
-    // open, 11 tensors dequantised, llama_params, import (the tokenizer step only runs when the import fails).
-    assert_eq!(steps.0.len(), 14, "{steps:?}");
-    assert!(steps.get("import").is_some(), "{steps:?}");
+    for file in ["slim_q4_1_tied.gguf", "slim_q5_0_q4_k.gguf"] {
+        let path = regressions("valid").join(file);
+        let tmp = scratch("gguf");
+        let steps = harness::gguf(&path, &tmp.path().join("imported"));
+        assert_all_ok(file, &steps);
+        // open, 11 tensors dequantised, llama_params, import (the tokenizer step only runs when the import fails).
+        assert_eq!(steps.0.len(), 14, "{file}: {steps:?}");
+        assert!(steps.get("import").is_some(), "{file}: {steps:?}");
+    }
 }
 
 #[test]

@@ -1,12 +1,14 @@
 //! The GGUF reader and dequantiser against the `gguf` Python package, on a small fixture file.
 //!
 //! tools/fixtures/gguf/blocks.gguf was written by the package's GGUFWriter (tools/scripts/gguf_refs.py blocks):
-//! one metadata key of every value type, and tensors of every supported type (random raw blocks and quantised
-//! data). blocks_ref.safetensors holds `gguf.quants.dequantize` of each; blocks_meta.json what GGUFReader saw.
+//! one metadata key of every value type, and tensors of every supported type (random raw blocks, and data quantised
+//! by the package or, for the K-quants, by llama.cpp's own quantiser). blocks_ref.safetensors holds
+//! `gguf.quants.dequantize` of each (ggml's `dequantize_row_q8_K` for Q8_K, which the package lacks; the script
+//! checks that both agree on every other type); blocks_meta.json what GGUFReader saw.
 
 use std::fs;
 
-use loaders::gguf::{GgufArray, GgufFile, GgufValue};
+use loaders::gguf::{dequant, GgufArray, GgufFile, GgufValue};
 use loaders::paths::fixture;
 use loaders::{Dtype, Error};
 use serde_json::Value;
@@ -111,7 +113,7 @@ fn dequantize_is_bit_exact_with_gguf_package() {
     let f = open();
     let refs = fs::read(fixture("gguf").join("blocks_ref.safetensors")).expect("blocks_ref.safetensors");
     let refs = safetensors::SafeTensors::deserialize(&refs).expect("parse blocks_ref.safetensors");
-    let mut n_checked = 0;
+    let mut checked = std::collections::BTreeSet::new();
     for (name, view) in refs.tensors() {
         let info = f.tensor_info(&name).unwrap_or_else(|| panic!("no tensor {name}"));
         assert_eq!(info.shape(), view.shape(), "{name}");
@@ -133,18 +135,24 @@ fn dequantize_is_bit_exact_with_gguf_package() {
             info.ggml_type,
             want.len()
         );
-        n_checked += 1;
+        checked.insert((info.ggml_type.name(), name.ends_with("_raw")));
     }
-    assert_eq!(n_checked, 9, "every supported type, raw and quantised");
+    // Every supported type: the plain ones once, each quantised one as random raw blocks and as quantised data.
+    for ty in dequant::SUPPORTED {
+        let quantised = ty.block_size() > 1;
+        assert!(checked.contains(&(ty.name(), false)), "{ty} not checked");
+        assert_eq!(checked.contains(&(ty.name(), true)), quantised, "{ty} raw blocks");
+    }
+    assert_eq!(checked.len(), 3 + 2 * (dequant::SUPPORTED.len() - 3));
 }
 
 #[test]
 fn unsupported_type_names_tensor_and_type() {
     let f = open();
-    match f.dequantize("q4_k_unsupported") {
+    match f.dequantize("q2_k_unsupported") {
         Err(Error::GgufUnsupportedType { name, ggml_type, .. }) => {
-            assert_eq!(name, "q4_k_unsupported");
-            assert!(ggml_type.contains("Q4_K"), "{ggml_type}");
+            assert_eq!(name, "q2_k_unsupported");
+            assert!(ggml_type.contains("Q2_K"), "{ggml_type}");
         }
         other => panic!("expected GgufUnsupportedType, got {other:?}"),
     }
@@ -160,6 +168,8 @@ fn tensor_handles_are_zero_copy_for_plain_types() {
         ("bf16", Dtype::BF16, true),
         ("q4_1", Dtype::F32, false),
         ("q8_0_raw", Dtype::F32, false),
+        ("q4_k", Dtype::F32, false),
+        ("q6_k_raw", Dtype::F32, false),
     ] {
         let t = f.tensor(name).expect("tensor");
         assert_eq!(t.dtype(), dtype, "{name}");
@@ -175,7 +185,31 @@ fn tensor_handles_are_zero_copy_for_plain_types() {
         );
     }
     assert!(matches!(
-        f.tensor("q4_k_unsupported"),
+        f.tensor("q2_k_unsupported"),
         Err(Error::GgufUnsupportedType { .. })
     ));
+}
+
+#[test]
+fn blocks_are_read_in_place() {
+    use loaders::gguf::blocks::{BlockQ4K, BlockQ6K, QuantBlock};
+    let f = open();
+    let info = f.tensor_info("q4_k").unwrap();
+    let blocks: &[BlockQ4K] = f.blocks(info).expect("Q4_K blocks");
+    assert_eq!(blocks.len(), info.numel() / 256);
+    // The same bytes as the file's, and the same values as the dequantiser's.
+    assert_eq!(blocks.as_ptr() as *const u8, f.tensor_bytes(info).as_ptr());
+    let want = f.dequantize("q4_k").unwrap();
+    let mut got = vec![0f32; 256];
+    for (b, w) in blocks.iter().zip(want.chunks_exact(256)) {
+        b.dequantize(&mut got);
+        assert!(got.iter().zip(w).all(|(g, w)| g.to_bits() == w.to_bits()));
+    }
+    match f.blocks::<BlockQ6K>(info) {
+        Err(Error::GgufTensorInfo { name, reason, .. }) => {
+            assert_eq!(name, "q4_k");
+            assert!(reason.contains("Q4_K") && reason.contains("not Q6_K"), "{reason}");
+        }
+        other => panic!("expected a type error, got {other:?}"),
+    }
 }

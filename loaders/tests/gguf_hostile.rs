@@ -351,14 +351,14 @@ fn unknown_and_unsupported_types() {
         matches!(&r, Err(Error::GgufUnsupportedType { name, ggml_type, .. }) if name == "w" && ggml_type.contains("unknown ggml type 4")),
         "{r:?}"
     );
-    // A known type qkv does not dequantise (Q5_0): opens, dequantize names tensor and type.
+    // A known type qkv does not dequantise (Q2_K): opens, dequantize names tensor and type.
     let mut b = Builder::header(3, 1, 0);
-    b.tensor("q5", &[32], 6, 0).data(32, 32);
+    b.tensor("q2", &[256], 10, 0).data(32, 96);
     let (_d, _p, r) = b.open();
-    let f = r.expect("a Q5_0 tensor is a valid file");
-    let e = f.dequantize("q5").unwrap_err();
+    let f = r.expect("a Q2_K tensor is a valid file");
+    let e = f.dequantize("q2").unwrap_err();
     assert!(
-        matches!(&e, Error::GgufUnsupportedType { name, ggml_type, .. } if name == "q5" && ggml_type.contains("Q5_0")),
+        matches!(&e, Error::GgufUnsupportedType { name, ggml_type, .. } if name == "q2" && ggml_type.contains("Q2_K")),
         "{e:?}"
     );
     assert!(e.to_string().contains("hostile.gguf"), "{e}");
@@ -373,9 +373,12 @@ fn misaligned_data() {
         matches!(&r, Err(Error::GgufMisaligned { name, offset: 4, alignment: 32, .. }) if name == "w"),
         "{r:?}"
     );
-    // With general.alignment = 8 the same offset 8 is fine, 4 is not.
-    let mut b = Builder::header(3, 1, 1);
-    b.kv_u32("general.alignment", 8).tensor("w", &[4], 0, 8).data(8, 64);
+    // With general.alignment = 8 the same offset 8 is fine (after an 8-byte tensor), 4 is not.
+    let mut b = Builder::header(3, 2, 1);
+    b.kv_u32("general.alignment", 8)
+        .tensor("pad", &[2], 0, 0)
+        .tensor("w", &[4], 0, 8)
+        .data(8, 24);
     assert!(b.open().2.is_ok());
     let mut b = Builder::header(3, 1, 1);
     b.kv_u32("general.alignment", 8).tensor("w", &[4], 0, 4).data(8, 64);
@@ -395,32 +398,41 @@ fn missing_padding_before_data() {
     );
 }
 
-#[test]
-fn random_mutations_never_panic() {
-    // Flip bytes of a valid file (deterministic LCG): any result is fine except a panic.
-    let base = valid().buf;
-    let mut seed = 0x2545F4914F6CDD1Du64;
+/// Flip 1-4 bytes of `base`, `n` times (deterministic LCG from `seed`): any result is fine except a panic, and
+/// a tensor that dequantises has its element count. With `hot`, 3 of 4 flips land in the first `hot` bytes (the
+/// header and infos, where sizes and types live).
+fn mutations_never_panic(base: &[u8], n: usize, mut seed: u64, hot: Option<usize>) {
     let mut next = || {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (seed >> 33) as usize
     };
     let dir = tempfile::tempdir().unwrap();
-    for n in 0..2000 {
+    for k in 0..n {
         // A fresh name each time: rewriting one file makes ext4 flush it to disk on every close.
-        let path = dir.path().join(format!("m{n}.gguf"));
-        let mut buf = base.clone();
+        let path = dir.path().join(format!("m{k}.gguf"));
+        let mut buf = base.to_vec();
         for _ in 0..1 + next() % 4 {
-            let i = next() % buf.len();
+            let i = match hot {
+                Some(h) if next() % 4 != 0 => next() % h.min(buf.len()),
+                _ => next() % buf.len(),
+            };
             buf[i] = next() as u8;
         }
         std::fs::write(&path, &buf).unwrap();
         if let Ok(f) = GgufFile::open(&path) {
             for t in f.tensor_infos() {
-                let _ = f.dequantize(&t.name);
+                if let Ok(v) = f.dequantize(&t.name) {
+                    assert_eq!(v.len(), t.numel(), "{}", t.name);
+                }
             }
         }
         std::fs::remove_file(&path).unwrap();
     }
+}
+
+#[test]
+fn random_mutations_never_panic() {
+    mutations_never_panic(&valid().buf, 2000, 0x2545F4914F6CDD1D, None);
 }
 
 /// A llama GGUF with hostile hyper-parameters: the importer answers with errors, before allocating by them.
@@ -471,4 +483,172 @@ fn import_with_hostile_hyperparameters() {
         "{e:?}"
     );
     assert!(!out.path().join("model.safetensors").exists());
+}
+
+// ---- Quantised blocks: sizes, truncation, types that do not match their data --------------------------------
+
+/// ggml type ids of the block types qkv dequantises, with (elements, bytes) per block.
+const BLOCK_TYPES: &[(u32, &str, u64, u64)] = &[
+    (2, "Q4_0", 32, 18),
+    (3, "Q4_1", 32, 20),
+    (6, "Q5_0", 32, 22),
+    (7, "Q5_1", 32, 24),
+    (8, "Q8_0", 32, 34),
+    (12, "Q4_K", 256, 144),
+    (13, "Q5_K", 256, 176),
+    (14, "Q6_K", 256, 210),
+    (15, "Q8_K", 256, 292),
+];
+
+/// Tensors packed as llama.cpp writes them, each `rows` rows of one block of its type; the data is 0x11 bytes
+/// (finite scales for every type: 0x1111 is an f16 of about 6e-4, an f32 of about 1e-28).
+fn packed(types: &[(u32, u64, u64)], rows: u64) -> Builder {
+    let mut b = Builder::header(3, types.len() as u64, 0);
+    let mut offset = 0;
+    for (i, &(ty, elems, bytes)) in types.iter().enumerate() {
+        b.tensor(&format!("t{i}"), &[elems, rows], ty, offset);
+        offset += (bytes * rows).div_ceil(32) * 32;
+    }
+    b.data(32, offset as usize);
+    b
+}
+
+fn every_block_type() -> Vec<(u32, u64, u64)> {
+    BLOCK_TYPES.iter().map(|&(id, _, e, b)| (id, e, b)).collect()
+}
+
+#[test]
+fn every_block_type_opens_and_dequantises() {
+    let (_d, _p, r) = packed(&every_block_type(), 3).open();
+    let f = r.expect("a packed file of every block type");
+    for (i, &(_, name, elems, _)) in BLOCK_TYPES.iter().enumerate() {
+        let t = format!("t{i}");
+        assert_eq!(f.tensor_info(&t).unwrap().ggml_type.name(), name);
+        let v = f.dequantize(&t).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(v.len() as u64, 3 * elems, "{name}");
+        assert!(v.iter().all(|x| x.is_finite()), "{name}");
+    }
+}
+
+#[test]
+fn rows_that_are_not_whole_blocks() {
+    // A K-quant row must be a multiple of 256 (a multiple of 32 is not enough), a 32-block row of 32.
+    for &(ty, name, elems, _) in BLOCK_TYPES {
+        for row in [elems / 2, elems + 32, 1] {
+            if row.is_multiple_of(elems) {
+                continue;
+            }
+            let mut b = Builder::header(3, 1, 0);
+            b.tensor("w", &[row, 2], ty, 0).data(32, 4096);
+            let (_d, _p, r) = b.open();
+            assert!(
+                matches!(&r, Err(Error::GgufTensorInfo { name: n, reason, .. })
+                    if n == "w" && reason.contains(&format!("{name} block size {elems}")) && reason.contains(&row.to_string())),
+                "{name} row {row}: {r:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn truncated_blocks() {
+    // The last tensor's blocks cut short: a bounds error naming it, with its size, for every type.
+    for &(ty, name, elems, bytes) in BLOCK_TYPES {
+        let mut b = Builder::header(3, 1, 0);
+        b.tensor("w", &[elems, 4], ty, 0).data(32, (4 * bytes - 1) as usize);
+        let (_d, _p, r) = b.open();
+        assert!(
+            matches!(&r, Err(Error::GgufTensorBounds { name: n, size, .. }) if n == "w" && *size == 4 * bytes),
+            "{name}: {r:?}"
+        );
+    }
+    // Every prefix of a file of every block type: an error, never a panic; only a cut in the last tensor's
+    // padding (the last 584 bytes of Q8_K data are padded to 608) leaves a valid file.
+    let full = packed(&every_block_type(), 2);
+    let data_end = full.buf.len() - (608 - 584);
+    let dir = tempfile::tempdir().unwrap();
+    for len in (0..full.buf.len()).step_by(7) {
+        let path = dir.path().join(format!("p{len}.gguf"));
+        std::fs::write(&path, &full.buf[..len]).unwrap();
+        let r = GgufFile::open(&path);
+        match r {
+            Ok(f) => {
+                assert!(len >= data_end, "len {len} < {data_end} opened");
+                assert!(f.tensor_infos().iter().all(|t| f.dequantize(&t.name).is_ok()));
+            }
+            r => assert!(
+                matches!(
+                    r,
+                    Err(Error::GgufTruncated { .. })
+                        | Err(Error::GgufCount { .. })
+                        | Err(Error::GgufTensorBounds { .. })
+                ),
+                "len {len}: {r:?}"
+            ),
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
+}
+
+/// The (tensor name, reason) of the `GgufTensorInfo` error `b` must give at open.
+fn tensor_info_error(b: &Builder) -> (String, String) {
+    match b.open().2 {
+        Err(Error::GgufTensorInfo { name, reason, .. }) => (name, reason),
+        other => panic!("expected a GgufTensorInfo error, got {other:?}"),
+    }
+}
+
+#[test]
+fn types_that_do_not_match_their_data() {
+    // "a" says Q4_K (2 rows: 288 bytes) but "b" starts where Q6_K data would end (420, padded to 448).
+    let mut b = Builder::header(3, 2, 0);
+    b.tensor("a", &[256, 2], 12, 0)
+        .tensor("b", &[32], 0, 448)
+        .data(32, 448 + 128);
+    let (name, reason) = tensor_info_error(&b);
+    assert!(
+        name == "a" && reason.contains("Q4_K") && reason.contains("288 bytes") && reason.contains("\"b\""),
+        "{reason}"
+    );
+    assert!(reason.contains("do not match the data"), "{reason}");
+    assert!(b.open().2.unwrap_err().to_string().contains("hostile.gguf"));
+    // The other way: "a" says Q6_K (420 bytes) where Q4_K data lies: it overlaps "b".
+    let mut b = Builder::header(3, 2, 0);
+    b.tensor("a", &[256, 2], 14, 0)
+        .tensor("b", &[32], 0, 288)
+        .data(32, 448 + 128);
+    let (name, reason) = tensor_info_error(&b);
+    assert!(name == "a" && reason.contains("overlaps"), "{reason}");
+    // The last tensor: Q4_K (144 bytes) over Q6_K-sized data (210, padded to 224): too much data follows it.
+    let mut b = Builder::header(3, 1, 0);
+    b.tensor("last", &[256], 12, 0).data(32, 224);
+    let (name, reason) = tensor_info_error(&b);
+    assert!(name == "last" && reason.contains("80 bytes"), "{reason}");
+    // Dims that claim fewer rows than the data has (a lying size), and a file whose first tensor is not at 0.
+    let mut b = Builder::header(3, 1, 0);
+    b.tensor("rows", &[256, 2], 13, 0).data(32, 4 * 176);
+    let (name, reason) = tensor_info_error(&b);
+    assert!(name == "rows" && reason.contains("Q5_K"), "{reason}");
+    let mut b = Builder::header(3, 1, 0);
+    b.tensor("late", &[32], 8, 32).data(32, 96);
+    let (name, reason) = tensor_info_error(&b);
+    assert!(name == "late" && reason.contains("offset 32, expected 0"), "{reason}");
+}
+
+#[test]
+fn misaligned_block_data() {
+    // A K-quant tensor at an offset inside the alignment: named, with the offset and the alignment.
+    let mut b = Builder::header(3, 2, 0);
+    b.tensor("a", &[32], 8, 0).tensor("k", &[256], 12, 34).data(32, 256);
+    let (_d, _p, r) = b.open();
+    assert!(
+        matches!(&r, Err(Error::GgufMisaligned { name, offset: 34, alignment: 32, .. }) if name == "k"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn block_file_mutations_never_panic() {
+    // A file of every block type; its header and infos are its first 416 bytes.
+    mutations_never_panic(&packed(&every_block_type(), 1).buf, 1000, 0x9E3779B97F4A7C15, Some(416));
 }

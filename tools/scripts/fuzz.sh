@@ -63,9 +63,11 @@ seed() { # seed <target> <file>...: copy the files in (as seed-<dir>-<name>) unl
 seed safetensors "$GEN"/safetensors/* $(find tools/fixtures "$MODELS" -name '*.safetensors' -size -2M)
 seed safetensors_index tools/fixtures/loaders-tiny-llama-sharded/model.safetensors.index.json
 seed config $(find tools/fixtures/loaders-* tools/fixtures/*-tiny "$MODELS" -name '*.json' -size -64k)
-# The head of the real GGUF (its header and the start of the tokenizer arrays) besides the slim ones.
+# The head of the real GGUF (its header and the start of the tokenizer arrays) besides the slim ones (every block
+# type: 32-block types alone and mixed with a 256-block K-quant ffn_down), and the block fixture (every block type,
+# random raw blocks).
 [ -n "$GGUF_REAL" ] && [ ! -f "$GEN/real-head.gguf" ] && head -c 131072 "$GGUF_REAL" >"$GEN/real-head.gguf"
-seed gguf "$GEN"/gguf/* "$GEN/real-head.gguf"
+seed gguf "$GEN"/gguf/* "$GEN/real-head.gguf" tools/fixtures/gguf/blocks.gguf
 seed spm_model "$GEN"/spm_model/* "$MODELS"/*/*.spm
 seed llama2c_tokenizer "$MODELS"/*/tok*.bin
 # Vocabulary files: source, 0xFF, target (the split the target uses).

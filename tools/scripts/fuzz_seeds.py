@@ -90,14 +90,18 @@ def scalar(reader, key):
     return bytes(v).decode() if f.types[0].name == "STRING" else v[0].item()
 
 
-def write_slim_gguf(path, reader, qtype, tied, pre=None, add_bos=None, float_types=None, heads=None):
+def write_slim_gguf(path, reader, qtype, tied, pre=None, add_bos=None, float_types=None, heads=None, k_type=None):
+    """A one-block llama of small tensors of `qtype` (or `float_types` in turn). With `k_type`, the feed-forward
+    width is 256 so that `ffn_down` (rows of 256) can be a 256-block type: the mix of a K-quant file whose other
+    rows are too short for 256-blocks (llama.cpp then falls back to 32-block types, as in SmolLM2's Q4_K_M)."""
+    ffn = FFN if k_type is None else 256
     tokens, merges, types = slim_tokenizer(reader)
     w = GGUFWriter(path, "llama")
     w.add_name("qkv fuzz seed")
     w.add_block_count(1)
     w.add_context_length(64)
     w.add_embedding_length(HIDDEN)
-    w.add_feed_forward_length(FFN)
+    w.add_feed_forward_length(ffn)
     if heads is None:
         w.add_head_count(N_HEADS)
         w.add_head_count_kv(N_KV_HEADS)
@@ -134,8 +138,8 @@ def write_slim_gguf(path, reader, qtype, tied, pre=None, add_bos=None, float_typ
         "blk.0.attn_norm.weight": (HIDDEN,), "blk.0.attn_q.weight": (q_dim, HIDDEN),
         "blk.0.attn_k.weight": (kv_dim, HIDDEN), "blk.0.attn_v.weight": (kv_dim, HIDDEN),
         "blk.0.attn_output.weight": (HIDDEN, q_dim), "blk.0.ffn_norm.weight": (HIDDEN,),
-        "blk.0.ffn_gate.weight": (FFN, HIDDEN), "blk.0.ffn_up.weight": (FFN, HIDDEN),
-        "blk.0.ffn_down.weight": (HIDDEN, FFN), "output_norm.weight": (HIDDEN,),
+        "blk.0.ffn_gate.weight": (ffn, HIDDEN), "blk.0.ffn_up.weight": (ffn, HIDDEN),
+        "blk.0.ffn_down.weight": (HIDDEN, ffn), "output_norm.weight": (HIDDEN,),
     })
     if not tied:
         shapes["output.weight"] = (N_VOCAB, HIDDEN)
@@ -145,6 +149,11 @@ def write_slim_gguf(path, reader, qtype, tied, pre=None, add_bos=None, float_typ
             w.add_tensor(name, x)  # norms are F32 in llama.cpp files
             continue
         t = qtype if float_types is None else float_types[i % len(float_types)]
+        if k_type is not None and name == "blk.0.ffn_down.weight":
+            import ggml_ref  # llama.cpp's quantiser (the gguf package does not quantise K-quants)
+
+            w.add_tensor(name, ggml_ref.quantize(x, k_type), raw_dtype=k_type)
+            continue
         if t == GGMLQuantizationType.F32:
             w.add_tensor(name, x)
         elif t == GGMLQuantizationType.F16:
@@ -165,8 +174,13 @@ def gguf_seeds(out, real):
     write_slim_gguf(f"{out}/slim_q4_0_untied_llama3.gguf", reader, Q.Q4_0, tied=False, pre="llama3", add_bos=True)
     write_slim_gguf(f"{out}/slim_q8_0.gguf", reader, Q.Q8_0, tied=True, pre="qwen2")
     write_slim_gguf(f"{out}/slim_floats.gguf", reader, Q.F32, tied=False, float_types=[Q.F32, Q.F16, Q.BF16])
-    # Types the dequantiser does not support (open and import must say so).
-    write_slim_gguf(f"{out}/slim_q5_0.gguf", reader, Q.Q5_0, tied=True)
+    # K-quant mixes: a 256-block ffn_down among 32-block types, as llama.cpp's Q4_K_M / Q5_K_M fall back to.
+    write_slim_gguf(f"{out}/slim_q5_0_q4_k.gguf", reader, Q.Q5_0, tied=True, k_type=Q.Q4_K)
+    write_slim_gguf(f"{out}/slim_q5_1_q5_k.gguf", reader, Q.Q5_1, tied=False, k_type=Q.Q5_K)
+    write_slim_gguf(f"{out}/slim_q8_0_q6_k.gguf", reader, Q.Q8_0, tied=True, k_type=Q.Q6_K)
+    write_slim_gguf(f"{out}/slim_q4_0_q8_k.gguf", reader, Q.Q4_0, tied=True, k_type=Q.Q8_K)
+    # A type the dequantiser does not support (open and import must say so).
+    write_slim_gguf(f"{out}/slim_q2_k.gguf", reader, Q.Q4_1, tied=True, k_type=Q.Q2_K)
 
 
 def crafted_regressions(out, real):

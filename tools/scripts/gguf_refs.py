@@ -52,6 +52,7 @@ def samples(values: np.ndarray, n: int = 16) -> dict:
 def cmd_blocks() -> None:
     """Small GGUF with every supported type (random raw blocks + quantised data) and every metadata value type."""
     import gguf
+    import ggml_ref
     from gguf import GGMLQuantizationType as Q
     from safetensors.numpy import save_file
 
@@ -84,11 +85,23 @@ def cmd_blocks() -> None:
 
     tensors = {}
 
-    def raw_blocks(qtype, n_blocks, scale_fields):
+    # Where each block type keeps its scales (see loaders/src/gguf/blocks.rs): (byte offset, "f16" | "f32").
+    # Random raw blocks get finite scales there so that the values are finite (the nibbles stay random).
+    scale_fields = {
+        Q.Q8_0: [(0, "f16")], Q.Q4_0: [(0, "f16")], Q.Q4_1: [(0, "f16"), (2, "f16")],
+        Q.Q5_0: [(0, "f16")], Q.Q5_1: [(0, "f16"), (2, "f16")],
+        Q.Q4_K: [(0, "f16"), (2, "f16")], Q.Q5_K: [(0, "f16"), (2, "f16")],
+        Q.Q6_K: [(208, "f16")], Q.Q8_K: [(0, "f32")], Q.Q2_K: [(80, "f16"), (82, "f16")],
+    }
+
+    def raw_blocks(qtype, n_blocks):
         block, size = gguf.GGML_QUANT_SIZES[qtype]
         raw = rng.integers(0, 256, (n_blocks, size), dtype=np.uint8)
-        for k in range(scale_fields):
-            raw[:, 2 * k : 2 * k + 2] = rand_f16_scales(n_blocks).view(np.uint8).reshape(n_blocks, 2)
+        for off, kind in scale_fields[qtype]:
+            s = rand_f16_scales(n_blocks)
+            if kind == "f32":
+                s = s.astype(np.float32)
+            raw[:, off : off + s.itemsize] = s.view(np.uint8).reshape(n_blocks, s.itemsize)
         return raw
 
     # Plain types: F32 with specials, F16 / BF16 over random bit patterns (NaNs included).
@@ -99,15 +112,26 @@ def cmd_blocks() -> None:
     tensors["f16"] = (f16_bits.view(np.float16), None)
     bf16_bits = rng.integers(0, 1 << 16, (8, 96), dtype=np.uint16)
     tensors["bf16"] = (bf16_bits.view(np.uint8).reshape(8, 192), Q.BF16)
-    # Quantised types: random raw blocks (every nibble/byte pattern), and real data quantised by the package.
-    tensors["q8_0_raw"] = (raw_blocks(Q.Q8_0, 6 * 4, 1).reshape(6, -1), Q.Q8_0)
-    tensors["q4_0_raw"] = (raw_blocks(Q.Q4_0, 6 * 4, 1).reshape(6, -1), Q.Q4_0)
-    tensors["q4_1_raw"] = (raw_blocks(Q.Q4_1, 6 * 4, 2).reshape(6, -1), Q.Q4_1)
+    # Quantised types: random raw blocks (every nibble/byte pattern), and real data quantised by the package
+    # (32-element types) or by llama.cpp's own quantiser (K-quants, which the package does not quantise).
+    for q in [Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1]:
+        tensors[f"{q.name.lower()}_raw"] = (raw_blocks(q, 6 * 4).reshape(6, -1), q)
+    for q in [Q.Q4_K, Q.Q5_K, Q.Q6_K, Q.Q8_K]:
+        tensors[f"{q.name.lower()}_raw"] = (raw_blocks(q, 2 * 2).reshape(2, -1), q)
     real = rng.standard_normal((3, 5, 64)).astype(np.float32)
-    for name, q in [("q8_0", Q.Q8_0), ("q4_0", Q.Q4_0), ("q4_1", Q.Q4_1)]:
-        tensors[name] = (gguf.quants.quantize(real, q), q)
+    for q in [Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1]:
+        tensors[q.name.lower()] = (gguf.quants.quantize(real, q), q)
+    # Rows of 256: Gaussian with outliers, a zero row (d = 0) and a constant row (every sub-block min = max).
+    real_k = (rng.standard_normal((2, 2, 256)) * np.exp(rng.standard_normal((2, 2, 256)))).astype(np.float32)
+    real_k[0, 0] = 0.0
+    real_k[1, 0] = 0.37
+    for q in [Q.Q4_K, Q.Q5_K, Q.Q6_K, Q.Q8_K]:
+        tensors[q.name.lower()] = (ggml_ref.quantize(real_k, q), q)
     # A type qkv does not dequantise (raw bytes are enough).
-    tensors["q4_k_unsupported"] = (raw_blocks(Q.Q4_K, 2, 2).reshape(1, -1), Q.Q4_K)
+    tensors["q2_k_unsupported"] = (raw_blocks(Q.Q2_K, 2).reshape(1, -1), Q.Q2_K)
+
+    def same(a, b):
+        return bool(np.all((a.view(np.uint32) == b.view(np.uint32)) | (np.isnan(a) & np.isnan(b))))
 
     refs = {}
     for name, (arr, q) in tensors.items():
@@ -118,8 +142,17 @@ def cmd_blocks() -> None:
         else:
             w.add_tensor(name, arr, raw_dtype=q)
             qtype, raw = q, arr
-        if q != Q.Q4_K:
-            refs[name] = np.ascontiguousarray(gguf.quants.dequantize(raw, qtype), dtype=np.float32)
+        if q == Q.Q2_K:
+            continue
+        if q == Q.Q8_K:
+            # The package has no Q8_K: ggml's dequantize_row_q8_K is the oracle.
+            ref = ggml_ref.dequantize(raw, qtype)
+        else:
+            ref = np.ascontiguousarray(gguf.quants.dequantize(raw, qtype), dtype=np.float32)
+            if q not in (None, Q.BF16):
+                # Both oracles agree, bit for bit, on every block type they share.
+                assert same(ref, ggml_ref.dequantize(raw, qtype)), f"{name}: gguf and ggml dequantize differ"
+        refs[name] = ref
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -4,7 +4,9 @@
 # The venv lives at ${QKV_VENV:-$HOME/.cache/qkv/venv}. Packages come from PyPI (CPU torch).
 set -euo pipefail
 VENV="${QKV_VENV:-$HOME/.cache/qkv/venv}"
-PKGS=(torch transformers sentencepiece safetensors numpy ctranslate2 gguf accelerate tokenizers protobuf)
+# llama-cpp-python builds llama.cpp from source (tens of minutes on 2 cores): the K-quant fixtures use its
+# quantiser (gguf_kquant_refs.py, ggml_ref.py) and peers.py its engine.
+PKGS=(torch transformers sentencepiece safetensors numpy ctranslate2 gguf accelerate tokenizers protobuf llama-cpp-python)
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi

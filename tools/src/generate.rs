@@ -4,9 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use qkv::generate::{GenerateOptions, PromptFormat};
-use qkv::sampling::{SampleParams, Strategy};
-use qkv::{LoadOptions, Model, WeightType};
+use qkv::{GenerateOptions, LoadOptions, Model, PromptFormat, SampleParams, Strategy, WeightType};
 
 /// The model used when `--model` is not given, imported from its GGUF on first use.
 const DEFAULT_MODEL: &str = "smollm2-135m-instruct";

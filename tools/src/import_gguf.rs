@@ -16,7 +16,8 @@ pub enum OutDtype {
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The GGUF file (v2 or v3; F32, F16, BF16, Q8_0, Q4_0, Q4_1 tensors).
+    /// The GGUF file (v2 or v3; F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, Q8_K tensors:
+    /// the Q4_K_M / Q5_K_M mixes).
     pub file: PathBuf,
     /// Output directory (created; must not hold a model already).
     #[arg(long)]

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args as ClapArgs;
-use qkv::{LoadOptions, TranslateOptions, Translation, Translator, WeightType};
+use qkv::{LoadOptions, Model, TranslateOptions, Translation, WeightType};
 
 /// Lines of stdin read (and sorted by length) together: a few batches, so padding stays low while
 /// output starts before the whole input is read.
@@ -41,9 +41,18 @@ pub struct Args {
     weights: WeightType,
 }
 
+/// How translations are printed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Output {
+    /// One line of text per input line.
+    Text,
+    /// One JSON object `{text, tokens, score}` per line.
+    Json,
+}
+
 /// Print one translation as the text or a JSON line.
-fn print(out: &mut impl Write, t: &Translation, json: bool) -> Result<()> {
-    if json {
+fn print(out: &mut impl Write, t: &Translation, format: Output) -> Result<()> {
+    if format == Output::Json {
         let v = serde_json::json!({ "text": t.text, "tokens": t.tokens, "score": t.score });
         writeln!(out, "{v}")?;
     } else {
@@ -65,8 +74,8 @@ pub fn run(args: Args) -> Result<()> {
         weights: args.weights,
         ..Default::default()
     };
-    let model = Translator::load_options(&args.model, &load)
-        .with_context(|| format!("cannot load {}", args.model.display()))?;
+    let model =
+        Model::load_with(&args.model, &load).with_context(|| format!("cannot load {}", args.model.display()))?;
     let load_time = t0.elapsed();
     let opts = TranslateOptions {
         beam_size: args.beam_size,
@@ -74,7 +83,7 @@ pub fn run(args: Args) -> Result<()> {
         batch_size: args.batch_size,
         ..Default::default()
     };
-    let search = model.search_options(&opts);
+    let search = model.search_options(&opts)?;
     eprintln!(
         "qkv: loaded {} in {:.2?} (beam {}, max length {}, batch {}, weights {})",
         args.model.display(),
@@ -93,7 +102,7 @@ pub fn run(args: Args) -> Result<()> {
         let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
         for t in model.translate(&refs, &opts)? {
             n_tokens += t.tokens.len();
-            print(out, &t, args.json)?;
+            print(out, &t, if args.json { Output::Json } else { Output::Text })?;
         }
         n_sentences += lines.len();
         out.flush()?;

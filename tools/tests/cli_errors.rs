@@ -232,3 +232,45 @@ fn empty_inputs_have_documented_results() {
     assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
     assert_eq!(out.stdout.lines().count(), 3, "{:?}", out.stdout);
 }
+
+/// Run `qkv args...` with `QKV_ISA` set.
+fn qkv_with_isa(isa: &str, args: &[&str]) -> Out {
+    let out = Command::new(env!("CARGO_BIN_EXE_qkv"))
+        .args(args)
+        .env("QKV_ISA", isa)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("run qkv");
+    Out {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn forcing_an_isa_this_cpu_lacks_is_one_line_naming_the_missing_flags() {
+    let model = stories();
+    let args = [
+        "generate",
+        "--model",
+        &model,
+        "--prompt",
+        "Once",
+        "--max-new-tokens",
+        "2",
+    ];
+    // Every build has ISAs of another architecture; x86-64 hosts without AVX-512 add that one.
+    let lacking: Vec<kernels::Isa> = kernels::Isa::ALL.into_iter().filter(|i| !i.is_supported()).collect();
+    assert!(!lacking.is_empty());
+    for isa in lacking {
+        let out = qkv_with_isa(isa.name(), &args);
+        let mut parts = vec![format!("QKV_ISA={isa}")];
+        parts.extend(isa.missing().iter().map(|m| m.to_string()));
+        assert_fails(&out, &parts.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(out.stdout.is_empty());
+    }
+    // The ISA this CPU has runs.
+    let out = qkv_with_isa(kernels::Isa::best().name(), &args);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+}

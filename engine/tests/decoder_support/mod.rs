@@ -3,10 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use loaders::config::ModelConfig;
 use loaders::safetensors::SafeTensors;
-use qkv::gpt2::Gpt2Params;
-use qkv::llama::LlamaParams;
 
 /// Open `dir/<file>` (a fixture's reference tensors).
 pub fn open(path: &Path) -> SafeTensors {
@@ -32,20 +29,19 @@ pub fn ids(v: &serde_json::Value) -> Vec<u32> {
     serde_json::from_value(v.clone()).unwrap()
 }
 
-/// Llama hyper-parameters from `dir/config.json` (through `loaders::config`).
-pub fn llama_params(dir: &Path) -> LlamaParams {
-    match ModelConfig::from_dir(dir).unwrap_or_else(|e| panic!("{e}")) {
-        ModelConfig::Llama(c) => LlamaParams::try_from(&c).unwrap(),
-        other => panic!("{}: not a llama config: {other:?}", dir.display()),
-    }
+/// `dir` opened with `Model::load_with` on `kernels`, weights as stored.
+pub fn load_on(dir: &Path, kernels: qkv::Kernels) -> qkv::Model {
+    load_as(dir, kernels, qkv::WeightType::Stored)
 }
 
-/// GPT-2 hyper-parameters from `dir/config.json` (through `loaders::config`).
-pub fn gpt2_params(dir: &Path) -> Gpt2Params {
-    match ModelConfig::from_dir(dir).unwrap_or_else(|e| panic!("{e}")) {
-        ModelConfig::Gpt2(c) => Gpt2Params::try_from(&c).unwrap(),
-        other => panic!("{}: not a gpt2 config: {other:?}", dir.display()),
-    }
+/// `dir` opened with `Model::load_with` on `kernels`, the linear layers held as `weights`.
+pub fn load_as(dir: &Path, kernels: qkv::Kernels, weights: qkv::WeightType) -> qkv::Model {
+    let opts = qkv::LoadOptions {
+        kernels: Some(kernels),
+        weights,
+        ..Default::default()
+    };
+    qkv::Model::load_with(dir, &opts).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }
 
 /// The SmolLM2 GGUF imported (f32, exact dequantised values) into the target dir once, reused after.

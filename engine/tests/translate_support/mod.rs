@@ -89,8 +89,8 @@ pub fn hash_tensor(name: &str, n: usize, scale: f32, offset: f32) -> Vec<f32> {
 }
 
 /// transformers' search options of a Marian reference (`generate_options` of reference.json).
-pub fn marian_search_options(json: &serde_json::Value, num_beams: usize) -> qkv::beam::SearchOptions {
-    use qkv::beam::{BeamStyle, EarlyStopping, LogitsRules, SearchOptions};
+pub fn marian_search_options(json: &serde_json::Value, num_beams: usize) -> qkv::search::SearchOptions {
+    use qkv::search::{BeamStyle, EarlyStopping, LogitsRules, SearchOptions};
     let g = &json["generate_options"];
     SearchOptions {
         num_beams,

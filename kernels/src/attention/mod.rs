@@ -28,8 +28,9 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use crate::isa::Isa;
+use crate::simd::dispatch;
 use crate::types::{AttnArgs, Mask};
+use crate::Kernels;
 
 use tile::Partial;
 
@@ -93,14 +94,22 @@ struct Packed {
     v: Vec<f32>,
 }
 
-/// Fused attention on `isa` (which the CPU supports: [`crate::Kernels`] checked it).
-pub(crate) fn attention(isa: Isa, a: &AttnArgs<'_>, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
-    crate::isa::note_exercised(isa);
-    check_shapes(a, q, k, v, out);
+/// Whether a call's work items run on rayon's pool or on the calling thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Schedule {
+    /// Too little work to pay for fork/join, or a single thread.
+    Serial,
+    Parallel,
+}
+
+/// Fused attention on the ISA of `k` (a [`Kernels`] holds only ISAs the CPU supports).
+pub(crate) fn attention(k: Kernels, a: &AttnArgs<'_>, q: &[f32], keys: &[f32], v: &[f32], out: &mut [f32]) {
+    check_shapes(a, q, keys, v, out);
     if a.batch == 0 || a.n_heads == 0 || a.q_len == 0 || a.head_dim == 0 {
+        // Nothing to compute and no work item to dispatch: the call still counts as one on its ISA.
+        crate::isa::note_exercised(k.isa());
         return;
     }
-    let run = item_fn(isa);
 
     // Plan: rows, blocks and work items.
     let rows = plan_rows(a);
@@ -109,28 +118,39 @@ pub(crate) fn attention(isa: Isa, a: &AttnArgs<'_>, q: &[f32], k: &[f32], v: &[f
         .iter()
         .map(|bl| bl.rows.len() * bl.max_lim * a.head_dim * 2)
         .sum();
-    let parallel = macs >= PAR_MIN_MACS && rayon::current_num_threads() > 1;
-    let items = plan_items(&blocks, if parallel { rayon::current_num_threads() } else { 1 });
+    let schedule = if macs >= PAR_MIN_MACS && rayon::current_num_threads() > 1 {
+        Schedule::Parallel
+    } else {
+        Schedule::Serial
+    };
+    let n_threads = match schedule {
+        Schedule::Parallel => rayon::current_num_threads(),
+        Schedule::Serial => 1,
+    };
+    let items = plan_items(&blocks, n_threads);
 
     // Pack Kᵀ for blocks with many rows.
     let rows_per_kv_head = a.q_len * (a.n_heads / a.n_kv_heads);
     let kv_end = (0..a.batch).map(|b| key_end(a, b)).max().unwrap_or(0);
     let n_tiles = kv_end.div_ceil(TILE_KEYS);
-    let packed = (rows_per_kv_head >= PACK_MIN_ROWS && n_tiles > 0).then(|| pack_kv(a, k, v, n_tiles, parallel));
+    let packed = (rows_per_kv_head >= PACK_MIN_ROWS && n_tiles > 0).then(|| pack_kv(a, keys, v, n_tiles, schedule));
 
     let ctx = Ctx {
         a,
         q,
-        k,
+        k: keys,
         v,
         rows: &rows,
         packed: packed.as_ref(),
     };
-    let work = |it: &Item| run(&ctx, &blocks[it.block], it.keys.clone());
-    let partials: Vec<Partial> = if parallel {
-        items.par_iter().map(work).collect()
-    } else {
-        items.iter().map(work).collect()
+    // Each item runs the generic `tile::run_item` compiled for the ISA, like every other kernel.
+    let work = |it: &Item| {
+        let (ctx, block, keys) = (&ctx, &blocks[it.block], it.keys.clone());
+        dispatch!(k, tile::run_item, (ctx: &Ctx<'_>, block: &Block, keys: Range<usize>) -> Partial)
+    };
+    let partials: Vec<Partial> = match schedule {
+        Schedule::Parallel => items.par_iter().map(work).collect(),
+        Schedule::Serial => items.iter().map(work).collect(),
     };
 
     // Merge the partials of each block and write normalised rows.
@@ -144,45 +164,6 @@ pub(crate) fn attention(isa: Isa, a: &AttnArgs<'_>, q: &[f32], k: &[f32], v: &[f
             merged.write_row(r, &mut out[row.out..row.out + d]);
         }
         i += n;
-    }
-}
-
-/// A work item, compiled for `isa` (a thin `#[target_feature]` wrapper around the generic [`tile::run_item`]).
-type ItemFn = fn(&Ctx<'_>, &Block, Range<usize>) -> Partial;
-
-fn item_fn(isa: Isa) -> ItemFn {
-    match isa {
-        Isa::Scalar => |ctx, block, keys| tile::run_item(crate::simd::Scalar, ctx, block, keys),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
-            #[target_feature(enable = "avx2,fma,f16c")]
-            fn run(s: crate::simd::Avx2, ctx: &Ctx<'_>, block: &Block, keys: Range<usize>) -> Partial {
-                tile::run_item(s, ctx, block, keys)
-            }
-            // SAFETY: `attention` is only called with the ISA of a `Kernels`, which holds `Isa::Avx2` only
-            // after `Isa::check_supported` (AVX2, FMA, F16C).
-            |ctx, block, keys| unsafe { run(crate::simd::Avx2::new_unchecked(), ctx, block, keys) }
-        }
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => {
-            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-            fn run(s: crate::simd::Avx512, ctx: &Ctx<'_>, block: &Block, keys: Range<usize>) -> Partial {
-                tile::run_item(s, ctx, block, keys)
-            }
-            // SAFETY: as above, `Isa::Avx512` passed `Isa::check_supported` (AVX-512 F/BW/VL, AVX2, FMA, F16C).
-            |ctx, block, keys| unsafe { run(crate::simd::Avx512::new_unchecked(), ctx, block, keys) }
-        }
-        #[cfg(target_arch = "aarch64")]
-        Isa::Neon => {
-            #[target_feature(enable = "neon")]
-            fn run(s: crate::simd::Neon, ctx: &Ctx<'_>, block: &Block, keys: Range<usize>) -> Partial {
-                tile::run_item(s, ctx, block, keys)
-            }
-            // SAFETY: as above, `Isa::Neon` passed `Isa::check_supported`.
-            |ctx, block, keys| unsafe { run(crate::simd::Neon::new_unchecked(), ctx, block, keys) }
-        }
-        #[allow(unreachable_patterns)]
-        other => unreachable!("Kernels holds {other}, which this target cannot run"),
     }
 }
 
@@ -300,7 +281,7 @@ fn plan_items(blocks: &[Block], n_threads: usize) -> Vec<Item> {
 }
 
 /// Pack K as `Kᵀ` panels and V as dense rows, per (batch row, KV head) (zeros past each batch row's keys).
-fn pack_kv(a: &AttnArgs<'_>, k: &[f32], v: &[f32], n_tiles: usize, parallel: bool) -> Packed {
+fn pack_kv(a: &AttnArgs<'_>, k: &[f32], v: &[f32], n_tiles: usize, schedule: Schedule) -> Packed {
     let d = a.head_dim;
     let pair_len = n_tiles * TILE_KEYS * d;
     let n_pairs = a.batch * a.n_kv_heads;
@@ -318,16 +299,17 @@ fn pack_kv(a: &AttnArgs<'_>, k: &[f32], v: &[f32], n_tiles: usize, parallel: boo
             vd[j * d..(j + 1) * d].copy_from_slice(&v[at..at + d]);
         }
     };
-    if parallel {
-        kt.par_chunks_mut(pair_len)
+    match schedule {
+        Schedule::Parallel => kt
+            .par_chunks_mut(pair_len)
             .zip(vd.par_chunks_mut(pair_len))
             .enumerate()
-            .for_each(pack);
-    } else {
-        kt.chunks_mut(pair_len)
+            .for_each(pack),
+        Schedule::Serial => kt
+            .chunks_mut(pair_len)
             .zip(vd.chunks_mut(pair_len))
             .enumerate()
-            .for_each(pack);
+            .for_each(pack),
     }
     Packed { n_tiles, kt, v: vd }
 }

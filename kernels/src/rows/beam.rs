@@ -1,50 +1,9 @@
-//! Beam-search bookkeeping: log-softmax of score rows and the top `k` of `rows x vocab` scores plus a per-row offset
+//! Beam-search bookkeeping: the top `k` of `rows x vocab` scores plus a per-row offset
 //! (a beam's running score), in SIMD; the caller splits the work over threads ([`crate::Kernels::top_k_rows`]).
 
 use std::cmp::Ordering;
 
 use crate::simd::Simd;
-
-/// `x - max - ln Σ exp(x - max)` over one row, in place (as torch's `log_softmax`). A row whose largest value is
-/// `-inf` (or that holds only NaN) is left as it is.
-#[inline(always)]
-pub(crate) fn log_softmax<S: Simd>(s: S, x: &mut [f32]) {
-    let l = S::LANES;
-    let n = x.len();
-    let m = super::max(s, x);
-    if m == f32::NEG_INFINITY {
-        return;
-    }
-    // Σ exp(x - max) in four vector accumulators (fewer terms per f32 chain).
-    let mv = s.splat(m);
-    let mut acc = [s.zero(); 4];
-    let mut i = 0;
-    while i + 4 * l <= n {
-        for (j, a) in acc.iter_mut().enumerate() {
-            *a = s.add(*a, s.exp(s.sub(s.read(&x[i + j * l..]), mv)));
-        }
-        i += 4 * l;
-    }
-    while i + l <= n {
-        acc[0] = s.add(acc[0], s.exp(s.sub(s.read(&x[i..]), mv)));
-        i += l;
-    }
-    let mut total = s.reduce_sum(s.add(s.add(acc[0], acc[1]), s.add(acc[2], acc[3])));
-    if i < n {
-        // Partial lanes would add exp(0 - max): sum the tail one by one.
-        let mut buf = [0.0f32; crate::simd::MAX_LANES];
-        s.write(&mut buf[..l], s.exp(s.sub(s.read_partial(&x[i..]), mv)));
-        total += buf[..n - i].iter().sum::<f32>();
-    }
-    let ls = s.splat(total.ln());
-    let mut i = 0;
-    while i < n {
-        let k = (n - i).min(l);
-        let v = s.sub(s.sub(s.read_partial(&x[i..i + k]), mv), ls);
-        s.write_partial(&mut x[i..i + k], v);
-        i += k;
-    }
-}
 
 /// A candidate: its value and flat index. Better = larger value (total order), then lower index.
 #[inline(always)]

@@ -179,6 +179,34 @@ pub(crate) fn softmax<S: Simd>(s: S, x: &mut [f32]) {
     }
 }
 
+/// Log-softmax of one row in place, `(x - max) - ln Σ exp(x - max)` over the entries that are not NaN (NaN
+/// entries stay NaN); a row with no value above `-inf` is left as it is.
+#[inline(always)]
+pub(crate) fn log_softmax<S: Simd>(s: S, x: &mut [f32]) {
+    let m = max(s, x);
+    if m == f32::NEG_INFINITY {
+        return;
+    }
+    let (l, n) = (S::LANES, x.len());
+    // Σ exp(x - max); `exp` maps a NaN lane to exp(-88) ≈ 0, the tail skips NaN.
+    let mv = s.splat(m);
+    let mut acc = s.zero();
+    let mut i = 0;
+    while i + l <= n {
+        acc = s.add(acc, s.exp(s.sub(s.read(&x[i..]), mv)));
+        i += l;
+    }
+    let tail: f32 = x[i..].iter().filter(|v| !v.is_nan()).map(|&v| (v - m).exp()).sum();
+    let lse = s.splat((s.reduce_sum(acc) + tail).ln());
+    let mut i = 0;
+    while i < n {
+        let k = (n - i).min(l);
+        let v = s.sub(s.sub(s.read_partial(&x[i..i + k]), mv), lse);
+        s.write_partial(&mut x[i..i + k], v);
+        i += k;
+    }
+}
+
 /// `x / (1 + e^-x)`.
 #[inline(always)]
 fn silu_v<S: Simd>(s: S, x: S::V) -> S::V {

@@ -1,17 +1,12 @@
-//! ggml tensor types to f32.
+//! ggml tensor types to f32: the plain types here, the quantised blocks through [`super::blocks`] (where each
+//! block layout and its formula are described once).
 //!
-//! Block layouts as ggml defines them (`ggml-common.h`), all little-endian, 32 elements per quantised block:
-//! ```text
-//! Q8_0: d f16 | qs[32] i8                     x[j]      = d * qs[j]
-//! Q4_0: d f16 | qs[16] u8 (two nibbles)       x[j]      = d * ((qs[j] & 15) - 8)      j < 16
-//!                                             x[j + 16] = d * ((qs[j] >> 4) - 8)
-//! Q4_1: d f16 | m f16 | qs[16] u8             x[j]      = d * (qs[j] & 15) + m
-//!                                             x[j + 16] = d * (qs[j] >> 4) + m
-//! ```
-//! The arithmetic is the same f32 multiply (and add) the `gguf` Python package does, so results are bit-exact.
+//! The arithmetic is the same f32 multiply (and add) ggml and the `gguf` Python package do, so results are
+//! bit-exact (tests/gguf_blocks.rs checks every type against `gguf.quants.dequantize`).
 
 use half::f16;
 
+use super::blocks::{self, QuantBlock};
 use super::reader::GgmlType;
 
 /// The types [`dequantize_into`] handles.
@@ -22,91 +17,68 @@ pub const SUPPORTED: &[GgmlType] = &[
     GgmlType::Q8_0,
     GgmlType::Q4_0,
     GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::Q8_K,
 ];
-
-/// Elements per quantised block of Q8_0 / Q4_0 / Q4_1.
-const QK: usize = 32;
 
 pub fn is_supported(ty: GgmlType) -> bool {
     SUPPORTED.contains(&ty)
 }
 
-fn f16_at(b: &[u8], i: usize) -> f32 {
-    f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()
+/// Why [`dequantize_into`] did not run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DequantError {
+    /// A ggml type it does not handle.
+    Unsupported(GgmlType),
+    /// `src` does not hold exactly `dst.len()` elements of the type.
+    Size { bytes: usize, elems: usize },
 }
 
-/// A ggml type [`dequantize_into`] does not handle.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UnsupportedType(pub GgmlType);
-
-/// Dequantise `src` (whole blocks of `ty`) into `dst`; an error when `ty` is not supported.
-///
-/// Caller contract (a bug otherwise, so asserted): `src` holds exactly `dst.len()` elements of `ty`.
-pub fn dequantize_into(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), UnsupportedType> {
-    if !is_supported(ty) {
-        return Err(UnsupportedType(ty));
+/// Dequantise `src` (whole blocks of `ty`) into `dst`, which it must fill exactly.
+pub fn dequantize_into(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), DequantError> {
+    let size = DequantError::Size {
+        bytes: src.len(),
+        elems: dst.len(),
+    };
+    let plain = |elem_bytes: usize, f: &dyn Fn(&[u8]) -> f32, dst: &mut [f32]| {
+        if Some(src.len()) != dst.len().checked_mul(elem_bytes) {
+            return Err(size);
+        }
+        for (o, c) in dst.iter_mut().zip(src.chunks_exact(elem_bytes)) {
+            *o = f(c);
+        }
+        Ok(())
+    };
+    fn quant<B: QuantBlock>(src: &[u8], dst: &mut [f32]) -> Result<(), DequantError> {
+        blocks::dequantize_blocks::<B>(src, dst).map_err(|e| DequantError::Size {
+            bytes: e.bytes,
+            elems: e.elems,
+        })
     }
-    let block = ty.block_size() as usize;
-    let type_size = ty.type_size() as usize;
-    assert!(
-        dst.len().is_multiple_of(block) && src.len() == dst.len() / block * type_size,
-        "dequantize_into: {} bytes of {} for {} elements",
-        src.len(),
-        ty.name(),
-        dst.len()
-    );
     match ty {
-        GgmlType::F32 => {
-            for (o, c) in dst.iter_mut().zip(src.chunks_exact(4)) {
-                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            }
-        }
-        GgmlType::F16 => {
-            for (o, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                *o = f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
-            }
-        }
-        GgmlType::BF16 => {
-            for (o, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                // The bf16 bits are the top half of the f32 (NaN payloads kept, as ggml does).
-                *o = f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16);
-            }
-        }
-        GgmlType::Q8_0 => {
-            for (out, b) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(type_size)) {
-                let d = f16_at(b, 0);
-                let qs = &b[2..2 + QK];
-                for (o, &q) in out.iter_mut().zip(qs) {
-                    *o = (q as i8) as f32 * d;
-                }
-            }
-        }
-        GgmlType::Q4_0 => {
-            for (out, b) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(type_size)) {
-                let d = f16_at(b, 0);
-                let qs = &b[2..2 + QK / 2];
-                let (lo, hi) = out.split_at_mut(QK / 2);
-                for j in 0..QK / 2 {
-                    lo[j] = d * ((qs[j] & 0x0F) as i32 - 8) as f32;
-                    hi[j] = d * ((qs[j] >> 4) as i32 - 8) as f32;
-                }
-            }
-        }
-        GgmlType::Q4_1 => {
-            for (out, b) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(type_size)) {
-                let d = f16_at(b, 0);
-                let m = f16_at(b, 2);
-                let qs = &b[4..4 + QK / 2];
-                let (lo, hi) = out.split_at_mut(QK / 2);
-                for j in 0..QK / 2 {
-                    lo[j] = d * (qs[j] & 0x0F) as f32 + m;
-                    hi[j] = d * (qs[j] >> 4) as f32 + m;
-                }
-            }
-        }
-        _ => return Err(UnsupportedType(ty)),
+        GgmlType::F32 => plain(4, &|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]), dst),
+        GgmlType::F16 => plain(2, &|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32(), dst),
+        // The bf16 bits are the top half of the f32 (NaN payloads kept, as ggml does).
+        GgmlType::BF16 => plain(
+            2,
+            &|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16),
+            dst,
+        ),
+        GgmlType::Q8_0 => quant::<blocks::BlockQ8_0>(src, dst),
+        GgmlType::Q4_0 => quant::<blocks::BlockQ4_0>(src, dst),
+        GgmlType::Q4_1 => quant::<blocks::BlockQ4_1>(src, dst),
+        GgmlType::Q5_0 => quant::<blocks::BlockQ5_0>(src, dst),
+        GgmlType::Q5_1 => quant::<blocks::BlockQ5_1>(src, dst),
+        GgmlType::Q4_K => quant::<blocks::BlockQ4K>(src, dst),
+        GgmlType::Q5_K => quant::<blocks::BlockQ5K>(src, dst),
+        GgmlType::Q6_K => quant::<blocks::BlockQ6K>(src, dst),
+        GgmlType::Q8_K => quant::<blocks::BlockQ8K>(src, dst),
+        _ => Err(DequantError::Unsupported(ty)),
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -129,9 +101,32 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_type_is_an_error() {
-        let q4k = GgmlType::from_id(12).unwrap();
+    fn unsupported_type_and_wrong_sizes_are_errors() {
+        let q2k = GgmlType::from_id(10).unwrap();
         let mut out = [0f32; 256];
-        assert!(dequantize_into(q4k, &[0u8; 144], &mut out).is_err());
+        assert_eq!(
+            dequantize_into(q2k, &[0u8; 84], &mut out),
+            Err(DequantError::Unsupported(q2k))
+        );
+        assert!(dequantize_into(GgmlType::Q4_K, &[0u8; 144], &mut out).is_ok());
+        for (ty, bytes) in [(GgmlType::Q4_K, 143), (GgmlType::Q6_K, 144), (GgmlType::F32, 1023)] {
+            assert_eq!(
+                dequantize_into(ty, &vec![0u8; bytes], &mut out),
+                Err(DequantError::Size { bytes, elems: 256 }),
+                "{ty}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_supported_block_type_matches_the_type_table() {
+        for &(id, name, elems, bytes) in blocks::LAYOUTS {
+            let t = GgmlType::from_id(id).unwrap();
+            assert_eq!(
+                (t.name(), t.block_size(), t.type_size()),
+                (name, elems as u64, bytes as u64)
+            );
+            assert!(is_supported(t), "{name}");
+        }
     }
 }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::tensor::{Dtype, Storage, Tensor};
 
+use super::blocks::{as_blocks, QuantBlock};
 use super::dequant;
 
 /// `general.alignment` when the file does not set it.
@@ -276,7 +277,13 @@ impl GgmlType {
     pub const F16: GgmlType = GgmlType(1);
     pub const Q4_0: GgmlType = GgmlType(2);
     pub const Q4_1: GgmlType = GgmlType(3);
+    pub const Q5_0: GgmlType = GgmlType(6);
+    pub const Q5_1: GgmlType = GgmlType(7);
     pub const Q8_0: GgmlType = GgmlType(8);
+    pub const Q4_K: GgmlType = GgmlType(12);
+    pub const Q5_K: GgmlType = GgmlType(13);
+    pub const Q6_K: GgmlType = GgmlType(14);
+    pub const Q8_K: GgmlType = GgmlType(15);
     pub const BF16: GgmlType = GgmlType(30);
 
     /// A known ggml type id.
@@ -443,6 +450,21 @@ impl GgufFile {
         self.storage.bytes().get(start..end).unwrap_or(&[])
     }
 
+    /// A quantised tensor's blocks in place over the memory map (no copy): `[rows * blocks_per_row]` blocks of
+    /// `B`, row-major over [`TensorInfo::shape`]. An error naming the tensor when its type is not `B`'s.
+    pub fn blocks<B: QuantBlock>(&self, info: &TensorInfo) -> Result<&[B]> {
+        let err = |reason: String| Error::GgufTensorInfo {
+            path: self.path.clone(),
+            name: info.name.clone(),
+            reason,
+        };
+        if info.ggml_type.id() != B::GGML_ID {
+            return Err(err(format!("has type {}, not {}", info.ggml_type, B::NAME)));
+        }
+        as_blocks::<B>(self.tensor_bytes(info))
+            .ok_or_else(|| err(format!("{} bytes are not whole {} blocks", info.n_bytes, B::NAME)))
+    }
+
     /// A tensor's values as f32, in row-major order of [`TensorInfo::shape`].
     pub fn dequantize(&self, name: &str) -> Result<Vec<f32>> {
         let info = self.tensor_info(name).ok_or_else(|| Error::MissingTensor {
@@ -490,9 +512,22 @@ impl GgufFile {
 
     /// [`GgufFile::dequantize`] for an info of this file.
     pub fn dequantize_info(&self, info: &TensorInfo) -> Result<Vec<f32>> {
+        if !dequant::is_supported(info.ggml_type) {
+            return Err(self.unsupported(info));
+        }
         let mut out = vec![0f32; info.numel()];
-        dequant::dequantize_into(info.ggml_type, self.tensor_bytes(info), &mut out)
-            .map_err(|_| self.unsupported(info))?;
+        dequant::dequantize_into(info.ggml_type, self.tensor_bytes(info), &mut out).map_err(|e| match e {
+            dequant::DequantError::Unsupported(_) => self.unsupported(info),
+            // Sizes were checked at open; an info of another file could still get here.
+            dequant::DequantError::Size { bytes, elems } => Error::GgufTensorInfo {
+                path: self.path.clone(),
+                name: info.name.clone(),
+                reason: format!(
+                    "{bytes} bytes of {} do not hold {elems} elements",
+                    info.ggml_type.name()
+                ),
+            },
+        })?;
         Ok(out)
     }
 
@@ -950,6 +985,7 @@ fn parse(path: &Path, buf: &[u8]) -> Result<Parsed> {
             });
         }
     }
+    check_packing(path, &tensors, alignment, data_len)?;
 
     Ok(Parsed {
         version,
@@ -958,6 +994,85 @@ fn parse(path: &Path, buf: &[u8]) -> Result<Parsed> {
         alignment,
         data_offset,
     })
+}
+
+/// Tensor data is packed as llama.cpp writes (and requires) it: in offset order, the first at 0, each next one at
+/// the end of the one before rounded up to the alignment, and the file ending within one alignment of the last.
+/// A size implied by a type and dims that do not match the data (a Q4_K tensor holding Q6_K-sized data, dims that
+/// claim more or fewer rows) shows as a gap or an overlap, named here. Every tensor is inside the data section.
+fn check_packing(path: &Path, tensors: &[TensorInfo], alignment: u64, data_len: u64) -> Result<()> {
+    let mut order: Vec<&TensorInfo> = tensors.iter().collect();
+    order.sort_by_key(|t| t.offset);
+    let size_of = |t: &TensorInfo| {
+        format!(
+            "{} with dims {:?} is {} bytes ({} blocks of {} bytes)",
+            t.ggml_type.name(),
+            t.dims,
+            t.n_bytes,
+            t.n_bytes / t.ggml_type.type_size(),
+            t.ggml_type.type_size()
+        )
+    };
+    let err = |name: &str, reason: String| Error::GgufTensorInfo {
+        path: path.to_path_buf(),
+        name: name.to_string(),
+        reason,
+    };
+    let mut prev: Option<&TensorInfo> = None;
+    // Offsets and sizes are inside the data section (checked before), so these sums do not overflow.
+    let padded_end = |t: &TensorInfo| (t.offset + t.n_bytes).div_ceil(alignment) * alignment;
+    for t in order {
+        let expected = prev.map_or(0, padded_end);
+        match prev {
+            None if t.offset != 0 => {
+                return Err(err(
+                    &t.name,
+                    format!("the first tensor's data starts at offset {}, expected 0", t.offset),
+                ))
+            }
+            Some(p) if t.offset < expected => {
+                return Err(err(
+                    &p.name,
+                    format!(
+                        "{}, so it overlaps tensor {:?} at offset {}: the type or dims do not match the data",
+                        size_of(p),
+                        t.name,
+                        t.offset
+                    ),
+                ))
+            }
+            Some(p) if t.offset > expected => {
+                return Err(err(
+                    &p.name,
+                    format!(
+                        "{}, but the next tensor {:?} starts {} bytes after its start (expected {expected} with \
+                         alignment {alignment}): the type or dims do not match the data",
+                        size_of(p),
+                        t.name,
+                        t.offset - p.offset
+                    ),
+                ))
+            }
+            _ => {}
+        }
+        prev = Some(t);
+    }
+    if let Some(last) = prev {
+        let end = last.offset + last.n_bytes;
+        if data_len - end >= alignment {
+            return Err(err(
+                &last.name,
+                format!(
+                    "{}, but {} bytes of data follow it to the end of the file (at most {} of padding expected): \
+                     the type or dims do not match the data",
+                    size_of(last),
+                    data_len - end,
+                    alignment - 1
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -10,6 +10,14 @@ use kernels::Kernels;
 use crate::{Error, Result};
 
 /// How the next token is chosen.
+///
+/// ```
+/// use qkv::{GenerateOptions, SampleParams, Strategy};
+///
+/// let greedy = GenerateOptions { strategy: Strategy::Greedy, ..Default::default() };
+/// let sampled = GenerateOptions { strategy: Strategy::Sample(SampleParams { top_k: 40, ..Default::default() }), ..greedy };
+/// assert_ne!(sampled.strategy, Strategy::Greedy);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Strategy {
     /// The most likely token.
@@ -19,6 +27,15 @@ pub enum Strategy {
 }
 
 /// Sampling filters; the defaults turn every filter off (plain sampling at temperature 1).
+///
+/// ```
+/// use qkv::SampleParams;
+///
+/// let p = SampleParams { temperature: 0.8, top_p: 0.95, min_p: 0.05, seed: 7, ..Default::default() };
+/// p.validate()?;
+/// assert!(SampleParams { temperature: 0.0, ..p }.validate().is_err(), "greedy is Strategy::Greedy");
+/// # Ok::<(), qkv::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SampleParams {
     /// Divides the logits (> 0).
@@ -63,6 +80,14 @@ impl SampleParams {
 }
 
 /// xoshiro256** (Blackman & Vigna), seeded through SplitMix64: small, fast, reproducible.
+///
+/// ```
+/// use qkv::search::Rng;
+///
+/// let (mut a, mut b) = (Rng::new(42), Rng::new(42));
+/// assert_eq!(a.next_u64(), b.next_u64());
+/// assert!((0.0..1.0).contains(&a.next_f64()));
+/// ```
 #[derive(Clone, Debug)]
 pub struct Rng {
     s: [u64; 4],
@@ -105,7 +130,7 @@ impl Rng {
 /// HF `RepetitionPenaltyLogitsProcessor`: every token already in `history` has its logit divided by
 /// `penalty` when positive, multiplied when negative (once per token, however often it occurs).
 /// Ids outside `logits` are ignored. `seen` is scratch (`[vocab]`, all false on entry and on return).
-pub fn apply_repetition_penalty(logits: &mut [f32], history: &[u32], penalty: f32, seen: &mut Vec<bool>) {
+pub(crate) fn apply_repetition_penalty(logits: &mut [f32], history: &[u32], penalty: f32, seen: &mut Vec<bool>) {
     if penalty == 1.0 {
         return;
     }
@@ -128,6 +153,21 @@ pub fn apply_repetition_penalty(logits: &mut [f32], history: &[u32], penalty: f3
 }
 
 /// Chooses tokens; holds the random generator and a scratch buffer reused at every step.
+///
+/// ```
+/// use qkv::search::{SampleParams, Sampler, Strategy};
+/// use qkv::Kernels;
+///
+/// let k = Kernels::scalar();
+/// let mut greedy = Sampler::new(Strategy::Greedy, 1.0)?;
+/// assert_eq!(greedy.sample(&k, &mut [0.5, 2.0, 1.0], &[])?, 1);
+/// // top-p 0.5 keeps only the most likely of these three.
+/// let p = SampleParams { top_p: 0.5, seed: 3, ..Default::default() };
+/// let mut s = Sampler::new(Strategy::Sample(p), 1.0)?;
+/// assert_eq!(s.sample(&k, &mut [0.0, 4.0, 1.0], &[])?, 1);
+/// assert_eq!(s.candidates().len(), 1);
+/// # Ok::<(), qkv::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Sampler {
     strategy: Strategy,

@@ -20,6 +20,7 @@
 //! Greedy search (`num_beams == 1`) takes the argmax of the processed scores and reports the same
 //! normalised score. Log-probs are those of the processed scores: transformers applies its rules to
 //! log-probs (and renormalises when asked), CTranslate2 applies them to logits then log-softmaxes.
+//! Log-softmax and argmax are the kernels' ([`Decoder::kernels`]).
 //!
 //! Sources are independent: each one leaves the batch (its cache rows are dropped with
 //! [`Decoder::reorder`]) as soon as it is done, which does not change any other source's result.
@@ -28,7 +29,7 @@
 use crate::decoder::Decoder;
 use crate::{Error, Result};
 
-/// Which reference beam search to reproduce.
+/// Which reference beam search to reproduce (see [`SearchOptions`] for an example).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum BeamStyle {
     /// transformers `generate` (see the module docs).
@@ -37,7 +38,7 @@ pub enum BeamStyle {
     CTranslate2 { patience: f32 },
 }
 
-/// transformers' `early_stopping` generation option.
+/// transformers' `early_stopping` generation option (see [`SearchOptions`] for an example).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum EarlyStopping {
     /// `early_stopping=True`: a source is done as soon as `num_beams` hypotheses are finished.
@@ -52,6 +53,14 @@ pub enum EarlyStopping {
 }
 
 /// How raw logits become next-token log-probabilities (transformers' logits processors used by Marian).
+///
+/// ```
+/// use qkv::search::LogitsRules;
+///
+/// // EOS is id 0; never emit the pad id 7; force EOS at the last step; log-softmax again after the bans.
+/// let rules = LogitsRules { eos: vec![0], bad_words: vec![vec![7]], forced_eos: Some(0), renormalize: true };
+/// assert!(rules.bad_words.iter().all(|w| !w.is_empty()));
+/// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LogitsRules {
     /// End-of-sequence ids (a hypothesis ends when it emits one of them).
@@ -66,6 +75,20 @@ pub struct LogitsRules {
 }
 
 /// Search parameters, all lengths counted in generated tokens (the decoder start token excluded).
+///
+/// ```
+/// use qkv::search::{BeamStyle, EarlyStopping, SearchOptions};
+/// use qkv::{Model, TranslateOptions};
+///
+/// let model = Model::load(qkv::loaders::paths::fixture("marian-tiny"))?;
+/// // The model's defaults with beam 3, then transformers' `early_stopping=True`.
+/// let mut opts: SearchOptions = model.search_options(&TranslateOptions { beam_size: Some(3), ..Default::default() })?;
+/// opts.style = BeamStyle::HuggingFace { early_stopping: EarlyStopping::Eager };
+/// opts.max_new_tokens = 8;
+/// let best = &model.translate_ids_with(&[vec![3, 4, 5, 0]], 4, &opts)?[0][0]; // a Hypothesis
+/// assert!(best.tokens.len() <= 8 && best.score <= 0.0);
+/// # Ok::<(), qkv::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct SearchOptions {
     /// 1 = greedy search.
@@ -99,7 +122,7 @@ impl Default for SearchOptions {
     }
 }
 
-/// One output sequence.
+/// One output sequence of a search (see [`SearchOptions`] and [`crate::Decoder`] for examples).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Hypothesis {
     /// Generated ids, without the decoder start token; the EOS is kept when one was emitted.
@@ -109,6 +132,11 @@ pub struct Hypothesis {
 }
 
 impl SearchOptions {
+    /// Whether step `step` (0-based) generates the last token allowed.
+    fn is_last_step(&self, step: usize) -> bool {
+        step + 1 == self.max_new_tokens
+    }
+
     fn validate(&self, vocab: usize) -> Result<()> {
         if self.num_beams == 0 {
             return Err(Error::Request("num_beams must be at least 1".into()));
@@ -141,7 +169,8 @@ impl SearchOptions {
 }
 
 /// Search for the next tokens of every row of `cache` (one row per source, row `i` starting with
-/// `start[i]`). Returns, per source, up to `num_return_sequences` hypotheses, best first.
+/// `start[i]`). Returns, per source, up to `num_return_sequences` hypotheses, best first. Any [`Decoder`] (see
+/// its example); a [`crate::Session`] runs it on a model ([`crate::Session::search`]).
 pub fn search<D: Decoder>(
     dec: &D,
     cache: &mut D::Cache,
@@ -156,19 +185,6 @@ pub fn search<D: Decoder>(
         Ok(greedy(dec, cache, start, opts)?.into_iter().map(|h| vec![h]).collect())
     } else {
         beam(dec, cache, start, opts)
-    }
-}
-
-/// `log_softmax` of one row, in place (as torch: `x - max - ln Σ exp(x - max)`).
-pub fn log_softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if max == f32::NEG_INFINITY {
-        return;
-    }
-    let sum: f32 = x.iter().map(|&v| (v - max).exp()).sum();
-    let log_sum = sum.ln();
-    for v in x.iter_mut() {
-        *v = *v - max - log_sum;
     }
 }
 
@@ -220,6 +236,7 @@ fn normalise(score: f32, len: usize, penalty: f32) -> f32 {
 
 /// Greedy search (argmax of the processed scores at each step).
 fn greedy<D: Decoder>(dec: &D, cache: &mut D::Cache, start: &[u32], opts: &SearchOptions) -> Result<Vec<Hypothesis>> {
+    let k = dec.kernels();
     let vocab = dec.vocab_size();
     let n_src = start.len();
     let mut seqs: Vec<Vec<u32>> = start.iter().map(|&s| vec![s]).collect();
@@ -245,13 +262,13 @@ fn greedy<D: Decoder>(dec: &D, cache: &mut D::Cache, start: &[u32], opts: &Searc
             // scores as the reference computes them: transformers processes logits then (if asked)
             // log-softmaxes; CTranslate2 log-softmaxes the processed logits
             opts.rules.apply(opts, &ctx, row);
-            log_softmax(row);
-            let best = argmax(row);
+            k.log_softmax(row);
+            // first on ties, NaN never wins; 0 for an all-NaN row
+            let best = k.argmax(row).unwrap_or(0);
             sums[s] += row[best];
             seqs[s].push(best as u32);
             let is_eos = opts.rules.is_eos(best as u32);
-            let last = step + 1 == opts.max_new_tokens;
-            if is_eos || last {
+            if is_eos || opts.is_last_step(step) {
                 let tokens = seqs[s][1..].to_vec();
                 let score = normalise(sums[s], tokens.len(), opts.length_penalty);
                 out[s] = Some(Hypothesis { tokens, score });
@@ -271,21 +288,6 @@ fn greedy<D: Decoder>(dec: &D, cache: &mut D::Cache, start: &[u32], opts: &Searc
         .into_iter()
         .map(|h| h.expect("every source ends by the last step"))
         .collect())
-}
-
-/// Index of the largest value (first on ties, NaN never wins); 0 for an all-NaN row.
-fn argmax(x: &[f32]) -> usize {
-    let mut best = 0;
-    let mut best_v = f32::NEG_INFINITY;
-    let mut found = false;
-    for (i, &v) in x.iter().enumerate() {
-        if !v.is_nan() && (!found || v > best_v) {
-            best = i;
-            best_v = v;
-            found = true;
-        }
-    }
-    best
 }
 
 /// A running beam: its tokens (start token included) and cumulative log-prob.
@@ -314,6 +316,21 @@ struct SourceBeams {
     /// CTranslate2: the best candidate of some step was a finished hypothesis.
     top_beam_finished: bool,
     done: bool,
+}
+
+impl SourceBeams {
+    /// Make `next` the running beams (each extends the beam it names); return the old index of each new beam.
+    fn follow(&mut self, next: &[Candidate]) -> Vec<usize> {
+        self.running = next
+            .iter()
+            .map(|c| {
+                let mut seq = self.running[c.beam].seq.clone();
+                seq.push(c.token);
+                Running { seq, score: c.score }
+            })
+            .collect();
+        next.iter().map(|c| c.beam).collect()
+    }
 }
 
 /// The top `n` of all `beams × vocab` scores of one source into `out`, best first (ties: lower beam, then
@@ -359,6 +376,7 @@ fn beam<D: Decoder>(
     start: &[u32],
     opts: &SearchOptions,
 ) -> Result<Vec<Vec<Hypothesis>>> {
+    let kernels = dec.kernels();
     let vocab = dec.vocab_size();
     let k = opts.num_beams;
     let n_cand = 2 * k;
@@ -382,7 +400,6 @@ fn beam<D: Decoder>(
     let (mut idx, mut cands) = (Vec::with_capacity(vocab), Vec::with_capacity(n_cand * k));
 
     for step in 0..opts.max_new_tokens {
-        let last_step = step + 1 == opts.max_new_tokens;
         // 1. one decoder step for every running beam of every active source
         tokens.clear();
         for &s in &active {
@@ -408,16 +425,16 @@ fn beam<D: Decoder>(
                 match opts.style {
                     // transformers: log-softmax, rules on log-probs, optional renormalisation
                     BeamStyle::HuggingFace { .. } => {
-                        log_softmax(row);
+                        kernels.log_softmax(row);
                         opts.rules.apply(opts, &ctx, row);
                         if opts.rules.renormalize {
-                            log_softmax(row);
+                            kernels.log_softmax(row);
                         }
                     }
                     // CTranslate2: rules on logits, then log-softmax
                     BeamStyle::CTranslate2 { .. } => {
                         opts.rules.apply(opts, &ctx, row);
-                        log_softmax(row);
+                        kernels.log_softmax(row);
                     }
                 }
                 for v in row.iter_mut() {
@@ -426,10 +443,8 @@ fn beam<D: Decoder>(
             }
             top_candidates(scores, n_beams, vocab, n_cand, &mut idx, &mut cands);
             let next = match opts.style {
-                BeamStyle::HuggingFace { early_stopping } => {
-                    hf_step(src, &cands, step, last_step, opts, early_stopping)
-                }
-                BeamStyle::CTranslate2 { patience } => ct2_step(src, &cands, last_step, opts, patience),
+                BeamStyle::HuggingFace { early_stopping } => hf_step(src, &cands, step, opts, early_stopping),
+                BeamStyle::CTranslate2 { patience } => ct2_step(src, &cands, step, opts, patience),
             };
             if src.running.is_empty() {
                 src.done = true;
@@ -493,17 +508,17 @@ fn hf_step(
     src: &mut SourceBeams,
     cands: &[Candidate],
     step: usize,
-    last_step: bool,
     opts: &SearchOptions,
-    early_stopping: EarlyStopping,
+    stopping: EarlyStopping,
 ) -> Vec<usize> {
+    let last_step = opts.is_last_step(step);
     let k = opts.num_beams;
     let n_generated = step + 1;
     // a candidate ends if it emits EOS or reaches the maximum length
     let ends = |c: &Candidate| opts.rules.is_eos(c.token) || last_step;
     // finished pool: only the first k candidates may enter, unless the source cannot accept more
     let full = src.finished.len() == k;
-    let accept = src.can_improve && !(full && early_stopping == EarlyStopping::Eager);
+    let accept = src.can_improve && !(full && stopping == EarlyStopping::Eager);
     if accept {
         for c in cands.iter().take(k).filter(|c| ends(c)) {
             let score = normalise(c.score, n_generated, opts.length_penalty);
@@ -534,18 +549,10 @@ fn hf_step(
                 }),
         );
     }
-    let order: Vec<usize> = next.iter().map(|c| c.beam).collect();
-    src.running = next
-        .iter()
-        .map(|c| {
-            let mut seq = src.running[c.beam].seq.clone();
-            seq.push(c.token);
-            Running { seq, score: c.score }
-        })
-        .collect();
+    let order = src.follow(&next);
     // can a running beam still beat the worst finished hypothesis?
     if src.finished.len() == k {
-        let best_len = match early_stopping {
+        let best_len = match stopping {
             EarlyStopping::Never if opts.length_penalty > 0.0 => opts.max_new_tokens,
             _ => n_generated,
         };
@@ -554,7 +561,7 @@ fn hf_step(
         src.can_improve &= best_possible > worst;
     }
     let full = src.finished.len() == k;
-    src.done = !src.can_improve || (full && early_stopping == EarlyStopping::Eager) || all_end || last_step;
+    src.done = !src.can_improve || (full && stopping == EarlyStopping::Eager) || all_end || last_step;
     order
 }
 
@@ -562,11 +569,12 @@ fn hf_step(
 fn ct2_step(
     src: &mut SourceBeams,
     cands: &[Candidate],
-    last_step: bool,
+    step: usize,
     opts: &SearchOptions,
     patience: f32,
 ) -> Vec<usize> {
     let k = opts.num_beams;
+    let last_step = opts.is_last_step(step);
     let max_candidates = ((k as f32) * patience).round() as usize;
     let mut secondary = k;
     let mut next = Vec::with_capacity(k);
@@ -588,15 +596,7 @@ fn ct2_step(
         }
         next.push(cands[chosen]);
     }
-    let order: Vec<usize> = next.iter().map(|c| c.beam).collect();
-    src.running = next
-        .iter()
-        .map(|c| {
-            let mut seq = src.running[c.beam].seq.clone();
-            seq.push(c.token);
-            Running { seq, score: c.score }
-        })
-        .collect();
+    let order = src.follow(&next);
     src.done = last_step
         || if opts.length_penalty == 0.0 {
             src.top_beam_finished && src.finished.len() >= opts.num_return_sequences

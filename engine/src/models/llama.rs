@@ -1,0 +1,201 @@
+//! The Llama family (Llama 2/3, SmolLM, TinyLlama, Mistral-style GQA): RMSNorm, rotary positions
+//! (Hugging Face rotate-half layout), grouped-query attention, SwiGLU feed-forward, tied or untied head.
+//! Read from a `LlamaForCausalLM` checkpoint (`config.json` as transformers' `LlamaConfig`, Hugging Face
+//! tensor names).
+
+use std::path::Path;
+
+use kernels::{AttnArgs, Heads, Layout, RopeLayout, RopeTable};
+use loaders::config::LlamaConfig;
+
+use super::decoder_only::{Blocks, Dims, Step};
+use super::{Loaded, Source};
+use crate::cache::{KvCache, Scratch};
+use crate::layers::{Bias, Embedding, Linear, LmHead, Norm, RmsNorm, WeightBytes};
+use crate::{Error, Result};
+
+/// The longest context a Llama model runs here (its RoPE table is precomputed up to it).
+const MAX_CONTEXT: usize = 1 << 16;
+
+/// The registry's loader: `config.json` read as a `LlamaConfig`, the weights bound by their Hugging Face names.
+pub(crate) fn load(src: &Source<'_>) -> Result<Loaded> {
+    let c = LlamaConfig::from_raw(src.config)?;
+    check_supported(src.config.path(), &c)?;
+    let (bos, eos) = (c.bos_token_id, c.eos_token_id.clone());
+    Ok(src.decoder_only(Llama::bind(src, c)?, bos, eos))
+}
+
+/// An error for what this engine does not run of a config the loaders validated (sizes positive, heads dividing
+/// the width, an even head_dim, a positive RoPE base): another activation than SiLU, RoPE scaling.
+fn check_supported(file: &Path, c: &LlamaConfig) -> Result<()> {
+    if c.hidden_act != "silu" {
+        return Err(Error::Unsupported {
+            what: format!("{}: hidden_act {:?} (qkv runs silu)", file.display(), c.hidden_act),
+        });
+    }
+    if let Some(r) = c.rope_scaling.as_ref().filter(|r| r.rope_type != "default") {
+        return Err(Error::Unsupported {
+            what: format!(
+                "{}: rope scaling {:?} (qkv runs unscaled RoPE)",
+                file.display(),
+                r.rope_type
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// One transformer block.
+#[derive(Debug)]
+struct Layer {
+    input_norm: RmsNorm,
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    post_attn_norm: RmsNorm,
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+/// A Llama-family causal language model, weights bound zero-copy in their stored dtype.
+#[derive(Debug)]
+struct Llama {
+    c: LlamaConfig,
+    embed: Embedding,
+    layers: Vec<Layer>,
+    rope: RopeTable,
+}
+
+impl Llama {
+    /// Bind the weights of a `LlamaForCausalLM` checkpoint (HF names) and check every shape; the linear layers
+    /// (LM head included, tied or not) held as `weights`.
+    fn bind(src: &Source<'_>, c: LlamaConfig) -> Result<(Self, LmHead)> {
+        let (st, weights) = (src.weights, src.weight_type);
+        let (d, q_dim, kv_dim, ff) = (
+            c.hidden_size,
+            c.num_attention_heads * c.head_dim,
+            c.num_key_value_heads * c.head_dim,
+            c.intermediate_size,
+        );
+        let bias = |present: bool| if present { Bias::Required } else { Bias::None };
+        let (attn_bias, mlp_bias) = (bias(c.attention_bias), bias(c.mlp_bias));
+        let embed = Embedding::bind(st, "model.embed_tokens", c.vocab_size, d)?;
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for l in 0..c.num_hidden_layers {
+            let pre = format!("model.layers.{l}");
+            let lin = |name: &str, out_dim, in_dim, bias| {
+                Linear::bind(st, &format!("{pre}.{name}"), out_dim, in_dim, Layout::OutIn, bias)?.convert(st, weights)
+            };
+            layers.push(Layer {
+                input_norm: RmsNorm::bind(st, &format!("{pre}.input_layernorm"), d, c.rms_norm_eps)?,
+                q_proj: lin("self_attn.q_proj", q_dim, d, attn_bias)?,
+                k_proj: lin("self_attn.k_proj", kv_dim, d, attn_bias)?,
+                v_proj: lin("self_attn.v_proj", kv_dim, d, attn_bias)?,
+                o_proj: lin("self_attn.o_proj", d, q_dim, attn_bias)?,
+                post_attn_norm: RmsNorm::bind(st, &format!("{pre}.post_attention_layernorm"), d, c.rms_norm_eps)?,
+                gate_proj: lin("mlp.gate_proj", ff, d, mlp_bias)?,
+                up_proj: lin("mlp.up_proj", ff, d, mlp_bias)?,
+                down_proj: lin("mlp.down_proj", d, ff, mlp_bias)?,
+            });
+        }
+        let norm = RmsNorm::bind(st, "model.norm", d, c.rms_norm_eps)?;
+        // An lm_head tensor wins over tie_word_embeddings (HF saves it when the head is untied).
+        // A tied head quantized to int8 is its own copy: the lookups keep reading the stored table.
+        let lm_head = if st.contains("lm_head.weight") || !c.tie_word_embeddings {
+            Linear::bind(st, "lm_head", c.vocab_size, d, Layout::OutIn, Bias::None)?
+        } else {
+            Linear::from_tensor(st, embed.tensor().clone(), c.vocab_size, d, Layout::OutIn, None)?
+        }
+        .convert(st, weights)?;
+        // The RoPE table covers the context this engine runs (at most MAX_CONTEXT positions).
+        let rope = RopeTable::new(c.head_dim, c.max_position_embeddings.min(MAX_CONTEXT), c.rope_theta);
+        let head = LmHead {
+            norm: Some(Norm::Rms(norm)),
+            linear: lm_head,
+        };
+        Ok((Self { c, embed, layers, rope }, head))
+    }
+}
+
+impl Blocks for Llama {
+    fn dims(&self) -> Dims {
+        Dims {
+            heads: Heads::grouped(self.c.num_attention_heads, self.c.num_key_value_heads, self.c.head_dim),
+            hidden_size: self.c.hidden_size,
+            n_layers: self.c.num_hidden_layers,
+            vocab_size: self.c.vocab_size,
+            // the RoPE table's length
+            max_positions: self.rope.max_pos,
+        }
+    }
+
+    fn forward(&self, step: &Step<'_>, kv: &mut [KvCache], scratch: &mut Scratch, x: &mut [f32]) -> Result<()> {
+        let c = &self.c;
+        let Step { k, tokens, shape, pos0 } = *step;
+        let (batch, n, rows) = (shape.batch, shape.n, shape.rows());
+        let (d, hd, n_heads, n_kv) = (c.hidden_size, c.head_dim, c.num_attention_heads, c.num_key_value_heads);
+        let (q_dim, kv_dim, ff) = (n_heads * hd, n_kv * hd, c.intermediate_size);
+        let heads = Heads::grouped(n_heads, n_kv, hd);
+        let [xb, q, kb, vb, att, hb, hb2, hb3] = scratch.take([
+            rows * d,      // xb  [rows, d]
+            rows * q_dim,  // q   [rows, n_heads, hd]
+            rows * kv_dim, // k   [rows, n_kv_heads, hd]
+            rows * kv_dim, // v   [rows, n_kv_heads, hd]
+            rows * q_dim,  // att [rows, n_heads, hd]
+            rows * ff,     // hb  [rows, ff]
+            rows * ff,     // hb2 [rows, ff]
+            rows * ff,     // hb3 [rows, ff]
+        ]);
+
+        // Token embeddings: x = embed_tokens[tokens]                                  [rows, d]
+        self.embed.forward(k, tokens, 1.0, x)?;
+        for (layer, kv) in self.layers.iter().zip(kv.iter_mut()) {
+            // Attention input norm                                                     [rows, d]
+            layer.input_norm.forward(k, x, xb);
+            // Projections: q [rows, n_heads, hd], k and v [rows, n_kv_heads, hd]
+            layer.q_proj.forward(k, xb, rows, q);
+            layer.k_proj.forward(k, xb, rows, kb);
+            layer.v_proj.forward(k, xb, rows, vb);
+            // Rotary positions pos0 .. pos0 + n, per sequence
+            for (qs, ks) in q.chunks_exact_mut(n * q_dim).zip(kb.chunks_exact_mut(n * kv_dim)) {
+                k.rope(&self.rope, RopeLayout::Half, qs, n_heads, pos0); // [n, n_heads, hd]
+                k.rope(&self.rope, RopeLayout::Half, ks, n_kv, pos0); // [n, n_kv_heads, hd]
+            }
+            // Append k, v to the cache                                 [batch, n_kv_heads, pos0 + n, hd]
+            kv.append(kb, vb, n)?;
+            // Causal grouped-query attention over the cache                      [rows, n_heads, hd]
+            let args = AttnArgs::causal(heads, batch, n, kv.len()).with_kv_strides(kv.strides());
+            k.attention(&args, q, kv.k(), kv.v(), att);
+            // Output projection and residual: x += o_proj(att)                          [rows, d]
+            layer.o_proj.forward(k, att, rows, xb);
+            k.add(x, xb);
+            // Feed-forward input norm                                                  [rows, d]
+            layer.post_attn_norm.forward(k, x, xb);
+            // SwiGLU: hb3 = silu(gate(xb)) * up(xb)                                    [rows, ff]
+            layer.gate_proj.forward(k, xb, rows, hb);
+            layer.up_proj.forward(k, xb, rows, hb2);
+            k.swiglu(hb, hb2, hb3);
+            // Down projection and residual: x += down(hb3)                             [rows, d]
+            layer.down_proj.forward(k, hb3, rows, xb);
+            k.add(x, xb);
+        }
+        Ok(())
+    }
+
+    fn weight_bytes(&self, head: &LmHead) -> WeightBytes {
+        let linears = self.layers.iter().flat_map(|l| {
+            [
+                &l.q_proj,
+                &l.k_proj,
+                &l.v_proj,
+                &l.o_proj,
+                &l.gate_proj,
+                &l.up_proj,
+                &l.down_proj,
+            ]
+        });
+        WeightBytes::of(linears.chain([&head.linear]), &[&self.embed])
+    }
+}

@@ -1,0 +1,1107 @@
+//! Encoder-decoder Transformers: one runtime, loaded from a checkpoint's naming scheme ([`MARIAN`] for Hugging
+//! Face Marian / opus-mt, [`CT2`] for the OpenNMT / CTranslate2 pre-norm Transformer; BART or T5 names would be
+//! further schemes of the same table).
+//!
+//! | | Marian | CTranslate2 `TransformerBase` |
+//! |---|---|---|
+//! | norms | post-norm ([`NormPlacement::PostNorm`]) | pre-norm + final norms ([`NormPlacement::PreNorm`]) |
+//! | positions | sinusoid ([`Sinusoid::Marian`]) from 0 | sinusoid ([`Sinusoid::Tensor2Tensor`]) from 1 |
+//! | self-attention | `q_proj`, `k_proj`, `v_proj` | fused `linear_0` `[3d, d]` = q\|k\|v |
+//! | cross-attention | `q_proj`, `k_proj`, `v_proj` | `linear_0` = q, fused `linear_1` `[2d, d]` = k\|v |
+//! | LM head | tied embeddings + `final_logits_bias` | `decoder/projection` with bias |
+//!
+//! The path of one batch: the sources run through the encoder once ([`Seq2Seq::start`]), which also
+//! projects the encoder output to each decoder layer's cross-attention K and V — once per source, kept
+//! in the [`Seq2SeqState`] and shared by every beam of that source (a beam row only stores the index of
+//! its source). Each decoder step then appends to the preallocated self-attention caches in place.
+//!
+//! Search defaults come from the model: for Hugging Face Marian, `generation_config.json` (else
+//! `config.json`) as transformers' `generate` reads them (num_beams, max_length, min_length,
+//! length_penalty, early_stopping, bad_words_ids, forced_eos_token_id, renormalize_logits) and its beam
+//! search semantics; for the CTranslate2 Transformer, `translate_batch`'s defaults (beam 2, length
+//! penalty 1, at most 256 tokens, at least 1) and CTranslate2's beam search semantics (see [`crate::search`]).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use kernels::{sinusoidal_table, Activation, AttnArgs, Heads, Kernels, Layout, Sinusoid, Strides};
+use loaders::config::{Ct2Config, EmbeddingScale, GenerationConfig, MarianConfig};
+
+use super::{Loaded, Network, Source};
+use crate::cache::{KvCache, KvShape, Scratch};
+use crate::decoder::{on_pool, Decoder};
+use crate::layers::{Bias, Embedding, LayerNorm, Linear, LmHead, Norm, TensorSource, WeightBytes, WeightType};
+use crate::search::{BeamStyle, EarlyStopping, LogitsRules, SearchOptions};
+use crate::step::StepIo;
+use crate::{Error, Result};
+
+/// Self-attention caches start with room for `INITIAL_CACHE_FACTOR * source length + INITIAL_CACHE_EXTRA`
+/// positions (translations are rarely longer), and grow by doubling up to the requested maximum.
+const INITIAL_CACHE_FACTOR: usize = 2;
+const INITIAL_CACHE_EXTRA: usize = 16;
+
+/// Positions of the CTranslate2 Transformer's sinusoid table (it has no learned limit): CTranslate2's
+/// default `max_input_length` (1024) plus its default `max_decoding_length` (256).
+const CT2_MAX_POSITIONS: usize = 1024 + 256;
+
+// ---------------------------------------------------------------------------------------------
+// Loading: the registry's loaders, configs, naming schemes
+// ---------------------------------------------------------------------------------------------
+
+/// The registry's loader for Hugging Face `MarianMTModel` (`config.json` as transformers' `MarianConfig`).
+pub(crate) fn load_marian(src: &Source<'_>) -> Result<Loaded> {
+    let c = MarianConfig::from_raw(src.config)?;
+    let cfg = marian_config(src, &c)?;
+    load(src, cfg, marian_defaults(&c, src.generation))
+}
+
+/// The registry's loader for the custom CTranslate2 Transformer config (model_type `ct2_transformer_seq2seq`).
+pub(crate) fn load_ct2(src: &Source<'_>) -> Result<Loaded> {
+    let c = Ct2Config::from_raw(src.config)?;
+    let cfg = ct2_config(src, &c)?;
+    load(src, cfg, ct2_defaults(&c))
+}
+
+fn load(src: &Source<'_>, cfg: Seq2SeqConfig, defaults: SearchOptions) -> Result<Loaded> {
+    let net = Seq2Seq::bind(src.weights, cfg, src.kernels, src.weight_type)?;
+    Ok(Loaded {
+        network: Network::EncoderDecoder {
+            net: Box::new(net),
+            defaults: Box::new(defaults.clone()),
+        },
+        bos: None,
+        eos: defaults.rules.eos,
+    })
+}
+
+/// Where the layer norm sits in a residual block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NormPlacement {
+    /// `x = x + f(norm(x))`, with a final norm after the last layer (OpenNMT, CTranslate2).
+    PreNorm,
+    /// `x = norm(x + f(x))` (Marian, BART, the original Transformer).
+    PostNorm,
+}
+
+/// The matrix of the LM head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HeadMatrix {
+    /// The decoder's token embedding table.
+    TiedToTargetEmbeddings,
+    /// A matrix of its own (the scheme's `head`).
+    Own,
+}
+
+/// Sinusoidal position encodings: which table, and the position of the first token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Positions {
+    kind: Sinusoid,
+    /// 0 for Marian, 1 for OpenNMT / CTranslate2.
+    first: usize,
+    /// Positions available (per sequence, encoder and decoder alike).
+    pub(crate) max: usize,
+}
+
+/// Everything the runtime needs to know about an encoder-decoder model (built from the model's config file by
+/// its loader; the loaders validated the sizes and ids).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Seq2SeqConfig {
+    names: &'static Naming,
+    pub(crate) d_model: usize,
+    pub(crate) n_encoder_layers: usize,
+    pub(crate) n_decoder_layers: usize,
+    pub(crate) n_encoder_heads: usize,
+    pub(crate) n_decoder_heads: usize,
+    encoder_ffn_dim: usize,
+    decoder_ffn_dim: usize,
+    activation: Activation,
+    norm: NormPlacement,
+    layer_norm_eps: f32,
+    /// Multiplies token embeddings (`sqrt(d_model)` for both families, 1 when Marian's `scale_embedding` is off).
+    embed_scale: f32,
+    pub(crate) positions: Positions,
+    pub(crate) src_vocab_size: usize,
+    pub(crate) tgt_vocab_size: usize,
+    /// Whether the LM head is the decoder embedding table (Marian's `tie_word_embeddings`).
+    head: HeadMatrix,
+    pub(crate) decoder_start_token_id: u32,
+    pad_token_id: u32,
+}
+
+/// The runtime description of a Hugging Face `MarianMTModel` config. transformers' Marian is always
+/// post-norm with static sinusoidal positions (it ignores `normalize_before` and `static_position_embeddings`).
+fn marian_config(src: &Source<'_>, c: &MarianConfig) -> Result<Seq2SeqConfig> {
+    Ok(Seq2SeqConfig {
+        names: &MARIAN,
+        d_model: c.d_model,
+        n_encoder_layers: c.encoder_layers,
+        n_decoder_layers: c.decoder_layers,
+        n_encoder_heads: c.encoder_attention_heads,
+        n_decoder_heads: c.decoder_attention_heads,
+        encoder_ffn_dim: c.encoder_ffn_dim,
+        decoder_ffn_dim: c.decoder_ffn_dim,
+        activation: super::activation(src.config.path(), "activation_function", &c.activation_function)?,
+        norm: NormPlacement::PostNorm,
+        // torch.nn.LayerNorm's default
+        layer_norm_eps: 1e-5,
+        embed_scale: if c.scale_embedding {
+            (c.d_model as f32).sqrt()
+        } else {
+            1.0
+        },
+        positions: Positions {
+            kind: Sinusoid::Marian,
+            first: 0,
+            max: c.max_position_embeddings,
+        },
+        src_vocab_size: c.vocab_size,
+        tgt_vocab_size: c.decoder_vocab_size,
+        head: if c.tie_word_embeddings {
+            HeadMatrix::TiedToTargetEmbeddings
+        } else {
+            HeadMatrix::Own
+        },
+        decoder_start_token_id: c.decoder_start_token_id,
+        pad_token_id: c.pad_token_id,
+    })
+}
+
+/// The runtime description of the custom CTranslate2 Transformer config.
+fn ct2_config(src: &Source<'_>, c: &Ct2Config) -> Result<Seq2SeqConfig> {
+    let file = src.config.path();
+    if c.position_encoding.kind != "sinusoidal_tensor2tensor" {
+        return Err(Error::Unsupported {
+            what: format!(
+                "{}: position_encoding.type {:?} (qkv runs sinusoidal_tensor2tensor)",
+                file.display(),
+                c.position_encoding.kind
+            ),
+        });
+    }
+    if c.pre_norm
+        && (c.final_layer_norm.encoder != "encoder/layer_norm" || c.final_layer_norm.decoder != "decoder/layer_norm")
+    {
+        return Err(Error::InvalidConfig {
+            file: file.to_path_buf(),
+            field: "final_layer_norm".into(),
+            reason: format!(
+                "expected encoder/layer_norm and decoder/layer_norm, found {:?}",
+                c.final_layer_norm
+            ),
+        });
+    }
+    Ok(Seq2SeqConfig {
+        names: &CT2,
+        d_model: c.d_model,
+        n_encoder_layers: c.encoder_layers,
+        n_decoder_layers: c.decoder_layers,
+        n_encoder_heads: c.num_heads,
+        n_decoder_heads: c.num_heads,
+        encoder_ffn_dim: c.ffn_dim,
+        decoder_ffn_dim: c.ffn_dim,
+        activation: super::activation(file, "activation", &c.activation)?,
+        norm: if c.pre_norm {
+            NormPlacement::PreNorm
+        } else {
+            NormPlacement::PostNorm
+        },
+        layer_norm_eps: c.layer_norm_eps,
+        embed_scale: match c.scale_embeddings {
+            EmbeddingScale::SqrtDModel => (c.d_model as f32).sqrt(),
+            EmbeddingScale::None => 1.0,
+        },
+        positions: Positions {
+            kind: Sinusoid::Tensor2Tensor,
+            first: c.position_encoding.first_position,
+            max: CT2_MAX_POSITIONS,
+        },
+        src_vocab_size: c.src_vocab_size,
+        tgt_vocab_size: c.tgt_vocab_size,
+        head: HeadMatrix::Own,
+        decoder_start_token_id: c.decoder_start_token_id,
+        pad_token_id: c.pad_token_id,
+    })
+}
+
+/// transformers' `generate` defaults for a Marian model: generation_config.json over config.json.
+fn marian_defaults(c: &MarianConfig, g: Option<&GenerationConfig>) -> SearchOptions {
+    let g = g.cloned().unwrap_or_default();
+    // lengths count the decoder start token in transformers
+    let max_length = g.max_length.unwrap_or(c.max_length);
+    let max_new_tokens = g.max_new_tokens.unwrap_or(max_length.saturating_sub(1)).max(1);
+    let min_new_tokens = g.min_new_tokens.unwrap_or(g.min_length.unwrap_or(0).saturating_sub(1));
+    let num_beams = g.num_beams.unwrap_or(c.num_beams).max(1);
+    let early_stopping = match g.early_stopping {
+        Some(loaders::config::EarlyStopping::WhenNumBeamsDone) => EarlyStopping::Eager,
+        Some(loaders::config::EarlyStopping::Never) => EarlyStopping::Never,
+        Some(loaders::config::EarlyStopping::Heuristic) | None => EarlyStopping::Heuristic,
+    };
+    SearchOptions {
+        num_beams,
+        max_new_tokens,
+        min_new_tokens,
+        length_penalty: g.length_penalty.unwrap_or(1.0),
+        num_return_sequences: g.num_return_sequences.unwrap_or(1).clamp(1, num_beams),
+        style: BeamStyle::HuggingFace { early_stopping },
+        rules: LogitsRules {
+            eos: g.eos_token_id.unwrap_or_else(|| vec![c.eos_token_id]),
+            bad_words: g.bad_words_ids.unwrap_or_else(|| c.bad_words_ids.clone()),
+            forced_eos: match g.forced_eos_token_id {
+                Some(ids) => ids.first().copied(),
+                None => c.forced_eos_token_id,
+            },
+            renormalize: g.renormalize_logits.unwrap_or(false),
+        },
+    }
+}
+
+/// CTranslate2 `translate_batch` defaults.
+fn ct2_defaults(c: &Ct2Config) -> SearchOptions {
+    SearchOptions {
+        style: BeamStyle::CTranslate2 { patience: 1.0 },
+        num_beams: 2,
+        max_new_tokens: 256,
+        min_new_tokens: 1,
+        length_penalty: 1.0,
+        num_return_sequences: 1,
+        rules: LogitsRules {
+            eos: vec![c.eos_token_id],
+            ..LogitsRules::default()
+        },
+    }
+}
+
+/// How one checkpoint format names (and fuses) the tensors of an encoder-decoder Transformer: one table per
+/// format, read by the one binding code ([`Seq2Seq::bind`]). Layer `l`'s tensors are `{layer}{l}{sep}{name}`;
+/// a norm's gain and shift are its name followed by `norm_params`.
+#[derive(Debug, PartialEq, Eq)]
+struct Naming {
+    /// The prefixes of encoder and decoder layers.
+    layers: [&'static str; 2],
+    sep: &'static str,
+    norm_params: [&'static str; 2],
+    /// Self-attention: `[norm, output projection]`, then its q, k, v.
+    self_attn: [&'static str; 2],
+    qkv: SelfProj,
+    /// Cross-attention: `[norm, output projection]`, then its q, k, v.
+    cross_attn: [&'static str; 2],
+    cross_qkv: CrossProj,
+    /// Feed-forward: `[norm, up projection, down projection]`.
+    ffn: [&'static str; 3],
+    /// Embedding tables: the first of each list the checkpoint has (Marian: its own side's, else the shared one).
+    src_embed: &'static [&'static str],
+    tgt_embed: &'static [&'static str],
+    /// The final norms of the encoder and the decoder (pre-norm models).
+    final_norms: Option<[&'static str; 2]>,
+    /// The LM head's matrix when it is not tied to the target embeddings.
+    head: &'static str,
+    /// A separate `[1, vocab]` bias of the head, zeros when the file has none (Marian's `final_logits_bias`, which
+    /// a tied head adds too); `None`: the bias beside `head`, required (zeros for a tied head).
+    logits_bias: Option<&'static str>,
+}
+
+/// The q, k and v projections of a self-attention block.
+#[derive(Debug, PartialEq, Eq)]
+enum SelfProj {
+    /// Three `[d, d]` matrices q, k, v.
+    Separate([&'static str; 3]),
+    /// One `[3d, d]` matrix whose output rows are q | k | v.
+    Fused(&'static str),
+}
+
+/// The q (over the decoder) and k, v (over the encoder output) projections of a cross-attention block.
+#[derive(Debug, PartialEq, Eq)]
+enum CrossProj {
+    /// Three `[d, d]` matrices q, k, v.
+    Separate([&'static str; 3]),
+    /// q `[d, d]` and one `[2d, d]` matrix whose output rows are k | v.
+    FusedKv([&'static str; 2]),
+}
+
+/// Hugging Face `MarianMTModel`: `model.encoder.layers.{l}.self_attn.q_proj.weight`, ...
+const MARIAN: Naming = Naming {
+    layers: ["model.encoder.layers.", "model.decoder.layers."],
+    sep: ".",
+    norm_params: [".weight", ".bias"],
+    self_attn: ["self_attn_layer_norm", "self_attn.out_proj"],
+    qkv: SelfProj::Separate(["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]),
+    cross_attn: ["encoder_attn_layer_norm", "encoder_attn.out_proj"],
+    cross_qkv: CrossProj::Separate(["encoder_attn.q_proj", "encoder_attn.k_proj", "encoder_attn.v_proj"]),
+    ffn: ["final_layer_norm", "fc1", "fc2"],
+    src_embed: &["model.encoder.embed_tokens.weight", "model.shared.weight"],
+    tgt_embed: &["model.decoder.embed_tokens.weight", "model.shared.weight"],
+    final_norms: None,
+    head: "lm_head.weight",
+    logits_bias: Some("final_logits_bias"),
+};
+
+/// CTranslate2 spec names: `encoder/layer_{l}/self_attention/linear_0/weight`, ...
+const CT2: Naming = Naming {
+    layers: ["encoder/layer_", "decoder/layer_"],
+    sep: "/",
+    norm_params: ["/gamma", "/beta"],
+    self_attn: ["self_attention/layer_norm", "self_attention/linear_1/weight"],
+    qkv: SelfProj::Fused("self_attention/linear_0/weight"),
+    cross_attn: ["attention/layer_norm", "attention/linear_2/weight"],
+    cross_qkv: CrossProj::FusedKv(["attention/linear_0/weight", "attention/linear_1/weight"]),
+    ffn: ["ffn/layer_norm", "ffn/linear_0/weight", "ffn/linear_1/weight"],
+    src_embed: &["encoder/embeddings/weight"],
+    tgt_embed: &["decoder/embeddings/weight"],
+    final_norms: Some(["encoder/layer_norm", "decoder/layer_norm"]),
+    head: "decoder/projection/weight",
+    logits_bias: None,
+};
+
+// ---------------------------------------------------------------------------------------------
+// The network
+// ---------------------------------------------------------------------------------------------
+
+/// The q, k and v projections of a self-attention block.
+#[derive(Debug)]
+enum QkvProj {
+    /// Three `[d, d]` matrices (Marian).
+    Separate(Box<[Linear; 3]>),
+    /// One `[3d, d]` matrix whose output rows are q | k | v (CTranslate2).
+    Fused(Linear),
+}
+
+/// The k and v projections of a cross-attention block.
+#[derive(Debug)]
+enum KvProj {
+    /// Two `[d, d]` matrices (Marian).
+    Separate(Box<[Linear; 2]>),
+    /// One `[2d, d]` matrix whose output rows are k | v.
+    Fused(Linear),
+}
+
+/// Where q, k and v lie in one buffer of `3 * rows * d` (separate projections) or `rows * 3d` (fused),
+/// so that neither layout is copied: offsets of each and their shared position stride.
+#[derive(Clone, Copy, Debug)]
+struct Packed {
+    q: usize,
+    k: usize,
+    v: usize,
+    pos: usize,
+}
+
+impl QkvProj {
+    fn linears(&self) -> Vec<&Linear> {
+        match self {
+            QkvProj::Separate(qkv) => qkv.iter().collect(),
+            QkvProj::Fused(w) => vec![w],
+        }
+    }
+
+    /// Project `x[rows, d]` into `out` (`3 * rows * d`) and say where q, k and v are.
+    fn forward(&self, k: &Kernels, x: &[f32], rows: usize, d: usize, out: &mut [f32]) -> Packed {
+        match self {
+            QkvProj::Separate(qkv) => {
+                let [q, kp, v] = &**qkv;
+                let n = rows * d;
+                q.forward(k, x, rows, &mut out[..n]);
+                kp.forward(k, x, rows, &mut out[n..2 * n]);
+                v.forward(k, x, rows, &mut out[2 * n..3 * n]);
+                Packed {
+                    q: 0,
+                    k: n,
+                    v: 2 * n,
+                    pos: d,
+                }
+            }
+            QkvProj::Fused(w) => {
+                w.forward(k, x, rows, &mut out[..3 * rows * d]);
+                Packed {
+                    q: 0,
+                    k: d,
+                    v: 2 * d,
+                    pos: 3 * d,
+                }
+            }
+        }
+    }
+}
+
+impl KvProj {
+    fn linears(&self) -> Vec<&Linear> {
+        match self {
+            KvProj::Separate(kv) => kv.iter().collect(),
+            KvProj::Fused(w) => vec![w],
+        }
+    }
+
+    /// Project `x[rows, d]` into `out` (`2 * rows * d`); returns (k offset, v offset, position stride).
+    fn forward(&self, k: &Kernels, x: &[f32], rows: usize, d: usize, out: &mut [f32]) -> (usize, usize, usize) {
+        match self {
+            KvProj::Separate(kv) => {
+                let [kp, v] = &**kv;
+                let n = rows * d;
+                kp.forward(k, x, rows, &mut out[..n]);
+                v.forward(k, x, rows, &mut out[n..2 * n]);
+                (0, n, d)
+            }
+            KvProj::Fused(w) => {
+                w.forward(k, x, rows, &mut out[..2 * rows * d]);
+                (0, d, 2 * d)
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SelfAttention {
+    norm: LayerNorm,
+    qkv: QkvProj,
+    out: Linear,
+}
+
+#[derive(Debug)]
+struct CrossAttention {
+    norm: LayerNorm,
+    q: Linear,
+    kv: KvProj,
+    out: Linear,
+}
+
+#[derive(Debug)]
+struct FeedForward {
+    norm: LayerNorm,
+    up: Linear,
+    down: Linear,
+}
+
+#[derive(Debug)]
+struct EncoderLayer {
+    attn: SelfAttention,
+    ffn: FeedForward,
+}
+
+#[derive(Debug)]
+struct DecoderLayer {
+    attn: SelfAttention,
+    cross: CrossAttention,
+    ffn: FeedForward,
+}
+
+/// An encoder-decoder model with its weights bound (zero-copy) and its position table.
+#[derive(Debug)]
+pub(crate) struct Seq2Seq {
+    cfg: Seq2SeqConfig,
+    kernels: Kernels,
+    src_embed: Embedding,
+    tgt_embed: Embedding,
+    /// `[positions.max, d_model]`, row `p` = position `positions.first + p`.
+    pos_table: Vec<f32>,
+    encoder: Vec<EncoderLayer>,
+    encoder_norm: Option<LayerNorm>,
+    decoder: Vec<DecoderLayer>,
+    /// The decoder's final norm (pre-norm models) and the LM head.
+    head: LmHead,
+    /// Counts source-rows × decoder-layers projected to cross-attention K/V (tests check it is done once).
+    cross_projections: AtomicUsize,
+}
+
+impl Seq2Seq {
+    /// Bind every weight of `cfg` from `st` by the names of its scheme (shapes checked against the config, stored
+    /// dtype kept), the linear layers (the LM head included, tied or not) held as `weights`.
+    fn bind(st: &dyn TensorSource, cfg: Seq2SeqConfig, kernels: Kernels, weights: WeightType) -> Result<Self> {
+        let names = cfg.names;
+        let d = cfg.d_model;
+        let lin = |name: &str, out_dim: usize, in_dim: usize| {
+            Linear::bind(st, name, out_dim, in_dim, Layout::OutIn, Bias::Required)?.convert(st, weights)
+        };
+        let norm = |name: &str| {
+            let [gamma, beta] = names.norm_params;
+            LayerNorm::bind_pair(
+                st,
+                &format!("{name}{gamma}"),
+                &format!("{name}{beta}"),
+                d,
+                cfg.layer_norm_eps,
+            )
+        };
+        // the first table of the list the checkpoint has (an error names the last one)
+        let embedding = |candidates: &[&str], vocab: usize| {
+            let present = candidates.iter().copied().find(|n| st.contains(n));
+            Embedding::bind(st, present.or(candidates.last().copied()).unwrap_or(""), vocab, d)
+        };
+        let self_attn = |layer: &dyn Fn(&str) -> String| -> Result<SelfAttention> {
+            let [norm_name, out] = names.self_attn;
+            Ok(SelfAttention {
+                norm: norm(&layer(norm_name))?,
+                qkv: match names.qkv {
+                    SelfProj::Separate([q, k, v]) => QkvProj::Separate(Box::new([
+                        lin(&layer(q), d, d)?,
+                        lin(&layer(k), d, d)?,
+                        lin(&layer(v), d, d)?,
+                    ])),
+                    SelfProj::Fused(qkv) => QkvProj::Fused(lin(&layer(qkv), 3 * d, d)?),
+                },
+                out: lin(&layer(out), d, d)?,
+            })
+        };
+        let cross_attn = |layer: &dyn Fn(&str) -> String| -> Result<CrossAttention> {
+            let [norm_name, out] = names.cross_attn;
+            let norm = norm(&layer(norm_name))?;
+            let (q, kv) = match names.cross_qkv {
+                CrossProj::Separate([q, k, v]) => (
+                    lin(&layer(q), d, d)?,
+                    KvProj::Separate(Box::new([lin(&layer(k), d, d)?, lin(&layer(v), d, d)?])),
+                ),
+                CrossProj::FusedKv([q, kv]) => (lin(&layer(q), d, d)?, KvProj::Fused(lin(&layer(kv), 2 * d, d)?)),
+            };
+            Ok(CrossAttention {
+                norm,
+                q,
+                kv,
+                out: lin(&layer(out), d, d)?,
+            })
+        };
+        let ffn = |layer: &dyn Fn(&str) -> String, ffn_dim: usize| -> Result<FeedForward> {
+            let [norm_name, up, down] = names.ffn;
+            Ok(FeedForward {
+                norm: norm(&layer(norm_name))?,
+                up: lin(&layer(up), ffn_dim, d)?,
+                down: lin(&layer(down), d, ffn_dim)?,
+            })
+        };
+
+        let src_embed = embedding(names.src_embed, cfg.src_vocab_size)?;
+        let tgt_embed = embedding(names.tgt_embed, cfg.tgt_vocab_size)?;
+        let encoder = (0..cfg.n_encoder_layers)
+            .map(|l| {
+                let layer = |part: &str| format!("{}{l}{}{part}", names.layers[0], names.sep);
+                Ok(EncoderLayer {
+                    attn: self_attn(&layer)?,
+                    ffn: ffn(&layer, cfg.encoder_ffn_dim)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let decoder = (0..cfg.n_decoder_layers)
+            .map(|l| {
+                let layer = |part: &str| format!("{}{l}{}{part}", names.layers[1], names.sep);
+                Ok(DecoderLayer {
+                    attn: self_attn(&layer)?,
+                    cross: cross_attn(&layer)?,
+                    ffn: ffn(&layer, cfg.decoder_ffn_dim)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // pre-norm models end each stack with a norm; post-norm ones already normalised the last output
+        let (encoder_norm, decoder_norm) = match (cfg.norm, names.final_norms) {
+            (NormPlacement::PreNorm, Some([enc, dec])) => (Some(norm(enc)?), Some(norm(dec)?)),
+            _ => (None, None),
+        };
+        // LM head: the decoder embeddings (tied) or its own matrix, and its bias
+        let vocab = cfg.tgt_vocab_size;
+        let logits_bias = |name: &str| -> Result<Vec<f32>> {
+            Ok(if st.contains(name) {
+                st.get_shaped(name, &[1, vocab])?.to_f32_vec()
+            } else {
+                vec![0.0; vocab]
+            })
+        };
+        let lm_head = match (cfg.head, names.logits_bias) {
+            (HeadMatrix::TiedToTargetEmbeddings, bias) => {
+                let bias = match bias {
+                    Some(name) => logits_bias(name)?,
+                    None => vec![0.0; vocab],
+                };
+                Linear::from_tensor(st, tgt_embed.tensor().clone(), vocab, d, Layout::OutIn, Some(bias))?
+            }
+            (HeadMatrix::Own, Some(bias)) => {
+                let bias = logits_bias(bias)?;
+                let matrix = st.get_shaped(names.head, &[vocab, d])?;
+                Linear::from_tensor(st, matrix, vocab, d, Layout::OutIn, Some(bias))?
+            }
+            (HeadMatrix::Own, None) => Linear::bind(st, names.head, vocab, d, Layout::OutIn, Bias::Required)?,
+        }
+        .convert(st, weights)?;
+        let pos_table = sinusoidal_table(cfg.positions.kind, cfg.positions.max, d, cfg.positions.first);
+        Ok(Self {
+            cfg,
+            kernels,
+            src_embed,
+            tgt_embed,
+            pos_table,
+            encoder,
+            encoder_norm,
+            decoder,
+            head: LmHead {
+                norm: decoder_norm.map(Norm::Layer),
+                linear: lm_head,
+            },
+            cross_projections: AtomicUsize::new(0),
+        })
+    }
+
+    pub(crate) fn config(&self) -> &Seq2SeqConfig {
+        &self.cfg
+    }
+
+    /// Bytes of the weights this model reads (norm gains and biases aside).
+    pub(crate) fn weight_bytes(&self) -> WeightBytes {
+        let mut linears: Vec<&Linear> = vec![&self.head.linear];
+        for l in &self.encoder {
+            linears.extend(l.attn.qkv.linears());
+            linears.extend([&l.attn.out, &l.ffn.up, &l.ffn.down]);
+        }
+        for l in &self.decoder {
+            linears.extend(l.attn.qkv.linears());
+            linears.extend(l.cross.kv.linears());
+            linears.extend([&l.attn.out, &l.cross.q, &l.cross.out, &l.ffn.up, &l.ffn.down]);
+        }
+        // a shared table (Marian's `model.shared`) counts once
+        if self.src_embed.tensor().name() == self.tgt_embed.tensor().name() {
+            WeightBytes::of(linears, &[&self.src_embed])
+        } else {
+            WeightBytes::of(linears, &[&self.src_embed, &self.tgt_embed])
+        }
+    }
+
+    /// Source rows × decoder layers projected to cross-attention K/V since the model was loaded.
+    pub(crate) fn cross_projection_count(&self) -> usize {
+        self.cross_projections.load(Ordering::Relaxed)
+    }
+
+    /// Add the position encodings of positions `p0 .. p0 + n` to each of the `rows` sequences of `x`.
+    fn add_positions(&self, x: &mut [f32], rows: usize, n: usize, p0: usize) -> Result<()> {
+        let d = self.cfg.d_model;
+        if p0 + n > self.cfg.positions.max {
+            return Err(Error::Request(format!(
+                "sequence of {} positions is longer than the model's {} positions",
+                p0 + n,
+                self.cfg.positions.max
+            )));
+        }
+        let table = &self.pos_table[p0 * d..(p0 + n) * d];
+        for r in 0..rows {
+            self.kernels.add(&mut x[r * n * d..(r + 1) * n * d], table);
+        }
+        Ok(())
+    }
+
+    /// Encode `sources` (token ids, any lengths) and project the result to every decoder layer's
+    /// cross-attention K/V. The returned state has one decoder row per source; it can hold up to
+    /// `room.max_rows` rows (e.g. sources × beams) and `room.max_new_tokens` decoder positions per row, its
+    /// self-attention caches within `max_bytes`.
+    pub(crate) fn start(&self, sources: &[&[u32]], room: Room, max_bytes: usize) -> Result<Seq2SeqState> {
+        on_pool(|| self.encode(sources, room, max_bytes))
+    }
+
+    /// [`Self::start`].
+    fn encode(&self, sources: &[&[u32]], room: Room, max_bytes: usize) -> Result<Seq2SeqState> {
+        let k = &self.kernels;
+        let d = self.cfg.d_model;
+        let n_src = sources.len();
+        let src_lens: Vec<usize> = sources.iter().map(|s| s.len()).collect();
+        // pad every source to the longest (at least one position, so that an empty source is masked, not skipped)
+        let len = src_lens.iter().copied().max().unwrap_or(0).max(1);
+        let rows = n_src * len;
+        let pad = self.cfg.pad_token_id.min(self.cfg.src_vocab_size as u32 - 1);
+        let mut ids = vec![pad; rows];
+        for (s, src) in sources.iter().enumerate() {
+            ids[s * len..s * len + src.len()].copy_from_slice(src);
+        }
+
+        // 1. token embeddings * scale + positions: x [n_src * len, d]
+        let mut x = vec![0.0f32; rows * d];
+        self.src_embed.forward(k, &ids, self.cfg.embed_scale, &mut x)?;
+        self.add_positions(&mut x, n_src, len, 0)?;
+
+        // 2. encoder layers, padded keys masked by `src_lens`
+        let ffn_dim = self.cfg.encoder_ffn_dim;
+        let mut buf = Buffers::new(rows, d, ffn_dim);
+        let heads = Heads::new(self.cfg.n_encoder_heads, d / self.cfg.n_encoder_heads);
+        for layer in &self.encoder {
+            // self-attention (bidirectional)                                      [n_src * len, d]
+            let input = pre_norm(k, self.cfg.norm, &layer.attn.norm, &x, &mut buf.h);
+            let p = layer.attn.qkv.forward(k, input, rows, d, &mut buf.qkv);
+            let packed = packed_strides(len, p.pos, heads.head_dim);
+            let args = AttnArgs::bidirectional(heads, n_src, len, &src_lens)
+                .with_q_strides(packed)
+                .with_kv_strides(packed);
+            k.attention(&args, &buf.qkv[p.q..], &buf.qkv[p.k..], &buf.qkv[p.v..], &mut buf.attn);
+            layer.attn.out.forward(k, &buf.attn, rows, &mut buf.o);
+            buf.residual(k, self.cfg.norm, &layer.attn.norm, &mut x);
+            // feed-forward
+            self.feed_forward(&layer.ffn, &mut buf, &mut x, rows);
+        }
+        if let Some(norm) = &self.encoder_norm {
+            norm.forward(k, &x, &mut buf.h);
+            std::mem::swap(&mut x, &mut buf.h);
+        }
+
+        // 3. cross-attention K/V of every decoder layer, once per source
+        let cross = self
+            .decoder
+            .iter()
+            .map(|layer| {
+                let mut data = vec![0.0f32; 2 * rows * d];
+                let (k_off, v_off, pos) = layer.cross.kv.forward(k, &x, rows, d, &mut data);
+                CrossKv {
+                    data,
+                    k_off,
+                    v_off,
+                    pos,
+                }
+            })
+            .collect();
+        self.cross_projections
+            .fetch_add(n_src * self.decoder.len(), Ordering::Relaxed);
+
+        // 4. self-attention caches for up to `max_rows` rows; room for `max_new_tokens` positions, first
+        //    allocated for a typical output length and grown (rarely) in `step`
+        let max_rows = room.max_rows.max(n_src);
+        let heads = self.cfg.n_decoder_heads;
+        let max_new_tokens = room.max_new_tokens.max(1);
+        let shape = KvShape {
+            max_batch: max_rows,
+            n_kv_heads: heads,
+            capacity: max_new_tokens.min(INITIAL_CACHE_FACTOR * len + INITIAL_CACHE_EXTRA),
+            head_dim: d / heads,
+        };
+        let self_kv = KvCache::for_layers(self.decoder.len(), shape, n_src, max_bytes)?;
+        Ok(Seq2SeqState {
+            self_kv,
+            cross,
+            src_len: len,
+            src_lens,
+            memory: x,
+            row_source: (0..n_src).collect(),
+            buf: Buffers::new(max_rows, d, self.cfg.decoder_ffn_dim),
+            head: Scratch::default(),
+            x: vec![0.0; max_rows * d],
+            n_rows_max: max_rows,
+            max_len: max_new_tokens,
+            max_bytes,
+        })
+    }
+
+    /// `x = x + ffn(x)` with the block's norm before or after.
+    fn feed_forward(&self, ffn: &FeedForward, buf: &mut Buffers, x: &mut [f32], rows: usize) {
+        let k = &self.kernels;
+        let act = self.cfg.activation;
+        let input = pre_norm(k, self.cfg.norm, &ffn.norm, x, &mut buf.h);
+        let hidden = &mut buf.ffn[..rows * ffn.up.out_dim];
+        ffn.up.forward(k, input, rows, hidden);
+        k.activation(act, hidden);
+        ffn.down.forward(k, hidden, rows, &mut buf.o[..rows * self.cfg.d_model]);
+        buf.residual(k, self.cfg.norm, &ffn.norm, x);
+    }
+}
+
+/// Strides of `[batch, len, heads, head_dim]` rows whose positions are `pos` floats apart.
+fn packed_strides(len: usize, pos: usize, head_dim: usize) -> Strides {
+    Strides {
+        batch: len * pos,
+        pos,
+        head: head_dim,
+    }
+}
+
+/// One decoder layer's cross-attention K and V for every source: `[n_src, src_len, *]` rows of `pos`
+/// floats, K at `k_off`, V at `v_off` within each row.
+#[derive(Debug)]
+struct CrossKv {
+    data: Vec<f32>,
+    k_off: usize,
+    v_off: usize,
+    pos: usize,
+}
+
+/// Scratch buffers, sized once for the most rows a run needs (and grown only if a call needs more).
+#[derive(Debug, Default)]
+struct Buffers {
+    /// Normalised input of a block (pre-norm) / norm output (post-norm). `[rows, d]`
+    h: Vec<f32>,
+    /// q | k | v projections. `3 * rows * d`
+    qkv: Vec<f32>,
+    /// Cross-attention queries. `[rows, d]`
+    q: Vec<f32>,
+    /// Attention output before the out projection. `[rows, d]`
+    attn: Vec<f32>,
+    /// Block output. `[rows, d]`
+    o: Vec<f32>,
+    /// FFN hidden. `[rows, ffn_dim]`
+    ffn: Vec<f32>,
+}
+
+impl Buffers {
+    fn new(rows: usize, d: usize, ffn_dim: usize) -> Self {
+        let mut b = Self::default();
+        b.ensure(rows, d, ffn_dim);
+        b
+    }
+
+    /// Make every buffer hold `rows` rows (no allocation when they already do).
+    fn ensure(&mut self, rows: usize, d: usize, ffn_dim: usize) {
+        for (v, n) in [
+            (&mut self.h, rows * d),
+            (&mut self.qkv, 3 * rows * d),
+            (&mut self.q, rows * d),
+            (&mut self.attn, rows * d),
+            (&mut self.o, rows * d),
+            (&mut self.ffn, rows * ffn_dim),
+        ] {
+            if v.len() < n {
+                v.resize(n, 0.0);
+            }
+        }
+    }
+
+    /// `x = x + o` (pre-norm) or `x = norm(x + o)` (post-norm), `o` being the sublayer output in `self.o`.
+    fn residual(&mut self, k: &Kernels, place: NormPlacement, norm: &LayerNorm, x: &mut [f32]) {
+        let n = x.len();
+        k.add(x, &self.o[..n]);
+        if place == NormPlacement::PostNorm {
+            norm.forward(k, x, &mut self.h[..n]);
+            x.copy_from_slice(&self.h[..n]);
+        }
+    }
+}
+
+/// The input of a sublayer: `norm(x)` (pre-norm, written to `h`) or `x` itself (post-norm).
+fn pre_norm<'a>(k: &Kernels, place: NormPlacement, norm: &LayerNorm, x: &'a [f32], h: &'a mut [f32]) -> &'a [f32] {
+    match place {
+        NormPlacement::PreNorm => {
+            let h = &mut h[..x.len()];
+            norm.forward(k, x, h);
+            h
+        }
+        NormPlacement::PostNorm => x,
+    }
+}
+
+/// The decoding state of a batch of sources: encoder output, cross-attention K/V per source (shared by
+/// all beams of a source), self-attention caches per row, the row -> source map and scratch buffers.
+#[derive(Debug)]
+pub(crate) struct Seq2SeqState {
+    self_kv: Vec<KvCache>,
+    cross: Vec<CrossKv>,
+    /// Padded source length (rows of `memory` and `cross` per source).
+    src_len: usize,
+    src_lens: Vec<usize>,
+    /// Encoder output `[n_src, src_len, d]`.
+    memory: Vec<f32>,
+    /// Decoder row -> source index.
+    row_source: Vec<usize>,
+    buf: Buffers,
+    /// Scratch of the final norm and LM head.
+    head: Scratch,
+    /// The decoder's residual stream. `[rows, d]`
+    x: Vec<f32>,
+    n_rows_max: usize,
+    /// The most decoder positions asked for in `start`.
+    max_len: usize,
+    /// Cap on the bytes of the self-attention caches of every layer together.
+    max_bytes: usize,
+}
+
+/// Room a state keeps for decoding: at most `max_rows` rows (sources × beams), `max_new_tokens` positions each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Room {
+    pub(crate) max_rows: usize,
+    pub(crate) max_new_tokens: usize,
+}
+
+impl Seq2SeqState {
+    /// Re-allocate the self-attention caches with room for at least `needed` positions (doubling, at most
+    /// `max_len`, within `max_bytes`), copying the filled positions.
+    fn grow_caches(&mut self, needed: usize) -> Result<()> {
+        let Some(first) = self.self_kv.first() else {
+            return Ok(());
+        };
+        let shape = KvShape {
+            capacity: needed.max(2 * first.capacity()).min(self.max_len),
+            ..first.shape()
+        };
+        KvCache::check_layers(self.self_kv.len(), shape, self.max_bytes)?;
+        for cache in &mut self.self_kv {
+            let mut grown = KvCache::new(shape, cache.batch(), self.max_bytes)?;
+            grown.append_strided(cache.k(), cache.v(), cache.strides(), cache.len())?;
+            *cache = grown;
+        }
+        Ok(())
+    }
+
+    /// Decoder positions already fed to every row.
+    pub(crate) fn len(&self) -> usize {
+        self.self_kv.first().map_or(0, KvCache::len)
+    }
+
+    /// Decoder rows in use.
+    pub(crate) fn batch(&self) -> usize {
+        self.row_source.len()
+    }
+
+    /// The most decoder positions a row holds.
+    pub(crate) fn capacity(&self) -> usize {
+        self.max_len
+    }
+
+    /// Encoder output `[n_src, src_len, d_model]` (rows past a source's length are padding).
+    pub(crate) fn encoder_output(&self) -> &[f32] {
+        &self.memory
+    }
+
+    /// Padded source length.
+    pub(crate) fn src_len(&self) -> usize {
+        self.src_len
+    }
+
+    /// Each source's own length.
+    pub(crate) fn src_lens(&self) -> &[usize] {
+        &self.src_lens
+    }
+
+    /// Decoder row -> source index.
+    pub(crate) fn row_sources(&self) -> &[usize] {
+        &self.row_source
+    }
+
+    /// Bytes held by the cross-attention K/V (independent of the number of beams).
+    pub(crate) fn cross_kv_bytes(&self) -> usize {
+        self.cross.iter().map(|c| c.data.len() * 4).sum()
+    }
+}
+
+impl Decoder for Seq2Seq {
+    type Cache = Seq2SeqState;
+
+    fn vocab_size(&self) -> usize {
+        self.cfg.tgt_vocab_size
+    }
+
+    fn step(&self, st: &mut Seq2SeqState, tokens: &[u32], n: usize, logits: &mut [f32]) -> Result<()> {
+        self.forward(st, StepIo::last(tokens, n, logits))
+    }
+
+    fn reorder(&self, st: &mut Seq2SeqState, src: &[usize]) -> Result<()> {
+        self.reorder_rows(st, src)
+    }
+
+    fn cached_len(&self, st: &Seq2SeqState) -> usize {
+        st.len()
+    }
+
+    fn kernels(&self) -> Kernels {
+        self.kernels
+    }
+}
+
+impl Seq2Seq {
+    /// `io.n` new tokens per row through the decoder, logits of the positions `io.which` asks for (on rayon's
+    /// pool).
+    pub(crate) fn forward(&self, st: &mut Seq2SeqState, io: StepIo<'_>) -> Result<()> {
+        on_pool(|| self.decode(st, io))
+    }
+
+    /// [`Seq2Seq::forward`].
+    fn decode(&self, st: &mut Seq2SeqState, io: StepIo<'_>) -> Result<()> {
+        let k = &self.kernels;
+        let d = self.cfg.d_model;
+        let heads = Heads::new(self.cfg.n_decoder_heads, d / self.cfg.n_decoder_heads);
+        let head_dim = heads.head_dim;
+        let batch = st.row_source.len();
+        let shape = io.shape(batch, self.cfg.tgt_vocab_size)?;
+        let (tokens, n) = (io.tokens, io.n);
+        let past = st.len();
+        if past + n > st.max_len {
+            return Err(Error::CacheFull {
+                needed: past + n,
+                capacity: st.max_len,
+            });
+        }
+        if past + n > st.self_kv[0].capacity() {
+            st.grow_caches(past + n)?;
+        }
+        let rows = shape.rows();
+        st.buf.ensure(rows, d, self.cfg.decoder_ffn_dim);
+        let buf = &mut st.buf;
+
+        // 1. token embeddings * scale + positions past .. past + n: x [batch * n, d]
+        let mut x = std::mem::take(&mut st.x);
+        x.resize(rows * d, 0.0);
+        self.tgt_embed.forward(k, tokens, self.cfg.embed_scale, &mut x)?;
+        self.add_positions(&mut x, batch, n, past)?;
+
+        for (l, layer) in self.decoder.iter().enumerate() {
+            // 2. causal self-attention over the cache (the new positions appended in place)
+            let input = pre_norm(k, self.cfg.norm, &layer.attn.norm, &x, &mut buf.h);
+            let p = layer.attn.qkv.forward(k, input, rows, d, &mut buf.qkv);
+            let cache = &mut st.self_kv[l];
+            let src = packed_strides(n, p.pos, head_dim);
+            cache.append_strided(&buf.qkv[p.k..], &buf.qkv[p.v..], src, n)?;
+            let args = AttnArgs::causal(heads, batch, n, past + n)
+                .with_q_strides(src)
+                .with_kv_strides(cache.strides());
+            k.attention(&args, &buf.qkv[p.q..], cache.k(), cache.v(), &mut buf.attn[..rows * d]);
+            layer
+                .attn
+                .out
+                .forward(k, &buf.attn[..rows * d], rows, &mut buf.o[..rows * d]);
+            buf.residual(k, self.cfg.norm, &layer.attn.norm, &mut x);
+
+            // 3. cross-attention: each run of rows of one source reads that source's K/V
+            let input = pre_norm(k, self.cfg.norm, &layer.cross.norm, &x, &mut buf.h);
+            layer.cross.q.forward(k, input, rows, &mut buf.q[..rows * d]);
+            let kv = &st.cross[l];
+            let mut r0 = 0;
+            while r0 < batch {
+                let s = st.row_source[r0];
+                let r1 = r0 + st.row_source[r0..].iter().take_while(|&&t| t == s).count();
+                let base = s * st.src_len * kv.pos;
+                // batch stride 0: every beam of the source reads the same K/V
+                let args = AttnArgs::cross(heads, r1 - r0, n, st.src_lens[s]).with_kv_strides(Strides {
+                    batch: 0,
+                    pos: kv.pos,
+                    head: head_dim,
+                });
+                k.attention(
+                    &args,
+                    &buf.q[r0 * n * d..r1 * n * d],
+                    &kv.data[base + kv.k_off..],
+                    &kv.data[base + kv.v_off..],
+                    &mut buf.attn[r0 * n * d..r1 * n * d],
+                );
+                r0 = r1;
+            }
+            layer
+                .cross
+                .out
+                .forward(k, &buf.attn[..rows * d], rows, &mut buf.o[..rows * d]);
+            buf.residual(k, self.cfg.norm, &layer.cross.norm, &mut x);
+
+            // 4. feed-forward
+            self.feed_forward(&layer.ffn, buf, &mut x, rows);
+        }
+
+        // 5. (final norm) and LM head on the positions that need logits
+        self.head.forward(k, &x, shape, io.which, &mut st.head, io.logits);
+        st.x = x;
+        Ok(())
+    }
+
+    fn reorder_rows(&self, st: &mut Seq2SeqState, src: &[usize]) -> Result<()> {
+        if src.len() > st.n_rows_max {
+            return Err(Error::Request(format!(
+                "decoder reorder: {} rows asked for, the state holds at most {}",
+                src.len(),
+                st.n_rows_max
+            )));
+        }
+        let old = &st.row_source;
+        let new: Vec<usize> = src
+            .iter()
+            .map(|&r| {
+                old.get(r)
+                    .copied()
+                    .ok_or_else(|| Error::Request(format!("decoder reorder: row {r} does not exist ({})", old.len())))
+            })
+            .collect::<Result<_>>()?;
+        for cache in &mut st.self_kv {
+            cache.reorder(src)?;
+        }
+        st.row_source = new;
+        Ok(())
+    }
+}
