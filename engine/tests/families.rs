@@ -82,3 +82,30 @@ fn qwen2_matches_hf() {
 fn llama3_rope_scaling_matches_hf() {
     check_family("llama3");
 }
+
+#[test]
+fn qwen3_matches_hf() {
+    check_family("qwen3");
+}
+
+/// 8 prompt + 40 generated positions over a 16-position window.
+#[test]
+fn mistral_sliding_window_matches_hf() {
+    check_family("mistral");
+}
+
+/// Fused projections and LongRoPE's short factors and attention factor (the long ones: `models/rope.rs` tests).
+#[test]
+fn phi3_matches_hf() {
+    check_family("phi3");
+}
+
+#[test]
+fn gemma2_matches_hf() {
+    check_family("gemma2");
+}
+
+#[test]
+fn gemma3_matches_hf() {
+    check_family("gemma3");
+}

@@ -34,9 +34,13 @@
 //! names of its layers) and a loader that turns its config into a `Seq2SeqConfig`.
 
 pub(crate) mod decoder_only;
+mod gemma;
 mod gpt2;
 mod llama;
+mod mistral;
+mod phi3;
 mod qwen2;
+mod qwen3;
 mod rope;
 mod rotary;
 pub(crate) mod seq2seq;
@@ -86,6 +90,11 @@ pub(crate) const FAMILIES: &[Family] = &[
     Family::new("llama", &["LlamaForCausalLM", "LlamaModel"], llama::load),
     Family::new("gpt2", &["GPT2LMHeadModel", "GPT2Model"], gpt2::load),
     Family::new("qwen2", &["Qwen2ForCausalLM"], qwen2::load),
+    Family::new("qwen3", &["Qwen3ForCausalLM"], qwen3::load),
+    Family::new("mistral", &["MistralForCausalLM"], mistral::load),
+    Family::new("phi3", &["Phi3ForCausalLM"], phi3::load),
+    Family::new("gemma2", &["Gemma2ForCausalLM"], gemma::load_gemma2),
+    Family::new("gemma3_text", &["Gemma3ForCausalLM"], gemma::load_gemma3),
     Family::new("marian", &["MarianMTModel", "MarianModel"], seq2seq::load_marian),
     Family::new("ct2_transformer_seq2seq", &[], seq2seq::load_ct2),
 ];

@@ -5,7 +5,7 @@
 use loaders::config::{LlamaConfig, RawConfig};
 use serde::Deserialize;
 
-use super::rotary::{self, Mlp, NormStyle, Norms, Qkv, Spec};
+use super::rotary::{self, Qkv, Spec};
 use super::{Loaded, Source};
 use crate::Result;
 
@@ -47,23 +47,8 @@ fn spec(raw: &RawConfig) -> Result<(Spec, LlamaConfig)> {
         0,
     )?;
     let spec = Spec {
-        shape: rotary::shape(&c),
         qkv: Qkv::Separate { bias: true },
-        mlp: Mlp::Separate,
-        act: super::activation(file, "hidden_act", &c.hidden_act)?,
-        norms: Norms {
-            style: NormStyle::PreNorm,
-            gain_offset: 0.0,
-            qk_norm: false,
-        },
-        embed_scale: 1.0,
-        attn_scale: 1.0 / (c.head_dim as f32).sqrt(),
-        attn_softcap: None,
-        final_softcap: None,
-        layers,
-        ropes: vec![rotary::rope(file, &c, None)?],
-        max_positions: c.max_position_embeddings,
-        tie_word_embeddings: c.tie_word_embeddings,
+        ..Spec::llama_like(file, &c, layers, rotary::rope(file, &c, None)?)?
     };
     Ok((spec, c))
 }

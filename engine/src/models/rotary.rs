@@ -115,6 +115,43 @@ pub(crate) struct Spec {
     pub(crate) tie_word_embeddings: bool,
 }
 
+impl Spec {
+    /// The Llama block a config read as a [`LlamaConfig`] describes, with per-layer `layers` and one `rope` for
+    /// all: separate unbiased projections, SwiGLU (or the config's `hidden_act`), pre-norm, `1/sqrt(head_dim)`
+    /// scaling, nothing capped. Each family changes what differs.
+    pub(crate) fn llama_like(file: &Path, c: &LlamaConfig, layers: Vec<LayerKind>, rope: Rope) -> Result<Self> {
+        Ok(Spec {
+            shape: shape(c),
+            qkv: Qkv::Separate { bias: false },
+            mlp: Mlp::Separate,
+            act: super::activation(file, "hidden_act", &c.hidden_act)?,
+            norms: Norms {
+                style: NormStyle::PreNorm,
+                gain_offset: 0.0,
+                qk_norm: false,
+            },
+            embed_scale: 1.0,
+            attn_scale: 1.0 / (c.head_dim as f32).sqrt(),
+            attn_softcap: None,
+            final_softcap: None,
+            layers,
+            ropes: vec![rope],
+            max_positions: c.max_position_embeddings,
+            tie_word_embeddings: c.tie_word_embeddings,
+        })
+    }
+}
+
+/// An error for `attention_bias: true` in a family whose published models have none (qkv binds no bias there).
+pub(crate) fn no_attention_bias(file: &Path, c: &LlamaConfig) -> Result<()> {
+    if c.attention_bias || c.mlp_bias {
+        return Err(Error::Unsupported {
+            what: format!("{}: attention_bias / mlp_bias in this family", file.display()),
+        });
+    }
+    Ok(())
+}
+
 /// The shape of a config read as a [`LlamaConfig`] (the fields every rotary family names alike).
 pub(crate) fn shape(c: &LlamaConfig) -> Shape {
     Shape {

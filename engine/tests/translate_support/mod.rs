@@ -9,6 +9,7 @@ use loaders::safetensors::SafeTensors;
 
 #[path = "../hash_weights/mod.rs"]
 mod hash_weights;
+#[allow(unused_imports)]
 pub use hash_weights::{hash_init_tensors as marian_base_shape_tensors, hash_tensor, write_model_dir};
 
 /// A reference tensor: shape and f32 values.
