@@ -9,6 +9,7 @@ mod decoder_support;
 mod hash_weights;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use decoder_support::{check_greedy, ids, json, load_on, max_abs, open, tensor};
 use qkv::LogitsFor;
@@ -18,15 +19,16 @@ use qkv::LogitsFor;
 /// stay near 1e-5; 1e-4 is the bound.
 const LOGITS_TOL: f32 = 1e-4;
 
-/// The fixture's model directory, its weights rebuilt once per test binary into the target dir.
+/// The fixture's model directory, its weights rebuilt into a directory of the target dir of this call's own
+/// (tests run in parallel; each removes its directory when done).
 fn model_dir(name: &str) -> (PathBuf, serde_json::Value) {
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
     let fixture = loaders::paths::fixture("families").join(name);
     let meta = json(&fixture.join("reference.json"));
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("families-{name}-{}", std::process::id()));
-    if !dir.join("model.safetensors").is_file() {
-        std::fs::create_dir_all(&dir).unwrap();
-        hash_weights::write_model_dir(&dir, &fixture, hash_weights::hash_init_tensors(&meta));
-    }
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("families-{name}-{}-{call}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    hash_weights::write_model_dir(&dir, &fixture, hash_weights::hash_init_tensors(&meta));
     (dir, meta)
 }
 
@@ -108,4 +110,53 @@ fn gemma2_matches_hf() {
 #[test]
 fn gemma3_matches_hf() {
     check_family("gemma3");
+}
+
+/// Score difference allowed against transformers' `sequences_scores`: a sum of 16 log-probabilities, each
+/// within the logits' tolerance of HF's (log-softmax moves by at most twice the largest logit difference), over
+/// the generated length.
+const SCORE_TOL: f32 = 2.0 * LOGITS_TOL;
+
+/// Decoder-only beam search (4 beams, 16 new tokens, transformers' defaults) against `generate(num_beams=4,
+/// num_return_sequences=4)`: the four hypotheses, in order, and their scores.
+fn check_beam(name: &str) {
+    let (dir, meta) = model_dir(name);
+    let b = &meta["beam"];
+    let prompt = ids(&meta["prompt"]);
+    let eos = ids(&meta["eos_token_id"]);
+    let want: Vec<Vec<u32>> = b["sequences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            // HF pads a beam that ended early; keep it up to its EOS.
+            let s = ids(s);
+            match s.iter().position(|t| eos.contains(t)) {
+                Some(e) => s[..=e].to_vec(),
+                None => s,
+            }
+        })
+        .collect();
+    let scores: Vec<f32> = serde_json::from_value(b["scores"].clone()).unwrap();
+    let k = kernels::Kernels::detect().unwrap();
+    let m = load_on(&dir, k);
+    let n_beams = b["num_beams"].as_u64().unwrap() as usize;
+    let opts = qkv::search::SearchOptions {
+        num_return_sequences: n_beams,
+        ..m.beam_options(n_beams, b["max_new_tokens"].as_u64().unwrap() as usize)
+    };
+    let hyps = m.generate_beam_ids(&prompt, &opts).unwrap();
+    let got: Vec<Vec<u32>> = hyps.iter().map(|h| h.tokens.clone()).collect();
+    assert_eq!(got, want, "{name} on {}: beam hypotheses", k.isa());
+    for (h, s) in hyps.iter().zip(&scores) {
+        assert!((h.score - s).abs() <= SCORE_TOL, "{name}: score {} vs HF {s}", h.score);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn beam_search_matches_hf() {
+    for name in ["qwen2", "llama3", "qwen3", "mistral", "phi3", "gemma2", "gemma3"] {
+        check_beam(name);
+    }
 }

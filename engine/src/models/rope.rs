@@ -321,8 +321,14 @@ mod tests {
                 let angle = p as f32 * inv;
                 // within an ulp: the compiler may fold this side's cos/sin at build time
                 let ulp = f32::EPSILON * f;
-                assert!((t.cos[p * 2 + i] - angle.cos() * f).abs() <= ulp, "position {p} pair {i}");
-                assert!((t.sin[p * 2 + i] - angle.sin() * f).abs() <= ulp, "position {p} pair {i}");
+                assert!(
+                    (t.cos[p * 2 + i] - angle.cos() * f).abs() <= ulp,
+                    "position {p} pair {i}"
+                );
+                assert!(
+                    (t.sin[p * 2 + i] - angle.sin() * f).abs() <= ulp,
+                    "position {p} pair {i}"
+                );
             }
         }
     }
