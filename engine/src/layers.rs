@@ -485,6 +485,12 @@ impl RmsNorm {
         Ok(Self { weight, eps })
     }
 
+    /// A norm over given gains (tests).
+    #[cfg(test)]
+    pub(crate) fn from_gains(weight: Vec<f32>, eps: f32) -> Self {
+        Self { weight, eps }
+    }
+
     /// `out[rows, dim] = rms_norm(x[rows, dim])`.
     pub(crate) fn forward(&self, k: &Kernels, x: &[f32], out: &mut [f32]) {
         k.rms_norm(x, &self.weight, self.eps, out);

@@ -603,3 +603,40 @@ fn residual(k: &Kernels, norm: Option<&RmsNorm>, x: &mut [f32], y: &[f32], tmp: 
         None => k.add(x, y),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Qwen3 / Gemma 3's q/k norm as the block runs it (one `[head_dim]` norm over `[rows, n_heads, head_dim]`),
+    /// against a naive per-head RMSNorm in f64 (transformers' `Qwen3RMSNorm` over the last dimension, times the
+    /// gain; Gemma's gain `1 + w`), on every ISA. Tolerance: f32 rounding of a 64-term mean of squares and two
+    /// products, a few ulps of values of size ~3.
+    #[test]
+    fn qk_norm_is_a_per_head_rms_norm() {
+        const TOL: f32 = 1e-5;
+        let (rows, n_heads, hd, eps) = (5, 3, 64, 1e-6f32);
+        let x: Vec<f32> = (0..rows * n_heads * hd)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * (1.0 + (i / hd) as f32))
+            .collect();
+        let w: Vec<f32> = (0..hd).map(|i| 0.5 + (i % 7) as f32 * 0.1).collect();
+        for offset in [0.0f32, 1.0] {
+            let gains: Vec<f32> = w.iter().map(|g| g + offset).collect();
+            let norm = RmsNorm::from_gains(gains, eps);
+            let mut want = vec![0.0f32; x.len()];
+            for (head, out) in x.chunks_exact(hd).zip(want.chunks_exact_mut(hd)) {
+                let ms = head.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / hd as f64;
+                let inv = 1.0 / (ms + eps as f64).sqrt();
+                for ((o, &v), &g) in out.iter_mut().zip(head).zip(&w) {
+                    *o = (v as f64 * inv * (offset as f64 + g as f64)) as f32;
+                }
+            }
+            for k in kernels::testing::kernels("rotary::qk_norm") {
+                let mut got = vec![0.0f32; x.len()];
+                norm.forward(&k, &x, &mut got);
+                let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+                assert!(err <= TOL, "{}: per-head norm differs by {err}", k.isa());
+            }
+        }
+    }
+}
