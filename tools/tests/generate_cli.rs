@@ -67,7 +67,16 @@ fn beam_size_prints_the_best_beam() {
         .unwrap()
         .swap_remove(0);
     let out = qkv()
-        .args(["generate", "--model", &stories(), "--max-new-tokens", "24", "--beam-size", "4", "--json"])
+        .args([
+            "generate",
+            "--model",
+            &stories(),
+            "--max-new-tokens",
+            "24",
+            "--beam-size",
+            "4",
+            "--json",
+        ])
         .args(["--prompt", prompt])
         .output()
         .unwrap();
@@ -76,13 +85,34 @@ fn beam_size_prints_the_best_beam() {
     assert_eq!(v["tokens"], serde_json::json!(best.tokens));
     assert!((v["score"].as_f64().unwrap() as f32 - best.score).abs() <= 1e-6);
     let text = qkv()
-        .args(["generate", "--model", &stories(), "--max-new-tokens", "24", "--beam-size", "4"])
+        .args([
+            "generate",
+            "--model",
+            &stories(),
+            "--max-new-tokens",
+            "24",
+            "--beam-size",
+            "4",
+        ])
         .args(["--prompt", prompt])
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8(text.stdout).unwrap(), format!("{}\n", v["text"].as_str().unwrap()));
+    assert_eq!(
+        String::from_utf8(text.stdout).unwrap(),
+        format!("{}\n", v["text"].as_str().unwrap())
+    );
     let bad = qkv()
-        .args(["generate", "--model", &stories(), "--beam-size", "4", "--temperature", "0.5", "--prompt", "x"])
+        .args([
+            "generate",
+            "--model",
+            &stories(),
+            "--beam-size",
+            "4",
+            "--temperature",
+            "0.5",
+            "--prompt",
+            "x",
+        ])
         .output()
         .unwrap();
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--beam-size"));

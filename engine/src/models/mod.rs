@@ -6,10 +6,16 @@
 //! | --- | --- | --- |
 //! | `llama.rs` | `llama`: RMSNorm, RoPE, grouped-query attention, SwiGLU | `decoder_only.rs` |
 //! | `gpt2.rs` | `gpt2`: learned positions, fused QKV, GELU | `decoder_only.rs` |
+//! | `qwen2.rs`, `qwen3.rs`, `mistral.rs`, `phi3.rs`, `gemma.rs` | `qwen2`, `qwen3`, `mistral`, `phi3`, `gemma2`, `gemma3_text`: each reads its config into a [`rotary::Spec`] | `rotary.rs` |
+//! | `rotary.rs` | the rotary GQA decoder those families configure: q/k/v bias, fused projections, per-head q/k norm, sliding windows, soft-capping, sandwich and (1+w) norms, GeGLU, per-layer RoPE tables | `decoder_only.rs` |
+//! | `rope.rs` | RoPE frequencies, plain or scaled (`linear`, `llama3`, `longrope`), for every family with RoPE | |
 //! | `seq2seq.rs` | `marian`, `ct2_transformer_seq2seq`: one encoder-decoder runtime, a naming scheme per checkpoint format | |
 //! | `decoder_only.rs` | the plumbing every decoder-only family shares: step checks, KV caches and their memory cap, final norm + LM head, the [`crate::Decoder`] implementation | |
 //!
 //! # Adding a decoder-only family
+//!
+//! When it is a rotary GQA decoder (most are), write `models/<family>.rs` that reads its `config.json` into a
+//! [`rotary::Spec`] (`Spec::llama_like` and what differs, see `qwen3.rs`) and calls [`rotary::load`]; else:
 //!
 //! Write `models/<family>.rs` with a loader and a [`decoder_only::Blocks`] (its embeddings and blocks; it binds
 //! its final norm and LM head, which the shared plumbing runs with the caches and step checks), then add one
