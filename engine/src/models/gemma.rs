@@ -56,14 +56,12 @@ enum Version {
 
 /// The registry's loader for `gemma2`.
 pub(crate) fn load_gemma2(src: &Source<'_>) -> Result<Loaded> {
-    let (spec, c) = spec(src.config, Version::Two)?;
-    rotary::load(src, spec, c.bos_token_id, c.eos_token_id)
+    rotary::load(src, |raw| spec(raw, Version::Two))
 }
 
 /// The registry's loader for `gemma3_text`.
 pub(crate) fn load_gemma3(src: &Source<'_>) -> Result<Loaded> {
-    let (spec, c) = spec(src.config, Version::Three)?;
-    rotary::load(src, spec, c.bos_token_id, c.eos_token_id)
+    rotary::load(src, |raw| spec(raw, Version::Three))
 }
 
 /// A soft-capping value: the config's (`null`: none), or `default` when the key is absent.
@@ -199,25 +197,16 @@ fn spec(raw: &RawConfig, version: Version) -> Result<(Spec, LlamaConfig)> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
 
     fn config(model_type: &str, extra: &str) -> Result<(Spec, LlamaConfig)> {
-        let json = format!(
-            r#"{{"model_type":"{model_type}","hidden_size":64,"intermediate_size":96,"num_hidden_layers":6,
-                "num_attention_heads":4,"num_key_value_heads":1,"head_dim":32,"vocab_size":100,
-                "sliding_window":16{extra}}}"#
-        );
-        let version = if model_type == "gemma2" {
-            Version::Two
-        } else {
-            Version::Three
+        let extra =
+            format!(r#","num_hidden_layers":6,"num_key_value_heads":1,"head_dim":32,"sliding_window":16{extra}"#);
+        let read: rotary::ReadSpec = match model_type {
+            "gemma2" => |raw| spec(raw, Version::Two),
+            _ => |raw| spec(raw, Version::Three),
         };
-        spec(
-            &RawConfig::from_json(Path::new("gemma/config.json"), &json).unwrap(),
-            version,
-        )
+        rotary::read_test_config(model_type, &extra, read)
     }
 
     #[test]

@@ -23,8 +23,7 @@ fn sliding_window() -> Option<usize> {
 
 /// The registry's loader.
 pub(crate) fn load(src: &Source<'_>) -> Result<Loaded> {
-    let (spec, c) = spec(src.config)?;
-    rotary::load(src, spec, c.bos_token_id, c.eos_token_id)
+    rotary::load(src, spec)
 }
 
 fn spec(raw: &RawConfig) -> Result<(Spec, LlamaConfig)> {
@@ -39,16 +38,10 @@ fn spec(raw: &RawConfig) -> Result<(Spec, LlamaConfig)> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
 
     fn config(extra: &str) -> Result<(Spec, LlamaConfig)> {
-        let json = format!(
-            r#"{{"model_type":"mistral","hidden_size":64,"intermediate_size":96,"num_hidden_layers":2,
-                "num_attention_heads":4,"num_key_value_heads":2,"vocab_size":100{extra}}}"#
-        );
-        spec(&RawConfig::from_json(Path::new("mistral/config.json"), &json).unwrap())
+        rotary::read_test_config("mistral", &format!(r#","num_hidden_layers":2{extra}"#), spec)
     }
 
     #[test]

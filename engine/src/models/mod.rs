@@ -22,18 +22,18 @@
 //! line to [`FAMILIES`]:
 //!
 //! ```ignore
-//! // models/qwen2.rs
+//! // models/falcon.rs
 //! #[derive(serde::Deserialize)]
-//! struct Qwen2Config { hidden_size: usize, num_hidden_layers: usize, /* ... */ }
+//! struct FalconConfig { hidden_size: usize, num_hidden_layers: usize, /* ... */ }
 //!
 //! pub(crate) fn load(src: &Source<'_>) -> Result<Loaded> {
-//!     let c: Qwen2Config = src.config.parse()?; // an error names config.json and the field
-//!     let (blocks, head) = Qwen2::bind(src, &c)?; // impl Blocks for Qwen2, and its LmHead
+//!     let c: FalconConfig = src.config.parse()?; // an error names config.json and the field
+//!     let (blocks, head) = Falcon::bind(src, &c)?; // impl Blocks for Falcon, and its LmHead
 //!     Ok(src.decoder_only((blocks, head), c.bos_token_id, c.eos_token_id))
 //! }
 //!
-//! // models/mod.rs: `mod qwen2;` and, in FAMILIES,
-//! Family::new("qwen2", &["Qwen2ForCausalLM"], qwen2::load),
+//! // models/mod.rs: `mod falcon;` and, in FAMILIES,
+//! Family::new("falcon", &["FalconForCausalLM"], falcon::load),
 //! ```
 //!
 //! An encoder-decoder family in the Marian / CTranslate2 mould is a naming scheme in `seq2seq.rs` (the tensor
@@ -151,7 +151,7 @@ impl Source<'_> {
         eos: Vec<u32>,
     ) -> Loaded {
         Loaded {
-            network: Network::DecoderOnly(CausalLm::new(Box::new(blocks), head, self.kernels)),
+            network: Network::DecoderOnly(Box::new(CausalLm::new(Box::new(blocks), head, self.kernels))),
             bos,
             eos,
         }
@@ -170,7 +170,7 @@ pub(crate) struct Loaded {
 /// runtime with the search defaults its config gives.
 #[derive(Debug)]
 pub(crate) enum Network {
-    DecoderOnly(CausalLm),
+    DecoderOnly(Box<CausalLm>),
     EncoderDecoder {
         net: Box<Seq2Seq>,
         /// What `translate` does unless a call says otherwise.
@@ -226,7 +226,7 @@ impl Decoder for Network {
 
     fn kernels(&self) -> Kernels {
         match self {
-            Network::DecoderOnly(m) => Decoder::kernels(m),
+            Network::DecoderOnly(m) => Decoder::kernels(m.as_ref()),
             Network::EncoderDecoder { net, .. } => net.kernels(),
         }
     }

@@ -36,8 +36,7 @@ fn original_max_position_embeddings() -> usize {
 
 /// The registry's loader.
 pub(crate) fn load(src: &Source<'_>) -> Result<Loaded> {
-    let (spec, c) = spec(src.config)?;
-    rotary::load(src, spec, c.bos_token_id, c.eos_token_id)
+    rotary::load(src, spec)
 }
 
 fn spec(raw: &RawConfig) -> Result<(Spec, LlamaConfig)> {
@@ -71,18 +70,12 @@ fn spec(raw: &RawConfig) -> Result<(Spec, LlamaConfig)> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
     use crate::models::rope::Scaling;
 
     fn config(extra: &str) -> Result<(Spec, LlamaConfig)> {
-        let json = format!(
-            r#"{{"model_type":"phi3","hidden_size":64,"intermediate_size":96,"num_hidden_layers":2,
-                "num_attention_heads":4,"num_key_value_heads":4,"vocab_size":100,
-                "max_position_embeddings":131072{extra}}}"#
-        );
-        spec(&RawConfig::from_json(Path::new("phi3/config.json"), &json).unwrap())
+        let extra = format!(r#","num_hidden_layers":2,"max_position_embeddings":131072{extra}"#);
+        rotary::read_test_config("phi3", &extra, spec)
     }
 
     const LONGROPE: &str = r#","rope_scaling":{"type":"longrope","short_factor":[1,1,1,1,1,1,1,1],

@@ -5,13 +5,14 @@
 use loaders::config::{LlamaConfig, RawConfig};
 use serde::Deserialize;
 
-use super::rotary::{self, Qkv, Spec};
+use super::rotary::{self, LayerKind, Qkv, Spec};
 use super::{Loaded, Source};
 use crate::Result;
 
-/// The `Qwen2Config` keys the Llama reading does not cover (transformers defaults).
+/// The sliding-window keys of `Qwen2Config` and `Qwen3Config` (transformers defaults): windows only with
+/// `use_sliding_window`, on the layers from `max_window_layers` on, unless `layer_types` says otherwise.
 #[derive(Deserialize)]
-struct Extra {
+struct QwenWindows {
     #[serde(default)]
     use_sliding_window: bool,
     #[serde(default)]
@@ -26,26 +27,30 @@ fn max_window_layers() -> usize {
     28
 }
 
+/// The layers of a Qwen2 or Qwen3 config (see [`QwenWindows`]).
+pub(super) fn qwen_layers(raw: &RawConfig, c: &LlamaConfig) -> Result<Vec<LayerKind>> {
+    let x: QwenWindows = raw.parse()?;
+    let window = x.sliding_window.filter(|_| x.use_sliding_window);
+    rotary::layer_kinds(
+        raw.path(),
+        x.layer_types.as_deref(),
+        c.num_hidden_layers,
+        |l| window.is_some() && l >= x.max_window_layers,
+        window,
+        0,
+    )
+}
+
 /// The registry's loader.
 pub(crate) fn load(src: &Source<'_>) -> Result<Loaded> {
-    let (spec, c) = spec(src.config)?;
-    rotary::load(src, spec, c.bos_token_id, c.eos_token_id)
+    rotary::load(src, spec)
 }
 
 /// The decoder `config.json` describes (checked: shapes by the Llama reading, windows and RoPE here).
 fn spec(raw: &RawConfig) -> Result<(Spec, LlamaConfig)> {
     let file = raw.path();
     let c = LlamaConfig::from_raw(raw)?;
-    let x: Extra = raw.parse()?;
-    let window = x.sliding_window.filter(|_| x.use_sliding_window);
-    let layers = rotary::layer_kinds(
-        file,
-        x.layer_types.as_deref(),
-        c.num_hidden_layers,
-        |l| window.is_some() && l >= x.max_window_layers,
-        window,
-        0,
-    )?;
+    let layers = qwen_layers(raw, &c)?;
     let spec = Spec {
         qkv: Qkv::Separate { bias: true },
         ..Spec::llama_like(file, &c, layers, rotary::rope(file, &c, None)?)?
@@ -55,18 +60,12 @@ fn spec(raw: &RawConfig) -> Result<(Spec, LlamaConfig)> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
     use crate::Error;
 
     fn config(extra: &str) -> Result<(Spec, LlamaConfig)> {
-        let json = format!(
-            r#"{{"model_type":"qwen2","hidden_size":64,"intermediate_size":96,"num_hidden_layers":4,
-                "num_attention_heads":4,"num_key_value_heads":2,"vocab_size":100,"rope_theta":1e6,
-                "bos_token_id":1,"eos_token_id":2{extra}}}"#
-        );
-        spec(&RawConfig::from_json(Path::new("qwen2/config.json"), &json).unwrap())
+        let extra = format!(r#","num_hidden_layers":4,"num_key_value_heads":2,"rope_theta":1e6{extra}"#);
+        rotary::read_test_config("qwen2", &extra, spec)
     }
 
     #[test]

@@ -3,50 +3,21 @@
 //! so `num_attention_heads * head_dim` need not be `hidden_size`). Sliding windows as Qwen2's (off in every
 //! published model). A configuration of the shared rotary decoder.
 
-use loaders::config::{LlamaConfig, RawConfig};
-use serde::Deserialize;
-
 use super::rotary::{self, Norms, Spec};
 use super::{Loaded, Source};
 use crate::Result;
-
-/// The `Qwen3Config` keys the Llama reading does not cover (transformers defaults).
-#[derive(Deserialize)]
-struct Extra {
-    #[serde(default)]
-    use_sliding_window: bool,
-    #[serde(default)]
-    sliding_window: Option<usize>,
-    #[serde(default = "max_window_layers")]
-    max_window_layers: usize,
-    #[serde(default)]
-    layer_types: Option<Vec<String>>,
-}
-
-fn max_window_layers() -> usize {
-    28
-}
+use loaders::config::{LlamaConfig, RawConfig};
 
 /// The registry's loader.
 pub(crate) fn load(src: &Source<'_>) -> Result<Loaded> {
-    let (spec, c) = spec(src.config)?;
-    rotary::load(src, spec, c.bos_token_id, c.eos_token_id)
+    rotary::load(src, spec)
 }
 
 fn spec(raw: &RawConfig) -> Result<(Spec, LlamaConfig)> {
     let file = raw.path();
     let c = LlamaConfig::from_raw(raw)?;
     rotary::no_attention_bias(file, &c)?;
-    let x: Extra = raw.parse()?;
-    let window = x.sliding_window.filter(|_| x.use_sliding_window);
-    let layers = rotary::layer_kinds(
-        file,
-        x.layer_types.as_deref(),
-        c.num_hidden_layers,
-        |l| window.is_some() && l >= x.max_window_layers,
-        window,
-        0,
-    )?;
+    let layers = super::qwen2::qwen_layers(raw, &c)?;
     let base = Spec::llama_like(file, &c, layers, rotary::rope(file, &c, None)?)?;
     let spec = Spec {
         norms: Norms {
@@ -60,18 +31,12 @@ fn spec(raw: &RawConfig) -> Result<(Spec, LlamaConfig)> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
     use crate::Error;
 
     fn config(extra: &str) -> Result<(Spec, LlamaConfig)> {
-        let json = format!(
-            r#"{{"model_type":"qwen3","hidden_size":64,"intermediate_size":96,"num_hidden_layers":2,
-                "num_attention_heads":4,"num_key_value_heads":2,"head_dim":32,"vocab_size":100,
-                "bos_token_id":1,"eos_token_id":2{extra}}}"#
-        );
-        spec(&RawConfig::from_json(Path::new("qwen3/config.json"), &json).unwrap())
+        let extra = format!(r#","num_hidden_layers":2,"num_key_value_heads":2,"head_dim":32{extra}"#);
+        rotary::read_test_config("qwen3", &extra, spec)
     }
 
     #[test]

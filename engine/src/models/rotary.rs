@@ -21,7 +21,7 @@
 use std::path::Path;
 
 use kernels::{Activation, AttnArgs, Heads, Kernels, Layout, RopeLayout, RopeTable};
-use loaders::config::LlamaConfig;
+use loaders::config::{LlamaConfig, RawConfig};
 
 use super::decoder_only::{Blocks, Dims, Step};
 use super::rope::{Rope, Scaling, ScalingContext};
@@ -236,10 +236,26 @@ pub(crate) fn layer_kinds(
         .collect()
 }
 
-/// The registry's last step for a rotary family: the weights bound as `spec` says, behind the shared plumbing.
-pub(crate) fn load(src: &Source<'_>, spec: Spec, bos: Option<u32>, eos: Vec<u32>) -> Result<Loaded> {
+/// A family's reading of its `config.json`: the decoder and the config's shared fields (special ids).
+pub(crate) type ReadSpec = fn(&RawConfig) -> Result<(Spec, LlamaConfig)>;
+
+/// The registry's loader of a rotary family: `config.json` read by `read`, the weights bound as the spec says,
+/// behind the shared plumbing.
+pub(crate) fn load(src: &Source<'_>, read: ReadSpec) -> Result<Loaded> {
+    let (spec, c) = read(src.config)?;
     check(src, &spec)?;
-    Ok(src.decoder_only(Rotary::bind(src, spec)?, bos, eos))
+    Ok(src.decoder_only(Rotary::bind(src, spec)?, c.bos_token_id, c.eos_token_id))
+}
+
+/// `read` on a config of `model_type` with small shapes (hidden 64, ffn 96, 4 heads, vocabulary 100) and
+/// `extra` JSON members (tests of the families' validation).
+#[cfg(test)]
+pub(crate) fn read_test_config(model_type: &str, extra: &str, read: ReadSpec) -> Result<(Spec, LlamaConfig)> {
+    let json = format!(
+        r#"{{"model_type":"{model_type}","hidden_size":64,"intermediate_size":96,"num_attention_heads":4,
+            "vocab_size":100{extra}}}"#
+    );
+    read(&RawConfig::from_json(Path::new("test/config.json"), &json).expect("JSON"))
 }
 
 /// The checks of a spec every family needs (a family's own file checks its config fields first).
