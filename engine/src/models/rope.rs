@@ -230,7 +230,7 @@ mod tests {
         let scaled = if wavelen > old / low { f / factor } else { f };
         let smooth = (old / wavelen - low) / (high - low);
         let smoothed = (1.0 - smooth) * scaled / factor + smooth * scaled;
-        let medium = !(wavelen < old / high) && !(wavelen > old / low);
+        let medium = wavelen >= old / high && wavelen <= old / low; // (no NaN here)
         if medium {
             smoothed
         } else {
