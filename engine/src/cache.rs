@@ -28,32 +28,49 @@ fn grow(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
 pub(crate) struct Scratch {
     bufs: Vec<Vec<f32>>,
     ids: Vec<u32>,
+    /// The attention kernel's buffers (plan, partial sums, packed K/V), reused by every step.
+    attn: Box<kernels::AttnScratch>,
 }
 
 impl Scratch {
     /// `N` distinct buffers of the given lengths (their contents are left over from earlier steps).
     pub(crate) fn take<const N: usize>(&mut self, lens: [usize; N]) -> [&mut [f32]; N] {
-        self.take_with_ids(lens, 0..0).0
+        take_bufs(&mut self.bufs, lens)
     }
 
-    /// [`Scratch::take`], and the ids `ids` (positions, for a learned position table looked up like tokens).
+    /// [`Scratch::take`], and the attention kernel's buffers.
+    pub(crate) fn take_with_attn<const N: usize>(
+        &mut self,
+        lens: [usize; N],
+    ) -> ([&mut [f32]; N], &mut kernels::AttnScratch) {
+        let Self { bufs, attn, .. } = self;
+        (take_bufs(bufs, lens), &mut **attn)
+    }
+
+    /// [`Scratch::take`], the ids `ids` (positions, for a learned position table looked up like tokens) and the
+    /// attention kernel's buffers.
     pub(crate) fn take_with_ids<const N: usize>(
         &mut self,
         lens: [usize; N],
         ids: std::ops::Range<usize>,
-    ) -> ([&mut [f32]; N], &[u32]) {
-        if self.bufs.len() < N {
-            self.bufs.resize_with(N, Vec::new);
-        }
-        let mut bufs = self.bufs.iter_mut();
-        let out = lens.map(|n| match bufs.next() {
-            Some(b) => grow(b, n),
-            None => unreachable!("resized to N buffers above"),
-        });
+    ) -> ([&mut [f32]; N], &[u32], &mut kernels::AttnScratch) {
+        let out = take_bufs(&mut self.bufs, lens);
         self.ids.clear();
         self.ids.extend(ids.map(|t| t as u32));
-        (out, &self.ids)
+        (out, &self.ids, &mut *self.attn)
     }
+}
+
+/// `N` distinct buffers of `bufs` of the given lengths.
+fn take_bufs<const N: usize>(bufs: &mut Vec<Vec<f32>>, lens: [usize; N]) -> [&mut [f32]; N] {
+    if bufs.len() < N {
+        bufs.resize_with(N, Vec::new);
+    }
+    let mut bufs = bufs.iter_mut();
+    lens.map(|n| match bufs.next() {
+        Some(b) => grow(b, n),
+        None => unreachable!("resized to N buffers above"),
+    })
 }
 
 /// The shape of one layer's cache.

@@ -2,14 +2,24 @@
 //! [`Linear`] (projections, feed-forward, LM head), [`Norm`] (layer or RMS norm), [`Embedding`] (token and learned
 //! position tables) and [`LmHead`] (final norm + LM head, on the positions that need logits).
 //!
-//! A layer holds its weights in their stored dtype (`F32`, `F16` or `BF16`, zero-copy over the memory
-//! map); only the small vectors (biases, norm gains) are widened to f32. With [`WeightType::Int8`] a
-//! [`Linear`] is quantized at load into owned memory instead ([`Linear::convert`]). Every check of the files
-//! (presence, shape, dtype) happens in `bind`; `forward` only asserts what a caller could get wrong.
+//! The matrix of a [`Linear`] is packed once at load ([`Linear::convert`]) into the panel layout of the model's
+//! kernels ([`kernels::PackedWeight`]) in its stored dtype (`F32`, `F16` or `BF16`), or quantized to int8 first
+//! with [`WeightType::Int8`]; every GEMV and GEMM reads those panels, nothing repacks them. Matrices a family
+//! stores apart but multiplies by the same input (q/k/v, gate/up) are packed as one ([`Linear::stack`]). Embedding
+//! tables stay zero-copy over the memory map, except a table tied to a packed LM head, whose rows are read from the
+//! head's panels ([`Embedding::tie_to`]); only the small vectors (biases, norm gains) are widened to f32. Every
+//! check of the files (presence, shape, dtype) happens in `bind`; `forward` only asserts what a caller could get
+//! wrong.
+//!
+//! **One copy of each weight.** A packed matrix owns its panels and drops the mapped tensor it was packed from (a
+//! panel layout is never the stored one: panels interleave `NR` output rows), so once a model is loaded the memory
+//! map is held only by the untied embedding tables that read it row by row (when every table is tied or none is
+//! left, the files are unmapped).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use kernels::{quantize_i8, Kernels, Layout, QuantizedI8, Weight, WeightData};
+use kernels::{quantize_i8, Kernels, Layout, PackedWeight, Weight, WeightData};
 use loaders::safetensors::SafeTensors;
 use loaders::{Dtype, Tensor, TensorData};
 
@@ -223,10 +233,7 @@ impl WeightBytes {
         };
         for l in linears {
             b.linear += l.weight_bytes();
-            let tied = l
-                .tensor()
-                .is_some_and(|t| embeddings.iter().any(|e| e.tensor().name() == t.name()));
-            if tied {
+            if embeddings.iter().any(|e| e.is_tied_to(l)) {
                 b.shared += l.weight_bytes();
             }
         }
@@ -247,28 +254,40 @@ fn stored_shape(layout: Layout, out_dim: usize, in_dim: usize) -> [usize; 2] {
     }
 }
 
+/// How the matrices of the linear layers are held: their [`WeightType`] and the kernels whose panel layout they are
+/// packed in (the model's: a packed matrix runs only on the ISA it was packed for).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Hold {
+    pub(crate) weights: WeightType,
+    pub(crate) kernels: Kernels,
+}
+
 /// The matrix of a [`Linear`].
 #[derive(Clone, Debug)]
 enum LinearData {
-    /// The tensor as stored (zero-copy), in the layer's layout.
+    /// The tensor as bound (zero-copy), in the layer's layout: only until [`Linear::convert`] packs it (and in unit
+    /// tests of the unpacked path).
     Stored(Tensor),
-    /// Quantized at load (always `Layout::OutIn`); `name` is the source tensor's.
-    Int8 {
-        #[cfg_attr(not(test), allow(dead_code))]
+    /// Packed at load in the stored dtype or int8 ([`Hold`]); the mapped tensor is dropped.
+    Packed {
+        w: Arc<PackedWeight>,
+        /// The source tensor's name (stacked matrices: the first one's).
         name: String,
-        q: QuantizedI8,
+        weights: WeightType,
+        /// Bytes of the values (int8: and the row scales), panel padding aside.
+        bytes: usize,
     },
 }
 
-/// `y = x · Wᵀ + b` with `W` in its stored dtype and layout (or int8, see [`Linear::convert`]).
+/// `y = x · Wᵀ + b` with `W` packed at load in its stored dtype (or int8, see [`Linear::convert`]).
 #[derive(Clone, Debug)]
 pub(crate) struct Linear {
     data: LinearData,
     bias: Option<Vec<f32>>,
     pub(crate) out_dim: usize,
     pub(crate) in_dim: usize,
-    /// The layout of [`Linear::weight`] (`OutIn` once quantized).
-    pub(crate) layout: Layout,
+    /// The layout of the stored matrix (packed matrices have their own, see [`kernels::PackedWeight`]).
+    layout: Layout,
 }
 
 impl Linear {
@@ -333,14 +352,112 @@ impl Linear {
         })
     }
 
-    /// This layer with its matrix held as `wt`: `Stored` keeps it as it is; `Int8` quantizes a stored matrix
-    /// into owned memory (laid out `OutIn`, an `InOut` matrix transposed once). An error naming the tensor
-    /// (and `st`'s origin) when a row holds a NaN or an infinity, which int8 cannot represent.
-    pub(crate) fn convert(self, st: &dyn TensorSource, wt: WeightType) -> Result<Self> {
-        let tensor = match (&self.data, wt) {
-            (LinearData::Stored(t), WeightType::Int8) => t.clone(),
-            _ => return Ok(self),
+    /// This layer packed as `hold` says: `Stored` packs the matrix in its stored dtype, `Int8` quantizes it first
+    /// (one scale per output row). An error naming the tensor (and `st`'s origin) when an int8 row holds a NaN or
+    /// an infinity, which int8 cannot represent. A packed layer is returned as it is.
+    pub(crate) fn convert(self, st: &dyn TensorSource, hold: Hold) -> Result<Self> {
+        Self::stack(st, vec![self], hold)
+    }
+
+    /// The layers `parts` (one `in_dim`, bound but not packed) packed as one matrix whose outputs are theirs side by
+    /// side (`[rows, Σ out_dim]`: fused q/k/v, gate/up); a bias where any part has one (zeros for the others).
+    /// Parts of different stored dtypes are widened to f32 together (a checkpoint that mixes them).
+    pub(crate) fn stack(st: &dyn TensorSource, parts: Vec<Linear>, hold: Hold) -> Result<Self> {
+        let Some(first) = parts.first() else {
+            return Err(Error::Request("Linear::stack: no matrices".into()));
         };
+        if parts.len() == 1 && matches!(first.data, LinearData::Packed { .. }) {
+            return Ok(parts.into_iter().next().unwrap_or_else(|| unreachable!("one part")));
+        }
+        let in_dim = first.in_dim;
+        let name = first.name().to_string();
+        if let Some(p) = parts
+            .iter()
+            .find(|p| p.in_dim != in_dim || matches!(p.data, LinearData::Packed { .. }))
+        {
+            return Err(Error::InvalidConfig {
+                file: st.origin(),
+                field: p.name().to_string(),
+                reason: format!(
+                    "cannot be packed with {name:?} ({} inputs, expected {in_dim})",
+                    p.in_dim
+                ),
+            });
+        }
+        let out_dim: usize = parts.iter().map(|p| p.out_dim).sum();
+        let bias = parts.iter().any(|p| p.bias.is_some()).then(|| {
+            parts
+                .iter()
+                .flat_map(|p| match &p.bias {
+                    Some(b) => b.clone(),
+                    None => vec![0.0; p.out_dim],
+                })
+                .collect::<Vec<f32>>()
+        });
+        let pack_error = |e: kernels::PackError| Error::InvalidConfig {
+            file: st.origin(),
+            field: name.clone(),
+            reason: e.to_string(),
+        };
+        let k = &hold.kernels;
+        let (w, bytes) = match hold.weights {
+            WeightType::Int8 => {
+                let qs = parts
+                    .iter()
+                    .map(|p| p.quantize(st))
+                    .collect::<Result<Vec<kernels::QuantizedI8>>>()?;
+                let ws: Vec<Weight<'_>> = qs.iter().map(|q| q.weight()).collect();
+                let bytes = ws.iter().map(|w| w.data.bytes()).sum();
+                (PackedWeight::stack(k, &ws).map_err(pack_error)?, bytes)
+            }
+            WeightType::Stored => {
+                let ws: Vec<Weight<'_>> = parts.iter().map(Linear::weight).collect();
+                let bytes = ws.iter().map(|w| w.data.bytes()).sum();
+                let one_dtype = ws
+                    .iter()
+                    .all(|w| std::mem::discriminant(&w.data) == std::mem::discriminant(&ws[0].data));
+                let packed = if one_dtype {
+                    PackedWeight::stack(k, &ws)
+                } else {
+                    let widened: Vec<Vec<f32>> = ws
+                        .iter()
+                        .map(|w| {
+                            (0..w.out_dim)
+                                .flat_map(|o| (0..w.in_dim).map(move |i| w.at(o, i)))
+                                .collect()
+                        })
+                        .collect();
+                    let ws: Vec<Weight<'_>> = widened
+                        .iter()
+                        .zip(&ws)
+                        .map(|(v, w)| Weight {
+                            data: WeightData::F32(v),
+                            out_dim: w.out_dim,
+                            in_dim: w.in_dim,
+                            layout: Layout::OutIn,
+                        })
+                        .collect();
+                    PackedWeight::stack(k, &ws)
+                };
+                (packed.map_err(pack_error)?, bytes)
+            }
+        };
+        Ok(Self {
+            data: LinearData::Packed {
+                w: Arc::new(w),
+                name,
+                weights: hold.weights,
+                bytes,
+            },
+            bias,
+            out_dim,
+            in_dim,
+            layout: Layout::OutIn,
+        })
+    }
+
+    /// The stored matrix quantized to int8 (an error naming the first non-finite element of a row).
+    fn quantize(&self, st: &dyn TensorSource) -> Result<kernels::QuantizedI8> {
         let w = self.weight();
         let q = quantize_i8(&w);
         if let Some(o) = q.scales.iter().position(|s| !s.is_finite()) {
@@ -355,35 +472,34 @@ impl Linear {
             };
             return Err(Error::NonFinite {
                 path: st.origin(),
-                tensor: tensor.name().to_string(),
+                tensor: self.name().to_string(),
                 index,
                 value,
             });
         }
-        Ok(Self {
-            data: LinearData::Int8 {
-                name: tensor.name().to_string(),
-                q,
-            },
-            layout: Layout::OutIn,
-            ..self
-        })
+        Ok(q)
     }
 
-    /// The weight as the kernels see it.
-    pub(crate) fn weight(&self) -> Weight<'_> {
+    /// The stored weight as the kernels see it (empty once packed: see [`Linear::packed`]).
+    fn weight(&self) -> Weight<'_> {
+        let data = match &self.data {
+            // `bind` / `from_tensor` checked the dtype (float) and the element count (out_dim * in_dim).
+            LinearData::Stored(t) => weight_data(t).unwrap_or(WeightData::F32(&[])),
+            LinearData::Packed { .. } => WeightData::F32(&[]),
+        };
+        Weight {
+            data,
+            out_dim: self.out_dim,
+            in_dim: self.in_dim,
+            layout: self.layout,
+        }
+    }
+
+    /// The packed matrix (`None` before [`Linear::convert`]).
+    pub(crate) fn packed(&self) -> Option<&Arc<PackedWeight>> {
         match &self.data {
-            LinearData::Stored(t) => {
-                // `bind` / `from_tensor` checked the dtype (float) and the element count (out_dim * in_dim).
-                let data = weight_data(t).unwrap_or(WeightData::F32(&[]));
-                Weight {
-                    data,
-                    out_dim: self.out_dim,
-                    in_dim: self.in_dim,
-                    layout: self.layout,
-                }
-            }
-            LinearData::Int8 { q, .. } => q.weight(),
+            LinearData::Packed { w, .. } => Some(w),
+            LinearData::Stored(_) => None,
         }
     }
 
@@ -391,40 +507,70 @@ impl Linear {
         self.bias.as_deref()
     }
 
-    /// The bound weight tensor, as stored (`None` once quantized: see [`Linear::weight`]).
-    pub(crate) fn tensor(&self) -> Option<&Tensor> {
-        match &self.data {
-            LinearData::Stored(t) => Some(t),
-            LinearData::Int8 { .. } => None,
-        }
-    }
-
-    /// The name of the weight tensor in the files.
-    #[cfg(test)]
+    /// The name of the weight tensor in the files (a stack: its first part's).
     pub(crate) fn name(&self) -> &str {
         match &self.data {
             LinearData::Stored(t) => t.name(),
-            LinearData::Int8 { name, .. } => name,
+            LinearData::Packed { name, .. } => name,
         }
     }
 
     /// How the matrix is held.
-    #[cfg(test)]
     pub(crate) fn weight_type(&self) -> WeightType {
         match self.data {
             LinearData::Stored(_) => WeightType::Stored,
-            LinearData::Int8 { .. } => WeightType::Int8,
+            LinearData::Packed { weights, .. } => weights,
         }
     }
 
-    /// Bytes of the matrix one forward pass reads (int8: values and scales; the bias is not counted).
+    /// Bytes of the matrix one forward pass reads: its values in the stored dtype (int8: values and row scales),
+    /// without the bias and without the panel padding (zeros up to a whole panel of `NR` outputs and to the
+    /// dtype's input group, at most one panel per matrix).
     pub(crate) fn weight_bytes(&self) -> usize {
-        self.weight().data.bytes()
+        match &self.data {
+            LinearData::Stored(_) => self.weight().data.bytes(),
+            LinearData::Packed { bytes, .. } => *bytes,
+        }
     }
 
     /// `y[rows, out_dim] = x[rows, in_dim] · Wᵀ + b`.
     pub(crate) fn forward(&self, k: &Kernels, x: &[f32], rows: usize, y: &mut [f32]) {
-        k.linear(x, rows, &self.weight(), self.bias(), y);
+        match &self.data {
+            LinearData::Packed { w, .. } => k.linear_packed(x, rows, w, self.bias(), y),
+            LinearData::Stored(_) => k.linear(x, rows, &self.weight(), self.bias(), y),
+        }
+    }
+}
+
+/// Copy the column blocks of `y` (`[rows, Σ widths]`, the output of a stacked [`Linear`]) into `outs` (`[rows,
+/// width]` each, in order): q, k and v of a fused projection.
+pub(crate) fn split_columns<const N: usize>(y: &[f32], rows: usize, mut outs: [&mut [f32]; N]) {
+    let widths: [usize; N] = std::array::from_fn(|i| outs[i].len() / rows.max(1));
+    let total: usize = widths.iter().sum();
+    assert_eq!(y.len(), rows * total, "split_columns: y is not [rows, Σ widths]");
+    for (r, yr) in y.chunks_exact(total.max(1)).take(rows).enumerate() {
+        let mut c = 0;
+        for (out, &w) in outs.iter_mut().zip(&widths) {
+            out[r * w..(r + 1) * w].copy_from_slice(&yr[c..c + w]);
+            c += w;
+        }
+    }
+}
+
+/// `out[rows, ff] = act(gate) * up` of a stacked gate/up output `gate_up` (`[rows, 2 ff]`: gate, then up, per row):
+/// SwiGLU with SiLU, GeGLU with tanh GELU. The gate half is overwritten.
+pub(crate) fn gated(k: &Kernels, act: kernels::Activation, gate_up: &mut [f32], ff: usize, out: &mut [f32]) {
+    for (gu, o) in gate_up.chunks_exact_mut(2 * ff).zip(out.chunks_exact_mut(ff)) {
+        let (gate, up) = gu.split_at_mut(ff);
+        match act {
+            kernels::Activation::Silu => k.swiglu(gate, up, o),
+            _ => {
+                k.activation(act, gate);
+                for ((o, g), u) in o.iter_mut().zip(gate.iter()).zip(up.iter()) {
+                    *o = g * u;
+                }
+            }
+        }
     }
 }
 
@@ -497,10 +643,22 @@ impl RmsNorm {
     }
 }
 
+/// Where an [`Embedding`]'s rows are read.
+#[derive(Clone, Debug)]
+enum Table {
+    /// The stored tensor (zero-copy over the memory map; a lookup touches only its rows).
+    Stored(Tensor),
+    /// The panels of the LM head the table is tied to (one copy of the matrix for both).
+    Packed(Arc<PackedWeight>),
+}
+
 /// A `[n_rows, dim]` lookup table (token or learned position embeddings) in its stored dtype.
 #[derive(Clone, Debug)]
 pub(crate) struct Embedding {
-    table: Tensor,
+    table: Table,
+    name: String,
+    /// Bytes of the table as stored.
+    bytes: usize,
     n_rows: usize,
     dim: usize,
 }
@@ -516,29 +674,51 @@ impl Embedding {
             // `weight_data` never gives int8 (a file's I8 tensors are refused by `check_float`)
             Some(WeightData::I8 { .. }) | None => {}
         }
-        Ok(Self { table, n_rows, dim })
+        let bytes = weight_data(&table).map_or(0, |d| d.bytes());
+        Ok(Self {
+            name: table.name().to_string(),
+            table: Table::Stored(table),
+            bytes,
+            n_rows,
+            dim,
+        })
     }
 
-    /// The table as a `[n_rows, dim]` OutIn weight (what a tied LM head multiplies by).
-    pub(crate) fn weight(&self) -> Weight<'_> {
-        // `bind` checked the dtype (float) and the shape.
-        let data = weight_data(&self.table).unwrap_or(WeightData::F32(&[]));
-        Weight {
-            data,
-            out_dim: self.n_rows,
-            in_dim: self.dim,
-            layout: Layout::OutIn,
+    /// The bound table tensor, for an LM head tied to it (`None` once tied: see [`Embedding::tie_to`]).
+    pub(crate) fn tensor(&self) -> Option<&Tensor> {
+        match &self.table {
+            Table::Stored(t) => Some(t),
+            Table::Packed(_) => None,
         }
     }
 
-    /// The bound table tensor.
-    pub(crate) fn tensor(&self) -> &Tensor {
-        &self.table
+    /// The table's tensor name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Read the rows from the panels of `head` when it is this table packed as stored (a tied head): the mapped
+    /// table is dropped, one copy serves both. A head quantized to int8, or another matrix, changes nothing (the
+    /// lookups keep reading the stored table).
+    pub(crate) fn tie_to(&mut self, head: &Linear) {
+        if let (Some(w), WeightType::Stored) = (head.packed(), head.weight_type()) {
+            if head.name() == self.name && (w.out_dim(), w.in_dim()) == (self.n_rows, self.dim) {
+                self.table = Table::Packed(Arc::clone(w));
+            }
+        }
+    }
+
+    /// Whether `l` holds this table's matrix in the same memory (a head tied by [`Embedding::tie_to`]).
+    pub(crate) fn is_tied_to(&self, l: &Linear) -> bool {
+        match (&self.table, l.packed()) {
+            (Table::Packed(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
     }
 
     /// Bytes of the table (as stored).
     pub(crate) fn weight_bytes(&self) -> usize {
-        self.weight().data.bytes()
+        self.bytes
     }
 
     /// `out[ids.len(), dim] = table[ids] * scale`; an error for an id outside the table.
@@ -546,11 +726,23 @@ impl Embedding {
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.n_rows) {
             return Err(Error::Request(format!(
                 "token id {bad} is outside the embedding table {:?} ({} rows)",
-                self.table.name(),
-                self.n_rows
+                self.name, self.n_rows
             )));
         }
-        k.embed(&self.weight(), ids, scale, out);
+        match &self.table {
+            Table::Stored(t) => {
+                // `bind` checked the dtype (float) and the shape.
+                let data = weight_data(t).unwrap_or(WeightData::F32(&[]));
+                let w = Weight {
+                    data,
+                    out_dim: self.n_rows,
+                    in_dim: self.dim,
+                    layout: Layout::OutIn,
+                };
+                k.embed(&w, ids, scale, out);
+            }
+            Table::Packed(w) => w.gather_rows(ids, scale, out),
+        }
         Ok(())
     }
 }
@@ -741,22 +933,32 @@ mod tests {
         assert!(e.contains("c/bias"), "{e}");
     }
 
+    fn hold(weights: WeightType, kernels: Kernels) -> Hold {
+        Hold { weights, kernels }
+    }
+
     #[test]
     fn int8_conversion() {
         let m = map();
         let k = Kernels::scalar();
         let (a, b) = both_layouts(&m);
         let (qa, qb) = (
-            a.clone().convert(&m, WeightType::Int8).unwrap(),
-            b.clone().convert(&m, WeightType::Int8).unwrap(),
+            a.clone().convert(&m, hold(WeightType::Int8, k)).unwrap(),
+            b.clone().convert(&m, hold(WeightType::Int8, k)).unwrap(),
         );
-        // The InOut (Conv1D) matrix is transposed to OutIn; both hold the same int8 values.
-        assert_eq!(
-            (qa.layout, qb.layout, qb.weight_type()),
-            (Layout::OutIn, Layout::OutIn, WeightType::Int8)
-        );
-        assert_eq!((qb.name(), qb.tensor().is_none()), ("c/weight", true));
-        assert!(matches!(qb.weight().data, WeightData::I8 { q, .. } if q == [42, 85, 127, 85, 106, 127]));
+        // The InOut (Conv1D) matrix is read as OutIn; both hold the same int8 values (times their row scales).
+        assert_eq!(qb.weight_type(), WeightType::Int8);
+        assert_eq!(qb.name(), "c/weight");
+        let q = [[42.0f32, 85.0, 127.0], [85.0, 106.0, 127.0]];
+        for (o, scale) in [3.0f32 / 127.0, 6.0 / 127.0].into_iter().enumerate() {
+            for (i, &qv) in q[o].iter().enumerate() {
+                for l in [&qa, &qb] {
+                    let got = l.packed().unwrap().at(o, i);
+                    // the kernels' scale is max / 127 in f32: one rounding away from `scale` here
+                    assert!((got - qv * scale).abs() <= 1e-6, "({o}, {i}): {got} vs {}", qv * scale);
+                }
+            }
+        }
         // Rows [1 2 3] and [4 5 6]: scales 3/127 and 6/127; each output within Σ|x| * scale / 2 of f32's.
         let x = [1.0, 0.5, -1.0];
         let (mut yf, mut yq) = ([0.0; 2], [0.0; 2]);
@@ -767,13 +969,78 @@ mod tests {
         }
         assert_eq!(qa.bias(), a.bias());
         assert_eq!((a.weight_bytes(), qa.weight_bytes()), (24, 6 + 8));
-        // Converting again, or to Stored, changes nothing.
-        let again = qa.clone().convert(&m, WeightType::Int8).unwrap();
+        // Converting again changes nothing; Stored packs the f32 values as they are.
+        let again = qa.clone().convert(&m, hold(WeightType::Int8, k)).unwrap();
         assert_eq!(again.weight_bytes(), qa.weight_bytes());
-        assert_eq!(
-            a.convert(&m, WeightType::Stored).unwrap().weight_type(),
-            WeightType::Stored
-        );
+        let fa = a.clone().convert(&m, hold(WeightType::Stored, k)).unwrap();
+        assert_eq!((fa.weight_type(), fa.weight_bytes()), (WeightType::Stored, 24));
+        let mut yp = [0.0; 2];
+        fa.forward(&k, &x, 1, &mut yp);
+        assert_eq!(yp, yf);
+    }
+
+    /// Matrices packed as one give, column block by column block, exactly what each gives packed alone (the panels
+    /// of a column do not depend on its neighbours), with and without biases, on every ISA and both weight types.
+    #[test]
+    fn stacked_matrices_give_each_part() {
+        let (d, rows) = (37, 11);
+        let mut m = TensorMap::new("mem");
+        let vals = |n: usize, seed: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i * 7919 + seed * 104729) % 2003) as f32 / 1001.0 - 1.0)
+                .collect()
+        };
+        for (name, out_dim, seed) in [("q", 40, 1), ("k", 9, 2), ("v", 9, 3)] {
+            m.insert_f32(&format!("{name}.weight"), &[out_dim, d], &vals(out_dim * d, seed))
+                .unwrap();
+        }
+        m.insert_f32("q.bias", &[40], &vals(40, 4)).unwrap();
+        let x = vals(rows * d, 5);
+        for k in kernels::testing::kernels("layers::stacked_matrices_give_each_part") {
+            for weights in WeightType::ALL {
+                let bind =
+                    |name: &str, out_dim| Linear::bind(&m, name, out_dim, d, Layout::OutIn, Bias::IfPresent).unwrap();
+                let parts = [bind("q", 40), bind("k", 9), bind("v", 9)];
+                let fused = Linear::stack(&m, parts.to_vec(), hold(weights, k)).unwrap();
+                assert_eq!((fused.out_dim, fused.name()), (58, "q.weight"));
+                let mut y = vec![0.0; rows * 58];
+                fused.forward(&k, &x, rows, &mut y);
+                let (mut q, mut kk, mut v) = (vec![0.0; rows * 40], vec![0.0; rows * 9], vec![0.0; rows * 9]);
+                split_columns(&y, rows, [&mut q, &mut kk, &mut v]);
+                for (part, got) in parts.into_iter().zip([q, kk, v]) {
+                    let alone = part.convert(&m, hold(weights, k)).unwrap();
+                    let mut want = vec![0.0; got.len()];
+                    alone.forward(&k, &x, rows, &mut want);
+                    assert_eq!(got, want, "{} {weights}: {}", k.isa(), alone.name());
+                }
+            }
+        }
+    }
+
+    /// A table tied to a head packed as stored reads its rows from the head's panels (the mapped table dropped), and
+    /// finds the same values; an int8 head leaves the table as stored.
+    #[test]
+    fn tied_table_reads_the_packed_head() {
+        let m = map();
+        for k in kernels::testing::kernels("layers::tied_table_reads_the_packed_head") {
+            for weights in WeightType::ALL {
+                let mut e = Embedding::bind(&m, "l", 2, 3).unwrap();
+                let t = e.tensor().unwrap().clone();
+                let head = Linear::from_tensor(&m, t, 2, 3, Layout::OutIn, None)
+                    .unwrap()
+                    .convert(&m, hold(weights, k))
+                    .unwrap();
+                e.tie_to(&head);
+                assert_eq!(e.is_tied_to(&head), weights == WeightType::Stored);
+                assert_eq!(e.tensor().is_none(), weights == WeightType::Stored);
+                let mut out = [0.0; 6];
+                e.forward(&k, &[1, 0], 2.0, &mut out).unwrap();
+                assert_eq!(out, [8., 10., 12., 2., 4., 6.]);
+                assert!(e.forward(&k, &[2], 1.0, &mut out[..3]).is_err());
+                let b = WeightBytes::of([&head], &[&e]);
+                assert_eq!((b.embedding, b.shared), (24, if e.is_tied_to(&head) { 24 } else { 0 }));
+            }
+        }
     }
 
     #[test]
@@ -791,14 +1058,14 @@ mod tests {
         m.insert_f32("bad.weight", &[3, 2], &[1., 2., 3., f32::INFINITY, 5., 6.])
             .unwrap();
         let l = Linear::bind(&m, "bad", 3, 2, Layout::OutIn, Bias::None).unwrap();
-        let e = l.convert(&m, WeightType::Int8).unwrap_err();
+        let e = l.convert(&m, hold(WeightType::Int8, Kernels::scalar())).unwrap_err();
         assert!(
             matches!(&e, Error::NonFinite { tensor, index: 3, value, .. } if tensor == "bad.weight" && value.is_infinite()),
             "{e}"
         );
         // InOut: element index in the stored [in, out] order.
         let l = Linear::bind(&m, "bad", 2, 3, Layout::InOut, Bias::None).unwrap();
-        let e = l.convert(&m, WeightType::Int8).unwrap_err();
+        let e = l.convert(&m, hold(WeightType::Int8, Kernels::scalar())).unwrap_err();
         assert!(matches!(e, Error::NonFinite { index: 3, .. }), "{e}");
     }
 

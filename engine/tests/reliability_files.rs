@@ -1,7 +1,8 @@
 //! Files changing underneath a loaded model (issue 7 item 3; documented in `loaders::safetensors`):
 //! a weights file replaced by rename keeps the old inode alive (same tokens); a weights file truncated
-//! in place kills the process with SIGBUS on the next access (checked in a child process), never
-//! silent wrong output.
+//! in place either kills the process with SIGBUS on the next access of the map, or (a model whose every weight was
+//! packed into memory of its own at load, the map dropped: stories260k, tied head) changes nothing (checked in a
+//! child process), never silent wrong output.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -63,13 +64,14 @@ fn replacement_by_rename_keeps_the_loaded_weights() {
     );
 }
 
-/// The child role: load, truncate the weights in place, generate. Must die of SIGBUS before printing.
+/// The child role: load, truncate the weights in place, generate. Must die of SIGBUS before printing, or print the
+/// tokens of before the truncation.
 #[test]
 #[ignore = "child role of truncation_in_place_is_a_sigbus_death (run by it with --ignored)"]
 fn truncation_child() {
     let dir = PathBuf::from(std::env::var_os(CHILD_ENV).expect("run by truncation_in_place_is_a_sigbus_death"));
     let model = Model::load(&dir).unwrap();
-    model.generate("Once upon a time", &opts()).unwrap();
+    let before = model.generate("Once upon a time", &opts()).unwrap();
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(dir.join("model.safetensors"))
@@ -77,7 +79,8 @@ fn truncation_child() {
     f.set_len(64).unwrap();
     drop(f);
     let g = model.generate("Once upon a time", &opts());
-    println!("{SURVIVED}: {g:?}");
+    let same = g.as_ref().is_ok_and(|g| g.tokens == before.tokens);
+    println!("{SURVIVED}: same tokens {same}: {g:?}");
 }
 
 /// This test binary as a command; under an emulator (`QKV_TEST_RUNNER`, e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`
@@ -111,10 +114,14 @@ fn truncation_in_place_is_a_sigbus_death() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        !stdout.contains(SURVIVED),
-        "the child must not produce output: {stdout}"
-    );
+    if stdout.contains(SURVIVED) {
+        // every weight held in memory of its own: the truncated file is never read again
+        assert!(
+            stdout.contains(&format!("{SURVIVED}: same tokens true")),
+            "the child survived with other output: {stdout}"
+        );
+        return;
+    }
     assert_eq!(
         out.status.signal(),
         Some(SIGBUS),

@@ -24,6 +24,7 @@
 
 mod attention;
 pub mod cache;
+pub use attention::AttnScratch;
 pub mod isa;
 mod linear;
 mod quant;
@@ -244,7 +245,21 @@ impl Kernels {
 
     /// Fused scaled-dot-product attention (see [`AttnArgs`] for layouts and masks).
     pub fn attention(&self, a: &AttnArgs<'_>, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
-        attention::attention(*self, a, q, k, v, out)
+        attention::attention(*self, &mut AttnScratch::default(), a, q, k, v, out)
+    }
+
+    /// [`Kernels::attention`] with the caller's buffers (the plan, partial sums, packed K/V): once they have served
+    /// a call as large, a call allocates nothing. Results are identical.
+    pub fn attention_in(
+        &self,
+        scratch: &mut AttnScratch,
+        a: &AttnArgs<'_>,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        out: &mut [f32],
+    ) {
+        attention::attention(*self, scratch, a, q, k, v, out)
     }
 
     /// LayerNorm over rows of `gamma.len()`: `out = (x - mean) / sqrt(var + eps) * gamma + beta`.

@@ -58,14 +58,14 @@ impl Gpt2 {
     /// Bind the weights of a `GPT2LMHeadModel` checkpoint (with or without the `transformer.` prefix), the linear
     /// layers (the tied LM head included) held as `weights`.
     fn bind(src: &Source<'_>, c: Gpt2Config, activation: Activation) -> Result<(Self, LmHead)> {
-        let (st, weights) = (src.weights, src.weight_type);
+        let (st, weights) = (src.weights, src.hold());
         let pre = if st.contains("transformer.wte.weight") {
             "transformer."
         } else {
             ""
         };
         let (d, ff) = (c.n_embd, c.inner_dim());
-        let wte = Embedding::bind(st, &format!("{pre}wte"), c.vocab_size, d)?;
+        let mut wte = Embedding::bind(st, &format!("{pre}wte"), c.vocab_size, d)?;
         let wpe = Embedding::bind(st, &format!("{pre}wpe"), c.n_positions, d)?;
         let mut blocks = Vec::with_capacity(c.n_layer);
         for l in 0..c.n_layer {
@@ -93,13 +93,16 @@ impl Gpt2 {
         }
         let ln_f = LayerNorm::bind(st, &format!("{pre}ln_f"), d, c.layer_norm_epsilon)?;
         // The head is tied to wte unless the checkpoint has its own lm_head.
-        // (quantized to int8, a tied head is its own copy: the lookups keep reading wte as stored)
-        let lm_head = if st.contains("lm_head.weight") {
-            Linear::bind(st, "lm_head", c.vocab_size, d, Layout::OutIn, Bias::None)?
-        } else {
-            Linear::from_tensor(st, wte.tensor().clone(), c.vocab_size, d, Layout::OutIn, None)?
+        // Packed as stored, a tied head is the one copy the lookups read too (quantized to int8 it is its own copy:
+        // the lookups keep reading wte as stored).
+        let lm_head = match wte.tensor() {
+            Some(table) if !st.contains("lm_head.weight") => {
+                Linear::from_tensor(st, table.clone(), c.vocab_size, d, Layout::OutIn, None)?
+            }
+            _ => Linear::bind(st, "lm_head", c.vocab_size, d, Layout::OutIn, Bias::None)?,
         }
         .convert(st, weights)?;
+        wte.tie_to(&lm_head);
         let attn_scale = if c.scale_attn_weights {
             1.0 / (c.head_dim() as f32).sqrt()
         } else {
@@ -139,7 +142,7 @@ impl Blocks for Gpt2 {
         let Step { k, tokens, shape, pos0 } = *step;
         let (batch, n, rows) = (shape.batch, shape.n, shape.rows());
         let (d, n_heads, ff, hd) = (c.n_embd, c.n_head, c.inner_dim(), c.head_dim());
-        let ([xb, pos, qkv, att, hb], positions) = scratch.take_with_ids(
+        let ([xb, pos, qkv, att, hb], positions, attn) = scratch.take_with_ids(
             [
                 rows * d,     // xb  [rows, d]
                 n * d,        // pos [n, d]
@@ -175,7 +178,7 @@ impl Blocks for Gpt2 {
                 .with_scale(self.attn_scale)
                 .with_q_strides(qkv_strides)
                 .with_kv_strides(kv.strides());
-            k.attention(&args, qkv, kv.k(), kv.v(), att);
+            k.attention_in(attn, &args, qkv, kv.k(), kv.v(), att);
             // Output projection and residual: x += c_proj(att)                          [rows, d]
             block.attn_proj.forward(k, att, rows, xb);
             k.add(x, xb);

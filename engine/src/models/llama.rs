@@ -5,13 +5,13 @@
 
 use std::path::Path;
 
-use kernels::{AttnArgs, Heads, Layout, RopeLayout, RopeTable};
+use kernels::{Activation, AttnArgs, Heads, Layout, RopeLayout, RopeTable};
 use loaders::config::LlamaConfig;
 
 use super::decoder_only::{Blocks, Dims, Step};
 use super::{Loaded, Source};
 use crate::cache::{KvCache, Scratch};
-use crate::layers::{Bias, Embedding, Linear, LmHead, Norm, RmsNorm, WeightBytes};
+use crate::layers::{gated, split_columns, Bias, Embedding, Linear, LmHead, Norm, RmsNorm, WeightBytes};
 use crate::{Error, Result};
 
 /// The longest context a Llama model runs here (its RoPE table is precomputed up to it).
@@ -41,13 +41,12 @@ fn check_supported(file: &Path, c: &LlamaConfig) -> Result<()> {
 #[derive(Debug)]
 struct Layer {
     input_norm: RmsNorm,
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// `q_proj`, `k_proj`, `v_proj` packed as one: outputs q | k | v.
+    qkv_proj: Linear,
     o_proj: Linear,
     post_attn_norm: RmsNorm,
-    gate_proj: Linear,
-    up_proj: Linear,
+    /// `gate_proj`, `up_proj` packed as one: outputs gate | up.
+    gate_up_proj: Linear,
     down_proj: Linear,
 }
 
@@ -64,7 +63,7 @@ impl Llama {
     /// Bind the weights of a `LlamaForCausalLM` checkpoint (HF names) and check every shape; the linear layers
     /// (LM head included, tied or not) held as `weights`.
     fn bind(src: &Source<'_>, c: LlamaConfig) -> Result<(Self, LmHead)> {
-        let (st, weights) = (src.weights, src.weight_type);
+        let (st, weights) = (src.weights, src.hold());
         let (d, q_dim, kv_dim, ff) = (
             c.hidden_size,
             c.num_attention_heads * c.head_dim,
@@ -73,34 +72,44 @@ impl Llama {
         );
         let bias = |present: bool| if present { Bias::Required } else { Bias::None };
         let (attn_bias, mlp_bias) = (bias(c.attention_bias), bias(c.mlp_bias));
-        let embed = Embedding::bind(st, "model.embed_tokens", c.vocab_size, d)?;
+        let mut embed = Embedding::bind(st, "model.embed_tokens", c.vocab_size, d)?;
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for l in 0..c.num_hidden_layers {
             let pre = format!("model.layers.{l}");
-            let lin = |name: &str, out_dim, in_dim, bias| {
-                Linear::bind(st, &format!("{pre}.{name}"), out_dim, in_dim, Layout::OutIn, bias)?.convert(st, weights)
+            let bind = |name: &str, out_dim, in_dim, bias| {
+                Linear::bind(st, &format!("{pre}.{name}"), out_dim, in_dim, Layout::OutIn, bias)
             };
+            let lin = |name: &str, out_dim, in_dim, bias| bind(name, out_dim, in_dim, bias)?.convert(st, weights);
+            let qkv = vec![
+                bind("self_attn.q_proj", q_dim, d, attn_bias)?,
+                bind("self_attn.k_proj", kv_dim, d, attn_bias)?,
+                bind("self_attn.v_proj", kv_dim, d, attn_bias)?,
+            ];
+            let gate_up = vec![
+                bind("mlp.gate_proj", ff, d, mlp_bias)?,
+                bind("mlp.up_proj", ff, d, mlp_bias)?,
+            ];
             layers.push(Layer {
                 input_norm: RmsNorm::bind(st, &format!("{pre}.input_layernorm"), d, c.rms_norm_eps)?,
-                q_proj: lin("self_attn.q_proj", q_dim, d, attn_bias)?,
-                k_proj: lin("self_attn.k_proj", kv_dim, d, attn_bias)?,
-                v_proj: lin("self_attn.v_proj", kv_dim, d, attn_bias)?,
+                qkv_proj: Linear::stack(st, qkv, weights)?,
                 o_proj: lin("self_attn.o_proj", d, q_dim, attn_bias)?,
                 post_attn_norm: RmsNorm::bind(st, &format!("{pre}.post_attention_layernorm"), d, c.rms_norm_eps)?,
-                gate_proj: lin("mlp.gate_proj", ff, d, mlp_bias)?,
-                up_proj: lin("mlp.up_proj", ff, d, mlp_bias)?,
+                gate_up_proj: Linear::stack(st, gate_up, weights)?,
                 down_proj: lin("mlp.down_proj", d, ff, mlp_bias)?,
             });
         }
         let norm = RmsNorm::bind(st, "model.norm", d, c.rms_norm_eps)?;
         // An lm_head tensor wins over tie_word_embeddings (HF saves it when the head is untied).
-        // A tied head quantized to int8 is its own copy: the lookups keep reading the stored table.
-        let lm_head = if st.contains("lm_head.weight") || !c.tie_word_embeddings {
-            Linear::bind(st, "lm_head", c.vocab_size, d, Layout::OutIn, Bias::None)?
-        } else {
-            Linear::from_tensor(st, embed.tensor().clone(), c.vocab_size, d, Layout::OutIn, None)?
+        // A tied head packed as stored is the one copy the lookups read too; quantized to int8 it is its own copy
+        // and the lookups keep reading the stored table.
+        let lm_head = match embed.tensor() {
+            Some(table) if !st.contains("lm_head.weight") && c.tie_word_embeddings => {
+                Linear::from_tensor(st, table.clone(), c.vocab_size, d, Layout::OutIn, None)?
+            }
+            _ => Linear::bind(st, "lm_head", c.vocab_size, d, Layout::OutIn, Bias::None)?,
         }
         .convert(st, weights)?;
+        embed.tie_to(&lm_head);
         // The RoPE table (plain, linear or llama3-scaled) covers the context this engine runs (at most MAX_CONTEXT).
         let rope = super::rotary::rope(src.config.path(), &c, None)?.table(c.max_position_embeddings.min(MAX_CONTEXT));
         let head = LmHead {
@@ -131,15 +140,15 @@ impl Blocks for Llama {
         let (d, hd, n_heads, n_kv) = (c.hidden_size, c.head_dim, c.num_attention_heads, c.num_key_value_heads);
         let (q_dim, kv_dim, ff) = (n_heads * hd, n_kv * hd, c.intermediate_size);
         let heads = Heads::grouped(n_heads, n_kv, hd);
-        let [xb, q, kb, vb, att, hb, hb2, hb3] = scratch.take([
-            rows * d,      // xb  [rows, d]
-            rows * q_dim,  // q   [rows, n_heads, hd]
-            rows * kv_dim, // k   [rows, n_kv_heads, hd]
-            rows * kv_dim, // v   [rows, n_kv_heads, hd]
-            rows * q_dim,  // att [rows, n_heads, hd]
-            rows * ff,     // hb  [rows, ff]
-            rows * ff,     // hb2 [rows, ff]
-            rows * ff,     // hb3 [rows, ff]
+        let ([xb, qkv, q, kb, vb, att, hb, hb3], attn) = scratch.take_with_attn([
+            rows * d,                    // xb  [rows, d]
+            rows * (q_dim + 2 * kv_dim), // qkv [rows, q_dim + 2 kv_dim]: q | k | v
+            rows * q_dim,                // q   [rows, n_heads, hd]
+            rows * kv_dim,               // k   [rows, n_kv_heads, hd]
+            rows * kv_dim,               // v   [rows, n_kv_heads, hd]
+            rows * q_dim,                // att [rows, n_heads, hd]
+            rows * 2 * ff,               // hb  [rows, 2 ff]: gate | up
+            rows * ff,                   // hb3 [rows, ff]
         ]);
 
         // Token embeddings: x = embed_tokens[tokens]                                  [rows, d]
@@ -147,10 +156,9 @@ impl Blocks for Llama {
         for (layer, kv) in self.layers.iter().zip(kv.iter_mut()) {
             // Attention input norm                                                     [rows, d]
             layer.input_norm.forward(k, x, xb);
-            // Projections: q [rows, n_heads, hd], k and v [rows, n_kv_heads, hd]
-            layer.q_proj.forward(k, xb, rows, q);
-            layer.k_proj.forward(k, xb, rows, kb);
-            layer.v_proj.forward(k, xb, rows, vb);
+            // Projections, one matrix: q [rows, n_heads, hd], k and v [rows, n_kv_heads, hd]
+            layer.qkv_proj.forward(k, xb, rows, qkv);
+            split_columns(qkv, rows, [&mut *q, &mut *kb, &mut *vb]);
             // Rotary positions pos0 .. pos0 + n, per sequence
             for (qs, ks) in q.chunks_exact_mut(n * q_dim).zip(kb.chunks_exact_mut(n * kv_dim)) {
                 k.rope(&self.rope, RopeLayout::Half, qs, n_heads, pos0); // [n, n_heads, hd]
@@ -160,16 +168,15 @@ impl Blocks for Llama {
             kv.append(kb, vb, n)?;
             // Causal grouped-query attention over the cache                      [rows, n_heads, hd]
             let args = AttnArgs::causal(heads, batch, n, kv.len()).with_kv_strides(kv.strides());
-            k.attention(&args, q, kv.k(), kv.v(), att);
+            k.attention_in(attn, &args, q, kv.k(), kv.v(), att);
             // Output projection and residual: x += o_proj(att)                          [rows, d]
             layer.o_proj.forward(k, att, rows, xb);
             k.add(x, xb);
             // Feed-forward input norm                                                  [rows, d]
             layer.post_attn_norm.forward(k, x, xb);
-            // SwiGLU: hb3 = silu(gate(xb)) * up(xb)                                    [rows, ff]
-            layer.gate_proj.forward(k, xb, rows, hb);
-            layer.up_proj.forward(k, xb, rows, hb2);
-            k.swiglu(hb, hb2, hb3);
+            // SwiGLU, gate and up one matrix: hb3 = silu(gate(xb)) * up(xb)              [rows, ff]
+            layer.gate_up_proj.forward(k, xb, rows, hb);
+            gated(k, Activation::Silu, hb, ff, hb3);
             // Down projection and residual: x += down(hb3)                             [rows, d]
             layer.down_proj.forward(k, hb3, rows, xb);
             k.add(x, xb);
@@ -178,17 +185,10 @@ impl Blocks for Llama {
     }
 
     fn weight_bytes(&self, head: &LmHead) -> WeightBytes {
-        let linears = self.layers.iter().flat_map(|l| {
-            [
-                &l.q_proj,
-                &l.k_proj,
-                &l.v_proj,
-                &l.o_proj,
-                &l.gate_proj,
-                &l.up_proj,
-                &l.down_proj,
-            ]
-        });
+        let linears = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.qkv_proj, &l.o_proj, &l.gate_up_proj, &l.down_proj]);
         WeightBytes::of(linears.chain([&head.linear]), &[&self.embed])
     }
 }

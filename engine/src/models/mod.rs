@@ -142,6 +142,14 @@ pub(crate) struct Source<'a> {
 }
 
 impl Source<'_> {
+    /// How the linear layers are held: this source's weight type, packed for its kernels.
+    pub(crate) fn hold(&self) -> crate::layers::Hold {
+        crate::layers::Hold {
+            weights: self.weight_type,
+            kernels: self.kernels,
+        }
+    }
+
     /// A decoder-only family's blocks and final norm + LM head, with the shared plumbing around them, on this
     /// source's kernels.
     pub(crate) fn decoder_only(

@@ -9,7 +9,7 @@
 //! ```text
 //! x  = embed_tokens[tokens] * embed_scale
 //! h  = input_layernorm(x)
-//! q, k, v = q_proj(h), k_proj(h), v_proj(h)     (or one fused qkv_proj)
+//! q, k, v = qkv_proj(h)                        (q_proj, k_proj, v_proj or a fused qkv_proj, packed as one)
 //! q, k = q_norm(q), k_norm(k)                   (per head, when the family has them)
 //! q, k = rope(q), rope(k)                       (the table of the layer's kind: global or local)
 //! a  = attention(q, cache k, cache v)           (causal, sliding window, scale, soft-cap)
@@ -27,7 +27,7 @@ use super::decoder_only::{Blocks, Dims, Step};
 use super::rope::{Rope, Scaling, ScalingContext};
 use super::{Loaded, Source};
 use crate::cache::{KvCache, Scratch};
-use crate::layers::{Bias, Embedding, Linear, LmHead, Norm, RmsNorm, TensorSource, WeightBytes};
+use crate::layers::{gated, split_columns, Bias, Embedding, Linear, LmHead, Norm, RmsNorm, WeightBytes};
 use crate::{Error, Result};
 
 /// The longest context these families run here (their RoPE tables are precomputed up to it).
@@ -49,7 +49,7 @@ pub(crate) struct Shape {
 pub(crate) enum Qkv {
     /// `q_proj`, `k_proj`, `v_proj`, with a bias on each (Qwen2) or none.
     Separate { bias: bool },
-    /// One `qkv_proj` whose rows are q, then k, then v (Phi-3); bound as three views of it.
+    /// One `qkv_proj` whose rows are q, then k, then v (Phi-3).
     Fused,
 }
 
@@ -306,9 +306,8 @@ fn check(src: &Source<'_>, spec: &Spec) -> Result<()> {
 /// The attention half of a block.
 #[derive(Debug)]
 struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// q, k and v packed as one matrix (separate in the checkpoint or not): outputs q | k | v.
+    qkv_proj: Linear,
     /// Per-head norms of q and k (`[head_dim]` gains).
     qk_norm: Option<(RmsNorm, RmsNorm)>,
     o_proj: Linear,
@@ -321,8 +320,8 @@ struct Attention {
 struct FeedForward {
     /// `post_attention_layernorm` (Llama-style) or `pre_feedforward_layernorm` (Gemma).
     norm: RmsNorm,
-    gate_proj: Linear,
-    up_proj: Linear,
+    /// gate and up packed as one matrix: outputs gate | up.
+    gate_up_proj: Linear,
     down_proj: Linear,
     /// Gemma: the norm of the feed-forward output.
     post_norm: Option<RmsNorm>,
@@ -346,29 +345,9 @@ struct Rotary {
     tables: Vec<RopeTable>,
 }
 
-/// A linear layer over rows `rows` of the fused matrix `name` (`[total, in_dim]`): one view of it per projection.
-fn view(
-    st: &dyn TensorSource,
-    name: &str,
-    total: usize,
-    rows: std::ops::Range<usize>,
-    in_dim: usize,
-) -> Result<Linear> {
-    let whole = st.get_shaped(name, &[total, in_dim])?;
-    let out_dim = rows.len();
-    // `rows` lies inside `total` (the callers' ranges partition it) and `get_shaped` checked the shape.
-    let part = whole.rows(rows).ok_or_else(|| loaders::Error::TensorShape {
-        path: st.origin(),
-        name: name.to_string(),
-        expected: vec![total, in_dim],
-        found: whole.shape().to_vec(),
-    })?;
-    Linear::from_tensor(st, part, out_dim, in_dim, Layout::OutIn, None)
-}
-
 impl Rotary {
     fn bind(src: &Source<'_>, spec: Spec) -> Result<(Self, LmHead)> {
-        let (st, weights) = (src.weights, src.weight_type);
+        let (st, weights) = (src.weights, src.hold());
         let Shape {
             hidden_size: d,
             heads,
@@ -383,42 +362,36 @@ impl Rotary {
         );
         let offset = spec.norms.gain_offset;
         let norm = |name: &str, dim| RmsNorm::bind_offset(st, name, dim, eps, offset);
-        let embed = Embedding::bind(st, "model.embed_tokens", spec.shape.vocab_size, d)?;
+        let mut embed = Embedding::bind(st, "model.embed_tokens", spec.shape.vocab_size, d)?;
         let mut layers = Vec::with_capacity(spec.shape.n_layers);
         for (l, &kind) in spec.layers.iter().enumerate() {
             let pre = format!("model.layers.{l}");
-            let lin = |name: &str, out_dim, in_dim, bias| {
-                Linear::bind(st, &format!("{pre}.{name}"), out_dim, in_dim, Layout::OutIn, bias)?.convert(st, weights)
+            let bind = |name: &str, out_dim, in_dim, bias| {
+                Linear::bind(st, &format!("{pre}.{name}"), out_dim, in_dim, Layout::OutIn, bias)
             };
-            let (q_proj, k_proj, v_proj) = match spec.qkv {
+            let lin = |name: &str, out_dim, in_dim, bias| bind(name, out_dim, in_dim, bias)?.convert(st, weights);
+            // q/k/v and gate/up packed as one matrix each, whether the checkpoint stores them apart or fused
+            let qkv_proj = match spec.qkv {
                 Qkv::Separate { bias } => {
                     let bias = if bias { Bias::Required } else { Bias::None };
-                    (
-                        lin("self_attn.q_proj", q_dim, d, bias)?,
-                        lin("self_attn.k_proj", kv_dim, d, bias)?,
-                        lin("self_attn.v_proj", kv_dim, d, bias)?,
-                    )
+                    let parts = vec![
+                        bind("self_attn.q_proj", q_dim, d, bias)?,
+                        bind("self_attn.k_proj", kv_dim, d, bias)?,
+                        bind("self_attn.v_proj", kv_dim, d, bias)?,
+                    ];
+                    Linear::stack(st, parts, weights)?
                 }
-                Qkv::Fused => {
-                    let name = format!("{pre}.self_attn.qkv_proj.weight");
-                    let part = |rows| view(st, &name, q_dim + 2 * kv_dim, rows, d)?.convert(st, weights);
-                    (
-                        part(0..q_dim)?,
-                        part(q_dim..q_dim + kv_dim)?,
-                        part(q_dim + kv_dim..q_dim + 2 * kv_dim)?,
-                    )
-                }
+                Qkv::Fused => lin("self_attn.qkv_proj", q_dim + 2 * kv_dim, d, Bias::None)?,
             };
-            let (gate_proj, up_proj) = match spec.mlp {
-                Mlp::Separate => (
-                    lin("mlp.gate_proj", ff, d, Bias::None)?,
-                    lin("mlp.up_proj", ff, d, Bias::None)?,
-                ),
-                Mlp::Fused => {
-                    let name = format!("{pre}.mlp.gate_up_proj.weight");
-                    let part = |rows| view(st, &name, 2 * ff, rows, d)?.convert(st, weights);
-                    (part(0..ff)?, part(ff..2 * ff)?)
+            let gate_up_proj = match spec.mlp {
+                Mlp::Separate => {
+                    let parts = vec![
+                        bind("mlp.gate_proj", ff, d, Bias::None)?,
+                        bind("mlp.up_proj", ff, d, Bias::None)?,
+                    ];
+                    Linear::stack(st, parts, weights)?
                 }
+                Mlp::Fused => lin("mlp.gate_up_proj", 2 * ff, d, Bias::None)?,
             };
             let qk_norm = if spec.norms.qk_norm {
                 Some((
@@ -442,17 +415,14 @@ impl Rotary {
                 kind,
                 input_norm: norm(&format!("{pre}.input_layernorm"), d)?,
                 attn: Attention {
-                    q_proj,
-                    k_proj,
-                    v_proj,
+                    qkv_proj,
                     qk_norm,
                     o_proj: lin("self_attn.o_proj", d, q_dim, Bias::None)?,
                     post_norm: attn_post,
                 },
                 ffn: FeedForward {
                     norm: ffn_pre,
-                    gate_proj,
-                    up_proj,
+                    gate_up_proj,
                     down_proj: lin("mlp.down_proj", d, ff, Bias::None)?,
                     post_norm: ffn_post,
                 },
@@ -460,19 +430,16 @@ impl Rotary {
         }
         let final_norm = norm("model.norm", d)?;
         // An lm_head tensor wins over tie_word_embeddings (HF saves it when the head is untied).
-        let lm_head = if st.contains("lm_head.weight") || !spec.tie_word_embeddings {
-            Linear::bind(st, "lm_head", spec.shape.vocab_size, d, Layout::OutIn, Bias::None)?
-        } else {
-            Linear::from_tensor(
-                st,
-                embed.tensor().clone(),
-                spec.shape.vocab_size,
-                d,
-                Layout::OutIn,
-                None,
-            )?
+        // A tied head packed as stored is the one copy the lookups read too (int8: its own copy).
+        let vocab = spec.shape.vocab_size;
+        let lm_head = match embed.tensor() {
+            Some(table) if !st.contains("lm_head.weight") && spec.tie_word_embeddings => {
+                Linear::from_tensor(st, table.clone(), vocab, d, Layout::OutIn, None)?
+            }
+            _ => Linear::bind(st, "lm_head", vocab, d, Layout::OutIn, Bias::None)?,
         }
         .convert(st, weights)?;
+        embed.tie_to(&lm_head);
         let head = LmHead {
             norm: Some(Norm::Rms(final_norm)),
             linear: lm_head,
@@ -496,19 +463,6 @@ impl Rotary {
     }
 }
 
-/// `out = act(gate) * up` (SwiGLU with SiLU, GeGLU with tanh GELU); `gate` is overwritten.
-fn gated(k: &Kernels, act: Activation, gate: &mut [f32], up: &[f32], out: &mut [f32]) {
-    match act {
-        Activation::Silu => k.swiglu(gate, up, out),
-        _ => {
-            k.activation(act, gate);
-            for ((o, g), u) in out.iter_mut().zip(gate.iter()).zip(up) {
-                *o = g * u;
-            }
-        }
-    }
-}
-
 impl Blocks for Rotary {
     fn dims(&self) -> Dims {
         let s = &self.spec.shape;
@@ -528,18 +482,18 @@ impl Blocks for Rotary {
         let heads = spec.shape.heads;
         let (d, hd, ff) = (spec.shape.hidden_size, heads.head_dim, spec.shape.intermediate_size);
         let (q_dim, kv_dim) = (heads.n_heads * hd, heads.n_kv_heads * hd);
-        let [xb, xb2, q, kb, vb, qn, kn, att, hb, hb2, hb3] = scratch.take([
-            rows * d,      // xb  [rows, d]
-            rows * d,      // xb2 [rows, d]
-            rows * q_dim,  // q   [rows, n_heads, hd]
-            rows * kv_dim, // k   [rows, n_kv_heads, hd]
-            rows * kv_dim, // v   [rows, n_kv_heads, hd]
-            rows * q_dim,  // qn  [rows, n_heads, hd]: q after its per-head norm
-            rows * kv_dim, // kn  [rows, n_kv_heads, hd]: k after its per-head norm
-            rows * q_dim,  // att [rows, n_heads, hd]
-            rows * ff,     // hb  [rows, ff]
-            rows * ff,     // hb2 [rows, ff]
-            rows * ff,     // hb3 [rows, ff]
+        let ([xb, xb2, qkv, q, kb, vb, qn, kn, att, hb, hb3], attn) = scratch.take_with_attn([
+            rows * d,                    // xb  [rows, d]
+            rows * d,                    // xb2 [rows, d]
+            rows * (q_dim + 2 * kv_dim), // qkv [rows, q_dim + 2 kv_dim]: q | k | v
+            rows * q_dim,                // q   [rows, n_heads, hd]
+            rows * kv_dim,               // k   [rows, n_kv_heads, hd]
+            rows * kv_dim,               // v   [rows, n_kv_heads, hd]
+            rows * q_dim,                // qn  [rows, n_heads, hd]: q after its per-head norm
+            rows * kv_dim,               // kn  [rows, n_kv_heads, hd]: k after its per-head norm
+            rows * q_dim,                // att [rows, n_heads, hd]
+            rows * 2 * ff,               // hb  [rows, 2 ff]: gate | up
+            rows * ff,                   // hb3 [rows, ff]
         ]);
 
         // Token embeddings: x = embed_tokens[tokens] * embed_scale                   [rows, d]
@@ -548,10 +502,9 @@ impl Blocks for Rotary {
             let a = &layer.attn;
             // Attention input norm                                                     [rows, d]
             layer.input_norm.forward(k, x, xb);
-            // Projections: q [rows, n_heads, hd], k and v [rows, n_kv_heads, hd]
-            a.q_proj.forward(k, xb, rows, q);
-            a.k_proj.forward(k, xb, rows, kb);
-            a.v_proj.forward(k, xb, rows, vb);
+            // Projections, one matrix: q [rows, n_heads, hd], k and v [rows, n_kv_heads, hd]
+            a.qkv_proj.forward(k, xb, rows, qkv);
+            split_columns(qkv, rows, [&mut *q, &mut *kb, &mut *vb]);
             // Per-head RMSNorm of q and k (Qwen3, Gemma 3)
             let (q, kb) = match &a.qk_norm {
                 Some((q_norm, k_norm)) => {
@@ -575,17 +528,16 @@ impl Blocks for Rotary {
                 .with_scale(spec.attn_scale)
                 .with_softcap(spec.attn_softcap)
                 .with_kv_strides(kv.strides());
-            k.attention(&args, q, kv.k(), kv.v(), att);
+            k.attention_in(attn, &args, q, kv.k(), kv.v(), att);
             // Output projection (and its norm) and residual: x += o_proj(att)           [rows, d]
             a.o_proj.forward(k, att, rows, xb);
             residual(k, a.post_norm.as_ref(), x, xb, xb2);
             // Feed-forward input norm                                                  [rows, d]
             let f = &layer.ffn;
             f.norm.forward(k, x, xb);
-            // Gated feed-forward: hb3 = act(gate(xb)) * up(xb)                         [rows, ff]
-            f.gate_proj.forward(k, xb, rows, hb);
-            f.up_proj.forward(k, xb, rows, hb2);
-            gated(k, spec.act, hb, hb2, hb3);
+            // Gated feed-forward, gate and up one matrix: hb3 = act(gate(xb)) * up(xb)   [rows, ff]
+            f.gate_up_proj.forward(k, xb, rows, hb);
+            gated(k, spec.act, hb, ff, hb3);
             // Down projection (and its norm) and residual: x += down(hb3)              [rows, d]
             f.down_proj.forward(k, hb3, rows, xb);
             residual(k, f.post_norm.as_ref(), x, xb, xb2);
@@ -594,17 +546,10 @@ impl Blocks for Rotary {
     }
 
     fn weight_bytes(&self, head: &LmHead) -> WeightBytes {
-        let linears = self.layers.iter().flat_map(|l| {
-            [
-                &l.attn.q_proj,
-                &l.attn.k_proj,
-                &l.attn.v_proj,
-                &l.attn.o_proj,
-                &l.ffn.gate_proj,
-                &l.ffn.up_proj,
-                &l.ffn.down_proj,
-            ]
-        });
+        let linears = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.attn.qkv_proj, &l.attn.o_proj, &l.ffn.gate_up_proj, &l.ffn.down_proj]);
         WeightBytes::of(linears.chain([&head.linear]), &[&self.embed])
     }
 }

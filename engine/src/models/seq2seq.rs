@@ -29,7 +29,7 @@ use loaders::config::{Ct2Config, EmbeddingScale, GenerationConfig, MarianConfig}
 use super::{Loaded, Network, Source};
 use crate::cache::{KvCache, KvShape, Scratch};
 use crate::decoder::{on_pool, Decoder};
-use crate::layers::{Bias, Embedding, LayerNorm, Linear, LmHead, Norm, TensorSource, WeightBytes, WeightType};
+use crate::layers::{Bias, Embedding, Hold, LayerNorm, Linear, LmHead, Norm, TensorSource, WeightBytes};
 use crate::search::{BeamStyle, EarlyStopping, LogitsRules, SearchOptions};
 use crate::step::StepIo;
 use crate::{Error, Result};
@@ -62,7 +62,7 @@ pub(crate) fn load_ct2(src: &Source<'_>) -> Result<Loaded> {
 }
 
 fn load(src: &Source<'_>, cfg: Seq2SeqConfig, defaults: SearchOptions) -> Result<Loaded> {
-    let net = Seq2Seq::bind(src.weights, cfg, src.kernels, src.weight_type)?;
+    let net = Seq2Seq::bind(src.weights, cfg, src.hold())?;
     Ok(Loaded {
         network: Network::EncoderDecoder {
             net: Box::new(net),
@@ -355,26 +355,17 @@ const CT2: Naming = Naming {
 // The network
 // ---------------------------------------------------------------------------------------------
 
-/// The q, k and v projections of a self-attention block.
+/// The q, k and v projections of a self-attention block: one `[3d, d]` matrix whose output rows are q | k | v
+/// (CTranslate2's fused one, or Marian's three packed as one at load).
 #[derive(Debug)]
-enum QkvProj {
-    /// Three `[d, d]` matrices (Marian).
-    Separate(Box<[Linear; 3]>),
-    /// One `[3d, d]` matrix whose output rows are q | k | v (CTranslate2).
-    Fused(Linear),
-}
+struct QkvProj(Linear);
 
-/// The k and v projections of a cross-attention block.
+/// The k and v projections of a cross-attention block: one `[2d, d]` matrix whose output rows are k | v.
 #[derive(Debug)]
-enum KvProj {
-    /// Two `[d, d]` matrices (Marian).
-    Separate(Box<[Linear; 2]>),
-    /// One `[2d, d]` matrix whose output rows are k | v.
-    Fused(Linear),
-}
+struct KvProj(Linear);
 
-/// Where q, k and v lie in one buffer of `3 * rows * d` (separate projections) or `rows * 3d` (fused),
-/// so that neither layout is copied: offsets of each and their shared position stride.
+/// Where q, k and v lie in the `[rows, 3d]` output of a [`QkvProj`] (read in place, not copied): offsets of each and
+/// their shared position stride.
 #[derive(Clone, Copy, Debug)]
 struct Packed {
     q: usize,
@@ -384,65 +375,23 @@ struct Packed {
 }
 
 impl QkvProj {
-    fn linears(&self) -> Vec<&Linear> {
-        match self {
-            QkvProj::Separate(qkv) => qkv.iter().collect(),
-            QkvProj::Fused(w) => vec![w],
-        }
-    }
-
-    /// Project `x[rows, d]` into `out` (`3 * rows * d`) and say where q, k and v are.
+    /// Project `x[rows, d]` into `out` (`rows * 3d`) and say where q, k and v are.
     fn forward(&self, k: &Kernels, x: &[f32], rows: usize, d: usize, out: &mut [f32]) -> Packed {
-        match self {
-            QkvProj::Separate(qkv) => {
-                let [q, kp, v] = &**qkv;
-                let n = rows * d;
-                q.forward(k, x, rows, &mut out[..n]);
-                kp.forward(k, x, rows, &mut out[n..2 * n]);
-                v.forward(k, x, rows, &mut out[2 * n..3 * n]);
-                Packed {
-                    q: 0,
-                    k: n,
-                    v: 2 * n,
-                    pos: d,
-                }
-            }
-            QkvProj::Fused(w) => {
-                w.forward(k, x, rows, &mut out[..3 * rows * d]);
-                Packed {
-                    q: 0,
-                    k: d,
-                    v: 2 * d,
-                    pos: 3 * d,
-                }
-            }
+        self.0.forward(k, x, rows, &mut out[..3 * rows * d]);
+        Packed {
+            q: 0,
+            k: d,
+            v: 2 * d,
+            pos: 3 * d,
         }
     }
 }
 
 impl KvProj {
-    fn linears(&self) -> Vec<&Linear> {
-        match self {
-            KvProj::Separate(kv) => kv.iter().collect(),
-            KvProj::Fused(w) => vec![w],
-        }
-    }
-
-    /// Project `x[rows, d]` into `out` (`2 * rows * d`); returns (k offset, v offset, position stride).
+    /// Project `x[rows, d]` into `out` (`rows * 2d`); returns (k offset, v offset, position stride).
     fn forward(&self, k: &Kernels, x: &[f32], rows: usize, d: usize, out: &mut [f32]) -> (usize, usize, usize) {
-        match self {
-            KvProj::Separate(kv) => {
-                let [kp, v] = &**kv;
-                let n = rows * d;
-                kp.forward(k, x, rows, &mut out[..n]);
-                v.forward(k, x, rows, &mut out[n..2 * n]);
-                (0, n, d)
-            }
-            KvProj::Fused(w) => {
-                w.forward(k, x, rows, &mut out[..2 * rows * d]);
-                (0, d, 2 * d)
-            }
-        }
+        self.0.forward(k, x, rows, &mut out[..2 * rows * d]);
+        (0, d, 2 * d)
     }
 }
 
@@ -502,12 +451,14 @@ pub(crate) struct Seq2Seq {
 impl Seq2Seq {
     /// Bind every weight of `cfg` from `st` by the names of its scheme (shapes checked against the config, stored
     /// dtype kept), the linear layers (the LM head included, tied or not) held as `weights`.
-    fn bind(st: &dyn TensorSource, cfg: Seq2SeqConfig, kernels: Kernels, weights: WeightType) -> Result<Self> {
+    fn bind(st: &dyn TensorSource, cfg: Seq2SeqConfig, weights: Hold) -> Result<Self> {
+        let kernels = weights.kernels;
         let names = cfg.names;
         let d = cfg.d_model;
-        let lin = |name: &str, out_dim: usize, in_dim: usize| {
-            Linear::bind(st, name, out_dim, in_dim, Layout::OutIn, Bias::Required)?.convert(st, weights)
+        let bind = |name: &str, out_dim: usize, in_dim: usize| {
+            Linear::bind(st, name, out_dim, in_dim, Layout::OutIn, Bias::Required)
         };
+        let lin = |name: &str, out_dim: usize, in_dim: usize| bind(name, out_dim, in_dim)?.convert(st, weights);
         let norm = |name: &str| {
             let [gamma, beta] = names.norm_params;
             LayerNorm::bind_pair(
@@ -527,26 +478,31 @@ impl Seq2Seq {
             let [norm_name, out] = names.self_attn;
             Ok(SelfAttention {
                 norm: norm(&layer(norm_name))?,
-                qkv: match names.qkv {
-                    SelfProj::Separate([q, k, v]) => QkvProj::Separate(Box::new([
-                        lin(&layer(q), d, d)?,
-                        lin(&layer(k), d, d)?,
-                        lin(&layer(v), d, d)?,
-                    ])),
-                    SelfProj::Fused(qkv) => QkvProj::Fused(lin(&layer(qkv), 3 * d, d)?),
-                },
+                // q, k and v packed as one matrix, stored apart (Marian) or not
+                qkv: QkvProj(match names.qkv {
+                    SelfProj::Separate([q, k, v]) => {
+                        let parts = vec![bind(&layer(q), d, d)?, bind(&layer(k), d, d)?, bind(&layer(v), d, d)?];
+                        Linear::stack(st, parts, weights)?
+                    }
+                    SelfProj::Fused(qkv) => lin(&layer(qkv), 3 * d, d)?,
+                }),
                 out: lin(&layer(out), d, d)?,
             })
         };
         let cross_attn = |layer: &dyn Fn(&str) -> String| -> Result<CrossAttention> {
             let [norm_name, out] = names.cross_attn;
             let norm = norm(&layer(norm_name))?;
+            // k and v packed as one matrix
             let (q, kv) = match names.cross_qkv {
                 CrossProj::Separate([q, k, v]) => (
                     lin(&layer(q), d, d)?,
-                    KvProj::Separate(Box::new([lin(&layer(k), d, d)?, lin(&layer(v), d, d)?])),
+                    KvProj(Linear::stack(
+                        st,
+                        vec![bind(&layer(k), d, d)?, bind(&layer(v), d, d)?],
+                        weights,
+                    )?),
                 ),
-                CrossProj::FusedKv([q, kv]) => (lin(&layer(q), d, d)?, KvProj::Fused(lin(&layer(kv), 2 * d, d)?)),
+                CrossProj::FusedKv([q, kv]) => (lin(&layer(q), d, d)?, KvProj(lin(&layer(kv), 2 * d, d)?)),
             };
             Ok(CrossAttention {
                 norm,
@@ -564,8 +520,8 @@ impl Seq2Seq {
             })
         };
 
-        let src_embed = embedding(names.src_embed, cfg.src_vocab_size)?;
-        let tgt_embed = embedding(names.tgt_embed, cfg.tgt_vocab_size)?;
+        let mut src_embed = embedding(names.src_embed, cfg.src_vocab_size)?;
+        let mut tgt_embed = embedding(names.tgt_embed, cfg.tgt_vocab_size)?;
         let encoder = (0..cfg.n_encoder_layers)
             .map(|l| {
                 let layer = |part: &str| format!("{}{l}{}{part}", names.layers[0], names.sep);
@@ -605,7 +561,8 @@ impl Seq2Seq {
                     Some(name) => logits_bias(name)?,
                     None => vec![0.0; vocab],
                 };
-                Linear::from_tensor(st, tgt_embed.tensor().clone(), vocab, d, Layout::OutIn, Some(bias))?
+                let table = st.get_shaped(tgt_embed.name(), &[vocab, d])?;
+                Linear::from_tensor(st, table, vocab, d, Layout::OutIn, Some(bias))?
             }
             (HeadMatrix::Own, Some(bias)) => {
                 let bias = logits_bias(bias)?;
@@ -615,6 +572,10 @@ impl Seq2Seq {
             (HeadMatrix::Own, None) => Linear::bind(st, names.head, vocab, d, Layout::OutIn, Bias::Required)?,
         }
         .convert(st, weights)?;
+        // Packed as stored, a tied head is the one copy of the table (both tables when Marian shares one) that the
+        // lookups read too; quantized to int8 it is its own copy and the lookups keep reading the stored table.
+        tgt_embed.tie_to(&lm_head);
+        src_embed.tie_to(&lm_head);
         let pos_table = sinusoidal_table(cfg.positions.kind, cfg.positions.max, d, cfg.positions.first);
         Ok(Self {
             cfg,
@@ -642,16 +603,21 @@ impl Seq2Seq {
     pub(crate) fn weight_bytes(&self) -> WeightBytes {
         let mut linears: Vec<&Linear> = vec![&self.head.linear];
         for l in &self.encoder {
-            linears.extend(l.attn.qkv.linears());
-            linears.extend([&l.attn.out, &l.ffn.up, &l.ffn.down]);
+            linears.extend([&l.attn.qkv.0, &l.attn.out, &l.ffn.up, &l.ffn.down]);
         }
         for l in &self.decoder {
-            linears.extend(l.attn.qkv.linears());
-            linears.extend(l.cross.kv.linears());
-            linears.extend([&l.attn.out, &l.cross.q, &l.cross.out, &l.ffn.up, &l.ffn.down]);
+            linears.extend([
+                &l.attn.qkv.0,
+                &l.cross.kv.0,
+                &l.attn.out,
+                &l.cross.q,
+                &l.cross.out,
+                &l.ffn.up,
+                &l.ffn.down,
+            ]);
         }
         // a shared table (Marian's `model.shared`) counts once
-        if self.src_embed.tensor().name() == self.tgt_embed.tensor().name() {
+        if self.src_embed.name() == self.tgt_embed.name() {
             WeightBytes::of(linears, &[&self.src_embed])
         } else {
             WeightBytes::of(linears, &[&self.src_embed, &self.tgt_embed])
@@ -720,7 +686,8 @@ impl Seq2Seq {
             let args = AttnArgs::bidirectional(heads, n_src, len, &src_lens)
                 .with_q_strides(packed)
                 .with_kv_strides(packed);
-            k.attention(&args, &buf.qkv[p.q..], &buf.qkv[p.k..], &buf.qkv[p.v..], &mut buf.attn);
+            let (q, kk, v) = (&buf.qkv[p.q..], &buf.qkv[p.k..], &buf.qkv[p.v..]);
+            k.attention_in(&mut buf.attn_scratch, &args, q, kk, v, &mut buf.attn);
             layer.attn.out.forward(k, &buf.attn, rows, &mut buf.o);
             buf.residual(k, self.cfg.norm, &layer.attn.norm, &mut x);
             // feed-forward
@@ -824,6 +791,8 @@ struct Buffers {
     o: Vec<f32>,
     /// FFN hidden. `[rows, ffn_dim]`
     ffn: Vec<f32>,
+    /// The attention kernel's buffers (plan, partial sums, packed K/V).
+    attn_scratch: kernels::AttnScratch,
 }
 
 impl Buffers {
@@ -1035,7 +1004,15 @@ impl Seq2Seq {
             let args = AttnArgs::causal(heads, batch, n, past + n)
                 .with_q_strides(src)
                 .with_kv_strides(cache.strides());
-            k.attention(&args, &buf.qkv[p.q..], cache.k(), cache.v(), &mut buf.attn[..rows * d]);
+            let q = &buf.qkv[p.q..];
+            k.attention_in(
+                &mut buf.attn_scratch,
+                &args,
+                q,
+                cache.k(),
+                cache.v(),
+                &mut buf.attn[..rows * d],
+            );
             layer
                 .attn
                 .out
@@ -1057,7 +1034,8 @@ impl Seq2Seq {
                     pos: kv.pos,
                     head: head_dim,
                 });
-                k.attention(
+                k.attention_in(
+                    &mut buf.attn_scratch,
                     &args,
                     &buf.q[r0 * n * d..r1 * n * d],
                     &kv.data[base + kv.k_off..],

@@ -26,6 +26,8 @@
 //! [`Decoder::reorder`]) as soon as it is done, which does not change any other source's result.
 //! The rows of one source stay contiguous, best beam first.
 
+use kernels::Kernels;
+
 use crate::decoder::Decoder;
 use crate::{Error, Result};
 
@@ -252,17 +254,19 @@ fn greedy<D: Decoder>(dec: &D, cache: &mut D::Cache, start: &[u32], opts: &Searc
         }
         let rows = alive.len();
         dec.step(cache, &tokens[..rows], 1, &mut logits[..rows * vocab])?;
-        let mut keep = Vec::with_capacity(rows);
+        // scores as the reference computes them: transformers processes logits then (if asked)
+        // log-softmaxes; CTranslate2 log-softmaxes the processed logits (every row at once, on every thread)
         for (r, &s) in alive.iter().enumerate() {
-            let row = &mut logits[r * vocab..(r + 1) * vocab];
             let ctx = StepCtx {
                 seq: &seqs[s],
                 n_generated: step,
             };
-            // scores as the reference computes them: transformers processes logits then (if asked)
-            // log-softmaxes; CTranslate2 log-softmaxes the processed logits
-            opts.rules.apply(opts, &ctx, row);
-            k.log_softmax(row);
+            opts.rules.apply(opts, &ctx, &mut logits[r * vocab..(r + 1) * vocab]);
+        }
+        k.log_softmax_rows(&mut logits[..rows * vocab], vocab);
+        let mut keep = Vec::with_capacity(rows);
+        for (r, &s) in alive.iter().enumerate() {
+            let row = &logits[r * vocab..(r + 1) * vocab];
             // first on ties, NaN never wins; 0 for an all-NaN row
             let best = k.argmax(row).unwrap_or(0);
             sums[s] += row[best];
@@ -333,41 +337,27 @@ impl SourceBeams {
     }
 }
 
-/// The top `n` of all `beams × vocab` scores of one source into `out`, best first (ties: lower beam, then
-/// lower id, i.e. the lower flat index as `torch.topk` over the flattened scores). `idx` is scratch.
+/// The top `n` of all `beams × vocab` scores of one source plus each beam's running score into `out`, best first
+/// (ties: lower beam, then lower id, i.e. the lower flat index as `torch.topk` over the flattened scores), on every
+/// thread in SIMD ([`Kernels::top_k_rows`]). `offsets` and `best` are scratch.
 fn top_candidates(
+    kernels: &Kernels,
     scores: &[f32],
-    n_beams: usize,
+    beams: &[Running],
     vocab: usize,
     n: usize,
-    idx: &mut Vec<u32>,
+    (offsets, best): (&mut Vec<f32>, &mut Vec<(u32, f32)>),
     out: &mut Vec<Candidate>,
 ) {
+    offsets.clear();
+    offsets.extend(beams.iter().map(|b| b.score));
+    kernels.top_k_rows(scores, vocab, Some(offsets), n, best);
     out.clear();
-    for b in 0..n_beams {
-        let row = &scores[b * vocab..(b + 1) * vocab];
-        // the global top n lies within the union of every beam's top n
-        idx.clear();
-        idx.extend((0..vocab as u32).filter(|&t| !row[t as usize].is_nan()));
-        let n = n.min(idx.len());
-        if n == 0 {
-            continue;
-        }
-        let cmp = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
-        idx.select_nth_unstable_by(n - 1, cmp);
-        out.extend(idx[..n].iter().map(|&t| Candidate {
-            score: row[t as usize],
-            beam: b,
-            token: t,
-        }));
-    }
-    out.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then(a.beam.cmp(&b.beam))
-            .then(a.token.cmp(&b.token))
-    });
-    out.truncate(n);
+    out.extend(best.iter().map(|&(i, score)| Candidate {
+        score,
+        beam: i as usize / vocab,
+        token: (i as usize % vocab) as u32,
+    }));
 }
 
 fn beam<D: Decoder>(
@@ -397,7 +387,8 @@ fn beam<D: Decoder>(
     let mut active: Vec<usize> = (0..start.len()).collect();
     let mut logits = vec![0.0f32; start.len() * k * vocab];
     let mut tokens = Vec::with_capacity(start.len() * k);
-    let (mut idx, mut cands) = (Vec::with_capacity(vocab), Vec::with_capacity(n_cand * k));
+    let mut cands = Vec::with_capacity(n_cand);
+    let mut scratch = (Vec::with_capacity(k), Vec::with_capacity(n_cand));
 
     for step in 0..opts.max_new_tokens {
         // 1. one decoder step for every running beam of every active source
@@ -408,40 +399,39 @@ fn beam<D: Decoder>(
         let rows = tokens.len();
         dec.step(cache, &tokens, 1, &mut logits[..rows * vocab])?;
 
-        // 2. per source: scores, candidates, finished hypotheses, next beams
+        // 2. scores of every row, each log-softmax over all rows at once (on every thread), the rules per beam:
+        // transformers log-softmaxes, applies the rules on log-probs and optionally renormalises; CTranslate2
+        // applies the rules on logits, then log-softmaxes
+        let hf = matches!(opts.style, BeamStyle::HuggingFace { .. });
+        if hf {
+            kernels.log_softmax_rows(&mut logits[..rows * vocab], vocab);
+        }
+        let mut row0 = 0;
+        for &s in &active {
+            for beam in &sources[s].running {
+                let ctx = StepCtx {
+                    seq: &beam.seq,
+                    n_generated: step,
+                };
+                opts.rules
+                    .apply(opts, &ctx, &mut logits[row0 * vocab..(row0 + 1) * vocab]);
+                row0 += 1;
+            }
+        }
+        if !hf || opts.rules.renormalize {
+            kernels.log_softmax_rows(&mut logits[..rows * vocab], vocab);
+        }
+
+        // 3. per source: candidates (scores plus the beams' running scores), finished hypotheses, next beams
         let mut row0 = 0;
         let mut reorder = Vec::with_capacity(rows);
         let mut still_active = Vec::with_capacity(active.len());
         for &s in &active {
             let src = &mut sources[s];
             let n_beams = src.running.len();
-            let scores = &mut logits[row0 * vocab..(row0 + n_beams) * vocab];
-            for (b, beam) in src.running.iter().enumerate() {
-                let row = &mut scores[b * vocab..(b + 1) * vocab];
-                let ctx = StepCtx {
-                    seq: &beam.seq,
-                    n_generated: step,
-                };
-                match opts.style {
-                    // transformers: log-softmax, rules on log-probs, optional renormalisation
-                    BeamStyle::HuggingFace { .. } => {
-                        kernels.log_softmax(row);
-                        opts.rules.apply(opts, &ctx, row);
-                        if opts.rules.renormalize {
-                            kernels.log_softmax(row);
-                        }
-                    }
-                    // CTranslate2: rules on logits, then log-softmax
-                    BeamStyle::CTranslate2 { .. } => {
-                        opts.rules.apply(opts, &ctx, row);
-                        kernels.log_softmax(row);
-                    }
-                }
-                for v in row.iter_mut() {
-                    *v += beam.score;
-                }
-            }
-            top_candidates(scores, n_beams, vocab, n_cand, &mut idx, &mut cands);
+            let scores = &logits[row0 * vocab..(row0 + n_beams) * vocab];
+            let sc = (&mut scratch.0, &mut scratch.1);
+            top_candidates(&kernels, scores, &src.running, vocab, n_cand, sc, &mut cands);
             let next = match opts.style {
                 BeamStyle::HuggingFace { early_stopping } => hf_step(src, &cands, step, opts, early_stopping),
                 BeamStyle::CTranslate2 { patience } => ct2_step(src, &cands, step, opts, patience),
@@ -462,7 +452,7 @@ fn beam<D: Decoder>(
         active = still_active;
     }
 
-    // 3. the best hypotheses of every source
+    // 4. the best hypotheses of every source
     let out: Result<Vec<Vec<Hypothesis>>> = sources
         .into_iter()
         .map(|src| {

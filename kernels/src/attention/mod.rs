@@ -90,6 +90,7 @@ struct Ctx<'a> {
 }
 
 /// K and V of every (batch row, KV head) pair, packed for the prefill micro-kernels.
+#[derive(Default)]
 struct Packed {
     n_tiles: usize,
     /// `Kᵀ` panels: `[batch, n_kv_heads, n_tiles, head_dim, TILE_KEYS]`.
@@ -106,18 +107,53 @@ enum Schedule {
     Parallel,
 }
 
-/// Fused attention on the ISA of `k` (a [`Kernels`] holds only ISAs the CPU supports).
-pub(crate) fn attention(k: Kernels, a: &AttnArgs<'_>, q: &[f32], keys: &[f32], v: &[f32], out: &mut [f32]) {
+/// The buffers of attention calls, reused: the plan (rows, blocks, work items), each item's partial state and
+/// scratch, and packed K/V. They grow to the largest call and are kept, so a warm scratch allocates nothing. Owned
+/// by the caller ([`crate::Kernels::attention_in`]: a session keeps one for its steps); [`crate::Kernels::attention`]
+/// makes a fresh one per call.
+#[derive(Default)]
+pub struct AttnScratch {
+    rows: Vec<Row>,
+    blocks: Vec<Block>,
+    items: Vec<Item>,
+    parts: Vec<Partial>,
+    merged: Partial,
+    packed: Packed,
+}
+
+impl std::fmt::Debug for AttnScratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AttnScratch({} items)", self.parts.len())
+    }
+}
+
+/// Fused attention on the ISA of `k` (a [`Kernels`] holds only ISAs the CPU supports), with the buffers of `sc`.
+pub(crate) fn attention(
+    k: Kernels,
+    sc: &mut AttnScratch,
+    a: &AttnArgs<'_>,
+    q: &[f32],
+    keys: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+) {
     check_shapes(a, q, keys, v, out);
     if a.batch == 0 || a.n_heads == 0 || a.q_len == 0 || a.head_dim == 0 {
         // Nothing to compute and no work item to dispatch: the call still counts as one on its ISA.
         crate::isa::note_exercised(k.isa());
         return;
     }
-
     // Plan: rows, blocks and work items.
-    let rows = plan_rows(a);
-    let blocks = plan_blocks(a, &rows);
+    let AttnScratch {
+        rows,
+        blocks,
+        items,
+        parts,
+        merged,
+        packed,
+    } = sc;
+    plan_rows(a, rows);
+    plan_blocks(a, rows, blocks);
     let macs: usize = blocks
         .iter()
         .map(|bl| bl.rows.len() * bl.max_lim * a.head_dim * 2)
@@ -131,31 +167,39 @@ pub(crate) fn attention(k: Kernels, a: &AttnArgs<'_>, q: &[f32], keys: &[f32], v
         Schedule::Parallel => rayon::current_num_threads(),
         Schedule::Serial => 1,
     };
-    let items = plan_items(&blocks, n_threads);
+    plan_items(blocks, n_threads, items);
 
     // Pack Kᵀ for blocks with many rows.
     let rows_per_kv_head = a.q_len * (a.n_heads / a.n_kv_heads);
     let kv_end = (0..a.batch).map(|b| key_end(a, b)).max().unwrap_or(0);
     let n_tiles = kv_end.div_ceil(TILE_KEYS);
-    let packed = (rows_per_kv_head >= PACK_MIN_ROWS && n_tiles > 0).then(|| pack_kv(a, keys, v, n_tiles, schedule));
+    let use_packed = rows_per_kv_head >= PACK_MIN_ROWS && n_tiles > 0;
+    if use_packed {
+        pack_kv(a, keys, v, n_tiles, schedule, packed);
+    }
 
     let ctx = Ctx {
         a,
         q,
         k: keys,
         v,
-        rows: &rows,
-        packed: packed.as_ref(),
+        rows,
+        packed: use_packed.then_some(&*packed),
     };
-    // Each item runs the generic `tile::run_item` compiled for the ISA, like every other kernel.
-    let work = |it: &Item| {
+    // Each item runs the generic `tile::run_item` compiled for the ISA, like every other kernel, into its partial.
+    if parts.len() < items.len() {
+        parts.resize_with(items.len(), Partial::default);
+    }
+    let blocks = &*blocks;
+    let work = |(it, part): (&Item, &mut Partial)| {
         let (ctx, block, keys) = (&ctx, &blocks[it.block], it.keys.clone());
-        dispatch!(k, tile::run_item, (ctx: &Ctx<'_>, block: &Block, keys: Range<usize>) -> Partial)
+        dispatch!(k, tile::run_item, (ctx: &Ctx<'_>, block: &Block, keys: Range<usize>, part: &mut Partial))
     };
-    let partials: Vec<Partial> = match schedule {
-        Schedule::Parallel => items.par_iter().map(work).collect(),
-        Schedule::Serial => items.iter().map(work).collect(),
-    };
+    let partials = &mut parts[..items.len()];
+    match schedule {
+        Schedule::Parallel => items.par_iter().zip(partials.par_iter_mut()).for_each(work),
+        Schedule::Serial => items.iter().zip(partials.iter_mut()).for_each(work),
+    }
 
     // Merge the partials of each block and write normalised rows.
     let d = a.head_dim;
@@ -163,7 +207,7 @@ pub(crate) fn attention(k: Kernels, a: &AttnArgs<'_>, q: &[f32], keys: &[f32], v
     while i < items.len() {
         let block = &blocks[items[i].block];
         let n = items[i..].iter().take_while(|it| it.block == items[i].block).count();
-        let merged = Partial::merge(&partials[i..i + n]);
+        let merged = Partial::merge(&parts[i..i + n], merged);
         for (r, row) in rows[block.rows.clone()].iter().enumerate() {
             merged.write_row(r, &mut out[row.out..row.out + d]);
         }
@@ -208,10 +252,10 @@ fn key_end(a: &AttnArgs<'_>, b: usize) -> usize {
     a.key_lens.map_or(a.kv_len, |l| l[b].min(a.kv_len))
 }
 
-/// Every query row, grouped by (batch row, KV head), position-major then head within the group.
-fn plan_rows(a: &AttnArgs<'_>) -> Vec<Row> {
+/// Every query row into `rows`, grouped by (batch row, KV head), position-major then head within the group.
+fn plan_rows(a: &AttnArgs<'_>, rows: &mut Vec<Row>) {
     let group = a.n_heads / a.n_kv_heads;
-    let mut rows = Vec::with_capacity(a.batch * a.n_heads * a.q_len);
+    rows.clear();
     for b in 0..a.batch {
         let end = key_end(a, b);
         for kv_head in 0..a.n_kv_heads {
@@ -229,13 +273,12 @@ fn plan_rows(a: &AttnArgs<'_>) -> Vec<Row> {
             }
         }
     }
-    rows
 }
 
-/// Cut the rows of each (batch row, KV head) pair into blocks of at most [`BLOCK_ROWS`].
-fn plan_blocks(a: &AttnArgs<'_>, rows: &[Row]) -> Vec<Block> {
+/// Cut the rows of each (batch row, KV head) pair into `blocks` of at most [`BLOCK_ROWS`].
+fn plan_blocks(a: &AttnArgs<'_>, rows: &[Row], blocks: &mut Vec<Block>) {
     let per_pair = a.q_len * (a.n_heads / a.n_kv_heads);
-    let mut blocks = Vec::new();
+    blocks.clear();
     for b in 0..a.batch {
         for kv_head in 0..a.n_kv_heads {
             let first = (b * a.n_kv_heads + kv_head) * per_pair;
@@ -253,15 +296,14 @@ fn plan_blocks(a: &AttnArgs<'_>, rows: &[Row]) -> Vec<Block> {
             }
         }
     }
-    blocks
 }
 
 /// One item per block, or several key chunks per block when there are fewer blocks than
-/// `2 * n_threads` and the keys are long (decode over a long cache). Items of a block are adjacent.
-fn plan_items(blocks: &[Block], n_threads: usize) -> Vec<Item> {
+/// `2 * n_threads` and the keys are long (decode over a long cache), into `items`. Items of a block are adjacent.
+fn plan_items(blocks: &[Block], n_threads: usize, items: &mut Vec<Item>) {
     let want = 2 * n_threads;
     let split = n_threads > 1 && blocks.len() < want;
-    let mut items = Vec::with_capacity(blocks.len());
+    items.clear();
     for (i, bl) in blocks.iter().enumerate() {
         let n_chunks = if split && bl.max_lim >= SPLIT_MIN_KEYS {
             want.div_ceil(blocks.len()).min(bl.max_lim / SPLIT_CHUNK_MIN).max(1)
@@ -283,16 +325,24 @@ fn plan_items(blocks: &[Block], n_threads: usize) -> Vec<Item> {
             }
         }
     }
-    items
 }
 
-/// Pack K as `Kᵀ` panels and V as dense rows, per (batch row, KV head) (zeros past each batch row's keys).
-fn pack_kv(a: &AttnArgs<'_>, k: &[f32], v: &[f32], n_tiles: usize, schedule: Schedule) -> Packed {
+/// Pack K as `Kᵀ` panels and V as dense rows, per (batch row, KV head) (zeros past each batch row's keys), into
+/// `out` (its buffers reused).
+fn pack_kv(a: &AttnArgs<'_>, k: &[f32], v: &[f32], n_tiles: usize, schedule: Schedule, out: &mut Packed) {
     let d = a.head_dim;
     let pair_len = n_tiles * TILE_KEYS * d;
     let n_pairs = a.batch * a.n_kv_heads;
-    let mut kt = vec![0.0f32; n_pairs * pair_len];
-    let mut vd = vec![0.0f32; n_pairs * pair_len];
+    let Packed {
+        n_tiles: tiles,
+        kt,
+        v: vd,
+    } = out;
+    *tiles = n_tiles;
+    for buf in [&mut *kt, &mut *vd] {
+        buf.clear();
+        buf.resize(n_pairs * pair_len, 0.0);
+    }
     let pack = |(p, (kt, vd)): (usize, (&mut [f32], &mut [f32]))| {
         let (b, kv_head) = (p / a.n_kv_heads, p % a.n_kv_heads);
         for j in 0..key_end(a, b) {
@@ -317,5 +367,4 @@ fn pack_kv(a: &AttnArgs<'_>, k: &[f32], v: &[f32], n_tiles: usize, schedule: Sch
             .enumerate()
             .for_each(pack),
     }
-    Packed { n_tiles, kt, v: vd }
 }

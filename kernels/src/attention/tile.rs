@@ -10,32 +10,40 @@ use crate::simd::Simd;
 
 /// Unnormalised softmax state of each row of a block over some keys: running max `m`,
 /// sum of `exp(s - m)` and `acc = Σ exp(s - m) · v`.
-#[derive(Clone, Debug)]
+///
+/// Its buffers are reused from call to call (see [`super::AttnScratch`]): `reset` reshapes without allocating once
+/// they have held as much. `q` and `sc` are the work item's own scratch (scaled queries, scores).
+#[derive(Clone, Debug, Default)]
 pub(super) struct Partial {
     m: Vec<f32>,
     l: Vec<f32>,
     acc: Vec<f32>,
     head_dim: usize,
+    q: Vec<f32>,
+    sc: Vec<f32>,
 }
 
 impl Partial {
-    fn empty(n_rows: usize, head_dim: usize) -> Self {
-        Self {
-            m: vec![f32::NEG_INFINITY; n_rows],
-            l: vec![0.0; n_rows],
-            acc: vec![0.0; n_rows * head_dim],
-            head_dim,
-        }
+    /// Empty state for `n_rows` rows of `head_dim` (no key seen).
+    fn reset(&mut self, n_rows: usize, head_dim: usize) {
+        let fill = |v: &mut Vec<f32>, n: usize, x: f32| {
+            v.clear();
+            v.resize(n, x);
+        };
+        fill(&mut self.m, n_rows, f32::NEG_INFINITY);
+        fill(&mut self.l, n_rows, 0.0);
+        fill(&mut self.acc, n_rows * head_dim, 0.0);
+        self.head_dim = head_dim;
     }
 
-    /// Combine the partials of one block over disjoint key ranges.
-    pub(super) fn merge(parts: &[Partial]) -> std::borrow::Cow<'_, Partial> {
+    /// Combine the partials of one block over disjoint key ranges (into `out` when there are several).
+    pub(super) fn merge<'p>(parts: &'p [Partial], out: &'p mut Partial) -> &'p Partial {
         if parts.len() == 1 {
-            return std::borrow::Cow::Borrowed(&parts[0]);
+            return &parts[0];
         }
         let d = parts[0].head_dim;
         let n_rows = parts[0].m.len();
-        let mut out = Partial::empty(n_rows, d);
+        out.reset(n_rows, d);
         for r in 0..n_rows {
             // Global max over the parts, then every part rescaled to it.
             let m = parts.iter().map(|p| p.m[r]).fold(f32::NEG_INFINITY, f32::max);
@@ -57,7 +65,7 @@ impl Partial {
             out.m[r] = m;
             out.l[r] = l;
         }
-        std::borrow::Cow::Owned(out)
+        out
     }
 
     /// Normalised output of row `r` (zeros when the row saw no key).
@@ -74,23 +82,25 @@ impl Partial {
     }
 }
 
-/// Attention of the rows of `block` over keys `keys` (whose start is a multiple of `TILE_KEYS`).
+/// Attention of the rows of `block` over keys `keys` (whose start is a multiple of `TILE_KEYS`), into `part`.
 #[inline(always)]
-pub(super) fn run_item<'a, S: Simd>(s: S, ctx: &Ctx<'a>, block: &Block, keys: Range<usize>) -> Partial {
+pub(super) fn run_item<'a, S: Simd>(s: S, ctx: &Ctx<'a>, block: &Block, keys: Range<usize>, part: &mut Partial) {
     let a = ctx.a;
     let d = a.head_dim;
     let rows = &ctx.rows[block.rows.clone()];
     let n_rows = rows.len();
     debug_assert_eq!(keys.start % TILE_KEYS, 0);
 
+    part.reset(n_rows, d);
+    let (mut q, mut sc) = (std::mem::take(&mut part.q), std::mem::take(&mut part.sc));
     // Queries of the block, times the scale: [n_rows, head_dim]
-    let mut q = vec![0.0f32; n_rows * d];
+    q.clear();
+    q.resize(n_rows * d, 0.0);
     for (row, dst) in rows.iter().zip(q.chunks_exact_mut(d)) {
         ops::scale_copy(s, &ctx.q[row.q..row.q + d], a.scale, dst);
     }
-
-    let mut part = Partial::empty(n_rows, d);
-    let mut sc = vec![0.0f32; n_rows * TILE_KEYS]; // scores, then probabilities: [n_rows, TILE_KEYS]
+    sc.clear();
+    sc.resize(n_rows * TILE_KEYS, 0.0); // scores, then probabilities: [n_rows, TILE_KEYS]
     let kv_base = a.kv_strides.offset(block.b, 0, block.kv_head);
     let kv_stride = a.kv_strides.pos;
     let end = keys.end.min(block.max_lim);
@@ -165,5 +175,5 @@ pub(super) fn run_item<'a, S: Simd>(s: S, ctx: &Ctx<'a>, block: &Block, keys: Ra
         ops::pv(s, &sc, n_rows, v_tile, d, &mut part.acc);
         t0 += n_keys;
     }
-    part
+    (part.q, part.sc) = (q, sc);
 }

@@ -314,10 +314,19 @@ pub(crate) fn run_share<S: Tile, E: PanelElem>(
                     // inputs; y rows r0 .. r0 + h, columns c0 .. c0 + n < out_dim belong to this share.
                     unsafe {
                         with_rows!(h, H => {
-                            let mut acc = tile::zero_acc::<S, H>(s);
-                            tile::tile::<S, E, H>(s, xp, in_dim, 1, bp, in_dim, &mut acc);
+                            // Chunks of CHUNK inputs, each summed from zero, added in order (see `tile::CHUNK`).
+                            let mut tot = tile::zero_acc::<S, H>(s);
+                            let mut p = 0;
+                            while p < in_dim {
+                                let kn = tile::CHUNK.min(in_dim - p);
+                                let mut acc = tile::zero_acc::<S, H>(s);
+                                // input p (a multiple of every G) of the panel starts at p · NR
+                                tile::tile::<S, E, H>(s, xp.add(p), in_dim, 1, bp.add(p * nr), kn, &mut acc);
+                                tile::add_acc(s, &mut tot, &acc, p == 0);
+                                p += kn;
+                            }
                             for r in 0..H {
-                                tile::store_row(s, &acc[r], y.add((r0 + r) * out_dim + c0), n, Store::Final, cols);
+                                tile::store_row(s, &tot[r], y.add((r0 + r) * out_dim + c0), n, Store::Final, cols);
                             }
                         })
                     }
@@ -331,7 +340,8 @@ pub(crate) fn run_share<S: Tile, E: PanelElem>(
             let Scratch { a: a_lines, b: b_lines } = &mut sc;
             let g = E::G;
             let in_pad = in_dim.next_multiple_of(g);
-            let kc_max = blk.kc.next_multiple_of(4).min(in_pad);
+            // Input blocks start at multiples of CHUNK, so the chunks are the GEMV's (batch invariance).
+            let kc_max = blk.kc.next_multiple_of(tile::CHUNK).min(in_pad);
             let mc_max = blk.mc(kc_max, geom.mr).min(rows.len());
             let ncp = blk.ncp.min(panels.len());
             let a_pack: &mut [f32] = take(a_lines, mc_max.next_multiple_of(geom.mr) * kc_max);
@@ -393,17 +403,27 @@ pub(crate) fn run_share<S: Tile, E: PanelElem>(
                                 // c0 .. c0 + n belong to this share.
                                 unsafe {
                                     with_rows!(h, H => {
-                                        let mut acc = tile::zero_acc::<S, H>(s);
-                                        if pc > 0 {
-                                            // Continue the sums of the previous input blocks (one FMA chain each).
+                                        // Chunks of CHUNK inputs, each summed from zero and added to the sums of
+                                        // the previous chunks kept in y (the GEMV's arithmetic, see `tile::CHUNK`).
+                                        let mut p = 0;
+                                        while p < kc {
+                                            let kn = tile::CHUNK.min(kc - p);
+                                            let mut acc = tile::zero_acc::<S, H>(s);
+                                            tile::tile::<S, E, H>(s, ap.add(p * H), 1, H, bp.add(p * nr), kn, &mut acc);
+                                            let first = pc + p == 0;
+                                            let last = p + kn >= kc;
                                             for r in 0..H {
-                                                acc[r] = tile::load_row(s, y.add((ic + r0 + r) * out_dim + c0), n);
+                                                let yr = y.add((ic + r0 + r) * out_dim + c0);
+                                                if !first {
+                                                    let prev = tile::load_row(s, yr, n);
+                                                    for v in 0..S::NV {
+                                                        acc[r][v] = s.add(prev[v], acc[r][v]);
+                                                    }
+                                                }
+                                                let m = if last { mode } else { Store::Partial };
+                                                tile::store_row(s, &acc[r], yr, n, m, cols);
                                             }
-                                        }
-                                        tile::tile::<S, E, H>(s, ap, 1, H, bp, kc, &mut acc);
-                                        for r in 0..H {
-                                            let yr = y.add((ic + r0 + r) * out_dim + c0);
-                                            tile::store_row(s, &acc[r], yr, n, mode, cols);
+                                            p += kn;
                                         }
                                     })
                                 }

@@ -78,6 +78,28 @@ impl PanelElem for i8 {
     }
 }
 
+/// Inputs per partial sum. Every output is summed in chunks of `CHUNK` consecutive inputs (from input 0), each chunk
+/// one FMA chain from zero, the chunks' sums added in order, in the GEMV and in the GEMM alike (batch invariance).
+/// One chain over all inputs would be faster by nothing (the GEMV is memory bound, the GEMM adds one vector per
+/// accumulator per chunk) and less accurate: its rounding error grows with the chain's length, `in_dim`, here with
+/// `CHUNK + in_dim / CHUNK` (e.g. 50 instead of 576 for SmolLM2's rows, 80 instead of 1536). A multiple of every `G`.
+pub(crate) const CHUNK: usize = 32;
+
+/// `tot += acc` per accumulator (`tot = acc` for the first chunk: adding it to zero could turn a `-0.0` sum into
+/// `+0.0`, which the GEMM, storing its first chunk as it is, does not).
+#[inline(always)]
+pub(crate) fn add_acc<S: Tile, const MR: usize>(s: S, tot: &mut Acc<S, MR>, acc: &Acc<S, MR>, first: bool) {
+    if first {
+        *tot = *acc;
+    } else {
+        for r in 0..MR {
+            for v in 0..S::NV {
+                tot[r][v] = s.add(tot[r][v], acc[r][v]);
+            }
+        }
+    }
+}
+
 /// Accumulators of one tile.
 pub(crate) type Acc<S, const MR: usize> = [[<S as Simd>::V; NV_MAX]; MR];
 
@@ -148,8 +170,8 @@ pub(crate) unsafe fn tile<S: Tile, E: PanelElem, const MR: usize>(
     *acc = c;
 }
 
-/// How a tile reaches `y`. Every output's sum is one chain of FMAs over all inputs in order, whatever the blocking:
-/// a block continues from the previous block's raw sum (see [`load_row`]), and only the last one applies the
+/// How a tile reaches `y`. Every output's sum is the same sum of [`CHUNK`] sums in order, whatever the blocking:
+/// a chunk is added to the previous chunks' raw sum (see [`load_row`]), and only the last one applies the
 /// scale and the bias. So a row's result does not depend on how many rows share the call or how they are split
 /// (batch invariance).
 #[derive(Clone, Copy, PartialEq, Eq)]
