@@ -46,9 +46,10 @@ pub struct LoadOptions {
     /// allocating. Default: [`DEFAULT_MAX_CACHE_BYTES`].
     pub max_cache_bytes: Option<usize>,
     /// How the linear layers' matrices are held: as stored (default) or quantized to int8 at load
-    /// (see [`WeightType`]). With `Int8` and `kernels: None`, the int8 GEMVs round `x` to i16 on AVX-512 VNNI
-    /// CPUs ([`kernels::I8Gemv::DotI16`]: as fast as the memory allows, an extra error under a tenth of int8's
-    /// own); pass `kernels` to choose.
+    /// (see [`WeightType`]); either way packed once at load for the kernels' ISA ([`kernels::PackedWeight`]) and
+    /// multiplied with f32 activations (int8 widened in registers, times its row scales). With `Int8` and
+    /// `kernels: None` the kernels also carry [`kernels::I8Gemv::DotI16`], which only the unpacked
+    /// [`Kernels::linear`] reads (no model layer calls it since the weights are packed).
     pub weights: WeightType,
 }
 

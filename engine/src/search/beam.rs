@@ -20,7 +20,9 @@
 //! Greedy search (`num_beams == 1`) takes the argmax of the processed scores and reports the same
 //! normalised score. Log-probs are those of the processed scores: transformers applies its rules to
 //! log-probs (and renormalises when asked), CTranslate2 applies them to logits then log-softmaxes.
-//! Log-softmax and argmax are the kernels' ([`Decoder::kernels`]).
+//! Log-softmax (every row of a step at once, `Kernels::log_softmax_rows`), the top `2k` candidates of a source's
+//! beams x vocabulary plus their running scores (`Kernels::top_k_rows`) and argmax are the kernels'
+//! ([`Decoder::kernels`]): SIMD, split over rayon's threads when the rows are large.
 //!
 //! Sources are independent: each one leaves the batch (its cache rows are dropped with
 //! [`Decoder::reorder`]) as soon as it is done, which does not change any other source's result.
