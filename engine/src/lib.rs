@@ -55,6 +55,7 @@
 //! field (expected against found), [`Error::Unsupported`] names what this engine does not run, and
 //! [`Error::Request`] a bad argument of a call. The library does not panic on input.
 
+mod attention;
 mod cache;
 mod chat;
 mod decoder;
@@ -69,6 +70,7 @@ mod step;
 mod text;
 mod translate;
 
+pub use attention::{AttentionMaps, PromptAttention, TranslationAttention};
 pub use cache::DEFAULT_MAX_CACHE_BYTES;
 pub use decoder::Decoder;
 pub use error::{Error, Result};

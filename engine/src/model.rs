@@ -9,6 +9,7 @@ use loaders::config::{GenerationConfig, RawConfig};
 use loaders::safetensors::SafeTensors;
 use loaders::tokenizer::{self, Tokenizer};
 
+use crate::attention::{self, PromptAttention, TranslationAttention};
 use crate::cache::DEFAULT_MAX_CACHE_BYTES;
 use crate::chat::{ChatTemplate, GenerationPrompt, Message, SpecialTokens};
 use crate::generate::{GenerateOptions, Generation, Generator, PromptFormat};
@@ -512,7 +513,7 @@ impl Model {
             max_rows,
             max_new_tokens,
         };
-        let state = net.start(sources, room, self.max_cache_bytes)?;
+        let state = net.start(sources, room, self.max_cache_bytes, Default::default())?;
         Ok(Session::new(&self.net, State::EncoderDecoder(Box::new(state))))
     }
 
@@ -586,6 +587,107 @@ impl Model {
             batch_size,
             max_cache_bytes: self.max_cache_bytes,
         }
+    }
+
+    // --- attention you can see -------------------------------------------------------------------------
+
+    /// Each id's token as the tokenizer spells it (`source`: the source side of a translation model), or the id
+    /// itself when there is no tokenizer or it does not know the id.
+    pub fn token_strings(&self, ids: &[u32], source: bool) -> Vec<String> {
+        let name = |id: u32| {
+            let t = self.text.as_ref()?.tokenizer();
+            if source {
+                t.source_id_to_token(id)
+            } else {
+                t.id_to_token(id)
+            }
+        };
+        ids.iter()
+            .map(|&id| name(id).unwrap_or_else(|| id.to_string()))
+            .collect()
+    }
+
+    /// The causal self-attention probabilities of every layer and head over `prompt` (decoder-only; the prompt
+    /// encoded as [`Model::generate`] encodes a plain prompt), from one forward pass on the recording path (the
+    /// naive attention that keeps its probabilities; generation never runs it).
+    ///
+    /// ```
+    /// use qkv::Model;
+    ///
+    /// let model = Model::load(qkv::loaders::paths::fixture("gpt2-tiny"))?;
+    /// let att = model.attention_ids(&[1, 2, 3])?;
+    /// let [layers, heads, queries, keys] = att.self_attention.shape();
+    /// assert_eq!((layers, heads, queries, keys), (2, 4, 3, 3));
+    /// # Ok::<(), qkv::Error>(())
+    /// ```
+    pub fn attention(&self, prompt: &str) -> Result<PromptAttention> {
+        self.decoder_only("attention")?;
+        if prompt.is_empty() {
+            return Err(Error::Request("attention: the prompt is empty".into()));
+        }
+        self.attention_ids(&self.prompt_ids(prompt, PromptFormat::Plain)?)
+    }
+
+    /// [`Model::attention`] of prompt ids (works without tokenizer files).
+    pub fn attention_ids(&self, ids: &[u32]) -> Result<PromptAttention> {
+        let m = self.decoder_only("attention")?;
+        let (rec, _) = attention::record_prompt(m, ids, self.max_cache_bytes)?;
+        Ok(PromptAttention {
+            ids: ids.to_vec(),
+            tokens: self.token_strings(ids, false),
+            self_attention: rec.maps(attention::AttnKind::Decoder, self.info.n_layers)?,
+        })
+    }
+
+    /// The encoder, decoder and cross-attention probabilities of a translation (encoder-decoder): `source` ids and
+    /// the `target` a search produced (cut at its first EOS), teacher-forced through the recording path; one
+    /// target row per target token, the decoder position whose output produced it.
+    ///
+    /// ```
+    /// use qkv::{Model, TranslateOptions};
+    ///
+    /// let model = Model::load(qkv::loaders::paths::fixture("marian-tiny"))?;
+    /// let source = [3, 4, 5, 0];
+    /// let best = &model.translate_ids(&[source.to_vec()], &TranslateOptions::default())?[0][0];
+    /// let att = model.translation_attention(&source, &best.tokens)?;
+    /// let [layers, heads, targets, sources] = att.cross.shape();
+    /// assert_eq!((layers, heads, sources), (2, 4, 4));
+    /// assert_eq!(targets, att.target_ids.len());
+    /// # Ok::<(), qkv::Error>(())
+    /// ```
+    pub fn translation_attention(&self, source: &[u32], target: &[u32]) -> Result<TranslationAttention> {
+        let (net, defaults) = self.encoder_decoder("translation_attention")?;
+        let (encoder, decoder, cross) =
+            attention::record_translation(net, source, target, &defaults.rules.eos, self.max_cache_bytes)?;
+        let (_, targets) = attention::teacher_forced(net.config().decoder_start_token_id, target, &defaults.rules.eos);
+        Ok(TranslationAttention {
+            source_ids: source.to_vec(),
+            source_tokens: self.token_strings(source, true),
+            target_tokens: self.token_strings(&targets, false),
+            target_ids: targets,
+            encoder,
+            decoder,
+            cross,
+        })
+    }
+
+    /// Translate sentences ([`Model::translate`]) and record each translation's attention
+    /// ([`Model::translation_attention`]).
+    pub fn translate_with_attention(
+        &self,
+        texts: &[&str],
+        opts: &TranslateOptions,
+    ) -> Result<Vec<(Translation, TranslationAttention)>> {
+        let translations = self.translate(texts, opts)?;
+        let text = self.text()?;
+        texts
+            .iter()
+            .zip(translations)
+            .map(|(src, t)| {
+                let att = self.translation_attention(&text.encode(src)?, &t.tokens)?;
+                Ok((t, att))
+            })
+            .collect()
     }
 
     /// Source rows × decoder layers whose cross-attention keys and values were projected since the model was

@@ -5,6 +5,7 @@
 
 use kernels::{Heads, Kernels};
 
+use crate::attention::{AttnKind, AttnPath};
 use crate::cache::{KvCache, KvShape, Scratch};
 use crate::decoder::{on_pool, Decoder};
 use crate::layers::{LmHead, WeightBytes};
@@ -33,6 +34,15 @@ pub(crate) struct Step<'a> {
     pub(crate) shape: StepShape,
     /// Positions already in the cache: the position of each row's first new token.
     pub(crate) pos0: usize,
+    /// The fused attention, or the recording path.
+    pub(crate) attn: AttnPath<'a>,
+}
+
+impl Step<'_> {
+    /// Causal self-attention `out = attention(q, k, v)` on this step's attention path.
+    pub(crate) fn attention(&self, args: &kernels::AttnArgs<'_>, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+        self.attn.attend(self.k, AttnKind::Decoder, args, q, k, v, out);
+    }
 }
 
 /// A decoder-only family: how its embeddings and blocks turn token ids into the residual stream.
@@ -135,6 +145,7 @@ impl CausalLm {
                 tokens: io.tokens,
                 shape,
                 pos0: cache.len(),
+                attn: io.attn,
             };
             cache.x.resize(shape.rows() * d.hidden_size, 0.0);
             self.blocks

@@ -8,6 +8,7 @@ use loaders::config::Gpt2Config;
 
 use super::decoder_only::{Blocks, Dims, Step};
 use super::{Loaded, Source};
+use crate::attention::Tap;
 use crate::cache::{KvCache, Scratch};
 use crate::layers::{Bias, Embedding, LayerNorm, Linear, LmHead, Norm, WeightBytes};
 use crate::{Error, Result};
@@ -135,7 +136,9 @@ impl Blocks for Gpt2 {
 
     fn forward(&self, step: &Step<'_>, kv: &mut [KvCache], scratch: &mut Scratch, x: &mut [f32]) -> Result<()> {
         let c = &self.c;
-        let Step { k, tokens, shape, pos0 } = *step;
+        let Step {
+            k, tokens, shape, pos0, ..
+        } = *step;
         let (batch, n, rows) = (shape.batch, shape.n, shape.rows());
         let (d, n_heads, ff, hd) = (c.n_embd, c.n_head, c.inner_dim(), c.head_dim());
         let ([xb, pos, qkv, att, hb], positions) = scratch.take_with_ids(
@@ -151,11 +154,13 @@ impl Blocks for Gpt2 {
 
         // Token embeddings: x = wte[tokens]                                           [rows, d]
         self.wte.forward(k, tokens, 1.0, x)?;
+        step.attn.tap(Tap::Embedded, x);
         // Learned positions: x += wpe[pos0 .. pos0 + n] for every sequence           [n, d]
         self.wpe.forward(k, positions, 1.0, pos)?;
         for b in 0..batch {
             k.add(&mut x[b * n * d..(b + 1) * n * d], pos);
         }
+        step.attn.tap(Tap::Positioned, x);
         // q, k and v sit side by side in each row of the fused projection.
         let qkv_strides = Strides {
             batch: n * 3 * d,
@@ -174,10 +179,11 @@ impl Blocks for Gpt2 {
                 .with_scale(self.attn_scale)
                 .with_q_strides(qkv_strides)
                 .with_kv_strides(kv.strides());
-            k.attention(&args, qkv, kv.k(), kv.v(), att);
+            step.attention(&args, qkv, kv.k(), kv.v(), att);
             // Output projection and residual: x += c_proj(att)                          [rows, d]
             block.attn_proj.forward(k, att, rows, xb);
             k.add(x, xb);
+            step.attn.tap(Tap::Attended, x);
             // Feed-forward input norm                                                  [rows, d]
             block.ln_2.forward(k, x, xb);
             // hb = act(c_fc(xb))                                                      [rows, ff]
@@ -186,6 +192,7 @@ impl Blocks for Gpt2 {
             // Down projection and residual: x += c_proj(hb)                            [rows, d]
             block.mlp_proj.forward(k, hb, rows, xb);
             k.add(x, xb);
+            step.attn.tap(Tap::Layer, x);
         }
         Ok(())
     }

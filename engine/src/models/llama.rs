@@ -10,6 +10,7 @@ use loaders::config::LlamaConfig;
 
 use super::decoder_only::{Blocks, Dims, Step};
 use super::{Loaded, Source};
+use crate::attention::Tap;
 use crate::cache::{KvCache, Scratch};
 use crate::layers::{Bias, Embedding, Linear, LmHead, Norm, RmsNorm, WeightBytes};
 use crate::{Error, Result};
@@ -133,7 +134,9 @@ impl Blocks for Llama {
 
     fn forward(&self, step: &Step<'_>, kv: &mut [KvCache], scratch: &mut Scratch, x: &mut [f32]) -> Result<()> {
         let c = &self.c;
-        let Step { k, tokens, shape, pos0 } = *step;
+        let Step {
+            k, tokens, shape, pos0, ..
+        } = *step;
         let (batch, n, rows) = (shape.batch, shape.n, shape.rows());
         let (d, hd, n_heads, n_kv) = (c.hidden_size, c.head_dim, c.num_attention_heads, c.num_key_value_heads);
         let (q_dim, kv_dim, ff) = (n_heads * hd, n_kv * hd, c.intermediate_size);
@@ -151,6 +154,7 @@ impl Blocks for Llama {
 
         // Token embeddings: x = embed_tokens[tokens]                                  [rows, d]
         self.embed.forward(k, tokens, 1.0, x)?;
+        step.attn.tap(Tap::Embedded, x);
         for (layer, kv) in self.layers.iter().zip(kv.iter_mut()) {
             // Attention input norm                                                     [rows, d]
             layer.input_norm.forward(k, x, xb);
@@ -167,10 +171,11 @@ impl Blocks for Llama {
             kv.append(kb, vb, n)?;
             // Causal grouped-query attention over the cache                      [rows, n_heads, hd]
             let args = AttnArgs::causal(heads, batch, n, kv.len()).with_kv_strides(kv.strides());
-            k.attention(&args, q, kv.k(), kv.v(), att);
+            step.attention(&args, q, kv.k(), kv.v(), att);
             // Output projection and residual: x += o_proj(att)                          [rows, d]
             layer.o_proj.forward(k, att, rows, xb);
             k.add(x, xb);
+            step.attn.tap(Tap::Attended, x);
             // Feed-forward input norm                                                  [rows, d]
             layer.post_attn_norm.forward(k, x, xb);
             // SwiGLU: hb3 = silu(gate(xb)) * up(xb)                                    [rows, ff]
@@ -180,6 +185,7 @@ impl Blocks for Llama {
             // Down projection and residual: x += down(hb3)                             [rows, d]
             layer.down_proj.forward(k, hb3, rows, xb);
             k.add(x, xb);
+            step.attn.tap(Tap::Layer, x);
         }
         Ok(())
     }

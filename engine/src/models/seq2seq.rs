@@ -27,6 +27,7 @@ use kernels::{sinusoidal_table, Activation, AttnArgs, Heads, Kernels, Layout, Si
 use loaders::config::{Ct2Config, EmbeddingScale, GenerationConfig, MarianConfig};
 
 use super::{Loaded, Network, Source};
+use crate::attention::{AttnKind, AttnPath};
 use crate::cache::{KvCache, KvShape, Scratch};
 use crate::decoder::{on_pool, Decoder};
 use crate::layers::{Bias, Embedding, LayerNorm, Linear, LmHead, Norm, TensorSource, WeightBytes, WeightType};
@@ -683,12 +684,19 @@ impl Seq2Seq {
     /// cross-attention K/V. The returned state has one decoder row per source; it can hold up to
     /// `room.max_rows` rows (e.g. sources × beams) and `room.max_new_tokens` decoder positions per row, its
     /// self-attention caches within `max_bytes`.
-    pub(crate) fn start(&self, sources: &[&[u32]], room: Room, max_bytes: usize) -> Result<Seq2SeqState> {
-        on_pool(|| self.encode(sources, room, max_bytes))
+    /// The encoder's self-attention runs on `attn` (the fused kernels, or the recording path).
+    pub(crate) fn start(
+        &self,
+        sources: &[&[u32]],
+        room: Room,
+        max_bytes: usize,
+        attn: AttnPath<'_>,
+    ) -> Result<Seq2SeqState> {
+        on_pool(|| self.encode(sources, room, max_bytes, attn))
     }
 
     /// [`Self::start`].
-    fn encode(&self, sources: &[&[u32]], room: Room, max_bytes: usize) -> Result<Seq2SeqState> {
+    fn encode(&self, sources: &[&[u32]], room: Room, max_bytes: usize, attn: AttnPath<'_>) -> Result<Seq2SeqState> {
         let k = &self.kernels;
         let d = self.cfg.d_model;
         let n_src = sources.len();
@@ -719,7 +727,8 @@ impl Seq2Seq {
             let args = AttnArgs::bidirectional(heads, n_src, len, &src_lens)
                 .with_q_strides(packed)
                 .with_kv_strides(packed);
-            k.attention(&args, &buf.qkv[p.q..], &buf.qkv[p.k..], &buf.qkv[p.v..], &mut buf.attn);
+            let (q, kk, v) = (&buf.qkv[p.q..], &buf.qkv[p.k..], &buf.qkv[p.v..]);
+            attn.attend(k, AttnKind::Encoder, &args, q, kk, v, &mut buf.attn);
             layer.attn.out.forward(k, &buf.attn, rows, &mut buf.o);
             buf.residual(k, self.cfg.norm, &layer.attn.norm, &mut x);
             // feed-forward
@@ -1034,7 +1043,9 @@ impl Seq2Seq {
             let args = AttnArgs::causal(heads, batch, n, past + n)
                 .with_q_strides(src)
                 .with_kv_strides(cache.strides());
-            k.attention(&args, &buf.qkv[p.q..], cache.k(), cache.v(), &mut buf.attn[..rows * d]);
+            let out = &mut buf.attn[..rows * d];
+            io.attn
+                .attend(k, AttnKind::Decoder, &args, &buf.qkv[p.q..], cache.k(), cache.v(), out);
             layer
                 .attn
                 .out
@@ -1056,7 +1067,9 @@ impl Seq2Seq {
                     pos: kv.pos,
                     head: head_dim,
                 });
-                k.attention(
+                io.attn.attend(
+                    k,
+                    AttnKind::Cross,
                     &args,
                     &buf.q[r0 * n * d..r1 * n * d],
                     &kv.data[base + kv.k_off..],
