@@ -4,8 +4,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod attention;
 mod generate;
 mod import_gguf;
+mod plot;
 mod stdin;
 mod translate;
 
@@ -22,6 +24,8 @@ enum Command {
     Generate(generate::Args),
     /// Translate sentences with an encoder-decoder model (Marian/opus-mt, CTranslate2 Transformer).
     Translate(translate::Args),
+    /// Attention maps of a decoder-only model over a prompt: a PNG heatmap per head, or JSON.
+    Attention(attention::Args),
     /// Import a GGUF file (Llama architecture) as a Hugging Face directory.
     ImportGguf(import_gguf::Args),
 }
@@ -34,6 +38,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::Translate(args) => translate::run(args),
         Command::ImportGguf(args) => import_gguf::run(args),
+        Command::Attention(args) => attention::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
