@@ -30,6 +30,7 @@
 //! | `cache.rs` | KV caches (preallocated, written in place, reordered for beams; the memory cap) and scratch buffers |
 //! | `decoder.rs` | the [`Decoder`] trait every search runs against |
 //! | `chat.rs`, `text.rs` | chat templates; the tokenizer as the engine uses it |
+//! | `attention.rs`, `explain.rs` | attention you can see: the recording path ([`Model::attention`], [`Model::translation_attention`]: [`AttentionMaps`] `[layer][head][query][key]`) and the trace of one forward pass ([`Model::explain`], [`Trace::toy`]) |
 //!
 //! The numeric kernels (GEMV/GEMM, fused attention, norms, activations, RoPE, log-softmax) are the `kernels`
 //! crate's, reached through [`Kernels`]; files (safetensors, configs, tokenizers, GGUF) are read by [`loaders`].
@@ -41,7 +42,7 @@
 //! | token embedding | `models/llama.rs`, `models/gpt2.rs` (`Embedding`, `layers.rs`) | `models/seq2seq.rs` (scaled by `embed_scale`) | `Kernels::embed` |
 //! | positional encodings | RoPE: `models/llama.rs` (`RopeTable`); learned: `models/gpt2.rs` (`wpe`) | sinusoids: `models/seq2seq.rs` (`pos_table`) | `Kernels::rope`, `kernels::sinusoidal_table` |
 //! | Q/K/V projections | `models/llama.rs` (`q_proj`, `k_proj`, `v_proj`), `models/gpt2.rs` (fused `c_attn`) | `models/seq2seq.rs` (`QkvProj`: separate or fused, per naming scheme) | `Kernels::linear` (`layers.rs` `Linear`) |
-//! | attention | every family builds `AttnArgs` and calls the fused kernel | the same | `Kernels::attention` (`kernels/src/attention/`) |
+//! | attention | every family builds `AttnArgs` and calls the fused kernel through its step's `AttnPath` (`attention.rs`: fused, or the recording path that keeps the probabilities) | the same | `Kernels::attention` (`kernels/src/attention/`); recording: `kernels::reference::attention_probs` |
 //! | masking | causal: `AttnArgs::causal` over the KV cache (`cache.rs`) | padding: `AttnArgs::bidirectional` (`key_lens`) in the encoder; causal in the decoder | `kernels::Mask`, `AttnArgs::visible` |
 //! | cross-attention | — | `models/seq2seq.rs`: K/V projected once per source (`CrossKv`), `AttnArgs::cross`, shared by beams | `Kernels::attention` |
 //! | residual + norm | pre-norm: `x += f(norm(x))` in each family's `forward` (`Norm`, `layers.rs`) | pre- or post-norm (`NormPlacement`, `Buffers::residual`) | `Kernels::add`, `rms_norm`, `layer_norm` |
@@ -60,6 +61,7 @@ mod cache;
 mod chat;
 mod decoder;
 mod error;
+pub mod explain;
 mod generate;
 mod layers;
 mod model;
@@ -74,6 +76,7 @@ pub use attention::{AttentionMaps, PromptAttention, TranslationAttention};
 pub use cache::DEFAULT_MAX_CACHE_BYTES;
 pub use decoder::Decoder;
 pub use error::{Error, Result};
+pub use explain::Trace;
 pub use generate::{GenerateOptions, Generation, Generator, PromptFormat, StopReason, Timings, TokenEvent};
 pub use kernels::{Isa, Kernels};
 pub use layers::{WeightBytes, WeightType};

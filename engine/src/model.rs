@@ -12,6 +12,7 @@ use loaders::tokenizer::{self, Tokenizer};
 use crate::attention::{self, PromptAttention, TranslationAttention};
 use crate::cache::DEFAULT_MAX_CACHE_BYTES;
 use crate::chat::{ChatTemplate, GenerationPrompt, Message, SpecialTokens};
+use crate::explain::{self, Trace, TraceInput};
 use crate::generate::{GenerateOptions, Generation, Generator, PromptFormat};
 use crate::layers::{WeightBytes, WeightType};
 use crate::models::decoder_only::CausalLm;
@@ -669,6 +670,66 @@ impl Model {
             decoder,
             cross,
         })
+    }
+
+    /// The trace of one forward pass over `prompt` (decoder-only; encoded as a plain prompt) at `layer` and `head`:
+    /// embeddings and positions, the head's Q, K, V, scores, mask, softmax weights and weighted sum, the norms'
+    /// inputs, the feed-forward and the next tokens (see [`Trace`]). An error names a layer or head out of range.
+    ///
+    /// ```
+    /// use qkv::Model;
+    ///
+    /// let model = Model::load(qkv::loaders::paths::fixture("llama-tiny-gqa"))?;
+    /// let t = model.explain_ids(&[1, 158, 66], 1, 5)?;
+    /// assert_eq!((t.position_kind.as_str(), t.weights[0][1]), ("rotary", 0.0)); // the mask: exactly 0
+    /// assert!(t.row_sums.iter().all(|s| (s - 1.0).abs() < 1e-6));
+    /// assert!(model.explain_ids(&[1, 158, 66], 2, 0).unwrap_err().to_string().contains("layer 2"));
+    /// # Ok::<(), qkv::Error>(())
+    /// ```
+    pub fn explain(&self, prompt: &str, layer: usize, head: usize) -> Result<Trace> {
+        self.decoder_only("explain")?;
+        if prompt.is_empty() {
+            return Err(Error::Request("explain: the prompt is empty".into()));
+        }
+        self.explain_ids(&self.prompt_ids(prompt, PromptFormat::Plain)?, layer, head)
+    }
+
+    /// [`Model::explain`] of prompt ids.
+    pub fn explain_ids(&self, ids: &[u32], layer: usize, head: usize) -> Result<Trace> {
+        let m = self.decoder_only("explain")?;
+        let info = &self.info;
+        if layer >= info.n_layers {
+            return Err(Error::Request(format!(
+                "explain: layer {layer} is out of range (the model has {} layers, 0..={})",
+                info.n_layers,
+                info.n_layers - 1
+            )));
+        }
+        if head >= info.n_heads {
+            return Err(Error::Request(format!(
+                "explain: head {head} is out of range (the model has {} heads per layer, 0..={})",
+                info.n_heads,
+                info.n_heads - 1
+            )));
+        }
+        let (rec, logits) = attention::record_prompt(m, ids, self.max_cache_bytes)?;
+        let input = TraceInput {
+            architecture: info.architecture,
+            ids,
+            tokens: self.token_strings(ids, false),
+            d_model: info.hidden_size,
+            n_layers: info.n_layers,
+            layer,
+            head,
+            norm_kind: if info.architecture == "llama" {
+                "RMSNorm"
+            } else {
+                "LayerNorm"
+            },
+            logits: &logits,
+            vocab: info.vocab_size,
+        };
+        explain::from_recording(&rec, input, |id| self.token_strings(&[id], false).remove(0))
     }
 
     /// Translate sentences ([`Model::translate`]) and record each translation's attention

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod attention;
+mod explain;
 mod generate;
 mod import_gguf;
 mod plot;
@@ -26,6 +27,8 @@ enum Command {
     Translate(translate::Args),
     /// Attention maps of a decoder-only model over a prompt: a PNG heatmap per head, or JSON.
     Attention(attention::Args),
+    /// The trace of one forward pass as tables: embeddings, Q/K/V, scores, mask, softmax, norms, feed-forward.
+    Explain(explain::Args),
     /// Import a GGUF file (Llama architecture) as a Hugging Face directory.
     ImportGguf(import_gguf::Args),
 }
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         Command::Translate(args) => translate::run(args),
         Command::ImportGguf(args) => import_gguf::run(args),
         Command::Attention(args) => attention::run(args),
+        Command::Explain(args) => explain::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
