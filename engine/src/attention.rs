@@ -325,11 +325,11 @@ pub struct TranslationAttention {
 pub(crate) fn record_prompt(m: &CausalLm, ids: &[u32], max_bytes: usize) -> Result<(Recorder, Vec<f32>)> {
     let d = m.dims();
     if ids.is_empty() {
-        return Err(Error::Request("attention: the prompt is empty (no tokens)".into()));
+        return Err(Error::Request("the prompt is empty (no tokens)".into()));
     }
     if ids.len() > d.max_positions {
         return Err(Error::Request(format!(
-            "attention: the prompt has {} tokens, longer than the model's context of {} positions",
+            "the prompt has {} tokens, longer than the model's context of {} positions",
             ids.len(),
             d.max_positions
         )));
