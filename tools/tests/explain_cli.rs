@@ -92,7 +92,7 @@ fn toy_text_shows_the_textbook_numbers() {
 fn model_trace_weights_are_the_attention_maps() {
     let stories = loaders::paths::shared_model("stories260k").expect("shared model");
     let m = stories.to_str().unwrap();
-    let trace: serde_json::Value = serde_json::from_str(&qkv(&[
+    let args = [
         "explain",
         "--model",
         m,
@@ -100,10 +100,9 @@ fn model_trace_weights_are_the_attention_maps() {
         "4",
         "--head",
         "3",
-        "--json",
         "Cat is sleeping on the mat",
-    ]))
-    .unwrap();
+    ];
+    let trace: serde_json::Value = serde_json::from_str(&qkv(&[&args[..], &["--json"]].concat())).unwrap();
     let ids: Vec<String> = trace["ids"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
     let att: serde_json::Value =
         serde_json::from_str(&qkv(&["attention", "--model", m, "--ids", &ids.join(","), "--json"])).unwrap();
@@ -118,16 +117,7 @@ fn model_trace_weights_are_the_attention_maps() {
     }
     assert_eq!(trace["top_next"].as_array().unwrap().len(), 5);
     // the text form prints the same trace
-    let text = qkv(&[
-        "explain",
-        "--model",
-        m,
-        "--layer",
-        "4",
-        "--head",
-        "3",
-        "Cat is sleeping on the mat",
-    ]);
+    let text = qkv(&args);
     assert!(
         text.contains("Layer 4, head 3") && text.contains("RMSNorm (pre-norm)"),
         "{text}"

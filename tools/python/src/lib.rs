@@ -381,7 +381,10 @@ fn ndarray(py: Python<'_>, maps: &qkv::AttentionMaps) -> PyResult<Py<PyAny>> {
     let np = py.import("numpy")?;
     let flat = np.call_method1("frombuffer", (PyBytes::new(py, &bytes), "float32"))?;
     let shape = maps.shape();
-    Ok(flat.call_method1("reshape", (shape.to_vec(),))?.call_method0("copy")?.unbind())
+    Ok(flat
+        .call_method1("reshape", (shape.to_vec(),))?
+        .call_method0("copy")?
+        .unbind())
 }
 
 /// Self-attention probabilities over a prompt (`Model.attention`).
@@ -548,7 +551,11 @@ impl Model {
                 py.detach(|| engine.attention(&prompt))
             }
             (None, Some(ids)) => py.detach(|| engine.attention_ids(&ids)),
-            _ => return Err(PyTypeError::new_err("attention takes a prompt or ids=[...], one of them")),
+            _ => {
+                return Err(PyTypeError::new_err(
+                    "attention takes a prompt or ids=[...], one of them",
+                ))
+            }
         }
         .map_err(py_err)?;
         Ok(Attention {
