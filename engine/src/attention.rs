@@ -57,15 +57,12 @@ pub(crate) enum Tap {
 
 impl AttnPath<'_> {
     /// `out = attention(q, k, v)` as `args` describe it, on the fused kernels or recorded as `kind`.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn attend(
         self,
         k: &Kernels,
         kind: AttnKind,
         args: &AttnArgs<'_>,
-        q: &[f32],
-        keys: &[f32],
-        v: &[f32],
+        [q, keys, v]: Qkv<'_>,
         out: &mut [f32],
     ) {
         match self {
@@ -81,6 +78,9 @@ impl AttnPath<'_> {
         }
     }
 }
+
+/// The queries, keys and values of one attention call, laid out as its `AttnArgs` say.
+pub(crate) type Qkv<'a> = [&'a [f32]; 3];
 
 /// One recorded attention call, batch row 0 of it gathered head-major.
 #[derive(Clone, Debug)]
@@ -372,6 +372,11 @@ pub(crate) fn record_translation(
     max_bytes: usize,
 ) -> Result<(AttentionMaps, AttentionMaps, AttentionMaps)> {
     let c = net.config();
+    if source.is_empty() {
+        return Err(Error::Request(
+            "translation attention: the source is empty (no tokens)".into(),
+        ));
+    }
     let (inputs, targets) = teacher_forced(c.decoder_start_token_id, target, eos);
     let rec = Recorder::default();
     let room = Room {

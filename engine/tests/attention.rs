@@ -139,6 +139,8 @@ fn translation_rows_stop_before_eos() {
     // nothing generated but EOS: no rows
     let att = model.translation_attention(&[3, 4, 5, 0], &[eos]).unwrap();
     assert_eq!(att.cross.shape(), [2, 4, 0, 4]);
+    let e = model.translation_attention(&[], &[9]).unwrap_err().to_string();
+    assert!(e.contains("source is empty"), "{e}");
 }
 
 /// CTranslate2 returns, per target token, the cross-attention of the decoder's `alignment_layer` averaged over

@@ -41,7 +41,7 @@ pub(crate) struct Step<'a> {
 impl Step<'_> {
     /// Causal self-attention `out = attention(q, k, v)` on this step's attention path.
     pub(crate) fn attention(&self, args: &kernels::AttnArgs<'_>, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
-        self.attn.attend(self.k, AttnKind::Decoder, args, q, k, v, out);
+        self.attn.attend(self.k, AttnKind::Decoder, args, [q, k, v], out);
     }
 }
 

@@ -727,8 +727,8 @@ impl Seq2Seq {
             let args = AttnArgs::bidirectional(heads, n_src, len, &src_lens)
                 .with_q_strides(packed)
                 .with_kv_strides(packed);
-            let (q, kk, v) = (&buf.qkv[p.q..], &buf.qkv[p.k..], &buf.qkv[p.v..]);
-            attn.attend(k, AttnKind::Encoder, &args, q, kk, v, &mut buf.attn);
+            let qkv = [&buf.qkv[p.q..], &buf.qkv[p.k..], &buf.qkv[p.v..]];
+            attn.attend(k, AttnKind::Encoder, &args, qkv, &mut buf.attn);
             layer.attn.out.forward(k, &buf.attn, rows, &mut buf.o);
             buf.residual(k, self.cfg.norm, &layer.attn.norm, &mut x);
             // feed-forward
@@ -1043,9 +1043,9 @@ impl Seq2Seq {
             let args = AttnArgs::causal(heads, batch, n, past + n)
                 .with_q_strides(src)
                 .with_kv_strides(cache.strides());
-            let out = &mut buf.attn[..rows * d];
+            let qkv = [&buf.qkv[p.q..], cache.k(), cache.v()];
             io.attn
-                .attend(k, AttnKind::Decoder, &args, &buf.qkv[p.q..], cache.k(), cache.v(), out);
+                .attend(k, AttnKind::Decoder, &args, qkv, &mut buf.attn[..rows * d]);
             layer
                 .attn
                 .out
@@ -1067,15 +1067,13 @@ impl Seq2Seq {
                     pos: kv.pos,
                     head: head_dim,
                 });
-                io.attn.attend(
-                    k,
-                    AttnKind::Cross,
-                    &args,
+                let qkv = [
                     &buf.q[r0 * n * d..r1 * n * d],
                     &kv.data[base + kv.k_off..],
                     &kv.data[base + kv.v_off..],
-                    &mut buf.attn[r0 * n * d..r1 * n * d],
-                );
+                ];
+                io.attn
+                    .attend(k, AttnKind::Cross, &args, qkv, &mut buf.attn[r0 * n * d..r1 * n * d]);
                 r0 = r1;
             }
             layer
