@@ -44,14 +44,15 @@ fn register_font() {
     });
 }
 
-/// A token as a label: surrounding whitespace trimmed (llama2.c's `\n<s>\n`), SentencePiece's `▁` and
-/// byte-level BPE's `Ġ` (a space) as `·`, a newline (`Ċ`) as `\n`, at most 14 characters.
+/// A token as a label: surrounding whitespace trimmed (llama2.c's `\n<s>\n`) unless it is all whitespace,
+/// a space (SentencePiece's `▁`, byte-level BPE's `Ġ`, a space token) as `·`, a newline (`Ċ`) as `\n`, at
+/// most 14 characters.
 pub fn label(token: &str) -> String {
     let t = match token.trim() {
         "" => token,
         trimmed => trimmed,
     };
-    let t = t.replace(['▁', 'Ġ'], "·").replace(['Ċ', '\n'], "\\n");
+    let t = t.replace(['▁', 'Ġ', ' '], "·").replace(['Ċ', '\n'], "\\n");
     if t.chars().count() > 14 {
         t.chars().take(13).chain(['…']).collect()
     } else {
@@ -182,4 +183,20 @@ pub fn write_png(path: &Path, fig: &Figure) -> Result<(u32, u32)> {
     }
     root.present().map_err(err)?;
     Ok((width, height))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::label;
+
+    #[test]
+    fn labels_show_spaces_and_newlines() {
+        assert_eq!(label("\n<s>\n"), "<s>");
+        assert_eq!(label(" Once"), "Once");
+        assert_eq!(label(" "), "·");
+        assert_eq!(label("▁the"), "·the");
+        assert_eq!(label("Ġworld"), "·world");
+        assert_eq!(label("Ċ"), "\\n");
+        assert_eq!(label("abcdefghijklmnopq"), "abcdefghijklm…");
+    }
 }
