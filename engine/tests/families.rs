@@ -32,14 +32,19 @@ fn model_dir(name: &str) -> (PathBuf, serde_json::Value) {
     (dir, meta)
 }
 
-/// Prefill logits at every prompt position, then 40 greedy steps one token at a time, on every ISA.
-fn check_family(name: &str) {
-    let (dir, meta) = model_dir(name);
-    let refs = open(
+/// The fixture's HF outputs.
+fn references(name: &str) -> loaders::safetensors::SafeTensors {
+    open(
         &loaders::paths::fixture("families")
             .join(name)
             .join("reference.safetensors"),
-    );
+    )
+}
+
+/// Prefill logits at every prompt position, then 40 greedy steps one token at a time, on every ISA.
+fn check_family(name: &str) {
+    let (dir, meta) = model_dir(name);
+    let refs = references(name);
     let prompt = ids(&meta["prompt"]);
     let greedy = ids(&meta["greedy_tokens"]);
     let want_prompt = tensor(&refs, "prompt_logits");
@@ -173,11 +178,7 @@ const RECORDED_PROB_REL_TOL: f64 = 2e-4;
 fn attention_recording_matches_hf_on_every_family() {
     for name in ["qwen2", "llama3", "qwen3", "mistral", "phi3", "gemma2", "gemma3"] {
         let (dir, meta) = model_dir(name);
-        let refs = open(
-            &loaders::paths::fixture("families")
-                .join(name)
-                .join("reference.safetensors"),
-        );
+        let refs = references(name);
         let prompt = ids(&meta["prompt"]);
         let m = qkv::Model::load(&dir).unwrap();
         let vocab = m.info().vocab_size;
