@@ -154,7 +154,7 @@ impl ModelInfo {
                     n_layers: c.n_decoder_layers,
                     n_heads: c.n_decoder_heads,
                     n_kv_heads: c.n_decoder_heads,
-                    head_dim: c.d_model / c.n_decoder_heads,
+                    head_dim: c.head_dim,
                     decoder_start_token_id: Some(c.decoder_start_token_id),
                 }
             }
@@ -642,6 +642,16 @@ impl Model {
     pub fn cross_projection_count(&self) -> usize {
         match &self.net {
             Network::EncoderDecoder { net, .. } => net.cross_projection_count(),
+            Network::DecoderOnly(_) => 0,
+        }
+    }
+
+    /// Relative position bias tables built since the model was loaded: one per stack of a T5 model, built at
+    /// load (0 for every other family): a diagnostic showing that the bias is computed once per stack, not per
+    /// layer, step or sequence.
+    pub fn position_bias_tables(&self) -> usize {
+        match &self.net {
+            Network::EncoderDecoder { net, .. } => net.position_bias_tables(),
             Network::DecoderOnly(_) => 0,
         }
     }

@@ -497,7 +497,7 @@ impl Rotary {
 }
 
 /// `out = act(gate) * up` (SwiGLU with SiLU, GeGLU with tanh GELU); `gate` is overwritten.
-fn gated(k: &Kernels, act: Activation, gate: &mut [f32], up: &[f32], out: &mut [f32]) {
+pub(super) fn gated(k: &Kernels, act: Activation, gate: &mut [f32], up: &[f32], out: &mut [f32]) {
     match act {
         Activation::Silu => k.swiglu(gate, up, out),
         _ => {
