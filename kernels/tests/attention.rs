@@ -363,7 +363,11 @@ fn relative_position_bias() {
         for (q_len, kv_len) in [(1, 90), (17, 65), (70, 70)] {
             let heads = 4;
             let mut rng = Rng(7 + max_distance as u64);
-            let table: Vec<f32> = rng.vec(heads * (2 * max_distance + 1)).iter().map(|x| 4.0 * x).collect();
+            let table: Vec<f32> = rng
+                .vec(heads * (2 * max_distance + 1))
+                .iter()
+                .map(|x| 4.0 * x)
+                .collect();
             let mut case = Case::new(2, heads, 2, 16, q_len, kv_len);
             case.position_bias = Some((table, max_distance));
             case.clone().check(TOL);

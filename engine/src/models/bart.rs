@@ -9,8 +9,8 @@
 use serde::Deserialize;
 
 use super::seq2seq::{
-    self, ConfigGeneration, FfnKind, HeadMatrix, Naming, NormKind, NormPlacement, PositionKind, Positions,
-    ScoreScale, Seq2SeqConfig, MARIAN,
+    self, ConfigGeneration, FfnKind, HeadMatrix, Naming, NormKind, NormPlacement, PositionKind, Positions, ScoreScale,
+    Seq2SeqConfig, MARIAN,
 };
 use super::{Loaded, Source};
 use crate::Result;

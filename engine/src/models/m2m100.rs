@@ -10,8 +10,8 @@ use kernels::Sinusoid;
 use serde::Deserialize;
 
 use super::seq2seq::{
-    self, ConfigGeneration, FfnKind, HeadMatrix, Naming, NormKind, NormPlacement, PositionKind, Positions,
-    ScoreScale, Seq2SeqConfig, MARIAN,
+    self, ConfigGeneration, FfnKind, HeadMatrix, Naming, NormKind, NormPlacement, PositionKind, Positions, ScoreScale,
+    Seq2SeqConfig, MARIAN,
 };
 use super::{Loaded, Source};
 use crate::Result;

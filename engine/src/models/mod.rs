@@ -107,9 +107,17 @@ pub(crate) const FAMILIES: &[Family] = &[
     Family::new("gemma3_text", &["Gemma3ForCausalLM"], gemma::load_gemma3),
     Family::new("marian", &["MarianMTModel", "MarianModel"], seq2seq::load_marian),
     Family::new("ct2_transformer_seq2seq", &[], seq2seq::load_ct2),
-    Family::new("m2m_100", &["M2M100ForConditionalGeneration", "M2M100Model"], m2m100::load),
+    Family::new(
+        "m2m_100",
+        &["M2M100ForConditionalGeneration", "M2M100Model"],
+        m2m100::load,
+    ),
     Family::new("bart", &["BartForConditionalGeneration", "BartModel"], bart::load_bart),
-    Family::new("mbart", &["MBartForConditionalGeneration", "MBartModel"], bart::load_mbart),
+    Family::new(
+        "mbart",
+        &["MBartForConditionalGeneration", "MBartModel"],
+        bart::load_mbart,
+    ),
     Family::new("t5", &["T5ForConditionalGeneration", "T5Model"], t5::load),
 ];
 

@@ -169,8 +169,14 @@ mod tests {
             // past max_distance: the last bucket of each side
             let last = b.num_buckets / 2 - 1;
             assert_eq!(b.bucket(-(b.max_distance as i64), Direction::Bidirectional), last);
-            assert_eq!(b.bucket(b.max_distance as i64 * 5, Direction::Bidirectional), 2 * last + 1);
-            assert_eq!(b.bucket(-(b.max_distance as i64) * 5, Direction::Causal), b.num_buckets - 1);
+            assert_eq!(
+                b.bucket(b.max_distance as i64 * 5, Direction::Bidirectional),
+                2 * last + 1
+            );
+            assert_eq!(
+                b.bucket(-(b.max_distance as i64) * 5, Direction::Causal),
+                b.num_buckets - 1
+            );
         }
     }
 

@@ -30,9 +30,7 @@ use super::relative_position::{Direction, RelativeBias, RelativeBuckets};
 use super::{Loaded, Network, Source};
 use crate::cache::{KvCache, KvShape, Scratch};
 use crate::decoder::{on_pool, Decoder};
-use crate::layers::{
-    Bias, Embedding, LayerNorm, Linear, LmHead, Norm, RmsNorm, TensorSource, WeightBytes, WeightType,
-};
+use crate::layers::{Bias, Embedding, LayerNorm, Linear, LmHead, Norm, RmsNorm, TensorSource, WeightBytes, WeightType};
 use crate::search::{BeamStyle, EarlyStopping, LogitsRules, SearchOptions};
 use crate::step::StepIo;
 use crate::{Error, Result};
@@ -208,8 +206,11 @@ impl Seq2SeqConfig {
             return Err(bad("attention heads", "encoder and decoder differ".into()));
         }
         let head_dims = [self.d_model / self.n_encoder_heads, self.d_model / self.n_decoder_heads];
-        let divides = self.d_model % self.n_encoder_heads == 0 && self.d_model % self.n_decoder_heads == 0;
-        if !matches!(self.positions.kind, PositionKind::RelativeBias(_)) && (!divides || head_dims != [self.head_dim; 2]) {
+        let divides =
+            self.d_model.is_multiple_of(self.n_encoder_heads) && self.d_model.is_multiple_of(self.n_decoder_heads);
+        if !matches!(self.positions.kind, PositionKind::RelativeBias(_))
+            && (!divides || head_dims != [self.head_dim; 2])
+        {
             return Err(bad(
                 "d_model",
                 format!(
@@ -218,19 +219,29 @@ impl Seq2SeqConfig {
                 ),
             ));
         }
-        if matches!(self.positions.kind, PositionKind::Sinusoid { .. }) && self.d_model % 2 != 0 {
-            return Err(bad("d_model", format!("sinusoidal positions need an even width, found {}", self.d_model)));
+        if matches!(self.positions.kind, PositionKind::Sinusoid { .. }) && !self.d_model.is_multiple_of(2) {
+            return Err(bad(
+                "d_model",
+                format!("sinusoidal positions need an even width, found {}", self.d_model),
+            ));
         }
-        for (field, id) in [("decoder_start_token_id", self.decoder_start_token_id), ("pad_token_id", self.pad_token_id)] {
+        for (field, id) in [
+            ("decoder_start_token_id", self.decoder_start_token_id),
+            ("pad_token_id", self.pad_token_id),
+        ] {
             if id as usize >= self.tgt_vocab_size.max(self.src_vocab_size) {
                 return Err(bad(
                     field,
-                    format!("{id} is outside the vocabulary ({})", self.tgt_vocab_size.max(self.src_vocab_size)),
+                    format!(
+                        "{id} is outside the vocabulary ({})",
+                        self.tgt_vocab_size.max(self.src_vocab_size)
+                    ),
                 ));
             }
         }
         if let PositionKind::RelativeBias(b) = self.positions.kind {
-            b.validate().map_err(|reason| bad("relative_attention_num_buckets", reason))?;
+            b.validate()
+                .map_err(|reason| bad("relative_attention_num_buckets", reason))?;
         }
         Ok(self)
     }
@@ -804,10 +815,9 @@ impl Seq2Seq {
                     lin(&layer(q), inner, d)?,
                     KvProj::Separate(Box::new([lin(&layer(k), inner, d)?, lin(&layer(v), inner, d)?])),
                 ),
-                CrossProj::FusedKv([q, kv]) => (
-                    lin(&layer(q), inner, d)?,
-                    KvProj::Fused(lin(&layer(kv), 2 * inner, d)?),
-                ),
+                CrossProj::FusedKv([q, kv]) => {
+                    (lin(&layer(q), inner, d)?, KvProj::Fused(lin(&layer(kv), 2 * inner, d)?))
+                }
             };
             Ok(CrossAttention {
                 norm,
@@ -870,9 +880,8 @@ impl Seq2Seq {
                 vec![0.0; vocab]
             })
         };
-        let tied = |bias: Option<Vec<f32>>| {
-            Linear::from_tensor(st, tgt_embed.tensor().clone(), vocab, d, Layout::OutIn, bias)
-        };
+        let tied =
+            |bias: Option<Vec<f32>>| Linear::from_tensor(st, tgt_embed.tensor().clone(), vocab, d, Layout::OutIn, bias);
         let lm_head = match (cfg.head, names.logits_bias) {
             (HeadMatrix::TiedToTargetEmbeddings, bias) => tied(Some(match bias {
                 Some(name) => logits_bias(name)?,
@@ -922,8 +931,20 @@ impl Seq2Seq {
         };
         let relative_bias = match (cfg.positions.kind, names.relative_bias) {
             (PositionKind::RelativeBias(buckets), Some([enc, dec])) => [
-                Some(RelativeBias::bind(st, enc, buckets, cfg.n_encoder_heads, Stack::Encoder.direction())?),
-                Some(RelativeBias::bind(st, dec, buckets, cfg.n_decoder_heads, Stack::Decoder.direction())?),
+                Some(RelativeBias::bind(
+                    st,
+                    enc,
+                    buckets,
+                    cfg.n_encoder_heads,
+                    Stack::Encoder.direction(),
+                )?),
+                Some(RelativeBias::bind(
+                    st,
+                    dec,
+                    buckets,
+                    cfg.n_decoder_heads,
+                    Stack::Decoder.direction(),
+                )?),
             ],
             _ => [None, None],
         };
@@ -1410,7 +1431,13 @@ impl Seq2Seq {
                 .with_q_strides(src)
                 .with_kv_strides(cache.strides());
             let args = self.self_attn_args(Stack::Decoder, args);
-            k.attention(&args, &buf.qkv[p.q..], cache.k(), cache.v(), &mut buf.attn[..rows * inner]);
+            k.attention(
+                &args,
+                &buf.qkv[p.q..],
+                cache.k(),
+                cache.v(),
+                &mut buf.attn[..rows * inner],
+            );
             layer
                 .attn
                 .out

@@ -10,8 +10,8 @@ use serde::Deserialize;
 
 use super::relative_position::RelativeBuckets;
 use super::seq2seq::{
-    self, ConfigGeneration, CrossProj, FfnKind, FfnNames, HeadMatrix, Naming, NormKind, NormPlacement,
-    PositionKind, Positions, ScoreScale, SelfProj, Seq2SeqConfig,
+    self, ConfigGeneration, CrossProj, FfnKind, FfnNames, HeadMatrix, Naming, NormKind, NormPlacement, PositionKind,
+    Positions, ScoreScale, SelfProj, Seq2SeqConfig,
 };
 use super::{Loaded, Source};
 use crate::layers::Bias;
@@ -29,7 +29,11 @@ const T5: Naming = Naming {
     sep: ".",
     norm_params: [".weight", ".bias"],
     self_attn: ["layer.0.layer_norm", "layer.0.SelfAttention.o"],
-    qkv: SelfProj::Separate(["layer.0.SelfAttention.q", "layer.0.SelfAttention.k", "layer.0.SelfAttention.v"]),
+    qkv: SelfProj::Separate([
+        "layer.0.SelfAttention.q",
+        "layer.0.SelfAttention.k",
+        "layer.0.SelfAttention.v",
+    ]),
     cross_attn: ["layer.1.layer_norm", "layer.1.EncDecAttention.o"],
     cross_qkv: CrossProj::Separate([
         "layer.1.EncDecAttention.q",
@@ -203,8 +207,11 @@ pub(crate) fn load(src: &Source<'_>) -> Result<Loaded> {
             HeadMatrix::TiedScaled {
                 scale: (c.d_model as f32).powf(-0.5),
             }
-        } else {
+        } else if src.weights.contains(T5.head) {
             HeadMatrix::Own
+        } else {
+            // untied but saved without a head: transformers 5 ties it to the shared table on load, unscaled
+            HeadMatrix::TiedToTargetEmbeddings
         },
         decoder_start_token_id: c.decoder_start_token_id,
         pad_token_id: c.pad_token_id,
