@@ -136,12 +136,21 @@ impl KvCache {
         }
         let n = shape.elems().unwrap_or(usize::MAX);
         let row = shape.n_kv_heads * shape.capacity * shape.head_dim;
+        let (k, v) = (try_zeroed(n, "KV cache K")?, try_zeroed(n, "KV cache V")?);
+        let mut lens = Vec::new();
+        lens.try_reserve_exact(shape.max_batch)
+            .map_err(|_| Error::CacheMemory {
+                bytes: shape.max_batch.saturating_mul(std::mem::size_of::<usize>()),
+                limit: 0,
+                what: "KV cache row lengths: allocation failed".into(),
+            })?;
+        lens.resize(shape.max_batch, 0);
         Ok(Self {
             shape,
             batch,
-            lens: vec![0; shape.max_batch],
-            k: try_zeroed(n, "KV cache K")?,
-            v: try_zeroed(n, "KV cache V")?,
+            lens,
+            k,
+            v,
             spare_k: try_zeroed(row, "KV cache spare row")?,
             spare_v: try_zeroed(row, "KV cache spare row")?,
         })

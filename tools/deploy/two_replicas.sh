@@ -33,19 +33,18 @@ WORK="$(mktemp -d)"
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+    kill "$(cat "$WORK/nginx.pid" 2>/dev/null)" 2>/dev/null || true
     wait 2>/dev/null || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-pin() { # pin CORE CMD...: run on one core when there are two or more
-    local core="$1"; shift
-    if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then taskset -c "$core" "$@"; else "$@"; fi
-}
-pin 0 "$QKV" serve --model "$MODEL" --port "$PORT_A" --threads 1 --served-model-name m 2>"$WORK/a.log" &
+# One core per replica when there are two or more (taskset execs the server: $! is the server's pid).
+PIN_A=() PIN_B=()
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then PIN_A=(taskset -c 0) PIN_B=(taskset -c 1); fi
+"${PIN_A[@]}" "$QKV" serve --model "$MODEL" --port "$PORT_A" --threads 1 --served-model-name m 2>"$WORK/a.log" >/dev/null &
 PID_A=$!; PIDS+=("$PID_A")
-pin 1 "$QKV" serve --model "$MODEL" --port "$PORT_B" --threads 1 --served-model-name m 2>"$WORK/b.log" &
+"${PIN_B[@]}" "$QKV" serve --model "$MODEL" --port "$PORT_B" --threads 1 --served-model-name m 2>"$WORK/b.log" >/dev/null &
 PID_B=$!; PIDS+=("$PID_B")
 
 SERVERS="        server 127.0.0.1:$PORT_A max_fails=1 fail_timeout=30s;
@@ -55,7 +54,7 @@ awk -v prefix="$WORK" -v listen="127.0.0.1:$PORT_LB" -v servers="$SERVERS" '
     { gsub("@PREFIX@", prefix); gsub("@LISTEN@", listen) }
     /@SERVERS@/ { print servers; next }
     { print }' "$ROOT/tools/deploy/nginx.conf" >"$WORK/nginx.conf"
-"$NGINX" -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/error.log" -g 'daemon off;' &
+"$NGINX" -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/error.log" -g 'daemon off;' >/dev/null 2>&1 &
 PIDS+=($!)
 
 for url in "127.0.0.1:$PORT_A" "127.0.0.1:$PORT_B" "127.0.0.1:$PORT_LB"; do

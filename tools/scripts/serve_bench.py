@@ -7,8 +7,8 @@ inter-token latency.
     target/release/qkv serve --model DIR --port 8080 --max-seqs 16 &
     tools/scripts/venv.sh python tools/scripts/serve_bench.py --url http://127.0.0.1:8080 --tokens 128
 
-Greedy (`temperature: 0`) with `ignore_eos`-like behaviour is not standard, so requests that end early at EOS
-count only the tokens they made (the table says how many were generated). Use `--json FILE` to keep the raw
+Requests are greedy (`temperature: 0`); one that ends early at EOS counts only the tokens it made (each line says
+how many were generated in all). Use `--json FILE` to keep the raw
 figures. A benchmark, not a test: run it on a quiet machine.
 """
 
@@ -19,7 +19,10 @@ import statistics
 import sys
 import time
 
-import httpx
+try:  # the HTTP client the `openai` package brings (httpx2 in openai >= 3)
+    import httpx2 as httpx
+except ImportError:
+    import httpx
 
 PROMPTS = [
     "Once upon a time, there was a little girl named",
