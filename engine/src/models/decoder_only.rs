@@ -4,6 +4,7 @@
 //! residual stream.
 
 use kernels::{AttnArgs, Heads, Kernels, Strides};
+use rayon::prelude::*;
 
 use crate::cache::{KvCache, KvShape, Scratch};
 use crate::decoder::{on_pool, Decoder};
@@ -77,11 +78,12 @@ impl Step<'_> {
 
     /// Causal self-attention of the step's queries `q` over the cache `kv` (after [`Step::append_kv`]) into `out`
     /// (`[rows, out_row]`). `args(batch, q_len, kv_len)` gives the family's call (heads, scale, query strides, a
-    /// query row `q_row` values apart); a ragged step makes one call per sequence, on its own rows and cache row.
+    /// query row `q_row` values apart); a ragged step makes one call per sequence, on its own rows and cache row
+    /// (the sequences in parallel).
     pub(crate) fn attention<'q>(
         &self,
         kv: &KvCache,
-        args: impl Fn(usize, usize, usize) -> AttnArgs<'q>,
+        args: impl Fn(usize, usize, usize) -> AttnArgs<'q> + Sync,
         (q, q_row): (&[f32], usize),
         (out, out_row): (&mut [f32], usize),
     ) {
@@ -93,12 +95,25 @@ impl Step<'_> {
                 k.attention(&a, q, kv.k(), kv.v(), out);
             }
             Positions::Ragged(spans) => {
+                // Each sequence's rows of `out` (the spans are consecutive: `forward_ragged` lays them out so).
+                let mut rest = out;
+                let mut jobs = Vec::with_capacity(spans.len());
+                for s in spans {
+                    let (rows, tail) = std::mem::take(&mut rest).split_at_mut(s.n * out_row);
+                    rest = tail;
+                    jobs.push((s, rows));
+                }
                 let st = kv.strides();
-                for s in spans.iter().filter(|s| s.n > 0) {
+                let one = |(s, rows): (&Span, &mut [f32])| {
                     let a = args(1, s.n, s.pos0 + s.n).with_kv_strides(st);
                     let at = s.row * st.batch;
-                    let rows = &mut out[s.start * out_row..(s.start + s.n) * out_row];
                     k.attention(&a, &q[s.start * q_row..], &kv.k()[at..], &kv.v()[at..], rows);
+                };
+                // The sequences in parallel: each call alone is the size of one sequence's decode step.
+                if jobs.len() > 1 {
+                    jobs.into_par_iter().for_each(one);
+                } else {
+                    jobs.into_iter().for_each(one);
                 }
             }
         }
