@@ -257,23 +257,15 @@ pub struct Generator<'a> {
 }
 
 impl<'a> Generator<'a> {
-    /// Generate after `prompt` (ids) with `session`. `eos` lists every end-of-sequence id.
-    pub(crate) fn new(
-        session: Box<dyn Feed + 'a>,
-        tok: &'a dyn TokenDecoder,
-        kernels: Kernels,
-        prompt: Vec<u32>,
-        eos: Vec<u32>,
-        max_positions: usize,
-        opts: &GenerateOptions,
-    ) -> Result<Self> {
+    /// Generate `seq` with `session`.
+    pub(crate) fn new(session: Box<dyn Feed + 'a>, seq: Decoding<'a>) -> Self {
         let vocab = session.vocab_size();
-        Ok(Self {
+        Self {
             session,
             logits: vec![0.0; vocab],
-            seq: Decoding::new(tok, kernels, prompt, eos, max_positions, opts)?,
+            seq,
             failed: false,
-        })
+        }
     }
 
     /// Ids generated so far.
@@ -511,7 +503,8 @@ mod tests {
             stop_strings: stops.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         };
-        let g = Generator::new(Box::new(s), &Bytes, Kernels::scalar(), vec![1], vec![2], 1000, &opts).unwrap();
+        let seq = Decoding::new(&Bytes, Kernels::scalar(), vec![1], vec![2], 1000, &opts).unwrap();
+        let g = Generator::new(Box::new(s), seq);
         let mut events = vec![];
         let mut g = g;
         for ev in g.by_ref() {

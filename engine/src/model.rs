@@ -11,7 +11,7 @@ use loaders::tokenizer::{self, Tokenizer};
 
 use crate::cache::DEFAULT_MAX_CACHE_BYTES;
 use crate::chat::{ChatTemplate, GenerationPrompt, Message, SpecialTokens};
-use crate::generate::{GenerateOptions, Generation, Generator, PromptFormat};
+use crate::generate::{Decoding, GenerateOptions, Generation, Generator, PromptFormat};
 use crate::layers::{WeightBytes, WeightType};
 use crate::models::decoder_only::CausalLm;
 use crate::models::seq2seq::{Room, Seq2Seq};
@@ -465,15 +465,8 @@ impl Model {
             .min(self.info.max_positions);
         let session = self.session(1, capacity)?;
         let text = self.text_for(opts)?;
-        Generator::new(
-            Box::new(session),
-            text,
-            self.kernels,
-            prompt,
-            self.eos.clone(),
-            capacity,
-            opts,
-        )
+        let seq = Decoding::new(text, self.kernels, prompt, self.eos.clone(), capacity, opts)?;
+        Ok(Generator::new(Box::new(session), seq))
     }
 
     /// A decoding session of a decoder-only model: `batch` sequences of up to `capacity` positions each, its KV

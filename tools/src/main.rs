@@ -48,6 +48,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--threads N`: the size of rayon's pool, which every model step runs on (default: one thread per core).
+fn set_threads(n: Option<usize>) -> anyhow::Result<()> {
+    if let Some(n) = n {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| anyhow::anyhow!("cannot set the number of threads: {e}"))?;
+    }
+    Ok(())
+}
+
 /// The cause chain on one line, skipping causes whose text their parent already shows.
 fn one_line(e: &anyhow::Error) -> String {
     let mut out = String::new();

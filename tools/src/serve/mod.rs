@@ -195,12 +195,7 @@ fn now_s() -> u64 {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .context("cannot set the number of threads")?;
-    }
+    crate::set_threads(args.threads)?;
     // The runtime only moves bytes: two threads, whatever the model's.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -530,15 +525,25 @@ fn options(limits: &Limits, s: &Sampling) -> Result<GenerateOptions, ApiError> {
 
 // --- generation ------------------------------------------------------------------------------------------
 
+/// What a chat or completion request starts with: its body read, the shared fields (`Sampling`) and the
+/// endpoint's own (`T`), the model checked to be this one and loaded, the generation options.
+async fn generation_request<T: DeserializeOwned>(
+    app: &App,
+    req: Request,
+) -> Result<(Sampling, T, &Ready, GenerateOptions), ApiError> {
+    let json = read_json(app, req).await?;
+    let sampling: Sampling = fields(&json)?;
+    let body: T = fields(&json)?;
+    app.check_model(&sampling.model)?;
+    let ready = app.ready()?;
+    let opts = options(&app.limits, &sampling)?;
+    Ok((sampling, body, ready, opts))
+}
+
 async fn chat(State(app): State<Arc<App>>, req: Request) -> Response {
     let t0 = Instant::now();
     let r = async {
-        let json = read_json(&app, req).await?;
-        let sampling: Sampling = fields(&json)?;
-        let body: ChatRequest = fields(&json)?;
-        app.check_model(&sampling.model)?;
-        let ready = app.ready()?;
-        let opts = options(&app.limits, &sampling)?;
+        let (sampling, body, ready, opts) = generation_request::<ChatRequest>(&app, req).await?;
         if body.messages.is_empty() {
             return Err(ApiError::param("messages", "messages must hold at least one message"));
         }
@@ -591,12 +596,7 @@ async fn chat(State(app): State<Arc<App>>, req: Request) -> Response {
 async fn completions(State(app): State<Arc<App>>, req: Request) -> Response {
     let t0 = Instant::now();
     let r = async {
-        let json = read_json(&app, req).await?;
-        let sampling: Sampling = fields(&json)?;
-        let body: CompletionRequest = fields(&json)?;
-        app.check_model(&sampling.model)?;
-        let ready = app.ready()?;
-        let opts = options(&app.limits, &sampling)?;
+        let (sampling, body, ready, opts) = generation_request::<CompletionRequest>(&app, req).await?;
         let prompt = match body.prompt {
             Prompt::One(p) => p,
             Prompt::Many(mut v) if v.len() == 1 => v.swap_remove(0),
