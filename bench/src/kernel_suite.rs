@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use half::{bf16, f16};
 use kernels::{
-    quantize_i8, reference, Activation, AttnArgs, Isa, Kernels, Layout, Mask, RopeLayout, RopeTable, Strides, Weight,
-    WeightData,
+    quantize_i8, reference, Activation, AttnArgs, Bf16Gemv, I8Range, Isa, Kernels, Layout, Mask, PackedWeight,
+    QuantizedRows, RopeLayout, RopeTable, Strides, Weight, WeightData,
 };
 use serde::Serialize;
 
@@ -106,6 +106,87 @@ fn gemv_tuned(
     }
 }
 
+/// `copies` packings of `w` for the ISA of the last kernels asked for (packing is load-time work: the warm-up run of
+/// each ISA does it; one ISA's copies are held at a time).
+struct Packed {
+    w: Weight<'static>,
+    copies: usize,
+    held: Option<(Isa, Vec<PackedWeight>)>,
+}
+
+impl Packed {
+    fn new(w: Weight<'static>, copies: usize) -> Self {
+        Self { w, copies, held: None }
+    }
+
+    fn get(&mut self, k: Kernels, i: usize) -> &PackedWeight {
+        if self.held.as_ref().is_none_or(|(isa, _)| *isa != k.isa()) {
+            self.held = None; // free the previous ISA's copies first
+            let v = (0..self.copies)
+                .map(|_| PackedWeight::new(&k, &self.w).expect("packable"))
+                .collect();
+            self.held = Some((k.isa(), v));
+        }
+        let v = &self.held.as_ref().expect("just packed").1;
+        &v[i % v.len()]
+    }
+}
+
+/// How a packed workload multiplies: f32 activations (the kernels as given, or with `vdpbf16ps`), or int8 x int8
+/// (activations quantized per call, in the range fastest for the ISA).
+#[derive(Clone, Copy)]
+enum PackedMode {
+    F32,
+    DotBf16,
+    Int8,
+}
+
+/// `rows` x (`w` packed) per call, cycling through `copies` packings (cold when they exceed the caches).
+fn packed(
+    kernel: &'static str,
+    shape: String,
+    rows: usize,
+    w: Weight<'static>,
+    copies: usize,
+    mode: PackedMode,
+) -> Workload {
+    let (out_dim, in_dim) = (w.out_dim, w.in_dim);
+    let x = rand_vec(rows * in_dim, 21);
+    let mut y = vec![0.0f32; rows * out_dim];
+    let mut pw = Packed::new(w, copies);
+    let mut xq = QuantizedRows::default();
+    let (xq_ref, sx_ref) = reference::quantize_rows(&x, in_dim, I8Range::Full);
+    let mut next = 0;
+    let bytes = w.data.bytes() as f64;
+    Workload {
+        kernel,
+        shape,
+        flops: 2.0 * (rows * out_dim * in_dim) as f64,
+        bytes: if rows <= 8 {
+            bytes
+        } else {
+            bytes + 4.0 * (rows * (in_dim + out_dim)) as f64
+        },
+        bound: if rows <= 8 { Bound::Memory } else { Bound::Compute },
+        run: Box::new(move |k| {
+            next += 1;
+            match (k, mode) {
+                (None, PackedMode::Int8) => reference::linear_q(&xq_ref, &sx_ref, rows, &pw.w, None, &mut y),
+                (None, _) => reference::linear(&x, rows, &pw.w, None, &mut y),
+                (Some(k), PackedMode::F32) => k.linear_packed(&x, rows, pw.get(k, next), None, &mut y),
+                (Some(k), PackedMode::DotBf16) => {
+                    let k = k.with_bf16_gemv(Bf16Gemv::DotBf16);
+                    k.linear_packed(&x, rows, pw.get(k, next), None, &mut y)
+                }
+                (Some(k), PackedMode::Int8) => {
+                    k.quantize_rows(&x, in_dim, I8Range::fastest_for(&k), &mut xq);
+                    k.linear_q(&xq, pw.get(k, next), None, &mut y)
+                }
+            }
+        }),
+    }
+}
+
 /// `n` leaked copies of `v` (distinct memory, same values).
 fn copies<T: Clone>(v: &[T], n: usize) -> Vec<&'static [T]> {
     (0..n).map(|_| leak(v.to_vec())).collect()
@@ -162,10 +243,91 @@ fn workloads(quick: bool) -> Vec<Workload> {
         ),
     ];
 
+    // GEMV on weights packed at load (batch 1, cold: as many packed copies as the stored rows above), and at 16 rows
+    // (beams, batched decode).
+    let shape = |rows: usize| format!("{rows}x{gv_out}x{gv_in} cold");
+    let wp = |data| Weight::new(data, gv_out, gv_in, Layout::OutIn).expect("weight shape");
+    let f32_w = wp(WeightData::F32(copies(&rand_vec(n, 1), 1)[0]));
+    let bf16_w = wp(WeightData::Bf16(leak(wbf16.clone())));
+    let i8_w = wp(WeightData::I8 {
+        q: leak(qi8.q.clone()),
+        scales: leak(qi8.scales.clone()),
+    });
+    list.push(packed("gemv_f32_packed", shape(1), 1, f32_w, cold(4), PackedMode::F32));
+    list.push(packed(
+        "gemv_bf16_packed",
+        shape(1),
+        1,
+        bf16_w,
+        cold(2),
+        PackedMode::F32,
+    ));
+    list.push(packed(
+        "gemv_i8xi8_packed",
+        shape(1),
+        1,
+        i8_w,
+        cold(1),
+        PackedMode::Int8,
+    ));
+    list.push(packed(
+        "gemm_f32_packed",
+        shape(16),
+        16,
+        f32_w,
+        cold(4),
+        PackedMode::F32,
+    ));
+    list.push(packed(
+        "gemm_i8xi8_packed",
+        shape(16),
+        16,
+        i8_w,
+        cold(1),
+        PackedMode::Int8,
+    ));
+
     // GEMM (prefill): [m, k] x [n, k]^T.
     let (m, n, kd) = if quick { (128, 1024, 1024) } else { (512, 2048, 2048) };
     let a = rand_vec(m * kd, 4);
     let wg = Weight::new(WeightData::F32(leak(rand_vec(n * kd, 5))), n, kd, Layout::OutIn).expect("shape");
+    let gemm_shape = format!("{m}x{n}x{kd}");
+    let wg_bf16 = Weight::new(
+        WeightData::Bf16(leak((0..n * kd).map(|i| bf16::from_f32(wg.data.get(i))).collect())),
+        n,
+        kd,
+        Layout::OutIn,
+    )
+    .expect("shape");
+    let wg_i8 = quantize_i8(&wg);
+    let wg_i8 = Weight::new(
+        WeightData::I8 {
+            q: leak(wg_i8.q),
+            scales: leak(wg_i8.scales),
+        },
+        n,
+        kd,
+        Layout::OutIn,
+    )
+    .expect("shape");
+    list.push(packed("gemm_f32_packed", gemm_shape.clone(), m, wg, 1, PackedMode::F32));
+    list.push(packed(
+        "gemm_bf16_packed",
+        gemm_shape.clone(),
+        m,
+        wg_bf16,
+        1,
+        PackedMode::F32,
+    ));
+    list.push(packed(
+        "gemm_bf16_dot_packed",
+        gemm_shape.clone(),
+        m,
+        wg_bf16,
+        1,
+        PackedMode::DotBf16,
+    ));
+    list.push(packed("gemm_i8xi8_packed", gemm_shape, m, wg_i8, 1, PackedMode::Int8));
     let mut c = vec![0.0f32; m * n];
     list.push(Workload {
         kernel: "gemm_f32",
@@ -201,6 +363,7 @@ fn workloads(quick: bool) -> Vec<Workload> {
                 q_len: len,
                 kv_len: len,
                 scale: 1.0 / (hd as f32).sqrt(),
+                softcap: None,
                 mask: Mask::Causal { q_offset: 0 },
                 key_lens: None,
                 q_strides: st,
@@ -235,6 +398,7 @@ fn workloads(quick: bool) -> Vec<Workload> {
                 q_len: 1,
                 kv_len: cache,
                 scale: 0.125,
+                softcap: None,
                 mask: Mask::None,
                 key_lens: None,
                 q_strides: Strides::token_major(1, qh, hd),
@@ -303,6 +467,42 @@ fn workloads(quick: bool) -> Vec<Workload> {
             }
         }),
     });
+    // Beam bookkeeping: 4 beams x a GPT-2-sized vocabulary.
+    let (beams, vocab_b) = (4, 50257);
+    let beam_scores = rand_vec(beams * vocab_b, 18);
+    list.push(Workload {
+        kernel: "log_softmax_rows",
+        shape: format!("{beams}x{vocab_b}"),
+        flops: 4.0 * (beams * vocab_b) as f64,
+        bytes: (3 * beams * vocab_b * 4) as f64,
+        bound: Bound::Memory,
+        run: Box::new({
+            let src = beam_scores.clone();
+            let mut buf = src.clone();
+            move |k| {
+                buf.copy_from_slice(&src);
+                match k {
+                    Some(k) => k.log_softmax_rows(&mut buf, vocab_b),
+                    None => reference::log_softmax_rows(&mut buf, vocab_b),
+                }
+            }
+        }),
+    });
+    list.push(Workload {
+        kernel: "top_k_rows(8)",
+        shape: format!("{beams}x{vocab_b}"),
+        flops: (beams * vocab_b) as f64,
+        bytes: (beams * vocab_b * 4) as f64,
+        bound: Bound::Memory,
+        run: Box::new({
+            let offsets = rand_vec(beams, 19);
+            let mut out = Vec::new();
+            move |k| match k {
+                Some(k) => k.top_k_rows(&beam_scores, vocab_b, Some(&offsets), 8, &mut out),
+                None => out = reference::top_k_rows(&beam_scores, vocab_b, Some(&offsets), 8),
+            }
+        }),
+    });
     list.push(Workload {
         kernel: "top_k(40)",
         shape: format!("{vocab}"),
@@ -362,10 +562,18 @@ fn workloads(quick: bool) -> Vec<Workload> {
 }
 
 /// Run every workload: the reference once (it is slow), every ISA for `budget`.
-pub fn run(machine: &Machine, isas: &[Isa], quick: bool, progress: &indicatif::ProgressBar) -> Vec<KernelRow> {
+/// `only`: keep the workloads whose kernel name contains one of these (all when empty).
+pub fn run(
+    machine: &Machine,
+    isas: &[Isa],
+    only: &[String],
+    quick: bool,
+    progress: &indicatif::ProgressBar,
+) -> Vec<KernelRow> {
     let budget = Duration::from_millis(if quick { 150 } else { 600 });
     let mut rows = Vec::new();
     let mut list = workloads(quick);
+    list.retain(|w| only.is_empty() || only.iter().any(|o| w.kernel.contains(o.as_str())));
     progress.set_length((list.len() * (isas.len() + 1)) as u64);
     for w in list.iter_mut() {
         progress.set_message(format!("{} reference", w.kernel));
@@ -399,6 +607,8 @@ pub fn run(machine: &Machine, isas: &[Isa], quick: bool, progress: &indicatif::P
             push(isa.to_string(), t);
             progress.inc(1);
         }
+        // Free what the workload holds (packed copies) before the next one.
+        w.run = Box::new(|_| {});
     }
     rows
 }

@@ -45,6 +45,9 @@ enum Cmd {
         /// Only these ISAs (scalar, avx2, avx512, neon); default: every one this CPU has.
         #[arg(long, value_delimiter = ',')]
         isa: Vec<String>,
+        /// Only the kernels whose name contains one of these (e.g. `gemm,top_k`); default: all.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Prefill and decode tokens/s, time to first token and peak RSS of model directories.
     Models {
@@ -106,7 +109,7 @@ fn run() -> qkv::Result<()> {
                 print_machine(&m);
             }
         }
-        Cmd::Kernels { isa } => {
+        Cmd::Kernels { isa, only } => {
             let isas = if isa.is_empty() {
                 Isa::available()
             } else {
@@ -122,7 +125,7 @@ fn run() -> qkv::Result<()> {
             // unless --quick.
             let m = machine::measure(cli.quick);
             let bar = progress_bar(Progress::unless_json(cli.json));
-            let rows = kernel_suite::run(&m, &isas, cli.quick, &bar);
+            let rows = kernel_suite::run(&m, &isas, &only, cli.quick, &bar);
             bar.finish_and_clear();
             if cli.json {
                 let report = KernelReport {

@@ -472,10 +472,23 @@ pub(crate) struct RmsNorm {
 
 impl RmsNorm {
     pub(crate) fn bind(st: &dyn TensorSource, name: &str, dim: usize, eps: f32) -> Result<Self> {
-        Ok(Self {
-            weight: bind_vector(st, &weight_name(name), dim)?,
-            eps,
-        })
+        Self::bind_offset(st, name, dim, eps, 0.0)
+    }
+
+    /// A norm whose gain is `offset + weight` (Gemma stores `w` and multiplies by `1 + w`, added in f32 once here
+    /// as transformers adds it on every call).
+    pub(crate) fn bind_offset(st: &dyn TensorSource, name: &str, dim: usize, eps: f32, offset: f32) -> Result<Self> {
+        let mut weight = bind_vector(st, &weight_name(name), dim)?;
+        if offset != 0.0 {
+            weight.iter_mut().for_each(|w| *w += offset);
+        }
+        Ok(Self { weight, eps })
+    }
+
+    /// A norm over given gains (tests).
+    #[cfg(test)]
+    pub(crate) fn from_gains(weight: Vec<f32>, eps: f32) -> Self {
+        Self { weight, eps }
     }
 
     /// `out[rows, dim] = rms_norm(x[rows, dim])`.
@@ -565,6 +578,8 @@ impl Norm {
 pub(crate) struct LmHead {
     pub(crate) norm: Option<Norm>,
     pub(crate) linear: Linear,
+    /// Gemma 2's final logit soft-capping: `logits = cap · tanh(logits / cap)` ([`kernels::softcap`]).
+    pub(crate) softcap: Option<f32>,
 }
 
 impl LmHead {
@@ -592,6 +607,9 @@ impl LmHead {
                     None => x,
                 };
                 self.linear.forward(k, input, rows, logits); // [rows, vocab]
+                if let Some(cap) = self.softcap {
+                    kernels::softcap(cap, &mut logits[..rows * self.linear.out_dim]);
+                }
             }
             LogitsFor::Last => {
                 let [last] = scratch.take([batch * d]); // [batch, d]
@@ -604,6 +622,9 @@ impl LmHead {
                     }
                 }
                 self.linear.forward(k, last, batch, logits); // [batch, vocab]
+                if let Some(cap) = self.softcap {
+                    kernels::softcap(cap, &mut logits[..batch * self.linear.out_dim]);
+                }
             }
         }
     }

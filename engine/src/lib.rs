@@ -2,7 +2,8 @@
 //!
 //! One front door, [`Model`], opens a model directory of any supported family (`config.json`, memory-mapped
 //! `*.safetensors`, tokenizer files) and offers what its kind does: [`Model::generate`] / [`Model::stream`] for a
-//! decoder-only model (Llama, GPT-2), [`Model::translate`] for an encoder-decoder one (Marian, the CTranslate2
+//! decoder-only model (Llama, Qwen2/3, Mistral, Phi-3, Gemma 2/3, GPT-2; [`Model::generate_beam_ids`] for beam
+//! search), [`Model::translate`] for an encoder-decoder one (Marian, the CTranslate2
 //! Transformer), and [`Session`]s ([`Model::session`], [`Model::encode`]) to decode step by step.
 //!
 //! ```no_run
@@ -25,7 +26,7 @@
 //! | `session.rs`, `step.rs` | [`Session`]: a batch of sequences fed step by step ([`LogitsFor`]), reordered, searched |
 //! | `generate.rs` | the generation loop: prefill, sample, stream valid UTF-8 ([`Generator`], [`GenerateOptions`]) |
 //! | `translate.rs` | the translation driver: sources batched by length, encoded once, searched ([`TranslateOptions`]) |
-//! | `models/` | the family registry (`models/mod.rs`) and one file per architecture: `llama.rs`, `gpt2.rs`, `seq2seq.rs` (Marian and CTranslate2 by naming scheme); `decoder_only.rs` is what every decoder-only family shares |
+//! | `models/` | the family registry (`models/mod.rs`) and one file per architecture: `llama.rs`, `gpt2.rs`, `qwen2.rs`, `qwen3.rs`, `mistral.rs`, `phi3.rs`, `gemma.rs`, `seq2seq.rs` (Marian and CTranslate2 by naming scheme); `decoder_only.rs` is what every decoder-only family shares, `rotary.rs` the rotary GQA decoder the newer families configure, `rope.rs` RoPE frequencies and their scalings |
 //! | `search/` | greedy and beam search ([`search::search`]), sampling ([`search::Sampler`]), stop strings |
 //! | `layers.rs` | weights bound by name and checked at load: linear layers (stored dtype or int8), norms, embeddings, final norm + LM head |
 //! | `cache.rs` | KV caches (preallocated, written in place, reordered for beams; the memory cap) and scratch buffers |
@@ -40,15 +41,15 @@
 //! | concept | decoder-only (Llama, GPT-2) | encoder-decoder (Marian, CTranslate2) | kernel |
 //! | --- | --- | --- | --- |
 //! | token embedding | `models/llama.rs`, `models/gpt2.rs` (`Embedding`, `layers.rs`) | `models/seq2seq.rs` (scaled by `embed_scale`) | `Kernels::embed` |
-//! | positional encodings | RoPE: `models/llama.rs` (`RopeTable`); learned: `models/gpt2.rs` (`wpe`) | sinusoids: `models/seq2seq.rs` (`pos_table`) | `Kernels::rope`, `kernels::sinusoidal_table` |
+//! | positional encodings | RoPE: `models/rope.rs` (plain, `linear`, `llama3`, `longrope` frequencies; per-layer tables in `models/rotary.rs`); learned: `models/gpt2.rs` (`wpe`) | sinusoids: `models/seq2seq.rs` (`pos_table`) | `Kernels::rope`, `kernels::sinusoidal_table` |
 //! | Q/K/V projections | `models/llama.rs` (`q_proj`, `k_proj`, `v_proj`), `models/gpt2.rs` (fused `c_attn`) | `models/seq2seq.rs` (`QkvProj`: separate or fused, per naming scheme) | `Kernels::linear` (`layers.rs` `Linear`) |
-//! | attention | every family builds `AttnArgs` and calls the fused kernel | the same | `Kernels::attention` (`kernels/src/attention/`) |
-//! | masking | causal: `AttnArgs::causal` over the KV cache (`cache.rs`) | padding: `AttnArgs::bidirectional` (`key_lens`) in the encoder; causal in the decoder | `kernels::Mask`, `AttnArgs::visible` |
+//! | attention | every family builds `AttnArgs` and calls the fused kernel; Gemma 2's score soft-capping `AttnArgs::with_softcap`, per-head q/k norm in `models/rotary.rs` | the same | `Kernels::attention` (`kernels/src/attention/`) |
+//! | masking | causal: `AttnArgs::causal` over the KV cache (`cache.rs`); sliding windows: `AttnArgs::with_window` (Mistral, Gemma's local layers) | padding: `AttnArgs::bidirectional` (`key_lens`) in the encoder; causal in the decoder | `kernels::Mask`, `AttnArgs::visible` |
 //! | cross-attention | — | `models/seq2seq.rs`: K/V projected once per source (`CrossKv`), `AttnArgs::cross`, shared by beams | `Kernels::attention` |
 //! | residual + norm | pre-norm: `x += f(norm(x))` in each family's `forward` (`Norm`, `layers.rs`) | pre- or post-norm (`NormPlacement`, `Buffers::residual`) | `Kernels::add`, `rms_norm`, `layer_norm` |
-//! | feed-forward | SwiGLU (`models/llama.rs`), GELU MLP (`models/gpt2.rs`) | `FeedForward` in `models/seq2seq.rs` | `Kernels::swiglu`, `activation` |
+//! | feed-forward | SwiGLU (`models/llama.rs`, `models/rotary.rs`), GeGLU (`models/rotary.rs`, Gemma), GELU MLP (`models/gpt2.rs`) | `FeedForward` in `models/seq2seq.rs` | `Kernels::swiglu`, `activation` |
 //! | LM head | `LmHead` (`layers.rs`): final norm + projection on the positions `LogitsFor` asks for, shared by every family | the same `LmHead` (+ Marian's `final_logits_bias`) | `Kernels::linear` |
-//! | search | `search/sampling.rs` (greedy, sampling) + `search/stop.rs`, driven by `generate.rs` | `search/beam.rs` (greedy, beam) driven by `translate.rs` | `Kernels::log_softmax`, `argmax` |
+//! | search | `search/sampling.rs` (greedy, sampling) + `search/stop.rs`, driven by `generate.rs`; beam: `search/beam.rs` via `Model::generate_beam_ids` | `search/beam.rs` (greedy, beam) driven by `translate.rs` | `Kernels::log_softmax`, `argmax` |
 //!
 //! # Errors
 //!

@@ -18,6 +18,7 @@ use crate::models::seq2seq::{Room, Seq2Seq};
 use crate::models::{self, Loaded, Network, Source, State};
 use crate::search::{Hypothesis, SearchOptions};
 use crate::session::Session;
+use crate::step::LogitsFor;
 use crate::text::{NoText, Text, TokenDecoder};
 use crate::translate::{Job, TranslateOptions, Translation};
 use crate::{Error, Result};
@@ -467,6 +468,53 @@ impl Model {
         let text = self.text_for(opts)?;
         let seq = Decoding::new(text, self.kernels, prompt, self.eos.clone(), capacity, opts)?;
         Ok(Generator::new(Box::new(session), seq))
+    }
+
+    /// The beam search of a decoder-only model as transformers' `generate(num_beams=...)` runs it (length
+    /// penalty 1, `early_stopping=False`, the model's EOS ids), `max_new_tokens` at most; change the fields of the
+    /// result for another search.
+    pub fn beam_options(&self, num_beams: usize, max_new_tokens: usize) -> SearchOptions {
+        SearchOptions {
+            num_beams,
+            max_new_tokens,
+            num_return_sequences: 1,
+            rules: crate::search::LogitsRules {
+                eos: self.eos.clone(),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    /// Beam search after prompt ids (decoder-only): up to `opts.num_return_sequences` hypotheses, best first, each
+    /// the generated ids (EOS kept when emitted) and transformers' score (sum of log-probabilities over
+    /// `generated^length_penalty`). The prompt but its last token is fed once, then its last token starts the
+    /// search; the cache holds `num_beams` rows.
+    ///
+    /// ```
+    /// use qkv::Model;
+    ///
+    /// let model = Model::load(qkv::loaders::paths::fixture("llama-tiny-gqa"))?;
+    /// let opts = qkv::search::SearchOptions { num_return_sequences: 2, ..model.beam_options(4, 6) };
+    /// let hyps = model.generate_beam_ids(&[1, 158, 66], &opts)?;
+    /// assert!(hyps.len() == 2 && hyps[0].score >= hyps[1].score && hyps[0].tokens.len() <= 6);
+    /// # Ok::<(), qkv::Error>(())
+    /// ```
+    pub fn generate_beam_ids(&self, prompt: &[u32], opts: &SearchOptions) -> Result<Vec<Hypothesis>> {
+        let m = self.decoder_only("generate")?;
+        let Some((&last, head)) = prompt.split_last() else {
+            return Err(Error::Request(
+                "beam search needs a prompt of at least one token".into(),
+            ));
+        };
+        let capacity = prompt.len().saturating_add(opts.max_new_tokens);
+        let cache = m.new_cache_rows(1, opts.num_beams.max(1), capacity, self.max_cache_bytes)?;
+        let mut session = Session::new(&self.net, State::DecoderOnly(cache));
+        if !head.is_empty() {
+            let mut logits = vec![0.0; m.dims().vocab_size];
+            session.step(head, head.len(), LogitsFor::Last, &mut logits)?;
+        }
+        Ok(session.search(&[last], opts)?.swap_remove(0))
     }
 
     /// A decoding session of a decoder-only model: `batch` sequences of up to `capacity` positions each, its KV

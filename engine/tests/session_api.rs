@@ -115,8 +115,13 @@ fn one_model_for_every_family() {
 #[test]
 fn unsupported_configs_are_named() {
     for (key, value, expect) in [
-        ("model_type", serde_json::json!("qwen2"), "qwen2"),
+        ("model_type", serde_json::json!("falcon"), "falcon"),
         ("hidden_act", serde_json::json!("gelu"), "hidden_act"),
+        (
+            "rope_scaling",
+            serde_json::json!({"rope_type": "yarn", "factor": 4.0}),
+            "\"yarn\"",
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         loaders::paths::copy_files(&stories(), dir.path()).unwrap();

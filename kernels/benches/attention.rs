@@ -32,6 +32,7 @@ fn args(q_len: usize, kv_len: usize, kv_strides: Strides, mask: Mask) -> AttnArg
         q_len,
         kv_len,
         scale: 1.0 / (HEAD_DIM as f32).sqrt(),
+        softcap: None,
         mask,
         key_lens: None,
         q_strides,

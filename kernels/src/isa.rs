@@ -25,10 +25,12 @@ pub enum Feature {
     Avx512,
     /// `vdpbf16ps` inside the AVX-512 path ([`crate::Bf16Gemv::DotBf16`]).
     Avx512Bf16,
-    /// `vpdpwssd` inside the AVX-512 path ([`crate::I8Gemv::DotI16`]).
+    /// `vpdpwssd` inside the AVX-512 path ([`crate::I8Gemv::DotI16`]) and `vpdpbusd` (the int8 x int8 GEMM).
     Avx512Vnni,
     /// The [`Isa::Neon`] path.
     Neon,
+    /// `sdot` (Armv8.2 dot product) inside the NEON path: the int8 x int8 GEMM.
+    NeonDot,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -76,6 +78,7 @@ fn cpu_has(flag: &str) -> bool {
 fn cpu_has(flag: &str) -> bool {
     match flag {
         "neon" => std::arch::is_aarch64_feature_detected!("neon"),
+        "dotprod" => std::arch::is_aarch64_feature_detected!("dotprod"),
         _ => false,
     }
 }
@@ -189,12 +192,13 @@ impl Isa {
 }
 
 impl Feature {
-    pub const ALL: [Feature; 5] = [
+    pub const ALL: [Feature; 6] = [
         Feature::Avx2,
         Feature::Avx512,
         Feature::Avx512Bf16,
         Feature::Avx512Vnni,
         Feature::Neon,
+        Feature::NeonDot,
     ];
 
     /// The name tests print when they skip it (`AVX512_VNNI`, as CPU vendors spell it).
@@ -205,6 +209,7 @@ impl Feature {
             Feature::Avx512Bf16 => "AVX512_BF16",
             Feature::Avx512Vnni => "AVX512_VNNI",
             Feature::Neon => "NEON",
+            Feature::NeonDot => "NEON_DOTPROD",
         }
     }
 
@@ -218,7 +223,7 @@ impl Feature {
         match self {
             Feature::Avx2 => Isa::Avx2,
             Feature::Avx512 | Feature::Avx512Bf16 | Feature::Avx512Vnni => Isa::Avx512,
-            Feature::Neon => Isa::Neon,
+            Feature::Neon | Feature::NeonDot => Isa::Neon,
         }
     }
 
@@ -227,6 +232,7 @@ impl Feature {
         match self {
             Feature::Avx512Bf16 => Some("avx512bf16"),
             Feature::Avx512Vnni => Some("avx512vnni"),
+            Feature::NeonDot => Some("dotprod"),
             _ => None,
         }
     }

@@ -23,6 +23,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod attention;
+pub mod cache;
 pub mod isa;
 mod linear;
 mod quant;
@@ -34,7 +35,9 @@ mod types;
 
 pub use half::{bf16, f16};
 pub use isa::{Feature, Isa, IsaError};
-pub use linear::GEMV_MAX_ROWS;
+pub use linear::{
+    I8Range, PackError, PackedWeight, Part, QuantizedRows, SharedOut, GEMV_MAX_ROWS, I8_DOT_MAX_IN, MAX_PARTS,
+};
 pub use quant::{quantize_i8, QuantizedI8, I8_MAX};
 use rayon::prelude::*;
 pub use types::*;
@@ -45,6 +48,29 @@ pub struct Kernels {
     isa: Isa,
     bf16_gemv: Bf16Gemv,
     i8_gemv: I8Gemv,
+    i8_dot: I8Dot,
+    blocking: Option<GemmBlocking>,
+}
+
+/// Cache blocking of the GEMMs: inputs per block (`kc`), rows per block (`mc`), panels per block (`ncp`). Normally
+/// derived from the detected cache sizes ([`cache::CacheSizes`]); fix it to test block boundaries or to tune
+/// (`QKV_GEMM_BLOCKING=kc,mc,ncp` does the same for a whole process).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmBlocking {
+    pub kc: usize,
+    pub mc: usize,
+    pub ncp: usize,
+}
+
+/// Which integer dot products the int8 x int8 kernels ([`Kernels::linear_q`]) use. Both give the same integers
+/// (exact sums); `Base` exists so every path can be tested on a CPU that has the extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum I8Dot {
+    /// The ISA's extension where this CPU has it: `vpdpbusd` (AVX512_VNNI), `sdot` (NEON dot product).
+    #[default]
+    Best,
+    /// The ISA's base instructions: `vpmaddubsw` + `vpmaddwd` (AVX-512BW, AVX2), `smull` + `sadalp` (NEON).
+    Base,
 }
 
 /// How the GEMV treats int8 weights on CPUs with AVX-512 VNNI (elsewhere it is always [`I8Gemv::Widen`]).
@@ -66,7 +92,8 @@ pub enum Bf16Gemv {
     /// Widen the weights to f32 in registers; `x` stays f32 (matches the reference to f32 rounding).
     #[default]
     Widen,
-    /// `vdpbf16ps` (AVX-512 BF16 only): `x` rounded to bf16 first, relative error up to 2^-9 per term.
+    /// `vdpbf16ps` (AVX-512 BF16 only): `x` rounded to bf16 first, relative error up to 2^-8 per term (8 significant bits). Also the
+    /// packed GEMM/GEMV on bf16 weights ([`Kernels::linear_packed`]): one instruction per 32 multiply-adds.
     DotBf16,
 }
 
@@ -78,6 +105,8 @@ impl Kernels {
             isa,
             bf16_gemv: Bf16Gemv::Widen,
             i8_gemv: I8Gemv::Widen,
+            i8_dot: I8Dot::Best,
+            blocking: None,
         })
     }
 
@@ -88,6 +117,8 @@ impl Kernels {
             isa: Isa::from_env()?,
             bf16_gemv: Bf16Gemv::Widen,
             i8_gemv: I8Gemv::Widen,
+            i8_dot: I8Dot::Best,
+            blocking: None,
         })
     }
 
@@ -97,6 +128,8 @@ impl Kernels {
             isa: Isa::Scalar,
             bf16_gemv: Bf16Gemv::Widen,
             i8_gemv: I8Gemv::Widen,
+            i8_dot: I8Dot::Best,
+            blocking: None,
         }
     }
 
@@ -127,6 +160,27 @@ impl Kernels {
         self.i8_gemv
     }
 
+    /// Choose the int8 x int8 dot products (see [`I8Dot`]).
+    pub fn with_i8_dot(self, mode: I8Dot) -> Self {
+        Self { i8_dot: mode, ..self }
+    }
+
+    pub fn i8_dot(&self) -> I8Dot {
+        self.i8_dot
+    }
+
+    /// Fix the GEMMs' cache blocking (see [`GemmBlocking`]).
+    pub fn with_gemm_blocking(self, blocking: GemmBlocking) -> Self {
+        Self {
+            blocking: Some(blocking),
+            ..self
+        }
+    }
+
+    pub fn gemm_blocking(&self) -> Option<GemmBlocking> {
+        self.blocking
+    }
+
     /// `y[rows, out] = x[rows, in] · Wᵀ + bias`, for any weight dtype and layout.
     /// Up to [`GEMV_MAX_ROWS`] rows run the GEMV (memory bound; weights read once per 4 rows, in their
     /// stored dtype: int8 times its row scales), more rows the packed GEMM (compute bound; f16/bf16/int8 widened
@@ -134,6 +188,58 @@ impl Kernels {
     /// [`I8Gemv`] for bf16 and int8 on AVX-512. Int8 weights must be [`Layout::OutIn`] (see [`quantize_i8`]).
     pub fn linear(&self, x: &[f32], rows: usize, w: &Weight<'_>, bias: Option<&[f32]>, y: &mut [f32]) {
         linear::linear(*self, x, rows, w, bias, y)
+    }
+
+    /// `y[rows, out] = x[rows, in] · Wᵀ + bias` on a matrix packed at load ([`PackedWeight`], packed for this ISA).
+    /// Up to 8 rows stream each panel once (the GEMV, memory bound); more rows run the cache-blocked GEMM. The work
+    /// is split statically over rayon's threads. Int8 weights take f32 activations here (widened in registers,
+    /// times the row scales); [`Kernels::linear_q`] takes int8 activations.
+    pub fn linear_packed(&self, x: &[f32], rows: usize, w: &PackedWeight, bias: Option<&[f32]>, y: &mut [f32]) {
+        linear::linear_packed(*self, x, rows, w, bias, y)
+    }
+
+    /// Quantize the rows of `x` (`[rows, in_dim]`) to int8 in `range` with one scale per row, into `out` (reused:
+    /// no allocation once it has held as many values). The input of [`Kernels::linear_q`]; one call serves every
+    /// matrix that reads the same `x`. [`I8Range::fastest_for`] picks the range for these kernels.
+    pub fn quantize_rows(&self, x: &[f32], in_dim: usize, range: I8Range, out: &mut QuantizedRows) {
+        linear::quantize_rows(*self, x, in_dim, range, out)
+    }
+
+    /// `y[rows, out] = x · Wᵀ + bias` with int8 activations (`x` from [`Kernels::quantize_rows`]) and an int8
+    /// [`PackedWeight`]: exact i32 sums, `y = Σ qx·qw · (sx · sw) + bias` (bit-identical on every ISA). Against
+    /// f32 activations the extra error is at most `sx/2 · sw · Σ|qw|` per output (`sx`, `sw` the row scales).
+    /// Panics when the weight is not int8 or has more than [`I8_DOT_MAX_IN`] inputs.
+    pub fn linear_q(&self, x: &QuantizedRows, w: &PackedWeight, bias: Option<&[f32]>, y: &mut [f32]) {
+        linear::linear_q(*self, x, w, bias, y)
+    }
+
+    /// Part `part` of [`Kernels::linear_packed`] split statically into `part.count` parts, for a thread team that
+    /// runs one part per thread (inside or outside rayon): every part of a call must run once, each on the same
+    /// arguments and its own `part.index`, all writing into one [`SharedOut`] of `y`. The split (rows and panels)
+    /// depends only on the shapes and `part.count`, so the team sees the same blocks at every step; parts past the
+    /// split's own count (a small matrix is not split) do nothing. Results are identical to `linear_packed`'s.
+    pub fn linear_packed_part(
+        &self,
+        x: &[f32],
+        rows: usize,
+        w: &PackedWeight,
+        bias: Option<&[f32]>,
+        y: &SharedOut<'_>,
+        part: Part,
+    ) {
+        linear::linear_packed_part(*self, x, rows, w, bias, y, part)
+    }
+
+    /// Part `part` of [`Kernels::linear_q`] (see [`Kernels::linear_packed_part`]).
+    pub fn linear_q_part(
+        &self,
+        x: &QuantizedRows,
+        w: &PackedWeight,
+        bias: Option<&[f32]>,
+        y: &SharedOut<'_>,
+        part: Part,
+    ) {
+        linear::linear_q_part(*self, x, w, bias, y, part)
     }
 
     /// Fused scaled-dot-product attention (see [`AttnArgs`] for layouts and masks).
@@ -258,6 +364,90 @@ impl Kernels {
     /// The `k` largest values as `(index, value)`, largest first (lower index first on ties).
     pub fn top_k(&self, x: &[f32], k: usize) -> Vec<(u32, f32)> {
         rows::top_k(x, k)
+    }
+
+    /// `log_softmax` of every row of `x` (rows of `n_cols`), in place: `x - max - ln Σ exp(x - max)`, as torch. A
+    /// row whose largest value is `-inf` is left as it is. Rows run in parallel when there are enough values.
+    pub fn log_softmax_rows(&self, x: &mut [f32], n_cols: usize) {
+        assert!(
+            n_cols > 0 && x.len().is_multiple_of(n_cols),
+            "log_softmax_rows: {} values are not rows of {n_cols}",
+            x.len()
+        );
+        let k = *self;
+        let run = |row: &mut [f32]| simd::dispatch!(k, rows::log_softmax, (row: &mut [f32]));
+        if x.len() < PAR_MIN_ELEMS || x.len() == n_cols {
+            x.chunks_exact_mut(n_cols).for_each(run);
+        } else {
+            let rows_per_task = PAR_MIN_ELEMS.div_ceil(4 * n_cols).max(1);
+            x.par_chunks_mut(n_cols).with_min_len(rows_per_task).for_each(run);
+        }
+    }
+
+    /// The `k` best of `scores[r, t] + offsets[r]` over every row `r` and column `t` (`scores` is `[rows, n_cols]`:
+    /// beams x vocabulary, `offsets` the beams' running scores, or none), as `(r · n_cols + t, value)` into `out`,
+    /// best first; ties go to the lower flat index (as `torch.topk` over the flattened scores); NaN never
+    /// appears. The sum `scores + offset` is the f32 addition a caller would do first. Rows and column chunks are
+    /// split over rayon's threads when there are enough values (each part keeps its own `k` best, merged here).
+    pub fn top_k_rows(
+        &self,
+        scores: &[f32],
+        n_cols: usize,
+        offsets: Option<&[f32]>,
+        k: usize,
+        out: &mut Vec<(u32, f32)>,
+    ) {
+        out.clear();
+        if scores.is_empty() || k == 0 {
+            return;
+        }
+        assert!(
+            n_cols > 0 && scores.len().is_multiple_of(n_cols),
+            "top_k_rows: {} values are not rows of {n_cols}",
+            scores.len()
+        );
+        assert!(
+            u32::try_from(scores.len()).is_ok(),
+            "top_k_rows: {} values do not fit u32 indices",
+            scores.len()
+        );
+        let rows = scores.len() / n_cols;
+        if let Some(o) = offsets {
+            assert_eq!(o.len(), rows, "top_k_rows: offsets are not [rows]");
+        }
+        let kk = *self;
+        let offset = |r: usize| offsets.map_or(0.0, |o| o[r]);
+        let threads = rayon::current_num_threads();
+        if scores.len() < PAR_MIN_ELEMS || threads == 1 {
+            for (r, x) in scores.chunks_exact(n_cols).enumerate() {
+                let (first, off) = ((r * n_cols) as u32, offset(r));
+                simd::dispatch!(kk, rows::beam::top_k_into, (x: &[f32], first: u32, off: f32, k: usize,
+                    out: &mut Vec<(u32, f32)>));
+            }
+        } else {
+            // Pieces of about equal size, each within one row: 2 per thread.
+            let per_row = (2 * threads).div_ceil(rows).max(1);
+            let chunk = n_cols.div_ceil(per_row);
+            let pieces: Vec<(usize, usize)> = (0..rows)
+                .flat_map(|r| (0..n_cols).step_by(chunk).map(move |c| (r, c)))
+                .collect();
+            let parts: Vec<Vec<(u32, f32)>> = pieces
+                .par_iter()
+                .map(|&(r, c0)| {
+                    let x = &scores[r * n_cols + c0..r * n_cols + (c0 + chunk).min(n_cols)];
+                    let (first, off) = ((r * n_cols + c0) as u32, offset(r));
+                    let mut best = Vec::with_capacity(k.min(x.len()));
+                    let best_ref = &mut best;
+                    simd::dispatch!(kk, rows::beam::top_k_into, (x: &[f32], first: u32, off: f32, k: usize,
+                        best_ref: &mut Vec<(u32, f32)>));
+                    best
+                })
+                .collect();
+            for c in parts.into_iter().flatten() {
+                rows::beam::offer(out, k, c);
+            }
+        }
+        rows::beam::sort_best_first(out);
     }
 }
 

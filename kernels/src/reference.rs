@@ -2,6 +2,7 @@
 //! Same signatures and contracts as the methods of [`crate::Kernels`].
 
 use crate::types::*;
+use crate::I8Range;
 
 /// `y[rows, out] = x[rows, in] · Wᵀ + bias`.
 pub fn linear(x: &[f32], rows: usize, w: &Weight<'_>, bias: Option<&[f32]>, y: &mut [f32]) {
@@ -24,6 +25,55 @@ pub fn linear(x: &[f32], rows: usize, w: &Weight<'_>, bias: Option<&[f32]>, y: &
                 _ => (0..w.in_dim).map(|i| w.at(o, i) as f64 * xr[i] as f64).sum(),
             };
             y[r * w.out_dim + o] = dot as f32 + bias.map_or(0.0, |b| b[o]);
+        }
+    }
+}
+
+/// Activations quantized per row (the contract of [`crate::Kernels::quantize_rows`]): `(values [rows, in_dim],
+/// scales [rows])`. With `Q = range.max()`: scale `max|x| / Q`, values `round(x · (Q / max|x|))` (ties to even) in
+/// `-Q ..= Q`; an all-zero row gets scale 0, a row with a NaN or an infinity scale NaN (values 0).
+pub fn quantize_rows(x: &[f32], in_dim: usize, range: I8Range) -> (Vec<i8>, Vec<f32>) {
+    let qmax = range.max();
+    let rows = x.len().checked_div(in_dim).unwrap_or(0);
+    let mut q = vec![0i8; rows * in_dim];
+    let mut scales = vec![0.0f32; rows];
+    for r in 0..rows {
+        let xr = &x[r * in_dim..(r + 1) * in_dim];
+        if !xr.iter().all(|v| v.is_finite()) {
+            scales[r] = f32::NAN;
+            continue;
+        }
+        let max = xr.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        if max == 0.0 {
+            continue;
+        }
+        scales[r] = max / qmax;
+        let inv = qmax / max;
+        for (d, &v) in q[r * in_dim..(r + 1) * in_dim].iter_mut().zip(xr) {
+            *d = (v * inv).round_ties_even().clamp(-qmax, qmax) as i8;
+        }
+    }
+    (q, scales)
+}
+
+/// int8 x int8 `linear` (the contract of [`crate::Kernels::linear_q`]): `x` quantized as [`quantize_rows`] gives
+/// (`q [rows, in_dim]`, `scales [rows]`), `w` int8 `OutIn`: `y[r, o] = f32(Σ_i q[r, i] · qw[o, i]) · (sx[r] · sw[o])
+/// + bias[o]`, the sum exact (in i64), each product and sum in f32 in that order.
+pub fn linear_q(q: &[i8], scales: &[f32], rows: usize, w: &Weight<'_>, bias: Option<&[f32]>, y: &mut [f32]) {
+    let WeightData::I8 { q: qw, scales: sw } = w.data else {
+        panic!("linear_q: the weight is not int8")
+    };
+    assert_eq!(w.layout, Layout::OutIn, "linear_q: int8 weights must be OutIn");
+    let (in_dim, out_dim) = (w.in_dim, w.out_dim);
+    assert_eq!(q.len(), rows * in_dim, "linear_q: x is not [rows, in_dim]");
+    assert_eq!(y.len(), rows * out_dim, "linear_q: y is not [rows, out_dim]");
+    for r in 0..rows {
+        let xr = &q[r * in_dim..(r + 1) * in_dim];
+        for o in 0..out_dim {
+            let wr = &qw[o * in_dim..(o + 1) * in_dim];
+            let sum: i64 = xr.iter().zip(wr).map(|(&a, &b)| a as i64 * b as i64).sum();
+            let v = sum as f32 * (scales[r] * sw[o]);
+            y[r * out_dim + o] = v + bias.map_or(0.0, |b| b[o]);
         }
     }
 }
@@ -53,6 +103,9 @@ pub fn attention(a: &AttnArgs<'_>, q: &[f32], k: &[f32], v: &[f32], out: &mut [f
                         let ko = a.kv_strides.offset(b, j, kh);
                         let dot: f64 = qv.iter().zip(&k[ko..ko + d]).map(|(&x, &y)| x as f64 * y as f64).sum();
                         *s = dot * a.scale as f64;
+                        if let Some(cap) = a.softcap {
+                            *s = cap as f64 * (*s / cap as f64).tanh();
+                        }
                         max = max.max(*s);
                     }
                 }
@@ -262,4 +315,23 @@ pub fn erf(x: f64) -> f64 {
     } else {
         r - 1.0
     }
+}
+
+/// [`log_softmax`] of every row of `x` (rows of `n_cols`) in place.
+pub fn log_softmax_rows(x: &mut [f32], n_cols: usize) {
+    x.chunks_exact_mut(n_cols).for_each(log_softmax);
+}
+
+/// The `k` best `scores[r, t] + offsets[r]` (the f32 sum) over `[rows, n_cols]`, as `(r · n_cols + t, value)`,
+/// best first, ties to the lower flat index, NaN skipped: a full sort.
+pub fn top_k_rows(scores: &[f32], n_cols: usize, offsets: Option<&[f32]>, k: usize) -> Vec<(u32, f32)> {
+    let mut all: Vec<(u32, f32)> = scores
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (i as u32, v + offsets.map_or(0.0, |o| o[i / n_cols])))
+        .filter(|(_, v)| !v.is_nan())
+        .collect();
+    all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    all.truncate(k);
+    all
 }

@@ -150,6 +150,30 @@ pub enum Mask {
     None,
     /// Query row `i` sees keys `j <= q_offset + i` (`q_offset` = number of cached positions before the queries).
     Causal { q_offset: usize },
+    /// Causal within a sliding window (Mistral, Gemma's local layers): query row `i` sees the `window` keys
+    /// `q_offset + i - window < j <= q_offset + i` (transformers' `kv_idx > q_idx - sliding_window`).
+    SlidingWindow { q_offset: usize, window: usize },
+}
+
+impl Mask {
+    /// The keys `lo .. hi` query row `i` may see (before `kv_len` and `key_lens` cut them), `hi = usize::MAX` for
+    /// no upper limit.
+    #[inline]
+    pub fn keys(&self, i: usize) -> std::ops::Range<usize> {
+        match *self {
+            Mask::None => 0..usize::MAX,
+            Mask::Causal { q_offset } => 0..q_offset + i + 1,
+            Mask::SlidingWindow { q_offset, window } => (q_offset + i + 1).saturating_sub(window)..q_offset + i + 1,
+        }
+    }
+}
+
+/// Tanh soft-capping of attention scores or logits (Gemma 2): `x = cap · tanh(x / cap)`, which keeps every value
+/// inside `(-cap, cap)` and leaves small ones almost unchanged.
+pub fn softcap(cap: f32, x: &mut [f32]) {
+    for v in x {
+        *v = cap * (*v / cap).tanh();
+    }
 }
 
 /// Shapes, masks and layouts of one attention call.
@@ -167,6 +191,8 @@ pub struct AttnArgs<'a> {
     pub kv_len: usize,
     /// Multiplies `q·k` (usually `1/sqrt(head_dim)`).
     pub scale: f32,
+    /// When set, every scaled score `s` becomes `cap · tanh(s / cap)` before the softmax ([`softcap`]).
+    pub softcap: Option<f32>,
     pub mask: Mask,
     pub key_lens: Option<&'a [usize]>,
     pub q_strides: Strides,
@@ -237,6 +263,7 @@ impl<'a> AttnArgs<'a> {
             q_strides: tokens(q_len, heads.n_heads),
             kv_strides: tokens(kv_len, heads.n_kv_heads),
             out_strides: tokens(q_len, heads.n_heads),
+            softcap: None,
             mask: Mask::None,
             key_lens: None,
             batch,
@@ -258,6 +285,21 @@ impl<'a> AttnArgs<'a> {
         Self { mask, ..self }
     }
 
+    /// A causal mask limited to the last `window` keys of each query (`None` keeps the mask as it is).
+    pub fn with_window(self, window: Option<usize>) -> Self {
+        match (self.mask, window) {
+            (Mask::Causal { q_offset } | Mask::SlidingWindow { q_offset, .. }, Some(window)) => {
+                self.with_mask(Mask::SlidingWindow { q_offset, window })
+            }
+            _ => self,
+        }
+    }
+
+    /// Scores soft-capped at `cap` (`None`: not capped).
+    pub fn with_softcap(self, softcap: Option<f32>) -> Self {
+        Self { softcap, ..self }
+    }
+
     /// Queries laid out with `q_strides` (e.g. inside a fused QKV projection).
     pub fn with_q_strides(self, q_strides: Strides) -> Self {
         Self { q_strides, ..self }
@@ -274,11 +316,7 @@ impl AttnArgs<'_> {
     #[inline]
     pub fn visible(&self, b: usize, i: usize, j: usize) -> bool {
         let in_len = self.key_lens.is_none_or(|l| j < l[b]);
-        let causal = match self.mask {
-            Mask::None => true,
-            Mask::Causal { q_offset } => j <= q_offset + i,
-        };
-        in_len && causal && j < self.kv_len
+        in_len && self.mask.keys(i).contains(&j) && j < self.kv_len
     }
 }
 
@@ -315,15 +353,29 @@ impl RopeTable {
     /// Angle of pair `i` at position `p`: `p · theta^(-2i/head_dim)`, computed in f64 then rounded
     /// (as Hugging Face computes `inv_freq` in f32 and the product in f32, results match within 1 ulp).
     pub fn new(head_dim: usize, max_pos: usize, theta: f64) -> Self {
-        let half = head_dim / 2;
+        let inv_freq = Self::default_inv_freq(head_dim, theta);
+        Self::from_inv_freq(&inv_freq, max_pos, 1.0)
+    }
+
+    /// Unscaled inverse frequencies `theta^(-2i/head_dim)`, `i < head_dim/2`, computed in f64 then rounded.
+    pub fn default_inv_freq(head_dim: usize, theta: f64) -> Vec<f32> {
+        (0..head_dim / 2)
+            .map(|i| (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32)
+            .collect()
+    }
+
+    /// A table from given inverse frequencies (one per pair: `head_dim = 2 * inv_freq.len()`), `cos` and `sin`
+    /// multiplied by `attention_factor` (1 for plain RoPE; YaRN / LongRoPE scale them), as transformers does:
+    /// angle `p · inv_freq` in f32, then `cos(angle) · factor`.
+    pub fn from_inv_freq(inv_freq: &[f32], max_pos: usize, attention_factor: f32) -> Self {
+        let (half, head_dim) = (inv_freq.len(), 2 * inv_freq.len());
         let mut cos = Vec::with_capacity(max_pos * half);
         let mut sin = Vec::with_capacity(max_pos * half);
         for p in 0..max_pos {
-            for i in 0..half {
-                let inv_freq = (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32;
-                let angle = p as f32 * inv_freq;
-                cos.push(angle.cos());
-                sin.push(angle.sin());
+            for &f in inv_freq {
+                let angle = p as f32 * f;
+                cos.push(angle.cos() * attention_factor);
+                sin.push(angle.sin() * attention_factor);
             }
         }
         Self {

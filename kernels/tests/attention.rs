@@ -61,6 +61,8 @@ struct Case {
     slice_start: usize,
     /// Multiplies q (to make large logits).
     q_gain: f32,
+    /// Tanh soft-capping of the scores (Gemma 2).
+    softcap: Option<f32>,
     seed: u64,
 }
 
@@ -79,12 +81,18 @@ impl Case {
             pos_pad: 0,
             slice_start: 0,
             q_gain: 1.0,
+            softcap: None,
             seed: 1,
         }
     }
 
     fn causal(mut self, q_offset: usize) -> Self {
         self.mask = Mask::Causal { q_offset };
+        self
+    }
+
+    fn window(mut self, q_offset: usize, window: usize) -> Self {
+        self.mask = Mask::SlidingWindow { q_offset, window };
         self
     }
 
@@ -139,6 +147,7 @@ impl Case {
             q_len: self.q_len,
             kv_len: self.kv_len,
             scale: 1.0 / (d.max(1) as f32).sqrt(),
+            softcap: self.softcap,
             mask: self.mask,
             key_lens: self.key_lens.as_deref(),
             q_strides,
@@ -287,6 +296,54 @@ fn decode_over_long_caches() {
                 Case::new(1, 16, 1, 64, 1, kv_len).cache(kv_len).check(TOL);
             }
         });
+    }
+}
+
+/// Sliding-window masks (Mistral, Gemma's local layers): windows shorter than, across and longer than a key tile,
+/// prefill (every query its own window) and decode over a cache longer than the window, with GQA and padding.
+#[test]
+fn sliding_windows() {
+    for window in [1, 5, 64, 65, 200] {
+        for (q_len, kv_len) in [(1, 1), (1, 300), (7, 300), (70, 70), (130, 130), (33, 1100)] {
+            let q_offset = kv_len - q_len;
+            Case::new(2, 4, 2, 16, q_len, kv_len)
+                .window(q_offset, window)
+                .check(TOL);
+            Case::new(1, 8, 1, 64, q_len, kv_len)
+                .cache(kv_len + 3)
+                .window(q_offset, window)
+                .check(TOL);
+        }
+    }
+    Case::new(2, 4, 4, 16, 9, 150)
+        .window(141, 20)
+        .key_lens(&[150, 140])
+        .check(TOL);
+    // Decode split into key chunks on several threads: the chunks before the window are skipped.
+    on_threads(3, || {
+        Case::new(1, 2, 1, 64, 1, 4099)
+            .cache(4100)
+            .window(4098, 1500)
+            .check(TOL);
+    });
+}
+
+/// Gemma 2's tanh soft-capping of the scaled scores, against the reference's f64 `cap · tanh(s / cap)`: caps
+/// that bite (large logits) and caps far above every score (no effect), causal, windowed and unmasked.
+#[test]
+fn soft_capped_scores() {
+    for (cap, gain) in [(50.0f32, 1.0), (1.0, 1.0), (5.0, 100.0), (50.0, 1e3)] {
+        // A capped score near `cap` carries the f32 rounding of `cap · tanh` (a few ulps of cap) into its weight's
+        // exponent: a relative error of ~4 · cap · 2⁻²⁴ on the output (values in [-1, 1]), never below TOL.
+        let tol = TOL.max(4.0 * cap * f32::EPSILON / 2.0);
+        for (q_len, kv_len) in [(1, 90), (17, 65), (70, 70)] {
+            let mut case = Case::new(1, 4, 2, 32, q_len, kv_len);
+            case.softcap = Some(cap);
+            case.q_gain = gain;
+            case.clone().check(tol);
+            case.clone().causal(kv_len - q_len).check(tol);
+            case.window(kv_len - q_len, 9).check(tol);
+        }
     }
 }
 

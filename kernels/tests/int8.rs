@@ -6,7 +6,10 @@
 use kernels::{bf16, f16, isa, quantize_i8, reference, Isa, Kernels, Layout, Weight, WeightData, I8_MAX};
 use proptest::prelude::*;
 
+mod common;
 mod linear_shapes;
+
+use common::rand_vec;
 
 /// linear on int8: |y - ref| <= INT8_LINEAR_REL_TOL * scale * Σ|q·x| (+ bias). Kernel and reference compute the
 /// same Σ q·x, then × scale; only the f32 summation order differs (as for float weights in `kernels.rs`).
@@ -16,19 +19,6 @@ const INT8_LINEAR_REL_TOL: f32 = 2e-6;
 const ROUND_TRIP_SLACK: f32 = 127.0 * 2.0 * f32::EPSILON;
 /// embed on int8 scales by `row_scale * scale` in one product, the reference by the two in turn: 1 ulp apart.
 const EMBED_I8_REL_TOL: f32 = 2.0 * f32::EPSILON;
-
-/// Deterministic xorshift values in [-scale, scale).
-fn rand_vec(seed: u64, n: usize, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
 
 /// The kernels of every ISA this host has (the ones it lacks are reported as skipped).
 fn kernels_all(test: &str) -> Vec<Kernels> {

@@ -199,6 +199,12 @@ pub struct RopeScaling {
     pub low_freq_factor: Option<f64>,
     pub high_freq_factor: Option<f64>,
     pub original_max_position_embeddings: Option<usize>,
+    /// LongRoPE (Phi-3 128k): per-pair divisors of the frequencies, for sequences within / beyond the original
+    /// context.
+    pub short_factor: Option<Vec<f64>>,
+    pub long_factor: Option<Vec<f64>>,
+    /// LongRoPE / YaRN: multiplies `cos` and `sin` (derived from the context ratio when absent).
+    pub attention_factor: Option<f64>,
 }
 
 /// `rope_parameters` (transformers 5) or `rope_scaling` (older), read leniently.
@@ -211,6 +217,9 @@ struct RawRope {
     low_freq_factor: Option<f64>,
     high_freq_factor: Option<f64>,
     original_max_position_embeddings: Option<usize>,
+    short_factor: Option<Vec<f64>>,
+    long_factor: Option<Vec<f64>>,
+    attention_factor: Option<f64>,
 }
 
 impl RawRope {
@@ -223,6 +232,9 @@ impl RawRope {
             low_freq_factor: self.low_freq_factor,
             high_freq_factor: self.high_freq_factor,
             original_max_position_embeddings: self.original_max_position_embeddings,
+            short_factor: self.short_factor.clone(),
+            long_factor: self.long_factor.clone(),
+            attention_factor: self.attention_factor,
         })
     }
 }

@@ -123,6 +123,27 @@ impl Tensor {
         Tensor::from_storage(name, dtype, shape, storage, 0..bytes.len())
     }
 
+    /// Rows `rows` of this tensor along its first dimension, zero-copy (the same storage), under the same name;
+    /// `None` for a scalar or rows past the end. Fused matrices (Phi-3's `qkv_proj`, `gate_up_proj`) are bound
+    /// as one view per projection.
+    pub fn rows(&self, rows: Range<usize>) -> Option<Tensor> {
+        let (&n, rest) = self.shape.split_first()?;
+        if rows.start > rows.end || rows.end > n {
+            return None;
+        }
+        let row_bytes = rest.iter().product::<usize>() * self.dtype.size();
+        let mut shape = self.shape.clone();
+        shape[0] = rows.len();
+        let start = self.range.start + rows.start * row_bytes;
+        Tensor::from_storage(
+            &self.name,
+            self.dtype,
+            shape,
+            self.storage.clone(),
+            start..start + rows.len() * row_bytes,
+        )
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

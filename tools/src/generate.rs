@@ -57,6 +57,11 @@ pub struct Args {
     /// Print one JSON object {text, tokens, timing} instead of streaming.
     #[arg(long)]
     json: bool,
+    /// Beam search with this many beams (1 = greedy or sampled, the default): transformers'
+    /// `generate(num_beams=K)` (length penalty 1, early_stopping False); the best beam is printed at the end
+    /// (`--json`: {text, tokens, score}).
+    #[arg(long, default_value_t = 1)]
+    beam_size: usize,
     /// Weights of the linear layers: as stored in the files, or int8 (quantized at load, per output row:
     /// about 4x fewer bytes than f32 to read per token, logits within a few percent).
     #[arg(long, default_value_t = WeightType::Stored, value_name = "stored|int8")]
@@ -119,6 +124,9 @@ pub fn run(args: Args) -> Result<()> {
     };
     let model = Model::load_with(&dir, &load).with_context(|| format!("cannot load the model in {}", dir.display()))?;
     let opts = args.options();
+    if args.beam_size > 1 {
+        return run_beam(&args, &model, &prompt, &opts);
+    }
     let mut generator = model.stream(&prompt, &opts)?;
     let mut out = std::io::stdout().lock();
     let mut text = String::new();
@@ -150,6 +158,40 @@ pub fn run(args: Args) -> Result<()> {
         t.ttft_s * 1e3,
         t.generated_tokens,
         t.decode_tok_per_s(),
+        model.kernels().isa(),
+    );
+    Ok(())
+}
+
+/// `--beam-size K`: the best of K beams, printed once found.
+fn run_beam(args: &Args, model: &Model, prompt: &str, opts: &GenerateOptions) -> Result<()> {
+    if opts.strategy != Strategy::Greedy || opts.repetition_penalty != 1.0 || !opts.stop_strings.is_empty() {
+        bail!("--beam-size runs beam search: it takes no sampling option, --repetition-penalty or --stop");
+    }
+    let ids = model.prompt_ids(prompt, opts.prompt_format)?;
+    let start = std::time::Instant::now();
+    let best = model
+        .generate_beam_ids(&ids, &model.beam_options(args.beam_size, args.max_new_tokens))?
+        .swap_remove(0);
+    let elapsed = start.elapsed();
+    let shown = match best.tokens.split_last() {
+        Some((last, rest)) if model.eos_ids().contains(last) => rest,
+        _ => &best.tokens[..],
+    };
+    let text = model.tokenizer()?.decode(shown, true)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let obj = serde_json::json!({"text": text, "tokens": best.tokens, "score": best.score});
+        writeln!(out, "{obj}")?;
+    } else {
+        writeln!(out, "{text}")?;
+    }
+    eprintln!(
+        "qkv: prompt {} tokens | beam {} | {} tokens in {:.2?} | {}",
+        ids.len(),
+        args.beam_size,
+        best.tokens.len(),
+        elapsed,
         model.kernels().isa(),
     );
     Ok(())

@@ -54,6 +54,70 @@ fn json_from_stdin() {
     assert_eq!(v["timing"]["generated_tokens"], 64);
 }
 
+/// `--beam-size 4` prints the best beam of the library's decoder-only beam search (itself checked against
+/// transformers' `num_beams=4` in engine/tests/families.rs), as text or `--json`.
+#[test]
+fn beam_size_prints_the_best_beam() {
+    let run = reference_run(1);
+    let prompt = run["prompt"].as_str().unwrap();
+    let model = qkv::Model::load(stories()).unwrap();
+    let ids = model.prompt_ids(prompt, qkv::PromptFormat::Plain).unwrap();
+    let best = model
+        .generate_beam_ids(&ids, &model.beam_options(4, 24))
+        .unwrap()
+        .swap_remove(0);
+    let out = qkv()
+        .args([
+            "generate",
+            "--model",
+            &stories(),
+            "--max-new-tokens",
+            "24",
+            "--beam-size",
+            "4",
+            "--json",
+        ])
+        .args(["--prompt", prompt])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["tokens"], serde_json::json!(best.tokens));
+    assert!((v["score"].as_f64().unwrap() as f32 - best.score).abs() <= 1e-6);
+    let text = qkv()
+        .args([
+            "generate",
+            "--model",
+            &stories(),
+            "--max-new-tokens",
+            "24",
+            "--beam-size",
+            "4",
+        ])
+        .args(["--prompt", prompt])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(text.stdout).unwrap(),
+        format!("{}\n", v["text"].as_str().unwrap())
+    );
+    let bad = qkv()
+        .args([
+            "generate",
+            "--model",
+            &stories(),
+            "--beam-size",
+            "4",
+            "--temperature",
+            "0.5",
+            "--prompt",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--beam-size"));
+}
+
 #[test]
 fn errors_are_one_line_and_fail() {
     for args in [

@@ -196,6 +196,17 @@ impl CausalLm {
     /// A cache for `batch` sequences of up to `capacity` positions each; an error before allocating when that is
     /// more positions than the model runs, or when K and V of every layer need more than `max_bytes`.
     pub(crate) fn new_cache(&self, batch: usize, capacity: usize, max_bytes: usize) -> Result<CausalCache> {
+        self.new_cache_rows(batch, batch, capacity, max_bytes)
+    }
+
+    /// [`CausalLm::new_cache`] with room for `max_batch` rows (a beam search grows one prompt row to its beams).
+    pub(crate) fn new_cache_rows(
+        &self,
+        batch: usize,
+        max_batch: usize,
+        capacity: usize,
+        max_bytes: usize,
+    ) -> Result<CausalCache> {
         let d = self.dims();
         if capacity > d.max_positions {
             return Err(Error::Request(format!(
@@ -204,7 +215,7 @@ impl CausalLm {
             )));
         }
         let shape = KvShape {
-            max_batch: batch,
+            max_batch: max_batch.max(batch),
             n_kv_heads: d.heads.n_kv_heads,
             capacity,
             head_dim: d.heads.head_dim,

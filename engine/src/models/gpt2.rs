@@ -108,6 +108,7 @@ impl Gpt2 {
         let head = LmHead {
             norm: Some(Norm::Layer(ln_f)),
             linear: lm_head,
+            softcap: None,
         };
         let gpt2 = Self {
             c,

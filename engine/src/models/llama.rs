@@ -26,20 +26,12 @@ pub(crate) fn load(src: &Source<'_>) -> Result<Loaded> {
 }
 
 /// An error for what this engine does not run of a config the loaders validated (sizes positive, heads dividing
-/// the width, an even head_dim, a positive RoPE base): another activation than SiLU, RoPE scaling.
+/// the width, an even head_dim, a positive RoPE base): another activation than SiLU. (A RoPE scaling it does not
+/// run is refused by `rope::Scaling::from_config`.)
 fn check_supported(file: &Path, c: &LlamaConfig) -> Result<()> {
     if c.hidden_act != "silu" {
         return Err(Error::Unsupported {
             what: format!("{}: hidden_act {:?} (qkv runs silu)", file.display(), c.hidden_act),
-        });
-    }
-    if let Some(r) = c.rope_scaling.as_ref().filter(|r| r.rope_type != "default") {
-        return Err(Error::Unsupported {
-            what: format!(
-                "{}: rope scaling {:?} (qkv runs unscaled RoPE)",
-                file.display(),
-                r.rope_type
-            ),
         });
     }
     Ok(())
@@ -109,11 +101,12 @@ impl Llama {
             Linear::from_tensor(st, embed.tensor().clone(), c.vocab_size, d, Layout::OutIn, None)?
         }
         .convert(st, weights)?;
-        // The RoPE table covers the context this engine runs (at most MAX_CONTEXT positions).
-        let rope = RopeTable::new(c.head_dim, c.max_position_embeddings.min(MAX_CONTEXT), c.rope_theta);
+        // The RoPE table (plain, linear or llama3-scaled) covers the context this engine runs (at most MAX_CONTEXT).
+        let rope = super::rotary::rope(src.config.path(), &c, None)?.table(c.max_position_embeddings.min(MAX_CONTEXT));
         let head = LmHead {
             norm: Some(Norm::Rms(norm)),
             linear: lm_head,
+            softcap: None,
         };
         Ok((Self { c, embed, layers, rope }, head))
     }

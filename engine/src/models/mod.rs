@@ -6,36 +6,49 @@
 //! | --- | --- | --- |
 //! | `llama.rs` | `llama`: RMSNorm, RoPE, grouped-query attention, SwiGLU | `decoder_only.rs` |
 //! | `gpt2.rs` | `gpt2`: learned positions, fused QKV, GELU | `decoder_only.rs` |
+//! | `qwen2.rs`, `qwen3.rs`, `mistral.rs`, `phi3.rs`, `gemma.rs` | `qwen2`, `qwen3`, `mistral`, `phi3`, `gemma2`, `gemma3_text`: each reads its config into a [`rotary::Spec`] | `rotary.rs` |
+//! | `rotary.rs` | the rotary GQA decoder those families configure: q/k/v bias, fused projections, per-head q/k norm, sliding windows, soft-capping, sandwich and (1+w) norms, GeGLU, per-layer RoPE tables | `decoder_only.rs` |
+//! | `rope.rs` | RoPE frequencies, plain or scaled (`linear`, `llama3`, `longrope`), for every family with RoPE | |
 //! | `seq2seq.rs` | `marian`, `ct2_transformer_seq2seq`: one encoder-decoder runtime, a naming scheme per checkpoint format | |
 //! | `decoder_only.rs` | the plumbing every decoder-only family shares: step checks, KV caches and their memory cap, final norm + LM head, the [`crate::Decoder`] implementation | |
 //!
 //! # Adding a decoder-only family
+//!
+//! When it is a rotary GQA decoder (most are), write `models/<family>.rs` that reads its `config.json` into a
+//! [`rotary::Spec`] (`Spec::llama_like` and what differs, see `qwen3.rs`) and calls [`rotary::load`]; else:
 //!
 //! Write `models/<family>.rs` with a loader and a [`decoder_only::Blocks`] (its embeddings and blocks; it binds
 //! its final norm and LM head, which the shared plumbing runs with the caches and step checks), then add one
 //! line to [`FAMILIES`]:
 //!
 //! ```ignore
-//! // models/qwen2.rs
+//! // models/falcon.rs
 //! #[derive(serde::Deserialize)]
-//! struct Qwen2Config { hidden_size: usize, num_hidden_layers: usize, /* ... */ }
+//! struct FalconConfig { hidden_size: usize, num_hidden_layers: usize, /* ... */ }
 //!
 //! pub(crate) fn load(src: &Source<'_>) -> Result<Loaded> {
-//!     let c: Qwen2Config = src.config.parse()?; // an error names config.json and the field
-//!     let (blocks, head) = Qwen2::bind(src, &c)?; // impl Blocks for Qwen2, and its LmHead
+//!     let c: FalconConfig = src.config.parse()?; // an error names config.json and the field
+//!     let (blocks, head) = Falcon::bind(src, &c)?; // impl Blocks for Falcon, and its LmHead
 //!     Ok(src.decoder_only((blocks, head), c.bos_token_id, c.eos_token_id))
 //! }
 //!
-//! // models/mod.rs: `mod qwen2;` and, in FAMILIES,
-//! Family::new("qwen2", &["Qwen2ForCausalLM"], qwen2::load),
+//! // models/mod.rs: `mod falcon;` and, in FAMILIES,
+//! Family::new("falcon", &["FalconForCausalLM"], falcon::load),
 //! ```
 //!
 //! An encoder-decoder family in the Marian / CTranslate2 mould is a naming scheme in `seq2seq.rs` (the tensor
 //! names of its layers) and a loader that turns its config into a `Seq2SeqConfig`.
 
 pub(crate) mod decoder_only;
+mod gemma;
 mod gpt2;
 mod llama;
+mod mistral;
+mod phi3;
+mod qwen2;
+mod qwen3;
+mod rope;
+mod rotary;
 pub(crate) mod seq2seq;
 
 use std::path::Path;
@@ -82,6 +95,12 @@ impl Family {
 pub(crate) const FAMILIES: &[Family] = &[
     Family::new("llama", &["LlamaForCausalLM", "LlamaModel"], llama::load),
     Family::new("gpt2", &["GPT2LMHeadModel", "GPT2Model"], gpt2::load),
+    Family::new("qwen2", &["Qwen2ForCausalLM"], qwen2::load),
+    Family::new("qwen3", &["Qwen3ForCausalLM"], qwen3::load),
+    Family::new("mistral", &["MistralForCausalLM"], mistral::load),
+    Family::new("phi3", &["Phi3ForCausalLM"], phi3::load),
+    Family::new("gemma2", &["Gemma2ForCausalLM"], gemma::load_gemma2),
+    Family::new("gemma3_text", &["Gemma3ForCausalLM"], gemma::load_gemma3),
     Family::new("marian", &["MarianMTModel", "MarianModel"], seq2seq::load_marian),
     Family::new("ct2_transformer_seq2seq", &[], seq2seq::load_ct2),
 ];
@@ -132,7 +151,7 @@ impl Source<'_> {
         eos: Vec<u32>,
     ) -> Loaded {
         Loaded {
-            network: Network::DecoderOnly(CausalLm::new(Box::new(blocks), head, self.kernels)),
+            network: Network::DecoderOnly(Box::new(CausalLm::new(Box::new(blocks), head, self.kernels))),
             bos,
             eos,
         }
@@ -151,7 +170,7 @@ pub(crate) struct Loaded {
 /// runtime with the search defaults its config gives.
 #[derive(Debug)]
 pub(crate) enum Network {
-    DecoderOnly(CausalLm),
+    DecoderOnly(Box<CausalLm>),
     EncoderDecoder {
         net: Box<Seq2Seq>,
         /// What `translate` does unless a call says otherwise.
@@ -207,7 +226,7 @@ impl Decoder for Network {
 
     fn kernels(&self) -> Kernels {
         match self {
-            Network::DecoderOnly(m) => Decoder::kernels(m),
+            Network::DecoderOnly(m) => Decoder::kernels(m.as_ref()),
             Network::EncoderDecoder { net, .. } => net.kernels(),
         }
     }

@@ -628,6 +628,7 @@ impl Seq2Seq {
             head: LmHead {
                 norm: decoder_norm.map(Norm::Layer),
                 linear: lm_head,
+                softcap: None,
             },
             cross_projections: AtomicUsize::new(0),
         })

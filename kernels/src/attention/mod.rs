@@ -3,8 +3,8 @@
 //! The contract is [`crate::reference::attention`]; this module computes the same thing without
 //! ever holding a `[q_len, kv_len]` score matrix:
 //!
-//! 1. Plan. Every mask qkv knows (causal, padding `key_lens`, `kv_len`) lets query row `i` see a
-//!    *prefix* of the keys, `j < lim(b, i)`. The query rows that share one KV head (the `n_heads /
+//! 1. Plan. Every mask qkv knows (causal, sliding window, padding `key_lens`, `kv_len`) lets query row
+//!    `i` see a *range* of the keys, `lo(i) <= j < lim(b, i)` (`lo` is 0 but for a sliding window). The query rows that share one KV head (the `n_heads /
 //!    n_kv_heads` heads of a GQA group, all positions) are cut into blocks of at most
 //!    [`BLOCK_ROWS`] rows, position-major, so every K/V row a block loads serves all of its heads.
 //! 2. Split. A block's keys may be split into chunks (decode over a long cache with fewer blocks
@@ -29,7 +29,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::simd::dispatch;
-use crate::types::{AttnArgs, Mask};
+use crate::types::AttnArgs;
 use crate::Kernels;
 
 use tile::Partial;
@@ -48,11 +48,13 @@ const SPLIT_CHUNK_MIN: usize = 4 * TILE_KEYS;
 /// Below this many multiply-adds the whole call runs on the calling thread.
 const PAR_MIN_MACS: usize = 1 << 19;
 
-/// One query row: offsets of its `q` and `out` vectors and how many keys it sees (`j < lim`).
+/// One query row: offsets of its `q` and `out` vectors and the keys it sees (`lo <= j < lim`; `lo` is 0 but for a
+/// sliding window).
 #[derive(Clone, Copy, Debug)]
 struct Row {
     q: usize,
     out: usize,
+    lo: usize,
     lim: usize,
 }
 
@@ -65,6 +67,8 @@ struct Block {
     rows: Range<usize>,
     /// Largest `lim` of the rows: keys at or past it are never read.
     max_lim: usize,
+    /// Smallest `lo` of the rows: keys before it are never read (its tile is the first one visited).
+    min_lo: usize,
 }
 
 /// One unit of parallel work: the keys `keys` of block `block`.
@@ -212,14 +216,13 @@ fn plan_rows(a: &AttnArgs<'_>) -> Vec<Row> {
         let end = key_end(a, b);
         for kv_head in 0..a.n_kv_heads {
             for i in 0..a.q_len {
-                let lim = match a.mask {
-                    Mask::None => end,
-                    Mask::Causal { q_offset } => end.min(q_offset + i + 1),
-                };
+                let keys = a.mask.keys(i);
+                let lim = end.min(keys.end);
                 for h in kv_head * group..(kv_head + 1) * group {
                     rows.push(Row {
                         q: a.q_strides.offset(b, i, h),
                         out: a.out_strides.offset(b, i, h),
+                        lo: keys.start.min(lim),
                         lim,
                     });
                 }
@@ -239,11 +242,13 @@ fn plan_blocks(a: &AttnArgs<'_>, rows: &[Row]) -> Vec<Block> {
             for start in (first..first + per_pair).step_by(BLOCK_ROWS) {
                 let range = start..(start + BLOCK_ROWS).min(first + per_pair);
                 let max_lim = rows[range.clone()].iter().map(|r| r.lim).max().unwrap_or(0);
+                let min_lo = rows[range.clone()].iter().map(|r| r.lo).min().unwrap_or(0);
                 blocks.push(Block {
                     b,
                     kv_head,
                     rows: range,
                     max_lim,
+                    min_lo,
                 });
             }
         }
@@ -264,7 +269,8 @@ fn plan_items(blocks: &[Block], n_threads: usize) -> Vec<Item> {
             1
         };
         let chunk = bl.max_lim.div_ceil(n_chunks).next_multiple_of(TILE_KEYS).max(TILE_KEYS);
-        let mut start = 0;
+        // Tiles wholly before every row's window are skipped (a chunk starts on a tile boundary).
+        let mut start = bl.min_lo / TILE_KEYS * TILE_KEYS;
         loop {
             let end = (start + chunk).min(bl.max_lim);
             items.push(Item {

@@ -136,10 +136,16 @@ pub(super) fn run_item<'a, S: Simd>(s: S, ctx: &Ctx<'a>, block: &Block, keys: Ra
         for (r, row) in rows.iter().enumerate() {
             let s_row = &mut sc[r * TILE_KEYS..r * TILE_KEYS + width];
             let n_valid = row.lim.saturating_sub(t0).min(n_keys);
-            if n_valid == 0 {
+            // Keys before a sliding window's start.
+            let n_before = row.lo.saturating_sub(t0).min(n_valid);
+            if n_valid == n_before {
                 s_row.fill(0.0); // row sees none of these keys
                 continue;
             }
+            if let Some(cap) = a.softcap {
+                crate::types::softcap(cap, &mut s_row[n_before..n_valid]);
+            }
+            s_row[..n_before].fill(f32::NEG_INFINITY);
             s_row[n_valid..].fill(f32::NEG_INFINITY);
             let m_new = part.m[r].max(ops::max(s, s_row));
             if m_new == f32::NEG_INFINITY {

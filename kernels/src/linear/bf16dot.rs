@@ -1,6 +1,6 @@
 //! AVX-512 BF16 GEMV: `vdpbf16ps` multiplies bf16 weight pairs by `x` rounded to bf16 pairs and
 //! accumulates in f32. One instruction per 32 weights instead of widen + FMA; the price is `x`
-//! rounded to bf16 (relative error <= 2^-9 per element), see [`crate::Kernels::linear`].
+//! rounded to bf16 (relative error <= 2^-8 per element: 8 significant bits), see [`crate::Kernels::linear`].
 #![allow(clippy::needless_range_loop)] // small fixed tiles read best with indices
 
 use std::arch::x86_64::*;
@@ -115,4 +115,97 @@ pub(crate) unsafe fn outin(
         }
         r += g;
     }
+}
+
+/// `acc[r][v] += Σ_q A[q, r] · B[q, v]` over `kq` input pairs with `vdpbf16ps`: `a` a packed row tile (`[kq, MR]`
+/// bf16 pairs, 4 bytes each), `b` a bf16 panel (`[kq, 32, 2]`).
+///
+/// # Safety
+/// AVX512_BF16 present; `a .. a + kq · MR` pairs and `b .. b + kq · 64` values readable.
+#[inline(always)]
+unsafe fn tile<const MR: usize>(a: *const u32, b: *const bf16, kq: usize) -> [[__m512; super::packed::NV_MAX]; MR] {
+    // SAFETY: the caller's ranges; the intrinsics need AVX-512 F/BF16, which the caller's target features enable.
+    unsafe {
+        let mut c = [[_mm512_setzero_ps(); super::packed::NV_MAX]; MR];
+        for q in 0..kq {
+            let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(q * 64) as *const __m512i));
+            let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(q * 64 + 32) as *const __m512i));
+            for r in 0..MR {
+                let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(*a.add(q * MR + r) as i32));
+                c[r][0] = _mm512_dpbf16_ps(c[r][0], av, w0);
+                c[r][1] = _mm512_dpbf16_ps(c[r][1], av, w1);
+            }
+        }
+        c
+    }
+}
+
+/// One share (`rows` x `panels`) of a packed bf16 product with `vdpbf16ps` ([`crate::Bf16Gemv::DotBf16`]): the rows
+/// of `x` rounded to bf16 pairs while packed, all inputs of a panel per tile (f32 accumulators), bias at the store.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL and AVX512_BF16; the job's panels are AVX-512 panels (32 columns).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")]
+pub(crate) unsafe fn gemm_share(
+    job: &super::driver::Job<'_, bf16>,
+    rows: std::ops::Range<usize>,
+    panels: std::ops::Range<usize>,
+    blk: super::driver::Blocking,
+) {
+    use super::driver::{row_tiles, take, BView, Scratch};
+    use super::tile::{store_row, Cols, Store};
+    let BView::Packed { panels: data, in_pad } = job.b else {
+        unreachable!("vdpbf16ps runs packed weights only")
+    };
+    let (in_dim, out_dim, nr, mr) = (job.in_dim, job.out_dim, 32, super::packed::AVX512.mr);
+    let kq = in_pad / 2;
+    assert!(data.len() >= panels.end * in_pad * nr && rows.end <= job.m && job.x.len() == job.m * in_dim);
+    if rows.is_empty() || panels.is_empty() {
+        return;
+    }
+    // SAFETY: this function's target features include AVX-512 F/BW/VL.
+    let s = unsafe { crate::simd::Avx512::new_unchecked() };
+    let mc_max = blk.mc_i8(kq * 4, mr).min(rows.len());
+    let mut sc = Scratch::take_local();
+    let a_pack: &mut [u32] = take(&mut sc.a, mc_max.next_multiple_of(mr) * kq);
+    let mut ic = rows.start;
+    while ic < rows.end {
+        let mc = mc_max.min(rows.end - ic);
+        // Tile (r0, h) at offset r0 · kq: [kq, h] pairs, inputs past in_dim zero.
+        for (r0, h) in row_tiles(mc, mr) {
+            let dst = &mut a_pack[r0 * kq..(r0 + h) * kq];
+            for r in 0..h {
+                let xr = &job.x[(ic + r0 + r) * in_dim..(ic + r0 + r + 1) * in_dim];
+                for q in 0..kq {
+                    let lo = xr.get(2 * q).map_or(0, |&v| bf16::from_f32(v).to_bits());
+                    let hi = xr.get(2 * q + 1).map_or(0, |&v| bf16::from_f32(v).to_bits());
+                    dst[q * h + r] = lo as u32 | (hi as u32) << 16;
+                }
+            }
+        }
+        for j in panels.clone() {
+            let c0 = j * nr;
+            let n = nr.min(out_dim - c0);
+            let cols = Cols {
+                scales: None,
+                bias: job.bias.map(|b| &b[c0..c0 + n]),
+            };
+            let bp = data[j * in_pad * nr..].as_ptr();
+            for (r0, h) in row_tiles(mc, mr) {
+                let ap = a_pack[r0 * kq..].as_ptr();
+                super::driver::with_rows!(h, H => {
+                    // SAFETY: the packed tile holds [kq, H] pairs, panel j [kq, 32, 2] values (asserted above); y rows
+                    // ic + r0 .. + H, columns c0 .. c0 + n belong to this share.
+                    unsafe {
+                        let acc = tile::<H>(ap, bp, kq);
+                        for r in 0..H {
+                            store_row(s, &acc[r], job.y.0.add((ic + r0 + r) * out_dim + c0), n, Store::Final, cols);
+                        }
+                    }
+                })
+            }
+        }
+        ic += mc;
+    }
+    sc.put_local();
 }

@@ -9,10 +9,17 @@ use crate::Kernels;
 
 #[cfg(target_arch = "x86_64")]
 mod bf16dot;
-mod gemm;
+pub(crate) mod driver;
 mod gemv;
 #[cfg(target_arch = "x86_64")]
 mod i8dot;
+pub(crate) mod packed;
+pub(crate) mod qgemm;
+pub(crate) mod tile;
+
+pub use driver::{Part, SharedOut, MAX_PARTS};
+pub use packed::{PackError, PackedWeight};
+pub use qgemm::{I8Range, QuantizedRows, I8_DOT_MAX_IN};
 
 /// Up to this many `x` rows, `linear` runs the GEMV (weights streamed once per 4 rows); beyond, the GEMM.
 pub const GEMV_MAX_ROWS: usize = 8;
@@ -196,7 +203,7 @@ pub(crate) fn linear(k: Kernels, x: &[f32], rows: usize, w: &Weight<'_>, bias: O
     if rows <= GEMV_MAX_ROWS {
         gemv(k, x, w, bias, y)
     } else {
-        gemm(k, x, w, bias, y)
+        gemm_stored(k, x, w, bias, y)
     }
 }
 
@@ -335,103 +342,6 @@ fn gemv(k: Kernels, x: &[f32], w: &Weight<'_>, bias: Option<&[f32]>, y: &mut [f3
     }
 }
 
-/// Columns per GEMM task: about 2 tasks per thread, a multiple of the widest strip.
-fn gemm_chunk(rows: usize, out_dim: usize, in_dim: usize) -> usize {
-    if rows * out_dim * in_dim < GEMV_PAR_MIN_WEIGHTS * 8 {
-        return out_dim;
-    }
-    let n_tasks = 2 * rayon::current_num_threads();
-    out_dim
-        .div_ceil(n_tasks)
-        .max(GEMV_MIN_CHUNK)
-        .next_multiple_of(2 * MAX_LANES)
-}
-
-fn gemm(k: Kernels, x: &[f32], w: &Weight<'_>, bias: Option<&[f32]>, y: &mut [f32]) {
-    let (in_dim, out_dim, layout) = (w.in_dim, w.out_dim, w.layout);
-    // Start from the bias (or zeros): the tiles accumulate into y.
-    for yr in y.chunks_exact_mut(out_dim) {
-        match bias {
-            Some(b) => yr.copy_from_slice(b),
-            None => yr.fill(0.0),
-        }
-    }
-    // f32 weights on a SIMD ISA: matrixmultiply's sgemm measured faster than our packed GEMM
-    // (512x2048x2048: ~110 vs ~90 GFLOP per CPU-second per core). The scalar ISA keeps ours, so a forced
-    // `QKV_ISA=scalar` (and Miri) stays plain Rust.
-    if let (WeightData::F32(d), false) = (w.data, k.isa() == crate::Isa::Scalar) {
-        let (rsb, csb) = match layout {
-            Layout::OutIn => (1, in_dim),
-            Layout::InOut => (out_dim, 1),
-        };
-        let m = y.len() / out_dim;
-        assert!(x.len() == m * in_dim && d.len() == in_dim * out_dim && y.len() == m * out_dim);
-        // Columns of y split over rayon's threads, each a single-threaded sgemm: matrixmultiply's own thread
-        // pool competed with rayon's (whose idle workers spin) for the cores.
-        let chunk = gemm_chunk(m, out_dim, in_dim);
-        let c = SendPtr(y.as_mut_ptr());
-        let run = |c0: usize| {
-            let n = chunk.min(out_dim - c0);
-            // SAFETY: matrixmultiply reads a[i * in_dim + p] (i < m, p < in_dim) inside x, b[p * rsb + j * csb]
-            // for columns c0 + j (p < in_dim, j < n, c0 + n <= out_dim) inside d, and writes c[i * out_dim + c0 + j]
-            // inside y: all checked above. Tasks write disjoint column ranges [c0, c0 + n) of y, so no two
-            // threads touch the same element, and y outlives the parallel loop.
-            unsafe {
-                matrixmultiply::sgemm(
-                    m,
-                    in_dim,
-                    n,
-                    1.0,
-                    x.as_ptr(),
-                    in_dim as isize,
-                    1,
-                    d.as_ptr().add(c0 * csb),
-                    rsb as isize,
-                    csb as isize,
-                    1.0,
-                    c.get().add(c0),
-                    out_dim as isize,
-                    1,
-                )
-            }
-        };
-        let n_tasks = out_dim.div_ceil(chunk);
-        if n_tasks == 1 {
-            run(0)
-        } else {
-            (0..n_tasks).into_par_iter().for_each(|t| run(t * chunk))
-        }
-        return;
-    }
-    let chunk = gemm_chunk(y.len() / out_dim, out_dim, in_dim);
-    let tasks = split_columns(y, out_dim, chunk);
-    each_dtype!(w.data, data, scales, T => {
-        let run = |(c0, mut ys): (usize, Vec<&mut [f32]>)| {
-            let mut scratch = vec![0.0f32; gemm::packed_len(ys[0].len())];
-            let bp: &mut [f32] = &mut scratch;
-            let wv = gemm::WView { w: data, scales, layout, in_dim, out_dim };
-            let ys: &mut [&mut [f32]] = &mut ys;
-            dispatch!(k, gemm::gemm_task, (x: &[f32], wv: gemm::WView<'_, T>, c0: usize, ys: &mut [&mut [f32]],
-                bp: &mut [f32]))
-        };
-        if tasks.len() == 1 { tasks.into_iter().for_each(run) } else { tasks.into_par_iter().for_each(run) }
-    })
-}
-
-/// The output pointer shared by GEMM tasks that write disjoint columns.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: only used by `gemm`, whose tasks write disjoint column ranges of one output buffer that outlives them.
-unsafe impl Send for SendPtr {}
-// SAFETY: as above: shared between tasks that never touch the same element.
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// Whether this GEMV takes the `vpdpwssd` (x as i16) path for int8 weights.
 #[cfg(target_arch = "x86_64")]
 fn dot_i16(k: Kernels, w: &Weight<'_>) -> bool {
@@ -448,4 +358,410 @@ fn dot_bf16(k: Kernels, w: &Weight<'_>) -> bool {
         && k.isa() == crate::Isa::Avx512
         && matches!(w.data, WeightData::Bf16(_))
         && crate::Isa::has_avx512_bf16()
+}
+
+/// Runs `$body` with `$d` bound to the panels of a [`packed::Panels`] as a slice, `$s` to the int8 row scales
+/// (`Option<&[f32]>`) and `$t` a block-local alias of the element type.
+macro_rules! each_panels {
+    ($panels:expr, $d:ident, $s:ident, $t:ident => $body:block) => {
+        match $panels {
+            packed::Panels::F32(b) => {
+                #[allow(dead_code)]
+                type $t = f32;
+                let $d: &[f32] = b.as_slice();
+                let $s: Option<&[f32]> = None;
+                $body
+            }
+            packed::Panels::F16(b) => {
+                #[allow(dead_code)]
+                type $t = half::f16;
+                let $d: &[half::f16] = b.as_slice();
+                let $s: Option<&[f32]> = None;
+                $body
+            }
+            packed::Panels::Bf16(b) => {
+                #[allow(dead_code)]
+                type $t = half::bf16;
+                let $d: &[half::bf16] = b.as_slice();
+                let $s: Option<&[f32]> = None;
+                $body
+            }
+            packed::Panels::I8 { q, scales, .. } => {
+                #[allow(dead_code)]
+                type $t = i8;
+                let $d: &[i8] = q.as_slice();
+                let $s: Option<&[f32]> = Some(scales);
+                $body
+            }
+        }
+    };
+}
+
+/// Fill every `[out_dim]` row of `y` with the bias (or zeros).
+fn fill_bias(y: &mut [f32], out_dim: usize, bias: Option<&[f32]>) {
+    for yr in y.chunks_exact_mut(out_dim) {
+        match bias {
+            Some(b) => yr.copy_from_slice(b),
+            None => yr.fill(0.0),
+        }
+    }
+}
+
+/// Which parts of a split one call runs: all of them (over rayon) or one (a team thread's).
+#[derive(Clone, Copy)]
+enum Parts {
+    All,
+    One(Part),
+}
+
+impl Parts {
+    /// Run `f(p)` for the selected parts of a split into `n` parts (a team's part beyond `n` has nothing to do).
+    fn run(self, n: usize, f: impl Fn(usize) + Sync + Send) {
+        match self {
+            Parts::All => driver::run_parts(n, f),
+            Parts::One(part) if part.index < n => f(part.index),
+            Parts::One(_) => {}
+        }
+    }
+
+    /// Threads the split is made for.
+    fn threads(self) -> usize {
+        match self {
+            Parts::All => rayon::current_num_threads(),
+            Parts::One(part) => part.count,
+        }
+    }
+}
+
+/// Shapes of `linear_packed`, checked.
+fn check_packed(k: Kernels, x: &[f32], m: usize, w: &PackedWeight, bias: Option<&[f32]>, y_len: usize, what: &str) {
+    assert_eq!(
+        w.isa,
+        k.isa(),
+        "{what}: the weight is packed for {}, the kernels run {}",
+        w.isa,
+        k.isa()
+    );
+    assert_eq!(x.len(), m * w.in_dim, "{what}: x is not [rows, in_dim]");
+    assert_eq!(y_len, m * w.out_dim, "{what}: y is not [rows, out_dim]");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), w.out_dim, "{what}: bias is not [out_dim]");
+    }
+}
+
+/// `y[rows, out] = x[rows, in] · Wᵀ + bias` on a packed matrix (see [`Kernels::linear_packed`]).
+pub(crate) fn linear_packed(k: Kernels, x: &[f32], m: usize, w: &PackedWeight, bias: Option<&[f32]>, y: &mut [f32]) {
+    check_packed(k, x, m, w, bias, y.len(), "linear_packed");
+    if m == 0 || w.out_dim == 0 {
+        return;
+    }
+    if w.in_dim == 0 {
+        return fill_bias(y, w.out_dim, bias);
+    }
+    packed_parts(k, x, m, w, bias, driver::OutPtr(y.as_mut_ptr()), Parts::All)
+}
+
+/// One part of [`linear_packed`] (see [`Kernels::linear_packed_part`]).
+pub(crate) fn linear_packed_part(
+    k: Kernels,
+    x: &[f32],
+    m: usize,
+    w: &PackedWeight,
+    bias: Option<&[f32]>,
+    y: &SharedOut<'_>,
+    part: Part,
+) {
+    check_packed(k, x, m, w, bias, y.len(), "linear_packed_part");
+    let yp = y.take(part);
+    if m == 0 || w.out_dim == 0 {
+        return;
+    }
+    if w.in_dim == 0 {
+        // The bias rows go to part 0.
+        if part.index == 0 {
+            // SAFETY: `y` holds m · out_dim floats (checked) and part 0 was taken by this caller alone.
+            let y = unsafe { std::slice::from_raw_parts_mut(yp.0, m * w.out_dim) };
+            fill_bias(y, w.out_dim, bias);
+        }
+        return;
+    }
+    packed_parts(k, x, m, w, bias, yp, Parts::One(part))
+}
+
+/// The split of a `[m, out_dim]` product over `threads` (rows parts, panel parts).
+fn packed_split(w: &PackedWeight, m: usize, threads: usize, mr: usize) -> (usize, usize) {
+    driver::split(m, w.n_panels(), w.in_dim, w.out_dim, threads, mr)
+}
+
+fn packed_parts(
+    k: Kernels,
+    x: &[f32],
+    m: usize,
+    w: &PackedWeight,
+    bias: Option<&[f32]>,
+    yp: driver::OutPtr,
+    parts: Parts,
+) {
+    let (in_dim, out_dim) = (w.in_dim, w.out_dim);
+    let geom = w.geom;
+    let n_panels = w.n_panels();
+    let blk = driver::Blocking::of(k, geom);
+    let (rp, cp) = packed_split(w, m, parts.threads(), geom.mr);
+    #[cfg(target_arch = "x86_64")]
+    if let packed::Panels::Bf16(data) = &w.panels {
+        if k.isa() == crate::Isa::Avx512 && k.bf16_gemv() == crate::Bf16Gemv::DotBf16 && crate::Isa::has_avx512_bf16() {
+            let job = driver::Job::<half::bf16> {
+                x,
+                m,
+                in_dim,
+                out_dim,
+                b: driver::BView::Packed {
+                    panels: data.as_slice(),
+                    in_pad: w.in_pad,
+                },
+                scales: None,
+                bias,
+                y: yp,
+            };
+            let job = &job;
+            return parts.run(rp * cp, |p| {
+                let (rows, panels) = driver::part_block(m, n_panels, rp, cp, p);
+                crate::isa::note_exercised(crate::Isa::Avx512);
+                // SAFETY: checked just above: AVX-512 kernels (so AVX-512 panels) and AVX512_BF16 on this CPU.
+                unsafe { bf16dot::gemm_share(job, rows, panels, blk) }
+            });
+        }
+    }
+    each_panels!(&w.panels, data, scales, E => {
+        let job = driver::Job::<E> {
+            x, m, in_dim, out_dim,
+            b: driver::BView::Packed { panels: data, in_pad: w.in_pad },
+            scales, bias, y: yp,
+        };
+        let job = &job;
+        parts.run(rp * cp, |p| {
+            let (rows, panels) = driver::part_block(m, n_panels, rp, cp, p);
+            dispatch!(k, driver::run_share, (job: &driver::Job<'_, E>, rows: std::ops::Range<usize>,
+                panels: std::ops::Range<usize>, blk: driver::Blocking))
+        })
+    })
+}
+
+/// The GEMM of [`Kernels::linear`] on a stored matrix: the packed driver, each share packing its weight blocks
+/// (per call: the engine packs its weights once with [`PackedWeight`] instead). Measured against matrixmultiply's
+/// sgemm (which also packs per call), 512x2048x2048 f32 on one Zen 4 core: 92-96 vs 81-83 GFLOP per CPU-second
+/// (AVX-512), 86-88 vs 83-88 (AVX2); so matrixmultiply is gone.
+fn gemm_stored(k: Kernels, x: &[f32], w: &Weight<'_>, bias: Option<&[f32]>, y: &mut [f32]) {
+    let (in_dim, out_dim) = (w.in_dim, w.out_dim);
+    let m = y.len() / out_dim;
+    let geom = packed::Geometry::of(k.isa());
+    let n_panels = out_dim.div_ceil(geom.nr());
+    let blk = driver::Blocking::of(k, geom);
+    let (rp, cp) = driver::split(m, n_panels, in_dim, out_dim, rayon::current_num_threads(), geom.mr);
+    let yp = driver::OutPtr(y.as_mut_ptr());
+    let layout = w.layout;
+    each_dtype!(w.data, data, scales, E => {
+        let job = driver::Job::<E> {
+            x, m, in_dim, out_dim,
+            b: driver::BView::Stored(packed::Source { w: data, layout, out_dim, in_dim }),
+            scales, bias, y: yp,
+        };
+        let job = &job;
+        driver::run_parts(rp * cp, |p| {
+            let rows = driver::block(m, rp, p / cp);
+            let panels = driver::block(n_panels, cp, p % cp);
+            dispatch!(k, driver::run_share, (job: &driver::Job<'_, E>, rows: std::ops::Range<usize>,
+                panels: std::ops::Range<usize>, blk: driver::Blocking))
+        })
+    })
+}
+
+/// Run the int8 generic `$f(d: D, nv, args..)` on the int8 dot-product token of the [`Kernels`] `$k` (its ISA, the
+/// ISA's extension unless [`crate::I8Dot::Base`], the AVX2 kernel for the activations' [`I8Range`] `$range`), through
+/// a `#[target_feature]` wrapper.
+macro_rules! dispatch_i8 {
+    ($k:expr, $range:expr, $f:path, ($($arg:ident : $ty:ty),* $(,)?)) => {{
+        let k: Kernels = $k;
+        let isa = k.isa();
+        crate::isa::note_exercised(isa);
+        let ext = k.i8_dot() == crate::I8Dot::Best;
+        let reduced = $range == crate::I8Range::Reduced;
+        let _ = reduced; // only x86-64 has a kernel of its own for the reduced range
+        match isa {
+            crate::Isa::Scalar => $f(crate::simd::Scalar, packed::SCALAR.nv, $($arg),*),
+            #[cfg(target_arch = "x86_64")]
+            crate::Isa::Avx2 if reduced => {
+                #[target_feature(enable = "avx2,fma,f16c")]
+                fn run(d: crate::simd::Avx2Reduced, $($arg: $ty),*) {
+                    $f(d, packed::AVX2.nv, $($arg),*)
+                }
+                // SAFETY: a `Kernels` holds `Isa::Avx2` only after `Isa::check_supported` (AVX2, FMA, F16C).
+                unsafe { run(crate::simd::Avx2Reduced::new_unchecked(), $($arg),*) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            crate::Isa::Avx2 => {
+                #[target_feature(enable = "avx2,fma,f16c")]
+                fn run(d: crate::simd::Avx2, $($arg: $ty),*) {
+                    $f(d, packed::AVX2.nv, $($arg),*)
+                }
+                // SAFETY: a `Kernels` holds `Isa::Avx2` only after `Isa::check_supported` (AVX2, FMA, F16C).
+                unsafe { run(crate::simd::Avx2::new_unchecked(), $($arg),*) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            crate::Isa::Avx512 if ext && crate::Feature::Avx512Vnni.is_present() => {
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+                fn run(d: crate::simd::Avx512Vnni, $($arg: $ty),*) {
+                    $f(d, packed::AVX512.nv, $($arg),*)
+                }
+                // SAFETY: `Isa::Avx512` was checked by `Kernels::new`, AVX512_VNNI just above.
+                unsafe { run(crate::simd::Avx512Vnni::new_unchecked(), $($arg),*) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            crate::Isa::Avx512 => {
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+                fn run(d: crate::simd::Avx512, $($arg: $ty),*) {
+                    $f(d, packed::AVX512.nv, $($arg),*)
+                }
+                // SAFETY: a `Kernels` holds `Isa::Avx512` only after `Isa::check_supported`.
+                unsafe { run(crate::simd::Avx512::new_unchecked(), $($arg),*) }
+            }
+            #[cfg(target_arch = "aarch64")]
+            crate::Isa::Neon if ext && crate::Feature::NeonDot.is_present() => {
+                #[target_feature(enable = "neon,dotprod")]
+                fn run(d: crate::simd::NeonDot, $($arg: $ty),*) {
+                    $f(d, packed::NEON.nv, $($arg),*)
+                }
+                // SAFETY: `Isa::Neon` was checked by `Kernels::new`, `dotprod` just above.
+                unsafe { run(crate::simd::NeonDot::new_unchecked(), $($arg),*) }
+            }
+            #[cfg(target_arch = "aarch64")]
+            crate::Isa::Neon => {
+                #[target_feature(enable = "neon")]
+                fn run(d: crate::simd::Neon, $($arg: $ty),*) {
+                    $f(d, packed::NEON.nv, $($arg),*)
+                }
+                // SAFETY: a `Kernels` holds `Isa::Neon` only after `Isa::check_supported`.
+                unsafe { run(crate::simd::Neon::new_unchecked(), $($arg),*) }
+            }
+            #[allow(unreachable_patterns)]
+            other => unreachable!("Kernels holds {other}, which this target cannot run"),
+        }
+    }};
+}
+
+/// Quantize `x[rows, in_dim]` per row into `out` (see [`QuantizedRows`]).
+pub(crate) fn quantize_rows(k: Kernels, x: &[f32], in_dim: usize, range: I8Range, out: &mut QuantizedRows) {
+    assert!(
+        in_dim > 0 || x.is_empty(),
+        "quantize_rows: in_dim 0 with {} values",
+        x.len()
+    );
+    let rows = x.len().checked_div(in_dim).unwrap_or(0);
+    assert_eq!(x.len(), rows * in_dim, "quantize_rows: x is not [rows, in_dim]");
+    out.shape(rows, in_dim, range);
+    if rows > 0 {
+        dispatch!(k, qgemm::quantize_rows, (x: &[f32], in_dim: usize, out: &mut QuantizedRows))
+    }
+}
+
+/// Shapes of `linear_q`, checked; the int8 panels.
+fn check_q<'w>(
+    k: Kernels,
+    x: &QuantizedRows,
+    w: &'w PackedWeight,
+    bias: Option<&[f32]>,
+    y_len: usize,
+    what: &str,
+) -> (&'w packed::AlignedBuf<i8>, &'w [f32], &'w [i32]) {
+    assert_eq!(
+        w.isa,
+        k.isa(),
+        "{what}: the weight is packed for {}, the kernels run {}",
+        w.isa,
+        k.isa()
+    );
+    let packed::Panels::I8 { q, scales, col_sums } = &w.panels else {
+        panic!("{what}: the weight is not int8 (use linear_packed)")
+    };
+    assert_eq!(
+        x.in_dim, w.in_dim,
+        "{what}: x rows have {} inputs, the weight {}",
+        x.in_dim, w.in_dim
+    );
+    assert!(
+        w.in_dim <= I8_DOT_MAX_IN,
+        "{what}: {} inputs; at most {I8_DOT_MAX_IN} keep the i32 sums exact",
+        w.in_dim
+    );
+    assert_eq!(y_len, x.rows * w.out_dim, "{what}: y is not [rows, out_dim]");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), w.out_dim, "{what}: bias is not [out_dim]");
+    }
+    (q, scales, col_sums)
+}
+
+/// `y[rows, out] = dequant(x) · Wᵀ + bias` for int8 rows and int8 weights (see [`Kernels::linear_q`]).
+pub(crate) fn linear_q(k: Kernels, x: &QuantizedRows, w: &PackedWeight, bias: Option<&[f32]>, y: &mut [f32]) {
+    let panels = check_q(k, x, w, bias, y.len(), "linear_q");
+    if x.rows == 0 || w.out_dim == 0 {
+        return;
+    }
+    if w.in_dim == 0 {
+        return fill_bias(y, w.out_dim, bias);
+    }
+    q_parts(k, x, w, panels, bias, driver::OutPtr(y.as_mut_ptr()), Parts::All)
+}
+
+/// One part of [`linear_q`] (see [`Kernels::linear_q_part`]).
+pub(crate) fn linear_q_part(
+    k: Kernels,
+    x: &QuantizedRows,
+    w: &PackedWeight,
+    bias: Option<&[f32]>,
+    y: &SharedOut<'_>,
+    part: Part,
+) {
+    let panels = check_q(k, x, w, bias, y.len(), "linear_q_part");
+    let yp = y.take(part);
+    if x.rows == 0 || w.out_dim == 0 {
+        return;
+    }
+    if w.in_dim == 0 {
+        if part.index == 0 {
+            // SAFETY: `y` holds rows · out_dim floats (checked) and part 0 was taken by this caller alone.
+            let y = unsafe { std::slice::from_raw_parts_mut(yp.0, x.rows * w.out_dim) };
+            fill_bias(y, w.out_dim, bias);
+        }
+        return;
+    }
+    q_parts(k, x, w, panels, bias, yp, Parts::One(part))
+}
+
+fn q_parts(
+    k: Kernels,
+    x: &QuantizedRows,
+    w: &PackedWeight,
+    (q, scales, col_sums): (&packed::AlignedBuf<i8>, &[f32], &[i32]),
+    bias: Option<&[f32]>,
+    yp: driver::OutPtr,
+    parts: Parts,
+) {
+    let (m, n_panels) = (x.rows, w.n_panels());
+    let blk = driver::Blocking::of(k, w.geom);
+    let (rp, cp) = packed_split(w, m, parts.threads(), w.geom.mr_i8);
+    let job = qgemm::QJob {
+        x,
+        out_dim: w.out_dim,
+        panels: q.as_slice(),
+        scales,
+        col_sums,
+        bias,
+        y: yp,
+    };
+    let job = &job;
+    parts.run(rp * cp, |p| {
+        let (rows, panels) = driver::part_block(m, n_panels, rp, cp, p);
+        dispatch_i8!(k, x.range(), qgemm::run_share, (job: &qgemm::QJob<'_>, rows: std::ops::Range<usize>,
+            panels: std::ops::Range<usize>, blk: driver::Blocking))
+    })
 }

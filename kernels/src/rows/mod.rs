@@ -2,6 +2,8 @@
 
 use crate::simd::Simd;
 
+pub(crate) mod beam;
+
 /// `acc += x`.
 #[inline(always)]
 pub(crate) fn add<S: Simd>(s: S, acc: &mut [f32], x: &[f32]) {

@@ -27,10 +27,33 @@ impl Avx512 {
     }
 }
 
-/// Runs AVX-512 intrinsics; only used in methods of [`Avx512`].
+/// Token: the CPU has AVX-512 F/BW/VL, AVX2/FMA/F16C and AVX512_VNNI (`vpdpbusd`).
+#[derive(Clone, Copy, Debug)]
+pub struct Avx512Vnni {
+    _private: (),
+}
+
+impl Avx512Vnni {
+    /// `Some` when the CPU supports AVX-512 F/BW/VL and AVX512_VNNI.
+    pub fn try_new() -> Option<Self> {
+        crate::isa::Feature::Avx512Vnni
+            .is_present()
+            .then_some(Self { _private: () })
+    }
+
+    /// # Safety
+    /// The CPU must support [`Isa::Avx512`] and AVX512_VNNI.
+    #[inline(always)]
+    pub unsafe fn new_unchecked() -> Self {
+        Self { _private: () }
+    }
+}
+
+/// Runs AVX-512 intrinsics; only used in methods of [`Avx512`] and [`Avx512Vnni`].
 macro_rules! tf {
     ($e:expr) => {
-        // SAFETY: expanded only in methods of `Avx512`, a token that exists only on CPUs with AVX-512 F/BW/VL.
+        // SAFETY: expanded only in methods of `Avx512` and `Avx512Vnni`, tokens that exist only on CPUs with
+        // AVX-512 F/BW/VL (and VNNI for the latter, whose methods alone use it).
         unsafe { $e }
     };
 }
@@ -96,6 +119,36 @@ unsafe impl Simd for Avx512 {
     unsafe fn load_i8(self, p: *const i8) -> __m512 {
         // SAFETY: the caller makes 16 bytes at `p` readable (unaligned load); the token proves AVX-512F.
         unsafe { _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i))) }
+    }
+    #[inline(always)]
+    unsafe fn load_bf16_pairs(self, p: *const bf16) -> (__m512, __m512) {
+        // SAFETY: the caller makes 32 bf16 (64 bytes) at `p` readable; the token proves AVX-512F.
+        // Lane j holds p[2j] in its low half and p[2j + 1] in its high half: shift the low one up, mask the
+        // high one (a bf16 is the top half of an f32).
+        unsafe {
+            let x = _mm512_loadu_si512(p as *const __m512i);
+            let even = _mm512_slli_epi32::<16>(x);
+            let odd = _mm512_and_si512(x, _mm512_set1_epi32(0xffff_0000_u32 as i32));
+            (_mm512_castsi512_ps(even), _mm512_castsi512_ps(odd))
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_i8_quads(self, p: *const i8) -> [__m512; 4] {
+        // SAFETY: the caller makes 64 bytes at `p` readable; the token proves AVX-512F.
+        // Byte t of each 32-bit lane moved to the top and shifted back arithmetically: sign-extended.
+        unsafe {
+            let x = _mm512_loadu_si512(p as *const __m512i);
+            [
+                _mm512_cvtepi32_ps(_mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(x))),
+                _mm512_cvtepi32_ps(_mm512_srai_epi32::<24>(_mm512_slli_epi32::<16>(x))),
+                _mm512_cvtepi32_ps(_mm512_srai_epi32::<24>(_mm512_slli_epi32::<8>(x))),
+                _mm512_cvtepi32_ps(_mm512_srai_epi32::<24>(x)),
+            ]
+        }
+    }
+    #[inline(always)]
+    fn mask_ge(self, a: __m512, b: __m512) -> u32 {
+        tf!(_mm512_cmp_ps_mask::<_CMP_GE_OQ>(a, b) as u32)
     }
     #[inline(always)]
     unsafe fn load_partial(self, p: *const f32, n: usize) -> __m512 {
@@ -178,5 +231,124 @@ unsafe impl Simd for Avx512 {
             let s = _mm_max_ss(s, _mm_movehdup_ps(s));
             _mm_cvtss_f32(s)
         })
+    }
+}
+
+// SAFETY: `Avx512` exists only on CPUs with AVX-512 F/BW (all these instructions are F or BW).
+unsafe impl super::DotI8 for Avx512 {
+    type S = Avx512;
+    type Acc = __m512i;
+    type W = __m512i;
+    /// `(|x|, lanes where x < 0)` broadcast: `vpmaddubsw` takes the unsigned `|x|` times the signed `w · sign(x)`.
+    type A = (__m512i, __mmask64);
+    /// 24 accumulators, 2 weight vectors, |x|, 0, the ones and two temporaries within 32 registers.
+    const MR: usize = 12;
+    /// `x`, then `|x|`.
+    const A_BYTES: usize = 8;
+
+    #[inline(always)]
+    fn prep(x: [i8; 4]) -> [i8; 8] {
+        // |x| <= 127: the quantizer never makes -128.
+        let a = x.map(|v| v.unsigned_abs() as i8);
+        [x[0], x[1], x[2], x[3], a[0], a[1], a[2], a[3]]
+    }
+
+    #[inline(always)]
+    fn simd(self) -> Avx512 {
+        self
+    }
+    #[inline(always)]
+    fn zero(self) -> __m512i {
+        tf!(_mm512_setzero_si512())
+    }
+    #[inline(always)]
+    fn w_zero(self) -> __m512i {
+        tf!(_mm512_setzero_si512())
+    }
+    #[inline(always)]
+    unsafe fn load_w(self, p: *const i8) -> __m512i {
+        // SAFETY: the caller makes 64 bytes at `p` readable; the token proves AVX-512F.
+        unsafe { _mm512_loadu_si512(p as *const __m512i) }
+    }
+    #[inline(always)]
+    unsafe fn load_a(self, p: *const i8) -> (__m512i, __mmask64) {
+        // SAFETY: the caller makes 8 bytes at `p` readable (x, then |x|); the token proves AVX-512 F/BW.
+        unsafe {
+            let x = _mm512_set1_epi32((p as *const i32).read_unaligned());
+            let ax = _mm512_set1_epi32((p.add(4) as *const i32).read_unaligned());
+            (ax, _mm512_movepi8_mask(x))
+        }
+    }
+    #[inline(always)]
+    fn dot(self, acc: __m512i, (ax, neg): (__m512i, __mmask64), w: __m512i) -> __m512i {
+        // As AVX2's: |x| · (w · sign(x)); AVX-512 has no `vpsignb`, so w is negated under the mask of negative x
+        // (x = 0 gives |x| = 0). A `vpmaddubsw` pair is at most 2 · 127 · 127 = 32258: no saturation.
+        tf!({
+            let sw = _mm512_mask_sub_epi8(w, neg, _mm512_setzero_si512(), w);
+            let pairs = _mm512_maddubs_epi16(ax, sw);
+            _mm512_add_epi32(acc, _mm512_madd_epi16(pairs, _mm512_set1_epi16(1)))
+        })
+    }
+    #[inline(always)]
+    unsafe fn finish(self, acc: __m512i, _col_sums: *const i32) -> __m512 {
+        tf!(_mm512_cvtepi32_ps(acc))
+    }
+}
+
+// SAFETY: `Avx512Vnni` exists only on CPUs with AVX-512 F/BW/VL and AVX512_VNNI.
+unsafe impl super::DotI8 for Avx512Vnni {
+    type S = Avx512;
+    type Acc = __m512i;
+    type W = __m512i;
+    /// `x + 128` (unsigned) broadcast: `vpdpbusd` multiplies unsigned by signed bytes.
+    type A = __m512i;
+    /// 28 accumulators, 2 weight vectors and the broadcast within 32 registers.
+    const MR: usize = crate::linear::packed::AVX512.mr_i8;
+    /// `x + 128`.
+    const A_BYTES: usize = 4;
+
+    #[inline(always)]
+    fn prep(x: [i8; 4]) -> [i8; 8] {
+        // x + 128 as a byte is x ^ 0x80.
+        let u = x.map(|v| (v as u8 ^ 0x80) as i8);
+        [u[0], u[1], u[2], u[3], 0, 0, 0, 0]
+    }
+
+    #[inline(always)]
+    fn simd(self) -> Avx512 {
+        // SAFETY: AVX-512 VNNI implies the AVX-512 F/BW/VL this token was built on.
+        unsafe { Avx512::new_unchecked() }
+    }
+    #[inline(always)]
+    fn zero(self) -> __m512i {
+        tf!(_mm512_setzero_si512())
+    }
+    #[inline(always)]
+    fn w_zero(self) -> __m512i {
+        tf!(_mm512_setzero_si512())
+    }
+    #[inline(always)]
+    unsafe fn load_w(self, p: *const i8) -> __m512i {
+        // SAFETY: the caller makes 64 bytes at `p` readable; the token proves AVX-512F.
+        unsafe { _mm512_loadu_si512(p as *const __m512i) }
+    }
+    #[inline(always)]
+    unsafe fn load_a(self, p: *const i8) -> __m512i {
+        // SAFETY: the caller makes 4 bytes at `p` readable (x + 128, see `prep`); the token proves AVX-512F.
+        unsafe { _mm512_set1_epi32((p as *const i32).read_unaligned()) }
+    }
+    #[inline(always)]
+    fn dot(self, acc: __m512i, a: __m512i, w: __m512i) -> __m512i {
+        // Σ (x + 128) · w: exact, wrapping in i32 (the offset is removed in `finish`, also wrapping, so the result
+        // is exact whenever the true sum fits in i32).
+        tf!(_mm512_dpbusd_epi32(acc, a, w))
+    }
+    #[inline(always)]
+    unsafe fn finish(self, acc: __m512i, col_sums: *const i32) -> __m512 {
+        // SAFETY: the caller makes 16 i32 at `col_sums` readable; the token proves AVX-512F.
+        unsafe {
+            let offset = _mm512_slli_epi32::<7>(_mm512_loadu_si512(col_sums as *const __m512i));
+            _mm512_cvtepi32_ps(_mm512_sub_epi32(acc, offset))
+        }
     }
 }

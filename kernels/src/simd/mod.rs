@@ -26,17 +26,17 @@ pub use scalar::Scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]
-pub use avx2::Avx2;
+pub use avx2::{Avx2, Avx2Reduced};
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
 #[cfg(target_arch = "x86_64")]
-pub use avx512::Avx512;
+pub use avx512::{Avx512, Avx512Vnni};
 
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
 #[cfg(target_arch = "aarch64")]
-pub use neon::Neon;
+pub use neon::{Neon, NeonDot};
 
 /// The widest vector of any implementation, in f32 lanes (AVX-512).
 pub const MAX_LANES: usize = 16;
@@ -92,6 +92,21 @@ pub unsafe trait Simd: Copy + Send + Sync + 'static {
     /// # Safety
     /// `p .. p + LANES` must be readable.
     unsafe fn load_i8(self, p: *const i8) -> Self::V;
+
+    /// Read `LANES` bf16 pairs from `p` (`2 * LANES` values: lane `j` holds `p[2j]` and `p[2j + 1]`, the
+    /// packed-panel layout of bf16 weights) and widen them: (the even values, the odd values).
+    ///
+    /// # Safety
+    /// `p .. p + 2 * LANES` must be readable.
+    unsafe fn load_bf16_pairs(self, p: *const bf16) -> (Self::V, Self::V);
+    /// Read `LANES` quads of i8 from `p` (`4 * LANES` bytes: lane `j` holds `p[4j .. 4j + 4]`, the packed-panel
+    /// layout of int8 weights) and widen them to f32 (exact): element `t` is the vector of every lane's byte `t`.
+    ///
+    /// # Safety
+    /// `p .. p + 4 * LANES` must be readable.
+    unsafe fn load_i8_quads(self, p: *const i8) -> [Self::V; 4];
+    /// Bit `j` set where lane `j` of `a` is `>=` lane `j` of `b` (ordered: a NaN lane gives 0).
+    fn mask_ge(self, a: Self::V, b: Self::V) -> u32;
 
     /// Read `n <= LANES` f32 from `p`; lanes `n..` are zero.
     ///
@@ -297,3 +312,47 @@ macro_rules! dispatch {
     }};
 }
 pub(crate) use dispatch;
+
+/// Integer dot products of int8 quads, for the int8 x int8 GEMM: `LANES` i32 lanes, lane `j` accumulating
+/// `Σ_t a[t] · w[4j + t]` over the four inputs of a group (the packed-panel layout of int8 weights, see
+/// [`crate::PackedWeight`]). Sums are exact: every implementation computes the same integers.
+///
+/// # Safety
+/// Implementors guarantee that a value of `Self` exists only on a CPU that supports every instruction its methods
+/// use.
+pub(crate) unsafe trait DotI8: Copy + Send + Sync + 'static {
+    /// The f32 token of the same ISA (for the store).
+    type S: Simd;
+    /// i32 accumulators of `LANES` columns.
+    type Acc: Copy;
+    /// `LANES` columns x 4 inputs of weights.
+    type W: Copy;
+    /// One row's 4 activations, broadcast and prepared for [`DotI8::dot`].
+    type A: Copy;
+    /// Rows per register tile (with the ISA's vectors per panel).
+    const MR: usize;
+    /// Bytes one row's 4 activations take in a packed tile ([`DotI8::prep`]).
+    const A_BYTES: usize;
+
+    /// One row's 4 activations as the packed tile holds them (`A_BYTES` used), so that [`DotI8::load_a`] is a
+    /// plain broadcast: e.g. `x + 128` for `vpdpbusd`, or `x` and `|x|` for `vpmaddubsw`.
+    fn prep(x: [i8; 4]) -> [i8; 8];
+
+    fn simd(self) -> Self::S;
+    fn zero(self) -> Self::Acc;
+    fn w_zero(self) -> Self::W;
+    /// # Safety
+    /// `p .. p + 4 · LANES` must be readable.
+    unsafe fn load_w(self, p: *const i8) -> Self::W;
+    /// # Safety
+    /// `p .. p + A_BYTES` must be readable (one row of a packed tile, see [`DotI8::prep`]).
+    unsafe fn load_a(self, p: *const i8) -> Self::A;
+    /// `acc[j] += Σ_t a[t] · w[4j + t]` (no saturation for `a`, `w` in `-127 ..= 127`).
+    fn dot(self, acc: Self::Acc, a: Self::A, w: Self::W) -> Self::Acc;
+    /// The exact sums as f32 vectors, after removing any offset the activations carried (`col_sums`: `Σ_i w`
+    /// of the `LANES` columns).
+    ///
+    /// # Safety
+    /// `col_sums .. col_sums + LANES` must be readable.
+    unsafe fn finish(self, acc: Self::Acc, col_sums: *const i32) -> <Self::S as Simd>::V;
+}

@@ -27,7 +27,29 @@ impl Neon {
     }
 }
 
-/// Runs NEON intrinsics; only used in methods of [`Neon`].
+/// Token: the CPU has NEON and the Armv8.2 dot product (`sdot`).
+#[derive(Clone, Copy, Debug)]
+pub struct NeonDot {
+    _private: (),
+}
+
+impl NeonDot {
+    /// `Some` when the CPU supports NEON and `dotprod`.
+    pub fn try_new() -> Option<Self> {
+        crate::isa::Feature::NeonDot
+            .is_present()
+            .then_some(Self { _private: () })
+    }
+
+    /// # Safety
+    /// The CPU must support NEON and `dotprod`.
+    #[inline(always)]
+    pub unsafe fn new_unchecked() -> Self {
+        Self { _private: () }
+    }
+}
+
+/// Runs NEON intrinsics; only used in methods of [`Neon`] and [`NeonDot`].
 macro_rules! tf {
     ($e:expr) => {
         // SAFETY: expanded only in methods of `Neon`, a token that exists only on CPUs with NEON.
@@ -107,6 +129,34 @@ unsafe impl Simd for Neon {
         ))))))
     }
     #[inline(always)]
+    unsafe fn load_bf16_pairs(self, p: *const bf16) -> (float32x4_t, float32x4_t) {
+        // SAFETY: the caller makes 8 bf16 (16 bytes) at `p` readable.
+        let x = unsafe { vreinterpretq_u32_u16(vld1q_u16(p as *const u16)) };
+        // Lane j holds p[2j] in its low half and p[2j + 1] in its high half.
+        tf!((
+            vreinterpretq_f32_u32(vshlq_n_u32::<16>(x)),
+            vreinterpretq_f32_u32(vandq_u32(x, vdupq_n_u32(0xffff_0000)))
+        ))
+    }
+    #[inline(always)]
+    unsafe fn load_i8_quads(self, p: *const i8) -> [float32x4_t; 4] {
+        // SAFETY: the caller makes 16 bytes at `p` readable.
+        let x = unsafe { vreinterpretq_s32_s8(vld1q_s8(p)) };
+        // Byte t of each 32-bit lane moved to the top and shifted back arithmetically: sign-extended.
+        tf!([
+            vcvtq_f32_s32(vshrq_n_s32::<24>(vshlq_n_s32::<24>(x))),
+            vcvtq_f32_s32(vshrq_n_s32::<24>(vshlq_n_s32::<16>(x))),
+            vcvtq_f32_s32(vshrq_n_s32::<24>(vshlq_n_s32::<8>(x))),
+            vcvtq_f32_s32(vshrq_n_s32::<24>(x)),
+        ])
+    }
+    #[inline(always)]
+    fn mask_ge(self, a: float32x4_t, b: float32x4_t) -> u32 {
+        const BITS: [u32; 4] = [1, 2, 4, 8];
+        // SAFETY (of the load inside `tf!`): BITS is 4 readable u32.
+        tf!(vaddvq_u32(vandq_u32(vcgeq_f32(a, b), vld1q_u32(BITS.as_ptr()))))
+    }
+    #[inline(always)]
     fn add(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
         tf!(vaddq_f32(a, b))
     }
@@ -157,5 +207,118 @@ unsafe impl Simd for Neon {
     #[inline(always)]
     fn reduce_max(self, a: float32x4_t) -> f32 {
         tf!(vmaxnmvq_f32(a))
+    }
+}
+
+// SAFETY: `Neon` exists only on CPUs with NEON, all these instructions are NEON.
+unsafe impl super::DotI8 for Neon {
+    type S = Neon;
+    /// Two i32x4 of pair sums (`sadalp` of the low and the high 8 products), combined in `finish`.
+    type Acc = (int32x4_t, int32x4_t);
+    type W = int8x16_t;
+    type A = int8x16_t;
+    /// 24 accumulator registers, 3 weight vectors and the broadcast within 32.
+    const MR: usize = 4;
+    const A_BYTES: usize = 4;
+
+    #[inline(always)]
+    fn prep(x: [i8; 4]) -> [i8; 8] {
+        [x[0], x[1], x[2], x[3], 0, 0, 0, 0]
+    }
+
+    #[inline(always)]
+    fn simd(self) -> Neon {
+        self
+    }
+    #[inline(always)]
+    fn zero(self) -> (int32x4_t, int32x4_t) {
+        tf!((vdupq_n_s32(0), vdupq_n_s32(0)))
+    }
+    #[inline(always)]
+    fn w_zero(self) -> int8x16_t {
+        tf!(vdupq_n_s8(0))
+    }
+    #[inline(always)]
+    unsafe fn load_w(self, p: *const i8) -> int8x16_t {
+        // SAFETY: the caller makes 16 bytes at `p` readable.
+        unsafe { vld1q_s8(p) }
+    }
+    #[inline(always)]
+    unsafe fn load_a(self, p: *const i8) -> int8x16_t {
+        // SAFETY: the caller makes 4 bytes at `p` readable.
+        let bits = unsafe { (p as *const i32).read_unaligned() };
+        tf!(vreinterpretq_s8_s32(vdupq_n_s32(bits)))
+    }
+    #[inline(always)]
+    fn dot(self, (lo, hi): (int32x4_t, int32x4_t), a: int8x16_t, w: int8x16_t) -> (int32x4_t, int32x4_t) {
+        // Products of i8 fit i16 (|p| <= 16384); `sadalp` adds neighbouring pairs into the i32 lanes:
+        // lo = [c0 t01, c0 t23, c1 t01, c1 t23], hi the same for columns 2 and 3.
+        tf!((
+            vpadalq_s16(lo, vmull_s8(vget_low_s8(w), vget_low_s8(a))),
+            vpadalq_s16(hi, vmull_high_s8(w, a))
+        ))
+    }
+    #[inline(always)]
+    unsafe fn finish(self, (lo, hi): (int32x4_t, int32x4_t), _col_sums: *const i32) -> float32x4_t {
+        tf!(vcvtq_f32_s32(vpaddq_s32(lo, hi)))
+    }
+}
+
+// SAFETY: `NeonDot` exists only on CPUs with NEON and `dotprod` (the only instructions used).
+unsafe impl super::DotI8 for NeonDot {
+    type S = Neon;
+    type Acc = int32x4_t;
+    type W = int8x16_t;
+    type A = int8x16_t;
+    const MR: usize = crate::linear::packed::NEON.mr_i8;
+    const A_BYTES: usize = 4;
+
+    #[inline(always)]
+    fn prep(x: [i8; 4]) -> [i8; 8] {
+        [x[0], x[1], x[2], x[3], 0, 0, 0, 0]
+    }
+
+    #[inline(always)]
+    fn simd(self) -> Neon {
+        // SAFETY: `dotprod` implies NEON.
+        unsafe { Neon::new_unchecked() }
+    }
+    #[inline(always)]
+    fn zero(self) -> int32x4_t {
+        tf!(vdupq_n_s32(0))
+    }
+    #[inline(always)]
+    fn w_zero(self) -> int8x16_t {
+        tf!(vdupq_n_s8(0))
+    }
+    #[inline(always)]
+    unsafe fn load_w(self, p: *const i8) -> int8x16_t {
+        // SAFETY: the caller makes 16 bytes at `p` readable.
+        unsafe { vld1q_s8(p) }
+    }
+    #[inline(always)]
+    unsafe fn load_a(self, p: *const i8) -> int8x16_t {
+        // SAFETY: the caller makes 4 bytes at `p` readable.
+        let bits = unsafe { (p as *const i32).read_unaligned() };
+        tf!(vreinterpretq_s8_s32(vdupq_n_s32(bits)))
+    }
+    #[inline(always)]
+    fn dot(self, mut acc: int32x4_t, a: int8x16_t, w: int8x16_t) -> int32x4_t {
+        // `sdot` (its intrinsic is not stable in Rust yet): acc[j] += Σ_t w[4j + t] · a[4j + t], exact, wrapping.
+        // SAFETY: the token proves `dotprod`; the instruction touches registers only.
+        unsafe {
+            std::arch::asm!(
+                "sdot {acc:v}.4s, {w:v}.16b, {a:v}.16b",
+                acc = inout(vreg) acc,
+                w = in(vreg) w,
+                a = in(vreg) a,
+                options(pure, nomem, nostack, preserves_flags)
+            );
+        }
+        acc
+    }
+    #[inline(always)]
+    unsafe fn finish(self, acc: int32x4_t, _col_sums: *const i32) -> float32x4_t {
+        tf!(vcvtq_f32_s32(acc))
     }
 }

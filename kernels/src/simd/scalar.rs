@@ -60,6 +60,20 @@ unsafe impl Simd for Scalar {
         unsafe { *p as f32 }
     }
     #[inline(always)]
+    unsafe fn load_bf16_pairs(self, p: *const bf16) -> (f32, f32) {
+        // SAFETY: the caller makes `p .. p + 2` readable.
+        unsafe { (p.read_unaligned().to_f32(), p.add(1).read_unaligned().to_f32()) }
+    }
+    #[inline(always)]
+    unsafe fn load_i8_quads(self, p: *const i8) -> [f32; 4] {
+        // SAFETY: the caller makes `p .. p + 4` readable.
+        unsafe { [0, 1, 2, 3].map(|t| *p.add(t) as f32) }
+    }
+    #[inline(always)]
+    fn mask_ge(self, a: f32, b: f32) -> u32 {
+        (a >= b) as u32
+    }
+    #[inline(always)]
     unsafe fn load_partial(self, p: *const f32, n: usize) -> f32 {
         if n == 0 {
             0.0
@@ -131,5 +145,52 @@ unsafe impl Simd for Scalar {
     #[inline(always)]
     fn reduce_max(self, a: f32) -> f32 {
         a
+    }
+}
+
+// SAFETY: plain Rust.
+unsafe impl super::DotI8 for Scalar {
+    type S = Scalar;
+    type Acc = i32;
+    type W = [i8; 4];
+    type A = [i8; 4];
+    const MR: usize = crate::linear::packed::SCALAR.mr;
+    const A_BYTES: usize = 4;
+
+    #[inline(always)]
+    fn prep(x: [i8; 4]) -> [i8; 8] {
+        [x[0], x[1], x[2], x[3], 0, 0, 0, 0]
+    }
+
+    #[inline(always)]
+    fn simd(self) -> Scalar {
+        self
+    }
+    #[inline(always)]
+    fn zero(self) -> i32 {
+        0
+    }
+    #[inline(always)]
+    fn w_zero(self) -> [i8; 4] {
+        [0; 4]
+    }
+    #[inline(always)]
+    unsafe fn load_w(self, p: *const i8) -> [i8; 4] {
+        // SAFETY: the caller makes 4 bytes at `p` readable.
+        unsafe { (p as *const [i8; 4]).read_unaligned() }
+    }
+    #[inline(always)]
+    unsafe fn load_a(self, p: *const i8) -> [i8; 4] {
+        // SAFETY: as above.
+        unsafe { (p as *const [i8; 4]).read_unaligned() }
+    }
+    #[inline(always)]
+    fn dot(self, acc: i32, a: [i8; 4], w: [i8; 4]) -> i32 {
+        // Wrapping like the vector instructions (the final sum is exact whenever it fits in i32).
+        (0..4).fold(acc, |s, t| s.wrapping_add(a[t] as i32 * w[t] as i32))
+    }
+    #[inline(always)]
+    unsafe fn finish(self, acc: i32, _col_sums: *const i32) -> f32 {
+        acc as f32
     }
 }

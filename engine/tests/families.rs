@@ -1,0 +1,162 @@
+//! The decoder-only families (Qwen2/2.5, Llama 3 RoPE scaling, Qwen3, Mistral, Phi-3, Gemma 2, Gemma 3) against
+//! Hugging Face transformers on random-weight models made from their published configs
+//! (tools/scripts/make_family_fixtures.py; tools/fixtures/families/README.md): the logits at every prompt
+//! position and at every one of 40 greedy steps, the greedy tokens, and beam-4 search, on every ISA of this CPU.
+//! The weights are not committed: they are rebuilt here from the hash formula the script used.
+
+mod decoder_support;
+#[path = "hash_weights/mod.rs"]
+mod hash_weights;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use decoder_support::{check_greedy, ids, json, load_on, max_abs, open, tensor};
+use qkv::LogitsFor;
+
+/// Max-abs difference allowed between our logits and HF's: both compute in f32 (our reference kernels and HF's
+/// differ only in summation order), and the logits here have std ~3 and |max| ≲ 15, so rounding differences
+/// stay near 1e-5; 1e-4 is the bound.
+const LOGITS_TOL: f32 = 1e-4;
+
+/// The fixture's model directory, its weights rebuilt into a directory of the target dir of this call's own
+/// (tests run in parallel; each removes its directory when done).
+fn model_dir(name: &str) -> (PathBuf, serde_json::Value) {
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    let fixture = loaders::paths::fixture("families").join(name);
+    let meta = json(&fixture.join("reference.json"));
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("families-{name}-{}-{call}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    hash_weights::write_model_dir(&dir, &fixture, hash_weights::hash_init_tensors(&meta));
+    (dir, meta)
+}
+
+/// Prefill logits at every prompt position, then 40 greedy steps one token at a time, on every ISA.
+fn check_family(name: &str) {
+    let (dir, meta) = model_dir(name);
+    let refs = open(
+        &loaders::paths::fixture("families")
+            .join(name)
+            .join("reference.safetensors"),
+    );
+    let prompt = ids(&meta["prompt"]);
+    let greedy = ids(&meta["greedy_tokens"]);
+    let want_prompt = tensor(&refs, "prompt_logits");
+    let want_steps = tensor(&refs, "greedy_step_logits");
+    for k in kernels::testing::kernels(&format!("families::{name}")) {
+        let m = load_on(&dir, k);
+        let vocab = m.info().vocab_size;
+        let cap = prompt.len() + greedy.len();
+        let mut s = m.session(1, cap).unwrap();
+        let mut all = vec![0.0; prompt.len() * vocab];
+        s.step(&prompt, prompt.len(), LogitsFor::All, &mut all).unwrap();
+        let diff = max_abs(&all, &want_prompt);
+        assert!(
+            diff <= LOGITS_TOL,
+            "{name} on {}: prefill logits differ by {diff}",
+            k.isa()
+        );
+        let mut s = m.session(1, cap).unwrap();
+        let worst = check_greedy(
+            &format!("{name} on {}", k.isa()),
+            vocab,
+            |t, l| s.step(t, t.len(), LogitsFor::Last, l).unwrap(),
+            &prompt,
+            &greedy,
+            &want_steps,
+            LOGITS_TOL,
+        );
+        eprintln!(
+            "{name} on {}: prefill max-abs {diff:.2e}, greedy steps max-abs {worst:.2e}",
+            k.isa()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn qwen2_matches_hf() {
+    check_family("qwen2");
+}
+
+#[test]
+fn llama3_rope_scaling_matches_hf() {
+    check_family("llama3");
+}
+
+#[test]
+fn qwen3_matches_hf() {
+    check_family("qwen3");
+}
+
+/// 8 prompt + 40 generated positions over a 16-position window.
+#[test]
+fn mistral_sliding_window_matches_hf() {
+    check_family("mistral");
+}
+
+/// Fused projections and LongRoPE's short factors and attention factor (the long ones: `models/rope.rs` tests).
+#[test]
+fn phi3_matches_hf() {
+    check_family("phi3");
+}
+
+#[test]
+fn gemma2_matches_hf() {
+    check_family("gemma2");
+}
+
+#[test]
+fn gemma3_matches_hf() {
+    check_family("gemma3");
+}
+
+/// Score difference allowed against transformers' `sequences_scores`: a sum of 16 log-probabilities, each
+/// within the logits' tolerance of HF's (log-softmax moves by at most twice the largest logit difference), over
+/// the generated length.
+const SCORE_TOL: f32 = 2.0 * LOGITS_TOL;
+
+/// Decoder-only beam search (4 beams, 16 new tokens, transformers' defaults) against `generate(num_beams=4,
+/// num_return_sequences=4)`: the four hypotheses, in order, and their scores.
+fn check_beam(name: &str) {
+    let (dir, meta) = model_dir(name);
+    let b = &meta["beam"];
+    let prompt = ids(&meta["prompt"]);
+    let eos = ids(&meta["eos_token_id"]);
+    let want: Vec<Vec<u32>> = b["sequences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            // HF pads a beam that ended early; keep it up to its EOS.
+            let s = ids(s);
+            match s.iter().position(|t| eos.contains(t)) {
+                Some(e) => s[..=e].to_vec(),
+                None => s,
+            }
+        })
+        .collect();
+    let scores: Vec<f32> = serde_json::from_value(b["scores"].clone()).unwrap();
+    let k = kernels::Kernels::detect().unwrap();
+    let m = load_on(&dir, k);
+    let n_beams = b["num_beams"].as_u64().unwrap() as usize;
+    let opts = qkv::search::SearchOptions {
+        num_return_sequences: n_beams,
+        ..m.beam_options(n_beams, b["max_new_tokens"].as_u64().unwrap() as usize)
+    };
+    let hyps = m.generate_beam_ids(&prompt, &opts).unwrap();
+    let got: Vec<Vec<u32>> = hyps.iter().map(|h| h.tokens.clone()).collect();
+    assert_eq!(got, want, "{name} on {}: beam hypotheses", k.isa());
+    for (h, s) in hyps.iter().zip(&scores) {
+        assert!((h.score - s).abs() <= SCORE_TOL, "{name}: score {} vs HF {s}", h.score);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn beam_search_matches_hf() {
+    for name in ["qwen2", "llama3", "qwen3", "mistral", "phi3", "gemma2", "gemma3"] {
+        check_beam(name);
+    }
+}

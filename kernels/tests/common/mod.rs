@@ -1,0 +1,28 @@
+//! Helpers shared by the kernel tests: deterministic inputs and deliberately unaligned slices.
+#![allow(dead_code)] // each test binary uses its own subset
+
+/// Deterministic xorshift values in [-scale, scale).
+pub fn rand_vec(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// `v` copied to offset 1 of a fresh buffer: the returned range is a deliberately unaligned slice.
+pub fn unaligned<T: Copy + Default>(v: &[T]) -> (Vec<T>, std::ops::Range<usize>) {
+    let mut buf = vec![T::default(); v.len() + 1];
+    buf[1..].copy_from_slice(v);
+    (buf, 1..v.len() + 1)
+}
+
+/// Largest |a - b|.
+pub fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}

@@ -1,0 +1,283 @@
+"""Make the decoder-only family fixtures under tools/fixtures/families/ with Hugging Face transformers.
+
+Run:  tools/scripts/venv.sh python tools/scripts/make_family_fixtures.py [NAME ...]   (no NAME = all; --list)
+
+Each family starts from a real published config.json (written out below; the source model is named), made smaller
+where only size changes (fewer layers, a 256-word vocabulary, a smaller intermediate size and, where the published
+hidden size is large, a smaller hidden size) while keeping the head shapes that the kernels see (head_dim, query
+heads per KV head) and every mechanism the family has; sliding windows shrink to 16 positions so the 48-position
+sequences cross them. The weights are never committed: tools/scripts/hashinit.py's formula makes them from the
+tensor names (reference.json `hash_init` lists every tensor, its scale and offset, first values and f64 sum), and the
+Rust test (engine/tests/families.rs) rebuilds them bit-exactly. Committed per family: config.json,
+generation_config.json, reference.json (prompt, greedy and beam-4 tokens and scores) and reference.safetensors
+(the logits at every prompt position and at every greedy step). See tools/fixtures/families/README.md.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import hashinit  # noqa: E402
+from make_fixtures import FIXTURES, clean_dir, save_reference  # noqa: E402
+
+torch.set_num_threads(1)
+torch.use_deterministic_algorithms(True)
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+OUT = FIXTURES / "families"
+VOCAB = 256
+PROMPT_LEN = 8
+GREEDY_NEW = 40
+BEAM_NEW = 16
+NUM_BEAMS = 4
+WINDOW = 16
+
+# Phi-3 128k's LongRoPE factors are 48 per-frequency divisors rising from ~1 to ~64 (long) and ~1 to ~3 (short).
+# The published lists are not reproduced here: these are smooth ramps of that shape (rounded to f32 values).
+LONG_FACTOR = [float(np.float32(1.0 + 63.0 * (i / 47) ** 2.2)) for i in range(48)]
+SHORT_FACTOR = [float(np.float32(1.0 + 2.0 * (i / 47) ** 1.5)) for i in range(48)]
+
+# Published configs (the source model in the key's comment), then what the fixture changes.
+PUBLISHED = {
+    # Qwen/Qwen2.5-0.5B-Instruct
+    "qwen2": {
+        "architectures": ["Qwen2ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 151643,
+        "eos_token_id": 151645, "hidden_act": "silu", "hidden_size": 896, "initializer_range": 0.02,
+        "intermediate_size": 4864, "max_position_embeddings": 32768, "max_window_layers": 21, "model_type": "qwen2",
+        "num_attention_heads": 14, "num_hidden_layers": 24, "num_key_value_heads": 2, "rms_norm_eps": 1e-06,
+        "rope_theta": 1000000.0, "sliding_window": 32768, "tie_word_embeddings": True, "torch_dtype": "bfloat16",
+        "use_cache": True, "use_sliding_window": False, "vocab_size": 151936,
+    },
+    # meta-llama/Llama-3.2-1B-Instruct
+    "llama3": {
+        "architectures": ["LlamaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009], "head_dim": 64, "hidden_act": "silu",
+        "hidden_size": 2048, "initializer_range": 0.02, "intermediate_size": 8192, "max_position_embeddings": 131072,
+        "mlp_bias": False, "model_type": "llama", "num_attention_heads": 32, "num_hidden_layers": 16,
+        "num_key_value_heads": 8, "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+        "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                         "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+        "rope_theta": 500000.0, "tie_word_embeddings": True, "torch_dtype": "bfloat16", "use_cache": True,
+        "vocab_size": 128256,
+    },
+    # Qwen/Qwen3-0.6B
+    "qwen3": {
+        "architectures": ["Qwen3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "bos_token_id": 151643, "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu", "hidden_size": 1024,
+        "initializer_range": 0.02, "intermediate_size": 3072, "max_position_embeddings": 40960,
+        "max_window_layers": 28, "model_type": "qwen3", "num_attention_heads": 16, "num_hidden_layers": 28,
+        "num_key_value_heads": 8, "rms_norm_eps": 1e-06, "rope_scaling": None, "rope_theta": 1000000,
+        "sliding_window": None, "tie_word_embeddings": True, "torch_dtype": "bfloat16", "use_cache": True,
+        "use_sliding_window": False, "vocab_size": 151936,
+    },
+    # mistralai/Mistral-7B-v0.1 (the Mistral with a sliding window; v0.2+ set it to null)
+    "mistral": {
+        "architectures": ["MistralForCausalLM"], "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu",
+        "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 14336, "max_position_embeddings": 32768,
+        "model_type": "mistral", "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8,
+        "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "sliding_window": 4096, "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16", "use_cache": True, "vocab_size": 32000,
+    },
+    # microsoft/Phi-3-mini-128k-instruct (LongRoPE factors: see LONG_FACTOR)
+    "phi3": {
+        "architectures": ["Phi3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": 1,
+        "embd_pdrop": 0.0, "eos_token_id": 32000, "hidden_act": "silu", "hidden_size": 3072,
+        "initializer_range": 0.02, "intermediate_size": 8192, "max_position_embeddings": 131072,
+        "model_type": "phi3", "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 32,
+        "original_max_position_embeddings": 4096, "pad_token_id": 32000, "resid_pdrop": 0.0, "rms_norm_eps": 1e-05,
+        "rope_scaling": {"long_factor": LONG_FACTOR, "short_factor": SHORT_FACTOR, "type": "longrope"},
+        "rope_theta": 10000.0, "sliding_window": 262144, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+        "use_cache": True, "vocab_size": 32064,
+    },
+    # google/gemma-2-2b-it
+    "gemma2": {
+        "architectures": ["Gemma2ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "attn_logit_softcapping": 50.0, "bos_token_id": 2, "cache_implementation": "hybrid", "eos_token_id": [1, 107],
+        "final_logit_softcapping": 30.0, "head_dim": 256, "hidden_act": "gelu_pytorch_tanh",
+        "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 2304, "initializer_range": 0.02,
+        "intermediate_size": 9216, "max_position_embeddings": 8192, "model_type": "gemma2", "num_attention_heads": 8,
+        "num_hidden_layers": 26, "num_key_value_heads": 4, "pad_token_id": 0, "query_pre_attn_scalar": 256,
+        "rms_norm_eps": 1e-06, "rope_theta": 10000.0, "sliding_window": 4096, "torch_dtype": "float32",
+        "use_cache": True, "vocab_size": 256000,
+    },
+    # google/gemma-3-1b-it (rope_scaling: the linear factor 8 of the larger Gemma 3 text configs, so it is covered)
+    "gemma3": {
+        "architectures": ["Gemma3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "attn_logit_softcapping": None, "bos_token_id": 2, "cache_implementation": "hybrid", "eos_token_id": [1, 106],
+        "final_logit_softcapping": None, "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh",
+        "hidden_size": 1152, "initializer_range": 0.02, "intermediate_size": 6912, "max_position_embeddings": 32768,
+        "model_type": "gemma3_text", "num_attention_heads": 4, "num_hidden_layers": 26, "num_key_value_heads": 1,
+        "pad_token_id": 0, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06, "rope_local_base_freq": 10000,
+        "rope_scaling": {"factor": 8.0, "rope_type": "linear"}, "rope_theta": 1000000, "sliding_window": 512,
+        "sliding_window_pattern": 6, "torch_dtype": "bfloat16", "use_cache": True, "vocab_size": 262144,
+    },
+}
+
+# What each fixture changes (besides vocab_size = VOCAB, special ids remapped into it, torch_dtype float32).
+SMALLER = {
+    "qwen2": {"num_hidden_layers": 2, "intermediate_size": 256},
+    "llama3": {"num_hidden_layers": 2, "hidden_size": 256, "intermediate_size": 256},
+    "qwen3": {"num_hidden_layers": 2, "hidden_size": 256, "intermediate_size": 256},
+    "mistral": {"num_hidden_layers": 2, "hidden_size": 256, "intermediate_size": 256, "sliding_window": WINDOW},
+    # head_dim 96 kept (Phi-3 derives it from hidden_size / heads). The 48 positions stay within the original
+    # 4096: transformers' Phi-3 re-runs the whole sequence with the long factors once it passes the original
+    # context (it drops its cache), which qkv does not do (engine/src/models/rope.rs).
+    "phi3": {"num_hidden_layers": 2, "hidden_size": 384, "num_attention_heads": 4, "num_key_value_heads": 4,
+             "intermediate_size": 256},
+    # Gemma's head is tied to embeddings that enter sqrt(d)-scaled: with random weights the residual stream keeps
+    # the input token's embedding and the model copies its last token. Untied here (a tied head is covered by
+    # qwen2, llama3 and qwen3).
+    "gemma2": {"num_hidden_layers": 2, "hidden_size": 256, "intermediate_size": 256, "sliding_window": WINDOW,
+               "tie_word_embeddings": False},
+    # a local then a global layer
+    "gemma3": {"num_hidden_layers": 2, "hidden_size": 256, "intermediate_size": 256, "sliding_window": WINDOW,
+               "sliding_window_pattern": 2, "tie_word_embeddings": False},
+}
+
+# hash-init gains: a matrix is uniform in +-gain * sqrt(3 / in_dim) (std gain / sqrt(in_dim)); first match wins.
+# Phi-3's fused qkv is softer: LongRoPE's attention factor (~1.67 here) multiplies every score by its square.
+GAINS = [("q_proj.weight", 2.0), ("k_proj.weight", 2.0), ("qkv_proj.weight", 1.2), ("v_proj.weight", 1.0),
+         ("o_proj.weight", 1.0), ("gate_proj.weight", 1.5), ("up_proj.weight", 1.5), ("gate_up_proj.weight", 1.5),
+         ("down_proj.weight", 1.0), ("lm_head.weight", 3.0)]
+
+
+def hash_rule(name: str, shape, gemma: bool):
+    """(scale, offset) of the uniform hash-init of a tensor."""
+    if gemma and ("post_attention_layernorm" in name or "post_feedforward_layernorm" in name):
+        # Gemma multiplies by (1 + w): gains ~2 on the block outputs so they, not the sqrt(d)-scaled embeddings,
+        # dominate the residual stream (else the model copies its input token)
+        return 0.1, 1.0
+    if "norm" in name:
+        return 0.1, (0.0 if gemma else 1.0)  # Gemma multiplies by (1 + w)
+    if name.endswith(".bias"):
+        return 0.1, 0.0
+    if name.endswith("embed_tokens.weight") and gemma:
+        # times sqrt(d) at the input: std 1.5 there; a tied head's logits have std ~1.5
+        return 1.5 * float(np.sqrt(3.0 / shape[1])), 0.0
+    if name.endswith("embed_tokens.weight"):
+        # std 3 / sqrt(hidden): a tied head's logits have std ~3 (as an untied one's with gain 3)
+        return 3.0 * float(np.sqrt(3.0 / shape[1])), 0.0
+    for suffix, gain in GAINS:
+        if name.endswith(suffix):
+            return gain * float(np.sqrt(3.0 / shape[1])), 0.0
+    raise KeyError(f"no hash-init rule for {name}")
+
+
+def fixture_config(name: str) -> dict:
+    c = dict(PUBLISHED[name])
+    c.update(SMALLER[name])
+    c["vocab_size"] = VOCAB
+    c["torch_dtype"] = "float32"
+    # Special ids: bos 1 (Gemma 2), eos 2 (a list stays a list), pad 0 where the config has one.
+    remap = {}
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        v = c.get(key)
+        if v is None:
+            continue
+        if isinstance(v, list):
+            c[key] = [2 + i for i in range(len(v))]
+        else:
+            c[key] = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}[key]
+        remap[key] = c[key]
+    return c
+
+
+@torch.no_grad()
+def make(name: str):
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    out = OUT / name
+    clean_dir(out)
+    cfg_json = fixture_config(name)
+    (out / "config.json").write_text(json.dumps(cfg_json, indent=2, sort_keys=True) + "\n")
+    eos = cfg_json["eos_token_id"]
+    eos_list = eos if isinstance(eos, list) else [eos]
+    gen = GenerationConfig(bos_token_id=cfg_json["bos_token_id"], eos_token_id=eos, do_sample=False)
+    gen.save_pretrained(out)
+    config = AutoConfig.from_pretrained(out)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="eager")
+    gemma = name.startswith("gemma")
+    with tempfile.TemporaryDirectory() as tmp:
+        # The tensors HF saves (a tied head is not saved) are the ones hashed.
+        model.save_pretrained(tmp, safe_serialization=True)
+        saved = load_file(os.path.join(tmp, "model.safetensors"))
+        table, state = [], {}
+        for tname in sorted(saved):
+            shape = list(saved[tname].shape)
+            scale, offset = hash_rule(tname, shape, gemma)
+            v = hashinit.hash_tensor(tname, shape, scale, offset)
+            state[tname] = torch.from_numpy(v)
+            table.append({"name": tname, "shape": shape, "scale": scale, "offset": offset,
+                          "first": [float(x) for x in v.reshape(-1)[:4]],
+                          "sum_f64": float(v.astype(np.float64).sum())})
+        save_file(state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+        model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32, attn_implementation="eager")
+        model.eval()
+        for tname, t in state.items():
+            assert torch.equal(model.state_dict()[tname], t), tname
+    model.generation_config = gen
+
+    rng = np.random.default_rng(16)
+    prompt = [cfg_json["bos_token_id"]] + [int(x) for x in rng.integers(3, VOCAB, size=PROMPT_LEN - 1)]
+    ids = torch.tensor([prompt])
+    tensors = {"prompt_logits": model(input_ids=ids).logits[0]}  # [PROMPT_LEN, vocab]
+    common = dict(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, min_new_tokens=0,
+                  eos_token_id=eos_list, pad_token_id=eos_list[0], return_dict_in_generate=True)
+    # Greedy: the raw logits of every step; no EOS in the output (the test compares every step).
+    g = model.generate(**common, max_new_tokens=GREEDY_NEW, num_beams=1, output_logits=True)
+    greedy = g.sequences[0, len(prompt):].tolist()
+    assert len(greedy) == GREEDY_NEW and not set(greedy) & set(eos_list), ("greedy hit EOS", greedy)
+    step_logits = torch.stack(g.logits)[:, 0]  # [GREEDY_NEW, vocab]
+    assert step_logits.argmax(-1).tolist() == greedy
+    # Cached decode = one full forward over prompt + generated (a check of the reference itself).
+    full = model(input_ids=g.sequences[:, :-1]).logits[0, len(prompt) - 1:]
+    diff = (full - step_logits).abs().max().item()
+    assert diff < 1e-4, ("cached greedy logits vs full forward", diff)
+    top2 = step_logits.topk(2, dim=-1).values
+    margin = float((top2[:, 0] - top2[:, 1]).min())
+    tensors["greedy_step_logits"] = step_logits
+    # Beam search as transformers runs it by default (length_penalty 1, early_stopping False), 4 beams.
+    b = model.generate(**common, max_new_tokens=BEAM_NEW, num_beams=NUM_BEAMS, num_return_sequences=NUM_BEAMS,
+                       output_scores=True, length_penalty=1.0, early_stopping=False)
+    beams = [s[len(prompt):].tolist() for s in b.sequences]
+    meta = {
+        "model": name,
+        "published": PUBLISHED[name].get("architectures"),
+        "changed": SMALLER[name],
+        "weights": "not committed: hash_init lists every tensor (tools/scripts/hashinit.py)",
+        "hash_init": table,
+        "prompt": prompt,
+        "greedy_tokens": greedy,
+        "greedy_min_top2_margin": margin,
+        "cached_vs_full_max_abs": diff,
+        "beam": {"num_beams": NUM_BEAMS, "max_new_tokens": BEAM_NEW, "length_penalty": 1.0, "early_stopping": False,
+                 "sequences": beams, "scores": [float(x) for x in b.sequences_scores]},
+        "eos_token_id": eos_list,
+    }
+    save_reference(out, tensors, meta)
+    print(name, "greedy", greedy[:12], "... margin", f"{margin:.3g}", "beam0", beams[0], f"cached/full {diff:.2e}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("names", nargs="*")
+    ap.add_argument("--list", action="store_true")
+    a = ap.parse_args()
+    if a.list:
+        print(" ".join(PUBLISHED))
+        return
+    for n in a.names or list(PUBLISHED):
+        make(n)
+
+
+if __name__ == "__main__":
+    main()
