@@ -3,6 +3,9 @@
 //! `stream_ids` run alone, on every ISA of the host, while the batch mixes prompt chunks with decoding rows,
 //! sequences join at different steps, rows are freed and reused, and one sequence is cancelled mid-run.
 
+#[path = "hash_weights/mod.rs"]
+mod hash_weights;
+
 use qkv::{BatchEvent, BatchOptions, GenerateOptions, Kernels, LoadOptions, Model, SeqId};
 
 fn load(dir: std::path::PathBuf, k: Kernels) -> Model {
@@ -11,6 +14,18 @@ fn load(dir: std::path::PathBuf, k: Kernels) -> Model {
         ..Default::default()
     };
     Model::load_with(&dir, &opts).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+}
+
+/// A family fixture's model directory, its random weights rebuilt from the hash formula (as `families.rs` does).
+fn family_dir(name: &str) -> std::path::PathBuf {
+    let fixture = loaders::paths::fixture("families").join(name);
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture.join("reference.json")).unwrap()).unwrap();
+    let dir =
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("batch-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    hash_weights::write_model_dir(&dir, &fixture, hash_weights::hash_init_tensors(&meta));
+    dir
 }
 
 fn stories() -> std::path::PathBuf {
@@ -57,7 +72,11 @@ fn scheduled(model: &Model, prompts: &[Vec<u32>], opts: &GenerateOptions, batch:
         .collect()
 }
 
-fn check_model(name: &str, model: &Model, max_new: usize) {
+/// Batch shapes tried: (max_seqs, prefill_chunk). Fewer rows than prompts (rows reused, sequences waiting), a
+/// prompt chunk smaller than most prompts, every prompt at once, one row at a time.
+const SHAPES: &[(usize, usize)] = &[(3, 4), (16, 256), (1, 7)];
+
+fn check_model(name: &str, model: &Model, max_new: usize, shapes: &[(usize, usize)]) {
     let prompts = id_prompts(model.info().vocab_size as u32);
     let opts = GenerateOptions {
         max_new_tokens: max_new,
@@ -67,7 +86,7 @@ fn check_model(name: &str, model: &Model, max_new: usize) {
         .iter()
         .map(|p| model.stream_ids(p.clone(), &opts).unwrap().run().unwrap().tokens)
         .collect();
-    for (max_seqs, prefill_chunk) in [(3, 4), (16, 256), (1, 7)] {
+    for &(max_seqs, prefill_chunk) in shapes {
         let batch = BatchOptions {
             max_seqs,
             ctx: Some(30 + max_new), // the longest prompt and its tokens
@@ -93,9 +112,17 @@ fn check_model(name: &str, model: &Model, max_new: usize) {
 
 #[test]
 fn batched_greedy_equals_serial_on_fixtures_every_isa() {
+    let families: Vec<(&str, std::path::PathBuf)> = ["gemma2", "gemma3", "llama3", "mistral", "phi3", "qwen2", "qwen3"]
+        .into_iter()
+        .map(|name| (name, family_dir(name)))
+        .collect();
     for k in kernels::testing::kernels("batched_greedy_equals_serial_on_fixtures") {
         for name in ["llama-tiny-gqa", "llama-tiny-tied", "gpt2-tiny"] {
-            check_model(name, &load(loaders::paths::fixture(name), k), 24);
+            check_model(name, &load(loaders::paths::fixture(name), k), 24, SHAPES);
+        }
+        // The rotary families (sliding windows, soft-capping, q/k norms, per-layer RoPE tables).
+        for (name, dir) in &families {
+            check_model(name, &load(dir.clone(), k), 12, &SHAPES[..1]);
         }
     }
 }
@@ -111,7 +138,7 @@ fn batched_greedy_equals_serial_on_stories260k_every_isa() {
     ];
     for k in kernels::testing::kernels("batched_greedy_equals_serial_on_stories260k") {
         let model = load(stories(), k);
-        check_model("stories260k ids", &model, 40);
+        check_model("stories260k ids", &model, 40, SHAPES);
         let opts = GenerateOptions {
             max_new_tokens: 48,
             ..Default::default()

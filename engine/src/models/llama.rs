@@ -154,12 +154,11 @@ impl Blocks for Llama {
             // Rotary positions pos0 .. pos0 + n, per sequence
             for s in step.spans() {
                 let (qs, ks) = (
-                    s.start * q_dim..(s.start + s.n) * q_dim,
-                    s.start * kv_dim..(s.start + s.n) * kv_dim,
+                    &mut q[s.start * q_dim..][..s.n * q_dim],
+                    &mut kb[s.start * kv_dim..][..s.n * kv_dim],
                 );
-                k.rope(&self.rope, RopeLayout::Half, &mut q[qs], n_heads, s.pos0); // [n, n_heads, hd]
-                k.rope(&self.rope, RopeLayout::Half, &mut kb[ks], n_kv, s.pos0);
-                // [n, n_kv_heads, hd]
+                k.rope(&self.rope, RopeLayout::Half, qs, n_heads, s.pos0); // [n, n_heads, hd]
+                k.rope(&self.rope, RopeLayout::Half, ks, n_kv, s.pos0); // [n, n_kv_heads, hd]
             }
             // Append k, v to the cache                                 [batch, n_kv_heads, pos0 + n, hd]
             step.append_kv(kv, kb, vb, Strides::token_major(shape.n, n_kv, hd))?;
