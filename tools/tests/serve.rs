@@ -547,6 +547,46 @@ fn full_queue_answers_429_with_retry_after() {
 }
 
 #[test]
+fn a_request_over_its_time_is_a_504_and_frees_its_row() {
+    // 50 ms for ~500 tokens of stories260k (its whole context): far more than this takes on any machine.
+    let server = Server::start(&stories(), &["--request-timeout", "0.05"]);
+    let req = json!({"prompt": "Once", "max_tokens": 1000, "temperature": 0});
+    let (status, v) = server.post("/v1/completions", &req);
+    assert_eq!(status, 504, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("--request-timeout"),
+        "{v}"
+    );
+    // Streamed: the error arrives as an event, then the stream ends.
+    let mut sreq = req.clone();
+    sreq["stream"] = json!(true);
+    let (status, _, body) = server.post_bytes("/v1/completions", sreq.to_string().as_bytes());
+    assert_eq!(status, 200);
+    let events = sse_events(&body);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let err: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(err["error"]["type"], "timeout", "{err}");
+    let t = Instant::now();
+    while server.metric("qkv_running_sequences") != 0.0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the timed-out sequences still run"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Wrong method and unknown route: JSON errors too.
+    let (status, _, body) = server.get("/v1/completions");
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (status, v["error"]["type"].as_str()),
+        (405, Some("invalid_request_error"))
+    );
+    let (status, _, body) = server.get("/v2/nothing");
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, 404, "{v}");
+}
+
+#[test]
 fn concurrent_translations_are_grouped() {
     let dir = loaders::paths::shared_model("aren-transliteration-ct2").expect("the shared aren model");
     let model = Model::load(&dir).unwrap();

@@ -246,6 +246,7 @@ async fn serve(args: Args) -> Result<()> {
         .route("/v1/completions", post(completions))
         .route("/v1/translations", post(translations))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(app.clone());
     let server = {
         let app = app.clone();
@@ -374,6 +375,16 @@ async fn not_found(State(app): State<Arc<App>>, req: Request) -> Response {
         StatusCode::NOT_FOUND,
         "invalid_request_error",
         format!("no route for {} {}", req.method(), req.uri().path()),
+    )
+    .into_response()
+}
+
+async fn method_not_allowed(State(app): State<Arc<App>>, req: Request) -> Response {
+    app.metrics.answered("other", 405);
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
     )
     .into_response()
 }
