@@ -370,23 +370,19 @@ async fn models(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn not_found(State(app): State<Arc<App>>, req: Request) -> Response {
-    app.metrics.answered("other", 404);
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "invalid_request_error",
-        format!("no route for {} {}", req.method(), req.uri().path()),
-    )
-    .into_response()
+    let msg = format!("no route for {} {}", req.method(), req.uri().path());
+    route_error(&app, StatusCode::NOT_FOUND, msg)
 }
 
 async fn method_not_allowed(State(app): State<Arc<App>>, req: Request) -> Response {
-    app.metrics.answered("other", 405);
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "invalid_request_error",
-        format!("{} is not allowed on {}", req.method(), req.uri().path()),
-    )
-    .into_response()
+    let msg = format!("{} is not allowed on {}", req.method(), req.uri().path());
+    route_error(&app, StatusCode::METHOD_NOT_ALLOWED, msg)
+}
+
+/// A request no endpoint takes, counted and answered as an OpenAI error.
+fn route_error(app: &App, status: StatusCode, msg: String) -> Response {
+    app.metrics.answered("other", status.as_u16());
+    ApiError::new(status, "invalid_request_error", msg).into_response()
 }
 
 // --- request bodies --------------------------------------------------------------------------------------
