@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod generate;
 mod import_gguf;
+mod serve;
 mod stdin;
 mod translate;
 
@@ -24,6 +25,8 @@ enum Command {
     Translate(translate::Args),
     /// Import a GGUF file (Llama architecture) as a Hugging Face directory.
     ImportGguf(import_gguf::Args),
+    /// Serve a model over HTTP with an OpenAI-compatible API (continuous batching, limits, metrics).
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::Translate(args) => translate::run(args),
         Command::ImportGguf(args) => import_gguf::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -42,6 +46,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--threads N`: the size of rayon's pool, which every model step runs on (default: one thread per core).
+fn set_threads(n: Option<usize>) -> anyhow::Result<()> {
+    if let Some(n) = n {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| anyhow::anyhow!("cannot set the number of threads: {e}"))?;
+    }
+    Ok(())
 }
 
 /// The cause chain on one line, skipping causes whose text their parent already shows.
