@@ -22,6 +22,7 @@
 //! | module | what |
 //! | --- | --- |
 //! | `model.rs` | [`Model`], [`LoadOptions`], [`ModelInfo`]: load a directory once, generate, translate, open sessions |
+//! | `batch.rs` | continuous batching: [`Scheduler`] (ragged rows, each its own position and cache row; chunked prefill), [`Model::generate_batch`] |
 //! | `session.rs`, `step.rs` | [`Session`]: a batch of sequences fed step by step ([`LogitsFor`]), reordered, searched |
 //! | `generate.rs` | the generation loop: prefill, sample, stream valid UTF-8 ([`Generator`], [`GenerateOptions`]) |
 //! | `translate.rs` | the translation driver: sources batched by length, encoded once, searched ([`TranslateOptions`]) |
@@ -58,6 +59,7 @@
 //! [`Error::Request`] a bad argument of a call. The library does not panic on input.
 
 mod attention;
+mod batch;
 mod cache;
 mod chat;
 mod decoder;
@@ -74,6 +76,7 @@ mod text;
 mod translate;
 
 pub use attention::{AttentionMaps, PromptAttention, TranslationAttention};
+pub use batch::{BatchEvent, BatchOptions, Scheduler, SeqId};
 pub use cache::DEFAULT_MAX_CACHE_BYTES;
 pub use decoder::Decoder;
 pub use error::{Error, Result};

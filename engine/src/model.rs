@@ -13,7 +13,7 @@ use crate::attention::{self, PromptAttention, TranslationAttention};
 use crate::cache::DEFAULT_MAX_CACHE_BYTES;
 use crate::chat::{ChatTemplate, GenerationPrompt, Message, SpecialTokens};
 use crate::explain::{self, Trace, TraceInput};
-use crate::generate::{GenerateOptions, Generation, Generator, PromptFormat};
+use crate::generate::{Decoding, GenerateOptions, Generation, Generator, PromptFormat};
 use crate::layers::{WeightBytes, WeightType};
 use crate::models::decoder_only::CausalLm;
 use crate::models::seq2seq::{Room, Seq2Seq};
@@ -156,7 +156,7 @@ impl ModelInfo {
                     n_layers: c.n_decoder_layers,
                     n_heads: c.n_decoder_heads,
                     n_kv_heads: c.n_decoder_heads,
-                    head_dim: c.d_model / c.n_decoder_heads,
+                    head_dim: c.head_dim,
                     decoder_start_token_id: Some(c.decoder_start_token_id),
                 }
             }
@@ -359,7 +359,7 @@ impl Model {
     }
 
     /// The decoder-only network, or an error naming the architecture for `call`.
-    fn decoder_only(&self, call: &str) -> Result<&CausalLm> {
+    pub(crate) fn decoder_only(&self, call: &str) -> Result<&CausalLm> {
         match &self.net {
             Network::DecoderOnly(m) => Ok(m),
             Network::EncoderDecoder { .. } => Err(Error::Request(format!(
@@ -391,24 +391,49 @@ impl Model {
         let text = self.text()?;
         match format {
             PromptFormat::Plain => text.encode(prompt),
-            PromptFormat::Chat => {
-                let template = self.chat_template.as_ref().ok_or_else(|| {
-                    Error::Request(format!(
-                        "{}: the model has no chat template (tokenizer_config.json chat_template)",
-                        self.dir.display()
-                    ))
-                })?;
-                let rendered =
-                    template.render(&[Message::new("user", prompt)], &self.special, GenerationPrompt::Add)?;
-                let mut ids = text.encode(&rendered)?;
-                // The template already wrote BOS; the tokenizer may have added a second one.
-                if let Some(b) = self.bos {
-                    if ids.len() >= 2 && ids[0] == b && ids[1] == b {
-                        ids.remove(0);
-                    }
-                }
-                Ok(ids)
+            PromptFormat::Chat => self.chat_prompt_ids(&[("user", prompt)]),
+        }
+    }
+
+    /// Token ids of `(role, content)` messages rendered through the chat template, assistant header appended.
+    pub(crate) fn chat_prompt_ids(&self, messages: &[(&str, &str)]) -> Result<Vec<u32>> {
+        let text = self.text()?;
+        let template = self.chat_template.as_ref().ok_or_else(|| {
+            Error::Request(format!(
+                "{}: the model has no chat template (tokenizer_config.json chat_template)",
+                self.dir.display()
+            ))
+        })?;
+        let messages: Vec<Message> = messages.iter().map(|(r, c)| Message::new(r, c)).collect();
+        let rendered = template.render(&messages, &self.special, GenerationPrompt::Add)?;
+        let mut ids = text.encode(&rendered)?;
+        // The template already wrote BOS; the tokenizer may have added a second one.
+        if let Some(b) = self.bos {
+            if ids.len() >= 2 && ids[0] == b && ids[1] == b {
+                ids.remove(0);
             }
+        }
+        Ok(ids)
+    }
+
+    /// What turns generated ids into text: the tokenizer, or nothing (ids only) for a directory without one; an
+    /// error for stop strings without a tokenizer.
+    pub(crate) fn text_for(&self, opts: &GenerateOptions) -> Result<&dyn TokenDecoder> {
+        match &self.text {
+            Some(t) => Ok(t),
+            None if opts.stop_strings.is_empty() => Ok(&NoText),
+            None => Err(Error::Request(format!(
+                "{}: stop strings need a tokenizer, and the directory has no tokenizer files",
+                self.dir.display()
+            ))),
+        }
+    }
+
+    /// The tokenizer as the scheduler decodes with it (nothing, for a directory without one).
+    pub(crate) fn token_decoder(&self) -> &dyn TokenDecoder {
+        match &self.text {
+            Some(t) => t,
+            None => &NoText,
         }
     }
 
@@ -442,25 +467,9 @@ impl Model {
             .saturating_add(opts.max_new_tokens)
             .min(self.info.max_positions);
         let session = self.session(1, capacity)?;
-        let text: &dyn TokenDecoder = match &self.text {
-            Some(t) => t,
-            None if opts.stop_strings.is_empty() => &NoText,
-            None => {
-                return Err(Error::Request(format!(
-                    "{}: stop strings need a tokenizer, and the directory has no tokenizer files",
-                    self.dir.display()
-                )))
-            }
-        };
-        Generator::new(
-            Box::new(session),
-            text,
-            self.kernels,
-            prompt,
-            self.eos.clone(),
-            capacity,
-            opts,
-        )
+        let text = self.text_for(opts)?;
+        let seq = Decoding::new(text, self.kernels, prompt, self.eos.clone(), capacity, opts)?;
+        Ok(Generator::new(Box::new(session), seq))
     }
 
     /// The beam search of a decoder-only model as transformers' `generate(num_beams=...)` runs it (length
@@ -806,6 +815,16 @@ impl Model {
     pub fn cross_projection_count(&self) -> usize {
         match &self.net {
             Network::EncoderDecoder { net, .. } => net.cross_projection_count(),
+            Network::DecoderOnly(_) => 0,
+        }
+    }
+
+    /// Relative position bias tables built since the model was loaded: one per stack of a T5 model, built at
+    /// load (0 for every other family): a diagnostic showing that the bias is computed once per stack, not per
+    /// layer, step or sequence.
+    pub fn position_bias_tables(&self) -> usize {
+        match &self.net {
+            Network::EncoderDecoder { net, .. } => net.position_bias_tables(),
             Network::DecoderOnly(_) => 0,
         }
     }

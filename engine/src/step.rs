@@ -94,3 +94,13 @@ impl<'a> StepIo<'a> {
         Ok(shape)
     }
 }
+
+/// One sequence of a ragged step ([`crate::Scheduler`]): `n` new tokens for cache row `row`, at `start` in the
+/// step's flat `[total, ..]` rows, after the `pos0` positions that row already holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub(crate) row: usize,
+    pub(crate) start: usize,
+    pub(crate) n: usize,
+    pub(crate) pos0: usize,
+}

@@ -119,6 +119,9 @@ fn attention_impl(a: &AttnArgs<'_>, q: &[f32], k: &[f32], v: &[f32], out: &mut [
                         let ko = a.kv_strides.offset(b, j, kh);
                         let dot: f64 = qv.iter().zip(&k[ko..ko + d]).map(|(&x, &y)| x as f64 * y as f64).sum();
                         *s = dot * a.scale as f64;
+                        if let Some(pb) = a.position_bias {
+                            *s += pb.get(h, a.mask.query_pos(i), j) as f64;
+                        }
                         if let Some(cap) = a.softcap {
                             *s = cap as f64 * (*s / cap as f64).tanh();
                         }

@@ -9,6 +9,7 @@ mod explain;
 mod generate;
 mod import_gguf;
 mod plot;
+mod serve;
 mod stdin;
 mod translate;
 
@@ -31,6 +32,8 @@ enum Command {
     Explain(explain::Args),
     /// Import a GGUF file (Llama architecture) as a Hugging Face directory.
     ImportGguf(import_gguf::Args),
+    /// Serve a model over HTTP with an OpenAI-compatible API (continuous batching, limits, metrics).
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         Command::ImportGguf(args) => import_gguf::run(args),
         Command::Attention(args) => attention::run(args),
         Command::Explain(args) => explain::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -51,6 +55,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--threads N`: the size of rayon's pool, which every model step runs on (default: one thread per core).
+fn set_threads(n: Option<usize>) -> anyhow::Result<()> {
+    if let Some(n) = n {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| anyhow::anyhow!("cannot set the number of threads: {e}"))?;
+    }
+    Ok(())
 }
 
 /// The cause chain on one line, skipping causes whose text their parent already shows.

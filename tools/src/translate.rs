@@ -124,12 +124,7 @@ fn print(out: &mut impl Write, t: &Translation, att: Option<&TranslationAttentio
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .context("cannot set the number of threads")?;
-    }
+    crate::set_threads(args.threads)?;
     let t0 = Instant::now();
     let load = LoadOptions {
         weights: args.weights,

@@ -20,7 +20,7 @@
 
 use std::path::Path;
 
-use kernels::{Activation, AttnArgs, Heads, Kernels, Layout, RopeLayout, RopeTable};
+use kernels::{Activation, AttnArgs, Heads, Kernels, Layout, RopeLayout, RopeTable, Strides};
 use loaders::config::{LlamaConfig, RawConfig};
 
 use super::decoder_only::{Blocks, Dims, Step};
@@ -498,7 +498,7 @@ impl Rotary {
 }
 
 /// `out = act(gate) * up` (SwiGLU with SiLU, GeGLU with tanh GELU); `gate` is overwritten.
-fn gated(k: &Kernels, act: Activation, gate: &mut [f32], up: &[f32], out: &mut [f32]) {
+pub(super) fn gated(k: &Kernels, act: Activation, gate: &mut [f32], up: &[f32], out: &mut [f32]) {
     match act {
         Activation::Silu => k.swiglu(gate, up, out),
         _ => {
@@ -524,10 +524,8 @@ impl Blocks for Rotary {
 
     fn forward(&self, step: &Step<'_>, kv: &mut [KvCache], scratch: &mut Scratch, x: &mut [f32]) -> Result<()> {
         let spec = &self.spec;
-        let Step {
-            k, tokens, shape, pos0, ..
-        } = *step;
-        let (batch, n, rows) = (shape.batch, shape.n, shape.rows());
+        let Step { k, tokens, shape, .. } = *step;
+        let rows = shape.rows();
         let heads = spec.shape.heads;
         let (d, hd, ff) = (spec.shape.hidden_size, heads.head_dim, spec.shape.intermediate_size);
         let (q_dim, kv_dim) = (heads.n_heads * hd, heads.n_kv_heads * hd);
@@ -567,19 +565,24 @@ impl Blocks for Rotary {
             };
             // Rotary positions pos0 .. pos0 + n, per sequence, with this layer's table
             let table = &self.tables[layer.kind.rope];
-            for (qs, ks) in q.chunks_exact_mut(n * q_dim).zip(kb.chunks_exact_mut(n * kv_dim)) {
-                k.rope(table, RopeLayout::Half, qs, heads.n_heads, pos0); // [n, n_heads, hd]
-                k.rope(table, RopeLayout::Half, ks, heads.n_kv_heads, pos0); // [n, n_kv_heads, hd]
+            for s in step.spans() {
+                let (qs, ks) = (
+                    &mut q[s.start * q_dim..][..s.n * q_dim],
+                    &mut kb[s.start * kv_dim..][..s.n * kv_dim],
+                );
+                k.rope(table, RopeLayout::Half, qs, heads.n_heads, s.pos0); // [n, n_heads, hd]
+                k.rope(table, RopeLayout::Half, ks, heads.n_kv_heads, s.pos0); // [n, n_kv_heads, hd]
             }
             // Append k, v to the cache                                 [batch, n_kv_heads, pos0 + n, hd]
-            kv.append(kb, vb, n)?;
+            step.append_kv(kv, kb, vb, Strides::token_major(shape.n, heads.n_kv_heads, hd))?;
             // Causal (or sliding-window) grouped-query attention over the cache     [rows, n_heads, hd]
-            let args = AttnArgs::causal(heads, batch, n, kv.len())
-                .with_window(layer.kind.window)
-                .with_scale(spec.attn_scale)
-                .with_softcap(spec.attn_softcap)
-                .with_kv_strides(kv.strides());
-            step.attention(&args, q, kv.k(), kv.v(), att);
+            let args = |batch, n, kv_len| {
+                AttnArgs::causal(heads, batch, n, kv_len)
+                    .with_window(layer.kind.window)
+                    .with_scale(spec.attn_scale)
+                    .with_softcap(spec.attn_softcap)
+            };
+            step.attention(kv, args, (q, q_dim), (att, q_dim));
             // Output projection (and its norm) and residual: x += o_proj(att)           [rows, d]
             a.o_proj.forward(k, att, rows, xb);
             residual(k, a.post_norm.as_ref(), x, xb, xb2);
