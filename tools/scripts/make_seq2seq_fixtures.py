@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -179,7 +178,6 @@ def word_tokenizer(path: Path, family: str):
 
 @torch.no_grad()
 def make(name: str):
-    from safetensors.torch import load_file, save_file
     from transformers import AutoConfig, AutoModelForSeq2SeqLM, GenerationConfig
 
     out = OUT / name
@@ -190,24 +188,7 @@ def make(name: str):
     vocab = word_tokenizer(out / "tokenizer.json", name)
     config = AutoConfig.from_pretrained(out)
     model = AutoModelForSeq2SeqLM.from_config(config, dtype=torch.float32, attn_implementation="eager")
-    with tempfile.TemporaryDirectory() as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        saved = load_file(os.path.join(tmp, "model.safetensors"))
-        table, state = [], {}
-        for tname in sorted(saved):
-            shape = list(saved[tname].shape)
-            scale, offset = hash_rule(tname, shape, name)
-            v = hashinit.hash_tensor(tname, shape, scale, offset)
-            state[tname] = torch.from_numpy(v)
-            table.append({"name": tname, "shape": shape, "scale": scale, "offset": offset,
-                          "first": [float(x) for x in v.reshape(-1)[:4]],
-                          "sum_f64": float(v.astype(np.float64).sum())})
-        save_file(state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
-        model = AutoModelForSeq2SeqLM.from_pretrained(tmp, dtype=torch.float32, attn_implementation="eager")
-        model.eval()
-        sd = model.state_dict()
-        for tname, t in state.items():
-            assert torch.equal(sd[tname], t), tname
+    model, table = hashinit.rehash_model(model, AutoModelForSeq2SeqLM, lambda t, shape: hash_rule(t, shape, name))
     gen = GenerationConfig.from_pretrained(out)
     model.generation_config = gen
 

@@ -2,15 +2,13 @@
 //! stack its own table, position `p` at row `p + 2`), a norm of the embeddings (`layernorm_embedding`), GELU
 //! feed-forward, head tied to the shared embeddings plus `final_logits_bias`. BART is post-norm with unscaled
 //! embeddings; mBART is pre-norm with a final norm per stack and (mBART-50) `sqrt(d_model)`-scaled embeddings,
-//! and translates into the language forced as the first generated token (`forced_bos_token_id`, which
-//! `qkv translate --target-lang` sets). Configurations of the shared encoder-decoder runtime
+//! and translates into the language forced as the first generated token (`forced_bos_token_id`, from the
+//! generation config or a call's `SearchOptions::rules`; no CLI flag sets it yet). Configurations of the shared encoder-decoder runtime
 //! ([`super::seq2seq`]), named like Marian.
 
-use serde::Deserialize;
-
 use super::seq2seq::{
-    self, ConfigGeneration, FfnKind, HeadMatrix, Naming, NormKind, NormPlacement, PositionKind, Positions, ScoreScale,
-    Seq2SeqConfig, MARIAN,
+    self, BartLikeConfig, BartLikeDefaults, ConfigGeneration, FairseqLayout, Naming, NormPlacement, PositionKind,
+    MARIAN,
 };
 use super::{Loaded, Source};
 use crate::Result;
@@ -34,71 +32,12 @@ const MBART: Naming = Naming {
     ..BART
 };
 
-/// transformers' `BartConfig` / `MBartConfig` (defaults: bart-large's shape).
-#[derive(Deserialize)]
-struct BartConfig {
-    #[serde(default = "d::vocab_size")]
-    vocab_size: usize,
-    #[serde(default = "d::d_model")]
-    d_model: usize,
-    #[serde(default = "d::layers")]
-    encoder_layers: usize,
-    #[serde(default = "d::layers")]
-    decoder_layers: usize,
-    #[serde(default = "d::heads")]
-    encoder_attention_heads: usize,
-    #[serde(default = "d::heads")]
-    decoder_attention_heads: usize,
-    #[serde(default = "d::ffn_dim")]
-    encoder_ffn_dim: usize,
-    #[serde(default = "d::ffn_dim")]
-    decoder_ffn_dim: usize,
-    #[serde(default = "d::activation_function")]
-    activation_function: String,
-    #[serde(default = "d::max_position_embeddings")]
-    max_position_embeddings: usize,
-    #[serde(default)]
-    scale_embedding: bool,
-    #[serde(default = "d::yes")]
-    tie_word_embeddings: bool,
-    #[serde(default = "d::pad")]
-    pad_token_id: u32,
-    #[serde(default = "d::eos")]
-    decoder_start_token_id: u32,
-}
-
-mod d {
-    pub(super) fn vocab_size() -> usize {
-        50265
-    }
-    pub(super) fn d_model() -> usize {
-        1024
-    }
-    pub(super) fn layers() -> usize {
-        12
-    }
-    pub(super) fn heads() -> usize {
-        16
-    }
-    pub(super) fn ffn_dim() -> usize {
-        4096
-    }
-    pub(super) fn activation_function() -> String {
-        "gelu".into()
-    }
-    pub(super) fn max_position_embeddings() -> usize {
-        1024
-    }
-    pub(super) fn yes() -> bool {
-        true
-    }
-    pub(super) fn pad() -> u32 {
-        1
-    }
-    pub(super) fn eos() -> u32 {
-        2
-    }
-}
+/// transformers' `BartConfig` / `MBartConfig` defaults that differ from M2M100's (bart-large's).
+const DEFAULTS: BartLikeDefaults = BartLikeDefaults {
+    vocab_size: 50265,
+    activation_function: "gelu",
+    scale_embedding: false,
+};
 
 /// The two variants: where the norms sit, and whether the stacks end with one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,50 +58,19 @@ pub(crate) fn load_mbart(src: &Source<'_>) -> Result<Loaded> {
 
 fn load(src: &Source<'_>, variant: Variant) -> Result<Loaded> {
     let file = src.config.path();
-    let c: BartConfig = src.config.parse()?;
+    let c: BartLikeConfig = src.config.parse()?;
     let generation: ConfigGeneration = src.config.parse()?;
     let (names, norm) = match variant {
         Variant::Bart => (&BART, NormPlacement::PostNorm),
         Variant::MBart => (&MBART, NormPlacement::PreNorm),
     };
-    let cfg = Seq2SeqConfig {
+    let layout = FairseqLayout {
         names,
-        d_model: c.d_model,
-        n_encoder_layers: c.encoder_layers,
-        n_decoder_layers: c.decoder_layers,
-        n_encoder_heads: c.encoder_attention_heads,
-        n_decoder_heads: c.decoder_attention_heads,
-        head_dim: c.d_model / c.encoder_attention_heads.max(1),
-        encoder_ffn_dim: c.encoder_ffn_dim,
-        decoder_ffn_dim: c.decoder_ffn_dim,
-        activation: super::activation(file, "activation_function", &c.activation_function)?,
-        ffn: FfnKind::Plain,
         norm,
-        norm_kind: NormKind::Layer,
-        // torch.nn.LayerNorm's default
-        layer_norm_eps: 1e-5,
-        score_scale: ScoreScale::InvSqrtHeadDim,
-        embed_scale: if c.scale_embedding {
-            (c.d_model as f32).sqrt()
-        } else {
-            1.0
+        positions: PositionKind::Learned {
+            offset: POSITION_OFFSET,
         },
-        positions: Positions {
-            kind: PositionKind::Learned {
-                offset: POSITION_OFFSET,
-            },
-            max: c.max_position_embeddings,
-        },
-        src_vocab_size: c.vocab_size,
-        tgt_vocab_size: c.vocab_size,
-        head: if c.tie_word_embeddings {
-            HeadMatrix::TiedToTargetEmbeddings
-        } else {
-            HeadMatrix::Own
-        },
-        decoder_start_token_id: c.decoder_start_token_id,
-        pad_token_id: c.pad_token_id,
-    }
-    .validate(file)?;
+    };
+    let cfg = seq2seq::fairseq_config(file, &c.shape(&DEFAULTS), layout)?.validate(file)?;
     seq2seq::load(src, cfg, seq2seq::hf_defaults(&generation, src.generation))
 }

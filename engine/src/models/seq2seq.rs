@@ -21,10 +21,12 @@
 //! search semantics; for the CTranslate2 Transformer, `translate_batch`'s defaults (beam 2, length
 //! penalty 1, at most 256 tokens, at least 1) and CTranslate2's beam search semantics (see [`crate::search`]).
 
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kernels::{sinusoidal_table, Activation, AttnArgs, Heads, Kernels, Layout, Sinusoid, Strides};
 use loaders::config::{Ct2Config, EmbeddingScale, GenerationConfig, MarianConfig};
+use serde::Deserialize;
 
 use super::relative_position::{Direction, RelativeBias, RelativeBuckets};
 use super::{Loaded, Network, Source};
@@ -251,45 +253,192 @@ impl Seq2SeqConfig {
 /// The runtime description of a Hugging Face `MarianMTModel` config. transformers' Marian is always
 /// post-norm with static sinusoidal positions (it ignores `normalize_before` and `static_position_embeddings`).
 fn marian_config(src: &Source<'_>, c: &MarianConfig) -> Result<Seq2SeqConfig> {
-    Ok(Seq2SeqConfig {
-        names: &MARIAN,
+    let shape = FairseqShape {
+        vocab_size: c.vocab_size,
+        decoder_vocab_size: c.decoder_vocab_size,
         d_model: c.d_model,
-        n_encoder_layers: c.encoder_layers,
-        n_decoder_layers: c.decoder_layers,
-        n_encoder_heads: c.encoder_attention_heads,
-        n_decoder_heads: c.decoder_attention_heads,
-        head_dim: c.d_model / c.encoder_attention_heads.max(1),
+        encoder_layers: c.encoder_layers,
+        decoder_layers: c.decoder_layers,
+        encoder_attention_heads: c.encoder_attention_heads,
+        decoder_attention_heads: c.decoder_attention_heads,
         encoder_ffn_dim: c.encoder_ffn_dim,
         decoder_ffn_dim: c.decoder_ffn_dim,
-        activation: super::activation(src.config.path(), "activation_function", &c.activation_function)?,
-        ffn: FfnKind::Plain,
+        activation_function: &c.activation_function,
+        max_position_embeddings: c.max_position_embeddings,
+        scale_embedding: c.scale_embedding,
+        tie_word_embeddings: c.tie_word_embeddings,
+        pad_token_id: c.pad_token_id,
+        decoder_start_token_id: c.decoder_start_token_id,
+    };
+    let layout = FairseqLayout {
+        names: &MARIAN,
         norm: NormPlacement::PostNorm,
+        positions: PositionKind::Sinusoid {
+            kind: Sinusoid::Marian,
+            first: 0,
+        },
+    };
+    fairseq_config(src.config.path(), &shape, layout)
+}
+
+/// The shape of a fairseq-descended config (Marian, BART/mBART, M2M100/NLLB), whose keys these families name
+/// alike; each family reads them with its own defaults.
+pub(super) struct FairseqShape<'a> {
+    pub(super) vocab_size: usize,
+    pub(super) decoder_vocab_size: usize,
+    pub(super) d_model: usize,
+    pub(super) encoder_layers: usize,
+    pub(super) decoder_layers: usize,
+    pub(super) encoder_attention_heads: usize,
+    pub(super) decoder_attention_heads: usize,
+    pub(super) encoder_ffn_dim: usize,
+    pub(super) decoder_ffn_dim: usize,
+    pub(super) activation_function: &'a str,
+    pub(super) max_position_embeddings: usize,
+    pub(super) scale_embedding: bool,
+    pub(super) tie_word_embeddings: bool,
+    pub(super) pad_token_id: u32,
+    pub(super) decoder_start_token_id: u32,
+}
+
+/// What a fairseq-style family chooses beyond its shape: tensor names, where the norms sit, how positions enter.
+pub(super) struct FairseqLayout {
+    pub(super) names: &'static Naming,
+    pub(super) norm: NormPlacement,
+    pub(super) positions: PositionKind,
+}
+
+/// The runtime description of a fairseq-style model: LayerNorm (torch's eps), plain feed-forward, scores scaled
+/// by `1/sqrt(head_dim)`, embeddings by `sqrt(d_model)` when `scale_embedding`. Not validated (the caller does).
+pub(super) fn fairseq_config(file: &Path, s: &FairseqShape<'_>, layout: FairseqLayout) -> Result<Seq2SeqConfig> {
+    Ok(Seq2SeqConfig {
+        names: layout.names,
+        d_model: s.d_model,
+        n_encoder_layers: s.encoder_layers,
+        n_decoder_layers: s.decoder_layers,
+        n_encoder_heads: s.encoder_attention_heads,
+        n_decoder_heads: s.decoder_attention_heads,
+        head_dim: s.d_model / s.encoder_attention_heads.max(1),
+        encoder_ffn_dim: s.encoder_ffn_dim,
+        decoder_ffn_dim: s.decoder_ffn_dim,
+        activation: super::activation(file, "activation_function", s.activation_function)?,
+        ffn: FfnKind::Plain,
+        norm: layout.norm,
         norm_kind: NormKind::Layer,
         // torch.nn.LayerNorm's default
         layer_norm_eps: 1e-5,
         score_scale: ScoreScale::InvSqrtHeadDim,
-        embed_scale: if c.scale_embedding {
-            (c.d_model as f32).sqrt()
+        embed_scale: if s.scale_embedding {
+            (s.d_model as f32).sqrt()
         } else {
             1.0
         },
         positions: Positions {
-            kind: PositionKind::Sinusoid {
-                kind: Sinusoid::Marian,
-                first: 0,
-            },
-            max: c.max_position_embeddings,
+            kind: layout.positions,
+            max: s.max_position_embeddings,
         },
-        src_vocab_size: c.vocab_size,
-        tgt_vocab_size: c.decoder_vocab_size,
-        head: if c.tie_word_embeddings {
+        src_vocab_size: s.vocab_size,
+        tgt_vocab_size: s.decoder_vocab_size,
+        head: if s.tie_word_embeddings {
             HeadMatrix::TiedToTargetEmbeddings
         } else {
             HeadMatrix::Own
         },
-        decoder_start_token_id: c.decoder_start_token_id,
-        pad_token_id: c.pad_token_id,
+        decoder_start_token_id: s.decoder_start_token_id,
+        pad_token_id: s.pad_token_id,
     })
+}
+
+/// transformers' `BartConfig` / `MBartConfig` / `M2M100Config`, which share their keys and most defaults
+/// (bart-large's and m2m100_418M's shape); the three that differ come from the family ([`BartLikeDefaults`]).
+#[derive(Deserialize)]
+pub(super) struct BartLikeConfig {
+    #[serde(default)]
+    vocab_size: Option<usize>,
+    #[serde(default = "bart_like::d_model")]
+    d_model: usize,
+    #[serde(default = "bart_like::layers")]
+    encoder_layers: usize,
+    #[serde(default = "bart_like::layers")]
+    decoder_layers: usize,
+    #[serde(default = "bart_like::heads")]
+    encoder_attention_heads: usize,
+    #[serde(default = "bart_like::heads")]
+    decoder_attention_heads: usize,
+    #[serde(default = "bart_like::ffn_dim")]
+    encoder_ffn_dim: usize,
+    #[serde(default = "bart_like::ffn_dim")]
+    decoder_ffn_dim: usize,
+    #[serde(default)]
+    activation_function: Option<String>,
+    #[serde(default = "bart_like::max_position_embeddings")]
+    max_position_embeddings: usize,
+    #[serde(default)]
+    scale_embedding: Option<bool>,
+    #[serde(default = "bart_like::yes")]
+    tie_word_embeddings: bool,
+    #[serde(default = "bart_like::pad")]
+    pub(super) pad_token_id: u32,
+    #[serde(default = "bart_like::eos")]
+    decoder_start_token_id: u32,
+}
+
+/// The defaults a BART-like family sets apart.
+pub(super) struct BartLikeDefaults {
+    pub(super) vocab_size: usize,
+    pub(super) activation_function: &'static str,
+    pub(super) scale_embedding: bool,
+}
+
+impl BartLikeConfig {
+    /// The shape, with `d`'s defaults for the keys the file leaves out (one vocabulary for both sides).
+    pub(super) fn shape(&self, d: &BartLikeDefaults) -> FairseqShape<'_> {
+        let vocab_size = self.vocab_size.unwrap_or(d.vocab_size);
+        FairseqShape {
+            vocab_size,
+            decoder_vocab_size: vocab_size,
+            d_model: self.d_model,
+            encoder_layers: self.encoder_layers,
+            decoder_layers: self.decoder_layers,
+            encoder_attention_heads: self.encoder_attention_heads,
+            decoder_attention_heads: self.decoder_attention_heads,
+            encoder_ffn_dim: self.encoder_ffn_dim,
+            decoder_ffn_dim: self.decoder_ffn_dim,
+            activation_function: self.activation_function.as_deref().unwrap_or(d.activation_function),
+            max_position_embeddings: self.max_position_embeddings,
+            scale_embedding: self.scale_embedding.unwrap_or(d.scale_embedding),
+            tie_word_embeddings: self.tie_word_embeddings,
+            pad_token_id: self.pad_token_id,
+            decoder_start_token_id: self.decoder_start_token_id,
+        }
+    }
+}
+
+mod bart_like {
+    pub(super) fn d_model() -> usize {
+        1024
+    }
+    pub(super) fn layers() -> usize {
+        12
+    }
+    pub(super) fn heads() -> usize {
+        16
+    }
+    pub(super) fn ffn_dim() -> usize {
+        4096
+    }
+    pub(super) fn max_position_embeddings() -> usize {
+        1024
+    }
+    pub(super) fn yes() -> bool {
+        true
+    }
+    pub(super) fn pad() -> u32 {
+        1
+    }
+    pub(super) fn eos() -> u32 {
+        2
+    }
 }
 
 /// The runtime description of the custom CTranslate2 Transformer config.
