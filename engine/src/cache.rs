@@ -7,6 +7,7 @@
 
 use kernels::Strides;
 
+use crate::step::Span;
 use crate::{Error, Result};
 
 /// Default cap on the bytes of the KV caches of one session (K and V, every layer): 8 GiB. See
@@ -52,11 +53,11 @@ impl Scratch {
     pub(crate) fn take_with_ids<const N: usize>(
         &mut self,
         lens: [usize; N],
-        ids: std::ops::Range<usize>,
+        ids: impl IntoIterator<Item = usize>,
     ) -> ([&mut [f32]; N], &[u32], &mut kernels::AttnScratch) {
         let out = take_bufs(&mut self.bufs, lens);
         self.ids.clear();
-        self.ids.extend(ids.map(|t| t as u32));
+        self.ids.extend(ids.into_iter().map(|t| t as u32));
         (out, &self.ids, &mut *self.attn)
     }
 }
@@ -99,14 +100,15 @@ impl KvShape {
     }
 }
 
-/// One layer's K and V for a batch of sequences that all have the same length.
+/// One layer's K and V for a batch of sequences: all of the same length (a [`crate::Session`]'s batch, beams), or
+/// each row its own (the ragged rows of a [`crate::Scheduler`], [`KvCache::append_spans`]).
 #[derive(Debug)]
 pub(crate) struct KvCache {
     shape: KvShape,
     /// The batch rows in use (`<= shape.max_batch`).
     batch: usize,
-    /// Positions filled in every row.
-    len: usize,
+    /// Positions filled in each row (`[max_batch]`; equal over the rows in use unless the steps were ragged).
+    lens: Vec<usize>,
     k: Vec<f32>,
     v: Vec<f32>,
     /// One batch row of K and of V, for breaking cycles in `reorder`.
@@ -151,12 +153,21 @@ impl KvCache {
         }
         let n = shape.elems().unwrap_or(usize::MAX);
         let row = shape.n_kv_heads * shape.capacity * shape.head_dim;
+        let (k, v) = (try_zeroed(n, "KV cache K")?, try_zeroed(n, "KV cache V")?);
+        let mut lens = Vec::new();
+        lens.try_reserve_exact(shape.max_batch)
+            .map_err(|_| Error::CacheMemory {
+                bytes: shape.max_batch.saturating_mul(std::mem::size_of::<usize>()),
+                limit: 0,
+                what: "KV cache row lengths: allocation failed".into(),
+            })?;
+        lens.resize(shape.max_batch, 0);
         Ok(Self {
             shape,
             batch,
-            len: 0,
-            k: try_zeroed(n, "KV cache K")?,
-            v: try_zeroed(n, "KV cache V")?,
+            lens,
+            k,
+            v,
             spare_k: try_zeroed(row, "KV cache spare row")?,
             spare_v: try_zeroed(row, "KV cache spare row")?,
         })
@@ -188,9 +199,21 @@ impl KvCache {
         self.shape
     }
 
-    /// Positions filled in each row.
+    /// Positions filled in each row (of row 0: the length of every row unless the steps were ragged).
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.lens.first().copied().unwrap_or(0)
+    }
+
+    /// Positions filled in row `row`.
+    pub(crate) fn row_len(&self, row: usize) -> usize {
+        self.lens.get(row).copied().unwrap_or(0)
+    }
+
+    /// Empty row `row` (its slot is reused by another sequence).
+    pub(crate) fn clear_row(&mut self, row: usize) {
+        if let Some(l) = self.lens.get_mut(row) {
+            *l = 0;
+        }
     }
 
     /// The most positions a row can hold.
@@ -219,12 +242,18 @@ impl KvCache {
         &self.v
     }
 
-    /// An error if `n_new` more positions do not fit.
+    /// An error if `n_new` more positions do not fit in every row in use.
     pub(crate) fn check_room(&self, n_new: usize) -> Result<()> {
-        match self.len.checked_add(n_new) {
+        let longest = self.lens[..self.batch].iter().copied().max().unwrap_or(0);
+        self.check_row_room(longest, n_new)
+    }
+
+    /// An error if `n_new` more positions do not fit after `len`.
+    pub(crate) fn check_row_room(&self, len: usize, n_new: usize) -> Result<()> {
+        match len.checked_add(n_new) {
             Some(needed) if needed <= self.shape.capacity => Ok(()),
             _ => Err(Error::CacheFull {
-                needed: self.len.saturating_add(n_new),
+                needed: len.saturating_add(n_new),
                 capacity: self.shape.capacity,
             }),
         }
@@ -232,6 +261,7 @@ impl KvCache {
 
     /// Append `n_new` positions from token-major projections `k_new`, `v_new`
     /// (`[batch, n_new, n_kv_heads * head_dim]`, contiguous).
+    #[cfg(test)]
     pub(crate) fn append(&mut self, k_new: &[f32], v_new: &[f32], n_new: usize) -> Result<()> {
         let src = Strides::token_major(n_new, self.shape.n_kv_heads, self.shape.head_dim);
         self.append_strided(k_new, v_new, src, n_new)
@@ -250,19 +280,52 @@ impl KvCache {
                 "KvCache::append: sources hold fewer than [batch, n_new, n_kv_heads, head_dim]"
             );
         }
-        let dst = self.strides();
         for b in 0..self.batch {
-            for h in 0..n_kv_heads {
-                for t in 0..n_new {
-                    let s = src.offset(b, t, h);
-                    let d = dst.offset(b, self.len + t, h);
-                    self.k[d..d + head_dim].copy_from_slice(&k_src[s..s + head_dim]);
-                    self.v[d..d + head_dim].copy_from_slice(&v_src[s..s + head_dim]);
-                }
+            self.copy_in(k_src, v_src, |t, h| src.offset(b, t, h), b, n_new);
+        }
+        Ok(())
+    }
+
+    /// Append the positions of each span of a ragged step: `span.n` positions to row `span.row`, read at
+    /// `src.offset(0, span.start + t, h)` of `k_src`, `v_src` (the step's rows one after another). Checked to fit
+    /// (rows and room) before anything is written.
+    pub(crate) fn append_spans(&mut self, k_src: &[f32], v_src: &[f32], src: Strides, spans: &[Span]) -> Result<()> {
+        let (n_kv_heads, head_dim) = (self.shape.n_kv_heads, self.shape.head_dim);
+        for s in spans {
+            if s.row >= self.batch {
+                return Err(Error::Request(format!(
+                    "ragged step: cache row {} does not exist (the cache has {})",
+                    s.row, self.batch
+                )));
+            }
+            self.check_row_room(self.lens[s.row], s.n)?;
+            if s.n > 0 && n_kv_heads > 0 {
+                let last = src.offset(0, s.start + s.n - 1, n_kv_heads - 1) + head_dim;
+                assert!(
+                    last <= k_src.len() && last <= v_src.len(),
+                    "KvCache::append_spans: sources hold fewer positions than the spans"
+                );
             }
         }
-        self.len += n_new;
+        for s in spans {
+            self.copy_in(k_src, v_src, |t, h| src.offset(0, s.start + t, h), s.row, s.n);
+        }
         Ok(())
+    }
+
+    /// Write `n_new` positions after the filled ones of row `b`, position `t` of head `h` read at `at(t, h)`.
+    fn copy_in(&mut self, k_src: &[f32], v_src: &[f32], at: impl Fn(usize, usize) -> usize, b: usize, n_new: usize) {
+        let (n_kv_heads, head_dim) = (self.shape.n_kv_heads, self.shape.head_dim);
+        let (dst, len) = (self.strides(), self.lens[b]);
+        for h in 0..n_kv_heads {
+            for t in 0..n_new {
+                let s = at(t, h);
+                let d = dst.offset(b, len + t, h);
+                self.k[d..d + head_dim].copy_from_slice(&k_src[s..s + head_dim]);
+                self.v[d..d + head_dim].copy_from_slice(&v_src[s..s + head_dim]);
+            }
+        }
+        self.lens[b] += n_new;
     }
 
     /// Make row `i` a copy of old row `src[i]`; the batch becomes `src.len()` (beam search: expand
@@ -288,6 +351,7 @@ impl KvCache {
             Row(usize),
             Spare,
         }
+        let old_lens = self.lens.clone();
         let mut pending: Vec<Option<From>> = src
             .iter()
             .enumerate()
@@ -300,6 +364,7 @@ impl KvCache {
                 readers[*j] += 1;
             }
         }
+        let mut spare_len = 0;
         loop {
             let mut progressed = false;
             for i in 0..new_batch {
@@ -308,13 +373,11 @@ impl KvCache {
                 if i < readers.len() && readers[i] > 0 {
                     continue;
                 }
-                self.copy_row(
-                    match from {
-                        From::Row(j) => Some(j),
-                        From::Spare => None,
-                    },
-                    i,
-                );
+                let (row, len) = match from {
+                    From::Row(j) => (Some(j), old_lens[j]),
+                    From::Spare => (None, spare_len),
+                };
+                self.copy_row(row, i, len);
                 pending[i] = None;
                 if let From::Row(j) = from {
                     readers[j] -= 1;
@@ -331,7 +394,8 @@ impl KvCache {
                 else {
                     break;
                 };
-                self.save_spare(j);
+                spare_len = old_lens[j];
+                self.save_spare(j, spare_len);
                 for p in pending.iter_mut() {
                     if *p == Some(From::Row(j)) {
                         *p = Some(From::Spare);
@@ -340,13 +404,16 @@ impl KvCache {
                 readers[j] = 0;
             }
         }
+        for (i, &s) in src.iter().enumerate() {
+            self.lens[i] = old_lens[s];
+        }
         self.batch = new_batch;
         Ok(())
     }
 
     /// Copy the filled positions of row `from` (or the spare row, for `None`) into row `to`.
-    fn copy_row(&mut self, from: Option<usize>, to: usize) {
-        let (n_kv_heads, head_dim, len) = (self.shape.n_kv_heads, self.shape.head_dim, self.len);
+    fn copy_row(&mut self, from: Option<usize>, to: usize, len: usize) {
+        let (n_kv_heads, head_dim) = (self.shape.n_kv_heads, self.shape.head_dim);
         let st = self.strides();
         for h in 0..n_kv_heads {
             let d = st.offset(to, 0, h);
@@ -365,9 +432,9 @@ impl KvCache {
         }
     }
 
-    /// Copy the filled positions of row `j` into the spare row.
-    fn save_spare(&mut self, j: usize) {
-        let (n_kv_heads, head_dim, len) = (self.shape.n_kv_heads, self.shape.head_dim, self.len);
+    /// Copy the `len` filled positions of row `j` into the spare row.
+    fn save_spare(&mut self, j: usize, len: usize) {
+        let (n_kv_heads, head_dim) = (self.shape.n_kv_heads, self.shape.head_dim);
         let st = self.strides();
         for h in 0..n_kv_heads {
             let s = st.offset(j, 0, h);

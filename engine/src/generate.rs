@@ -251,6 +251,65 @@ impl TextDelta {
 /// ```
 pub struct Generator<'a> {
     session: Box<dyn Feed + 'a>,
+    logits: Vec<f32>,
+    seq: Decoding<'a>,
+    failed: bool,
+}
+
+impl<'a> Generator<'a> {
+    /// Generate `seq` with `session`.
+    pub(crate) fn new(session: Box<dyn Feed + 'a>, seq: Decoding<'a>) -> Self {
+        let vocab = session.vocab_size();
+        Self {
+            session,
+            logits: vec![0.0; vocab],
+            seq,
+            failed: false,
+        }
+    }
+
+    /// Ids generated so far.
+    pub fn generated(&self) -> &[u32] {
+        self.seq.generated()
+    }
+
+    /// Why generation ended (`None` while it runs).
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.seq.done
+    }
+
+    pub fn timings(&self) -> Timings {
+        self.seq.timings
+    }
+
+    /// Run to the end and collect the text.
+    pub fn run(mut self) -> Result<Generation> {
+        let mut text = String::new();
+        for ev in self.by_ref() {
+            text.push_str(&ev?.text);
+        }
+        Ok(self.seq.result(text))
+    }
+
+    /// One step: feed what the model has not seen, choose the next token, and its text.
+    fn advance(&mut self) -> Result<TokenEvent> {
+        let start = self.seq.begin();
+        // Feed the prompt (prefill) or the last generated token (decode).
+        let ids = &self.seq.ids;
+        if ids.len() == self.seq.n_prompt {
+            self.session.feed(ids, &mut self.logits)?;
+            self.seq.timings.prefill_s = start.elapsed().as_secs_f64();
+        } else {
+            self.session.feed(&ids[ids.len() - 1..], &mut self.logits)?;
+        }
+        self.seq.accept(&mut self.logits)
+    }
+}
+
+/// One sequence being generated, whoever runs the model: the prompt and generated ids, the sampler, the text
+/// deltas, stop strings and the decision to stop. A [`Generator`] feeds it from its own session; a
+/// [`crate::Scheduler`] from its rows of a batch.
+pub(crate) struct Decoding<'a> {
     tok: &'a dyn TokenDecoder,
     kernels: Kernels,
     sampler: Sampler,
@@ -261,20 +320,17 @@ pub struct Generator<'a> {
     /// Prompt then generated ids.
     ids: Vec<u32>,
     n_prompt: usize,
-    logits: Vec<f32>,
     delta: TextDelta,
     stop: StopFilter,
     done: Option<StopReason>,
-    failed: bool,
     timings: Timings,
     start: Option<Instant>,
     first_token: Option<Instant>,
 }
 
-impl<'a> Generator<'a> {
-    /// Generate after `prompt` (ids) with `session`. `eos` lists every end-of-sequence id.
+impl<'a> Decoding<'a> {
+    /// A sequence after `prompt` (ids), up to `max_positions` in all. `eos` lists every end-of-sequence id.
     pub(crate) fn new(
-        session: Box<dyn Feed + 'a>,
         tok: &'a dyn TokenDecoder,
         kernels: Kernels,
         prompt: Vec<u32>,
@@ -291,10 +347,8 @@ impl<'a> Generator<'a> {
                 prompt.len()
             )));
         }
-        let vocab = session.vocab_size();
         let n_prompt = prompt.len();
         Ok(Self {
-            session,
             tok,
             kernels,
             sampler: Sampler::new(opts.strategy, opts.repetition_penalty)?,
@@ -303,7 +357,6 @@ impl<'a> Generator<'a> {
             max_positions,
             ids: prompt,
             n_prompt,
-            logits: vec![0.0; vocab],
             delta: TextDelta::new(n_prompt),
             stop: StopFilter::new(&opts.stop_strings),
             done: if opts.max_new_tokens == 0 {
@@ -311,7 +364,6 @@ impl<'a> Generator<'a> {
             } else {
                 None
             },
-            failed: false,
             timings: Timings {
                 prompt_tokens: n_prompt,
                 ..Timings::default()
@@ -321,47 +373,41 @@ impl<'a> Generator<'a> {
         })
     }
 
+    /// Prompt then generated ids.
+    pub(crate) fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+
+    pub(crate) fn n_prompt(&self) -> usize {
+        self.n_prompt
+    }
+
     /// Ids generated so far.
-    pub fn generated(&self) -> &[u32] {
+    pub(crate) fn generated(&self) -> &[u32] {
         &self.ids[self.n_prompt..]
     }
 
-    /// Why generation ended (`None` while it runs).
-    pub fn stop_reason(&self) -> Option<StopReason> {
+    pub(crate) fn stop_reason(&self) -> Option<StopReason> {
         self.done
     }
 
-    pub fn timings(&self) -> Timings {
-        self.timings
+    /// When the generation started (now, the first time it is asked).
+    pub(crate) fn begin(&mut self) -> Instant {
+        *self.start.get_or_insert_with(Instant::now)
     }
 
-    /// Run to the end and collect the text.
-    pub fn run(mut self) -> Result<Generation> {
-        let mut text = String::new();
-        for ev in self.by_ref() {
-            text.push_str(&ev?.text);
-        }
-        Ok(Generation {
-            text,
-            tokens: self.generated().to_vec(),
-            stop_reason: self.done.unwrap_or(StopReason::MaxTokens),
-            timings: self.timings,
-        })
+    /// The prompt is in the cache: the prefill time.
+    pub(crate) fn prefilled(&mut self) {
+        let start = self.begin();
+        self.timings.prefill_s = start.elapsed().as_secs_f64();
     }
 
-    /// One step: feed what the model has not seen, choose the next token, and its text.
-    fn advance(&mut self) -> Result<TokenEvent> {
-        let start = *self.start.get_or_insert_with(Instant::now);
-        // Feed the prompt (prefill) or the last generated token (decode).
-        if self.ids.len() == self.n_prompt {
-            self.session.feed(&self.ids, &mut self.logits)?;
-            self.timings.prefill_s = start.elapsed().as_secs_f64();
-        } else {
-            let last = self.ids.len() - 1;
-            self.session.feed(&self.ids[last..], &mut self.logits)?;
-        }
+    /// The logits of the last fed position are `logits` (`[vocab]`, overwritten): choose the next token, decide
+    /// whether it is the last one, and give its text.
+    pub(crate) fn accept(&mut self, logits: &mut [f32]) -> Result<TokenEvent> {
+        let start = self.begin();
         // Choose the next token.
-        let id = self.sampler.sample(&self.kernels, &mut self.logits, &self.ids)?;
+        let id = self.sampler.sample(&self.kernels, logits, &self.ids)?;
         self.ids.push(id);
         let now = Instant::now();
         let first = *self.first_token.get_or_insert(now);
@@ -390,13 +436,23 @@ impl<'a> Generator<'a> {
         };
         Ok(TokenEvent { id, text })
     }
+
+    /// The finished generation, whose streamed text was `text`.
+    pub(crate) fn result(&self, text: String) -> Generation {
+        Generation {
+            text,
+            tokens: self.generated().to_vec(),
+            stop_reason: self.done.unwrap_or(StopReason::MaxTokens),
+            timings: self.timings,
+        }
+    }
 }
 
 impl Iterator for Generator<'_> {
     type Item = Result<TokenEvent>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done.is_some() || self.failed {
+        if self.seq.done.is_some() || self.failed {
             return None;
         }
         let ev = self.advance();
@@ -447,7 +503,8 @@ mod tests {
             stop_strings: stops.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         };
-        let g = Generator::new(Box::new(s), &Bytes, Kernels::scalar(), vec![1], vec![2], 1000, &opts).unwrap();
+        let seq = Decoding::new(&Bytes, Kernels::scalar(), vec![1], vec![2], 1000, &opts).unwrap();
+        let g = Generator::new(Box::new(s), seq);
         let mut events = vec![];
         let mut g = g;
         for ev in g.by_ref() {

@@ -631,6 +631,12 @@ impl RmsNorm {
         Ok(Self { weight, eps })
     }
 
+    /// The same norm with its output multiplied by `factor` (folded into the gains: T5's scaled tied head).
+    pub(crate) fn scaled(mut self, factor: f32) -> Self {
+        self.weight.iter_mut().for_each(|w| *w *= factor);
+        self
+    }
+
     /// A norm over given gains (tests).
     #[cfg(test)]
     pub(crate) fn from_gains(weight: Vec<f32>, eps: f32) -> Self {

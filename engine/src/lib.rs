@@ -22,6 +22,7 @@
 //! | module | what |
 //! | --- | --- |
 //! | `model.rs` | [`Model`], [`LoadOptions`], [`ModelInfo`]: load a directory once, generate, translate, open sessions |
+//! | `batch.rs` | continuous batching: [`Scheduler`] (ragged rows, each its own position and cache row; chunked prefill), [`Model::generate_batch`] |
 //! | `session.rs`, `step.rs` | [`Session`]: a batch of sequences fed step by step ([`LogitsFor`]), reordered, searched |
 //! | `generate.rs` | the generation loop: prefill, sample, stream valid UTF-8 ([`Generator`], [`GenerateOptions`]) |
 //! | `translate.rs` | the translation driver: sources batched by length, encoded once, searched ([`TranslateOptions`]) |
@@ -31,6 +32,7 @@
 //! | `cache.rs` | KV caches (preallocated, written in place, reordered for beams; the memory cap) and scratch buffers |
 //! | `decoder.rs` | the [`Decoder`] trait every search runs against |
 //! | `chat.rs`, `text.rs` | chat templates; the tokenizer as the engine uses it |
+//! | `attention.rs`, `explain.rs` | attention you can see: the recording path ([`Model::attention`], [`Model::translation_attention`]: [`AttentionMaps`] `[layer][head][query][key]`) and the trace of one forward pass ([`Model::explain`], [`Trace::toy`]) |
 //!
 //! The numeric kernels (GEMV/GEMM, fused attention, norms, activations, RoPE, log-softmax) are the `kernels`
 //! crate's, reached through [`Kernels`]; files (safetensors, configs, tokenizers, GGUF) are read by [`loaders`].
@@ -42,7 +44,7 @@
 //! | token embedding | `models/llama.rs`, `models/gpt2.rs` (`Embedding`, `layers.rs`) | `models/seq2seq.rs` (scaled by `embed_scale`) | `Kernels::embed` |
 //! | positional encodings | RoPE: `models/rope.rs` (plain, `linear`, `llama3`, `longrope` frequencies; per-layer tables in `models/rotary.rs`); learned: `models/gpt2.rs` (`wpe`) | sinusoids: `models/seq2seq.rs` (`pos_table`) | `Kernels::rope`, `kernels::sinusoidal_table` |
 //! | Q/K/V projections | `models/llama.rs`, `models/rotary.rs` (`q_proj`, `k_proj`, `v_proj` packed as one `qkv_proj` at load, outputs split by `layers::split_columns`), `models/gpt2.rs` (fused `c_attn`) | `models/seq2seq.rs` (`QkvProj`: one matrix, stored separate or fused per naming scheme) | `Kernels::linear_packed` (`layers.rs` `Linear`) |
-//! | attention | every family builds `AttnArgs` and calls the fused kernel; Gemma 2's score soft-capping `AttnArgs::with_softcap`, per-head q/k norm in `models/rotary.rs` | the same | `Kernels::attention` (`kernels/src/attention/`) |
+//! | attention | every family builds `AttnArgs` and calls the fused kernel through its step's `AttnPath` (`attention.rs`: fused, or the recording path that keeps the probabilities); Gemma 2's score soft-capping `AttnArgs::with_softcap`, per-head q/k norm in `models/rotary.rs` | the same | `Kernels::attention` (`kernels/src/attention/`); recording: `kernels::reference::attention_probs` |
 //! | masking | causal: `AttnArgs::causal` over the KV cache (`cache.rs`); sliding windows: `AttnArgs::with_window` (Mistral, Gemma's local layers) | padding: `AttnArgs::bidirectional` (`key_lens`) in the encoder; causal in the decoder | `kernels::Mask`, `AttnArgs::visible` |
 //! | cross-attention | — | `models/seq2seq.rs`: K/V projected once per source (`CrossKv`), `AttnArgs::cross`, shared by beams | `Kernels::attention` |
 //! | residual + norm | pre-norm: `x += f(norm(x))` in each family's `forward` (`Norm`, `layers.rs`) | pre- or post-norm (`NormPlacement`, `Buffers::residual`) | `Kernels::add`, `rms_norm`, `layer_norm` |
@@ -56,10 +58,13 @@
 //! field (expected against found), [`Error::Unsupported`] names what this engine does not run, and
 //! [`Error::Request`] a bad argument of a call. The library does not panic on input.
 
+mod attention;
+mod batch;
 mod cache;
 mod chat;
 mod decoder;
 mod error;
+pub mod explain;
 mod generate;
 mod layers;
 mod model;
@@ -70,9 +75,12 @@ mod step;
 mod text;
 mod translate;
 
+pub use attention::{AttentionMaps, PromptAttention, TranslationAttention};
+pub use batch::{BatchEvent, BatchOptions, Scheduler, SeqId};
 pub use cache::DEFAULT_MAX_CACHE_BYTES;
 pub use decoder::Decoder;
 pub use error::{Error, Result};
+pub use explain::Trace;
 pub use generate::{GenerateOptions, Generation, Generator, PromptFormat, StopReason, Timings, TokenEvent};
 pub use kernels::{Isa, Kernels};
 pub use layers::{WeightBytes, WeightType};

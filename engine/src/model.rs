@@ -9,9 +9,11 @@ use loaders::config::{GenerationConfig, RawConfig};
 use loaders::safetensors::SafeTensors;
 use loaders::tokenizer::{self, Tokenizer};
 
+use crate::attention::{self, PromptAttention, TranslationAttention};
 use crate::cache::DEFAULT_MAX_CACHE_BYTES;
 use crate::chat::{ChatTemplate, GenerationPrompt, Message, SpecialTokens};
-use crate::generate::{GenerateOptions, Generation, Generator, PromptFormat};
+use crate::explain::{self, Trace, TraceInput};
+use crate::generate::{Decoding, GenerateOptions, Generation, Generator, PromptFormat};
 use crate::layers::{WeightBytes, WeightType};
 use crate::models::decoder_only::CausalLm;
 use crate::models::seq2seq::{Room, Seq2Seq};
@@ -155,7 +157,7 @@ impl ModelInfo {
                     n_layers: c.n_decoder_layers,
                     n_heads: c.n_decoder_heads,
                     n_kv_heads: c.n_decoder_heads,
-                    head_dim: c.d_model / c.n_decoder_heads,
+                    head_dim: c.head_dim,
                     decoder_start_token_id: Some(c.decoder_start_token_id),
                 }
             }
@@ -358,7 +360,7 @@ impl Model {
     }
 
     /// The decoder-only network, or an error naming the architecture for `call`.
-    fn decoder_only(&self, call: &str) -> Result<&CausalLm> {
+    pub(crate) fn decoder_only(&self, call: &str) -> Result<&CausalLm> {
         match &self.net {
             Network::DecoderOnly(m) => Ok(m),
             Network::EncoderDecoder { .. } => Err(Error::Request(format!(
@@ -390,24 +392,49 @@ impl Model {
         let text = self.text()?;
         match format {
             PromptFormat::Plain => text.encode(prompt),
-            PromptFormat::Chat => {
-                let template = self.chat_template.as_ref().ok_or_else(|| {
-                    Error::Request(format!(
-                        "{}: the model has no chat template (tokenizer_config.json chat_template)",
-                        self.dir.display()
-                    ))
-                })?;
-                let rendered =
-                    template.render(&[Message::new("user", prompt)], &self.special, GenerationPrompt::Add)?;
-                let mut ids = text.encode(&rendered)?;
-                // The template already wrote BOS; the tokenizer may have added a second one.
-                if let Some(b) = self.bos {
-                    if ids.len() >= 2 && ids[0] == b && ids[1] == b {
-                        ids.remove(0);
-                    }
-                }
-                Ok(ids)
+            PromptFormat::Chat => self.chat_prompt_ids(&[("user", prompt)]),
+        }
+    }
+
+    /// Token ids of `(role, content)` messages rendered through the chat template, assistant header appended.
+    pub(crate) fn chat_prompt_ids(&self, messages: &[(&str, &str)]) -> Result<Vec<u32>> {
+        let text = self.text()?;
+        let template = self.chat_template.as_ref().ok_or_else(|| {
+            Error::Request(format!(
+                "{}: the model has no chat template (tokenizer_config.json chat_template)",
+                self.dir.display()
+            ))
+        })?;
+        let messages: Vec<Message> = messages.iter().map(|(r, c)| Message::new(r, c)).collect();
+        let rendered = template.render(&messages, &self.special, GenerationPrompt::Add)?;
+        let mut ids = text.encode(&rendered)?;
+        // The template already wrote BOS; the tokenizer may have added a second one.
+        if let Some(b) = self.bos {
+            if ids.len() >= 2 && ids[0] == b && ids[1] == b {
+                ids.remove(0);
             }
+        }
+        Ok(ids)
+    }
+
+    /// What turns generated ids into text: the tokenizer, or nothing (ids only) for a directory without one; an
+    /// error for stop strings without a tokenizer.
+    pub(crate) fn text_for(&self, opts: &GenerateOptions) -> Result<&dyn TokenDecoder> {
+        match &self.text {
+            Some(t) => Ok(t),
+            None if opts.stop_strings.is_empty() => Ok(&NoText),
+            None => Err(Error::Request(format!(
+                "{}: stop strings need a tokenizer, and the directory has no tokenizer files",
+                self.dir.display()
+            ))),
+        }
+    }
+
+    /// The tokenizer as the scheduler decodes with it (nothing, for a directory without one).
+    pub(crate) fn token_decoder(&self) -> &dyn TokenDecoder {
+        match &self.text {
+            Some(t) => t,
+            None => &NoText,
         }
     }
 
@@ -441,25 +468,9 @@ impl Model {
             .saturating_add(opts.max_new_tokens)
             .min(self.info.max_positions);
         let session = self.session(1, capacity)?;
-        let text: &dyn TokenDecoder = match &self.text {
-            Some(t) => t,
-            None if opts.stop_strings.is_empty() => &NoText,
-            None => {
-                return Err(Error::Request(format!(
-                    "{}: stop strings need a tokenizer, and the directory has no tokenizer files",
-                    self.dir.display()
-                )))
-            }
-        };
-        Generator::new(
-            Box::new(session),
-            text,
-            self.kernels,
-            prompt,
-            self.eos.clone(),
-            capacity,
-            opts,
-        )
+        let text = self.text_for(opts)?;
+        let seq = Decoding::new(text, self.kernels, prompt, self.eos.clone(), capacity, opts)?;
+        Ok(Generator::new(Box::new(session), seq))
     }
 
     /// The beam search of a decoder-only model as transformers' `generate(num_beams=...)` runs it (length
@@ -561,7 +572,7 @@ impl Model {
             max_rows,
             max_new_tokens,
         };
-        let state = net.start(sources, room, self.max_cache_bytes)?;
+        let state = net.start(sources, room, self.max_cache_bytes, Default::default())?;
         Ok(Session::new(&self.net, State::EncoderDecoder(Box::new(state))))
     }
 
@@ -637,12 +648,184 @@ impl Model {
         }
     }
 
+    // --- attention you can see -------------------------------------------------------------------------
+
+    /// Each id's token as the tokenizer spells it (`source`: the source side of a translation model), or the id
+    /// itself when there is no tokenizer or it does not know the id.
+    pub fn token_strings(&self, ids: &[u32], source: bool) -> Vec<String> {
+        let name = |id: u32| {
+            let t = self.text.as_ref()?.tokenizer();
+            if source {
+                t.source_id_to_token(id)
+            } else {
+                t.id_to_token(id)
+            }
+        };
+        ids.iter()
+            .map(|&id| name(id).unwrap_or_else(|| id.to_string()))
+            .collect()
+    }
+
+    /// The causal self-attention probabilities of every layer and head over `prompt` (decoder-only; the prompt
+    /// encoded as [`Model::generate`] encodes a plain prompt), from one forward pass on the recording path (the
+    /// naive attention that keeps its probabilities; generation never runs it).
+    ///
+    /// ```
+    /// use qkv::Model;
+    ///
+    /// let model = Model::load(qkv::loaders::paths::fixture("gpt2-tiny"))?;
+    /// let att = model.attention_ids(&[1, 2, 3])?;
+    /// let [layers, heads, queries, keys] = att.self_attention.shape();
+    /// assert_eq!((layers, heads, queries, keys), (2, 4, 3, 3));
+    /// # Ok::<(), qkv::Error>(())
+    /// ```
+    pub fn attention(&self, prompt: &str) -> Result<PromptAttention> {
+        self.decoder_only("attention")?;
+        if prompt.is_empty() {
+            return Err(Error::Request("attention: the prompt is empty".into()));
+        }
+        self.attention_ids(&self.prompt_ids(prompt, PromptFormat::Plain)?)
+    }
+
+    /// [`Model::attention`] of prompt ids (works without tokenizer files).
+    pub fn attention_ids(&self, ids: &[u32]) -> Result<PromptAttention> {
+        let m = self.decoder_only("attention")?;
+        let (rec, _) = attention::record_prompt(m, ids, self.max_cache_bytes)?;
+        Ok(PromptAttention {
+            ids: ids.to_vec(),
+            tokens: self.token_strings(ids, false),
+            self_attention: rec.maps(attention::AttnKind::Decoder, self.info.n_layers)?,
+        })
+    }
+
+    /// The encoder, decoder and cross-attention probabilities of a translation (encoder-decoder): `source` ids and
+    /// the `target` a search produced (cut at its first EOS), teacher-forced through the recording path; one
+    /// target row per target token, the decoder position whose output produced it.
+    ///
+    /// ```
+    /// use qkv::{Model, TranslateOptions};
+    ///
+    /// let model = Model::load(qkv::loaders::paths::fixture("marian-tiny"))?;
+    /// let source = [3, 4, 5, 0];
+    /// let best = &model.translate_ids(&[source.to_vec()], &TranslateOptions::default())?[0][0];
+    /// let att = model.translation_attention(&source, &best.tokens)?;
+    /// let [layers, heads, targets, sources] = att.cross.shape();
+    /// assert_eq!((layers, heads, sources), (2, 4, 4));
+    /// assert_eq!(targets, att.target_ids.len());
+    /// # Ok::<(), qkv::Error>(())
+    /// ```
+    pub fn translation_attention(&self, source: &[u32], target: &[u32]) -> Result<TranslationAttention> {
+        let (net, defaults) = self.encoder_decoder("translation_attention")?;
+        let (encoder, decoder, cross) =
+            attention::record_translation(net, source, target, &defaults.rules.eos, self.max_cache_bytes)?;
+        let (_, targets) = attention::teacher_forced(net.config().decoder_start_token_id, target, &defaults.rules.eos);
+        Ok(TranslationAttention {
+            source_ids: source.to_vec(),
+            source_tokens: self.token_strings(source, true),
+            target_tokens: self.token_strings(&targets, false),
+            target_ids: targets,
+            encoder,
+            decoder,
+            cross,
+        })
+    }
+
+    /// The trace of one forward pass over `prompt` (decoder-only; encoded as a plain prompt) at `layer` and `head`:
+    /// embeddings and positions, the head's Q, K, V, scores, mask, softmax weights and weighted sum, the norms'
+    /// inputs, the feed-forward and the next tokens (see [`Trace`]). An error names a layer or head out of range.
+    ///
+    /// ```
+    /// use qkv::Model;
+    ///
+    /// let model = Model::load(qkv::loaders::paths::fixture("llama-tiny-gqa"))?;
+    /// let t = model.explain_ids(&[1, 158, 66], 1, 5)?;
+    /// assert_eq!((t.position_kind.as_str(), t.weights[0][1]), ("rotary", 0.0)); // the mask: exactly 0
+    /// assert!(t.row_sums.iter().all(|s| (s - 1.0).abs() < 1e-6));
+    /// assert!(model.explain_ids(&[1, 158, 66], 2, 0).unwrap_err().to_string().contains("layer 2"));
+    /// # Ok::<(), qkv::Error>(())
+    /// ```
+    pub fn explain(&self, prompt: &str, layer: usize, head: usize) -> Result<Trace> {
+        self.decoder_only("explain")?;
+        if prompt.is_empty() {
+            return Err(Error::Request("explain: the prompt is empty".into()));
+        }
+        self.explain_ids(&self.prompt_ids(prompt, PromptFormat::Plain)?, layer, head)
+    }
+
+    /// [`Model::explain`] of prompt ids.
+    pub fn explain_ids(&self, ids: &[u32], layer: usize, head: usize) -> Result<Trace> {
+        let m = self.decoder_only("explain")?;
+        let info = &self.info;
+        if layer >= info.n_layers {
+            return Err(Error::Request(format!(
+                "explain: layer {layer} is out of range (the model has {} layers, 0..={})",
+                info.n_layers,
+                info.n_layers - 1
+            )));
+        }
+        if head >= info.n_heads {
+            return Err(Error::Request(format!(
+                "explain: head {head} is out of range (the model has {} heads per layer, 0..={})",
+                info.n_heads,
+                info.n_heads - 1
+            )));
+        }
+        let (rec, logits) = attention::record_prompt(m, ids, self.max_cache_bytes)?;
+        let input = TraceInput {
+            architecture: info.architecture,
+            ids,
+            tokens: self.token_strings(ids, false),
+            d_model: info.hidden_size,
+            n_layers: info.n_layers,
+            layer,
+            head,
+            // GPT-2 normalises with LayerNorm, every other decoder-only family with RMSNorm
+            norm_kind: if info.architecture == "gpt2" {
+                "LayerNorm"
+            } else {
+                "RMSNorm"
+            },
+            logits: &logits,
+            vocab: info.vocab_size,
+        };
+        explain::from_recording(&rec, input, |id| self.token_strings(&[id], false).remove(0))
+    }
+
+    /// Translate sentences ([`Model::translate`]) and record each translation's attention
+    /// ([`Model::translation_attention`]).
+    pub fn translate_with_attention(
+        &self,
+        texts: &[&str],
+        opts: &TranslateOptions,
+    ) -> Result<Vec<(Translation, TranslationAttention)>> {
+        let translations = self.translate(texts, opts)?;
+        let text = self.text()?;
+        texts
+            .iter()
+            .zip(translations)
+            .map(|(src, t)| {
+                let att = self.translation_attention(&text.encode(src)?, &t.tokens)?;
+                Ok((t, att))
+            })
+            .collect()
+    }
+
     /// Source rows × decoder layers whose cross-attention keys and values were projected since the model was
     /// loaded (0 for a decoder-only model): a diagnostic showing that a source is projected once, whatever the
     /// number of beams and steps.
     pub fn cross_projection_count(&self) -> usize {
         match &self.net {
             Network::EncoderDecoder { net, .. } => net.cross_projection_count(),
+            Network::DecoderOnly(_) => 0,
+        }
+    }
+
+    /// Relative position bias tables built since the model was loaded: one per stack of a T5 model, built at
+    /// load (0 for every other family): a diagnostic showing that the bias is computed once per stack, not per
+    /// layer, step or sequence.
+    pub fn position_bias_tables(&self) -> usize {
+        match &self.net {
+            Network::EncoderDecoder { net, .. } => net.position_bias_tables(),
             Network::DecoderOnly(_) => 0,
         }
     }

@@ -96,6 +96,7 @@ impl<'m> Session<'m> {
             n,
             which,
             logits,
+            attn: Default::default(),
         };
         match (self.net, &mut self.state) {
             (Network::DecoderOnly(m), State::DecoderOnly(c)) => m.forward(c, io),

@@ -1,5 +1,6 @@
 //! What one step of a session is: its shape, which positions get logits, and its input and output.
 
+use crate::attention::AttnPath;
 use crate::{Error, Result};
 
 /// Which positions of a step get logits (see [`crate::Session::step`]).
@@ -58,6 +59,8 @@ pub(crate) struct StepIo<'a> {
     pub(crate) n: usize,
     pub(crate) which: LogitsFor,
     pub(crate) logits: &'a mut [f32],
+    /// The fused attention kernels, or the recording path.
+    pub(crate) attn: AttnPath<'a>,
 }
 
 impl<'a> StepIo<'a> {
@@ -68,6 +71,7 @@ impl<'a> StepIo<'a> {
             n,
             which: LogitsFor::Last,
             logits,
+            attn: AttnPath::Fused,
         }
     }
 
@@ -89,4 +93,14 @@ impl<'a> StepIo<'a> {
         }
         Ok(shape)
     }
+}
+
+/// One sequence of a ragged step ([`crate::Scheduler`]): `n` new tokens for cache row `row`, at `start` in the
+/// step's flat `[total, ..]` rows, after the `pos0` positions that row already holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub(crate) row: usize,
+    pub(crate) start: usize,
+    pub(crate) n: usize,
+    pub(crate) pos0: usize,
 }

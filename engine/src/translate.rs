@@ -118,7 +118,7 @@ impl Job<'_> {
                 max_rows: batch.len().saturating_mul(self.search.num_beams),
                 max_new_tokens: self.search.max_new_tokens,
             };
-            let mut state = self.net.start(&batch, room, self.max_cache_bytes)?;
+            let mut state = self.net.start(&batch, room, self.max_cache_bytes, Default::default())?;
             let hyps = search(self.net, &mut state, &vec![start; batch.len()], self.search)?;
             for (&i, h) in chunk.iter().zip(hyps) {
                 out[i] = Some(h);

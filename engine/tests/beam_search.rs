@@ -70,6 +70,7 @@ fn opts(num_beams: usize, style: BeamStyle) -> SearchOptions {
             bad_words: vec![vec![7], vec![3, 4]],
             forced_eos: None,
             renormalize: true,
+            ..Default::default()
         },
     }
 }

@@ -33,6 +33,7 @@ fn args(q_len: usize, kv_len: usize, kv_strides: Strides, mask: Mask) -> AttnArg
         kv_len,
         scale: 1.0 / (HEAD_DIM as f32).sqrt(),
         softcap: None,
+        position_bias: None,
         mask,
         key_lens: None,
         q_strides,

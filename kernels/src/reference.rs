@@ -80,6 +80,22 @@ pub fn linear_q(q: &[i8], scales: &[f32], rows: usize, w: &Weight<'_>, bias: Opt
 
 /// Scaled-dot-product attention, materialising every score row.
 pub fn attention(a: &AttnArgs<'_>, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+    attention_impl(a, q, k, v, out, None);
+}
+
+/// [`attention`] that also writes the softmax weights `probs` (`[batch, n_heads, q_len, kv_len]`): each visible
+/// row sums to 1 (computed in f64, rounded once to f32), masked keys are exactly 0, and a row that sees no key
+/// is all zeros. What a recording forward pass runs to show attention maps.
+pub fn attention_probs(a: &AttnArgs<'_>, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], probs: &mut [f32]) {
+    assert_eq!(
+        probs.len(),
+        a.batch * a.n_heads * a.q_len * a.kv_len,
+        "attention_probs: probs is not [batch, n_heads, q_len, kv_len]"
+    );
+    attention_impl(a, q, k, v, out, Some(probs));
+}
+
+fn attention_impl(a: &AttnArgs<'_>, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], mut probs: Option<&mut [f32]>) {
     assert!(
         a.n_kv_heads > 0 && a.n_heads.is_multiple_of(a.n_kv_heads),
         "attention: n_heads must be a multiple of n_kv_heads"
@@ -103,6 +119,9 @@ pub fn attention(a: &AttnArgs<'_>, q: &[f32], k: &[f32], v: &[f32], out: &mut [f
                         let ko = a.kv_strides.offset(b, j, kh);
                         let dot: f64 = qv.iter().zip(&k[ko..ko + d]).map(|(&x, &y)| x as f64 * y as f64).sum();
                         *s = dot * a.scale as f64;
+                        if let Some(pb) = a.position_bias {
+                            *s += pb.get(h, a.mask.query_pos(i), j) as f64;
+                        }
                         if let Some(cap) = a.softcap {
                             *s = cap as f64 * (*s / cap as f64).tanh();
                         }
@@ -112,16 +131,23 @@ pub fn attention(a: &AttnArgs<'_>, q: &[f32], k: &[f32], v: &[f32], out: &mut [f
                 let oo = a.out_strides.offset(b, i, h);
                 let o = &mut out[oo..oo + d];
                 o.fill(0.0);
+                let row = probs.as_deref_mut().map(|p| {
+                    let r0 = ((b * a.n_heads + h) * a.q_len + i) * a.kv_len;
+                    let row = &mut p[r0..r0 + a.kv_len];
+                    row.fill(0.0);
+                    row
+                });
                 if max == f64::NEG_INFINITY {
                     continue; // no visible key: zeros
                 }
                 let mut acc = vec![0.0f64; d];
                 let mut sum = 0.0f64;
-                for (j, &s) in scores.iter().enumerate() {
-                    if s == f64::NEG_INFINITY {
+                for (j, s) in scores.iter_mut().enumerate() {
+                    if *s == f64::NEG_INFINITY {
                         continue;
                     }
-                    let p = (s - max).exp();
+                    let p = (*s - max).exp();
+                    *s = p;
                     sum += p;
                     let vo = a.kv_strides.offset(b, j, kh);
                     for (c, &vv) in acc.iter_mut().zip(&v[vo..vo + d]) {
@@ -130,6 +156,13 @@ pub fn attention(a: &AttnArgs<'_>, q: &[f32], k: &[f32], v: &[f32], out: &mut [f
                 }
                 for (oc, c) in o.iter_mut().zip(acc) {
                     *oc = (c / sum) as f32;
+                }
+                if let Some(row) = row {
+                    for (r, &s) in row.iter_mut().zip(&scores) {
+                        if s != f64::NEG_INFINITY {
+                            *r = (s / sum) as f32;
+                        }
+                    }
                 }
             }
         }

@@ -143,6 +143,37 @@ impl Strides {
     }
 }
 
+/// A per-head bias of the attention scores that depends only on the distance `key position - query position`
+/// (T5's relative position bias): `table[h * width + clamp(j - pos(i), -max_distance, max_distance) +
+/// max_distance]`, `width = 2 * max_distance + 1`, where a query's position is its row index after the mask's
+/// `q_offset` (the cached positions). Distances past `max_distance` read the edge entries.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PositionBias<'a> {
+    /// `[n_heads, 2 * max_distance + 1]`
+    pub table: &'a [f32],
+    pub max_distance: usize,
+}
+
+impl PositionBias<'_> {
+    /// Entries per head.
+    pub fn width(&self) -> usize {
+        2 * self.max_distance + 1
+    }
+
+    /// The bias of head `h` for a query at position `q_pos` and a key at position `k_pos`.
+    #[inline]
+    pub fn get(&self, h: usize, q_pos: usize, k_pos: usize) -> f32 {
+        let m = self.max_distance;
+        // clamp(k - q, -m, m) + m, without signed arithmetic
+        let at = if k_pos >= q_pos {
+            m + (k_pos - q_pos).min(m)
+        } else {
+            m - (q_pos - k_pos).min(m)
+        };
+        self.table[h * self.width() + at]
+    }
+}
+
 /// Which keys a query may see.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mask {
@@ -164,6 +195,15 @@ impl Mask {
             Mask::None => 0..usize::MAX,
             Mask::Causal { q_offset } => 0..q_offset + i + 1,
             Mask::SlidingWindow { q_offset, window } => (q_offset + i + 1).saturating_sub(window)..q_offset + i + 1,
+        }
+    }
+
+    /// The position of query row `i` among the keys (`q_offset + i`; `i` without a causal mask).
+    #[inline]
+    pub fn query_pos(&self, i: usize) -> usize {
+        match *self {
+            Mask::None => i,
+            Mask::Causal { q_offset } | Mask::SlidingWindow { q_offset, .. } => q_offset + i,
         }
     }
 }
@@ -193,6 +233,9 @@ pub struct AttnArgs<'a> {
     pub scale: f32,
     /// When set, every scaled score `s` becomes `cap · tanh(s / cap)` before the softmax ([`softcap`]).
     pub softcap: Option<f32>,
+    /// When set, a bias by key-minus-query distance is added to every scaled score (T5's relative position
+    /// bias, [`PositionBias`]).
+    pub position_bias: Option<PositionBias<'a>>,
     pub mask: Mask,
     pub key_lens: Option<&'a [usize]>,
     pub q_strides: Strides,
@@ -264,6 +307,7 @@ impl<'a> AttnArgs<'a> {
             kv_strides: tokens(kv_len, heads.n_kv_heads),
             out_strides: tokens(q_len, heads.n_heads),
             softcap: None,
+            position_bias: None,
             mask: Mask::None,
             key_lens: None,
             batch,
@@ -293,6 +337,11 @@ impl<'a> AttnArgs<'a> {
             }
             _ => self,
         }
+    }
+
+    /// Scores biased by key-minus-query distance (`None`: no bias).
+    pub fn with_position_bias(self, position_bias: Option<PositionBias<'a>>) -> Self {
+        Self { position_bias, ..self }
     }
 
     /// Scores soft-capped at `cap` (`None`: not capped).

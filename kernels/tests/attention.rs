@@ -63,6 +63,8 @@ struct Case {
     q_gain: f32,
     /// Tanh soft-capping of the scores (Gemma 2).
     softcap: Option<f32>,
+    /// A relative position bias `[n_heads, 2 * max_distance + 1]` and its max distance (T5).
+    position_bias: Option<(Vec<f32>, usize)>,
     seed: u64,
 }
 
@@ -82,6 +84,7 @@ impl Case {
             slice_start: 0,
             q_gain: 1.0,
             softcap: None,
+            position_bias: None,
             seed: 1,
         }
     }
@@ -148,6 +151,10 @@ impl Case {
             kv_len: self.kv_len,
             scale: 1.0 / (d.max(1) as f32).sqrt(),
             softcap: self.softcap,
+            position_bias: self.position_bias.as_ref().map(|(table, m)| kernels::PositionBias {
+                table,
+                max_distance: *m,
+            }),
             mask: self.mask,
             key_lens: self.key_lens.as_deref(),
             q_strides,
@@ -343,6 +350,29 @@ fn soft_capped_scores() {
             case.clone().check(tol);
             case.clone().causal(kv_len - q_len).check(tol);
             case.window(kv_len - q_len, 9).check(tol);
+        }
+    }
+}
+
+/// T5's relative position bias added to the (unscaled) scores, against the reference's per-key lookup: distances
+/// inside and past `max_distance` (the edge entries), bidirectional with padding, causal after a cache (the
+/// query positions shifted by `q_offset`), one query or many, on every ISA.
+#[test]
+fn relative_position_bias() {
+    for max_distance in [3usize, 40] {
+        for (q_len, kv_len) in [(1, 90), (17, 65), (70, 70)] {
+            let heads = 4;
+            let mut rng = Rng(7 + max_distance as u64);
+            let table: Vec<f32> = rng
+                .vec(heads * (2 * max_distance + 1))
+                .iter()
+                .map(|x| 4.0 * x)
+                .collect();
+            let mut case = Case::new(2, heads, 2, 16, q_len, kv_len);
+            case.position_bias = Some((table, max_distance));
+            case.clone().check(TOL);
+            case.clone().key_lens(&[kv_len, kv_len / 2]).check(TOL);
+            case.causal(kv_len - q_len).check(TOL);
         }
     }
 }

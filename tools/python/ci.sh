@@ -36,7 +36,7 @@ trap 'rm -rf "$WORK"' EXIT
 echo "== Python: a throwaway venv, maturin, the wheel"
 python3 -m venv "$WORK/venv"
 PY="$WORK/venv/bin/python"
-"$PY" -m pip install -q --disable-pip-version-check "maturin>=1.9,<2" "pytest>=7"
+"$PY" -m pip install -q --disable-pip-version-check "maturin>=1.9,<2" "pytest>=7" "numpy>=1.21"
 start=$(date +%s)
 "$WORK/venv/bin/maturin" build --quiet --profile wheel --manifest-path tools/python/Cargo.toml \
   --interpreter "$PY" --out "$WORK/dist"

@@ -51,6 +51,37 @@ def hash_tensor(name: str, shape, scale: float, offset: float) -> np.ndarray:
     return v.astype(np.float32).reshape(shape)
 
 
+def rehash_model(model, load_cls, rule):
+    """Replace every tensor `model` saves (a tied head is not saved) with `hash_tensor(name, shape, *rule(name,
+    shape))`, reload it through `load_cls.from_pretrained` (eager attention, f32) and check each tensor arrived.
+    Returns the reloaded model, in eval mode, and the table of what was hashed (the fixture's `hash_init`)."""
+    import os
+    import tempfile
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        saved = load_file(os.path.join(tmp, "model.safetensors"))
+        table, state = [], {}
+        for tname in sorted(saved):
+            shape = list(saved[tname].shape)
+            scale, offset = rule(tname, shape)
+            v = hash_tensor(tname, shape, scale, offset)
+            state[tname] = torch.from_numpy(v)
+            table.append({"name": tname, "shape": shape, "scale": scale, "offset": offset,
+                          "first": [float(x) for x in v.reshape(-1)[:4]],
+                          "sum_f64": float(v.astype(np.float64).sum())})
+        save_file(state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+        model = load_cls.from_pretrained(tmp, dtype=torch.float32, attn_implementation="eager")
+        model.eval()
+        sd = model.state_dict()
+        for tname, t in state.items():
+            assert torch.equal(sd[tname], t), tname
+    return model, table
+
+
 def _self_test():
     # Test vectors repeated in tools/fixtures/README.md.
     v = hash_uniform("x", 4)

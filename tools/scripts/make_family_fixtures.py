@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -192,7 +191,6 @@ def fixture_config(name: str) -> dict:
 
 @torch.no_grad()
 def make(name: str):
-    from safetensors.torch import load_file, save_file
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
     out = OUT / name
@@ -206,24 +204,8 @@ def make(name: str):
     config = AutoConfig.from_pretrained(out)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="eager")
     gemma = name.startswith("gemma")
-    with tempfile.TemporaryDirectory() as tmp:
-        # The tensors HF saves (a tied head is not saved) are the ones hashed.
-        model.save_pretrained(tmp, safe_serialization=True)
-        saved = load_file(os.path.join(tmp, "model.safetensors"))
-        table, state = [], {}
-        for tname in sorted(saved):
-            shape = list(saved[tname].shape)
-            scale, offset = hash_rule(tname, shape, gemma)
-            v = hashinit.hash_tensor(tname, shape, scale, offset)
-            state[tname] = torch.from_numpy(v)
-            table.append({"name": tname, "shape": shape, "scale": scale, "offset": offset,
-                          "first": [float(x) for x in v.reshape(-1)[:4]],
-                          "sum_f64": float(v.astype(np.float64).sum())})
-        save_file(state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
-        model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32, attn_implementation="eager")
-        model.eval()
-        for tname, t in state.items():
-            assert torch.equal(model.state_dict()[tname], t), tname
+    # The tensors HF saves (a tied head is not saved) are the ones hashed.
+    model, table = hashinit.rehash_model(model, AutoModelForCausalLM, lambda t, shape: hash_rule(t, shape, gemma))
     model.generation_config = gen
 
     rng = np.random.default_rng(16)

@@ -6,7 +6,8 @@ set -euo pipefail
 VENV="${QKV_VENV:-$HOME/.cache/qkv/venv}"
 # llama-cpp-python builds llama.cpp from source (tens of minutes on 2 cores): the K-quant fixtures use its
 # quantiser (gguf_kquant_refs.py, ggml_ref.py) and peers.py its engine.
-PKGS=(torch transformers sentencepiece safetensors numpy ctranslate2 gguf accelerate tokenizers protobuf llama-cpp-python)
+# openai: tools/scripts/openai_client_check.py (the official client against `qkv serve`); its httpx drives serve_bench.py.
+PKGS=(torch transformers sentencepiece safetensors numpy ctranslate2 gguf accelerate tokenizers protobuf llama-cpp-python openai pytest)
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi

@@ -102,12 +102,7 @@ impl Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .context("cannot set the number of threads")?;
-    }
+    crate::set_threads(args.threads)?;
     let dir = match &args.model {
         Some(d) => d.clone(),
         None => default_model()?,

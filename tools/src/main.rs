@@ -4,8 +4,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod attention;
+mod explain;
 mod generate;
 mod import_gguf;
+mod plot;
+mod serve;
 mod stdin;
 mod translate;
 
@@ -22,8 +26,14 @@ enum Command {
     Generate(generate::Args),
     /// Translate sentences with an encoder-decoder model (Marian/opus-mt, CTranslate2 Transformer).
     Translate(translate::Args),
+    /// Attention maps of a decoder-only model over a prompt: a PNG heatmap per head, or JSON.
+    Attention(attention::Args),
+    /// The trace of one forward pass as tables: embeddings, Q/K/V, scores, mask, softmax, norms, feed-forward.
+    Explain(explain::Args),
     /// Import a GGUF file (Llama architecture) as a Hugging Face directory.
     ImportGguf(import_gguf::Args),
+    /// Serve a model over HTTP with an OpenAI-compatible API (continuous batching, limits, metrics).
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +44,9 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::Translate(args) => translate::run(args),
         Command::ImportGguf(args) => import_gguf::run(args),
+        Command::Attention(args) => attention::run(args),
+        Command::Explain(args) => explain::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -42,6 +55,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--threads N`: the size of rayon's pool, which every model step runs on (default: one thread per core).
+fn set_threads(n: Option<usize>) -> anyhow::Result<()> {
+    if let Some(n) = n {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| anyhow::anyhow!("cannot set the number of threads: {e}"))?;
+    }
+    Ok(())
 }
 
 /// The cause chain on one line, skipping causes whose text their parent already shows.

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args as ClapArgs;
-use qkv::{LoadOptions, Model, TranslateOptions, Translation, WeightType};
+use qkv::{LoadOptions, Model, TranslateOptions, Translation, TranslationAttention, WeightType};
+
+use crate::plot::{Figure, Panel};
 
 /// Lines of stdin read (and sorted by length) together: a few batches, so padding stays low while
 /// output starts before the whole input is read.
@@ -39,6 +41,62 @@ pub struct Args {
     /// about 4x fewer bytes than f32 to read per token; translations may differ where scores are close).
     #[arg(long, default_value_t = WeightType::Stored, value_name = "stored|int8")]
     weights: WeightType,
+    /// Record each translation's attention: an alignment PNG per sentence (source across, target down; the last
+    /// decoder layer's cross-attention averaged over its heads unless --layer / --head say otherwise) in
+    /// --out-dir, and with --json a "cross_attention" [layer][head][target][source] in each line.
+    #[arg(long)]
+    attention: bool,
+    /// Where --attention writes alignment-001.png, alignment-002.png, ... (one per sentence, in input order).
+    #[arg(long, default_value = ".", requires = "attention")]
+    out_dir: PathBuf,
+    /// The decoder layer the alignment shows (default: the last).
+    #[arg(long, requires = "attention")]
+    layer: Option<usize>,
+    /// The head the alignment shows (default: the mean of every head).
+    #[arg(long, requires = "attention")]
+    head: Option<usize>,
+}
+
+/// What --attention asks for: the layer and head (None: their mean) of the pictures, and where they go.
+struct Alignments {
+    layer: usize,
+    head: Option<usize>,
+    dir: PathBuf,
+    model_name: String,
+}
+
+impl Alignments {
+    /// The PNG of sentence `n` (1-based).
+    fn write(&self, n: usize, t: &Translation, att: &TranslationAttention) -> Result<()> {
+        let cross = &att.cross;
+        let (weights, what) = match self.head {
+            Some(h) => (cross.head(self.layer, h).to_vec(), format!("head {h}")),
+            None => (
+                cross.mean_over_heads(self.layer),
+                format!("mean of {} heads", cross.shape()[1]),
+            ),
+        };
+        if att.target_ids.is_empty() {
+            eprintln!("qkv: sentence {n}: nothing but EOS generated, no alignment drawn");
+            return Ok(());
+        }
+        let fig = Figure {
+            title: format!("{}: {:?}", self.model_name, t.text),
+            cols: att.source_tokens.clone(),
+            rows: att.target_tokens.clone(),
+            panels: vec![Panel {
+                title: format!(
+                    "cross-attention, layer {} {what} (target down, source across)",
+                    self.layer
+                ),
+                weights,
+            }],
+        };
+        let path = self.dir.join(format!("alignment-{n:03}.png"));
+        let (w, h) = crate::plot::write_png(&path, &fig)?;
+        eprintln!("qkv: wrote {} ({w} x {h})", path.display());
+        Ok(())
+    }
 }
 
 /// How translations are printed.
@@ -51,9 +109,12 @@ enum Output {
 }
 
 /// Print one translation as the text or a JSON line.
-fn print(out: &mut impl Write, t: &Translation, format: Output) -> Result<()> {
+fn print(out: &mut impl Write, t: &Translation, att: Option<&TranslationAttention>, format: Output) -> Result<()> {
     if format == Output::Json {
-        let v = serde_json::json!({ "text": t.text, "tokens": t.tokens, "score": t.score });
+        let mut v = serde_json::json!({ "text": t.text, "tokens": t.tokens, "score": t.score });
+        if let Some(a) = att {
+            v["cross_attention"] = serde_json::json!(a.cross.to_nested());
+        }
         writeln!(out, "{v}")?;
     } else {
         // one line per input line, whatever the model produced
@@ -63,12 +124,7 @@ fn print(out: &mut impl Write, t: &Translation, format: Output) -> Result<()> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .context("cannot set the number of threads")?;
-    }
+    crate::set_threads(args.threads)?;
     let t0 = Instant::now();
     let load = LoadOptions {
         weights: args.weights,
@@ -94,15 +150,44 @@ pub fn run(args: Args) -> Result<()> {
         args.weights
     );
 
+    let alignments = if args.attention {
+        let info = model.info();
+        let (layer, _) = crate::attention::choose(info.n_layers, info.n_heads, args.layer, args.head)?;
+        std::fs::create_dir_all(&args.out_dir)
+            .with_context(|| format!("cannot create --out-dir {}", args.out_dir.display()))?;
+        Some(Alignments {
+            layer,
+            head: args.head,
+            dir: args.out_dir.clone(),
+            model_name: args
+                .model
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        })
+    } else {
+        None
+    };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let t1 = Instant::now();
     let (mut n_sentences, mut n_tokens) = (0usize, 0usize);
     let mut translate = |lines: &[String], out: &mut std::io::BufWriter<std::io::StdoutLock<'_>>| -> Result<()> {
         let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-        for t in model.translate(&refs, &opts)? {
-            n_tokens += t.tokens.len();
-            print(out, &t, if args.json { Output::Json } else { Output::Text })?;
+        let format = if args.json { Output::Json } else { Output::Text };
+        match &alignments {
+            None => {
+                for t in model.translate(&refs, &opts)? {
+                    n_tokens += t.tokens.len();
+                    print(out, &t, None, format)?;
+                }
+            }
+            Some(a) => {
+                for (i, (t, att)) in model.translate_with_attention(&refs, &opts)?.into_iter().enumerate() {
+                    n_tokens += t.tokens.len();
+                    print(out, &t, Some(&att), format)?;
+                    a.write(n_sentences + i + 1, &t, &att)?;
+                }
+            }
         }
         n_sentences += lines.len();
         out.flush()?;

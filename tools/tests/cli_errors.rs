@@ -274,3 +274,65 @@ fn forcing_an_isa_this_cpu_lacks_is_one_line_naming_the_missing_flags() {
     let out = qkv_with_isa(kernels::Isa::best().name(), &args);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
 }
+
+#[test]
+fn attention_and_explain_bad_requests_name_the_problem() {
+    let (s, a) = (stories(), aren());
+    let long_ids = vec!["5"; 600].join(",");
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let under_file = file.join("sub");
+    let under_file = under_file.to_str().unwrap();
+    let png = format!("{under_file}/map.png");
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["attention", "--model", &s, "--prompt", "Hi", "--layer", "9"],
+            &["--layer 9", "5 layers"],
+        ),
+        (
+            &["attention", "--model", &s, "--prompt", "Hi", "--head", "8"],
+            &["--head 8", "8 heads"],
+        ),
+        (&["attention", "--model", &s, "--prompt", ""], &["--prompt", "empty"]),
+        (
+            &["attention", "--model", &s, "--ids", &long_ids],
+            &["600 tokens", "context of 512"],
+        ),
+        (
+            &["attention", "--model", &s, "--prompt", "Hi", "--out", &png],
+            &["cannot write", &png],
+        ),
+        (
+            &["attention", "--model", &a, "--prompt", "x"],
+            &["attention", "encoder-decoder"],
+        ),
+        (
+            &["translate", "--model", &a, "--attention", "--layer", "6", "x"],
+            &["--layer 6", "6 layers"],
+        ),
+        (
+            &["translate", "--model", &a, "--attention", "--head", "8", "x"],
+            &["--head 8", "8 heads"],
+        ),
+        (
+            &["translate", "--model", &a, "--attention", "--out-dir", under_file, "x"],
+            &["--out-dir", under_file],
+        ),
+        (
+            &["explain", "--model", &s, "--layer", "7", "Hi"],
+            &["layer 7", "5 layers"],
+        ),
+        (&["explain", "--model", &s, "--head", "9", "Hi"], &["head 9", "8 heads"]),
+        (&["explain", "--model", &s, ""], &["empty"]),
+        (
+            &["explain", "--model", &s, "--ids", &long_ids],
+            &["600 tokens", "context of 512"],
+        ),
+        (&["explain", "--toy", "--layer", "1"], &["--layer 1", "one layer"]),
+    ];
+    for (args, parts) in cases {
+        let out = qkv(args, b"");
+        assert_fails(&out, parts);
+    }
+}

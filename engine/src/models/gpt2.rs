@@ -8,6 +8,7 @@ use loaders::config::Gpt2Config;
 
 use super::decoder_only::{Blocks, Dims, Step};
 use super::{Loaded, Source};
+use crate::attention::Tap;
 use crate::cache::{KvCache, Scratch};
 use crate::layers::{Bias, Embedding, LayerNorm, Linear, LmHead, Norm, WeightBytes};
 use crate::{Error, Result};
@@ -139,27 +140,27 @@ impl Blocks for Gpt2 {
 
     fn forward(&self, step: &Step<'_>, kv: &mut [KvCache], scratch: &mut Scratch, x: &mut [f32]) -> Result<()> {
         let c = &self.c;
-        let Step { k, tokens, shape, pos0 } = *step;
-        let (batch, n, rows) = (shape.batch, shape.n, shape.rows());
+        let Step { k, tokens, shape, .. } = *step;
+        let (n, rows) = (shape.n, shape.rows());
         let (d, n_heads, ff, hd) = (c.n_embd, c.n_head, c.inner_dim(), c.head_dim());
         let ([xb, pos, qkv, att, hb], positions, attn) = scratch.take_with_ids(
             [
                 rows * d,     // xb  [rows, d]
-                n * d,        // pos [n, d]
+                rows * d,     // pos [rows, d]
                 rows * 3 * d, // qkv [rows, 3, n_heads, hd]
                 rows * d,     // att [rows, n_heads, hd]
                 rows * ff,    // hb  [rows, ff]
             ],
-            pos0..pos0 + n,
+            step.spans().flat_map(|s| s.pos0..s.pos0 + s.n),
         );
 
         // Token embeddings: x = wte[tokens]                                           [rows, d]
         self.wte.forward(k, tokens, 1.0, x)?;
-        // Learned positions: x += wpe[pos0 .. pos0 + n] for every sequence           [n, d]
+        step.attn.tap(Tap::Embedded, x);
+        // Learned positions: x += wpe[pos0 .. pos0 + n] of every sequence         [rows, d]
         self.wpe.forward(k, positions, 1.0, pos)?;
-        for b in 0..batch {
-            k.add(&mut x[b * n * d..(b + 1) * n * d], pos);
-        }
+        k.add(x, pos);
+        step.attn.tap(Tap::Positioned, x);
         // q, k and v sit side by side in each row of the fused projection.
         let qkv_strides = Strides {
             batch: n * 3 * d,
@@ -172,16 +173,18 @@ impl Blocks for Gpt2 {
             // Fused projection: qkv = c_attn(xb)                                    [rows, 3 * d]
             block.c_attn.forward(k, xb, rows, qkv);
             // Append k, v to the cache                                    [batch, n_heads, pos0 + n, hd]
-            kv.append_strided(&qkv[d..], &qkv[2 * d..], qkv_strides, n)?;
+            step.append_kv(kv, &qkv[d..], &qkv[2 * d..], qkv_strides)?;
             // Causal attention over the cache                                    [rows, n_heads, hd]
-            let args = AttnArgs::causal(Heads::new(n_heads, hd), batch, n, kv.len())
-                .with_scale(self.attn_scale)
-                .with_q_strides(qkv_strides)
-                .with_kv_strides(kv.strides());
-            k.attention_in(attn, &args, qkv, kv.k(), kv.v(), att);
+            let args = |batch, n, kv_len| {
+                AttnArgs::causal(Heads::new(n_heads, hd), batch, n, kv_len)
+                    .with_scale(self.attn_scale)
+                    .with_q_strides(qkv_strides)
+            };
+            step.attention(attn, kv, args, (qkv, 3 * d), (att, d));
             // Output projection and residual: x += c_proj(att)                          [rows, d]
             block.attn_proj.forward(k, att, rows, xb);
             k.add(x, xb);
+            step.attn.tap(Tap::Attended, x);
             // Feed-forward input norm                                                  [rows, d]
             block.ln_2.forward(k, x, xb);
             // hb = act(c_fc(xb))                                                      [rows, ff]
@@ -190,6 +193,7 @@ impl Blocks for Gpt2 {
             // Down projection and residual: x += c_proj(hb)                            [rows, d]
             block.mlp_proj.forward(k, hb, rows, xb);
             k.add(x, xb);
+            step.attn.tap(Tap::Layer, x);
         }
         Ok(())
     }

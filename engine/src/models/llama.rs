@@ -5,11 +5,12 @@
 
 use std::path::Path;
 
-use kernels::{Activation, AttnArgs, Heads, Layout, RopeLayout, RopeTable};
+use kernels::{Activation, AttnArgs, Heads, Layout, RopeLayout, RopeTable, Strides};
 use loaders::config::LlamaConfig;
 
 use super::decoder_only::{Blocks, Dims, Step};
 use super::{Loaded, Source};
+use crate::attention::Tap;
 use crate::cache::{KvCache, Scratch};
 use crate::layers::{gated, split_columns, Bias, Embedding, Linear, LmHead, Norm, RmsNorm, WeightBytes};
 use crate::{Error, Result};
@@ -135,8 +136,8 @@ impl Blocks for Llama {
 
     fn forward(&self, step: &Step<'_>, kv: &mut [KvCache], scratch: &mut Scratch, x: &mut [f32]) -> Result<()> {
         let c = &self.c;
-        let Step { k, tokens, shape, pos0 } = *step;
-        let (batch, n, rows) = (shape.batch, shape.n, shape.rows());
+        let Step { k, tokens, shape, .. } = *step;
+        let rows = shape.rows();
         let (d, hd, n_heads, n_kv) = (c.hidden_size, c.head_dim, c.num_attention_heads, c.num_key_value_heads);
         let (q_dim, kv_dim, ff) = (n_heads * hd, n_kv * hd, c.intermediate_size);
         let heads = Heads::grouped(n_heads, n_kv, hd);
@@ -153,6 +154,7 @@ impl Blocks for Llama {
 
         // Token embeddings: x = embed_tokens[tokens]                                  [rows, d]
         self.embed.forward(k, tokens, 1.0, x)?;
+        step.attn.tap(Tap::Embedded, x);
         for (layer, kv) in self.layers.iter().zip(kv.iter_mut()) {
             // Attention input norm                                                     [rows, d]
             layer.input_norm.forward(k, x, xb);
@@ -160,18 +162,23 @@ impl Blocks for Llama {
             layer.qkv_proj.forward(k, xb, rows, qkv);
             split_columns(qkv, rows, [&mut *q, &mut *kb, &mut *vb]);
             // Rotary positions pos0 .. pos0 + n, per sequence
-            for (qs, ks) in q.chunks_exact_mut(n * q_dim).zip(kb.chunks_exact_mut(n * kv_dim)) {
-                k.rope(&self.rope, RopeLayout::Half, qs, n_heads, pos0); // [n, n_heads, hd]
-                k.rope(&self.rope, RopeLayout::Half, ks, n_kv, pos0); // [n, n_kv_heads, hd]
+            for s in step.spans() {
+                let (qs, ks) = (
+                    &mut q[s.start * q_dim..][..s.n * q_dim],
+                    &mut kb[s.start * kv_dim..][..s.n * kv_dim],
+                );
+                k.rope(&self.rope, RopeLayout::Half, qs, n_heads, s.pos0); // [n, n_heads, hd]
+                k.rope(&self.rope, RopeLayout::Half, ks, n_kv, s.pos0); // [n, n_kv_heads, hd]
             }
             // Append k, v to the cache                                 [batch, n_kv_heads, pos0 + n, hd]
-            kv.append(kb, vb, n)?;
+            step.append_kv(kv, kb, vb, Strides::token_major(shape.n, n_kv, hd))?;
             // Causal grouped-query attention over the cache                      [rows, n_heads, hd]
-            let args = AttnArgs::causal(heads, batch, n, kv.len()).with_kv_strides(kv.strides());
-            k.attention_in(attn, &args, q, kv.k(), kv.v(), att);
+            let args = |batch, n, kv_len| AttnArgs::causal(heads, batch, n, kv_len);
+            step.attention(attn, kv, args, (q, q_dim), (att, q_dim));
             // Output projection and residual: x += o_proj(att)                          [rows, d]
             layer.o_proj.forward(k, att, rows, xb);
             k.add(x, xb);
+            step.attn.tap(Tap::Attended, x);
             // Feed-forward input norm                                                  [rows, d]
             layer.post_attn_norm.forward(k, x, xb);
             // SwiGLU, gate and up one matrix: hb3 = silu(gate(xb)) * up(xb)              [rows, ff]
@@ -180,6 +187,7 @@ impl Blocks for Llama {
             // Down projection and residual: x += down(hb3)                             [rows, d]
             layer.down_proj.forward(k, hb3, rows, xb);
             k.add(x, xb);
+            step.attn.tap(Tap::Layer, x);
         }
         Ok(())
     }

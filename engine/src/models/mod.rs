@@ -39,17 +39,21 @@
 //! An encoder-decoder family in the Marian / CTranslate2 mould is a naming scheme in `seq2seq.rs` (the tensor
 //! names of its layers) and a loader that turns its config into a `Seq2SeqConfig`.
 
+mod bart;
 pub(crate) mod decoder_only;
 mod gemma;
 mod gpt2;
 mod llama;
+mod m2m100;
 mod mistral;
 mod phi3;
 mod qwen2;
 mod qwen3;
+mod relative_position;
 mod rope;
 mod rotary;
 pub(crate) mod seq2seq;
+mod t5;
 
 use std::path::Path;
 
@@ -103,6 +107,18 @@ pub(crate) const FAMILIES: &[Family] = &[
     Family::new("gemma3_text", &["Gemma3ForCausalLM"], gemma::load_gemma3),
     Family::new("marian", &["MarianMTModel", "MarianModel"], seq2seq::load_marian),
     Family::new("ct2_transformer_seq2seq", &[], seq2seq::load_ct2),
+    Family::new(
+        "m2m_100",
+        &["M2M100ForConditionalGeneration", "M2M100Model"],
+        m2m100::load,
+    ),
+    Family::new("bart", &["BartForConditionalGeneration", "BartModel"], bart::load_bart),
+    Family::new(
+        "mbart",
+        &["MBartForConditionalGeneration", "MBartModel"],
+        bart::load_mbart,
+    ),
+    Family::new("t5", &["T5ForConditionalGeneration", "T5Model"], t5::load),
 ];
 
 /// The family of a config: by `model_type`, else by its first architecture (as transformers' `AutoConfig` reads

@@ -20,12 +20,13 @@
 
 use std::path::Path;
 
-use kernels::{Activation, AttnArgs, Heads, Kernels, Layout, RopeLayout, RopeTable};
+use kernels::{Activation, AttnArgs, Heads, Kernels, Layout, RopeLayout, RopeTable, Strides};
 use loaders::config::{LlamaConfig, RawConfig};
 
 use super::decoder_only::{Blocks, Dims, Step};
 use super::rope::{Rope, Scaling, ScalingContext};
 use super::{Loaded, Source};
+use crate::attention::Tap;
 use crate::cache::{KvCache, Scratch};
 use crate::layers::{gated, split_columns, Bias, Embedding, Linear, LmHead, Norm, RmsNorm, WeightBytes};
 use crate::{Error, Result};
@@ -477,8 +478,8 @@ impl Blocks for Rotary {
 
     fn forward(&self, step: &Step<'_>, kv: &mut [KvCache], scratch: &mut Scratch, x: &mut [f32]) -> Result<()> {
         let spec = &self.spec;
-        let Step { k, tokens, shape, pos0 } = *step;
-        let (batch, n, rows) = (shape.batch, shape.n, shape.rows());
+        let Step { k, tokens, shape, .. } = *step;
+        let rows = shape.rows();
         let heads = spec.shape.heads;
         let (d, hd, ff) = (spec.shape.hidden_size, heads.head_dim, spec.shape.intermediate_size);
         let (q_dim, kv_dim) = (heads.n_heads * hd, heads.n_kv_heads * hd);
@@ -498,6 +499,7 @@ impl Blocks for Rotary {
 
         // Token embeddings: x = embed_tokens[tokens] * embed_scale                   [rows, d]
         self.embed.forward(k, tokens, spec.embed_scale, x)?;
+        step.attn.tap(Tap::Embedded, x);
         for (layer, kv) in self.layers.iter().zip(kv.iter_mut()) {
             let a = &layer.attn;
             // Attention input norm                                                     [rows, d]
@@ -516,22 +518,28 @@ impl Blocks for Rotary {
             };
             // Rotary positions pos0 .. pos0 + n, per sequence, with this layer's table
             let table = &self.tables[layer.kind.rope];
-            for (qs, ks) in q.chunks_exact_mut(n * q_dim).zip(kb.chunks_exact_mut(n * kv_dim)) {
-                k.rope(table, RopeLayout::Half, qs, heads.n_heads, pos0); // [n, n_heads, hd]
-                k.rope(table, RopeLayout::Half, ks, heads.n_kv_heads, pos0); // [n, n_kv_heads, hd]
+            for s in step.spans() {
+                let (qs, ks) = (
+                    &mut q[s.start * q_dim..][..s.n * q_dim],
+                    &mut kb[s.start * kv_dim..][..s.n * kv_dim],
+                );
+                k.rope(table, RopeLayout::Half, qs, heads.n_heads, s.pos0); // [n, n_heads, hd]
+                k.rope(table, RopeLayout::Half, ks, heads.n_kv_heads, s.pos0); // [n, n_kv_heads, hd]
             }
             // Append k, v to the cache                                 [batch, n_kv_heads, pos0 + n, hd]
-            kv.append(kb, vb, n)?;
+            step.append_kv(kv, kb, vb, Strides::token_major(shape.n, heads.n_kv_heads, hd))?;
             // Causal (or sliding-window) grouped-query attention over the cache     [rows, n_heads, hd]
-            let args = AttnArgs::causal(heads, batch, n, kv.len())
-                .with_window(layer.kind.window)
-                .with_scale(spec.attn_scale)
-                .with_softcap(spec.attn_softcap)
-                .with_kv_strides(kv.strides());
-            k.attention_in(attn, &args, q, kv.k(), kv.v(), att);
+            let args = |batch, n, kv_len| {
+                AttnArgs::causal(heads, batch, n, kv_len)
+                    .with_window(layer.kind.window)
+                    .with_scale(spec.attn_scale)
+                    .with_softcap(spec.attn_softcap)
+            };
+            step.attention(attn, kv, args, (q, q_dim), (att, q_dim));
             // Output projection (and its norm) and residual: x += o_proj(att)           [rows, d]
             a.o_proj.forward(k, att, rows, xb);
             residual(k, a.post_norm.as_ref(), x, xb, xb2);
+            step.attn.tap(Tap::Attended, x);
             // Feed-forward input norm                                                  [rows, d]
             let f = &layer.ffn;
             f.norm.forward(k, x, xb);
@@ -541,6 +549,7 @@ impl Blocks for Rotary {
             // Down projection (and its norm) and residual: x += down(hb3)              [rows, d]
             f.down_proj.forward(k, hb3, rows, xb);
             residual(k, f.post_norm.as_ref(), x, xb, xb2);
+            step.attn.tap(Tap::Layer, x);
         }
         Ok(())
     }

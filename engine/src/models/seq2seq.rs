@@ -21,15 +21,21 @@
 //! search semantics; for the CTranslate2 Transformer, `translate_batch`'s defaults (beam 2, length
 //! penalty 1, at most 256 tokens, at least 1) and CTranslate2's beam search semantics (see [`crate::search`]).
 
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kernels::{sinusoidal_table, Activation, AttnArgs, Heads, Kernels, Layout, Sinusoid, Strides};
 use loaders::config::{Ct2Config, EmbeddingScale, GenerationConfig, MarianConfig};
+use serde::Deserialize;
 
+use super::relative_position::{Direction, RelativeBias, RelativeBuckets};
 use super::{Loaded, Network, Source};
+use crate::attention::{AttnKind, AttnPath};
 use crate::cache::{KvCache, KvShape, Scratch};
 use crate::decoder::{on_pool, Decoder};
-use crate::layers::{Bias, Embedding, Hold, LayerNorm, Linear, LmHead, Norm, TensorSource, WeightBytes};
+use crate::layers::{
+    gated, Bias, Embedding, Hold, LayerNorm, Linear, LmHead, Norm, RmsNorm, TensorSource, WeightBytes,
+};
 use crate::search::{BeamStyle, EarlyStopping, LogitsRules, SearchOptions};
 use crate::step::StepIo;
 use crate::{Error, Result};
@@ -61,7 +67,7 @@ pub(crate) fn load_ct2(src: &Source<'_>) -> Result<Loaded> {
     load(src, cfg, ct2_defaults(&c))
 }
 
-fn load(src: &Source<'_>, cfg: Seq2SeqConfig, defaults: SearchOptions) -> Result<Loaded> {
+pub(super) fn load(src: &Source<'_>, cfg: Seq2SeqConfig, defaults: SearchOptions) -> Result<Loaded> {
     let net = Seq2Seq::bind(src.weights, cfg, src.hold())?;
     Ok(Loaded {
         network: Network::EncoderDecoder {
@@ -83,86 +89,358 @@ pub(crate) enum NormPlacement {
 }
 
 /// The matrix of the LM head.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum HeadMatrix {
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum HeadMatrix {
     /// The decoder's token embedding table.
     TiedToTargetEmbeddings,
+    /// The decoder's token embedding table, its input scaled by `scale` (T5's `d_model^-0.5`, folded into the
+    /// final norm's gains).
+    TiedScaled { scale: f32 },
     /// A matrix of its own (the scheme's `head`).
     Own,
 }
 
-/// Sinusoidal position encodings: which table, and the position of the first token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How token positions enter the model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum PositionKind {
+    /// A sinusoid table added to the embeddings; the first token has position `first` (0 for Marian, 1 for
+    /// OpenNMT / CTranslate2, `pad + 1` for M2M100).
+    Sinusoid { kind: Sinusoid, first: usize },
+    /// A learned table per stack (the scheme's `positions`) added to the embeddings; position `p` reads row
+    /// `p + offset` (BART's 2).
+    Learned { offset: usize },
+    /// No absolute positions: a bias of the self-attention scores by relative distance (T5).
+    RelativeBias(RelativeBuckets),
+}
+
+/// Position encodings and the positions available.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Positions {
-    kind: Sinusoid,
-    /// 0 for Marian, 1 for OpenNMT / CTranslate2.
-    first: usize,
+    pub(super) kind: PositionKind,
     /// Positions available (per sequence, encoder and decoder alike).
     pub(crate) max: usize,
+}
+
+/// The kind of every norm of a model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum NormKind {
+    /// Gain and shift, mean removed (`torch.nn.LayerNorm`).
+    Layer,
+    /// Gain only, no mean (T5's `T5LayerNorm`).
+    Rms,
+}
+
+/// What multiplies `q·k` before the softmax.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ScoreScale {
+    /// `1/sqrt(head_dim)`.
+    InvSqrtHeadDim,
+    /// 1: T5 folds the scale into its initialisation.
+    One,
+}
+
+/// The feed-forward block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum FfnKind {
+    /// `down(act(up(x)))`.
+    Plain,
+    /// `down(act(gate(x)) * up(x))` (T5 v1.1 / Flan-T5 `gated-gelu`).
+    Gated,
 }
 
 /// Everything the runtime needs to know about an encoder-decoder model (built from the model's config file by
 /// its loader; the loaders validated the sizes and ids).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Seq2SeqConfig {
-    names: &'static Naming,
+    pub(super) names: &'static Naming,
     pub(crate) d_model: usize,
     pub(crate) n_encoder_layers: usize,
     pub(crate) n_decoder_layers: usize,
     pub(crate) n_encoder_heads: usize,
     pub(crate) n_decoder_heads: usize,
-    encoder_ffn_dim: usize,
-    decoder_ffn_dim: usize,
-    activation: Activation,
-    norm: NormPlacement,
-    layer_norm_eps: f32,
+    /// Width of one attention head (`d_model / heads` but for T5, whose `d_kv * heads` may differ from d_model).
+    pub(crate) head_dim: usize,
+    pub(super) encoder_ffn_dim: usize,
+    pub(super) decoder_ffn_dim: usize,
+    pub(super) activation: Activation,
+    pub(super) ffn: FfnKind,
+    pub(super) norm: NormPlacement,
+    pub(super) norm_kind: NormKind,
+    pub(super) layer_norm_eps: f32,
+    pub(super) score_scale: ScoreScale,
     /// Multiplies token embeddings (`sqrt(d_model)` for both families, 1 when Marian's `scale_embedding` is off).
-    embed_scale: f32,
+    pub(super) embed_scale: f32,
     pub(crate) positions: Positions,
     pub(crate) src_vocab_size: usize,
     pub(crate) tgt_vocab_size: usize,
     /// Whether the LM head is the decoder embedding table (Marian's `tie_word_embeddings`).
-    head: HeadMatrix,
+    pub(super) head: HeadMatrix,
     pub(crate) decoder_start_token_id: u32,
-    pad_token_id: u32,
+    pub(super) pad_token_id: u32,
+}
+
+impl Seq2SeqConfig {
+    /// Width of the attention projections (`heads * head_dim`).
+    fn inner(&self, heads: usize) -> usize {
+        heads * self.head_dim
+    }
+
+    /// Refuse shapes that do not fit together, naming `file` and the field.
+    pub(super) fn validate(self, file: &std::path::Path) -> Result<Self> {
+        let bad = |field: &str, reason: String| Error::InvalidConfig {
+            file: file.to_path_buf(),
+            field: field.into(),
+            reason,
+        };
+        for (field, v) in [
+            ("d_model", self.d_model),
+            ("encoder heads", self.n_encoder_heads),
+            ("decoder heads", self.n_decoder_heads),
+            ("head_dim", self.head_dim),
+            ("encoder ffn_dim", self.encoder_ffn_dim),
+            ("decoder ffn_dim", self.decoder_ffn_dim),
+            ("vocab_size", self.src_vocab_size),
+            ("target vocab_size", self.tgt_vocab_size),
+            ("max positions", self.positions.max),
+        ] {
+            if v == 0 {
+                return Err(bad(field, "must be at least 1, found 0".into()));
+            }
+        }
+        if self.n_encoder_heads != self.n_decoder_heads && self.head_dim * self.n_encoder_heads != self.d_model {
+            return Err(bad("attention heads", "encoder and decoder differ".into()));
+        }
+        let head_dims = [self.d_model / self.n_encoder_heads, self.d_model / self.n_decoder_heads];
+        let divides =
+            self.d_model.is_multiple_of(self.n_encoder_heads) && self.d_model.is_multiple_of(self.n_decoder_heads);
+        if !matches!(self.positions.kind, PositionKind::RelativeBias(_))
+            && (!divides || head_dims != [self.head_dim; 2])
+        {
+            return Err(bad(
+                "d_model",
+                format!(
+                    "{} is not a multiple of the attention heads ({} encoder, {} decoder)",
+                    self.d_model, self.n_encoder_heads, self.n_decoder_heads
+                ),
+            ));
+        }
+        if matches!(self.positions.kind, PositionKind::Sinusoid { .. }) && !self.d_model.is_multiple_of(2) {
+            return Err(bad(
+                "d_model",
+                format!("sinusoidal positions need an even width, found {}", self.d_model),
+            ));
+        }
+        for (field, id) in [
+            ("decoder_start_token_id", self.decoder_start_token_id),
+            ("pad_token_id", self.pad_token_id),
+        ] {
+            if id as usize >= self.tgt_vocab_size.max(self.src_vocab_size) {
+                return Err(bad(
+                    field,
+                    format!(
+                        "{id} is outside the vocabulary ({})",
+                        self.tgt_vocab_size.max(self.src_vocab_size)
+                    ),
+                ));
+            }
+        }
+        if let PositionKind::RelativeBias(b) = self.positions.kind {
+            b.validate()
+                .map_err(|reason| bad("relative_attention_num_buckets", reason))?;
+        }
+        Ok(self)
+    }
 }
 
 /// The runtime description of a Hugging Face `MarianMTModel` config. transformers' Marian is always
 /// post-norm with static sinusoidal positions (it ignores `normalize_before` and `static_position_embeddings`).
 fn marian_config(src: &Source<'_>, c: &MarianConfig) -> Result<Seq2SeqConfig> {
-    Ok(Seq2SeqConfig {
-        names: &MARIAN,
+    let shape = FairseqShape {
+        vocab_size: c.vocab_size,
+        decoder_vocab_size: c.decoder_vocab_size,
         d_model: c.d_model,
-        n_encoder_layers: c.encoder_layers,
-        n_decoder_layers: c.decoder_layers,
-        n_encoder_heads: c.encoder_attention_heads,
-        n_decoder_heads: c.decoder_attention_heads,
+        encoder_layers: c.encoder_layers,
+        decoder_layers: c.decoder_layers,
+        encoder_attention_heads: c.encoder_attention_heads,
+        decoder_attention_heads: c.decoder_attention_heads,
         encoder_ffn_dim: c.encoder_ffn_dim,
         decoder_ffn_dim: c.decoder_ffn_dim,
-        activation: super::activation(src.config.path(), "activation_function", &c.activation_function)?,
+        activation_function: &c.activation_function,
+        max_position_embeddings: c.max_position_embeddings,
+        scale_embedding: c.scale_embedding,
+        tie_word_embeddings: c.tie_word_embeddings,
+        pad_token_id: c.pad_token_id,
+        decoder_start_token_id: c.decoder_start_token_id,
+    };
+    let layout = FairseqLayout {
+        names: &MARIAN,
         norm: NormPlacement::PostNorm,
+        positions: PositionKind::Sinusoid {
+            kind: Sinusoid::Marian,
+            first: 0,
+        },
+    };
+    fairseq_config(src.config.path(), &shape, layout)
+}
+
+/// The shape of a fairseq-descended config (Marian, BART/mBART, M2M100/NLLB), whose keys these families name
+/// alike; each family reads them with its own defaults.
+pub(super) struct FairseqShape<'a> {
+    pub(super) vocab_size: usize,
+    pub(super) decoder_vocab_size: usize,
+    pub(super) d_model: usize,
+    pub(super) encoder_layers: usize,
+    pub(super) decoder_layers: usize,
+    pub(super) encoder_attention_heads: usize,
+    pub(super) decoder_attention_heads: usize,
+    pub(super) encoder_ffn_dim: usize,
+    pub(super) decoder_ffn_dim: usize,
+    pub(super) activation_function: &'a str,
+    pub(super) max_position_embeddings: usize,
+    pub(super) scale_embedding: bool,
+    pub(super) tie_word_embeddings: bool,
+    pub(super) pad_token_id: u32,
+    pub(super) decoder_start_token_id: u32,
+}
+
+/// What a fairseq-style family chooses beyond its shape: tensor names, where the norms sit, how positions enter.
+pub(super) struct FairseqLayout {
+    pub(super) names: &'static Naming,
+    pub(super) norm: NormPlacement,
+    pub(super) positions: PositionKind,
+}
+
+/// The runtime description of a fairseq-style model: LayerNorm (torch's eps), plain feed-forward, scores scaled
+/// by `1/sqrt(head_dim)`, embeddings by `sqrt(d_model)` when `scale_embedding`. Not validated (the caller does).
+pub(super) fn fairseq_config(file: &Path, s: &FairseqShape<'_>, layout: FairseqLayout) -> Result<Seq2SeqConfig> {
+    Ok(Seq2SeqConfig {
+        names: layout.names,
+        d_model: s.d_model,
+        n_encoder_layers: s.encoder_layers,
+        n_decoder_layers: s.decoder_layers,
+        n_encoder_heads: s.encoder_attention_heads,
+        n_decoder_heads: s.decoder_attention_heads,
+        head_dim: s.d_model / s.encoder_attention_heads.max(1),
+        encoder_ffn_dim: s.encoder_ffn_dim,
+        decoder_ffn_dim: s.decoder_ffn_dim,
+        activation: super::activation(file, "activation_function", s.activation_function)?,
+        ffn: FfnKind::Plain,
+        norm: layout.norm,
+        norm_kind: NormKind::Layer,
         // torch.nn.LayerNorm's default
         layer_norm_eps: 1e-5,
-        embed_scale: if c.scale_embedding {
-            (c.d_model as f32).sqrt()
+        score_scale: ScoreScale::InvSqrtHeadDim,
+        embed_scale: if s.scale_embedding {
+            (s.d_model as f32).sqrt()
         } else {
             1.0
         },
         positions: Positions {
-            kind: Sinusoid::Marian,
-            first: 0,
-            max: c.max_position_embeddings,
+            kind: layout.positions,
+            max: s.max_position_embeddings,
         },
-        src_vocab_size: c.vocab_size,
-        tgt_vocab_size: c.decoder_vocab_size,
-        head: if c.tie_word_embeddings {
+        src_vocab_size: s.vocab_size,
+        tgt_vocab_size: s.decoder_vocab_size,
+        head: if s.tie_word_embeddings {
             HeadMatrix::TiedToTargetEmbeddings
         } else {
             HeadMatrix::Own
         },
-        decoder_start_token_id: c.decoder_start_token_id,
-        pad_token_id: c.pad_token_id,
+        decoder_start_token_id: s.decoder_start_token_id,
+        pad_token_id: s.pad_token_id,
     })
+}
+
+/// transformers' `BartConfig` / `MBartConfig` / `M2M100Config`, which share their keys and most defaults
+/// (bart-large's and m2m100_418M's shape); the three that differ come from the family ([`BartLikeDefaults`]).
+#[derive(Deserialize)]
+pub(super) struct BartLikeConfig {
+    #[serde(default)]
+    vocab_size: Option<usize>,
+    #[serde(default = "bart_like::d_model")]
+    d_model: usize,
+    #[serde(default = "bart_like::layers")]
+    encoder_layers: usize,
+    #[serde(default = "bart_like::layers")]
+    decoder_layers: usize,
+    #[serde(default = "bart_like::heads")]
+    encoder_attention_heads: usize,
+    #[serde(default = "bart_like::heads")]
+    decoder_attention_heads: usize,
+    #[serde(default = "bart_like::ffn_dim")]
+    encoder_ffn_dim: usize,
+    #[serde(default = "bart_like::ffn_dim")]
+    decoder_ffn_dim: usize,
+    #[serde(default)]
+    activation_function: Option<String>,
+    #[serde(default = "bart_like::max_position_embeddings")]
+    max_position_embeddings: usize,
+    #[serde(default)]
+    scale_embedding: Option<bool>,
+    #[serde(default = "bart_like::yes")]
+    tie_word_embeddings: bool,
+    #[serde(default = "bart_like::pad")]
+    pub(super) pad_token_id: u32,
+    #[serde(default = "bart_like::eos")]
+    decoder_start_token_id: u32,
+}
+
+/// The defaults a BART-like family sets apart.
+pub(super) struct BartLikeDefaults {
+    pub(super) vocab_size: usize,
+    pub(super) activation_function: &'static str,
+    pub(super) scale_embedding: bool,
+}
+
+impl BartLikeConfig {
+    /// The shape, with `d`'s defaults for the keys the file leaves out (one vocabulary for both sides).
+    pub(super) fn shape(&self, d: &BartLikeDefaults) -> FairseqShape<'_> {
+        let vocab_size = self.vocab_size.unwrap_or(d.vocab_size);
+        FairseqShape {
+            vocab_size,
+            decoder_vocab_size: vocab_size,
+            d_model: self.d_model,
+            encoder_layers: self.encoder_layers,
+            decoder_layers: self.decoder_layers,
+            encoder_attention_heads: self.encoder_attention_heads,
+            decoder_attention_heads: self.decoder_attention_heads,
+            encoder_ffn_dim: self.encoder_ffn_dim,
+            decoder_ffn_dim: self.decoder_ffn_dim,
+            activation_function: self.activation_function.as_deref().unwrap_or(d.activation_function),
+            max_position_embeddings: self.max_position_embeddings,
+            scale_embedding: self.scale_embedding.unwrap_or(d.scale_embedding),
+            tie_word_embeddings: self.tie_word_embeddings,
+            pad_token_id: self.pad_token_id,
+            decoder_start_token_id: self.decoder_start_token_id,
+        }
+    }
+}
+
+mod bart_like {
+    pub(super) fn d_model() -> usize {
+        1024
+    }
+    pub(super) fn layers() -> usize {
+        12
+    }
+    pub(super) fn heads() -> usize {
+        16
+    }
+    pub(super) fn ffn_dim() -> usize {
+        4096
+    }
+    pub(super) fn max_position_embeddings() -> usize {
+        1024
+    }
+    pub(super) fn yes() -> bool {
+        true
+    }
+    pub(super) fn pad() -> u32 {
+        1
+    }
+    pub(super) fn eos() -> u32 {
+        2
+    }
 }
 
 /// The runtime description of the custom CTranslate2 Transformer config.
@@ -196,22 +474,28 @@ fn ct2_config(src: &Source<'_>, c: &Ct2Config) -> Result<Seq2SeqConfig> {
         n_decoder_layers: c.decoder_layers,
         n_encoder_heads: c.num_heads,
         n_decoder_heads: c.num_heads,
+        head_dim: c.d_model / c.num_heads.max(1),
         encoder_ffn_dim: c.ffn_dim,
         decoder_ffn_dim: c.ffn_dim,
         activation: super::activation(file, "activation", &c.activation)?,
+        ffn: FfnKind::Plain,
         norm: if c.pre_norm {
             NormPlacement::PreNorm
         } else {
             NormPlacement::PostNorm
         },
+        norm_kind: NormKind::Layer,
         layer_norm_eps: c.layer_norm_eps,
+        score_scale: ScoreScale::InvSqrtHeadDim,
         embed_scale: match c.scale_embeddings {
             EmbeddingScale::SqrtDModel => (c.d_model as f32).sqrt(),
             EmbeddingScale::None => 1.0,
         },
         positions: Positions {
-            kind: Sinusoid::Tensor2Tensor,
-            first: c.position_encoding.first_position,
+            kind: PositionKind::Sinusoid {
+                kind: Sinusoid::Tensor2Tensor,
+                first: c.position_encoding.first_position,
+            },
             max: CT2_MAX_POSITIONS,
         },
         src_vocab_size: c.src_vocab_size,
@@ -222,33 +506,87 @@ fn ct2_config(src: &Source<'_>, c: &Ct2Config) -> Result<Seq2SeqConfig> {
     })
 }
 
+/// The generation keys of a config.json that transformers' `generate` falls back to when generation_config.json
+/// lacks them (older files keep them there), with `PretrainedConfig`'s defaults.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub(super) struct ConfigGeneration {
+    #[serde(default)]
+    eos_token_id: Option<u32>,
+    #[serde(default)]
+    max_length: Option<usize>,
+    #[serde(default)]
+    min_length: Option<usize>,
+    #[serde(default)]
+    num_beams: Option<usize>,
+    #[serde(default)]
+    length_penalty: Option<f32>,
+    /// `true`, `false` or `"never"`.
+    #[serde(default)]
+    early_stopping: Option<serde_json::Value>,
+    #[serde(default)]
+    bad_words_ids: Option<Vec<Vec<u32>>>,
+    #[serde(default)]
+    forced_eos_token_id: Option<u32>,
+    #[serde(default)]
+    forced_bos_token_id: Option<u32>,
+    #[serde(default)]
+    no_repeat_ngram_size: Option<usize>,
+}
+
+impl ConfigGeneration {
+    fn of_marian(c: &MarianConfig) -> Self {
+        Self {
+            eos_token_id: Some(c.eos_token_id),
+            max_length: Some(c.max_length),
+            num_beams: Some(c.num_beams),
+            bad_words_ids: Some(c.bad_words_ids.clone()),
+            forced_eos_token_id: c.forced_eos_token_id,
+            ..Self::default()
+        }
+    }
+}
+
 /// transformers' `generate` defaults for a Marian model: generation_config.json over config.json.
 fn marian_defaults(c: &MarianConfig, g: Option<&GenerationConfig>) -> SearchOptions {
+    hf_defaults(&ConfigGeneration::of_marian(c), g)
+}
+
+/// transformers' `generate` defaults of a Hugging Face encoder-decoder: generation_config.json over config.json
+/// (`c`) over `PretrainedConfig`'s defaults (20 tokens with the start token, 1 beam, length penalty 1).
+pub(super) fn hf_defaults(c: &ConfigGeneration, g: Option<&GenerationConfig>) -> SearchOptions {
     let g = g.cloned().unwrap_or_default();
     // lengths count the decoder start token in transformers
-    let max_length = g.max_length.unwrap_or(c.max_length);
+    let max_length = g.max_length.or(c.max_length).unwrap_or(20);
     let max_new_tokens = g.max_new_tokens.unwrap_or(max_length.saturating_sub(1)).max(1);
-    let min_new_tokens = g.min_new_tokens.unwrap_or(g.min_length.unwrap_or(0).saturating_sub(1));
-    let num_beams = g.num_beams.unwrap_or(c.num_beams).max(1);
+    let min_length = g.min_length.or(c.min_length).unwrap_or(0);
+    let min_new_tokens = g.min_new_tokens.unwrap_or(min_length.saturating_sub(1));
+    let num_beams = g.num_beams.or(c.num_beams).unwrap_or(1).max(1);
     let early_stopping = match g.early_stopping {
         Some(loaders::config::EarlyStopping::WhenNumBeamsDone) => EarlyStopping::Eager,
         Some(loaders::config::EarlyStopping::Never) => EarlyStopping::Never,
-        Some(loaders::config::EarlyStopping::Heuristic) | None => EarlyStopping::Heuristic,
+        Some(loaders::config::EarlyStopping::Heuristic) => EarlyStopping::Heuristic,
+        None => match &c.early_stopping {
+            Some(serde_json::Value::Bool(true)) => EarlyStopping::Eager,
+            Some(serde_json::Value::String(s)) if s == "never" => EarlyStopping::Never,
+            _ => EarlyStopping::Heuristic,
+        },
     };
     SearchOptions {
         num_beams,
         max_new_tokens,
         min_new_tokens,
-        length_penalty: g.length_penalty.unwrap_or(1.0),
+        length_penalty: g.length_penalty.or(c.length_penalty).unwrap_or(1.0),
         num_return_sequences: g.num_return_sequences.unwrap_or(1).clamp(1, num_beams),
         style: BeamStyle::HuggingFace { early_stopping },
         rules: LogitsRules {
-            eos: g.eos_token_id.unwrap_or_else(|| vec![c.eos_token_id]),
-            bad_words: g.bad_words_ids.unwrap_or_else(|| c.bad_words_ids.clone()),
+            eos: g.eos_token_id.unwrap_or_else(|| c.eos_token_id.into_iter().collect()),
+            bad_words: g.bad_words_ids.or_else(|| c.bad_words_ids.clone()).unwrap_or_default(),
             forced_eos: match g.forced_eos_token_id {
                 Some(ids) => ids.first().copied(),
                 None => c.forced_eos_token_id,
             },
+            forced_bos: g.forced_bos_token_id.or(c.forced_bos_token_id),
+            no_repeat_ngram: g.no_repeat_ngram_size.or(c.no_repeat_ngram_size).unwrap_or(0),
             renormalize: g.renormalize_logits.unwrap_or(false),
         },
     }
@@ -274,34 +612,57 @@ fn ct2_defaults(c: &Ct2Config) -> SearchOptions {
 /// format, read by the one binding code ([`Seq2Seq::bind`]). Layer `l`'s tensors are `{layer}{l}{sep}{name}`;
 /// a norm's gain and shift are its name followed by `norm_params`.
 #[derive(Debug, PartialEq, Eq)]
-struct Naming {
+pub(super) struct Naming {
     /// The prefixes of encoder and decoder layers.
-    layers: [&'static str; 2],
-    sep: &'static str,
-    norm_params: [&'static str; 2],
+    pub(super) layers: [&'static str; 2],
+    pub(super) sep: &'static str,
+    /// A norm's gain and shift suffixes (an RMS norm reads the gain only).
+    pub(super) norm_params: [&'static str; 2],
     /// Self-attention: `[norm, output projection]`, then its q, k, v.
-    self_attn: [&'static str; 2],
-    qkv: SelfProj,
+    pub(super) self_attn: [&'static str; 2],
+    pub(super) qkv: SelfProj,
     /// Cross-attention: `[norm, output projection]`, then its q, k, v.
-    cross_attn: [&'static str; 2],
-    cross_qkv: CrossProj,
-    /// Feed-forward: `[norm, up projection, down projection]`.
-    ffn: [&'static str; 3],
+    pub(super) cross_attn: [&'static str; 2],
+    pub(super) cross_qkv: CrossProj,
+    /// Feed-forward of encoder and decoder layers (the same but for T5, whose decoder block is one deeper).
+    pub(super) ffn: [FfnNames; 2],
+    /// Whether the projections (not the LM head) have biases.
+    pub(super) bias: Bias,
+    /// Whether an LM head of its own (`head`) has a bias beside it (when `logits_bias` is `None`).
+    pub(super) head_bias: Bias,
     /// Embedding tables: the first of each list the checkpoint has (Marian: its own side's, else the shared one).
-    src_embed: &'static [&'static str],
-    tgt_embed: &'static [&'static str],
+    pub(super) src_embed: &'static [&'static str],
+    pub(super) tgt_embed: &'static [&'static str],
+    /// Learned position tables of the encoder and the decoder ([`PositionKind::Learned`]).
+    pub(super) positions: Option<[&'static str; 2]>,
+    /// Norms of the embeddings (+ positions) of the encoder and the decoder (BART's `layernorm_embedding`).
+    pub(super) embed_norms: Option<[&'static str; 2]>,
+    /// The `[num_buckets, n_heads]` relative position bias tables of the encoder and the decoder
+    /// ([`PositionKind::RelativeBias`]).
+    pub(super) relative_bias: Option<[&'static str; 2]>,
     /// The final norms of the encoder and the decoder (pre-norm models).
-    final_norms: Option<[&'static str; 2]>,
+    pub(super) final_norms: Option<[&'static str; 2]>,
     /// The LM head's matrix when it is not tied to the target embeddings.
-    head: &'static str,
+    pub(super) head: &'static str,
     /// A separate `[1, vocab]` bias of the head, zeros when the file has none (Marian's `final_logits_bias`, which
-    /// a tied head adds too); `None`: the bias beside `head`, required (zeros for a tied head).
-    logits_bias: Option<&'static str>,
+    /// a tied head adds too); `None`: the bias beside `head` when the projections have biases (zeros for a tied
+    /// head).
+    pub(super) logits_bias: Option<&'static str>,
+}
+
+/// The tensors of a feed-forward block: its norm, up and down projections, and the gate of a gated one
+/// ([`FfnKind::Gated`]: `act(gate(x)) * up(x)`).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct FfnNames {
+    pub(super) norm: &'static str,
+    pub(super) up: &'static str,
+    pub(super) down: &'static str,
+    pub(super) gate: Option<&'static str>,
 }
 
 /// The q, k and v projections of a self-attention block.
 #[derive(Debug, PartialEq, Eq)]
-enum SelfProj {
+pub(super) enum SelfProj {
     /// Three `[d, d]` matrices q, k, v.
     Separate([&'static str; 3]),
     /// One `[3d, d]` matrix whose output rows are q | k | v.
@@ -310,15 +671,24 @@ enum SelfProj {
 
 /// The q (over the decoder) and k, v (over the encoder output) projections of a cross-attention block.
 #[derive(Debug, PartialEq, Eq)]
-enum CrossProj {
+pub(super) enum CrossProj {
     /// Three `[d, d]` matrices q, k, v.
     Separate([&'static str; 3]),
     /// q `[d, d]` and one `[2d, d]` matrix whose output rows are k | v.
     FusedKv([&'static str; 2]),
 }
 
-/// Hugging Face `MarianMTModel`: `model.encoder.layers.{l}.self_attn.q_proj.weight`, ...
-const MARIAN: Naming = Naming {
+/// The feed-forward of Marian, BART, M2M100: `fc1`, `fc2`, `final_layer_norm`.
+const FC_FFN: FfnNames = FfnNames {
+    norm: "final_layer_norm",
+    up: "fc1",
+    down: "fc2",
+    gate: None,
+};
+
+/// Hugging Face `MarianMTModel`: `model.encoder.layers.{l}.self_attn.q_proj.weight`, ... (BART and M2M100 name
+/// their layers the same way: their schemes start from this one).
+pub(super) const MARIAN: Naming = Naming {
     layers: ["model.encoder.layers.", "model.decoder.layers."],
     sep: ".",
     norm_params: [".weight", ".bias"],
@@ -326,12 +696,24 @@ const MARIAN: Naming = Naming {
     qkv: SelfProj::Separate(["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]),
     cross_attn: ["encoder_attn_layer_norm", "encoder_attn.out_proj"],
     cross_qkv: CrossProj::Separate(["encoder_attn.q_proj", "encoder_attn.k_proj", "encoder_attn.v_proj"]),
-    ffn: ["final_layer_norm", "fc1", "fc2"],
+    ffn: [FC_FFN, FC_FFN],
+    bias: Bias::Required,
+    head_bias: Bias::None,
     src_embed: &["model.encoder.embed_tokens.weight", "model.shared.weight"],
     tgt_embed: &["model.decoder.embed_tokens.weight", "model.shared.weight"],
+    positions: None,
+    embed_norms: None,
+    relative_bias: None,
     final_norms: None,
     head: "lm_head.weight",
     logits_bias: Some("final_logits_bias"),
+};
+
+const CT2_FFN: FfnNames = FfnNames {
+    norm: "ffn/layer_norm",
+    up: "ffn/linear_0/weight",
+    down: "ffn/linear_1/weight",
+    gate: None,
 };
 
 /// CTranslate2 spec names: `encoder/layer_{l}/self_attention/linear_0/weight`, ...
@@ -343,9 +725,14 @@ const CT2: Naming = Naming {
     qkv: SelfProj::Fused("self_attention/linear_0/weight"),
     cross_attn: ["attention/layer_norm", "attention/linear_2/weight"],
     cross_qkv: CrossProj::FusedKv(["attention/linear_0/weight", "attention/linear_1/weight"]),
-    ffn: ["ffn/layer_norm", "ffn/linear_0/weight", "ffn/linear_1/weight"],
+    ffn: [CT2_FFN, CT2_FFN],
+    bias: Bias::Required,
+    head_bias: Bias::Required,
     src_embed: &["encoder/embeddings/weight"],
     tgt_embed: &["decoder/embeddings/weight"],
+    positions: None,
+    embed_norms: None,
+    relative_bias: None,
     final_norms: Some(["encoder/layer_norm", "decoder/layer_norm"]),
     head: "decoder/projection/weight",
     logits_bias: None,
@@ -397,14 +784,14 @@ impl KvProj {
 
 #[derive(Debug)]
 struct SelfAttention {
-    norm: LayerNorm,
+    norm: Norm,
     qkv: QkvProj,
     out: Linear,
 }
 
 #[derive(Debug)]
 struct CrossAttention {
-    norm: LayerNorm,
+    norm: Norm,
     q: Linear,
     kv: KvProj,
     out: Linear,
@@ -412,9 +799,27 @@ struct CrossAttention {
 
 #[derive(Debug)]
 struct FeedForward {
-    norm: LayerNorm,
-    up: Linear,
+    norm: Norm,
+    up: FfnUp,
     down: Linear,
+}
+
+/// A feed-forward's input projection.
+#[derive(Debug)]
+enum FfnUp {
+    /// `[ffn_dim, d]`, then the activation.
+    Plain(Linear),
+    /// A gated feed-forward's gate and up packed as one `[2 ffn_dim, d]` matrix whose output rows are gate | up
+    /// ([`FfnKind::Gated`]).
+    Gated(Linear),
+}
+
+impl FfnUp {
+    fn linear(&self) -> &Linear {
+        match self {
+            FfnUp::Plain(l) | FfnUp::Gated(l) => l,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -430,6 +835,34 @@ struct DecoderLayer {
     ffn: FeedForward,
 }
 
+/// The absolute positions added to the embeddings.
+#[derive(Debug)]
+enum PositionTables {
+    /// `[positions.max, d_model]` shared by both stacks, row `p` = position `first + p`.
+    Sinusoid(Vec<f32>),
+    /// The encoder's and the decoder's learned tables, row `p + offset` = position `p`.
+    Learned { tables: Box<[Embedding; 2]>, offset: usize },
+    /// None (T5: a relative position bias instead).
+    None,
+}
+
+/// Which stack a call runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stack {
+    Encoder = 0,
+    Decoder = 1,
+}
+
+impl Stack {
+    /// How its self-attention sees the other positions.
+    fn direction(self) -> Direction {
+        match self {
+            Stack::Encoder => Direction::Bidirectional,
+            Stack::Decoder => Direction::Causal,
+        }
+    }
+}
+
 /// An encoder-decoder model with its weights bound (zero-copy) and its position table.
 #[derive(Debug)]
 pub(crate) struct Seq2Seq {
@@ -437,10 +870,14 @@ pub(crate) struct Seq2Seq {
     kernels: Kernels,
     src_embed: Embedding,
     tgt_embed: Embedding,
-    /// `[positions.max, d_model]`, row `p` = position `positions.first + p`.
-    pos_table: Vec<f32>,
+    positions: PositionTables,
+    /// Norms of the embeddings of the encoder and the decoder (BART's `layernorm_embedding`).
+    embed_norms: Option<Box<[Norm; 2]>>,
+    /// The relative position bias of the encoder and the decoder self-attention (T5), computed once per stack at
+    /// load.
+    relative_bias: [Option<RelativeBias>; 2],
     encoder: Vec<EncoderLayer>,
-    encoder_norm: Option<LayerNorm>,
+    encoder_norm: Option<Norm>,
     decoder: Vec<DecoderLayer>,
     /// The decoder's final norm (pre-norm models) and the LM head.
     head: LmHead,
@@ -456,67 +893,83 @@ impl Seq2Seq {
         let names = cfg.names;
         let d = cfg.d_model;
         let bind = |name: &str, out_dim: usize, in_dim: usize| {
-            Linear::bind(st, name, out_dim, in_dim, Layout::OutIn, Bias::Required)
+            Linear::bind(st, name, out_dim, in_dim, Layout::OutIn, names.bias)
         };
         let lin = |name: &str, out_dim: usize, in_dim: usize| bind(name, out_dim, in_dim)?.convert(st, weights);
-        let norm = |name: &str| {
+        let norm = |name: &str| -> Result<Norm> {
             let [gamma, beta] = names.norm_params;
-            LayerNorm::bind_pair(
-                st,
-                &format!("{name}{gamma}"),
-                &format!("{name}{beta}"),
-                d,
-                cfg.layer_norm_eps,
-            )
+            let (g, b) = (format!("{name}{gamma}"), format!("{name}{beta}"));
+            Ok(match cfg.norm_kind {
+                NormKind::Layer => Norm::Layer(LayerNorm::bind_pair(st, &g, &b, d, cfg.layer_norm_eps)?),
+                NormKind::Rms => Norm::Rms(RmsNorm::bind(st, &g, d, cfg.layer_norm_eps)?),
+            })
         };
         // the first table of the list the checkpoint has (an error names the last one)
-        let embedding = |candidates: &[&str], vocab: usize| {
+        let embedding = |candidates: &[&str], rows: usize| {
             let present = candidates.iter().copied().find(|n| st.contains(n));
-            Embedding::bind(st, present.or(candidates.last().copied()).unwrap_or(""), vocab, d)
+            Embedding::bind(st, present.or(candidates.last().copied()).unwrap_or(""), rows, d)
         };
-        let self_attn = |layer: &dyn Fn(&str) -> String| -> Result<SelfAttention> {
+        let self_attn = |layer: &dyn Fn(&str) -> String, heads: usize| -> Result<SelfAttention> {
             let [norm_name, out] = names.self_attn;
+            let inner = cfg.inner(heads);
             Ok(SelfAttention {
                 norm: norm(&layer(norm_name))?,
-                // q, k and v packed as one matrix, stored apart (Marian) or not
+                // q, k and v packed as one matrix, stored apart (Marian, BART, T5) or not
                 qkv: QkvProj(match names.qkv {
                     SelfProj::Separate([q, k, v]) => {
-                        let parts = vec![bind(&layer(q), d, d)?, bind(&layer(k), d, d)?, bind(&layer(v), d, d)?];
+                        let parts = vec![
+                            bind(&layer(q), inner, d)?,
+                            bind(&layer(k), inner, d)?,
+                            bind(&layer(v), inner, d)?,
+                        ];
                         Linear::stack(st, parts, weights)?
                     }
-                    SelfProj::Fused(qkv) => lin(&layer(qkv), 3 * d, d)?,
+                    SelfProj::Fused(qkv) => lin(&layer(qkv), 3 * inner, d)?,
                 }),
-                out: lin(&layer(out), d, d)?,
+                out: lin(&layer(out), d, inner)?,
             })
         };
         let cross_attn = |layer: &dyn Fn(&str) -> String| -> Result<CrossAttention> {
             let [norm_name, out] = names.cross_attn;
+            let inner = cfg.inner(cfg.n_decoder_heads);
             let norm = norm(&layer(norm_name))?;
             // k and v packed as one matrix
             let (q, kv) = match names.cross_qkv {
                 CrossProj::Separate([q, k, v]) => (
-                    lin(&layer(q), d, d)?,
+                    lin(&layer(q), inner, d)?,
                     KvProj(Linear::stack(
                         st,
-                        vec![bind(&layer(k), d, d)?, bind(&layer(v), d, d)?],
+                        vec![bind(&layer(k), inner, d)?, bind(&layer(v), inner, d)?],
                         weights,
                     )?),
                 ),
-                CrossProj::FusedKv([q, kv]) => (lin(&layer(q), d, d)?, KvProj(lin(&layer(kv), 2 * d, d)?)),
+                CrossProj::FusedKv([q, kv]) => (lin(&layer(q), inner, d)?, KvProj(lin(&layer(kv), 2 * inner, d)?)),
             };
             Ok(CrossAttention {
                 norm,
                 q,
                 kv,
-                out: lin(&layer(out), d, d)?,
+                out: lin(&layer(out), d, inner)?,
             })
         };
-        let ffn = |layer: &dyn Fn(&str) -> String, ffn_dim: usize| -> Result<FeedForward> {
-            let [norm_name, up, down] = names.ffn;
+        let ffn = |layer: &dyn Fn(&str) -> String, stack: Stack, ffn_dim: usize| -> Result<FeedForward> {
+            let n = &names.ffn[stack as usize];
+            let up = match (cfg.ffn, n.gate) {
+                (FfnKind::Gated, Some(g)) => {
+                    let parts = vec![bind(&layer(g), ffn_dim, d)?, bind(&layer(n.up), ffn_dim, d)?];
+                    FfnUp::Gated(Linear::stack(st, parts, weights)?)
+                }
+                (FfnKind::Gated, None) => {
+                    return Err(Error::Unsupported {
+                        what: "a gated feed-forward in a checkpoint format without gates".into(),
+                    })
+                }
+                (FfnKind::Plain, _) => FfnUp::Plain(lin(&layer(n.up), ffn_dim, d)?),
+            };
             Ok(FeedForward {
-                norm: norm(&layer(norm_name))?,
-                up: lin(&layer(up), ffn_dim, d)?,
-                down: lin(&layer(down), d, ffn_dim)?,
+                norm: norm(&layer(n.norm))?,
+                up,
+                down: lin(&layer(n.down), d, ffn_dim)?,
             })
         };
 
@@ -526,8 +979,8 @@ impl Seq2Seq {
             .map(|l| {
                 let layer = |part: &str| format!("{}{l}{}{part}", names.layers[0], names.sep);
                 Ok(EncoderLayer {
-                    attn: self_attn(&layer)?,
-                    ffn: ffn(&layer, cfg.encoder_ffn_dim)?,
+                    attn: self_attn(&layer, cfg.n_encoder_heads)?,
+                    ffn: ffn(&layer, Stack::Encoder, cfg.encoder_ffn_dim)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -535,14 +988,14 @@ impl Seq2Seq {
             .map(|l| {
                 let layer = |part: &str| format!("{}{l}{}{part}", names.layers[1], names.sep);
                 Ok(DecoderLayer {
-                    attn: self_attn(&layer)?,
+                    attn: self_attn(&layer, cfg.n_decoder_heads)?,
                     cross: cross_attn(&layer)?,
-                    ffn: ffn(&layer, cfg.decoder_ffn_dim)?,
+                    ffn: ffn(&layer, Stack::Decoder, cfg.decoder_ffn_dim)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         // pre-norm models end each stack with a norm; post-norm ones already normalised the last output
-        let (encoder_norm, decoder_norm) = match (cfg.norm, names.final_norms) {
+        let (encoder_norm, mut decoder_norm) = match (cfg.norm, names.final_norms) {
             (NormPlacement::PreNorm, Some([enc, dec])) => (Some(norm(enc)?), Some(norm(dec)?)),
             _ => (None, None),
         };
@@ -555,39 +1008,93 @@ impl Seq2Seq {
                 vec![0.0; vocab]
             })
         };
+        let tied = |bias: Option<Vec<f32>>| {
+            let table = st.get_shaped(tgt_embed.name(), &[vocab, d])?;
+            Linear::from_tensor(st, table, vocab, d, Layout::OutIn, bias)
+        };
         let lm_head = match (cfg.head, names.logits_bias) {
-            (HeadMatrix::TiedToTargetEmbeddings, bias) => {
-                let bias = match bias {
-                    Some(name) => logits_bias(name)?,
-                    None => vec![0.0; vocab],
+            (HeadMatrix::TiedToTargetEmbeddings, bias) => tied(Some(match bias {
+                Some(name) => logits_bias(name)?,
+                None => vec![0.0; vocab],
+            }))?,
+            (HeadMatrix::TiedScaled { scale }, _) => {
+                // norm(x) * scale as one norm: its gains times the scale
+                decoder_norm = match decoder_norm {
+                    Some(Norm::Rms(n)) => Some(Norm::Rms(n.scaled(scale))),
+                    _ => {
+                        return Err(Error::Unsupported {
+                            what: "a scaled tied LM head without a final RMS norm".into(),
+                        })
+                    }
                 };
-                let table = st.get_shaped(tgt_embed.name(), &[vocab, d])?;
-                Linear::from_tensor(st, table, vocab, d, Layout::OutIn, Some(bias))?
+                tied(None)?
             }
             (HeadMatrix::Own, Some(bias)) => {
                 let bias = logits_bias(bias)?;
                 let matrix = st.get_shaped(names.head, &[vocab, d])?;
                 Linear::from_tensor(st, matrix, vocab, d, Layout::OutIn, Some(bias))?
             }
-            (HeadMatrix::Own, None) => Linear::bind(st, names.head, vocab, d, Layout::OutIn, Bias::Required)?,
+            (HeadMatrix::Own, None) => Linear::bind(st, names.head, vocab, d, Layout::OutIn, names.head_bias)?,
         }
         .convert(st, weights)?;
         // Packed as stored, a tied head is the one copy of the table (both tables when Marian shares one) that the
         // lookups read too; quantized to int8 it is its own copy and the lookups keep reading the stored table.
         tgt_embed.tie_to(&lm_head);
         src_embed.tie_to(&lm_head);
-        let pos_table = sinusoidal_table(cfg.positions.kind, cfg.positions.max, d, cfg.positions.first);
+        let positions = match cfg.positions.kind {
+            PositionKind::Sinusoid { kind, first } => {
+                PositionTables::Sinusoid(sinusoidal_table(kind, cfg.positions.max, d, first))
+            }
+            PositionKind::Learned { offset } => {
+                let Some([enc, dec]) = names.positions else {
+                    return Err(Error::Unsupported {
+                        what: "learned positions in a checkpoint format without position tables".into(),
+                    });
+                };
+                let rows = cfg.positions.max + offset;
+                PositionTables::Learned {
+                    tables: Box::new([Embedding::bind(st, enc, rows, d)?, Embedding::bind(st, dec, rows, d)?]),
+                    offset,
+                }
+            }
+            PositionKind::RelativeBias(_) => PositionTables::None,
+        };
+        let embed_norms = match names.embed_norms {
+            Some([enc, dec]) => Some(Box::new([norm(enc)?, norm(dec)?])),
+            None => None,
+        };
+        let relative_bias = match (cfg.positions.kind, names.relative_bias) {
+            (PositionKind::RelativeBias(buckets), Some([enc, dec])) => [
+                Some(RelativeBias::bind(
+                    st,
+                    enc,
+                    buckets,
+                    cfg.n_encoder_heads,
+                    Stack::Encoder.direction(),
+                )?),
+                Some(RelativeBias::bind(
+                    st,
+                    dec,
+                    buckets,
+                    cfg.n_decoder_heads,
+                    Stack::Decoder.direction(),
+                )?),
+            ],
+            _ => [None, None],
+        };
         Ok(Self {
             cfg,
             kernels,
             src_embed,
             tgt_embed,
-            pos_table,
+            positions,
+            embed_norms,
+            relative_bias,
             encoder,
             encoder_norm,
             decoder,
             head: LmHead {
-                norm: decoder_norm.map(Norm::Layer),
+                norm: decoder_norm,
                 linear: lm_head,
                 softcap: None,
             },
@@ -603,7 +1110,7 @@ impl Seq2Seq {
     pub(crate) fn weight_bytes(&self) -> WeightBytes {
         let mut linears: Vec<&Linear> = vec![&self.head.linear];
         for l in &self.encoder {
-            linears.extend([&l.attn.qkv.0, &l.attn.out, &l.ffn.up, &l.ffn.down]);
+            linears.extend([&l.attn.qkv.0, &l.attn.out, l.ffn.up.linear(), &l.ffn.down]);
         }
         for l in &self.decoder {
             linears.extend([
@@ -612,7 +1119,7 @@ impl Seq2Seq {
                 &l.attn.out,
                 &l.cross.q,
                 &l.cross.out,
-                &l.ffn.up,
+                l.ffn.up.linear(),
                 &l.ffn.down,
             ]);
         }
@@ -629,9 +1136,22 @@ impl Seq2Seq {
         self.cross_projections.load(Ordering::Relaxed)
     }
 
-    /// Add the position encodings of positions `p0 .. p0 + n` to each of the `rows` sequences of `x`.
-    fn add_positions(&self, x: &mut [f32], rows: usize, n: usize, p0: usize) -> Result<()> {
+    /// The relative position bias tables built at load (one per stack of a T5 model, 0 otherwise): tests check
+    /// that they are not rebuilt per layer or per step.
+    pub(crate) fn position_bias_tables(&self) -> usize {
+        self.relative_bias.iter().flatten().count()
+    }
+
+    /// The embeddings of `ids` (`rows` sequences of `n`) of `stack` at positions `p0 .. p0 + n`, into `x`
+    /// `[rows * n, d]`: tokens times the embedding scale, plus the absolute positions, then the embedding norm.
+    fn embed(&self, stack: Stack, ids: &[u32], rows: usize, n: usize, p0: usize, x: &mut [f32]) -> Result<()> {
+        let k = &self.kernels;
         let d = self.cfg.d_model;
+        let table = match stack {
+            Stack::Encoder => &self.src_embed,
+            Stack::Decoder => &self.tgt_embed,
+        };
+        table.forward(k, ids, self.cfg.embed_scale, x)?;
         if p0 + n > self.cfg.positions.max {
             return Err(Error::Request(format!(
                 "sequence of {} positions is longer than the model's {} positions",
@@ -639,23 +1159,57 @@ impl Seq2Seq {
                 self.cfg.positions.max
             )));
         }
-        let table = &self.pos_table[p0 * d..(p0 + n) * d];
-        for r in 0..rows {
-            self.kernels.add(&mut x[r * n * d..(r + 1) * n * d], table);
+        match &self.positions {
+            PositionTables::Sinusoid(t) => {
+                let table = &t[p0 * d..(p0 + n) * d]; // [n, d]
+                for r in 0..rows {
+                    k.add(&mut x[r * n * d..(r + 1) * n * d], table);
+                }
+            }
+            PositionTables::Learned { tables, offset } => {
+                let pos: Vec<u32> = (p0 + offset..p0 + offset + n).map(|p| p as u32).collect();
+                let mut table = vec![0.0f32; n * d]; // [n, d]
+                tables[stack as usize].forward(k, &pos, 1.0, &mut table)?;
+                for r in 0..rows {
+                    k.add(&mut x[r * n * d..(r + 1) * n * d], &table);
+                }
+            }
+            PositionTables::None => {}
+        }
+        if let Some(norms) = &self.embed_norms {
+            let mut h = vec![0.0f32; x.len()]; // [rows * n, d]
+            norms[stack as usize].forward(k, x, &mut h);
+            x.copy_from_slice(&h);
         }
         Ok(())
+    }
+
+    /// The self-attention arguments' scale and position bias of `stack`.
+    fn self_attn_args<'a>(&'a self, stack: Stack, args: AttnArgs<'a>) -> AttnArgs<'a> {
+        let args = match self.cfg.score_scale {
+            ScoreScale::InvSqrtHeadDim => args,
+            ScoreScale::One => args.with_scale(1.0),
+        };
+        args.with_position_bias(self.relative_bias[stack as usize].as_ref().map(RelativeBias::args))
     }
 
     /// Encode `sources` (token ids, any lengths) and project the result to every decoder layer's
     /// cross-attention K/V. The returned state has one decoder row per source; it can hold up to
     /// `room.max_rows` rows (e.g. sources × beams) and `room.max_new_tokens` decoder positions per row, its
     /// self-attention caches within `max_bytes`.
-    pub(crate) fn start(&self, sources: &[&[u32]], room: Room, max_bytes: usize) -> Result<Seq2SeqState> {
-        on_pool(|| self.encode(sources, room, max_bytes))
+    /// The encoder's self-attention runs on `attn` (the fused kernels, or the recording path).
+    pub(crate) fn start(
+        &self,
+        sources: &[&[u32]],
+        room: Room,
+        max_bytes: usize,
+        attn: AttnPath<'_>,
+    ) -> Result<Seq2SeqState> {
+        on_pool(|| self.encode(sources, room, max_bytes, attn))
     }
 
     /// [`Self::start`].
-    fn encode(&self, sources: &[&[u32]], room: Room, max_bytes: usize) -> Result<Seq2SeqState> {
+    fn encode(&self, sources: &[&[u32]], room: Room, max_bytes: usize, attn: AttnPath<'_>) -> Result<Seq2SeqState> {
         let k = &self.kernels;
         let d = self.cfg.d_model;
         let n_src = sources.len();
@@ -669,26 +1223,28 @@ impl Seq2Seq {
             ids[s * len..s * len + src.len()].copy_from_slice(src);
         }
 
-        // 1. token embeddings * scale + positions: x [n_src * len, d]
+        // 1. token embeddings * scale + positions (+ embedding norm): x [n_src * len, d]
         let mut x = vec![0.0f32; rows * d];
-        self.src_embed.forward(k, &ids, self.cfg.embed_scale, &mut x)?;
-        self.add_positions(&mut x, n_src, len, 0)?;
+        self.embed(Stack::Encoder, &ids, n_src, len, 0, &mut x)?;
 
         // 2. encoder layers, padded keys masked by `src_lens`
         let ffn_dim = self.cfg.encoder_ffn_dim;
-        let mut buf = Buffers::new(rows, d, ffn_dim);
-        let heads = Heads::new(self.cfg.n_encoder_heads, d / self.cfg.n_encoder_heads);
+        let inner = self.cfg.inner(self.cfg.n_encoder_heads);
+        let mut buf = Buffers::new(rows, d, inner, ffn_dim);
+        let heads = Heads::new(self.cfg.n_encoder_heads, self.cfg.head_dim);
         for layer in &self.encoder {
             // self-attention (bidirectional)                                      [n_src * len, d]
             let input = pre_norm(k, self.cfg.norm, &layer.attn.norm, &x, &mut buf.h);
-            let p = layer.attn.qkv.forward(k, input, rows, d, &mut buf.qkv);
+            let p = layer.attn.qkv.forward(k, input, rows, inner, &mut buf.qkv);
             let packed = packed_strides(len, p.pos, heads.head_dim);
             let args = AttnArgs::bidirectional(heads, n_src, len, &src_lens)
                 .with_q_strides(packed)
                 .with_kv_strides(packed);
-            let (q, kk, v) = (&buf.qkv[p.q..], &buf.qkv[p.k..], &buf.qkv[p.v..]);
-            k.attention_in(&mut buf.attn_scratch, &args, q, kk, v, &mut buf.attn);
-            layer.attn.out.forward(k, &buf.attn, rows, &mut buf.o);
+            let args = self.self_attn_args(Stack::Encoder, args);
+            let attn_out = &mut buf.attn[..rows * inner]; // [n_src * len, inner]
+            let qkv = [&buf.qkv[p.q..], &buf.qkv[p.k..], &buf.qkv[p.v..]];
+            attn.attend(k, &mut buf.attn_scratch, AttnKind::Encoder, &args, qkv, attn_out);
+            layer.attn.out.forward(k, attn_out, rows, &mut buf.o[..rows * d]);
             buf.residual(k, self.cfg.norm, &layer.attn.norm, &mut x);
             // feed-forward
             self.feed_forward(&layer.ffn, &mut buf, &mut x, rows);
@@ -699,12 +1255,13 @@ impl Seq2Seq {
         }
 
         // 3. cross-attention K/V of every decoder layer, once per source
+        let inner = self.cfg.inner(self.cfg.n_decoder_heads);
         let cross = self
             .decoder
             .iter()
             .map(|layer| {
-                let mut data = vec![0.0f32; 2 * rows * d];
-                let (k_off, v_off, pos) = layer.cross.kv.forward(k, &x, rows, d, &mut data);
+                let mut data = vec![0.0f32; 2 * rows * inner];
+                let (k_off, v_off, pos) = layer.cross.kv.forward(k, &x, rows, inner, &mut data);
                 CrossKv {
                     data,
                     k_off,
@@ -725,7 +1282,7 @@ impl Seq2Seq {
             max_batch: max_rows,
             n_kv_heads: heads,
             capacity: max_new_tokens.min(INITIAL_CACHE_FACTOR * len + INITIAL_CACHE_EXTRA),
-            head_dim: d / heads,
+            head_dim: self.cfg.head_dim,
         };
         let self_kv = KvCache::for_layers(self.decoder.len(), shape, n_src, max_bytes)?;
         Ok(Seq2SeqState {
@@ -735,7 +1292,7 @@ impl Seq2Seq {
             src_lens,
             memory: x,
             row_source: (0..n_src).collect(),
-            buf: Buffers::new(max_rows, d, self.cfg.decoder_ffn_dim),
+            buf: Buffers::new(max_rows, d, inner, self.cfg.decoder_ffn_dim),
             head: Scratch::default(),
             x: vec![0.0; max_rows * d],
             n_rows_max: max_rows,
@@ -749,9 +1306,20 @@ impl Seq2Seq {
         let k = &self.kernels;
         let act = self.cfg.activation;
         let input = pre_norm(k, self.cfg.norm, &ffn.norm, x, &mut buf.h);
-        let hidden = &mut buf.ffn[..rows * ffn.up.out_dim];
-        ffn.up.forward(k, input, rows, hidden);
-        k.activation(act, hidden);
+        let ffn_dim = ffn.down.in_dim;
+        let hidden = &mut buf.ffn[..rows * ffn_dim]; // [rows, ffn_dim]
+        match &ffn.up {
+            FfnUp::Plain(up) => {
+                up.forward(k, input, rows, hidden);
+                k.activation(act, hidden);
+            }
+            FfnUp::Gated(gate_up) => {
+                // hidden = act(gate(x)) * up(x), gate and up one matrix
+                let gu = &mut buf.gate_up[..2 * rows * ffn_dim]; // [rows, 2 ffn_dim]: gate | up
+                gate_up.forward(k, input, rows, gu);
+                gated(k, act, gu, ffn_dim, hidden);
+            }
+        }
         ffn.down.forward(k, hidden, rows, &mut buf.o[..rows * self.cfg.d_model]);
         buf.residual(k, self.cfg.norm, &ffn.norm, x);
     }
@@ -793,24 +1361,28 @@ struct Buffers {
     ffn: Vec<f32>,
     /// The attention kernel's buffers (plan, partial sums, packed K/V).
     attn_scratch: kernels::AttnScratch,
+    /// A gated FFN's gate and up projections. `[rows, 2 ffn_dim]`
+    gate_up: Vec<f32>,
 }
 
 impl Buffers {
-    fn new(rows: usize, d: usize, ffn_dim: usize) -> Self {
+    /// Buffers for `rows` rows of width `d`, attention projections of width `inner`.
+    fn new(rows: usize, d: usize, inner: usize, ffn_dim: usize) -> Self {
         let mut b = Self::default();
-        b.ensure(rows, d, ffn_dim);
+        b.ensure(rows, d, inner, ffn_dim);
         b
     }
 
     /// Make every buffer hold `rows` rows (no allocation when they already do).
-    fn ensure(&mut self, rows: usize, d: usize, ffn_dim: usize) {
+    fn ensure(&mut self, rows: usize, d: usize, inner: usize, ffn_dim: usize) {
         for (v, n) in [
             (&mut self.h, rows * d),
-            (&mut self.qkv, 3 * rows * d),
-            (&mut self.q, rows * d),
-            (&mut self.attn, rows * d),
+            (&mut self.qkv, 3 * rows * inner),
+            (&mut self.q, rows * inner),
+            (&mut self.attn, rows * inner),
             (&mut self.o, rows * d),
             (&mut self.ffn, rows * ffn_dim),
+            (&mut self.gate_up, 2 * rows * ffn_dim),
         ] {
             if v.len() < n {
                 v.resize(n, 0.0);
@@ -819,7 +1391,7 @@ impl Buffers {
     }
 
     /// `x = x + o` (pre-norm) or `x = norm(x + o)` (post-norm), `o` being the sublayer output in `self.o`.
-    fn residual(&mut self, k: &Kernels, place: NormPlacement, norm: &LayerNorm, x: &mut [f32]) {
+    fn residual(&mut self, k: &Kernels, place: NormPlacement, norm: &Norm, x: &mut [f32]) {
         let n = x.len();
         k.add(x, &self.o[..n]);
         if place == NormPlacement::PostNorm {
@@ -830,7 +1402,7 @@ impl Buffers {
 }
 
 /// The input of a sublayer: `norm(x)` (pre-norm, written to `h`) or `x` itself (post-norm).
-fn pre_norm<'a>(k: &Kernels, place: NormPlacement, norm: &LayerNorm, x: &'a [f32], h: &'a mut [f32]) -> &'a [f32] {
+fn pre_norm<'a>(k: &Kernels, place: NormPlacement, norm: &Norm, x: &'a [f32], h: &'a mut [f32]) -> &'a [f32] {
     match place {
         NormPlacement::PreNorm => {
             let h = &mut h[..x.len()];
@@ -969,8 +1541,9 @@ impl Seq2Seq {
     fn decode(&self, st: &mut Seq2SeqState, io: StepIo<'_>) -> Result<()> {
         let k = &self.kernels;
         let d = self.cfg.d_model;
-        let heads = Heads::new(self.cfg.n_decoder_heads, d / self.cfg.n_decoder_heads);
+        let heads = Heads::new(self.cfg.n_decoder_heads, self.cfg.head_dim);
         let head_dim = heads.head_dim;
+        let inner = self.cfg.inner(self.cfg.n_decoder_heads);
         let batch = st.row_source.len();
         let shape = io.shape(batch, self.cfg.tgt_vocab_size)?;
         let (tokens, n) = (io.tokens, io.n);
@@ -985,43 +1558,43 @@ impl Seq2Seq {
             st.grow_caches(past + n)?;
         }
         let rows = shape.rows();
-        st.buf.ensure(rows, d, self.cfg.decoder_ffn_dim);
+        st.buf.ensure(rows, d, inner, self.cfg.decoder_ffn_dim);
         let buf = &mut st.buf;
 
-        // 1. token embeddings * scale + positions past .. past + n: x [batch * n, d]
+        // 1. token embeddings * scale + positions past .. past + n (+ embedding norm): x [batch * n, d]
         let mut x = std::mem::take(&mut st.x);
         x.resize(rows * d, 0.0);
-        self.tgt_embed.forward(k, tokens, self.cfg.embed_scale, &mut x)?;
-        self.add_positions(&mut x, batch, n, past)?;
+        self.embed(Stack::Decoder, tokens, batch, n, past, &mut x)?;
 
         for (l, layer) in self.decoder.iter().enumerate() {
             // 2. causal self-attention over the cache (the new positions appended in place)
             let input = pre_norm(k, self.cfg.norm, &layer.attn.norm, &x, &mut buf.h);
-            let p = layer.attn.qkv.forward(k, input, rows, d, &mut buf.qkv);
+            let p = layer.attn.qkv.forward(k, input, rows, inner, &mut buf.qkv);
             let cache = &mut st.self_kv[l];
             let src = packed_strides(n, p.pos, head_dim);
             cache.append_strided(&buf.qkv[p.k..], &buf.qkv[p.v..], src, n)?;
             let args = AttnArgs::causal(heads, batch, n, past + n)
                 .with_q_strides(src)
                 .with_kv_strides(cache.strides());
-            let q = &buf.qkv[p.q..];
-            k.attention_in(
+            let args = self.self_attn_args(Stack::Decoder, args);
+            let qkv = [&buf.qkv[p.q..], cache.k(), cache.v()];
+            io.attn.attend(
+                k,
                 &mut buf.attn_scratch,
+                AttnKind::Decoder,
                 &args,
-                q,
-                cache.k(),
-                cache.v(),
-                &mut buf.attn[..rows * d],
+                qkv,
+                &mut buf.attn[..rows * inner],
             );
             layer
                 .attn
                 .out
-                .forward(k, &buf.attn[..rows * d], rows, &mut buf.o[..rows * d]);
+                .forward(k, &buf.attn[..rows * inner], rows, &mut buf.o[..rows * d]);
             buf.residual(k, self.cfg.norm, &layer.attn.norm, &mut x);
 
             // 3. cross-attention: each run of rows of one source reads that source's K/V
             let input = pre_norm(k, self.cfg.norm, &layer.cross.norm, &x, &mut buf.h);
-            layer.cross.q.forward(k, input, rows, &mut buf.q[..rows * d]);
+            layer.cross.q.forward(k, input, rows, &mut buf.q[..rows * inner]);
             let kv = &st.cross[l];
             let mut r0 = 0;
             while r0 < batch {
@@ -1034,20 +1607,29 @@ impl Seq2Seq {
                     pos: kv.pos,
                     head: head_dim,
                 });
-                k.attention_in(
-                    &mut buf.attn_scratch,
-                    &args,
-                    &buf.q[r0 * n * d..r1 * n * d],
+                let args = match self.cfg.score_scale {
+                    ScoreScale::InvSqrtHeadDim => args,
+                    ScoreScale::One => args.with_scale(1.0),
+                };
+                let qkv = [
+                    &buf.q[r0 * n * inner..r1 * n * inner],
                     &kv.data[base + kv.k_off..],
                     &kv.data[base + kv.v_off..],
-                    &mut buf.attn[r0 * n * d..r1 * n * d],
+                ];
+                io.attn.attend(
+                    k,
+                    &mut buf.attn_scratch,
+                    AttnKind::Cross,
+                    &args,
+                    qkv,
+                    &mut buf.attn[r0 * n * inner..r1 * n * inner],
                 );
                 r0 = r1;
             }
             layer
                 .cross
                 .out
-                .forward(k, &buf.attn[..rows * d], rows, &mut buf.o[..rows * d]);
+                .forward(k, &buf.attn[..rows * inner], rows, &mut buf.o[..rows * d]);
             buf.residual(k, self.cfg.norm, &layer.cross.norm, &mut x);
 
             // 4. feed-forward

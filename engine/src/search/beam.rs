@@ -62,7 +62,7 @@ pub enum EarlyStopping {
 /// use qkv::search::LogitsRules;
 ///
 /// // EOS is id 0; never emit the pad id 7; force EOS at the last step; log-softmax again after the bans.
-/// let rules = LogitsRules { eos: vec![0], bad_words: vec![vec![7]], forced_eos: Some(0), renormalize: true };
+/// let rules = LogitsRules { eos: vec![0], bad_words: vec![vec![7]], forced_eos: Some(0), renormalize: true, ..Default::default() };
 /// assert!(rules.bad_words.iter().all(|w| !w.is_empty()));
 /// ```
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -74,6 +74,12 @@ pub struct LogitsRules {
     pub bad_words: Vec<Vec<u32>>,
     /// Force this token at the last allowed step (`forced_eos_token_id`).
     pub forced_eos: Option<u32>,
+    /// Force this token as the first generated one (`forced_bos_token_id`: mBART-50's and NLLB's target
+    /// language).
+    pub forced_bos: Option<u32>,
+    /// Never repeat an n-gram of this size within a hypothesis, decoder start token included
+    /// (`no_repeat_ngram_size`; 0: off).
+    pub no_repeat_ngram: usize,
     /// Log-softmax again after the rules (`renormalize_logits`).
     pub renormalize: bool,
 }
@@ -159,6 +165,7 @@ impl SearchOptions {
             .eos
             .iter()
             .chain(self.rules.forced_eos.iter())
+            .chain(self.rules.forced_bos.iter())
             .chain(self.rules.bad_words.iter().flatten());
         if let Some(&id) = bad_id.clone().find(|&&id| id as usize >= vocab) {
             return Err(Error::Request(format!(
@@ -207,6 +214,16 @@ impl LogitsRules {
 
     /// Ban and force tokens in `scores` (log-probs or logits) for one row.
     fn apply(&self, opts: &SearchOptions, ctx: &StepCtx<'_>, scores: &mut [f32]) {
+        // no repeated n-gram: ban each token that would complete an n-gram the hypothesis already holds
+        let n = self.no_repeat_ngram;
+        if n > 0 && ctx.seq.len() + 1 >= n {
+            let tail = &ctx.seq[ctx.seq.len() + 1 - n..];
+            for w in ctx.seq.windows(n) {
+                if &w[..n - 1] == tail {
+                    scores[w[n - 1] as usize] = f32::NEG_INFINITY;
+                }
+            }
+        }
         // bad words: ban the last token of every sequence whose prefix ends the hypothesis
         for w in &self.bad_words {
             if w.len() == 1 && self.is_eos(w[0]) {
@@ -221,6 +238,13 @@ impl LogitsRules {
         if ctx.n_generated < opts.min_new_tokens {
             for &e in &self.eos {
                 scores[e as usize] = f32::NEG_INFINITY;
+            }
+        }
+        // forced BOS as the first generated token
+        if let Some(f) = self.forced_bos {
+            if ctx.n_generated == 0 {
+                scores.fill(f32::NEG_INFINITY);
+                scores[f as usize] = 0.0;
             }
         }
         // forced EOS at the last allowed step

@@ -82,6 +82,7 @@ pub fn marian_search_options(json: &serde_json::Value, num_beams: usize) -> qkv:
             bad_words: id_rows(&g["bad_words_ids"]),
             forced_eos: Some(g["forced_eos_token_id"].as_u64().unwrap() as u32),
             renormalize: g["renormalize_logits"].as_bool().unwrap(),
+            ..Default::default()
         },
     }
 }

@@ -56,6 +56,9 @@ struct Row {
     out: usize,
     lo: usize,
     lim: usize,
+    /// Query head and position (for a [`crate::PositionBias`]).
+    head: usize,
+    pos: usize,
 }
 
 /// Query rows of one (batch row, KV head) pair that are processed together.
@@ -224,6 +227,12 @@ fn check_shapes(a: &AttnArgs<'_>, q: &[f32], k: &[f32], v: &[f32], out: &mut [f3
     if let Some(l) = a.key_lens {
         assert_eq!(l.len(), a.batch, "attention: key_lens is not [batch]");
     }
+    if let Some(pb) = a.position_bias {
+        assert!(
+            pb.table.len() >= a.n_heads * pb.width(),
+            "attention: position_bias table is not [n_heads, 2 * max_distance + 1]"
+        );
+    }
     if a.batch == 0 || a.head_dim == 0 {
         return;
     }
@@ -268,6 +277,8 @@ fn plan_rows(a: &AttnArgs<'_>, rows: &mut Vec<Row>) {
                         out: a.out_strides.offset(b, i, h),
                         lo: keys.start.min(lim),
                         lim,
+                        head: h,
+                        pos: a.mask.query_pos(i),
                     });
                 }
             }

@@ -152,6 +152,11 @@ pub(super) fn run_item<'a, S: Simd>(s: S, ctx: &Ctx<'a>, block: &Block, keys: Ra
                 s_row.fill(0.0); // row sees none of these keys
                 continue;
             }
+            if let Some(pb) = a.position_bias {
+                for (c, x) in s_row[n_before..n_valid].iter_mut().enumerate() {
+                    *x += pb.get(row.head, row.pos, t0 + n_before + c);
+                }
+            }
             if let Some(cap) = a.softcap {
                 crate::types::softcap(cap, &mut s_row[n_before..n_valid]);
             }

@@ -342,6 +342,12 @@ impl Tokenizer for MarianTokenizer {
     fn id_to_token(&self, id: u32) -> Option<String> {
         self.added_by_id.get(&id).or_else(|| self.decoder.get(&id)).cloned()
     }
+
+    /// `vocab.json`'s token of `id` (the source side, also with `separate_vocabs`).
+    fn source_id_to_token(&self, id: u32) -> Option<String> {
+        let source = || self.encoder.iter().find(|&(_, &i)| i == id).map(|(t, _)| t);
+        self.added_by_id.get(&id).or_else(source).cloned()
+    }
 }
 
 /// A `vocab.json` object `{token: id}` in file order (a Python dict keeps it; the last of repeated keys wins).

@@ -41,6 +41,10 @@ pub trait Tokenizer: Send + Sync {
     fn vocab_size(&self) -> usize;
     fn token_to_id(&self, token: &str) -> Option<u32>;
     fn id_to_token(&self, id: u32) -> Option<String>;
+    /// The token of an id `encode` makes (the source side of a two-vocabulary tokenizer; else `id_to_token`).
+    fn source_id_to_token(&self, id: u32) -> Option<String> {
+        self.id_to_token(id)
+    }
 }
 
 /// File names `load_tokenizer` looks for, in order of preference.

@@ -178,4 +178,8 @@ impl Tokenizer for VocabFileTokenizer {
     fn id_to_token(&self, id: u32) -> Option<String> {
         self.target.token(id).map(str::to_string)
     }
+
+    fn source_id_to_token(&self, id: u32) -> Option<String> {
+        self.source.token(id).map(str::to_string)
+    }
 }

@@ -9,8 +9,8 @@ use std::fmt;
 use std::path::Path;
 
 use qkv::{
-    GenerateOptions, Generator, Isa, Kernels, LoadOptions, Model, PromptFormat, SampleParams, StopReason, Strategy,
-    Timings, TokenEvent, TranslateOptions, Translation, WeightType,
+    GenerateOptions, Generator, Isa, Kernels, LoadOptions, Model, PromptAttention, PromptFormat, SampleParams,
+    StopReason, Strategy, Timings, TokenEvent, TranslateOptions, Translation, TranslationAttention, WeightType,
 };
 
 /// What went wrong, as the bindings report it.
@@ -377,6 +377,25 @@ impl Engine {
     /// Translate `texts` (best hypothesis each, input order).
     pub fn translate(&self, texts: &[&str], opts: &TranslateOptions) -> Result<Vec<Translation>> {
         Ok(self.run(|m| m.translate(texts, opts))?)
+    }
+
+    /// The self-attention probabilities of a decoder-only model over `prompt` ([`Model::attention`]).
+    pub fn attention(&self, prompt: &str) -> Result<PromptAttention> {
+        Ok(self.run(|m| m.attention(prompt))?)
+    }
+
+    /// [`Engine::attention`] of prompt ids.
+    pub fn attention_ids(&self, ids: &[u32]) -> Result<PromptAttention> {
+        Ok(self.run(|m| m.attention_ids(ids))?)
+    }
+
+    /// Translate `texts` and record each translation's attention ([`Model::translate_with_attention`]).
+    pub fn translate_with_attention(
+        &self,
+        texts: &[&str],
+        opts: &TranslateOptions,
+    ) -> Result<Vec<(Translation, TranslationAttention)>> {
+        Ok(self.run(|m| m.translate_with_attention(texts, opts))?)
     }
 }
 

@@ -2,7 +2,8 @@
 //! [`qkv_embed::Engine`], with the GIL released while the engine computes, so threads sharing one
 //! `Model` run in parallel. Engine errors raise `qkv.QkvError` with the engine's message and a `kind`.
 //!
-//! `.attention(...)` (NumPy arrays of attention weights) comes with the attention issue.
+//! `.attention(...)` and `.translation_attention(...)` return attention probabilities as NumPy arrays
+//! (`numpy` imported when first asked for).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -374,6 +375,56 @@ fn translate_options(kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<TranslateOp
     Ok(o)
 }
 
+/// `maps` as a float32 NumPy array of its shape `[layers, heads, queries, keys]`.
+fn ndarray(py: Python<'_>, maps: &qkv::AttentionMaps) -> PyResult<Py<PyAny>> {
+    let bytes: Vec<u8> = maps.as_slice().iter().flat_map(|p| p.to_ne_bytes()).collect();
+    let np = py.import("numpy")?;
+    let flat = np.call_method1("frombuffer", (PyBytes::new(py, &bytes), "float32"))?;
+    let shape = maps.shape();
+    Ok(flat
+        .call_method1("reshape", (shape.to_vec(),))?
+        .call_method0("copy")?
+        .unbind())
+}
+
+/// Self-attention probabilities over a prompt (`Model.attention`).
+#[pyclass(module = "qkv", frozen, get_all)]
+struct Attention {
+    tokens: Vec<String>,
+    ids: Vec<u32>,
+    /// float32 `[layers, heads, query, key]`; each row sums to 1, future keys are exactly 0.
+    weights: Py<PyAny>,
+}
+
+#[pymethods]
+impl Attention {
+    fn __repr__(&self) -> String {
+        format!("Attention(tokens={:?})", self.tokens)
+    }
+}
+
+/// A translation and its attention probabilities (`Model.translation_attention`).
+#[pyclass(module = "qkv", frozen, get_all)]
+struct TranslationAttention {
+    translation: Translation,
+    source_tokens: Vec<String>,
+    /// The generated tokens the rows stand for (EOS not included).
+    target_tokens: Vec<String>,
+    /// float32 `[layers, heads, source, source]`
+    encoder: Py<PyAny>,
+    /// float32 `[layers, heads, target, target]`
+    decoder: Py<PyAny>,
+    /// float32 `[layers, heads, target, source]`
+    cross: Py<PyAny>,
+}
+
+#[pymethods]
+impl TranslationAttention {
+    fn __repr__(&self) -> String {
+        format!("TranslationAttention({:?})", self.translation.text)
+    }
+}
+
 #[pymethods]
 impl Model {
     /// Load a model directory (config.json, *.safetensors, tokenizer files).
@@ -484,6 +535,72 @@ impl Model {
             .collect())
     }
 
+    /// Self-attention probabilities of a decoder-only model over `prompt` (str or UTF-8 bytes), or over token
+    /// `ids`: `.tokens`, `.ids` and `.weights`, a float32 NumPy array `[layers, heads, query, key]`.
+    #[pyo3(signature = (prompt=None, *, ids=None))]
+    fn attention(
+        &self,
+        py: Python<'_>,
+        prompt: Option<&Bound<'_, PyAny>>,
+        ids: Option<Vec<u32>>,
+    ) -> PyResult<Attention> {
+        let engine = &self.engine;
+        let att = match (prompt, ids) {
+            (Some(p), None) => {
+                let prompt = text_arg(p, "prompt")?;
+                py.detach(|| engine.attention(&prompt))
+            }
+            (None, Some(ids)) => py.detach(|| engine.attention_ids(&ids)),
+            _ => {
+                return Err(PyTypeError::new_err(
+                    "attention takes a prompt or ids=[...], one of them",
+                ))
+            }
+        }
+        .map_err(py_err)?;
+        Ok(Attention {
+            weights: ndarray(py, &att.self_attention)?,
+            tokens: att.tokens,
+            ids: att.ids,
+        })
+    }
+
+    /// Translate sentences (the options of translate) and return, per sentence, the translation with its
+    /// encoder, decoder and cross-attention probabilities (float32 NumPy arrays, one target row per generated
+    /// token, EOS not included).
+    #[pyo3(signature = (texts, **options))]
+    fn translation_attention(
+        &self,
+        py: Python<'_>,
+        texts: Vec<String>,
+        options: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Vec<TranslationAttention>> {
+        let opts = translate_options(options)?;
+        let engine = &self.engine;
+        let out = py
+            .detach(|| {
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                engine.translate_with_attention(&refs, &opts)
+            })
+            .map_err(py_err)?;
+        out.into_iter()
+            .map(|(t, a)| {
+                Ok(TranslationAttention {
+                    translation: Translation {
+                        text: t.text,
+                        tokens: t.tokens,
+                        score: t.score,
+                    },
+                    encoder: ndarray(py, &a.encoder)?,
+                    decoder: ndarray(py, &a.decoder)?,
+                    cross: ndarray(py, &a.cross)?,
+                    source_tokens: a.source_tokens,
+                    target_tokens: a.target_tokens,
+                })
+            })
+            .collect()
+    }
+
     fn __repr__(&self) -> String {
         format!("Model({:?})", self.path.display().to_string())
     }
@@ -497,6 +614,8 @@ fn _qkv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<TokenEvent>()?;
     m.add_class::<Stream>()?;
     m.add_class::<Translation>()?;
+    m.add_class::<Attention>()?;
+    m.add_class::<TranslationAttention>()?;
     m.add("QkvError", m.py().get_type::<QkvError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     let kinds: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.name()).collect();

@@ -62,6 +62,9 @@ class Cli:
     def generate(self, model, prompt: str, *extra: str) -> dict:
         return json.loads(self._run(["generate", "--json", "--model", str(model), "--prompt", prompt, *extra]))
 
+    def attention(self, model, prompt: str) -> dict:
+        return json.loads(self._run(["attention", "--json", "--model", str(model), "--prompt", prompt]))
+
     def translate(self, model, texts: list[str], *extra: str) -> list[dict]:
         out = self._run(["translate", "--json", "--model", str(model), *extra, *texts])
         return [json.loads(line) for line in out.splitlines()]

@@ -342,3 +342,45 @@ def test_readme_python_example_runs_as_written(stories_dir, capsys):
     sampled = model.generate("Once upon a time", temperature=0.8, seed=7).text
     name = qkv.Model(stories_dir.parent / "aren-transliteration-ct2").translate(["محمد"], beam_size=4)[0].text
     assert out == f"{greedy}\n{sampled}{name}\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# Attention as NumPy arrays: the command line's numbers
+
+
+def test_attention_is_the_cli_json(stories, stories_dir, cli):
+    import numpy as np
+
+    want = cli.attention(stories_dir, "Once upon a time")
+    att = stories.attention("Once upon a time")
+    assert att.ids == want["ids"] and att.tokens == want["tokens"]
+    assert att.weights.dtype == np.float32 and att.weights.shape == (5, 8, len(att.ids), len(att.ids))
+    # the same f32 numbers the CLI prints
+    assert np.array_equal(att.weights, np.array(want["attentions"], dtype=np.float32))
+    assert np.abs(att.weights.sum(-1) - 1).max() < 1e-6
+    assert (np.triu(att.weights, 1) == 0).all()
+    assert np.array_equal(stories.attention(ids=att.ids).weights, att.weights)
+
+
+def test_translation_attention_is_the_cli_json(aren, aren_dir, cli, tmp_path):
+    import numpy as np
+
+    names = ["محمد", "فاطمة"]
+    want = cli.translate(aren_dir, names, "--attention", "--out-dir", str(tmp_path))
+    out = aren.translation_attention(names)
+    for w, a, name in zip(want, out, names):
+        assert a.translation.text == w["text"] and a.translation.tokens == w["tokens"]
+        assert np.array_equal(a.cross, np.array(w["cross_attention"], dtype=np.float32))
+        assert a.cross.shape[2:] == (len(a.target_tokens), len(name))
+        assert a.encoder.shape[2:] == (len(name), len(name))
+
+
+def test_attention_errors(stories, aren):
+    with pytest.raises(qkv.QkvError) as e:
+        aren.attention("x")
+    assert kind_of(e) == "invalid_argument" and "encoder-decoder" in str(e.value)
+    with pytest.raises(qkv.QkvError) as e:
+        stories.attention(ids=[])
+    assert "empty" in str(e.value)
+    with pytest.raises(TypeError):
+        stories.attention()

@@ -7,6 +7,7 @@
 >>> for event in model.stream("Once upon a time", temperature=0.8, seed=7):
 ...     print(event.text, end="", flush=True)
 >>> qkv.Model("models/opus-mt-en-de").translate(["Hello world"], beam_size=4)[0].text
+>>> model.attention("Once upon a time").weights.shape   # NumPy [layers, heads, query, key]
 
 Calls release the GIL while the engine computes: threads sharing one Model run in parallel.
 Errors raise qkv.QkvError (str(e) is the engine's message; e.kind its kind).
@@ -14,6 +15,7 @@ Errors raise qkv.QkvError (str(e) is the engine's message; e.kind its kind).
 
 from ._qkv import (
     ERROR_KINDS,
+    Attention,
     STOP_REASONS,
     Generation,
     Model,
@@ -22,11 +24,13 @@ from ._qkv import (
     Timings,
     TokenEvent,
     Translation,
+    TranslationAttention,
     __version__,
 )
 
 __all__ = [
     "ERROR_KINDS",
+    "Attention",
     "STOP_REASONS",
     "Generation",
     "Model",
@@ -35,5 +39,6 @@ __all__ = [
     "Timings",
     "TokenEvent",
     "Translation",
+    "TranslationAttention",
     "__version__",
 ]

@@ -6,6 +6,8 @@ from typing import Iterator, Literal, Optional, Sequence, TypedDict, Union
 
 from typing_extensions import Unpack
 
+import numpy
+
 __version__: str
 
 ErrorKind = Literal[
@@ -107,6 +109,37 @@ class Translation:
     def score(self) -> float:
         """Length-normalised log-probability."""
 
+class Attention:
+    """Self-attention probabilities over a prompt (Model.attention)."""
+
+    @property
+    def tokens(self) -> list[str]: ...
+    @property
+    def ids(self) -> list[int]: ...
+    @property
+    def weights(self) -> numpy.ndarray:
+        """float32 [layers, heads, query, key]: each row sums to 1, future keys are exactly 0."""
+
+class TranslationAttention:
+    """A translation and its attention probabilities (Model.translation_attention)."""
+
+    @property
+    def translation(self) -> Translation: ...
+    @property
+    def source_tokens(self) -> list[str]: ...
+    @property
+    def target_tokens(self) -> list[str]:
+        """The generated tokens the rows stand for (EOS not included)."""
+    @property
+    def encoder(self) -> numpy.ndarray:
+        """float32 [layers, heads, source, source]."""
+    @property
+    def decoder(self) -> numpy.ndarray:
+        """float32 [layers, heads, target, target]."""
+    @property
+    def cross(self) -> numpy.ndarray:
+        """float32 [layers, heads, target, source]."""
+
 class Model:
     """A loaded model: Llama or GPT-2 generate, Marian or CTranslate2 Transformer translate.
 
@@ -134,3 +167,9 @@ class Model:
         """As generate, one TokenEvent at a time."""
     def translate(self, texts: Sequence[Text], **options: Unpack[TranslateOptions]) -> list[Translation]:
         """Translate sentences in batches, in input order; see TranslateOptions."""
+    def attention(self, prompt: Optional[Text] = None, *, ids: Optional[Sequence[int]] = None) -> Attention:
+        """Self-attention probabilities of a decoder-only model over prompt, or over token ids (needs numpy)."""
+    def translation_attention(
+        self, texts: Sequence[str], **options: Unpack[TranslateOptions]
+    ) -> list[TranslationAttention]:
+        """Translate and record each translation's encoder, decoder and cross-attention (needs numpy)."""
