@@ -44,13 +44,19 @@ fn references(name: &str) -> loaders::safetensors::SafeTensors {
 /// Prefill logits at every prompt position, then 40 greedy steps one token at a time, on every ISA.
 fn check_family(name: &str) {
     let (dir, meta) = model_dir(name);
+    check_against_hf(name, &dir, &meta);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The model in `dir` against the fixture's HF references (`meta`: its reference.json).
+fn check_against_hf(name: &str, dir: &std::path::Path, meta: &serde_json::Value) {
     let refs = references(name);
     let prompt = ids(&meta["prompt"]);
     let greedy = ids(&meta["greedy_tokens"]);
     let want_prompt = tensor(&refs, "prompt_logits");
     let want_steps = tensor(&refs, "greedy_step_logits");
     for k in kernels::testing::kernels(&format!("families::{name}")) {
-        let m = load_on(&dir, k);
+        let m = load_on(dir, k);
         let vocab = m.info().vocab_size;
         let cap = prompt.len() + greedy.len();
         let mut s = m.session(1, cap).unwrap();
@@ -77,7 +83,6 @@ fn check_family(name: &str) {
             k.isa()
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -115,6 +120,128 @@ fn gemma2_matches_hf() {
 #[test]
 fn gemma3_matches_hf() {
     check_family("gemma3");
+}
+
+/// The family's model as the GGUF llama.cpp's converter made of it (tools/scripts/make_family_gguf.py, --outtype
+/// f32), rebuilt byte for byte: the committed `model.gguf.head` (header, metadata, tensor infos), then each
+/// tensor made from the hash-initialised HF weights by the transform the script found for it (`gguf.json`); the
+/// file's FNV-1a 64 must be the converter's. Then qkv's importer turns it into a HF directory, and the logits
+/// must be HF's on the safetensors model (the same references as the safetensors test). llama.cpp ran the same
+/// file (llama-cpp-python): where it runs the family in full, its 40 greedy tokens were HF's, hence qkv's.
+fn check_family_gguf(name: &str) {
+    let (dir, meta) = model_dir(name);
+    let fixture = loaders::paths::fixture("families").join(name);
+    let g = json(&fixture.join("gguf.json"));
+    let mut file = std::fs::read(fixture.join("model.gguf.head")).unwrap();
+    assert_eq!(file.len() as u64, g["data_offset"].as_u64().unwrap(), "{name}: model.gguf.head");
+    file.resize(g["file_len"].as_u64().unwrap() as usize, 0);
+    let hf: std::collections::HashMap<String, (Vec<usize>, Vec<f32>)> = hash_weights::hash_init_tensors(&meta)
+        .into_iter()
+        .map(|(n, shape, v)| (n, (shape, v)))
+        .collect();
+    let config = json(&fixture.join("config.json"));
+    for t in g["tensors"].as_array().unwrap() {
+        let (source, transform) = (t["source"].as_str().unwrap(), t["transform"].as_str().unwrap());
+        let values: Vec<f32> = match transform.split_once(':') {
+            _ if transform == "config" => {
+                let key = source.strip_prefix("rope_scaling.").unwrap();
+                serde_json::from_value(config["rope_scaling"][key].clone()).unwrap()
+            }
+            _ if transform == "copy" => hf[source].1.clone(),
+            _ if transform == "plus_one" => hf[source].1.iter().map(|v| v + 1.0).collect(),
+            Some(("permute", heads)) => {
+                let (shape, v) = &hf[source];
+                llama_cpp_permute(v, heads.parse().unwrap(), shape[0], shape[1])
+            }
+            _ => panic!("{name}: unknown transform {transform}"),
+        };
+        assert_eq!(values.len() as u64, t["n"].as_u64().unwrap(), "{name}: {}", t["name"]);
+        let at = (g["data_offset"].as_u64().unwrap() + t["offset"].as_u64().unwrap()) as usize;
+        for (i, v) in values.iter().enumerate() {
+            file[at + 4 * i..at + 4 * i + 4].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    let want = u64::from_str_radix(g["fnv1a64"].as_str().unwrap(), 16).unwrap();
+    assert_eq!(
+        hash_weights::fnv1a64(&file),
+        want,
+        "{name}: the rebuilt GGUF is not the converter's"
+    );
+    let gguf = dir.join("model.gguf");
+    std::fs::write(&gguf, &file).unwrap();
+    drop(file);
+    let imported = dir.join("imported");
+    std::fs::create_dir_all(&imported).unwrap();
+    loaders::gguf::import_to_hf_dir(&gguf, &imported, &loaders::gguf::ImportOptions::default())
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    std::fs::remove_file(&gguf).unwrap();
+    check_against_hf(name, &imported, &meta);
+    let llama_cpp = &g["llama_cpp"];
+    if LLAMA_CPP_RUNS.contains(&name) {
+        assert_eq!(
+            ids(&llama_cpp["greedy_tokens"]),
+            ids(&meta["greedy_tokens"]),
+            "{name}: llama.cpp's greedy tokens on this GGUF (gguf.json) are not HF's"
+        );
+    } else {
+        eprintln!("{name}: llama.cpp does not run this GGUF as HF does: {llama_cpp}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The families llama.cpp runs as transformers does from these GGUFs. Not: mistral (llama.cpp's `llama` has no
+/// sliding window; it agrees for the positions within the window) and gemma2 (llama.cpp ties Gemma 2's head to the
+/// embeddings and refuses the fixture's own `output.weight`).
+const LLAMA_CPP_RUNS: [&str; 4] = ["qwen2", "qwen3", "phi3", "gemma3"];
+
+/// llama.cpp's converter's q/k permutation (`LlamaModel.permute`): within each head, HF row `s * half + i`
+/// becomes row `2i + s`.
+fn llama_cpp_permute(v: &[f32], heads: usize, rows: usize, cols: usize) -> Vec<f32> {
+    let (hd, half) = (rows / heads, rows / heads / 2);
+    let mut out = vec![0.0; v.len()];
+    for h in 0..heads {
+        for s in 0..2 {
+            for i in 0..half {
+                let (from, to) = (h * hd + s * half + i, h * hd + 2 * i + s);
+                out[to * cols..][..cols].copy_from_slice(&v[from * cols..][..cols]);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn qwen2_gguf_matches_hf() {
+    check_family_gguf("qwen2");
+}
+
+#[test]
+fn qwen3_gguf_matches_hf() {
+    check_family_gguf("qwen3");
+}
+
+/// Converted as arch `llama`, with `llama.attention.sliding_window` (see make_family_gguf.py).
+#[test]
+fn mistral_gguf_matches_hf() {
+    check_family_gguf("mistral");
+}
+
+/// Fused `attn_qkv` and `ffn_up` (gate|up), LongRoPE factors as tensors.
+#[test]
+fn phi3_gguf_matches_hf() {
+    check_family_gguf("phi3");
+}
+
+/// Norms stored as 1 + w, soft-capping and window keys.
+#[test]
+fn gemma2_gguf_matches_hf() {
+    check_family_gguf("gemma2");
+}
+
+/// q/k norms, local RoPE base, the sliding pattern key.
+#[test]
+fn gemma3_gguf_matches_hf() {
+    check_family_gguf("gemma3");
 }
 
 /// Score difference allowed against transformers' `sequences_scores`: a sum of 16 log-probabilities, each

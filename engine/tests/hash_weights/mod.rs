@@ -5,9 +5,10 @@
 
 use std::path::Path;
 
-fn fnv1a64(name: &str) -> u64 {
+/// FNV-1a 64 of some bytes (a tensor name here; a whole fixture file in engine/tests/families.rs).
+pub fn fnv1a64(bytes: impl AsRef<[u8]>) -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
-    for &b in name.as_bytes() {
+    for &b in bytes.as_ref() {
         h = (h ^ b as u64).wrapping_mul(0x100000001b3);
     }
     h
