@@ -133,7 +133,11 @@ fn check_family_gguf(name: &str) {
     let fixture = loaders::paths::fixture("families").join(name);
     let g = json(&fixture.join("gguf.json"));
     let mut file = std::fs::read(fixture.join("model.gguf.head")).unwrap();
-    assert_eq!(file.len() as u64, g["data_offset"].as_u64().unwrap(), "{name}: model.gguf.head");
+    assert_eq!(
+        file.len() as u64,
+        g["data_offset"].as_u64().unwrap(),
+        "{name}: model.gguf.head"
+    );
     file.resize(g["file_len"].as_u64().unwrap() as usize, 0);
     let hf: std::collections::HashMap<String, (Vec<usize>, Vec<f32>)> = hash_weights::hash_init_tensors(&meta)
         .into_iter()

@@ -225,7 +225,7 @@ def make(name: str, llama_cpp: Path):
             "max_abs_vs_hf_logits": float(np.abs(logits[:agree + 1] - step[:agree + 1]).max()),
         }
     meta = {
-        "converter": f"llama.cpp convert_hf_to_gguf.py ({llama_cpp}), --outtype f32, patched as the script says",
+        "converter": f"convert_hf_to_gguf.py of {llama_cpp.parent.parent.name}, --outtype f32, patched as the script says",
         "file_len": len(raw),
         "fnv1a64": f"{fnv1a64(raw):016x}",
         "sha256": hashlib.sha256(raw).hexdigest(),

@@ -43,7 +43,14 @@ pub enum Arch {
 }
 
 /// Every architecture, in the order errors list them.
-pub const ARCHS: [Arch; 6] = [Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Phi3, Arch::Gemma2, Arch::Gemma3];
+pub const ARCHS: [Arch; 6] = [
+    Arch::Llama,
+    Arch::Qwen2,
+    Arch::Qwen3,
+    Arch::Phi3,
+    Arch::Gemma2,
+    Arch::Gemma3,
+];
 
 impl Arch {
     /// The `general.architecture` name.
@@ -65,7 +72,10 @@ impl Arch {
             let known: Vec<&str> = ARCHS.iter().map(|a| a.name()).collect();
             import_err(
                 gguf,
-                format!("architecture {name:?} is not supported (supported: {})", known.join(", ")),
+                format!(
+                    "architecture {name:?} is not supported (supported: {})",
+                    known.join(", ")
+                ),
             )
         })
     }
@@ -117,7 +127,11 @@ pub struct Mapping {
 pub fn tensors(gguf: &GgufFile, arch: Arch, p: &LlamaParams) -> Vec<Mapping> {
     let (d, ff, hd) = (p.hidden_size, p.intermediate_size, p.head_dim);
     let (q_dim, kv_dim) = (p.n_heads * hd, p.n_kv_heads * hd);
-    let norm = if arch.gemma() { Transform::MinusOne } else { Transform::Copy };
+    let norm = if arch.gemma() {
+        Transform::MinusOne
+    } else {
+        Transform::Copy
+    };
     let (q_t, k_t) = match arch {
         Arch::Llama => (Transform::Unpermute(p.n_heads), Transform::Unpermute(p.n_kv_heads)),
         _ => (Transform::Copy, Transform::Copy),
@@ -135,15 +149,27 @@ pub fn tensors(gguf: &GgufFile, arch: Arch, p: &LlamaParams) -> Vec<Mapping> {
         Transform::Copy,
     )];
     for l in 0..p.n_layers {
-        let t = |g: &str, h: &str, shape: Vec<usize>, tr| m(format!("blk.{l}.{g}"), format!("model.layers.{l}.{h}"), shape, tr);
+        let t = |g: &str, h: &str, shape: Vec<usize>, tr| {
+            m(format!("blk.{l}.{g}"), format!("model.layers.{l}.{h}"), shape, tr)
+        };
         out.push(t("attn_norm.weight", "input_layernorm.weight", vec![d], norm));
         if arch == Arch::Phi3 {
-            out.push(t("attn_qkv.weight", "self_attn.qkv_proj.weight", vec![q_dim + 2 * kv_dim, d], Transform::Copy));
+            out.push(t(
+                "attn_qkv.weight",
+                "self_attn.qkv_proj.weight",
+                vec![q_dim + 2 * kv_dim, d],
+                Transform::Copy,
+            ));
         } else {
             out.extend([
                 t("attn_q.weight", "self_attn.q_proj.weight", vec![q_dim, d], q_t),
                 t("attn_k.weight", "self_attn.k_proj.weight", vec![kv_dim, d], k_t),
-                t("attn_v.weight", "self_attn.v_proj.weight", vec![kv_dim, d], Transform::Copy),
+                t(
+                    "attn_v.weight",
+                    "self_attn.v_proj.weight",
+                    vec![kv_dim, d],
+                    Transform::Copy,
+                ),
             ]);
         }
         if arch == Arch::Qwen2 {
@@ -159,27 +185,57 @@ pub fn tensors(gguf: &GgufFile, arch: Arch, p: &LlamaParams) -> Vec<Mapping> {
                 t("attn_k_norm.weight", "self_attn.k_norm.weight", vec![hd], norm),
             ]);
         }
-        out.push(t("attn_output.weight", "self_attn.o_proj.weight", vec![d, q_dim], Transform::Copy));
+        out.push(t(
+            "attn_output.weight",
+            "self_attn.o_proj.weight",
+            vec![d, q_dim],
+            Transform::Copy,
+        ));
         if arch.gemma() {
             out.extend([
-                t("post_attention_norm.weight", "post_attention_layernorm.weight", vec![d], norm),
+                t(
+                    "post_attention_norm.weight",
+                    "post_attention_layernorm.weight",
+                    vec![d],
+                    norm,
+                ),
                 t("ffn_norm.weight", "pre_feedforward_layernorm.weight", vec![d], norm),
-                t("post_ffw_norm.weight", "post_feedforward_layernorm.weight", vec![d], norm),
+                t(
+                    "post_ffw_norm.weight",
+                    "post_feedforward_layernorm.weight",
+                    vec![d],
+                    norm,
+                ),
             ]);
         } else {
             out.push(t("ffn_norm.weight", "post_attention_layernorm.weight", vec![d], norm));
         }
         if arch == Arch::Phi3 {
-            out.push(t("ffn_up.weight", "mlp.gate_up_proj.weight", vec![2 * ff, d], Transform::Copy));
+            out.push(t(
+                "ffn_up.weight",
+                "mlp.gate_up_proj.weight",
+                vec![2 * ff, d],
+                Transform::Copy,
+            ));
         } else {
             out.extend([
                 t("ffn_gate.weight", "mlp.gate_proj.weight", vec![ff, d], Transform::Copy),
                 t("ffn_up.weight", "mlp.up_proj.weight", vec![ff, d], Transform::Copy),
             ]);
         }
-        out.push(t("ffn_down.weight", "mlp.down_proj.weight", vec![d, ff], Transform::Copy));
+        out.push(t(
+            "ffn_down.weight",
+            "mlp.down_proj.weight",
+            vec![d, ff],
+            Transform::Copy,
+        ));
     }
-    out.push(m("output_norm.weight".into(), "model.norm.weight".into(), vec![d], norm));
+    out.push(m(
+        "output_norm.weight".into(),
+        "model.norm.weight".into(),
+        vec![d],
+        norm,
+    ));
     if gguf.tensor_info("output.weight").is_some() {
         out.push(m(
             "output.weight".into(),
@@ -289,9 +345,14 @@ fn rope_scaling(
     match (kind.as_str(), factors) {
         ("none", None) => Ok((Value::Null, None)),
         ("linear", None) => {
-            let factor = keys
-                .positive_f64("rope.scaling.factor")?
-                .ok_or_else(|| meta_err(gguf, &keys.key("rope.scaling.factor"), "a factor for linear RoPE scaling", "none"))?;
+            let factor = keys.positive_f64("rope.scaling.factor")?.ok_or_else(|| {
+                meta_err(
+                    gguf,
+                    &keys.key("rope.scaling.factor"),
+                    "a factor for linear RoPE scaling",
+                    "none",
+                )
+            })?;
             Ok((json!({"rope_type": "linear", "factor": factor}), None))
         }
         ("longrope", Some((long, short))) => {
@@ -402,7 +463,11 @@ pub fn config(
             set("query_pre_attn_scalar", json!(scalar));
             let final_cap = keys.positive_f64("final_logit_softcapping")?;
             let attn_cap = keys.positive_f64("attn_logit_softcapping")?;
-            let window = if two { Some(keys.window()?.unwrap_or(4096)) } else { keys.window()? };
+            let window = if two {
+                Some(keys.window()?.unwrap_or(4096))
+            } else {
+                keys.window()?
+            };
             let sliding = match window {
                 Some(_) => sliding_layers(&keys, p.n_layers, if two { 2 } else { 6 })?,
                 None => vec![false; p.n_layers],
@@ -424,7 +489,10 @@ pub fn config(
                 }
                 set("attn_logit_softcapping", Value::Null);
                 set("final_logit_softcapping", json!(final_cap));
-                set("rope_local_base_freq", json!(keys.positive_f64("rope.freq_base_swa")?.unwrap_or(1e4)));
+                set(
+                    "rope_local_base_freq",
+                    json!(keys.positive_f64("rope.freq_base_swa")?.unwrap_or(1e4)),
+                );
                 ("Gemma3ForCausalLM", "gemma3_text")
             }
         }

@@ -20,7 +20,7 @@ use super::arch::{self, Arch, Transform};
 use super::dequant;
 use super::reader::{GgufFile, TensorInfo};
 use super::tokenizer;
-use crate::config::{GenerationConfig, ModelConfig};
+use crate::config::{GenerationConfig, LlamaConfig, RawConfig};
 use crate::error::{Error, Result};
 use crate::tensor::Dtype;
 
@@ -436,10 +436,12 @@ pub fn import_to_hf_dir(gguf: &Path, out_dir: &Path, opts: &ImportOptions) -> Re
     }
     let gen = serde_json::Value::Object(gen);
     // The config files, checked by the loaders' own config parser before anything is written: an import must
-    // never produce a directory that does not load.
+    // never produce a directory that does not load. Every architecture here is read as a Llama-shaped config
+    // (what the engine's rotary families read first; their own keys are checked when the engine loads).
     let config_path = out_dir.join("config.json");
     let generation_path = out_dir.join("generation_config.json");
-    ModelConfig::from_json(&config_path, &config.to_string())
+    RawConfig::from_json(&config_path, &config.to_string())
+        .and_then(|raw| LlamaConfig::from_raw(&raw))
         .and_then(|_| GenerationConfig::from_json(&generation_path, &gen.to_string()))
         .map_err(|e| import_err(gguf, format!("the metadata gives an invalid config: {e}")))?;
     let tok = tokenizer::build(gguf)?;
