@@ -95,7 +95,7 @@ impl Step<'_> {
         match self.pos {
             Positions::Uniform { .. } => {
                 let StepShape { batch, n } = self.shape;
-                let a = args(batch, n, kv.len()).with_kv_strides(kv.strides());
+                let a = args(batch, n, kv.held(0)).with_kv_strides(kv.strides());
                 self.attn.attend(k, sc, AttnKind::Decoder, &a, [q, kv.k(), kv.v()], out);
             }
             Positions::Ragged(spans) => {
@@ -109,7 +109,7 @@ impl Step<'_> {
                 }
                 let (st, attn) = (kv.strides(), self.attn);
                 let one = |sc: &mut AttnScratch, (s, rows): (&Span, &mut [f32])| {
-                    let a = args(1, s.n, s.pos0 + s.n).with_kv_strides(st);
+                    let a = args(1, s.n, kv.held(s.row)).with_kv_strides(st);
                     let at = s.row * st.batch;
                     let qkv = [&q[s.start * q_row..], &kv.k()[at..], &kv.v()[at..]];
                     attn.attend(k, sc, AttnKind::Decoder, &a, qkv, rows);
@@ -135,6 +135,12 @@ pub(crate) trait Blocks: Send + Sync + std::fmt::Debug {
 
     /// Bytes of the weights the family reads with `head` (norm gains and biases aside).
     fn weight_bytes(&self, head: &LmHead) -> WeightBytes;
+
+    /// The sliding window of each layer whose every attention has one (its cache then keeps only the last
+    /// positions: [`KvCache::windowed`]); `None` for the others. Default: none.
+    fn layer_windows(&self) -> Vec<Option<usize>> {
+        vec![None; self.dims().n_layers]
+    }
 }
 
 /// A decoder-only (causal) language model: one family's [`Blocks`], the final norm and LM head after them, and
@@ -183,6 +189,11 @@ impl CausalCache {
     pub(crate) fn capacity(&self) -> usize {
         self.kv.first().map_or(0, KvCache::capacity)
     }
+
+    /// Bytes of the KV caches of every layer as allocated now.
+    pub(crate) fn kv_bytes(&self) -> usize {
+        self.kv.iter().map(KvCache::bytes).sum()
+    }
 }
 
 impl CausalLm {
@@ -226,7 +237,7 @@ impl CausalLm {
             head_dim: d.heads.head_dim,
         };
         Ok(CausalCache {
-            kv: KvCache::for_layers(d.n_layers, shape, batch, max_bytes)?,
+            kv: KvCache::for_windowed_layers(&self.blocks.layer_windows(), shape, batch, max_bytes)?,
             x: Vec::new(),
             last: Vec::new(),
             scratch: Scratch::default(),

@@ -1500,6 +1500,11 @@ impl Seq2SeqState {
         &self.row_source
     }
 
+    /// Bytes of the decoder's self-attention caches as allocated now.
+    pub(crate) fn self_kv_bytes(&self) -> usize {
+        self.self_kv.iter().map(KvCache::bytes).sum()
+    }
+
     /// Bytes held by the cross-attention K/V (independent of the number of beams).
     pub(crate) fn cross_kv_bytes(&self) -> usize {
         self.cross.iter().map(|c| c.data.len() * 4).sum()
