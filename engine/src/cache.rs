@@ -394,7 +394,13 @@ impl KvCache {
         let keep = |c: &Self, b: usize| c.held(b).min(window - 1);
         let needed = rows
             .iter()
-            .map(|&(b, n)| if self.held(b) + n > self.slots { keep(self, b) + n } else { 0 })
+            .map(|&(b, n)| {
+                if self.held(b) + n > self.slots {
+                    keep(self, b) + n
+                } else {
+                    0
+                }
+            })
             .max()
             .unwrap_or(0);
         if needed > self.slots {
@@ -734,7 +740,11 @@ mod tests {
             for b in 0..2 {
                 assert_eq!(win.row_len(b), fed);
                 let (start, held) = held_k(&win, b);
-                assert!(win.held(b) >= (window - 1 + n).min(fed), "step {i}: holds {}", win.held(b));
+                assert!(
+                    win.held(b) >= (window - 1 + n).min(fed),
+                    "step {i}: holds {}",
+                    win.held(b)
+                );
                 assert_eq!(held, row_k(&full, b)[start * row..], "step {i} row {b}");
             }
             // 9 positions after 3 held: 3 + 9 = 12 slots for that step, then it stays there.

@@ -248,6 +248,86 @@ fn gemma3_gguf_matches_hf() {
     check_family_gguf("gemma3");
 }
 
+/// Positions of the long-sequence test of the windowed caches: 12.5 windows of the fixtures' 16.
+const LONG: usize = 200;
+
+/// The sliding-window cache (engine/src/cache.rs) on a sequence of [`LONG`] positions, far past the 16-position
+/// window: fed one token at a time (and in ragged chunks of 1-23), whose windowed layers keep 2 windows, the logits
+/// at every position equal those of one prefill step over the whole sequence, whose caches hold every position
+/// (as an unbounded cache does), on every ISA. `windowed` is how many layers slide. The HF checks above cover 48
+/// positions (three windows) through the same bounded cache.
+fn check_windowed_cache(name: &str, windowed: usize) {
+    let (dir, meta) = model_dir(name);
+    let window = json(&loaders::paths::fixture("families").join(name).join("config.json"))["sliding_window"]
+        .as_u64()
+        .unwrap() as usize;
+    let bos = ids(&meta["prompt"])[0];
+    for k in kernels::testing::kernels(&format!("families::{name} windowed cache")) {
+        let m = load_on(&dir, k);
+        let (vocab, info) = (m.info().vocab_size, m.info().clone());
+        let tokens: Vec<u32> = std::iter::once(bos)
+            .chain((1..LONG).map(|i| 3 + (i as u32 * 37 + 11) % (vocab as u32 - 3)))
+            .collect();
+        // One step over everything: every position held.
+        let mut all = vec![0.0; LONG * vocab];
+        let mut s = m.session(1, LONG).unwrap();
+        s.step(&tokens, LONG, LogitsFor::All, &mut all).unwrap();
+        let per_layer_position = info.kv_bytes_per_position() / info.n_layers;
+        assert_eq!(s.kv_bytes(), info.n_layers * LONG * per_layer_position);
+        // Single tokens, then chunks: the windowed layers hold 2 windows, or, after a step of n > w + 1 positions,
+        // the w - 1 before it and its own (they never shrink back).
+        let bounded = |slots: usize| ((info.n_layers - windowed) * LONG + windowed * slots) * per_layer_position;
+        for chunks in [vec![1; LONG], [5, 1, 23, 1, 1, 16, 17, 2, 1].repeat(4)] {
+            let mut s = m.session(1, LONG).unwrap();
+            let (mut at, mut worst, mut slots) = (0, 0.0f32, 2 * window);
+            for &n in chunks.iter().chain(std::iter::repeat(&1)) {
+                let n = n.min(LONG - at);
+                if n == 0 {
+                    break;
+                }
+                let mut got = vec![0.0; n * vocab];
+                s.step(&tokens[at..at + n], n, LogitsFor::All, &mut got).unwrap();
+                worst = worst.max(max_abs(&got, &all[at * vocab..(at + n) * vocab]));
+                at += n;
+                slots = slots.max(window - 1 + n);
+                assert!(
+                    s.kv_bytes() <= bounded(slots),
+                    "{name} on {}: {} KV bytes after {at} positions",
+                    k.isa(),
+                    s.kv_bytes()
+                );
+                if chunks[0] == 1 && chunks.len() == LONG {
+                    assert_eq!(s.kv_bytes(), bounded(2 * window), "{name} on {}", k.isa());
+                }
+            }
+            assert!(
+                worst <= LOGITS_TOL,
+                "{name} on {}: windowed cache logits differ by {worst}",
+                k.isa()
+            );
+            eprintln!(
+                "{name} on {}: {LONG} positions, window {window}, {} KV bytes (unbounded {}), max-abs {worst:.2e}",
+                k.isa(),
+                s.kv_bytes(),
+                info.n_layers * LONG * per_layer_position
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn mistral_windowed_cache_matches_unbounded() {
+    check_windowed_cache("mistral", 2);
+}
+
+/// One local layer (bounded), one global (every position).
+#[test]
+fn gemma_windowed_caches_match_unbounded() {
+    check_windowed_cache("gemma2", 1);
+    check_windowed_cache("gemma3", 1);
+}
+
 /// Score difference allowed against transformers' `sequences_scores`: a sum of 16 log-probabilities, each
 /// within the logits' tolerance of HF's (log-softmax moves by at most twice the largest logit difference), over
 /// the generated length.
