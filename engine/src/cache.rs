@@ -375,8 +375,7 @@ impl KvCache {
                 "KvCache::append: sources hold fewer than [batch, n_new, n_kv_heads, head_dim]"
             );
         }
-        let rows: Vec<(usize, usize)> = (0..self.batch).map(|b| (b, n_new)).collect();
-        self.make_room(&rows)?;
+        self.make_room((0..self.batch).map(|b| (b, n_new)))?;
         for b in 0..self.batch {
             self.copy_in(k_src, v_src, |t, h| src.offset(b, t, h), b, n_new);
         }
@@ -387,14 +386,15 @@ impl KvCache {
     /// compacted to its last `window - 1` positions (all the step's queries can see), and the slots grow when even
     /// those and the step do not fit (within `max_bytes`). An unbounded cache always has room (its slots are its
     /// capacity, checked by `check_room`).
-    fn make_room(&mut self, rows: &[(usize, usize)]) -> Result<()> {
+    /// (Allocates nothing unless it grows: decode steps allocate nothing.)
+    fn make_room(&mut self, rows: impl Iterator<Item = (usize, usize)> + Clone) -> Result<()> {
         let Some(window) = self.window else {
             return Ok(());
         };
         let keep = |c: &Self, b: usize| c.held(b).min(window - 1);
         let needed = rows
-            .iter()
-            .map(|&(b, n)| {
+            .clone()
+            .map(|(b, n)| {
                 if self.held(b) + n > self.slots {
                     keep(self, b) + n
                 } else {
@@ -406,7 +406,7 @@ impl KvCache {
         if needed > self.slots {
             self.grow(needed)?;
         }
-        for &(b, n) in rows {
+        for (b, n) in rows {
             if self.held(b) + n > self.slots {
                 let drop = self.held(b) - keep(self, b);
                 self.shift_row(b, drop);
@@ -482,8 +482,7 @@ impl KvCache {
                 );
             }
         }
-        let rows: Vec<(usize, usize)> = spans.iter().map(|s| (s.row, s.n)).collect();
-        self.make_room(&rows)?;
+        self.make_room(spans.iter().map(|s| (s.row, s.n)))?;
         for s in spans {
             self.copy_in(k_src, v_src, |t, h| src.offset(0, s.start + t, h), s.row, s.n);
         }
