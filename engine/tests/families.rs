@@ -312,6 +312,24 @@ fn check_windowed_cache(name: &str, windowed: usize) {
                 info.n_layers * LONG * per_layer_position
             );
         }
+        // Ragged steps (the scheduler: three sequences of their own lengths, prompts fed in chunks between the
+        // others' decoding) read each row's own window: the same greedy tokens as one sequence at a time.
+        let opts = qkv::GenerateOptions {
+            max_new_tokens: 3 * window,
+            ..Default::default()
+        };
+        let prompts: Vec<Vec<u32>> = [5, 2 * window + 3, 3 * window].map(|n| tokens[..n].to_vec()).into();
+        let batch = qkv::BatchOptions {
+            prefill_chunk: 7,
+            ..Default::default()
+        };
+        let together = m.generate_batch_ids(&prompts, &opts, batch).unwrap();
+        for (p, g) in prompts.iter().zip(&together) {
+            let alone = m.stream_ids(p.clone(), &opts).unwrap().run().unwrap();
+            assert_eq!(g.tokens, alone.tokens, "{name} on {}: ragged vs alone", k.isa());
+        }
+        let lens: Vec<usize> = together.iter().map(|g| g.tokens.len()).collect();
+        eprintln!("{name} on {}: ragged generations of {lens:?} tokens", k.isa());
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
