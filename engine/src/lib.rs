@@ -66,6 +66,7 @@ mod decoder;
 mod error;
 pub mod explain;
 mod generate;
+mod languages;
 mod layers;
 mod model;
 mod models;
