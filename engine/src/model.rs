@@ -499,7 +499,8 @@ impl Model {
             self.eos.clone(),
             room.max_new_tokens + 1,
             opts,
-        )?;
+        )?
+        .with_prompt_tokens(source.len());
         Ok(Generator::new(Box::new(session), seq))
     }
 

