@@ -84,7 +84,8 @@ impl LoadOptions {
 pub enum ModelKind {
     /// Generates after a prompt ([`Model::generate`], [`Model::stream`], [`Model::session`]): Llama, GPT-2.
     DecoderOnly,
-    /// Translates a source ([`Model::translate`], [`Model::encode`]): Marian, the CTranslate2 Transformer.
+    /// Translates a source ([`Model::translate`], [`Model::encode`]): Marian, the CTranslate2 Transformer, BART /
+    /// mBART, M2M100 / NLLB, T5; [`Model::generate`] encodes the prompt and decodes (T5's text-to-text prompts).
     EncoderDecoder,
 }
 
@@ -529,10 +530,11 @@ impl Model {
         }
     }
 
-    /// Beam search after prompt ids (decoder-only): up to `opts.num_return_sequences` hypotheses, best first, each
+    /// Beam search after prompt ids: up to `opts.num_return_sequences` hypotheses, best first, each
     /// the generated ids (EOS kept when emitted) and transformers' score (sum of log-probabilities over
     /// `generated^length_penalty`). The prompt but its last token is fed once, then its last token starts the
-    /// search; the cache holds `num_beams` rows.
+    /// search; the cache holds `num_beams` rows. An encoder-decoder model takes the prompt as its source
+    /// ([`Model::translate_ids_with`]).
     ///
     /// ```
     /// use qkv::Model;

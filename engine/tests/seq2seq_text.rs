@@ -218,3 +218,26 @@ fn t5_generate_matches_hf_greedy() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `generate --beam-size` on T5: the prompt ids are the source of a beam search with the model's rules, so HF's
+/// beam-4 outputs of the seq2seq fixture (engine/tests/seq2seq_families.rs) come out of `generate_beam_ids` too.
+#[test]
+fn t5_generate_beam_is_the_translation_beam() {
+    let (dir, meta) = hash_weights::fixture_model_dir(&loaders::paths::fixture("seq2seq").join("t5"), "text-t5-beam");
+    let m = load_on(&dir, kernels::Kernels::detect().unwrap());
+    let b = &meta["beam"];
+    let opts = m.beam_options(
+        b["num_beams"].as_u64().unwrap() as usize,
+        b["max_new_tokens"].as_u64().unwrap() as usize,
+    );
+    for (src, want) in meta["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(b["sequences"].as_array().unwrap())
+    {
+        let best = m.generate_beam_ids(&ids(src), &opts).unwrap().remove(0);
+        assert_eq!(best.tokens, ids(want), "source {src}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

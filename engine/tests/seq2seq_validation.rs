@@ -19,6 +19,11 @@ enum Expect {
     Unsupported(&'static str),
 }
 
+/// Config edits: `(key, new value)`.
+type Edits = Vec<(&'static str, serde_json::Value)>;
+/// A fixture, the edits to its config and what the refusal must say.
+type Case = (&'static str, Edits, Expect);
+
 /// Load fixture `name` with `edits` applied to its config.json (a `null` removes the key).
 fn load_edited(name: &str, edits: &[(&str, serde_json::Value)]) -> (std::path::PathBuf, qkv::Result<Model>) {
     let (dir, _) =
@@ -39,7 +44,7 @@ fn load_edited(name: &str, edits: &[(&str, serde_json::Value)]) -> (std::path::P
 
 #[test]
 fn inconsistent_shapes_are_refused_naming_the_field() {
-    let cases: Vec<(&str, Vec<(&str, serde_json::Value)>, Expect)> = vec![
+    let cases: Vec<Case> = vec![
         // heads that do not divide the width
         (
             "nllb",
@@ -128,7 +133,7 @@ fn inconsistent_shapes_are_refused_naming_the_field() {
 
 #[test]
 fn what_qkv_does_not_run_is_unsupported() {
-    let cases: Vec<(&str, Vec<(&str, serde_json::Value)>, Expect)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "nllb",
             vec![("model_type", json!("pegasus"))],
