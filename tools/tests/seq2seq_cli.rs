@@ -110,9 +110,9 @@ fn list_languages_and_unknown_codes() {
 fn generate_on_t5_matches_hf_greedy() {
     let (dir, refs) = model("t5");
     let max_new = refs["max_new_tokens"].to_string();
-    for case in refs["cases"].as_array().unwrap() {
-        let prompt = case["prompt"].as_str().unwrap();
-        let r = qkv(&[
+    // `qkv generate` on the prompt, with `extra` arguments
+    let generate = |prompt: &str, extra: &[&str]| {
+        let mut args = vec![
             "generate",
             "--model",
             path(&dir),
@@ -120,26 +120,21 @@ fn generate_on_t5_matches_hf_greedy() {
             prompt,
             "--max-new-tokens",
             &max_new,
-            "--json",
-        ]);
+        ];
+        args.extend(extra);
+        let r = qkv(&args);
         assert!(r.ok, "{}", r.stderr);
-        let got: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+        r.stdout
+    };
+    for case in refs["cases"].as_array().unwrap() {
+        let prompt = case["prompt"].as_str().unwrap();
+        let got: serde_json::Value = serde_json::from_str(generate(prompt, &["--json"]).trim()).unwrap();
         assert_eq!(ids(&got["tokens"]), ids(&case["greedy"]["tokens"]), "{prompt}");
         assert_eq!(got["text"], case["greedy"]["text"], "{prompt}");
     }
     // streamed text: the same as the JSON's, one line
     let case = &refs["cases"][0];
-    let prompt = case["prompt"].as_str().unwrap();
-    let r = qkv(&[
-        "generate",
-        "--model",
-        path(&dir),
-        "--prompt",
-        prompt,
-        "--max-new-tokens",
-        &max_new,
-    ]);
-    assert!(r.ok, "{}", r.stderr);
-    assert_eq!(r.stdout, format!("{}\n", case["greedy"]["text"].as_str().unwrap()));
+    let streamed = generate(case["prompt"].as_str().unwrap(), &[]);
+    assert_eq!(streamed, format!("{}\n", case["greedy"]["text"].as_str().unwrap()));
     let _ = std::fs::remove_dir_all(&dir);
 }
