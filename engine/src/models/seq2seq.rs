@@ -208,7 +208,13 @@ impl Seq2SeqConfig {
             }
         }
         if self.n_encoder_heads != self.n_decoder_heads && self.head_dim * self.n_encoder_heads != self.d_model {
-            return Err(bad("attention heads", "encoder and decoder differ".into()));
+            return Err(bad(
+                "attention heads",
+                format!(
+                    "{} encoder and {} decoder heads differ, and {} heads of {} do not fill d_model {}",
+                    self.n_encoder_heads, self.n_decoder_heads, self.n_encoder_heads, self.head_dim, self.d_model
+                ),
+            ));
         }
         let head_dims = [self.d_model / self.n_encoder_heads, self.d_model / self.n_decoder_heads];
         let divides =
