@@ -40,8 +40,9 @@ fn grow(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
 pub(crate) struct Scratch {
     bufs: Vec<Vec<f32>>,
     ids: Vec<u32>,
-    /// The attention kernel's buffers (plan, partial sums, packed K/V), reused by every step.
-    attn: Box<kernels::AttnScratch>,
+    /// The attention kernel's buffers (plan, partial sums, packed K/V), reused by every step: one per sequence of a
+    /// ragged step (its sequences run in parallel), the first serving a uniform step.
+    attn: Vec<kernels::AttnScratch>,
 }
 
 impl Scratch {
@@ -54,9 +55,9 @@ impl Scratch {
     pub(crate) fn take_with_attn<const N: usize>(
         &mut self,
         lens: [usize; N],
-    ) -> ([&mut [f32]; N], &mut kernels::AttnScratch) {
+    ) -> ([&mut [f32]; N], &mut Vec<kernels::AttnScratch>) {
         let Self { bufs, attn, .. } = self;
-        (take_bufs(bufs, lens), &mut **attn)
+        (take_bufs(bufs, lens), attn)
     }
 
     /// [`Scratch::take`], the ids `ids` (positions, for a learned position table looked up like tokens) and the
@@ -65,11 +66,11 @@ impl Scratch {
         &mut self,
         lens: [usize; N],
         ids: impl IntoIterator<Item = usize>,
-    ) -> ([&mut [f32]; N], &[u32], &mut kernels::AttnScratch) {
+    ) -> ([&mut [f32]; N], &[u32], &mut Vec<kernels::AttnScratch>) {
         let out = take_bufs(&mut self.bufs, lens);
         self.ids.clear();
         self.ids.extend(ids.into_iter().map(|t| t as u32));
-        (out, &self.ids, &mut *self.attn)
+        (out, &self.ids, &mut self.attn)
     }
 }
 

@@ -82,10 +82,11 @@ impl Step<'_> {
     /// Causal self-attention of the step's queries `q` over the cache `kv` (after [`Step::append_kv`]) into `out`
     /// (`[rows, out_row]`). `args(batch, q_len, kv_len)` gives the family's call (heads, scale, query strides, a
     /// query row `q_row` values apart); a ragged step makes one call per sequence, on its own rows and cache row
-    /// (the sequences in parallel, each with its own buffers; `sc` serves a uniform step and a single sequence).
+    /// (the sequences in parallel). `sc` holds the kernel's buffers, one per sequence, kept by the session: grown
+    /// the first time a step needs more, then reused.
     pub(crate) fn attention<'q>(
         &self,
-        sc: &mut AttnScratch,
+        sc: &mut Vec<AttnScratch>,
         kv: &KvCache,
         args: impl Fn(usize, usize, usize) -> AttnArgs<'q> + Sync,
         (q, q_row): (&[f32], usize),
@@ -96,7 +97,11 @@ impl Step<'_> {
             Positions::Uniform { .. } => {
                 let StepShape { batch, n } = self.shape;
                 let a = args(batch, n, kv.held(0)).with_kv_strides(kv.strides());
-                self.attn.attend(k, sc, AttnKind::Decoder, &a, [q, kv.k(), kv.v()], out);
+                if sc.is_empty() {
+                    sc.push(AttnScratch::default());
+                }
+                self.attn
+                    .attend(k, &mut sc[0], AttnKind::Decoder, &a, [q, kv.k(), kv.v()], out);
             }
             Positions::Ragged(spans) => {
                 // Each sequence's rows of `out` (the spans are consecutive: `forward_ragged` lays them out so).
@@ -114,11 +119,16 @@ impl Step<'_> {
                     let qkv = [&q[s.start * q_row..], &kv.k()[at..], &kv.v()[at..]];
                     attn.attend(k, sc, AttnKind::Decoder, &a, qkv, rows);
                 };
+                if sc.len() < jobs.len() {
+                    sc.resize_with(jobs.len(), AttnScratch::default);
+                }
                 // The sequences in parallel: each call alone is the size of one sequence's decode step.
                 if jobs.len() > 1 {
-                    jobs.into_par_iter().for_each_init(AttnScratch::default, one);
+                    jobs.into_par_iter()
+                        .zip(sc.par_iter_mut())
+                        .for_each(|(j, sc)| one(sc, j));
                 } else {
-                    jobs.into_iter().for_each(|j| one(sc, j));
+                    jobs.into_iter().zip(sc.iter_mut()).for_each(|(j, sc)| one(sc, j));
                 }
             }
         }
