@@ -201,6 +201,71 @@ impl std::str::FromStr for WeightType {
     }
 }
 
+/// What the linear layers multiply their matrices by.
+///
+/// ```
+/// use qkv::{Activations, LoadOptions, Model, WeightType};
+///
+/// let dir = qkv::loaders::paths::fixture("gpt2-tiny");
+/// let opts = LoadOptions { weights: WeightType::Int8, activations: Activations::Reduced, ..Default::default() };
+/// let model = Model::load_with(&dir, &opts)?;
+/// assert_eq!(model.kernels().i8_activations(), qkv::kernels::I8Activations::Int8);
+/// # Ok::<(), qkv::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Activations {
+    /// f32 (default): the weights are widened to f32 in registers, so every product is f32 arithmetic on the
+    /// stored (or int8) weights.
+    #[default]
+    F32,
+    /// Rounded to the weights' class where the CPU multiplies it natively, as PyTorch (bf16) and llama.cpp /
+    /// CTranslate2 (int8) do: bf16 for bf16 matrices on CPUs with AVX512_BF16 (`vdpbf16ps`, [`kernels::Bf16Gemv`]),
+    /// int8 per row for int8 matrices (exact integer sums, [`kernels::I8Activations`]); f32 for the others. Batches,
+    /// beams and prompts run up to 2x (bf16) / 3x (int8) faster; batch-1 decoding, bound by memory, barely moves.
+    /// Each row's arithmetic still depends on that row alone, so outputs do not depend on the batch.
+    Reduced,
+}
+
+impl Activations {
+    pub const ALL: [Activations; 2] = [Activations::F32, Activations::Reduced];
+
+    /// `f32` or `reduced`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activations::F32 => "f32",
+            Activations::Reduced => "reduced",
+        }
+    }
+
+    /// `k` set to multiply as these activations say (`F32` leaves `k` as given).
+    pub fn apply(self, k: Kernels) -> Kernels {
+        match self {
+            Activations::F32 => k,
+            Activations::Reduced => k
+                .with_bf16_gemv(kernels::Bf16Gemv::DotBf16)
+                .with_i8_activations(kernels::I8Activations::Int8),
+        }
+    }
+}
+
+impl std::fmt::Display for Activations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Activations {
+    type Err = String;
+
+    /// `f32` or `reduced` (any case), e.g. from a command line.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Activations::ALL
+            .into_iter()
+            .find(|a| a.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("{s:?} is not an activation precision (f32 or reduced)"))
+    }
+}
+
 /// Bytes of weights a model holds, by kind (what [`crate::Model::weight_bytes`] reports).
 ///
 /// ```

@@ -15,7 +15,7 @@ use crate::chat::{ChatTemplate, GenerationPrompt, Message, SpecialTokens};
 use crate::explain::{self, Trace, TraceInput};
 use crate::generate::{Decoding, GenerateOptions, Generation, Generator, PromptFormat};
 use crate::languages::{with_source_language, LanguageCodes, Side};
-use crate::layers::{WeightBytes, WeightType};
+use crate::layers::{Activations, WeightBytes, WeightType};
 use crate::models::decoder_only::CausalLm;
 use crate::models::seq2seq::{Room, Seq2Seq};
 use crate::models::{self, Loaded, Network, Source, State};
@@ -54,17 +54,21 @@ pub struct LoadOptions {
     /// `kernels: None` the kernels also carry [`kernels::I8Gemv::DotI16`], which only the unpacked
     /// [`Kernels::linear`] reads (no model layer calls it since the weights are packed).
     pub weights: WeightType,
+    /// What the linear layers multiply by: f32 activations (default) or activations reduced to the weights' class
+    /// (see [`Activations`]), applied on top of `kernels`.
+    pub activations: Activations,
 }
 
 impl LoadOptions {
     /// The kernels a load runs on: `kernels`, else the best of this CPU (or `QKV_ISA`), with
     /// [`kernels::I8Gemv::DotI16`] for int8 weights.
     pub fn resolve_kernels(&self) -> Result<Kernels> {
-        Ok(match self.kernels {
+        let k = match self.kernels {
             Some(k) => k,
             None if self.weights == WeightType::Int8 => Kernels::detect()?.with_i8_gemv(kernels::I8Gemv::DotI16),
             None => Kernels::detect()?,
-        })
+        };
+        Ok(self.activations.apply(k))
     }
 }
 

@@ -6,7 +6,7 @@
 #[path = "hash_weights/mod.rs"]
 mod hash_weights;
 
-use qkv::{BatchEvent, BatchOptions, GenerateOptions, Kernels, LoadOptions, Model, SeqId};
+use qkv::{Activations, BatchEvent, BatchOptions, GenerateOptions, Kernels, LoadOptions, Model, SeqId, WeightType};
 
 fn load(dir: std::path::PathBuf, k: Kernels) -> Model {
     let opts = LoadOptions {
@@ -123,6 +123,28 @@ fn batched_greedy_equals_serial_on_fixtures_every_isa() {
         // The rotary families (sliding windows, soft-capping, q/k norms, per-layer RoPE tables).
         for (name, dir) in &families {
             check_model(name, &load(dir.clone(), k), 12, &SHAPES[..1]);
+        }
+    }
+}
+
+/// int8 weights with int8 activations (`Activations::Reduced`: exact integer sums): batches still equal serial.
+#[test]
+fn batched_greedy_equals_serial_with_int8_activations_every_isa() {
+    for k in kernels::testing::kernels("batched_greedy_equals_serial_with_int8_activations") {
+        for (name, dir) in [
+            ("llama-tiny-gqa", loaders::paths::fixture("llama-tiny-gqa")),
+            ("gpt2-tiny", loaders::paths::fixture("gpt2-tiny")),
+            ("stories260k", stories()),
+        ] {
+            let opts = LoadOptions {
+                kernels: Some(k),
+                weights: WeightType::Int8,
+                activations: Activations::Reduced,
+                ..Default::default()
+            };
+            let model = Model::load_with(&dir, &opts).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+            assert_eq!(model.kernels().i8_activations(), kernels::I8Activations::Int8);
+            check_model(name, &model, 24, &SHAPES[..2]);
         }
     }
 }

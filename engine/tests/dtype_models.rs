@@ -14,12 +14,23 @@ use std::path::{Path, PathBuf};
 use decoder_support::{check_greedy, ids, json, max_abs, smollm2_dir, tensor};
 use kernels::{bf16, f16, Isa};
 use loaders::safetensors::SafeTensors;
-use qkv::{Kernels, LoadOptions, LogitsFor, Model, Session};
+use qkv::{Activations, BatchOptions, GenerateOptions, Kernels, LoadOptions, LogitsFor, Model, Session};
 
 /// Max-abs logit difference for the tiny models: the tolerance of their f32 fixtures (f32 math in another order).
 const TINY_LOGITS_TOL: f32 = 1e-4;
 /// SmolLM2 (30 layers, logits O(10)): the tolerance of its f32 fixture.
 const SMOLLM2_LOGITS_TOL: f32 = 1e-3;
+/// bf16 activations (`Activations::Reduced`, `vdpbf16ps`) against f32 activations on the same bf16 weights, max-abs
+/// logit difference over the row's logit range. Each product term moves by at most 2^-9 relative (x rounded to
+/// nearest bf16), i.e. a linear output by about `2^-9 / √3 · ‖w‖‖x‖` for independent roundings, 0.1% of a typical
+/// output; through the layers (7 linear maps deep on stories260k, 30 x 4 on SmolLM2) norms and attention can
+/// amplify it. Seen on Zen 4: 0.27% (stories260k) and 0.76% (SmolLM2) of the range; the bound sits 2x above the
+/// worst (`vdpbf16ps` is specified bit for bit, so other CPUs with AVX512_BF16 give the same logits).
+const BF16_ACTS_TOL_OF_RANGE: f32 = 0.015;
+/// Greedy decoding with bf16 activations agrees with f32 activations for at least this many of the 40 reference
+/// tokens on average over a model's runs (a near-tie would part them; seen: all equal, the SmolLM2 runs ending at
+/// their end-of-sequence token after 30 and 8).
+const BF16_ACTS_MIN_AGREE: usize = 24;
 
 #[derive(Clone, Copy, Debug)]
 enum Half {
@@ -285,6 +296,129 @@ fn marian_tiny_bf16_f16() {
                     want_tokens.len()
                 );
             }
+        }
+    }
+}
+
+/// `Activations::Reduced` on bf16 weights (AVX512_BF16 only: `vdpbf16ps`): the logits along each reference run
+/// (teacher forced) within [`BF16_ACTS_TOL_OF_RANGE`] of f32 activations on the same weights, free-running greedy
+/// agreeing for [`BF16_ACTS_MIN_AGREE`] tokens, and greedy batches equal to each sequence alone (batch invariance,
+/// which the server relies on).
+#[test]
+fn bf16_reduced_activations() {
+    use kernels::Feature;
+    if !kernels::testing::require("bf16_reduced_activations", Feature::Avx512Bf16) {
+        return;
+    }
+    let r = refs();
+    let k = Kernels::new(Isa::Avx512).unwrap();
+    for (name, f32_dir) in [
+        (
+            "stories260k",
+            loaders::paths::shared_model("stories260k").expect("the shared stories260k model"),
+        ),
+        ("smollm2", smollm2_dir()),
+    ] {
+        let f32_bytes = f32_linear_bytes(&f32_dir);
+        let dir = convert(&f32_dir, Half::Bf16);
+        let exact = load(dir.path(), k, f32_bytes);
+        let reduced = load(dir.path(), Activations::Reduced.apply(k), f32_bytes);
+        assert_eq!(reduced.kernels().bf16_gemv(), kernels::Bf16Gemv::DotBf16);
+        let vocab = exact.info().vocab_size;
+        let inputs: Vec<Vec<u32>> = r.meta["models"][name]["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(ids)
+            .collect();
+        let mut worst = 0.0f32;
+        let mut agreed = vec![];
+        for (i, prompt) in inputs.iter().enumerate() {
+            let path = ids(&r.meta["models"][name]["runs"]["bf16"][i]);
+            let logits = |m: &Model| {
+                let mut c = m.session(1, prompt.len() + path.len()).unwrap();
+                let mut all = vec![0.0f32; (path.len() + 1) * vocab];
+                c.step(prompt, prompt.len(), LogitsFor::Last, &mut all[..vocab])
+                    .unwrap();
+                for (t, &tok) in path.iter().enumerate() {
+                    c.step(&[tok], 1, LogitsFor::Last, &mut all[(t + 1) * vocab..(t + 2) * vocab])
+                        .unwrap();
+                }
+                all
+            };
+            let (want, got) = (logits(&exact), logits(&reduced));
+            for (row, (g, w)) in got.chunks_exact(vocab).zip(want.chunks_exact(vocab)).enumerate() {
+                let (lo, hi) = w.iter().fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+                let rel = max_abs(g, w) / (hi - lo).max(f32::MIN_POSITIVE);
+                assert!(
+                    rel <= BF16_ACTS_TOL_OF_RANGE,
+                    "{name} run {i} row {row}: bf16 activations off by {:.3}% of the range",
+                    100.0 * rel
+                );
+                worst = worst.max(rel);
+            }
+            let opts = GenerateOptions {
+                max_new_tokens: path.len(),
+                ..Default::default()
+            };
+            let free = reduced.stream_ids(prompt.clone(), &opts).unwrap().run().unwrap().tokens;
+            let agree = free.iter().zip(&path).take_while(|(a, b)| a == b).count();
+            // The reference runs a fixed number of tokens past an end-of-sequence token; `stream_ids` stops there.
+            let stopped = agree == free.len() && free.len() < path.len();
+            if agree < path.len() && !stopped {
+                // Where they part, f32 activations' top two logits must have been a near-tie: within twice the
+                // tolerance (the most two logits can move against each other), on the same prefix.
+                let w = &want[agree * vocab..(agree + 1) * vocab];
+                let (lo, hi) = w.iter().fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+                let mut top = w.to_vec();
+                top.sort_by(|a, b| b.total_cmp(a));
+                let margin = top[0] - top[1];
+                assert!(
+                    margin <= 2.0 * BF16_ACTS_TOL_OF_RANGE * (hi - lo),
+                    "{name} run {i}: greedy parts at token {agree} where the top two logits were {margin} apart"
+                );
+                eprintln!(
+                    "{name} run {i}: bf16 activations part from f32 activations at token {agree} of {}, a near-tie \
+                     (top-2 margin {margin:.2e}, {:.3}% of the range)",
+                    path.len(),
+                    100.0 * margin / (hi - lo)
+                );
+            } else {
+                eprintln!("{name} run {i}: bf16 activations: all {agree} greedy tokens equal f32 activations' (then stopped: {stopped})");
+            }
+            agreed.push(if stopped { path.len() } else { agree });
+        }
+        assert!(
+            agreed.iter().sum::<usize>() >= BF16_ACTS_MIN_AGREE * agreed.len(),
+            "{name}: greedy agreement {agreed:?}"
+        );
+        eprintln!(
+            "{name}: bf16 vs f32 activations, logits max-abs {:.3}% of the range",
+            100.0 * worst
+        );
+        let opts = GenerateOptions {
+            max_new_tokens: 16,
+            ..Default::default()
+        };
+        let serial: Vec<Vec<u32>> = inputs
+            .iter()
+            .map(|p| reduced.stream_ids(p.clone(), &opts).unwrap().run().unwrap().tokens)
+            .collect();
+        let batch = BatchOptions {
+            max_seqs: 4,
+            prefill_chunk: 3,
+            ..Default::default()
+        };
+        for (g, s) in reduced
+            .generate_batch_ids(&inputs, &opts, batch)
+            .unwrap()
+            .iter()
+            .zip(&serial)
+        {
+            assert_eq!(
+                &g.tokens, s,
+                "{name}: bf16 activations, batched greedy differs from serial"
+            );
         }
     }
 }

@@ -5,8 +5,8 @@
 #![allow(clippy::needless_range_loop)]
 
 use kernels::{
-    bf16, f16, isa, quantize_i8, reference, GemmBlocking, I8Dot, I8Range, Isa, Kernels, Layout, PackError,
-    PackedWeight, QuantizedRows, Weight, WeightData,
+    bf16, f16, isa, quantize_i8, reference, GemmBlocking, I8Activations, I8Dot, I8Range, Isa, Kernels, Layout,
+    PackError, PackedWeight, QuantizedRows, Weight, WeightData,
 };
 use proptest::prelude::*;
 
@@ -746,4 +746,59 @@ fn parts_cover_the_output_once() {
     }));
     let msg = again.expect_err("a part taken twice must panic");
     assert!(msg.downcast_ref::<String>().is_some_and(|m| m.contains("taken twice")));
+}
+
+/// [`I8Activations::Int8`]: `linear_packed` (and its parts) on an int8 matrix quantize `x` per row and run
+/// `linear_q`, bit for bit, whatever the row count (batch invariance, which the server's greedy outputs rely on);
+/// other dtypes are unaffected.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn int8_activations_run_linear_q() {
+    use kernels::{Part, SharedOut};
+    let (kd, n, m) = (300, 130, 20);
+    let owned = Owned::new(11, n, kd);
+    let x = rand_vec(12, m * kd, 1.0);
+    let b = rand_vec(13, n, 0.1);
+    for k in kernels::testing::kernels("int8_activations_run_linear_q") {
+        let kq = k.with_i8_activations(I8Activations::Int8);
+        let w = owned.weight(Dtype::I8, Layout::OutIn).unwrap();
+        let pw = PackedWeight::new(&k, &w).unwrap();
+        let mut xq = QuantizedRows::default();
+        k.quantize_rows(&x, kd, I8Range::fastest_for(&k), &mut xq);
+        let mut want = vec![0.0f32; m * n];
+        k.linear_q(&xq, &pw, Some(&b), &mut want);
+        let mut got = vec![f32::NAN; m * n];
+        kq.linear_packed(&x, m, &pw, Some(&b), &mut got);
+        assert!(
+            got.iter().zip(&want).all(|(g, e)| g.to_bits() == e.to_bits()),
+            "{} all rows",
+            k.isa()
+        );
+        for rows in [1usize, 5, 8, 9] {
+            let mut part = vec![0.0f32; rows * n];
+            kq.linear_packed(&x[3 * kd..(3 + rows) * kd], rows, &pw, Some(&b), &mut part);
+            assert!(
+                part.iter().zip(&want[3 * n..]).all(|(g, e)| g.to_bits() == e.to_bits()),
+                "{} rows 3+{rows}",
+                k.isa()
+            );
+        }
+        let mut parts = vec![f32::NAN; m * n];
+        let out = SharedOut::new(&mut parts);
+        for index in 0..3 {
+            kq.linear_packed_part(&x, m, &pw, Some(&b), &out, Part { index, count: 3 });
+        }
+        assert!(
+            parts.iter().zip(&want).all(|(g, e)| g.to_bits() == e.to_bits()),
+            "{} parts",
+            k.isa()
+        );
+        // f32 weights: the mode changes nothing.
+        let wf = owned.weight(Dtype::F32, Layout::OutIn).unwrap();
+        let pf = PackedWeight::new(&k, &wf).unwrap();
+        let (mut a, mut c) = (vec![0.0f32; m * n], vec![0.0f32; m * n]);
+        k.linear_packed(&x, m, &pf, Some(&b), &mut a);
+        kq.linear_packed(&x, m, &pf, Some(&b), &mut c);
+        assert_eq!(a, c, "{} f32 weights", k.isa());
+    }
 }

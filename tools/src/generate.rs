@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use qkv::{GenerateOptions, LoadOptions, Model, PromptFormat, SampleParams, Strategy, WeightType};
+use qkv::{GenerateOptions, Model, PromptFormat, SampleParams, Strategy};
 
 /// The model used when `--model` is not given, imported from its GGUF on first use.
 const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
@@ -62,10 +62,8 @@ pub struct Args {
     /// (`--json`: {text, tokens, score}).
     #[arg(long, default_value_t = 1)]
     beam_size: usize,
-    /// Weights of the linear layers: as stored in the files, or int8 (quantized at load, per output row:
-    /// about 4x fewer bytes than f32 to read per token, logits within a few percent).
-    #[arg(long, default_value_t = WeightType::Stored, value_name = "stored|int8")]
-    weights: WeightType,
+    #[command(flatten)]
+    load: crate::load_args::LoadArgs,
 }
 
 impl Args {
@@ -118,10 +116,7 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
     };
-    let load = LoadOptions {
-        weights: args.weights,
-        ..Default::default()
-    };
+    let load = args.load.options();
     let model = Model::load_with(&dir, &load).with_context(|| format!("cannot load the model in {}", dir.display()))?;
     let opts = args.options();
     if args.beam_size > 1 {

@@ -8,6 +8,7 @@ mod attention;
 mod explain;
 mod generate;
 mod import_gguf;
+mod load_args;
 mod plot;
 mod serve;
 mod stdin;

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args as ClapArgs;
-use qkv::{LoadOptions, Model, TranslateOptions, Translation, TranslationAttention, WeightType};
+use qkv::{Model, TranslateOptions, Translation, TranslationAttention};
 
 use crate::plot::{Figure, Panel};
 
@@ -49,10 +49,8 @@ pub struct Args {
     /// One JSON object {text, tokens, score} per line instead of the text.
     #[arg(long)]
     json: bool,
-    /// Weights of the linear layers: as stored in the files, or int8 (quantized at load, per output row:
-    /// about 4x fewer bytes than f32 to read per token; translations may differ where scores are close).
-    #[arg(long, default_value_t = WeightType::Stored, value_name = "stored|int8")]
-    weights: WeightType,
+    #[command(flatten)]
+    load: crate::load_args::LoadArgs,
     /// Record each translation's attention: an alignment PNG per sentence (source across, target down; the last
     /// decoder layer's cross-attention averaged over its heads unless --layer / --head say otherwise) in
     /// --out-dir, and with --json a "cross_attention" [layer][head][target][source] in each line.
@@ -138,10 +136,7 @@ fn print(out: &mut impl Write, t: &Translation, att: Option<&TranslationAttentio
 pub fn run(args: Args) -> Result<()> {
     crate::set_threads(args.threads)?;
     let t0 = Instant::now();
-    let load = LoadOptions {
-        weights: args.weights,
-        ..Default::default()
-    };
+    let load = args.load.options();
     let model =
         Model::load_with(&args.model, &load).with_context(|| format!("cannot load {}", args.model.display()))?;
     let load_time = t0.elapsed();
@@ -168,7 +163,7 @@ pub fn run(args: Args) -> Result<()> {
         search.num_beams,
         search.max_new_tokens,
         args.batch_size,
-        args.weights
+        args.load.weights
     );
 
     let alignments = if args.attention {

@@ -458,7 +458,33 @@ pub(crate) fn linear_packed(k: Kernels, x: &[f32], m: usize, w: &PackedWeight, b
     if w.in_dim == 0 {
         return fill_bias(y, w.out_dim, bias);
     }
+    if takes_int8(k, w) {
+        return with_local_rows(k, x, w.in_dim, |xq| {
+            let panels = check_q(k, xq, w, bias, y.len(), "linear_packed");
+            q_parts(k, xq, w, panels, bias, driver::OutPtr(y.as_mut_ptr()), Parts::All)
+        });
+    }
     packed_parts(k, x, m, w, bias, driver::OutPtr(y.as_mut_ptr()), Parts::All)
+}
+
+/// Whether a packed product on `w` quantizes its activations ([`crate::I8Activations::Int8`] on an int8 matrix
+/// within the exact range of i32 sums).
+fn takes_int8(k: Kernels, w: &PackedWeight) -> bool {
+    k.i8_activations() == crate::I8Activations::Int8 && w.is_i8() && w.in_dim <= I8_DOT_MAX_IN
+}
+
+thread_local! {
+    /// The calling thread's quantized activations of [`crate::I8Activations::Int8`] (grown once, then reused).
+    static LOCAL_ROWS: std::cell::Cell<QuantizedRows> = std::cell::Cell::new(QuantizedRows::default());
+}
+
+/// `f(x quantized per row)`, in this thread's buffer (a fresh one if a caller up the stack holds it).
+fn with_local_rows<R>(k: Kernels, x: &[f32], in_dim: usize, f: impl FnOnce(&QuantizedRows) -> R) -> R {
+    let mut xq = LOCAL_ROWS.with(|c| c.take());
+    quantize_rows(k, x, in_dim, I8Range::fastest_for(&k), &mut xq);
+    let r = f(&xq);
+    LOCAL_ROWS.with(|c| c.set(xq));
+    r
 }
 
 /// One part of [`linear_packed`] (see [`Kernels::linear_packed_part`]).
@@ -484,6 +510,13 @@ pub(crate) fn linear_packed_part(
             fill_bias(y, w.out_dim, bias);
         }
         return;
+    }
+    if takes_int8(k, w) {
+        // Every part quantizes the whole x (the same rows, so the same values) and runs its own share.
+        return with_local_rows(k, x, w.in_dim, |xq| {
+            let panels = check_q(k, xq, w, bias, y.len(), "linear_packed_part");
+            q_parts(k, xq, w, panels, bias, yp, Parts::One(part))
+        });
     }
     packed_parts(k, x, m, w, bias, yp, Parts::One(part))
 }

@@ -313,6 +313,7 @@ impl Engine {
             kernels,
             max_cache_bytes: spec.max_cache_bytes,
             weights: spec.weights,
+            ..Default::default()
         };
         // int8 quantization at load runs on the pool too
         let model = in_pool(pool.as_ref(), || Model::load_with(dir, &opts))?;

@@ -21,7 +21,7 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use qkv::{BatchOptions, GenerateOptions, LoadOptions, Model, ModelKind, SampleParams, Strategy, WeightType};
+use qkv::{BatchOptions, GenerateOptions, Model, ModelKind, SampleParams, Strategy};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
@@ -84,9 +84,8 @@ pub struct Args {
     /// Milliseconds a translation request waits for others to group with.
     #[arg(long, default_value_t = 5)]
     translate_wait_ms: u64,
-    /// Weights of the linear layers: as stored, or int8 (quantized at load).
-    #[arg(long, default_value_t = WeightType::Stored, value_name = "stored|int8")]
-    weights: WeightType,
+    #[command(flatten)]
+    load: crate::load_args::LoadArgs,
 }
 
 /// The limits every request is checked against.
@@ -270,10 +269,7 @@ async fn serve(args: Args) -> Result<()> {
 /// Load the model and start its engine thread.
 fn load(app: &Arc<App>, args: &Args) -> Result<()> {
     let t = Instant::now();
-    let opts = LoadOptions {
-        weights: args.weights,
-        ..Default::default()
-    };
+    let opts = args.load.options();
     let model = Arc::new(Model::load_with(&args.model, &opts).with_context(|| args.model.display().to_string())?);
     let info = model.info().clone();
     let ctx = args.ctx.unwrap_or(info.max_positions.min(4096)).min(info.max_positions);
