@@ -95,9 +95,10 @@ pub enum I8Activations {
     /// The f32 activations (the weights widened in registers, times their row scales).
     #[default]
     F32,
-    /// The activations quantized to int8 per row at each call ([`Kernels::quantize_rows`] in
-    /// [`I8Range::fastest_for`] the ISA, into a buffer of the calling thread), then [`Kernels::linear_q`]: exact
-    /// integer sums (`vpdpbusd`, `vpmaddubsw`, `sdot`), about 3x the f32 GEMM's throughput on batches and prompts.
+    /// The activations quantized to int8 per row at each call ([`Kernels::quantize_rows`] in [`I8Range::Full`],
+    /// into a buffer of the calling thread), then [`Kernels::linear_q`]: exact integer sums (`vpdpbusd`,
+    /// `vpmaddubsw`, `sdot`), so the same outputs on every ISA, at several times the f32 GEMM's throughput on
+    /// batches and prompts.
     /// Each output moves by at most `sx/2 · sw · Σ|qw|` against `F32` (see [`Kernels::linear_q`]). Matrices with
     /// more than [`I8_DOT_MAX_IN`] inputs stay on `F32`.
     Int8,

@@ -478,10 +478,12 @@ thread_local! {
     static LOCAL_ROWS: std::cell::Cell<QuantizedRows> = std::cell::Cell::new(QuantizedRows::default());
 }
 
-/// `f(x quantized per row)`, in this thread's buffer (a fresh one if a caller up the stack holds it).
+/// `f(x quantized per row)`, in this thread's buffer (a fresh one if a caller up the stack holds it). Always the
+/// full range: the same integers, so the same outputs, on every ISA (AVX2's faster reduced range would double the
+/// activations' rounding error).
 fn with_local_rows<R>(k: Kernels, x: &[f32], in_dim: usize, f: impl FnOnce(&QuantizedRows) -> R) -> R {
     let mut xq = LOCAL_ROWS.with(|c| c.take());
-    quantize_rows(k, x, in_dim, I8Range::fastest_for(&k), &mut xq);
+    quantize_rows(k, x, in_dim, I8Range::Full, &mut xq);
     let r = f(&xq);
     LOCAL_ROWS.with(|c| c.set(xq));
     r
