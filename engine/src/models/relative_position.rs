@@ -229,7 +229,10 @@ mod tests {
                 hf["relative_positions"][0].as_i64().unwrap(),
                 hf["relative_positions"][1].as_i64().unwrap(),
             );
-            for (key, dir) in [("bidirectional", Direction::Bidirectional), ("causal", Direction::Causal)] {
+            for (key, dir) in [
+                ("bidirectional", Direction::Bidirectional),
+                ("causal", Direction::Causal),
+            ] {
                 let want: Vec<u64> = serde_json::from_value(hf[key].clone()).unwrap();
                 assert_eq!(want.len() as i64, hi - lo + 1, "{name} {key}");
                 for (rel, w) in (lo..=hi).zip(want) {

@@ -355,11 +355,7 @@ fn layer_types(sliding: &[bool]) -> Value {
 /// The RoPE scaling: none, `linear` (any architecture), Phi-3's `longrope` from its factor tensors, or llama's
 /// per-frequency `rope_freqs` (`factors`: those tensors, dequantised). Returns `rope_scaling` and, for Phi-3's
 /// LongRoPE, the top-level `original_max_position_embeddings`.
-fn rope_scaling(
-    keys: &Keys<'_>,
-    p: &LlamaParams,
-    factors: Option<RopeFactors>,
-) -> Result<(Value, Option<usize>)> {
+fn rope_scaling(keys: &Keys<'_>, p: &LlamaParams, factors: Option<RopeFactors>) -> Result<(Value, Option<usize>)> {
     let gguf = keys.gguf;
     let kind = if keys.has("rope.scaling.type") {
         gguf.get_str(&keys.key("rope.scaling.type"))?.to_string()

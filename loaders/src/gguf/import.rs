@@ -386,8 +386,9 @@ fn rope_factors(gguf: &GgufFile, a: Arch, p: &LlamaParams) -> Result<Option<Rope
         }
         Ok(v)
     };
-    match arch::config_tensors(a) {
-        [freqs] => {
+    match a {
+        Arch::Llama => {
+            let freqs = arch::ROPE_FREQS_TENSOR;
             let Some(t) = gguf.tensor_info(freqs) else {
                 return Ok(None);
             };
@@ -402,18 +403,21 @@ fn rope_factors(gguf: &GgufFile, a: Arch, p: &LlamaParams) -> Result<Option<Rope
             }
             Ok(Some(RopeFactors::PerFrequency(read(t)?)))
         }
-        [long, short] => match (gguf.tensor_info(long), gguf.tensor_info(short)) {
-            (None, None) => Ok(None),
-            (Some(l), Some(s)) => Ok(Some(RopeFactors::LongRope {
-                long: read(l)?,
-                short: read(s)?,
-            })),
-            (l, _) => Err(Error::MissingTensor {
-                path: gguf.path().to_path_buf(),
-                name: (if l.is_none() { long } else { short }).to_string(),
-                hint: " (LongRoPE needs both factor lists)".into(),
-            }),
-        },
+        Arch::Phi3 => {
+            let [long, short] = arch::LONGROPE_TENSORS;
+            match (gguf.tensor_info(long), gguf.tensor_info(short)) {
+                (None, None) => Ok(None),
+                (Some(l), Some(s)) => Ok(Some(RopeFactors::LongRope {
+                    long: read(l)?,
+                    short: read(s)?,
+                })),
+                (l, _) => Err(Error::MissingTensor {
+                    path: gguf.path().to_path_buf(),
+                    name: (if l.is_none() { long } else { short }).to_string(),
+                    hint: " (LongRoPE needs both factor lists)".into(),
+                }),
+            }
+        }
         _ => Ok(None),
     }
 }
