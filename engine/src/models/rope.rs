@@ -340,9 +340,9 @@ mod tests {
         }
         let (ta, tb) = (per_freq.table(9000), llama3.table(9000));
         for p in [0usize, 100, 8191, 8192, 8999] {
-            for i in 0..d / 2 {
+            for (i, inv) in b.iter().enumerate() {
                 // angle p·inv differs by at most p·INV_FREQ_REL·inv, plus the tables' own f32 rounding
-                let bound = p as f32 * INV_FREQ_REL * b[i] + 4.0 * f32::EPSILON;
+                let bound = p as f32 * INV_FREQ_REL * inv + 4.0 * f32::EPSILON;
                 let k = p * d / 2 + i;
                 assert!((ta.cos[k] - tb.cos[k]).abs() <= bound, "position {p} pair {i}");
                 assert!((ta.sin[k] - tb.sin[k]).abs() <= bound, "position {p} pair {i}");
@@ -411,6 +411,29 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("rope_scaling.low_freq_factor"), "{e}");
+        // Llama 3's blend needs high > low, and the original context its wavelengths are measured against.
+        let e = Scaling::from_config(
+            Some(&scaling(
+                r#"{"rope_type":"llama3","factor":8.0,"low_freq_factor":4.0,"high_freq_factor":4.0,
+                    "original_max_position_embeddings":8192}"#,
+            )),
+            8,
+            &cx(1, None),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("rope_scaling.high_freq_factor"), "{e}");
+        let e = Scaling::from_config(
+            Some(&scaling(
+                r#"{"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0}"#,
+            )),
+            8,
+            &cx(1, None),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("rope_scaling.original_max_position_embeddings"),
+            "{e}"
+        );
         let r = scaling(r#"{"type":"longrope","short_factor":[1.0],"long_factor":[1.0,1.0]}"#);
         let e = Scaling::from_config(Some(&r), 4, &cx(8192, Some(4096))).unwrap_err();
         assert!(
