@@ -151,6 +151,8 @@ fn check_family_gguf(name: &str) {
                 let key = source.strip_prefix("rope_scaling.").unwrap();
                 serde_json::from_value(config["rope_scaling"][key].clone()).unwrap()
             }
+            // Llama 3's rope_freqs.weight: the converter's values, as recorded (the hash below checks them)
+            _ if transform == "values" => serde_json::from_value(t["values"].clone()).unwrap(),
             _ if transform == "copy" => hf[source].1.clone(),
             _ if transform == "plus_one" => hf[source].1.iter().map(|v| v + 1.0).collect(),
             Some(("permute", heads)) => {
@@ -196,7 +198,7 @@ fn check_family_gguf(name: &str) {
 /// The families llama.cpp runs as transformers does from these GGUFs. Not: mistral (llama.cpp's `llama` has no
 /// sliding window; it agrees for the positions within the window) and gemma2 (llama.cpp ties Gemma 2's head to the
 /// embeddings and refuses the fixture's own `output.weight`).
-const LLAMA_CPP_RUNS: [&str; 4] = ["qwen2", "qwen3", "phi3", "gemma3"];
+const LLAMA_CPP_RUNS: [&str; 5] = ["qwen2", "llama3", "qwen3", "phi3", "gemma3"];
 
 /// llama.cpp's converter's q/k permutation (`LlamaModel.permute`): within each head, HF row `s * half + i`
 /// becomes row `2i + s`.
@@ -217,6 +219,12 @@ fn llama_cpp_permute(v: &[f32], heads: usize, rows: usize, cols: usize) -> Vec<f
 #[test]
 fn qwen2_gguf_matches_hf() {
     check_family_gguf("qwen2");
+}
+
+/// Llama 3's scaled RoPE as llama.cpp's `rope_freqs.weight`, imported as per-frequency divisors.
+#[test]
+fn llama3_gguf_matches_hf() {
+    check_family_gguf("llama3");
 }
 
 #[test]

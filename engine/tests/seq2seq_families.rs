@@ -142,8 +142,8 @@ fn greedy_and_beam_match_hf_batched_and_one_by_one() {
 }
 
 /// T5's relative position bias table is built once per stack at load and never again however many layers, steps
-/// and sources run (the buckets themselves: unit tests in `models/relative_position.rs`; the fixture records HF's
-/// buckets for distances -300..=300 for a future direct comparison).
+/// and sources run (the buckets themselves: unit tests in `models/relative_position.rs`, against the naive formula
+/// and against HF's buckets for distances -300..=300 that the fixture records).
 #[test]
 fn t5_relative_bias_once_per_stack() {
     let (dir, meta) = model_dir("t5");

@@ -659,6 +659,16 @@ fn block_file_mutations_never_panic() {
 /// heads of 4), `extra` metadata entries written by the closure, and six one-value tensors besides the embedding
 /// (a block's worth, so the block count passes): enough for the importer to read the metadata and fail on it.
 fn arch_file(arch: &str, n_extra: u64, extra: impl Fn(&mut Builder)) -> Builder {
+    arch_file_with(arch, n_extra, extra, None)
+}
+
+/// [`arch_file`] with one more tensor last (`name`, ggml `dims`, ggml type; its data is `bytes`).
+fn arch_file_with(
+    arch: &str,
+    n_extra: u64,
+    extra: impl Fn(&mut Builder),
+    tensor: Option<(&str, &[u64], u32, &[u8])>,
+) -> Builder {
     let kvs: [(&str, u64); 6] = [
         ("embedding_length", 8),
         ("feed_forward_length", 8),
@@ -667,7 +677,7 @@ fn arch_file(arch: &str, n_extra: u64, extra: impl Fn(&mut Builder)) -> Builder 
         ("attention.head_count", 2),
         ("attention.key_length", 4),
     ];
-    let mut b = Builder::header(3, 7, kvs.len() as u64 + 2 + n_extra);
+    let mut b = Builder::header(3, 7 + tensor.is_some() as u64, kvs.len() as u64 + 2 + n_extra);
     b.str("general.architecture").u32(8).str(arch);
     b.str(&format!("{arch}.attention.layer_norm_rms_epsilon"))
         .u32(6)
@@ -680,7 +690,14 @@ fn arch_file(arch: &str, n_extra: u64, extra: impl Fn(&mut Builder)) -> Builder 
     for i in 0..6u64 {
         b.tensor(&format!("t{i}"), &[1], 0, 8 * 16 * 4 + 32 * i);
     }
-    b.data(32, 8 * 16 * 4 + 32 * 6);
+    let tail = 8 * 16 * 4 + 32 * 6;
+    if let Some((name, dims, ggml_type, _)) = tensor {
+        b.tensor(name, dims, ggml_type, tail);
+    }
+    b.data(32, tail as usize);
+    if let Some((.., bytes)) = tensor {
+        b.buf.extend_from_slice(bytes);
+    }
     b
 }
 
@@ -767,6 +784,63 @@ fn inconsistent_architecture_metadata_names_the_key() {
     let e = import_error(&arch_file("qwen2", 1, yarn));
     assert!(
         matches!(&e, Error::GgufImport { reason, .. } if reason.contains("\"yarn\"")),
+        "{e:?}"
+    );
+}
+
+/// llama's `rope_freqs.weight` (Llama 3's RoPE scaling as llama.cpp's converter writes it): head_dim / 2 (here 2)
+/// F32 positive values, and no other RoPE scaling beside it; each wrong one is named.
+#[test]
+fn rope_freqs_tensor_is_checked() {
+    let f32s = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let file = |dims: &[u64], ggml_type: u32, bytes: &[u8]| {
+        import_error(&arch_file_with(
+            "llama",
+            0,
+            |_| {},
+            Some(("rope_freqs.weight", dims, ggml_type, bytes)),
+        ))
+    };
+    let ok = f32s(&[1.0, 32.0]);
+    // The wrong length (three values for two frequency pairs).
+    let e = file(&[3], 0, &f32s(&[1.0, 2.0, 32.0]));
+    assert!(
+        matches!(&e, Error::TensorShape { name, expected, found, .. }
+            if name == "rope_freqs.weight" && expected == &[2] && found == &[3]),
+        "{e:?}"
+    );
+    // Not F32 (F16 values of the right length).
+    let e = file(&[2], 1, &[0, 0x3c, 0, 0x50]);
+    assert!(
+        matches!(&e, Error::GgufImport { reason, .. } if reason.contains("rope_freqs.weight") && reason.contains("F16")),
+        "{e:?}"
+    );
+    // A divisor that is not a finite positive number.
+    for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        let e = file(&[2], 0, &f32s(&[1.0, bad]));
+        assert!(
+            matches!(&e, Error::GgufImport { reason, .. } if reason.contains("rope_freqs.weight") && reason.contains("value 1")),
+            "{bad}: {e:?}"
+        );
+    }
+    // Beside a scaling type llama.cpp would also apply.
+    let linear = |b: &mut Builder| {
+        b.str("llama.rope.scaling.type").u32(8).str("linear");
+    };
+    let e = import_error(&arch_file_with(
+        "llama",
+        1,
+        linear,
+        Some(("rope_freqs.weight", &[2], 0, &ok)),
+    ));
+    assert!(
+        matches!(&e, Error::GgufMetadata { key, .. } if key == "llama.rope.scaling.type"),
+        "{e:?}"
+    );
+    // A valid one passes to the weights, where this file's stand-in tensors are refused by name.
+    let e = file(&[2], 0, &ok);
+    assert!(
+        matches!(&e, Error::MissingTensor { name, .. } if name == "blk.0.attn_norm.weight"),
         "{e:?}"
     );
 }

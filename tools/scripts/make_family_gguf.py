@@ -23,7 +23,9 @@ Recorded per family under tools/fixtures/families/NAME/:
 - `gguf.json`: the file's length and FNV-1a 64 hash, each tensor's offset in the data section and how it is made
   from the HF tensors (found here by trying each HF tensor under each transform until one matches bit for bit:
   `copy`, `plus_one` (Gemma's norms stored as 1 + w), `permute` (llama.cpp's q/k row order for its RoPE, with the
-  head count), `config` (Phi-3's LongRoPE factor lists)), and llama.cpp's greedy tokens on the file
+  head count), `config` (Phi-3's LongRoPE factor lists), `values` (Llama 3's `rope_freqs.weight`, which the
+  converter computes from `rope_scaling`: its head_dim/2 f32 values are recorded as written, after checking them
+  against transformers' llama3 frequencies)), and llama.cpp's greedy tokens on the file
   (llama-cpp-python, f32 weights) with whether they equal transformers'.
 """
 
@@ -41,9 +43,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import make_family_fixtures as fam  # noqa: E402
 
-# Every family but llama3: llama.cpp stores Llama 3's scaled RoPE as a per-frequency `rope_freqs.weight` tensor,
-# which qkv's importer does not map back to transformers' `rope_scaling` (it refuses the file, naming the tensor).
-NAMES = [n for n in fam.PUBLISHED if n != "llama3"]
+NAMES = list(fam.PUBLISHED)
 VOCAB = fam.VOCAB
 GREEDY = fam.GREEDY_NEW
 
@@ -147,14 +147,54 @@ def recipes(reader, hf: dict, cfg: dict):
                     break
             if found:
                 break
+        if not found and t.name == "rope_freqs.weight":
+            check_rope_freqs(data, cfg)
+            found = ("rope_scaling", "values")
         if not found:
             for key in ("long_factor", "short_factor"):
                 if key in rs and np.array_equal(np.asarray(rs[key], dtype=np.float32), data):
                     found = (f"rope_scaling.{key}", "config")
         assert found, ("no HF tensor makes", t.name)
-        out.append({"name": t.name, "offset": int(t.data_offset - reader.data_offset), "n": int(data.size),
-                    "type": t.tensor_type.name, "source": found[0], "transform": found[1]})
+        rec = {"name": t.name, "offset": int(t.data_offset - reader.data_offset), "n": int(data.size),
+               "type": t.tensor_type.name, "source": found[0], "transform": found[1]}
+        if found[1] == "values":
+            rec["values"] = [float(v) for v in data]  # f32 values: repr round-trips them exactly
+        out.append(rec)
     return out
+
+
+def check_rope_freqs(data: np.ndarray, cfg: dict):
+    """llama.cpp's `rope_freqs.weight` divides frequency i: base_inv_freq[i] / data[i] must be transformers' llama3
+    inverse frequency (its own code, `_compute_llama3_parameters`) within f32 rounding of the two computations."""
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    c = LlamaConfig(**{k: v for k, v in cfg.items() if k not in ("architectures",)})
+    want, attn = ROPE_INIT_FUNCTIONS["llama3"](c, "cpu")
+    d = cfg["head_dim"]
+    base = 1.0 / (cfg["rope_theta"] ** (np.arange(0, d, 2, dtype=np.float64) / d))
+    got = base / data.astype(np.float64)
+    rel = np.abs(got - want.double().numpy()) / want.double().numpy()
+    assert data.shape == (d // 2,) and rel.max() < 4e-7 and attn == 1.0, (rel.max(), attn)
+
+
+def per_frequency_check(reader, hf_dir: Path, cfg: dict, prompt, want):
+    """qkv's importer writes `rope_freqs.weight` as a per-frequency divisor list (`longrope` with equal short and
+    long lists, attention factor 1, loaders/src/gguf/arch.rs): transformers on that config gives the llama3 model's
+    logits (the same frequencies up to f32 rounding)."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    (freqs,) = [np.asarray(t.data, dtype=np.float32) for t in reader.tensors if t.name == "rope_freqs.weight"]
+    f = [float(v) for v in freqs]
+    c = dict(cfg, rope_scaling={"rope_type": "longrope", "short_factor": f, "long_factor": f, "factor": 1.0,
+                                "attention_factor": 1.0,
+                                "original_max_position_embeddings": cfg["max_position_embeddings"]})
+    c.pop("architectures")
+    m = AutoModelForCausalLM.from_pretrained(hf_dir, config=LlamaConfig(**c), dtype=torch.float32,
+                                             attn_implementation="eager")
+    diff = (m(input_ids=torch.tensor([prompt])).logits[0] - want).abs().max()
+    print("llama3: HF on the per-frequency config vs the llama3 references, max-abs", float(diff))
+    assert diff < 1e-5
 
 
 def llama_cpp_greedy(path: Path, prompt, n_new: int):
@@ -209,10 +249,13 @@ def make(name: str, llama_cpp: Path):
         prompt = ref["prompt"]
         want = torch.from_numpy(load_file(str(src / "reference.safetensors"))["prompt_logits"])
         assert (model(input_ids=torch.tensor([prompt])).logits[0] - want).abs().max() < 1e-5
+        if name == "llama3":
+            per_frequency_check(reader, hf_dir, cfg, prompt, want)
         try:
             toks, logits = llama_cpp_greedy(path, prompt, GREEDY)
         except Exception as e:  # llama.cpp refuses the file (Gemma 2 with its own head)
             toks, logits, failure = None, None, f"{type(e).__name__}: {e}"
+    converter = f"convert_hf_to_gguf.py of {llama_cpp.parent.parent.name}, --outtype f32, patched as the script says"
     if toks is None:
         llama_cpp = {"error": failure}
     else:
@@ -225,7 +268,7 @@ def make(name: str, llama_cpp: Path):
             "max_abs_vs_hf_logits": float(np.abs(logits[:agree + 1] - step[:agree + 1]).max()),
         }
     meta = {
-        "converter": f"convert_hf_to_gguf.py of {llama_cpp.parent.parent.name}, --outtype f32, patched as the script says",
+        "converter": converter,
         "file_len": len(raw),
         "fnv1a64": f"{fnv1a64(raw):016x}",
         "sha256": hashlib.sha256(raw).hexdigest(),

@@ -208,6 +208,40 @@ mod tests {
         }
     }
 
+    /// transformers' own buckets (`T5Attention._relative_position_bucket`, recorded by
+    /// tools/scripts/make_seq2seq_fixtures.py for distances -300..=300, past the 128 clamp) for the T5 and Flan-T5
+    /// fixtures' shapes, both directions: equal to ours at every distance.
+    #[test]
+    fn buckets_equal_transformers_recorded_ones() {
+        for name in ["t5", "flan_t5"] {
+            let dir = loaders::paths::fixture("seq2seq").join(name);
+            let read = |f: &str| -> serde_json::Value {
+                serde_json::from_str(&std::fs::read_to_string(dir.join(f)).unwrap()).unwrap()
+            };
+            let (meta, config) = (read("reference.json"), read("config.json"));
+            let b = RelativeBuckets {
+                num_buckets: config["relative_attention_num_buckets"].as_u64().unwrap() as usize,
+                // transformers' default when the config omits it (t5-small's does)
+                max_distance: config["relative_attention_max_distance"].as_u64().unwrap_or(128) as usize,
+            };
+            let hf = &meta["relative_buckets"];
+            let (lo, hi) = (
+                hf["relative_positions"][0].as_i64().unwrap(),
+                hf["relative_positions"][1].as_i64().unwrap(),
+            );
+            for (key, dir) in [
+                ("bidirectional", Direction::Bidirectional),
+                ("causal", Direction::Causal),
+            ] {
+                let want: Vec<u64> = serde_json::from_value(hf[key].clone()).unwrap();
+                assert_eq!(want.len() as i64, hi - lo + 1, "{name} {key}");
+                for (rel, w) in (lo..=hi).zip(want) {
+                    assert_eq!(b.bucket(rel, dir) as u64, w, "{name} {key}: distance {rel}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn degenerate_shapes_are_refused() {
         for (num_buckets, max_distance) in [(2, 128), (32, 16), (32, 8)] {

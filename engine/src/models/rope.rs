@@ -287,6 +287,69 @@ mod tests {
         assert!((t.cos[p * 32 + i] - (p as f32 * inv[i]).cos()).abs() <= 1e-6);
     }
 
+    /// A Llama 3 GGUF's `rope_freqs.weight` (llama.cpp's converter: divisors computed in f32 from the llama3
+    /// parameters, `LlamaModel.generate_extra_tensors`) imported as the per-frequency form loaders' GGUF import
+    /// writes (`longrope`, equal lists, attention factor 1, the context as the original one) gives Llama 3's
+    /// frequencies, hence its table at every position, past the original 8192 too.
+    #[test]
+    fn per_frequency_divisors_are_llama3_at_every_position() {
+        let (d, theta, factor, low, high, old) = (64usize, 5e5f64, 32.0f32, 1.0f32, 4.0f32, 8192.0f32);
+        let divisors: Vec<f64> = (0..d / 2)
+            .map(|i| {
+                let freq = 1.0 / (theta as f32).powf((2 * i) as f32 / d as f32);
+                let wavelen = 2.0 * std::f32::consts::PI / freq;
+                let f = if wavelen < old / high {
+                    1.0
+                } else if wavelen > old / low {
+                    factor
+                } else {
+                    let smooth = (old / wavelen - low) / (high - low);
+                    1.0 / ((1.0 - smooth) / factor + smooth)
+                };
+                f as f64
+            })
+            .collect();
+        let json = format!(
+            r#"{{"rope_type":"longrope","short_factor":{divisors:?},"long_factor":{divisors:?},"factor":1.0,
+                "attention_factor":1.0,"original_max_position_embeddings":131072}}"#
+        );
+        let per_freq = Rope {
+            head_dim: d,
+            theta,
+            scaling: Scaling::from_config(Some(&scaling(&json)), d, &cx(131072, None)).unwrap(),
+        };
+        let llama3 = Rope {
+            head_dim: d,
+            theta,
+            scaling: Scaling::from_config(
+                Some(&scaling(
+                    r#"{"rope_type":"llama3","factor":32.0,"low_freq_factor":1.0,"high_freq_factor":4.0,
+                        "original_max_position_embeddings":8192}"#,
+                )),
+                d,
+                &cx(131072, None),
+            )
+            .unwrap(),
+        };
+        let ((a, fa), (b, fb)) = (per_freq.inv_freq(false), llama3.inv_freq(false));
+        assert_eq!((fa, fb), (1.0, 1.0));
+        // Each side rounds theta^(-2i/d) to f32 once or twice and the divisor once: within 4 f32 epsilons.
+        const INV_FREQ_REL: f32 = 4.0 * f32::EPSILON;
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!((x - y).abs() <= INV_FREQ_REL * y, "pair {i}: {x} vs {y}");
+        }
+        let (ta, tb) = (per_freq.table(9000), llama3.table(9000));
+        for p in [0usize, 100, 8191, 8192, 8999] {
+            for (i, inv) in b.iter().enumerate() {
+                // angle p·inv differs by at most p·INV_FREQ_REL·inv, plus the tables' own f32 rounding
+                let bound = p as f32 * INV_FREQ_REL * inv + 4.0 * f32::EPSILON;
+                let k = p * d / 2 + i;
+                assert!((ta.cos[k] - tb.cos[k]).abs() <= bound, "position {p} pair {i}");
+                assert!((ta.sin[k] - tb.sin[k]).abs() <= bound, "position {p} pair {i}");
+            }
+        }
+    }
+
     #[test]
     fn linear_and_longrope() {
         let lin =
@@ -348,6 +411,29 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("rope_scaling.low_freq_factor"), "{e}");
+        // Llama 3's blend needs high > low, and the original context its wavelengths are measured against.
+        let e = Scaling::from_config(
+            Some(&scaling(
+                r#"{"rope_type":"llama3","factor":8.0,"low_freq_factor":4.0,"high_freq_factor":4.0,
+                    "original_max_position_embeddings":8192}"#,
+            )),
+            8,
+            &cx(1, None),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("rope_scaling.high_freq_factor"), "{e}");
+        let e = Scaling::from_config(
+            Some(&scaling(
+                r#"{"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0}"#,
+            )),
+            8,
+            &cx(1, None),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("rope_scaling.original_max_position_embeddings"),
+            "{e}"
+        );
         let r = scaling(r#"{"type":"longrope","short_factor":[1.0],"long_factor":[1.0,1.0]}"#);
         let e = Scaling::from_config(Some(&r), 4, &cx(8192, Some(4096))).unwrap_err();
         assert!(

@@ -3,7 +3,7 @@
 //!
 //! | `general.architecture` | Hugging Face | what differs from `llama` in the file |
 //! | --- | --- | --- |
-//! | `llama` | `LlamaForCausalLM`, or `MistralForCausalLM` with `llama.attention.sliding_window` | q/k rows permuted (below) |
+//! | `llama` | `LlamaForCausalLM`, or `MistralForCausalLM` with `llama.attention.sliding_window` | q/k rows permuted (below); Llama 3's RoPE scaling as a `rope_freqs` tensor (below) |
 //! | `qwen2` | `Qwen2ForCausalLM` | q/k/v biases (`attn_q.bias` ...) |
 //! | `qwen3` | `Qwen3ForCausalLM` | per-head `attn_q_norm` / `attn_k_norm` |
 //! | `phi3` | `Phi3ForCausalLM` | fused `attn_qkv` (rows q, k, v) and `ffn_up` (rows gate, up); LongRoPE factors as `rope_factors_long/short` tensors |
@@ -22,6 +22,17 @@
 //!   without `sliding_window` has no local layers.
 //! - Gemma's query scale: llama.cpp's `1/sqrt(head_dim)`, except its 27B models (46 blocks for gemma2, 62 for
 //!   gemma3): `1/sqrt(hidden / heads)`; written as `query_pre_attn_scalar`.
+//! - Llama 3's `rope_scaling` (`llama3`): the converter writes no scaling keys but a `rope_freqs.weight` tensor,
+//!   `head_dim / 2` f32 divisors (1 for the kept high frequencies, `factor` for the scaled low ones, the blend
+//!   between), and llama.cpp's RoPE rotates pair `i` by `pos * theta^(-2i/d) / rope_freqs[i]` at every position
+//!   (ggml's `rope_yarn(theta / ff, ...)`; no attention factor: `ext_factor` 0, `mscale` 1). The import writes
+//!   exactly that as a per-frequency divisor list, not as the `llama3` parameters: the tensor fixes `factor` but
+//!   only the ratios `original / low_freq_factor` and `original / high_freq_factor` (scaling all three by one
+//!   constant gives the same tensor), and those only to within the gaps between the few blended frequencies, so
+//!   transformers' `rope_scaling` cannot be recovered unambiguously. The list is written as transformers' own
+//!   per-frequency form, `longrope` with equal short and long factors, `attention_factor` 1 and the file's
+//!   context as `original_max_position_embeddings` (transformers and qkv both compute `1 / (f_i theta^(2i/d))`
+//!   from it, at every position).
 //! - Defaults of absent keys are llama.cpp's: gemma2 soft-caps 50 (attention) and 30 (final), window 4096; gemma3's
 //!   local RoPE base 1e4.
 
@@ -122,8 +133,8 @@ pub struct Mapping {
 }
 
 /// Every tensor `arch` has in a file with these sizes, mapped to its Hugging Face name (`output.weight` only when
-/// the file has it: else the head is tied). Tensors that become config values (Phi-3's LongRoPE factors) are not
-/// in it: [`config_tensors`] lists them.
+/// the file has it: else the head is tied). Tensors that become config values (Phi-3's LongRoPE factors, Llama 3's
+/// `rope_freqs`) are not in it: [`config_tensors`] lists them.
 pub fn tensors(gguf: &GgufFile, arch: Arch, p: &LlamaParams) -> Vec<Mapping> {
     let (d, ff, hd) = (p.hidden_size, p.intermediate_size, p.head_dim);
     let (q_dim, kv_dim) = (p.n_heads * hd, p.n_kv_heads * hd);
@@ -247,12 +258,27 @@ pub fn tensors(gguf: &GgufFile, arch: Arch, p: &LlamaParams) -> Vec<Mapping> {
     out
 }
 
+/// Phi-3's LongRoPE factor tensors (long, short).
+pub const LONGROPE_TENSORS: [&str; 2] = ["rope_factors_long.weight", "rope_factors_short.weight"];
+/// llama.cpp's per-frequency RoPE divisors (Llama 3's scaling, see the module doc).
+pub const ROPE_FREQS_TENSOR: &str = "rope_freqs.weight";
+
 /// The tensors `arch` reads into its config rather than its weights.
 pub fn config_tensors(arch: Arch) -> &'static [&'static str] {
     match arch {
-        Arch::Phi3 => &["rope_factors_long.weight", "rope_factors_short.weight"],
+        Arch::Phi3 => &LONGROPE_TENSORS,
+        Arch::Llama => &[ROPE_FREQS_TENSOR],
         _ => &[],
     }
+}
+
+/// RoPE frequency divisors a file stores as tensors, `head_dim / 2` each, dequantised.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RopeFactors {
+    /// Phi-3's LongRoPE lists ([`LONGROPE_TENSORS`]).
+    LongRope { long: Vec<f32>, short: Vec<f32> },
+    /// llama.cpp's `rope_freqs.weight`: frequency `i` divided by `f[i]` at every position.
+    PerFrequency(Vec<f32>),
 }
 
 /// Reads the optional keys of one file's architecture.
@@ -326,24 +352,41 @@ fn layer_types(sliding: &[bool]) -> Value {
     json!(names)
 }
 
-/// The RoPE scaling: none, `linear` (any architecture), or Phi-3's `longrope` from its factor tensors (`factors`:
-/// the dequantised `rope_factors_long` and `rope_factors_short`). Returns `rope_scaling` and, for LongRoPE, the
-/// top-level `original_max_position_embeddings`.
-fn rope_scaling(
-    keys: &Keys<'_>,
-    p: &LlamaParams,
-    factors: Option<(Vec<f32>, Vec<f32>)>,
-) -> Result<(Value, Option<usize>)> {
+/// The RoPE scaling: none, `linear` (any architecture), Phi-3's `longrope` from its factor tensors, or llama's
+/// per-frequency `rope_freqs` (`factors`: those tensors, dequantised). Returns `rope_scaling` and, for Phi-3's
+/// LongRoPE, the top-level `original_max_position_embeddings`.
+fn rope_scaling(keys: &Keys<'_>, p: &LlamaParams, factors: Option<RopeFactors>) -> Result<(Value, Option<usize>)> {
     let gguf = keys.gguf;
     let kind = if keys.has("rope.scaling.type") {
         gguf.get_str(&keys.key("rope.scaling.type"))?.to_string()
-    } else if factors.is_some() {
-        "longrope".to_string()
     } else {
-        "none".to_string()
+        match factors {
+            Some(RopeFactors::LongRope { .. }) => "longrope",
+            _ => "none",
+        }
+        .to_string()
     };
     match (kind.as_str(), factors) {
         ("none", None) => Ok((Value::Null, None)),
+        ("none", Some(RopeFactors::PerFrequency(f))) => {
+            // The per-frequency form (module doc): transformers' `longrope` with one list for both regimes and
+            // no attention factor; the file's context as the "original" one, so no position switches lists.
+            let scaling = json!({
+                "rope_type": "longrope",
+                "short_factor": f,
+                "long_factor": f,
+                "factor": 1.0,
+                "attention_factor": 1.0,
+                "original_max_position_embeddings": p.max_position_embeddings,
+            });
+            Ok((scaling, None))
+        }
+        (other, Some(RopeFactors::PerFrequency(_))) => Err(meta_err(
+            gguf,
+            &keys.key("rope.scaling.type"),
+            format!("no RoPE scaling key beside the per-frequency {ROPE_FREQS_TENSOR} (llama.cpp would apply both)"),
+            other,
+        )),
         ("linear", None) => {
             let factor = keys.positive_f64("rope.scaling.factor")?.ok_or_else(|| {
                 meta_err(
@@ -355,7 +398,7 @@ fn rope_scaling(
             })?;
             Ok((json!({"rope_type": "linear", "factor": factor}), None))
         }
-        ("longrope", Some((long, short))) => {
+        ("longrope", Some(RopeFactors::LongRope { long, short })) => {
             let original = keys.usize("rope.scaling.original_context_length")?.unwrap_or(4096);
             if original == 0 || original > p.max_position_embeddings {
                 return Err(meta_err(
@@ -393,18 +436,21 @@ fn rope_scaling(
         )),
         (other, _) => Err(import_err(
             gguf,
-            format!("RoPE scaling {other:?} is not supported here (supported: none, linear; longrope for phi3)"),
+            format!(
+                "RoPE scaling {other:?} is not supported here (supported: none, linear; longrope for phi3; \
+                 llama's {ROPE_FREQS_TENSOR} without a scaling type)"
+            ),
         )),
     }
 }
 
 /// The Hugging Face `config.json` of `arch` (without the special token ids and dtype, which the caller adds).
-/// `factors`: Phi-3's LongRoPE factor tensors, dequantised, when the file has them.
+/// `factors`: the RoPE factor tensors ([`config_tensors`]), dequantised, when the file has them.
 pub fn config(
     gguf: &GgufFile,
     arch: Arch,
     p: &LlamaParams,
-    factors: Option<(Vec<f32>, Vec<f32>)>,
+    factors: Option<RopeFactors>,
 ) -> Result<Map<String, Value>> {
     let keys = Keys { gguf, arch };
     let (rope_scaling, original) = rope_scaling(&keys, p, factors)?;

@@ -16,9 +16,9 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::arch::{self, Arch, Transform};
+use super::arch::{self, Arch, RopeFactors, Transform};
 use super::dequant;
-use super::reader::{GgufFile, TensorInfo};
+use super::reader::{GgmlType, GgufFile, TensorInfo};
 use super::tokenizer;
 use crate::config::{GenerationConfig, LlamaConfig, RawConfig};
 use crate::error::{Error, Result};
@@ -361,27 +361,11 @@ fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     })
 }
 
-/// Phi-3's LongRoPE factors (`rope_factors_long.weight`, `rope_factors_short.weight`: `head_dim / 2` each), when
-/// the file has them; both or neither.
-fn rope_factors(gguf: &GgufFile, a: Arch, p: &LlamaParams) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
-    let names = arch::config_tensors(a);
-    let [long, short] = names else {
-        return Ok(None);
-    };
-    let (l, s) = (gguf.tensor_info(long), gguf.tensor_info(short));
-    let (l, s) = match (l, s) {
-        (None, None) => return Ok(None),
-        (Some(l), Some(s)) => (l, s),
-        (l, _) => {
-            let missing = if l.is_none() { long } else { short };
-            return Err(Error::MissingTensor {
-                path: gguf.path().to_path_buf(),
-                name: missing.to_string(),
-                hint: " (LongRoPE needs both factor lists)".into(),
-            });
-        }
-    };
-    for t in [l, s] {
+/// The RoPE factor tensors of [`arch::config_tensors`], when the file has them: Phi-3's LongRoPE lists (both or
+/// neither, any dequantisable type) or llama's `rope_freqs.weight` (F32, as llama.cpp's converter writes it and its
+/// RoPE requires); each `head_dim / 2` finite positive values, checked here so that an error names the tensor.
+fn rope_factors(gguf: &GgufFile, a: Arch, p: &LlamaParams) -> Result<Option<RopeFactors>> {
+    let read = |t: &TensorInfo| -> Result<Vec<f32>> {
         if t.shape() != [p.head_dim / 2] {
             return Err(Error::TensorShape {
                 path: gguf.path().to_path_buf(),
@@ -390,8 +374,52 @@ fn rope_factors(gguf: &GgufFile, a: Arch, p: &LlamaParams) -> Result<Option<(Vec
                 found: t.shape(),
             });
         }
+        let v = gguf.dequantize_info(t)?;
+        if let Some((i, x)) = v.iter().enumerate().find(|(_, x)| !(x.is_finite() && **x > 0.0)) {
+            return Err(import_err(
+                gguf,
+                format!(
+                    "tensor {:?}: value {i} is {x}, expected a finite positive RoPE frequency divisor",
+                    t.name
+                ),
+            ));
+        }
+        Ok(v)
+    };
+    match a {
+        Arch::Llama => {
+            let freqs = arch::ROPE_FREQS_TENSOR;
+            let Some(t) = gguf.tensor_info(freqs) else {
+                return Ok(None);
+            };
+            if t.ggml_type != GgmlType::F32 {
+                return Err(import_err(
+                    gguf,
+                    format!(
+                        "tensor {freqs:?}: type {}, expected F32 (llama.cpp's RoPE reads it as F32)",
+                        t.ggml_type
+                    ),
+                ));
+            }
+            Ok(Some(RopeFactors::PerFrequency(read(t)?)))
+        }
+        Arch::Phi3 => {
+            let [long, short] = arch::LONGROPE_TENSORS;
+            match (gguf.tensor_info(long), gguf.tensor_info(short)) {
+                (None, None) => Ok(None),
+                (Some(l), Some(s)) => Ok(Some(RopeFactors::LongRope {
+                    long: read(l)?,
+                    short: read(s)?,
+                })),
+                (l, _) => Err(Error::MissingTensor {
+                    path: gguf.path().to_path_buf(),
+                    name: (if l.is_none() { long } else { short }).to_string(),
+                    hint: " (LongRoPE needs both factor lists)".into(),
+                }),
+            }
+        }
+        _ => Ok(None),
     }
-    Ok(Some((gguf.dequantize_info(l)?, gguf.dequantize_info(s)?)))
 }
 
 /// Import `gguf` (an architecture of [`arch::ARCHS`]) into `out_dir` as a Hugging Face model directory.
