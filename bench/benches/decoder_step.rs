@@ -2,7 +2,8 @@
 //! a config.json, then opened with `Model::load_with` like any model):
 //! Llama (SmolLM2-135M: 30 layers, d 576, GQA 9/3 heads, vocab 49152), GPT-2 small (12 layers, d 768,
 //! vocab 50257) and Marian (opus-mt base: 6+6 layers, d 512, vocab 58101, post-norm, cross-attention).
-//! f32 and bf16 weights, batch 1 and 8, about 128 positions in the cache.
+//! f32 and bf16 weights, int8 at load, each with f32 or reduced activations (`bf16-dot`, `int8-x`), batch 1 and
+//! 16, about 128 positions in the cache.
 //!
 //! A step is one new token per row through every layer and the LM head — the unit of batch-1 decoding, bound
 //! by reading the weights once (bytes of weights ÷ bandwidth). Criterion reports the time of one step; the
@@ -17,7 +18,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use half::bf16;
 use kernels::Kernels;
 use loaders::Dtype;
-use qkv::{LoadOptions, LogitsFor, Model, Session};
+use qkv::{Activations, LoadOptions, LogitsFor, Model, Session, WeightType};
 use serde_json::json;
 
 /// Positions in the cache before the timed steps (prompt or source length).
@@ -73,21 +74,17 @@ impl Random {
             .push((name.to_string(), Dtype::F32, vec![n], bytemuck::cast_slice(&v).to_vec()));
     }
 
-    /// Write `config` and the weights into `dir` and load it on `kernels`.
-    fn load(self, dir: &Path, config: serde_json::Value, kernels: Kernels) -> Model {
+    /// Write `config` and the weights into `dir` and load it with `opts`.
+    fn load(self, dir: &Path, config: serde_json::Value, opts: &LoadOptions) -> Model {
         std::fs::write(dir.join("config.json"), config.to_string()).expect("write config.json");
         loaders::safetensors::write(&dir.join("model.safetensors"), &self.tensors, None).expect("write weights");
         drop(self);
-        let opts = LoadOptions {
-            kernels: Some(kernels),
-            ..Default::default()
-        };
-        Model::load_with(dir, &opts).unwrap_or_else(|e| panic!("{e}"))
+        Model::load_with(dir, opts).unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
 /// SmolLM2-135M's shape.
-fn smollm2_135m(dtype: Dtype, kernels: Kernels, dir: &Path) -> Model {
+fn smollm2_135m(dtype: Dtype, opts: &LoadOptions, dir: &Path) -> Model {
     let (d, n_layers, n_heads, n_kv, hd, ff, vocab) = (576, 30, 9, 3, 64, 1536, 49152);
     let config = json!({
         "model_type": "llama", "hidden_size": d, "intermediate_size": ff, "num_hidden_layers": n_layers,
@@ -114,11 +111,11 @@ fn smollm2_135m(dtype: Dtype, kernels: Kernels, dir: &Path) -> Model {
         }
     }
     w.vector("model.norm.weight", d, 1.0);
-    w.load(dir, config, kernels)
+    w.load(dir, config, opts)
 }
 
 /// GPT-2 small's shape.
-fn gpt2_small(dtype: Dtype, kernels: Kernels, dir: &Path) -> Model {
+fn gpt2_small(dtype: Dtype, opts: &LoadOptions, dir: &Path) -> Model {
     let (vocab, n_positions, d, n_layer, ff) = (50257, 1024, 768, 12, 3072);
     let config = json!({
         "model_type": "gpt2", "vocab_size": vocab, "n_positions": n_positions, "n_embd": d, "n_layer": n_layer,
@@ -147,11 +144,11 @@ fn gpt2_small(dtype: Dtype, kernels: Kernels, dir: &Path) -> Model {
     }
     w.vector("ln_f.weight", d, 1.0);
     w.vector("ln_f.bias", d, 0.0);
-    w.load(dir, config, kernels)
+    w.load(dir, config, opts)
 }
 
 /// opus-mt base's shape (Marian: post-norm, tied embeddings shared by both sides).
-fn marian_base(dtype: Dtype, kernels: Kernels, dir: &Path) -> Model {
+fn marian_base(dtype: Dtype, opts: &LoadOptions, dir: &Path) -> Model {
     let (vocab, d, n_layers, ff) = (58101, 512, 6, 2048);
     let config = json!({
         "model_type": "marian", "vocab_size": vocab, "d_model": d, "encoder_layers": n_layers,
@@ -205,7 +202,7 @@ fn marian_base(dtype: Dtype, kernels: Kernels, dir: &Path) -> Model {
         block(&mut w, &pre, &ffn);
         block(&mut w, &pre, &["encoder_attn_layer_norm"]);
     }
-    w.load(dir, config, kernels)
+    w.load(dir, config, opts)
 }
 
 /// Token ids of a row (not special ones: 3..).
@@ -233,20 +230,38 @@ fn time_steps<'m>(vocab: usize, batch: usize, iters: u64, fill: &dyn Fn() -> Ses
     total
 }
 
-const DTYPES: [(Dtype, &str); 2] = [(Dtype::F32, "f32"), (Dtype::BF16, "bf16")];
-const BATCHES: [usize; 2] = [1, 8];
+/// The weight variants: stored dtype, how the linear layers hold and multiply it, and the benchmark's name.
+const VARIANTS: [(Dtype, WeightType, Activations, &str); 5] = [
+    (Dtype::F32, WeightType::Stored, Activations::F32, "f32"),
+    (Dtype::BF16, WeightType::Stored, Activations::F32, "bf16"),
+    (Dtype::BF16, WeightType::Stored, Activations::Reduced, "bf16-dot"),
+    (Dtype::F32, WeightType::Int8, Activations::F32, "int8"),
+    (Dtype::F32, WeightType::Int8, Activations::Reduced, "int8-x"),
+];
+/// Rows per step: batch 1 (decoding one sequence) and 16 (a server's batch, or 4 beams x 4).
+const BATCHES: [usize; 2] = [1, 16];
 
-/// A family of random weights, built (and written to a scratch directory) once per weight dtype.
-type Build = fn(Dtype, Kernels, &Path) -> Model;
+/// A family of random weights, built (and written to a scratch directory) once per variant.
+type Build = fn(Dtype, &LoadOptions, &Path) -> Model;
+
+/// The load options of a variant on `kernels`.
+fn options(kernels: Kernels, weights: WeightType, activations: Activations) -> LoadOptions {
+    LoadOptions {
+        kernels: Some(kernels),
+        weights,
+        activations,
+        ..Default::default()
+    }
+}
 
 /// A decoder-only family: the session is refilled with a `CONTEXT`-token prompt per row.
 fn bench_decoder_only(c: &mut Criterion, group: &str, build: Build) {
     let kernels = Kernels::detect().expect("kernels");
     let mut g = c.benchmark_group(group);
     g.sample_size(20).measurement_time(Duration::from_secs(8));
-    for (dtype, dname) in DTYPES {
+    for (dtype, weights, acts, dname) in VARIANTS {
         let dir = tempfile::tempdir().expect("scratch directory");
-        let m = build(dtype, kernels, dir.path());
+        let m = build(dtype, &options(kernels, weights, acts), dir.path());
         let vocab = m.info().vocab_size;
         for batch in BATCHES {
             let prompt = tokens(batch, CONTEXT, vocab);
@@ -281,9 +296,9 @@ fn bench_marian(c: &mut Criterion) {
     let kernels = Kernels::detect().expect("kernels");
     let mut g = c.benchmark_group("marian_base_step");
     g.sample_size(20).measurement_time(Duration::from_secs(8));
-    for (dtype, dname) in DTYPES {
+    for (dtype, weights, acts, dname) in VARIANTS {
         let dir = tempfile::tempdir().expect("scratch directory");
-        let m = marian_base(dtype, kernels, dir.path());
+        let m = marian_base(dtype, &options(kernels, weights, acts), dir.path());
         let (src_vocab, vocab) = (m.info().src_vocab_size, m.info().vocab_size);
         let eos = m.eos_ids()[0];
         for batch in BATCHES {
