@@ -3,7 +3,8 @@
 //!
 //! Lines go straight to the process's stderr, past the test harness's output capture, so `cargo test`
 //! shows them: `ran: <test> on scalar, avx2, avx512` and `skipped: AVX512_VNNI not on this CPU (<test>; lacks
-//! avx512vnni)`. `.ci/run` gathers them into the ISA matrix of the run.
+//! avx512vnni)`. `.ci/run` gathers them into the ISA matrix of the run. `QKV_TEST_ISAS=avx2` narrows the ISAs to
+//! those named (`excluded: avx512 by QKV_TEST_ISAS` lines).
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -31,13 +32,30 @@ pub fn skip(test: &str, feature: Feature) {
     ));
 }
 
-/// Whether `feature` is present; if not, report it as skipped by `test`.
+/// Whether `feature` is present (and its ISA not excluded by `QKV_TEST_ISAS`); if not, report it as skipped by
+/// `test`.
 pub fn require(test: &str, feature: Feature) -> bool {
     let present = feature.is_present();
     if !present {
         skip(test, feature);
+    } else if !selected(feature.isa()) {
+        excluded(test, feature.isa());
+        return false;
     }
     present
+}
+
+/// `QKV_TEST_ISAS` (e.g. `avx2`): the only ISAs the per-ISA tests run, of those the CPU has. CI sets it to re-run
+/// the engine's tests on one ISA natively (its AVX2 lane on an AVX-512 host) instead of under an emulator.
+fn selected(isa: Isa) -> bool {
+    match std::env::var("QKV_TEST_ISAS") {
+        Ok(v) if !v.trim().is_empty() => v.split(',').any(|n| n.trim().eq_ignore_ascii_case(isa.name())),
+        _ => true,
+    }
+}
+
+fn excluded(test: &str, isa: Isa) {
+    report(&format!("excluded: {} by QKV_TEST_ISAS ({test})", isa.name()));
 }
 
 /// Report that `test` ran on `isas`.
@@ -53,7 +71,11 @@ pub fn isas(test: &str) -> Vec<Isa> {
             skip(test, f);
         }
     }
-    Isa::available()
+    let (run, out): (Vec<Isa>, Vec<Isa>) = Isa::available().into_iter().partition(|&i| selected(i));
+    for isa in out {
+        excluded(test, isa);
+    }
+    run
 }
 
 /// The kernels of every ISA from [`isas`], reported as run by `test` (for tests that loop over them and check
