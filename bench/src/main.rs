@@ -71,6 +71,10 @@ enum Cmd {
         /// Linear layers' weights as stored, or int8 (quantized at load; the dtype column then says int8).
         #[arg(long, default_value_t = qkv::WeightType::Stored, value_name = "stored|int8")]
         weights: qkv::WeightType,
+        /// What the linear layers multiply by: f32 activations, or reduced to the weights' class (bf16 / int8;
+        /// the dtype column then ends in `-x`).
+        #[arg(long, default_value_t = qkv::Activations::F32, value_name = "f32|reduced")]
+        activations: qkv::Activations,
     },
 }
 
@@ -146,6 +150,7 @@ fn run() -> qkv::Result<()> {
             beam,
             runs,
             weights,
+            activations,
         } => {
             let w = models::Workload {
                 prompt_len,
@@ -154,6 +159,7 @@ fn run() -> qkv::Result<()> {
                 beam,
                 runs,
                 weights,
+                activations,
             };
             let bar = progress_bar(Progress::unless_json(cli.json));
             bar.set_length(models.len() as u64);

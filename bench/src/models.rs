@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use qkv::search::SearchOptions;
-use qkv::{Error, LoadOptions, LogitsFor, Model, ModelKind, Result, WeightType};
+use qkv::{Activations, Error, LoadOptions, LogitsFor, Model, ModelKind, Result, WeightType};
 use serde::Serialize;
 
 #[derive(Clone, Debug, Serialize)]
@@ -42,6 +42,8 @@ pub struct Workload {
     pub runs: usize,
     /// How the linear layers are held (as stored, or int8 quantized at load).
     pub weights: WeightType,
+    /// What they multiply by (`reduced`: the dtype column gets a `-x` suffix, e.g. `int8-x`, `bfloat16-x`).
+    pub activations: Activations,
 }
 
 /// Peak resident set size of this process (VmHWM), MB.
@@ -91,6 +93,7 @@ fn dtype_of(dir: &Path, weights: WeightType) -> String {
 pub fn run(dir: &Path, w: Workload) -> Result<ModelRow> {
     let load = LoadOptions {
         weights: w.weights,
+        activations: w.activations,
         ..Default::default()
     };
     let t = Instant::now();
@@ -114,6 +117,9 @@ pub fn run(dir: &Path, w: Workload) -> Result<ModelRow> {
     row.load_s = load_s;
     row.model = dir.display().to_string();
     row.dtype = dtype_of(dir, w.weights);
+    if w.activations == Activations::Reduced {
+        row.dtype.push_str("-x");
+    }
     row.threads = rayon::current_num_threads();
     row.peak_rss_mb = peak_rss_mb();
     Ok(row)

@@ -32,8 +32,12 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
 NEEDED = ("torch", "transformers", "ctranslate2", "gguf", "numpy", "sentencepiece", "safetensors")
-ENGINES = ("hf", "ct2", "ct2-int8", "llama.cpp", "qkv", "qkv-int8")
-QKV_ENGINES = ("qkv", "qkv-int8")  # qkv-bench models, weights as stored / --weights int8
+ENGINES = ("hf", "ct2", "ct2-int8", "llama.cpp", "qkv", "qkv-int8", "qkv-int8-x")
+# qkv-bench models: weights as stored / --weights int8 / --weights int8 --activations reduced (int8 x int8)
+QKV_ENGINES = ("qkv", "qkv-int8", "qkv-int8-x")
+# qkv-bench flags of each qkv variant (a row's variant before qkv-bench names its dtype)
+QKV_FLAGS = {"f32": [], "bf16": [], "int8": ["--weights", "int8"],
+             "int8-x": ["--weights", "int8", "--activations", "reduced"], "bf16-x": ["--activations", "reduced"]}
 WORKLOADS = ("marian-base", "marian-big", "gpt2", "smollm2", "t5-small", "nllb-600m")
 QKV_NA = "n/a (qkv-bench models unavailable)"
 
@@ -87,7 +91,7 @@ def ensure_llama_cpp() -> str | None:
 @dataclass
 class Row:
     workload: str
-    engine: str  # hf | ct2 | ct2-int8 | llama.cpp | qkv | qkv-int8
+    engine: str  # hf | ct2 | ct2-int8 | llama.cpp | qkv | qkv-int8 | qkv-int8-x
     variant: str  # weights / compute type shown in the table
     kind: str  # seq2seq | causal
     model: str  # path given to the engine
@@ -162,7 +166,7 @@ def plan(args, work: Path, shared: Path) -> tuple[list[Row], dict, list[str]]:
                 rows[-1].result = {"error": note}
 
     def qkv_rows(wl: str, hf_dir: Path, kind: str, batch: int, beam: int, p: int, n: int):
-        for name, variant in (("qkv", "f32"), ("qkv-int8", "int8")):
+        for name, variant in (("qkv", "f32"), ("qkv-int8", "int8"), ("qkv-int8-x", "int8-x")):
             if name in eng:
                 rows.append(Row(wl, name, variant, kind, str(hf_dir), batch, beam, p, n))
 
@@ -218,6 +222,7 @@ def plan(args, work: Path, shared: Path) -> tuple[list[Row], dict, list[str]]:
                 bf16_dir, made_by = prep.prepare_smollm2_hf(work, shared, REPO, "bf16")
                 notes.append(f"smollm2 HF bf16 directory: {made_by}")
                 rows.append(Row(name, "qkv", "bf16", "causal", str(bf16_dir), 1, 1, p, n))
+                rows.append(Row(name, "qkv", "bf16-x", "causal", str(bf16_dir), 1, 1, p, n))
     return rows, inputs, notes
 
 
@@ -284,8 +289,7 @@ def run_qkv(row: Row, exe: Path | None, args) -> dict:
     cmd = [str(exe), "--threads", str(args.threads), "models", "--model", row.model, "--prompt-len",
            str(row.prompt_len), "--new-tokens", str(row.new_tokens), "--batch", str(row.batch), "--beam",
            str(row.beam), "--json"]
-    if row.engine == "qkv-int8":
-        cmd += ["--weights", "int8"]
+    cmd += QKV_FLAGS[row.variant]
     runs = []
     for i in range(args.warmup + args.runs):
         p = subprocess.run(cmd, capture_output=True, text=True)
