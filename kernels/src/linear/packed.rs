@@ -24,6 +24,7 @@ use std::marker::PhantomData;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use super::blocks::{BlockError, BlockType, QK};
 use crate::isa::Isa;
 use crate::types::{Layout, Weight, WeightData};
 
@@ -250,6 +251,8 @@ pub enum PackError {
     /// [`crate::quantize_i8`] stay within `±127`).
     #[error("int8 weight value -128 at output row {row}, input {col}: packed int8 weights must lie in -127..=127")]
     I8Min { row: usize, col: usize },
+    #[error(transparent)]
+    Blocks(#[from] BlockError),
     #[error("weight data holds {found} values, expected out_dim {out_dim} x in_dim {in_dim}")]
     Shape {
         out_dim: usize,
@@ -270,6 +273,12 @@ pub(crate) enum Panels {
         q: AlignedBuf<i8>,
         scales: Vec<f32>,
         col_sums: Vec<i32>,
+    },
+    /// GGUF blocks ([`super::blocks`]): `out_dim` rows of `in_dim / 32` blocks each, as ggml stores them (not in
+    /// panels: a row is one contiguous stream).
+    Blocks {
+        ty: BlockType,
+        data: AlignedBuf<u8>,
     },
 }
 
@@ -465,6 +474,80 @@ impl PackedWeight {
         self.out_dim.div_ceil(self.geom.nr())
     }
 
+    /// A matrix of GGUF blocks of type `ty`, `[out_dim, in_dim]`, from its bytes as ggml stores them (a GGUF
+    /// tensor's data; copied once into aligned memory). An error unless `bytes` holds exactly `out_dim` rows of
+    /// `in_dim / 32` blocks.
+    pub fn from_blocks(
+        k: &crate::Kernels,
+        ty: BlockType,
+        bytes: &[u8],
+        out_dim: usize,
+        in_dim: usize,
+    ) -> Result<Self, PackError> {
+        ty.check(bytes.len(), out_dim, in_dim)?;
+        let mut data = AlignedBuf::<u8>::zeroed(bytes.len());
+        data.as_mut_slice().copy_from_slice(bytes);
+        Ok(Self::blocks(k, ty, data, out_dim, in_dim))
+    }
+
+    /// Matrices with one `in_dim` (f32, f16 or bf16, either layout, as [`PackedWeight::stack`] takes them)
+    /// quantized into GGUF blocks of type `ty` as llama.cpp's quantizer does ([`BlockType::quantize_block`]),
+    /// stacked along the outputs. An error when `in_dim` is not whole blocks of 32.
+    pub fn quantize_blocks(k: &crate::Kernels, ws: &[Weight<'_>], ty: BlockType) -> Result<Self, PackError> {
+        let in_dim = ws.first().expect("PackedWeight::quantize_blocks: no matrices").in_dim;
+        let out_dim: usize = ws.iter().map(|w| w.out_dim).sum();
+        let rb = ty.matrix_bytes(1, in_dim)?;
+        let mut data = AlignedBuf::<u8>::zeroed(ty.matrix_bytes(out_dim, in_dim)?);
+        let mut rows: Vec<(&Weight<'_>, usize, &mut [u8])> = Vec::with_capacity(out_dim);
+        let mut rest = data.as_mut_slice();
+        for w in ws {
+            if w.out_dim.checked_mul(w.in_dim) != Some(w.data.len()) {
+                return Err(PackError::Shape {
+                    out_dim: w.out_dim,
+                    in_dim: w.in_dim,
+                    found: w.data.len(),
+                });
+            }
+            assert_eq!(
+                w.in_dim, in_dim,
+                "PackedWeight::quantize_blocks: matrices of different in_dim"
+            );
+            assert!(
+                !matches!(w.data, WeightData::I8 { .. }),
+                "PackedWeight::quantize_blocks: int8 weights"
+            );
+            for o in 0..w.out_dim {
+                let (row, tail) = std::mem::take(&mut rest).split_at_mut(rb);
+                rows.push((w, o, row));
+                rest = tail;
+            }
+        }
+        rows.into_par_iter().with_min_len(16).for_each(|(w, o, dst)| {
+            let x: Vec<f32> = (0..in_dim).map(|i| w.at(o, i)).collect();
+            ty.quantize(&x, dst).expect("sizes checked above");
+        });
+        Ok(Self::blocks(k, ty, data, out_dim, in_dim))
+    }
+
+    fn blocks(k: &crate::Kernels, ty: BlockType, data: AlignedBuf<u8>, out_dim: usize, in_dim: usize) -> Self {
+        Self {
+            isa: k.isa(),
+            geom: Geometry::of(k.isa()),
+            out_dim,
+            in_dim,
+            in_pad: in_dim,
+            panels: Panels::Blocks { ty, data },
+        }
+    }
+
+    /// The GGUF block type, for a matrix of blocks ([`PackedWeight::from_blocks`], [`PackedWeight::quantize_blocks`]).
+    pub fn block_type(&self) -> Option<BlockType> {
+        match self.panels {
+            Panels::Blocks { ty, .. } => Some(ty),
+            _ => None,
+        }
+    }
+
     /// Whether the values are int8 (with per-output-row scales).
     pub fn is_i8(&self) -> bool {
         matches!(self.panels, Panels::I8 { .. })
@@ -481,6 +564,7 @@ impl PackedWeight {
                     + std::mem::size_of_val(scales.as_slice())
                     + std::mem::size_of_val(col_sums.as_slice())
             }
+            Panels::Blocks { data, .. } => data.as_slice().len(),
         }
     }
 
@@ -497,6 +581,12 @@ impl PackedWeight {
             Panels::F16(b) => b.as_slice()[idx(1)].to_f32(),
             Panels::Bf16(b) => b.as_slice()[idx(2)].to_f32(),
             Panels::I8 { q, scales, .. } => q.as_slice()[idx(4)] as f32 * scales[o],
+            Panels::Blocks { ty, data } => {
+                let mut buf = [0.0f32; QK];
+                let at = (o * (self.in_dim / QK) + i / QK) * ty.block_bytes();
+                ty.dequantize_block(&data.as_slice()[at..at + ty.block_bytes()], &mut buf);
+                buf[i % QK]
+            }
         }
     }
 
@@ -509,6 +599,13 @@ impl PackedWeight {
         for (&id, row) in ids.iter().zip(out.chunks_exact_mut(dim.max(1))) {
             let o = id as usize;
             assert!(o < self.out_dim, "gather_rows: id {o} out of range");
+            if let Panels::Blocks { ty, data } = &self.panels {
+                let rb = (dim / QK) * ty.block_bytes();
+                ty.dequantize(&data.as_slice()[o * rb..(o + 1) * rb], row)
+                    .expect("a row of whole blocks");
+                row.iter_mut().for_each(|v| *v *= scale);
+                continue;
+            }
             let base = (o / nr) * self.in_pad * nr;
             let c = o % nr;
             // Input i of column c in the group layout of group size g.
@@ -526,6 +623,7 @@ impl PackedWeight {
                 Panels::F16(b) => gather!(b, 1, scale),
                 Panels::Bf16(b) => gather!(b, 2, scale),
                 Panels::I8 { q, scales, .. } => gather!(q, 4, scales[o] * scale),
+                Panels::Blocks { .. } => unreachable!("gathered above"),
             }
         }
     }

@@ -352,3 +352,72 @@ unsafe impl super::DotI8 for Avx512Vnni {
         }
     }
 }
+
+/// The block dot products on 256-bit vectors (one block of 32 values per register), shared by [`Avx512`] and
+/// [`Avx512Vnni`]; `$dot` makes the i32 sums of `|w|` (unsigned) times `x · sign(w)` (signed).
+macro_rules! dot_q_avx512 {
+    ($t:ty, |$u:ident, $s:ident| $dot:expr) => {
+        // SAFETY: the token exists only on CPUs with AVX-512 F/BW/VL and AVX2/FMA/F16C (and VNNI for
+        // `Avx512Vnni`, whose `$dot` alone uses it).
+        unsafe impl super::DotQ for $t {
+            type Q = __m256i;
+            type F = __m256;
+
+            #[inline(always)]
+            fn fzero(self) -> __m256 {
+                tf!(_mm256_setzero_ps())
+            }
+            #[inline(always)]
+            unsafe fn load_q8(self, p: *const i8) -> __m256i {
+                // SAFETY: the caller makes 32 bytes at `p` readable; the token proves AVX.
+                unsafe { _mm256_loadu_si256(p as *const __m256i) }
+            }
+            #[inline(always)]
+            unsafe fn load_q4(self, p: *const u8) -> __m256i {
+                // SAFETY: the caller makes 16 bytes at `p` readable; the token proves AVX2.
+                unsafe {
+                    let b = _mm_loadu_si128(p as *const __m128i);
+                    let m = _mm_set1_epi8(15);
+                    let lo = _mm_and_si128(b, m);
+                    let hi = _mm_and_si128(_mm_srli_epi16::<4>(b), m);
+                    _mm256_set_m128i(hi, lo)
+                }
+            }
+            #[inline(always)]
+            fn offset8(self, q: __m256i) -> __m256i {
+                tf!(_mm256_sub_epi8(q, _mm256_set1_epi8(8)))
+            }
+            #[inline(always)]
+            fn dot_add(self, acc: __m256, w: __m256i, x: __m256i, scale: f32) -> __m256 {
+                // |w| reads as unsigned (-128 as 128); x is never -128, so x · sign(w) is exact.
+                tf!({
+                    let ($u, $s) = (_mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps($dot), _mm256_set1_ps(scale), acc)
+                })
+            }
+            #[inline(always)]
+            fn dot_add_u4(self, acc: __m256, w: __m256i, x: __m256i, scale: f32) -> __m256 {
+                // w in 0 ..= 15 is already the unsigned operand.
+                tf!({
+                    let ($u, $s) = (w, x);
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps($dot), _mm256_set1_ps(scale), acc)
+                })
+            }
+            #[inline(always)]
+            fn reduce(self, acc: __m256) -> f32 {
+                tf!({
+                    let s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc));
+                    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+                    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+                })
+            }
+        }
+    };
+}
+// `vpmaddubsw` pairs are at most 2 · 128 · 127 = 32512 < 32767 (no saturation), `vpmaddwd` by ones adds them.
+dot_q_avx512!(Avx512, |u, s| _mm256_madd_epi16(
+    _mm256_maddubs_epi16(u, s),
+    _mm256_set1_epi16(1)
+));
+// `vpdpbusd`: four u8 x i8 products into each i32, no intermediate saturation.
+dot_q_avx512!(Avx512Vnni, |u, s| _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s));

@@ -356,3 +356,41 @@ pub(crate) unsafe trait DotI8: Copy + Send + Sync + 'static {
     /// `col_sums .. col_sums + LANES` must be readable.
     unsafe fn finish(self, acc: Self::Acc, col_sums: *const i32) -> <Self::S as Simd>::V;
 }
+
+/// Integer dot products of 32-value blocks, for the block-quantized GEMV/GEMM ([`crate::BlockType`]): one block
+/// of weights against one Q8 block of activations, the exact integer sum (in lanes of partial sums) scaled into
+/// f32 accumulators. Every implementation computes the same integers.
+///
+/// # Safety
+/// Implementors guarantee that a value of `Self` exists only on a CPU that supports every instruction its methods
+/// use.
+pub(crate) unsafe trait DotQ: Copy + Send + Sync + 'static {
+    /// One block's 32 int8 values in registers.
+    type Q: Copy;
+    /// f32 accumulator lanes.
+    type F: Copy;
+
+    fn fzero(self) -> Self::F;
+    /// 32 signed bytes.
+    ///
+    /// # Safety
+    /// `p .. p + 32` readable.
+    unsafe fn load_q8(self, p: *const i8) -> Self::Q;
+    /// 16 bytes of nibbles as 32 values in `0 ..= 15`: value `j < 16` is byte `j`'s low nibble, value `j + 16` its
+    /// high nibble (ggml's order).
+    ///
+    /// # Safety
+    /// `p .. p + 16` readable.
+    unsafe fn load_q4(self, p: *const u8) -> Self::Q;
+    /// Every value minus 8 (Q4_0's `-8 ..= 7`).
+    fn offset8(self, q: Self::Q) -> Self::Q;
+    /// `acc + f32(Σ w · x) · scale` for `w` in `-128 ..= 127` and `x` in `-127 ..= 127` (exact integer sums).
+    fn dot_add(self, acc: Self::F, w: Self::Q, x: Self::Q, scale: f32) -> Self::F;
+    /// [`DotQ::dot_add`] for `w` in `0 ..= 15` (where the ISA has a shorter way for unsigned weights).
+    #[inline(always)]
+    fn dot_add_u4(self, acc: Self::F, w: Self::Q, x: Self::Q, scale: f32) -> Self::F {
+        self.dot_add(acc, w, x, scale)
+    }
+    /// Sum of the lanes.
+    fn reduce(self, acc: Self::F) -> f32;
+}

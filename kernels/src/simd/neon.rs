@@ -322,3 +322,79 @@ unsafe impl super::DotI8 for NeonDot {
         tf!(vcvtq_f32_s32(acc))
     }
 }
+
+/// The NEON block dot products, shared by [`Neon`] (`smull` + `sadalp`) and [`NeonDot`] (`sdot`): `$sums` makes
+/// the i32 sums of the signed bytes `w` and `x` (two registers of 16 each).
+macro_rules! dot_q_neon {
+    ($t:ty, |$w:ident, $x:ident| $sums:expr) => {
+        // SAFETY: the token exists only on CPUs with NEON (and `dotprod` for `NeonDot`, whose `$sums` alone uses
+        // it).
+        unsafe impl super::DotQ for $t {
+            type Q = (int8x16_t, int8x16_t);
+            type F = float32x4_t;
+
+            #[inline(always)]
+            fn fzero(self) -> float32x4_t {
+                tf!(vdupq_n_f32(0.0))
+            }
+            #[inline(always)]
+            unsafe fn load_q8(self, p: *const i8) -> (int8x16_t, int8x16_t) {
+                // SAFETY: the caller makes 32 bytes at `p` readable.
+                unsafe { (vld1q_s8(p), vld1q_s8(p.add(16))) }
+            }
+            #[inline(always)]
+            unsafe fn load_q4(self, p: *const u8) -> (int8x16_t, int8x16_t) {
+                // SAFETY: the caller makes 16 bytes at `p` readable.
+                let b = unsafe { vld1q_u8(p) };
+                tf!((
+                    vreinterpretq_s8_u8(vandq_u8(b, vdupq_n_u8(15))),
+                    vreinterpretq_s8_u8(vshrq_n_u8::<4>(b))
+                ))
+            }
+            #[inline(always)]
+            fn offset8(self, (a, b): (int8x16_t, int8x16_t)) -> (int8x16_t, int8x16_t) {
+                tf!((vsubq_s8(a, vdupq_n_s8(8)), vsubq_s8(b, vdupq_n_s8(8))))
+            }
+            #[inline(always)]
+            fn dot_add(
+                self,
+                acc: float32x4_t,
+                $w: (int8x16_t, int8x16_t),
+                $x: (int8x16_t, int8x16_t),
+                scale: f32,
+            ) -> float32x4_t {
+                let sums: int32x4_t = $sums;
+                tf!(vfmaq_n_f32(acc, vcvtq_f32_s32(sums), scale))
+            }
+            #[inline(always)]
+            fn reduce(self, acc: float32x4_t) -> f32 {
+                tf!(vaddvq_f32(acc))
+            }
+        }
+    };
+}
+// Products of i8 fit i16 (|p| <= 128 · 127); `sadalp` adds neighbouring pairs into i32.
+dot_q_neon!(Neon, |w, x| tf!({
+    let p = vpaddlq_s16(vmull_s8(vget_low_s8(w.0), vget_low_s8(x.0)));
+    let p = vpadalq_s16(p, vmull_high_s8(w.0, x.0));
+    let p = vpadalq_s16(p, vmull_s8(vget_low_s8(w.1), vget_low_s8(x.1)));
+    vpadalq_s16(p, vmull_high_s8(w.1, x.1))
+}));
+dot_q_neon!(NeonDot, |w, x| {
+    let mut acc = tf!(vdupq_n_s32(0));
+    // `sdot` (its intrinsic is not stable in Rust yet): acc[j] += Σ_t w[4j + t] · x[4j + t], exact.
+    // SAFETY: the token proves `dotprod`; the instruction touches registers only.
+    unsafe {
+        std::arch::asm!(
+            "sdot {acc:v}.4s, {w0:v}.16b, {x0:v}.16b",
+            "sdot {acc:v}.4s, {w1:v}.16b, {x1:v}.16b",
+            acc = inout(vreg) acc,
+            w0 = in(vreg) w.0,
+            x0 = in(vreg) x.0,
+            w1 = in(vreg) w.1,
+            x1 = in(vreg) x.1,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    acc
+});

@@ -194,3 +194,44 @@ unsafe impl super::DotI8 for Scalar {
         acc as f32
     }
 }
+
+// SAFETY: plain Rust, no instruction beyond the target's baseline.
+unsafe impl super::DotQ for Scalar {
+    type Q = [i8; 32];
+    type F = f32;
+
+    #[inline(always)]
+    fn fzero(self) -> f32 {
+        0.0
+    }
+    #[inline(always)]
+    unsafe fn load_q8(self, p: *const i8) -> [i8; 32] {
+        // SAFETY: the caller makes 32 bytes at `p` readable.
+        unsafe { (p as *const [i8; 32]).read_unaligned() }
+    }
+    #[inline(always)]
+    unsafe fn load_q4(self, p: *const u8) -> [i8; 32] {
+        // SAFETY: the caller makes 16 bytes at `p` readable.
+        let b = unsafe { (p as *const [u8; 16]).read_unaligned() };
+        std::array::from_fn(|j| {
+            if j < 16 {
+                (b[j] & 15) as i8
+            } else {
+                (b[j - 16] >> 4) as i8
+            }
+        })
+    }
+    #[inline(always)]
+    fn offset8(self, q: [i8; 32]) -> [i8; 32] {
+        q.map(|v| v - 8)
+    }
+    #[inline(always)]
+    fn dot_add(self, acc: f32, w: [i8; 32], x: [i8; 32], scale: f32) -> f32 {
+        let sum: i32 = w.iter().zip(&x).map(|(&a, &b)| a as i32 * b as i32).sum();
+        acc + sum as f32 * scale
+    }
+    #[inline(always)]
+    fn reduce(self, acc: f32) -> f32 {
+        acc
+    }
+}
