@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use half::{bf16, f16};
 use kernels::{
-    quantize_i8, reference, Activation, AttnArgs, Bf16Gemv, I8Range, Isa, Kernels, Layout, Mask, PackedWeight,
-    QuantizedRows, RopeLayout, RopeTable, Strides, Weight, WeightData,
+    quantize_i8, reference, Activation, AttnArgs, Bf16Gemv, BlockType, I8Range, Isa, Kernels, Layout, Mask,
+    PackedWeight, QuantizedBlocks, QuantizedRows, RopeLayout, RopeTable, Strides, Weight, WeightData,
 };
 use serde::Serialize;
 
@@ -112,18 +112,28 @@ struct Packed {
     w: Weight<'static>,
     copies: usize,
     held: Option<(Isa, Vec<PackedWeight>)>,
+    /// Quantized into GGUF blocks at packing instead.
+    blocks: Option<BlockType>,
 }
 
 impl Packed {
     fn new(w: Weight<'static>, copies: usize) -> Self {
-        Self { w, copies, held: None }
+        Self {
+            w,
+            copies,
+            held: None,
+            blocks: None,
+        }
     }
 
     fn get(&mut self, k: Kernels, i: usize) -> &PackedWeight {
         if self.held.as_ref().is_none_or(|(isa, _)| *isa != k.isa()) {
             self.held = None; // free the previous ISA's copies first
             let v = (0..self.copies)
-                .map(|_| PackedWeight::new(&k, &self.w).expect("packable"))
+                .map(|_| match self.blocks {
+                    Some(ty) => PackedWeight::quantize_blocks(&k, &[self.w], ty).expect("whole blocks"),
+                    None => PackedWeight::new(&k, &self.w).expect("packable"),
+                })
                 .collect();
             self.held = Some((k.isa(), v));
         }
@@ -139,6 +149,8 @@ enum PackedMode {
     F32,
     DotBf16,
     Int8,
+    /// GGUF blocks of this type, Q8 activation blocks quantized per call.
+    Blocks(BlockType),
 }
 
 /// `rows` x (`w` packed) per call, cycling through `copies` packings (cold when they exceed the caches).
@@ -156,8 +168,28 @@ fn packed(
     let mut pw = Packed::new(w, copies);
     let mut xq = QuantizedRows::default();
     let (xq_ref, sx_ref) = reference::quantize_rows(&x, in_dim, I8Range::Full);
+    let mut xb = QuantizedBlocks::default();
     let mut next = 0;
-    let bytes = w.data.bytes() as f64;
+    let bytes = match mode {
+        PackedMode::Blocks(ty) => {
+            pw.blocks = Some(ty);
+            ty.matrix_bytes(out_dim, in_dim).expect("whole blocks") as f64
+        }
+        _ => w.data.bytes() as f64,
+    };
+    // The reference of a block workload: its blocks quantized once, on the scalar kernels.
+    let blocks_ref = match mode {
+        PackedMode::Blocks(ty) => {
+            let mut bytes = vec![0u8; ty.matrix_bytes(out_dim, in_dim).expect("whole blocks")];
+            for o in 0..out_dim {
+                let row: Vec<f32> = (0..in_dim).map(|i| w.at(o, i)).collect();
+                let rb = bytes.len() / out_dim;
+                ty.quantize(&row, &mut bytes[o * rb..(o + 1) * rb]).expect("whole blocks");
+            }
+            Some((ty, bytes, reference::quantize_blocks(&x, in_dim)))
+        }
+        _ => None,
+    };
     Workload {
         kernel,
         shape,
@@ -171,6 +203,14 @@ fn packed(
         run: Box::new(move |k| {
             next += 1;
             match (k, mode) {
+                (None, PackedMode::Blocks(_)) => {
+                    let (ty, bytes, xr) = blocks_ref.as_ref().expect("made above");
+                    reference::linear_blocks(xr, *ty, bytes, out_dim, None, &mut y)
+                }
+                (Some(k), PackedMode::Blocks(_)) => {
+                    k.quantize_blocks(&x, in_dim, &mut xb);
+                    k.linear_blocks(&xb, pw.get(k, next), None, &mut y)
+                }
                 (None, PackedMode::Int8) => reference::linear_q(&xq_ref, &sx_ref, rows, &pw.w, None, &mut y),
                 (None, _) => reference::linear(&x, rows, &pw.w, None, &mut y),
                 (Some(k), PackedMode::F32) => k.linear_packed(&x, rows, pw.get(k, next), None, &mut y),
@@ -270,6 +310,15 @@ fn workloads(quick: bool) -> Vec<Workload> {
         cold(1),
         PackedMode::Int8,
     ));
+    for (name, ty, per_weight) in [
+        ("gemv_q8_0_blocks", BlockType::Q8_0, 34.0 / 32.0),
+        ("gemv_q4_0_blocks", BlockType::Q4_0, 18.0 / 32.0),
+        ("gemv_q4_1_blocks", BlockType::Q4_1, 20.0 / 32.0),
+    ] {
+        let copies = (COLD_BYTES as f64 / (n as f64 * per_weight)).ceil() as usize;
+        let copies = if quick { 2 } else { copies };
+        list.push(packed(name, shape(1), 1, f32_w, copies, PackedMode::Blocks(ty)));
+    }
     list.push(packed(
         "gemm_f32_packed",
         shape(16),

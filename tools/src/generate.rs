@@ -63,8 +63,9 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     beam_size: usize,
     /// Weights of the linear layers: as stored in the files, or int8 (quantized at load, per output row:
-    /// about 4x fewer bytes than f32 to read per token, logits within a few percent).
-    #[arg(long, default_value_t = WeightType::Stored, value_name = "stored|int8")]
+    /// about 4x fewer bytes than f32 to read per token, logits within a few percent), or GGUF's q8_0 / q4_0
+    /// blocks (quantized at load as llama.cpp does; integer block products on Q8 activations).
+    #[arg(long, default_value_t = WeightType::Stored, value_name = "stored|int8|q8_0|q4_0")]
     weights: WeightType,
 }
 

@@ -38,8 +38,9 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Weights of the linear layers: as stored in the files, or int8 (quantized at load, per output row:
-    /// about 4x fewer bytes than f32 to read per token; translations may differ where scores are close).
-    #[arg(long, default_value_t = WeightType::Stored, value_name = "stored|int8")]
+    /// about 4x fewer bytes than f32 to read per token; translations may differ where scores are close), or
+    /// GGUF's q8_0 / q4_0 blocks (quantized at load as llama.cpp does).
+    #[arg(long, default_value_t = WeightType::Stored, value_name = "stored|int8|q8_0|q4_0")]
     weights: WeightType,
     /// Record each translation's attention: an alignment PNG per sentence (source across, target down; the last
     /// decoder layer's cross-attention averaged over its heads unless --layer / --head say otherwise) in

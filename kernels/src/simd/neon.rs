@@ -363,7 +363,7 @@ macro_rules! dot_q_neon {
                 $x: (int8x16_t, int8x16_t),
                 scale: f32,
             ) -> float32x4_t {
-                let sums: int32x4_t = $sums;
+                let sums: int32x4_t = { $sums };
                 tf!(vfmaq_n_f32(acc, vcvtq_f32_s32(sums), scale))
             }
             #[inline(always)]
@@ -381,7 +381,7 @@ dot_q_neon!(Neon, |w, x| tf!({
     vpadalq_s16(p, vmull_high_s8(w.1, x.1))
 }));
 dot_q_neon!(NeonDot, |w, x| {
-    let mut acc = tf!(vdupq_n_s32(0));
+    let mut acc = { tf!(vdupq_n_s32(0)) };
     // `sdot` (its intrinsic is not stable in Rust yet): acc[j] += Σ_t w[4j + t] · x[4j + t], exact.
     // SAFETY: the token proves `dotprod`; the instruction touches registers only.
     unsafe {

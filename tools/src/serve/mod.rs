@@ -84,8 +84,8 @@ pub struct Args {
     /// Milliseconds a translation request waits for others to group with.
     #[arg(long, default_value_t = 5)]
     translate_wait_ms: u64,
-    /// Weights of the linear layers: as stored, or int8 (quantized at load).
-    #[arg(long, default_value_t = WeightType::Stored, value_name = "stored|int8")]
+    /// Weights of the linear layers: as stored, or int8, q8_0 or q4_0 (quantized at load).
+    #[arg(long, default_value_t = WeightType::Stored, value_name = "stored|int8|q8_0|q4_0")]
     weights: WeightType,
 }
 
