@@ -184,7 +184,8 @@ fn packed(
             for o in 0..out_dim {
                 let row: Vec<f32> = (0..in_dim).map(|i| w.at(o, i)).collect();
                 let rb = bytes.len() / out_dim;
-                ty.quantize(&row, &mut bytes[o * rb..(o + 1) * rb]).expect("whole blocks");
+                ty.quantize(&row, &mut bytes[o * rb..(o + 1) * rb])
+                    .expect("whole blocks");
             }
             Some((ty, bytes, reference::quantize_blocks(&x, in_dim)))
         }

@@ -1137,7 +1137,9 @@ mod tests {
         // A [3, 64] matrix (two blocks per row) and its transpose stored [64, 3] (Conv1D), packed as Q8_0 / Q4_0:
         // the blocks are the kernels' quantizer's, the products the kernels' block products.
         let (out_dim, in_dim) = (3usize, 64usize);
-        let w: Vec<f32> = (0..out_dim * in_dim).map(|j| ((j * 37 % 101) as f32 - 50.0) / 25.0).collect();
+        let w: Vec<f32> = (0..out_dim * in_dim)
+            .map(|j| ((j * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
         let wt: Vec<f32> = (0..w.len()).map(|j| w[(j % out_dim) * in_dim + j / out_dim]).collect();
         let mut m = map();
         m.insert_f32("q.weight", &[out_dim, in_dim], &w).unwrap();
@@ -1149,7 +1151,10 @@ mod tests {
             let ty = weights.block_type().unwrap();
             let a = Linear::bind(&m, "q", out_dim, in_dim, Layout::OutIn, Bias::None).unwrap();
             let b = Linear::bind(&m, "qt", out_dim, in_dim, Layout::InOut, Bias::None).unwrap();
-            let (qa, qb) = (a.convert(&m, hold(weights, k)).unwrap(), b.convert(&m, hold(weights, k)).unwrap());
+            let (qa, qb) = (
+                a.convert(&m, hold(weights, k)).unwrap(),
+                b.convert(&m, hold(weights, k)).unwrap(),
+            );
             let mut blocks = vec![0u8; ty.matrix_bytes(out_dim, in_dim).unwrap()];
             ty.quantize(&w, &mut blocks).unwrap();
             assert_eq!((qa.weight_type(), qa.weight_bytes()), (weights, blocks.len()));
@@ -1166,10 +1171,16 @@ mod tests {
             }
             // Not whole blocks: kept as stored; a NaN: an error naming the tensor.
             let small = Linear::bind(&m, "l", 2, 3, Layout::OutIn, Bias::Required).unwrap();
-            assert_eq!(small.convert(&m, hold(weights, k)).unwrap().weight_type(), WeightType::Stored);
+            assert_eq!(
+                small.convert(&m, hold(weights, k)).unwrap().weight_type(),
+                WeightType::Stored
+            );
             let bad = Linear::bind(&m, "bad", 1, in_dim, Layout::OutIn, Bias::None).unwrap();
             let e = bad.convert(&m, hold(weights, k)).unwrap_err();
-            assert!(matches!(&e, Error::NonFinite { tensor, index: 0, .. } if tensor == "bad.weight"), "{e}");
+            assert!(
+                matches!(&e, Error::NonFinite { tensor, index: 0, .. } if tensor == "bad.weight"),
+                "{e}"
+            );
         }
     }
 

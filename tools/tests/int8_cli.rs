@@ -26,7 +26,11 @@ fn generate_quantized_matches_the_library() {
             .args(["--max-new-tokens", &n.to_string(), "--weights", weights.name()])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{weights}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{weights}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         // The library, loaded with the same weights, greedy (the CLI default without sampling options).
         let opts = LoadOptions {
@@ -86,5 +90,8 @@ fn unknown_weight_type_is_a_usage_error() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("int4") && err.contains("stored, int8, q8_0 or q4_0"), "{err}");
+    assert!(
+        err.contains("int4") && err.contains("stored, int8, q8_0 or q4_0"),
+        "{err}"
+    );
 }
