@@ -445,91 +445,45 @@ pub(crate) struct BJob<'a> {
 /// Activation rows per pass over a weight row (each block's weights decoded once for all of them).
 const ROWS: usize = 4;
 
-/// Output rows `outs` of `job` (one share), on the block type of `K`: tiles of 2 output rows (two independent
-/// accumulator chains, one activation block load for both) x up to [`ROWS`] activation rows, all in registers.
+/// Output rows `outs` of `job` (one share), on the block type of `K`.
 #[inline(always)]
 pub(crate) fn run_share<D: DotQ, K: Kind>(d: D, job: &BJob<'_>, outs: Range<usize>) {
     let x = job.x;
-    let nb = x.in_dim / QK;
+    let in_dim = x.in_dim;
+    let nb = in_dim / QK;
     let rb = nb * K::TY.block_bytes();
     assert!(outs.end <= job.out_dim && job.w.len() >= job.out_dim * rb);
-    assert!(x.q.len() >= x.rows * x.in_dim && x.d.len() >= x.rows * nb && x.s.len() >= x.rows * nb);
-    if let Some(b) = job.bias {
-        assert!(b.len() >= job.out_dim);
-    }
+    assert!(x.q.len() >= x.rows * in_dim && x.d.len() >= x.rows * nb && x.s.len() >= x.rows * nb);
+    let y = job.y.0;
     let mut r0 = 0;
     while r0 < x.rows {
         let h = ROWS.min(x.rows - r0);
-        let mut o = outs.start;
-        while o < outs.end {
-            let two = o + 2 <= outs.end;
-            macro_rules! go {
-                ($h:literal) => {
-                    // SAFETY: rows r0 .. r0 + $h < x.rows and outputs o .. o + 1 or 2 <= outs.end (asserted above).
-                    unsafe {
-                        if two {
-                            tile::<D, K, $h, 2>(d, job, o, r0)
-                        } else {
-                            tile::<D, K, $h, 1>(d, job, o, r0)
-                        }
+        for o in outs.clone() {
+            let wrow = &job.w[o * rb..(o + 1) * rb];
+            let mut acc = [d.fzero(); ROWS];
+            let mut offs = [0.0f32; ROWS];
+            for b in 0..nb {
+                // SAFETY: block b of row o lies within `wrow` (rb = nb · block_bytes, asserted above).
+                let (wq, dw, mw) = unsafe { K::load(d, wrow.as_ptr().add(b * K::TY.block_bytes())) };
+                for r in 0..h {
+                    let row = r0 + r;
+                    // SAFETY: row < rows, block b < nb: 32 values within `x.q` (asserted above).
+                    let xq = unsafe { d.load_q8(x.q.as_ptr().add(row * in_dim + b * QK)) };
+                    acc[r] = K::dot(d, acc[r], wq, xq, dw * x.d[row * nb + b]);
+                    if K::TY == BlockType::Q4_1 {
+                        offs[r] += mw * x.s[row * nb + b];
                     }
-                };
-            }
-            match h {
-                1 => go!(1),
-                2 => go!(2),
-                3 => go!(3),
-                _ => go!(4),
-            }
-            o += if two { 2 } else { 1 };
-        }
-        r0 += h;
-    }
-}
-
-/// Outputs `o0 .. o0 + O` of activation rows `r0 .. r0 + H`.
-///
-/// # Safety
-/// `r0 + H <= job.x.rows`, `o0 + O <= job.out_dim`, and the buffers of `job` hold what [`run_share`] asserts.
-#[inline(always)]
-unsafe fn tile<D: DotQ, K: Kind, const H: usize, const O: usize>(d: D, job: &BJob<'_>, o0: usize, r0: usize) {
-    let x = job.x;
-    let in_dim = x.in_dim;
-    let nb = in_dim / QK;
-    let bb = K::TY.block_bytes();
-    let w0 = job.w.as_ptr();
-    let mut acc = [[d.fzero(); H]; O];
-    let mut offs = [[0.0f32; H]; O];
-    for b in 0..nb {
-        // SAFETY: block b of rows o0 .. o0 + O lies within `job.w` (caller).
-        let w: [(D::Q, f32, f32); O] = std::array::from_fn(|j| unsafe { K::load(d, w0.add(((o0 + j) * nb + b) * bb)) });
-        for r in 0..H {
-            let row = r0 + r;
-            // SAFETY: row < rows, b < nb: 32 values of `x.q`, one scale and one sum (caller).
-            let (xq, dx, sx) = unsafe {
-                (
-                    d.load_q8(x.q.as_ptr().add(row * in_dim + b * QK)),
-                    *x.d.get_unchecked(row * nb + b),
-                    *x.s.get_unchecked(row * nb + b),
-                )
-            };
-            for j in 0..O {
-                acc[j][r] = K::dot(d, acc[j][r], w[j].0, xq, w[j].1 * dx);
-                if K::TY == BlockType::Q4_1 {
-                    offs[j][r] += w[j].2 * sx;
                 }
             }
-        }
-    }
-    for j in 0..O {
-        let o = o0 + j;
-        for r in 0..H {
-            let mut v = d.reduce(acc[j][r]) + offs[j][r];
-            if let Some(bias) = job.bias {
-                v += bias[o];
+            for r in 0..h {
+                let mut v = d.reduce(acc[r]) + offs[r];
+                if let Some(bias) = job.bias {
+                    v += bias[o];
+                }
+                // SAFETY: y is [rows, out_dim] (the caller's check) and output o of every row is this share's.
+                unsafe { *y.add((r0 + r) * job.out_dim + o) = v };
             }
-            // SAFETY: y is [rows, out_dim] (the caller's check) and output o of every row is this share's.
-            unsafe { *job.y.0.add((r0 + r) * job.out_dim + o) = v };
         }
+        r0 += h;
     }
 }
