@@ -1,9 +1,20 @@
 //! The memory of a session: the self-attention KV cache of each layer (preallocated, written in place, reordered
 //! for beams) and the scratch buffers of the forward pass.
 //!
-//! The cache layout is head-major, `[batch, n_kv_heads, capacity, head_dim]` (see
+//! The cache layout is head-major, `[batch, n_kv_heads, slots, head_dim]` (see
 //! [`kernels::Strides::head_major`]), so the keys of one head are contiguous for the attention kernel.
 //! Projections arrive token-major (`[batch, n_new, n_kv_heads * head_dim]`) and are scattered in place.
+//!
+//! A layer whose every attention has a sliding window of `w` positions (Mistral's layers, Gemma's local ones:
+//! [`KvCache::windowed`]) never again reads a key more than `w - 1` positions before the newest query, so its
+//! cache keeps only a window's worth: `slots = min(capacity, 2w)` positions per row, the newest at the end. When
+//! a step's keys do not fit after the held ones, the row is compacted first to its last `w - 1` positions (the
+//! oldest the step's first query sees), moved to the front: one copy of `w - 1` positions every `w + 1` or so
+//! appended, so memory is bounded by the window, not the context. The attention kernel reads the held positions
+//! as it reads an unbounded cache's: its causal and sliding-window masks are relative to the newest key
+//! (`q_offset = kv_len - q_len`), which compaction preserves ([`KvCache::held`] is the `kv_len` to give it). A
+//! single step longer than the slots allow (a long prompt) grows the row to hold it, within the session's byte
+//! cap.
 
 use kernels::Strides;
 
@@ -29,8 +40,9 @@ fn grow(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
 pub(crate) struct Scratch {
     bufs: Vec<Vec<f32>>,
     ids: Vec<u32>,
-    /// The attention kernel's buffers (plan, partial sums, packed K/V), reused by every step.
-    attn: Box<kernels::AttnScratch>,
+    /// The attention kernel's buffers (plan, partial sums, packed K/V), reused by every step: one per sequence of a
+    /// ragged step (its sequences run in parallel), the first serving a uniform step.
+    attn: Vec<kernels::AttnScratch>,
 }
 
 impl Scratch {
@@ -43,9 +55,9 @@ impl Scratch {
     pub(crate) fn take_with_attn<const N: usize>(
         &mut self,
         lens: [usize; N],
-    ) -> ([&mut [f32]; N], &mut kernels::AttnScratch) {
+    ) -> ([&mut [f32]; N], &mut Vec<kernels::AttnScratch>) {
         let Self { bufs, attn, .. } = self;
-        (take_bufs(bufs, lens), &mut **attn)
+        (take_bufs(bufs, lens), attn)
     }
 
     /// [`Scratch::take`], the ids `ids` (positions, for a learned position table looked up like tokens) and the
@@ -54,11 +66,11 @@ impl Scratch {
         &mut self,
         lens: [usize; N],
         ids: impl IntoIterator<Item = usize>,
-    ) -> ([&mut [f32]; N], &[u32], &mut kernels::AttnScratch) {
+    ) -> ([&mut [f32]; N], &[u32], &mut Vec<kernels::AttnScratch>) {
         let out = take_bufs(&mut self.bufs, lens);
         self.ids.clear();
         self.ids.extend(ids.into_iter().map(|t| t as u32));
-        (out, &self.ids, &mut *self.attn)
+        (out, &self.ids, &mut self.attn)
     }
 }
 
@@ -105,10 +117,19 @@ impl KvShape {
 #[derive(Debug)]
 pub(crate) struct KvCache {
     shape: KvShape,
+    /// The sliding window of every attention over this cache, if any: the cache then holds the last positions
+    /// only (see the module doc).
+    window: Option<usize>,
+    /// Positions held per row (`shape.capacity` for an unbounded cache).
+    slots: usize,
+    /// The cap on this cache's bytes (a windowed cache grows only within it).
+    max_bytes: usize,
     /// The batch rows in use (`<= shape.max_batch`).
     batch: usize,
-    /// Positions filled in each row (`[max_batch]`; equal over the rows in use unless the steps were ragged).
+    /// Positions fed to each row (`[max_batch]`; equal over the rows in use unless the steps were ragged).
     lens: Vec<usize>,
+    /// The position held in slot 0 of each row (`[max_batch]`; 0 unless a windowed row was compacted).
+    starts: Vec<usize>,
     k: Vec<f32>,
     v: Vec<f32>,
     /// One batch row of K and of V, for breaking cycles in `reorder`.
@@ -137,6 +158,37 @@ impl KvCache {
     /// A cache of `shape` with `batch` rows in use; an error if it would take more than `max_bytes`
     /// (or the allocation fails).
     pub(crate) fn new(shape: KvShape, batch: usize, max_bytes: usize) -> Result<Self> {
+        Self::windowed(shape, None, batch, max_bytes)
+    }
+
+    /// The positions a row of a cache of `shape` holds when its attention slides over `window` positions.
+    fn slots_for(shape: KvShape, window: Option<usize>) -> usize {
+        match window {
+            Some(w) => shape.capacity.min(w.saturating_mul(2)),
+            None => shape.capacity,
+        }
+    }
+
+    /// [`KvCache::new`] for a layer whose every attention slides over `window` positions (`None`: unbounded):
+    /// it holds `min(capacity, 2 window)` positions per row.
+    pub(crate) fn windowed(shape: KvShape, window: Option<usize>, batch: usize, max_bytes: usize) -> Result<Self> {
+        if window == Some(0) {
+            return Err(Error::Request("KV cache: a sliding window of 0 positions".into()));
+        }
+        let slots = Self::slots_for(shape, window);
+        let held = KvShape {
+            capacity: slots,
+            ..shape
+        };
+        let mut c = Self::allocate(held, batch, max_bytes)?;
+        c.shape = shape;
+        c.window = window;
+        c.max_bytes = max_bytes;
+        Ok(c)
+    }
+
+    /// A cache holding `shape.capacity` positions per row.
+    fn allocate(shape: KvShape, batch: usize, max_bytes: usize) -> Result<Self> {
         if batch > shape.max_batch {
             return Err(Error::Request(format!(
                 "KV cache: batch {batch} is larger than its maximum {}",
@@ -164,7 +216,11 @@ impl KvCache {
         lens.resize(shape.max_batch, 0);
         Ok(Self {
             shape,
+            window: None,
+            slots: shape.capacity,
+            max_bytes,
             batch,
+            starts: lens.clone(),
             lens,
             k,
             v,
@@ -175,24 +231,61 @@ impl KvCache {
 
     /// One cache per layer, `max_bytes` bounding all of them together.
     pub(crate) fn for_layers(n_layers: usize, shape: KvShape, batch: usize, max_bytes: usize) -> Result<Vec<Self>> {
-        Self::check_layers(n_layers, shape, max_bytes)?;
-        (0..n_layers).map(|_| Self::new(shape, batch, max_bytes)).collect()
+        Self::for_windowed_layers(&vec![None; n_layers], shape, batch, max_bytes)
+    }
+
+    /// One cache per layer, layer `l` sliding over `windows[l]` positions ([`KvCache::windowed`]), `max_bytes`
+    /// bounding all of them together.
+    pub(crate) fn for_windowed_layers(
+        windows: &[Option<usize>],
+        shape: KvShape,
+        batch: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Self>> {
+        Self::check_windowed_layers(windows, shape, max_bytes)?;
+        windows
+            .iter()
+            .map(|&w| Self::windowed(shape, w, batch, max_bytes))
+            .collect()
     }
 
     /// An error if `n_layers` caches of `shape` would take more than `max_bytes` together.
     pub(crate) fn check_layers(n_layers: usize, shape: KvShape, max_bytes: usize) -> Result<()> {
-        let total = shape
-            .bytes()
-            .and_then(|b| b.checked_mul(n_layers))
+        Self::check_windowed_layers(&vec![None; n_layers], shape, max_bytes)
+    }
+
+    /// An error if the caches of [`KvCache::for_windowed_layers`] would take more than `max_bytes` together.
+    fn check_windowed_layers(windows: &[Option<usize>], shape: KvShape, max_bytes: usize) -> Result<()> {
+        let total = windows
+            .iter()
+            .map(|&w| {
+                KvShape {
+                    capacity: Self::slots_for(shape, w),
+                    ..shape
+                }
+                .bytes()
+            })
+            .try_fold(0usize, |sum, b| sum.checked_add(b?))
             .unwrap_or(usize::MAX);
         if total > max_bytes {
             return Err(Error::CacheMemory {
                 bytes: total,
                 limit: max_bytes,
-                what: format!("KV caches of {n_layers} layers, each {shape:?}"),
+                what: format!("KV caches of {} layers, each {shape:?}", windows.len()),
             });
         }
         Ok(())
+    }
+
+    /// Bytes of K and V as allocated now (a windowed cache: bounded by its window, not its capacity).
+    pub(crate) fn bytes(&self) -> usize {
+        (self.k.len() + self.v.len()) * std::mem::size_of::<f32>()
+    }
+
+    /// Positions of row `row` held in the cache, the newest last: every position fed, or (a windowed cache) at
+    /// least the last `window - 1` of them. The `kv_len` the attention kernel reads ([`KvCache::k`]).
+    pub(crate) fn held(&self, row: usize) -> usize {
+        self.row_len(row) - self.starts.get(row).copied().unwrap_or(0)
     }
 
     pub(crate) fn shape(&self) -> KvShape {
@@ -214,6 +307,9 @@ impl KvCache {
         if let Some(l) = self.lens.get_mut(row) {
             *l = 0;
         }
+        if let Some(s) = self.starts.get_mut(row) {
+            *s = 0;
+        }
     }
 
     /// The most positions a row can hold.
@@ -228,11 +324,11 @@ impl KvCache {
 
     /// Strides of `k()` / `v()` for the attention kernel.
     pub(crate) fn strides(&self) -> Strides {
-        Strides::head_major(self.shape.n_kv_heads, self.shape.capacity, self.shape.head_dim)
+        Strides::head_major(self.shape.n_kv_heads, self.slots, self.shape.head_dim)
     }
 
-    /// Keys, `[max_batch, n_kv_heads, capacity, head_dim]` (the first `len()` positions of each of the
-    /// first `batch()` rows are valid).
+    /// Keys, `[max_batch, n_kv_heads, slots, head_dim]` (the first `held(b)` slots of each of the first `batch()`
+    /// rows are valid).
     pub(crate) fn k(&self) -> &[f32] {
         &self.k
     }
@@ -280,9 +376,89 @@ impl KvCache {
                 "KvCache::append: sources hold fewer than [batch, n_new, n_kv_heads, head_dim]"
             );
         }
+        self.make_room((0..self.batch).map(|b| (b, n_new)))?;
         for b in 0..self.batch {
             self.copy_in(k_src, v_src, |t, h| src.offset(b, t, h), b, n_new);
         }
+        Ok(())
+    }
+
+    /// Room after the held positions of each `(row, n_new)`: a windowed row that would overflow its slots is
+    /// compacted to its last `window - 1` positions (all the step's queries can see), and the slots grow when even
+    /// those and the step do not fit (within `max_bytes`). An unbounded cache always has room (its slots are its
+    /// capacity, checked by `check_room`).
+    /// (Allocates nothing unless it grows: decode steps allocate nothing.)
+    fn make_room(&mut self, rows: impl Iterator<Item = (usize, usize)> + Clone) -> Result<()> {
+        let Some(window) = self.window else {
+            return Ok(());
+        };
+        let keep = |c: &Self, b: usize| c.held(b).min(window - 1);
+        let needed = rows
+            .clone()
+            .map(|(b, n)| {
+                if self.held(b) + n > self.slots {
+                    keep(self, b) + n
+                } else {
+                    0
+                }
+            })
+            .max()
+            .unwrap_or(0);
+        if needed > self.slots {
+            self.grow(needed)?;
+        }
+        for (b, n) in rows {
+            if self.held(b) + n > self.slots {
+                let drop = self.held(b) - keep(self, b);
+                self.shift_row(b, drop);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forget the oldest `drop` held positions of row `b`, moving the others to the front.
+    fn shift_row(&mut self, b: usize, drop: usize) {
+        let (n_kv_heads, head_dim) = (self.shape.n_kv_heads, self.shape.head_dim);
+        let (st, kept) = (self.strides(), self.held(b) - drop);
+        for h in 0..n_kv_heads {
+            let d = st.offset(b, 0, h);
+            let s = st.offset(b, drop, h);
+            self.k.copy_within(s..s + kept * head_dim, d);
+            self.v.copy_within(s..s + kept * head_dim, d);
+        }
+        self.starts[b] += drop;
+    }
+
+    /// Re-lay the cache out with `slots` positions per row (more than now), keeping what every row holds.
+    fn grow(&mut self, slots: usize) -> Result<()> {
+        let shape = KvShape {
+            capacity: slots,
+            ..self.shape
+        };
+        let bytes = shape.bytes().unwrap_or(usize::MAX);
+        if bytes > self.max_bytes {
+            return Err(Error::CacheMemory {
+                bytes,
+                limit: self.max_bytes,
+                what: format!("windowed KV cache grown to {slots} positions for one step"),
+            });
+        }
+        let mut grown = Self::allocate(shape, self.batch, self.max_bytes)?;
+        let (old, new) = (self.strides(), grown.strides());
+        let head_dim = self.shape.head_dim;
+        for b in 0..self.shape.max_batch {
+            let n = self.held(b) * head_dim;
+            for h in 0..self.shape.n_kv_heads {
+                let (s, d) = (old.offset(b, 0, h), new.offset(b, 0, h));
+                grown.k[d..d + n].copy_from_slice(&self.k[s..s + n]);
+                grown.v[d..d + n].copy_from_slice(&self.v[s..s + n]);
+            }
+        }
+        self.k = grown.k;
+        self.v = grown.v;
+        self.spare_k = grown.spare_k;
+        self.spare_v = grown.spare_v;
+        self.slots = slots;
         Ok(())
     }
 
@@ -307,16 +483,18 @@ impl KvCache {
                 );
             }
         }
+        self.make_room(spans.iter().map(|s| (s.row, s.n)))?;
         for s in spans {
             self.copy_in(k_src, v_src, |t, h| src.offset(0, s.start + t, h), s.row, s.n);
         }
         Ok(())
     }
 
-    /// Write `n_new` positions after the filled ones of row `b`, position `t` of head `h` read at `at(t, h)`.
+    /// Write `n_new` positions after the held ones of row `b` (room made), position `t` of head `h` read at
+    /// `at(t, h)`.
     fn copy_in(&mut self, k_src: &[f32], v_src: &[f32], at: impl Fn(usize, usize) -> usize, b: usize, n_new: usize) {
         let (n_kv_heads, head_dim) = (self.shape.n_kv_heads, self.shape.head_dim);
-        let (dst, len) = (self.strides(), self.lens[b]);
+        let (dst, len) = (self.strides(), self.held(b));
         for h in 0..n_kv_heads {
             for t in 0..n_new {
                 let s = at(t, h);
@@ -352,6 +530,8 @@ impl KvCache {
             Spare,
         }
         let old_lens = self.lens.clone();
+        let old_starts = self.starts.clone();
+        let held: Vec<usize> = (0..self.lens.len()).map(|b| self.held(b)).collect();
         let mut pending: Vec<Option<From>> = src
             .iter()
             .enumerate()
@@ -374,7 +554,7 @@ impl KvCache {
                     continue;
                 }
                 let (row, len) = match from {
-                    From::Row(j) => (Some(j), old_lens[j]),
+                    From::Row(j) => (Some(j), held[j]),
                     From::Spare => (None, spare_len),
                 };
                 self.copy_row(row, i, len);
@@ -394,7 +574,7 @@ impl KvCache {
                 else {
                     break;
                 };
-                spare_len = old_lens[j];
+                spare_len = held[j];
                 self.save_spare(j, spare_len);
                 for p in pending.iter_mut() {
                     if *p == Some(From::Row(j)) {
@@ -406,6 +586,7 @@ impl KvCache {
         }
         for (i, &s) in src.iter().enumerate() {
             self.lens[i] = old_lens[s];
+            self.starts[i] = old_starts[s];
         }
         self.batch = new_batch;
         Ok(())
@@ -518,6 +699,71 @@ mod tests {
                 assert_eq!(row_k(&c, i), before[s], "pattern {p:?} row {i}");
             }
         }
+    }
+
+    /// Row `b`'s held K values in token-major order, and the position of the first.
+    fn held_k(c: &KvCache, b: usize) -> (usize, Vec<f32>) {
+        let (st, mut out) = (c.strides(), vec![]);
+        for t in 0..c.held(b) {
+            for h in 0..SHAPE.n_kv_heads {
+                let o = st.offset(b, t, h);
+                out.extend_from_slice(&c.k()[o..o + SHAPE.head_dim]);
+            }
+        }
+        (c.row_len(b) - c.held(b), out)
+    }
+
+    /// A windowed cache fed in steps of every size (single positions, steps longer than its slots) holds, at every
+    /// step, the newest positions of an unbounded cache fed alike: at least the `window - 1` before the step and
+    /// the step's own; its bytes stay at `2 window` positions a row except while a step needs more; beams reorder
+    /// it as they do the unbounded one.
+    #[test]
+    fn windowed_cache_holds_the_window_of_an_unbounded_one() {
+        let window = 4;
+        let shape = KvShape {
+            max_batch: 3,
+            capacity: 64,
+            ..SHAPE
+        };
+        let row = SHAPE.n_kv_heads * SHAPE.head_dim;
+        let mut full = KvCache::new(shape, 2, usize::MAX).unwrap();
+        let mut win = KvCache::windowed(shape, Some(window), 2, usize::MAX).unwrap();
+        let slot_bytes = 2 * shape.max_batch * row * std::mem::size_of::<f32>();
+        assert_eq!(win.bytes(), 2 * window * slot_bytes);
+        let mut fed = 0;
+        for (i, n) in [3, 1, 1, 1, 5, 1, 9, 1, 1, 1, 2, 1, 1, 6, 1].into_iter().enumerate() {
+            let k: Vec<f32> = (0..2 * n * row).map(|j| (1000 * i + j) as f32).collect();
+            let v: Vec<f32> = k.iter().map(|x| -x).collect();
+            full.append(&k, &v, n).unwrap();
+            win.append(&k, &v, n).unwrap();
+            fed += n;
+            for b in 0..2 {
+                assert_eq!(win.row_len(b), fed);
+                let (start, held) = held_k(&win, b);
+                assert!(
+                    win.held(b) >= (window - 1 + n).min(fed),
+                    "step {i}: holds {}",
+                    win.held(b)
+                );
+                assert_eq!(held, row_k(&full, b)[start * row..], "step {i} row {b}");
+            }
+            // 9 positions after 3 held: 3 + 9 = 12 slots for that step, then it stays there.
+            let slots = if i < 6 { 2 * window } else { 12 };
+            assert_eq!(win.bytes(), slots * slot_bytes, "step {i}");
+        }
+        full.reorder(&[1, 0, 1]).unwrap();
+        win.reorder(&[1, 0, 1]).unwrap();
+        for b in 0..3 {
+            let (start, held) = held_k(&win, b);
+            assert_eq!(held, row_k(&full, b)[start * row..], "reordered row {b}");
+        }
+        assert!(KvCache::windowed(shape, Some(0), 1, usize::MAX).is_err());
+        // The byte cap counts the window, and bounds a step that grows the cache.
+        assert!(KvCache::for_windowed_layers(&[Some(window); 2], shape, 1, 2 * 2 * window * slot_bytes).is_ok());
+        let mut small = KvCache::windowed(shape, Some(window), 1, 2 * window * slot_bytes).unwrap();
+        let n = 2 * window + 1;
+        let e = small.append(&vec![0.0; n * row], &vec![0.0; n * row], n).unwrap_err();
+        assert!(matches!(e, Error::CacheMemory { .. }), "{e}");
     }
 
     #[test]

@@ -382,6 +382,12 @@ impl<'a> Decoding<'a> {
         self.n_prompt
     }
 
+    /// Count `n` prompt tokens in the timings (an encoder-decoder's source, which is encoded, not fed here).
+    pub(crate) fn with_prompt_tokens(mut self, n: usize) -> Self {
+        self.timings.prompt_tokens = n;
+        self
+    }
+
     /// Ids generated so far.
     pub(crate) fn generated(&self) -> &[u32] {
         &self.ids[self.n_prompt..]

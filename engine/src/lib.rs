@@ -26,6 +26,7 @@
 //! | `session.rs`, `step.rs` | [`Session`]: a batch of sequences fed step by step ([`LogitsFor`]), reordered, searched |
 //! | `generate.rs` | the generation loop: prefill, sample, stream valid UTF-8 ([`Generator`], [`GenerateOptions`]) |
 //! | `translate.rs` | the translation driver: sources batched by length, encoded once, searched ([`TranslateOptions`]) |
+//! | `languages.rs` | the language codes of mBART-50, NLLB and M2M100: the source language's token placed as their tokenizers place it, the target's forced first ([`TranslateOptions::source_lang`], [`Model::languages`]) |
 //! | `models/` | the family registry (`models/mod.rs`) and one file per architecture: `llama.rs`, `gpt2.rs`, `qwen2.rs`, `qwen3.rs`, `mistral.rs`, `phi3.rs`, `gemma.rs`, `seq2seq.rs` (Marian and CTranslate2 by naming scheme); `decoder_only.rs` is what every decoder-only family shares, `rotary.rs` the rotary GQA decoder the newer families configure, `rope.rs` RoPE frequencies and their scalings |
 //! | `search/` | greedy and beam search ([`search::search`]), sampling ([`search::Sampler`]), stop strings |
 //! | `layers.rs` | weights bound by name and checked at load: linear layers packed once at load (`kernels::PackedWeight`, stored dtype or int8; q/k/v and gate/up stacked into one matrix), norms, embeddings (a tied table read from the packed head), final norm + LM head |
@@ -66,6 +67,7 @@ mod decoder;
 mod error;
 pub mod explain;
 mod generate;
+mod languages;
 mod layers;
 mod model;
 mod models;

@@ -14,6 +14,7 @@ use crate::cache::DEFAULT_MAX_CACHE_BYTES;
 use crate::chat::{ChatTemplate, GenerationPrompt, Message, SpecialTokens};
 use crate::explain::{self, Trace, TraceInput};
 use crate::generate::{Decoding, GenerateOptions, Generation, Generator, PromptFormat};
+use crate::languages::{with_source_language, LanguageCodes, Side};
 use crate::layers::{WeightBytes, WeightType};
 use crate::models::decoder_only::CausalLm;
 use crate::models::seq2seq::{Room, Seq2Seq};
@@ -83,7 +84,8 @@ impl LoadOptions {
 pub enum ModelKind {
     /// Generates after a prompt ([`Model::generate`], [`Model::stream`], [`Model::session`]): Llama, GPT-2.
     DecoderOnly,
-    /// Translates a source ([`Model::translate`], [`Model::encode`]): Marian, the CTranslate2 Transformer.
+    /// Translates a source ([`Model::translate`], [`Model::encode`]): Marian, the CTranslate2 Transformer, BART /
+    /// mBART, M2M100 / NLLB, T5; [`Model::generate`] encodes the prompt and decodes (T5's text-to-text prompts).
     EncoderDecoder,
 }
 
@@ -443,9 +445,10 @@ impl Model {
         self.stream(prompt, opts)?.run()
     }
 
-    /// Stream the generation after `prompt`: one [`crate::TokenEvent`] per generated token (decoder-only).
+    /// Stream the generation after `prompt`: one [`crate::TokenEvent`] per generated token. An encoder-decoder
+    /// model (T5's text-to-text prompts: "translate English to German: ...", "summarize: ...") encodes the prompt
+    /// and decodes from its decoder start token, as transformers' `generate` does.
     pub fn stream<'a>(&'a self, prompt: &str, opts: &GenerateOptions) -> Result<Generator<'a>> {
-        self.decoder_only("generate")?;
         let ids = self.prompt_ids(prompt, opts.prompt_format)?;
         self.stream_ids(ids, opts)
     }
@@ -461,7 +464,9 @@ impl Model {
     /// # Ok::<(), qkv::Error>(())
     /// ```
     pub fn stream_ids<'a>(&'a self, prompt: Vec<u32>, opts: &GenerateOptions) -> Result<Generator<'a>> {
-        self.decoder_only("generate")?;
+        if let Network::EncoderDecoder { net, .. } = &self.net {
+            return self.stream_encoded(net, &prompt, opts);
+        }
         // The cache holds the prompt and the new tokens, up to the model's context.
         let capacity = prompt
             .len()
@@ -473,10 +478,46 @@ impl Model {
         Ok(Generator::new(Box::new(session), seq))
     }
 
+    /// An encoder-decoder generation: `source` encoded once, the decoder fed its start token then each generated
+    /// one (at most `max_new_tokens` decoder positions, or the model's).
+    fn stream_encoded<'a>(&'a self, net: &Seq2Seq, source: &[u32], opts: &GenerateOptions) -> Result<Generator<'a>> {
+        if source.is_empty() {
+            return Err(Error::Request("the prompt has no tokens".to_string()));
+        }
+        let room = Room {
+            max_rows: 1,
+            max_new_tokens: opts.max_new_tokens.min(self.info.max_positions),
+        };
+        let state = net.start(&[source], room, self.max_cache_bytes, Default::default())?;
+        let session = Session::new(&self.net, State::EncoderDecoder(Box::new(state)));
+        let text = self.text_for(opts)?;
+        // the decoder's "prompt" is its start token; one position more than it generates
+        let start = vec![net.config().decoder_start_token_id];
+        let seq = Decoding::new(
+            text,
+            self.kernels,
+            start,
+            self.eos.clone(),
+            room.max_new_tokens + 1,
+            opts,
+        )?
+        .with_prompt_tokens(source.len());
+        Ok(Generator::new(Box::new(session), seq))
+    }
+
     /// The beam search of a decoder-only model as transformers' `generate(num_beams=...)` runs it (length
     /// penalty 1, `early_stopping=False`, the model's EOS ids), `max_new_tokens` at most; change the fields of the
     /// result for another search.
+    /// An encoder-decoder model: its translation search ([`Model::search_defaults`]) with these two.
     pub fn beam_options(&self, num_beams: usize, max_new_tokens: usize) -> SearchOptions {
+        if let Network::EncoderDecoder { defaults, .. } = &self.net {
+            return SearchOptions {
+                num_beams,
+                max_new_tokens,
+                num_return_sequences: 1,
+                ..(**defaults).clone()
+            };
+        }
         SearchOptions {
             num_beams,
             max_new_tokens,
@@ -489,10 +530,11 @@ impl Model {
         }
     }
 
-    /// Beam search after prompt ids (decoder-only): up to `opts.num_return_sequences` hypotheses, best first, each
+    /// Beam search after prompt ids: up to `opts.num_return_sequences` hypotheses, best first, each
     /// the generated ids (EOS kept when emitted) and transformers' score (sum of log-probabilities over
     /// `generated^length_penalty`). The prompt but its last token is fed once, then its last token starts the
-    /// search; the cache holds `num_beams` rows.
+    /// search; the cache holds `num_beams` rows. An encoder-decoder model takes the prompt as its source
+    /// ([`Model::translate_ids_with`]).
     ///
     /// ```
     /// use qkv::Model;
@@ -504,6 +546,10 @@ impl Model {
     /// # Ok::<(), qkv::Error>(())
     /// ```
     pub fn generate_beam_ids(&self, prompt: &[u32], opts: &SearchOptions) -> Result<Vec<Hypothesis>> {
+        if let Network::EncoderDecoder { .. } = &self.net {
+            // an encoder-decoder model: the prompt is the source
+            return Ok(self.translate_ids_with(&[prompt.to_vec()], 1, opts)?.swap_remove(0));
+        }
         let m = self.decoder_only("generate")?;
         let Some((&last, head)) = prompt.split_last() else {
             return Err(Error::Request(
@@ -583,9 +629,47 @@ impl Model {
         Ok(self.encoder_decoder("translate")?.1)
     }
 
-    /// The search options of a translation call: [`Model::search_defaults`] overridden by `opts`.
+    /// The search options of a translation call: [`Model::search_defaults`] overridden by `opts`, the target
+    /// language's token forced first (`opts.target_lang`).
     pub fn search_options(&self, opts: &TranslateOptions) -> Result<SearchOptions> {
-        Ok(opts.search_options(self.search_defaults()?))
+        let mut s = opts.search_options(self.search_defaults()?);
+        if let Some(code) = &opts.target_lang {
+            s.rules.forced_bos = Some(self.language_id(Side::Target, code)?);
+        }
+        Ok(s)
+    }
+
+    /// The languages a multilingual translation model knows (mBART-50, M2M100, NLLB: the codes
+    /// [`TranslateOptions::source_lang`] and [`TranslateOptions::target_lang`] take), in token id order; an error
+    /// for any other model.
+    ///
+    /// ```
+    /// use qkv::Model;
+    ///
+    /// // (an NLLB model lists eng_Latn, fra_Latn, ...; engine/tests/seq2seq_text.rs)
+    /// let model = Model::load(qkv::loaders::paths::fixture("marian-tiny"))?;
+    /// assert!(model.languages().unwrap_err().to_string().contains("not a multilingual"));
+    /// # Ok::<(), qkv::Error>(())
+    /// ```
+    pub fn languages(&self) -> Result<Vec<String>> {
+        Ok(self.language_codes()?.languages(self.tokenizer()?))
+    }
+
+    /// The family's language codes, or an error naming the architecture.
+    fn language_codes(&self) -> Result<LanguageCodes> {
+        LanguageCodes::of(self.info.architecture).ok_or_else(|| {
+            Error::Request(format!(
+                "{}: {} is not a multilingual translation model: source and target languages apply to mBART-50 \
+                 (mbart), M2M100 and NLLB (m2m_100)",
+                self.dir.display(),
+                self.info.architecture
+            ))
+        })
+    }
+
+    /// The token id of language `code` on `side`, or an error naming the code and how to list the valid ones.
+    fn language_id(&self, side: Side, code: &str) -> Result<u32> {
+        self.language_codes()?.id(self.tokenizer()?, side, code)
     }
 
     /// Translate sentences (the best hypothesis of each), in input order (encoder-decoder).
@@ -603,10 +687,28 @@ impl Model {
 
     /// Translate sentences, `opts.num_hypotheses` per sentence, best first, in input order (encoder-decoder).
     pub fn translate_n_best(&self, texts: &[&str], opts: &TranslateOptions) -> Result<Vec<Vec<Translation>>> {
-        let (net, defaults) = self.encoder_decoder("translate")?;
+        let (net, _) = self.encoder_decoder("translate")?;
         let text = self.text()?;
-        self.job(net, &opts.search_options(defaults), opts.batch_size)
-            .texts(text, texts)
+        let search = self.search_options(opts)?;
+        let sources = texts
+            .iter()
+            .map(|t| self.source_ids(t, opts))
+            .collect::<Result<Vec<_>>>()?;
+        self.job(net, &search, opts.batch_size).texts(text, &sources)
+    }
+
+    /// A sentence as a translation encodes it (encoder-decoder): the tokenizer's ids, special tokens included, with
+    /// `opts.source_lang`'s token in place of the tokenizer's default language token.
+    pub fn source_ids(&self, text: &str, opts: &TranslateOptions) -> Result<Vec<u32>> {
+        let ids = self.text()?.encode(text)?;
+        let Some(code) = &opts.source_lang else {
+            return Ok(ids);
+        };
+        let (codes, tokenizer) = (self.language_codes()?, self.tokenizer()?);
+        let lang = codes.id(tokenizer, Side::Source, code)?;
+        Ok(with_source_language(ids, lang, |id| {
+            codes.is_language_token(tokenizer, id)
+        }))
     }
 
     /// Translate source ids: up to `opts.num_hypotheses` hypotheses per source, best first, in input order
@@ -622,9 +724,13 @@ impl Model {
     /// # Ok::<(), qkv::Error>(())
     /// ```
     pub fn translate_ids(&self, sources: &[Vec<u32>], opts: &TranslateOptions) -> Result<Vec<Vec<Hypothesis>>> {
-        let (net, defaults) = self.encoder_decoder("translate")?;
-        self.job(net, &opts.search_options(defaults), opts.batch_size)
-            .ids(sources)
+        let (net, _) = self.encoder_decoder("translate")?;
+        if let Some(code) = &opts.source_lang {
+            return Err(Error::Request(format!(
+                "translate_ids: source_lang {code:?} applies to text; source ids carry their own language token"
+            )));
+        }
+        self.job(net, &self.search_options(opts)?, opts.batch_size).ids(sources)
     }
 
     /// [`Model::translate_ids`] with a whole [`SearchOptions`] of your own (another beam style, patience, rules),
@@ -799,12 +905,11 @@ impl Model {
         opts: &TranslateOptions,
     ) -> Result<Vec<(Translation, TranslationAttention)>> {
         let translations = self.translate(texts, opts)?;
-        let text = self.text()?;
         texts
             .iter()
             .zip(translations)
             .map(|(src, t)| {
-                let att = self.translation_attention(&text.encode(src)?, &t.tokens)?;
+                let att = self.translation_attention(&self.source_ids(src, opts)?, &t.tokens)?;
                 Ok((t, att))
             })
             .collect()

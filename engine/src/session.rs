@@ -81,6 +81,16 @@ impl<'m> Session<'m> {
         }
     }
 
+    /// Bytes of the self-attention KV caches of every layer as allocated now: `capacity` positions per row, except
+    /// in a layer whose every attention slides over a window (Mistral, Gemma's local layers), which keeps about two
+    /// windows' worth however long the sequence.
+    pub fn kv_bytes(&self) -> usize {
+        match &self.state {
+            State::DecoderOnly(c) => c.kv_bytes(),
+            State::EncoderDecoder(s) => s.self_kv_bytes(),
+        }
+    }
+
     /// Width of a row of logits.
     pub fn vocab_size(&self) -> usize {
         self.net.vocab_size()

@@ -32,6 +32,13 @@ pub struct TranslateOptions {
     pub num_hypotheses: usize,
     /// Sentences encoded and decoded together (sorted by length first, to limit padding).
     pub batch_size: usize,
+    /// The language of the sentences (multilingual models: mBART-50 `en_XX`, NLLB `eng_Latn`, M2M100 `en`): its
+    /// token replaces the tokenizer's default language token, where the family's tokenizer puts it (see
+    /// [`crate::Model::languages`]). `None`: the tokenizer's default. Text only: source ids carry their own.
+    pub source_lang: Option<String>,
+    /// The language to translate into (multilingual models, codes as `source_lang`): its token is forced as the
+    /// first generated one (`forced_bos_token_id`). `None`: the model's generation config.
+    pub target_lang: Option<String>,
 }
 
 impl Default for TranslateOptions {
@@ -43,6 +50,8 @@ impl Default for TranslateOptions {
             length_penalty: None,
             num_hypotheses: 1,
             batch_size: 32,
+            source_lang: None,
+            target_lang: None,
         }
     }
 }
@@ -127,10 +136,10 @@ impl Job<'_> {
         Ok(out.into_iter().map(|h| h.unwrap_or_default()).collect())
     }
 
-    /// Translate sentences with `text`'s tokenizer: the hypotheses of each, best first, in input order.
-    pub(crate) fn texts(&self, text: &Text, texts: &[&str]) -> Result<Vec<Vec<Translation>>> {
-        let sources = texts.iter().map(|t| text.encode(t)).collect::<Result<Vec<_>>>()?;
-        self.ids(&sources)?
+    /// Translate sentences (`sources`: as `text`'s tokenizer encoded them) and decode with it: the hypotheses of
+    /// each, best first, in input order.
+    pub(crate) fn texts(&self, text: &Text, sources: &[Vec<u32>]) -> Result<Vec<Vec<Translation>>> {
+        self.ids(sources)?
             .into_iter()
             .map(|hyps| {
                 hyps.into_iter()

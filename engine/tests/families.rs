@@ -44,13 +44,19 @@ fn references(name: &str) -> loaders::safetensors::SafeTensors {
 /// Prefill logits at every prompt position, then 40 greedy steps one token at a time, on every ISA.
 fn check_family(name: &str) {
     let (dir, meta) = model_dir(name);
+    check_against_hf(name, &dir, &meta);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The model in `dir` against the fixture's HF references (`meta`: its reference.json).
+fn check_against_hf(name: &str, dir: &std::path::Path, meta: &serde_json::Value) {
     let refs = references(name);
     let prompt = ids(&meta["prompt"]);
     let greedy = ids(&meta["greedy_tokens"]);
     let want_prompt = tensor(&refs, "prompt_logits");
     let want_steps = tensor(&refs, "greedy_step_logits");
     for k in kernels::testing::kernels(&format!("families::{name}")) {
-        let m = load_on(&dir, k);
+        let m = load_on(dir, k);
         let vocab = m.info().vocab_size;
         let cap = prompt.len() + greedy.len();
         let mut s = m.session(1, cap).unwrap();
@@ -77,7 +83,6 @@ fn check_family(name: &str) {
             k.isa()
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -115,6 +120,230 @@ fn gemma2_matches_hf() {
 #[test]
 fn gemma3_matches_hf() {
     check_family("gemma3");
+}
+
+/// The family's model as the GGUF llama.cpp's converter made of it (tools/scripts/make_family_gguf.py, --outtype
+/// f32), rebuilt byte for byte: the committed `model.gguf.head` (header, metadata, tensor infos), then each
+/// tensor made from the hash-initialised HF weights by the transform the script found for it (`gguf.json`); the
+/// file's FNV-1a 64 must be the converter's. Then qkv's importer turns it into a HF directory, and the logits
+/// must be HF's on the safetensors model (the same references as the safetensors test). llama.cpp ran the same
+/// file (llama-cpp-python): where it runs the family in full, its 40 greedy tokens were HF's, hence qkv's.
+fn check_family_gguf(name: &str) {
+    let (dir, meta) = model_dir(name);
+    let fixture = loaders::paths::fixture("families").join(name);
+    let g = json(&fixture.join("gguf.json"));
+    let mut file = std::fs::read(fixture.join("model.gguf.head")).unwrap();
+    assert_eq!(
+        file.len() as u64,
+        g["data_offset"].as_u64().unwrap(),
+        "{name}: model.gguf.head"
+    );
+    file.resize(g["file_len"].as_u64().unwrap() as usize, 0);
+    let hf: std::collections::HashMap<String, (Vec<usize>, Vec<f32>)> = hash_weights::hash_init_tensors(&meta)
+        .into_iter()
+        .map(|(n, shape, v)| (n, (shape, v)))
+        .collect();
+    let config = json(&fixture.join("config.json"));
+    for t in g["tensors"].as_array().unwrap() {
+        let (source, transform) = (t["source"].as_str().unwrap(), t["transform"].as_str().unwrap());
+        let values: Vec<f32> = match transform.split_once(':') {
+            _ if transform == "config" => {
+                let key = source.strip_prefix("rope_scaling.").unwrap();
+                serde_json::from_value(config["rope_scaling"][key].clone()).unwrap()
+            }
+            _ if transform == "copy" => hf[source].1.clone(),
+            _ if transform == "plus_one" => hf[source].1.iter().map(|v| v + 1.0).collect(),
+            Some(("permute", heads)) => {
+                let (shape, v) = &hf[source];
+                llama_cpp_permute(v, heads.parse().unwrap(), shape[0], shape[1])
+            }
+            _ => panic!("{name}: unknown transform {transform}"),
+        };
+        assert_eq!(values.len() as u64, t["n"].as_u64().unwrap(), "{name}: {}", t["name"]);
+        let at = (g["data_offset"].as_u64().unwrap() + t["offset"].as_u64().unwrap()) as usize;
+        for (i, v) in values.iter().enumerate() {
+            file[at + 4 * i..at + 4 * i + 4].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    let want = u64::from_str_radix(g["fnv1a64"].as_str().unwrap(), 16).unwrap();
+    assert_eq!(
+        hash_weights::fnv1a64(&file),
+        want,
+        "{name}: the rebuilt GGUF is not the converter's"
+    );
+    let gguf = dir.join("model.gguf");
+    std::fs::write(&gguf, &file).unwrap();
+    drop(file);
+    let imported = dir.join("imported");
+    std::fs::create_dir_all(&imported).unwrap();
+    loaders::gguf::import_to_hf_dir(&gguf, &imported, &loaders::gguf::ImportOptions::default())
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    std::fs::remove_file(&gguf).unwrap();
+    check_against_hf(name, &imported, &meta);
+    let llama_cpp = &g["llama_cpp"];
+    if LLAMA_CPP_RUNS.contains(&name) {
+        assert_eq!(
+            ids(&llama_cpp["greedy_tokens"]),
+            ids(&meta["greedy_tokens"]),
+            "{name}: llama.cpp's greedy tokens on this GGUF (gguf.json) are not HF's"
+        );
+    } else {
+        eprintln!("{name}: llama.cpp does not run this GGUF as HF does: {llama_cpp}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The families llama.cpp runs as transformers does from these GGUFs. Not: mistral (llama.cpp's `llama` has no
+/// sliding window; it agrees for the positions within the window) and gemma2 (llama.cpp ties Gemma 2's head to the
+/// embeddings and refuses the fixture's own `output.weight`).
+const LLAMA_CPP_RUNS: [&str; 4] = ["qwen2", "qwen3", "phi3", "gemma3"];
+
+/// llama.cpp's converter's q/k permutation (`LlamaModel.permute`): within each head, HF row `s * half + i`
+/// becomes row `2i + s`.
+fn llama_cpp_permute(v: &[f32], heads: usize, rows: usize, cols: usize) -> Vec<f32> {
+    let (hd, half) = (rows / heads, rows / heads / 2);
+    let mut out = vec![0.0; v.len()];
+    for h in 0..heads {
+        for s in 0..2 {
+            for i in 0..half {
+                let (from, to) = (h * hd + s * half + i, h * hd + 2 * i + s);
+                out[to * cols..][..cols].copy_from_slice(&v[from * cols..][..cols]);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn qwen2_gguf_matches_hf() {
+    check_family_gguf("qwen2");
+}
+
+#[test]
+fn qwen3_gguf_matches_hf() {
+    check_family_gguf("qwen3");
+}
+
+/// Converted as arch `llama`, with `llama.attention.sliding_window` (see make_family_gguf.py).
+#[test]
+fn mistral_gguf_matches_hf() {
+    check_family_gguf("mistral");
+}
+
+/// Fused `attn_qkv` and `ffn_up` (gate|up), LongRoPE factors as tensors.
+#[test]
+fn phi3_gguf_matches_hf() {
+    check_family_gguf("phi3");
+}
+
+/// Norms stored as 1 + w, soft-capping and window keys.
+#[test]
+fn gemma2_gguf_matches_hf() {
+    check_family_gguf("gemma2");
+}
+
+/// q/k norms, local RoPE base, the sliding pattern key.
+#[test]
+fn gemma3_gguf_matches_hf() {
+    check_family_gguf("gemma3");
+}
+
+/// Positions of the long-sequence test of the windowed caches: 12.5 windows of the fixtures' 16.
+const LONG: usize = 200;
+
+/// The sliding-window cache (engine/src/cache.rs) on a sequence of [`LONG`] positions, far past the 16-position
+/// window: fed one token at a time (and in ragged chunks of 1-23), whose windowed layers keep 2 windows, the logits
+/// at every position equal those of one prefill step over the whole sequence, whose caches hold every position
+/// (as an unbounded cache does), on every ISA. `windowed` is how many layers slide. The HF checks above cover 48
+/// positions (three windows) through the same bounded cache.
+fn check_windowed_cache(name: &str, windowed: usize) {
+    let (dir, meta) = model_dir(name);
+    let window = json(&loaders::paths::fixture("families").join(name).join("config.json"))["sliding_window"]
+        .as_u64()
+        .unwrap() as usize;
+    let bos = ids(&meta["prompt"])[0];
+    for k in kernels::testing::kernels(&format!("families::{name} windowed cache")) {
+        let m = load_on(&dir, k);
+        let (vocab, info) = (m.info().vocab_size, m.info().clone());
+        let tokens: Vec<u32> = std::iter::once(bos)
+            .chain((1..LONG).map(|i| 3 + (i as u32 * 37 + 11) % (vocab as u32 - 3)))
+            .collect();
+        // One step over everything: every position held.
+        let mut all = vec![0.0; LONG * vocab];
+        let mut s = m.session(1, LONG).unwrap();
+        s.step(&tokens, LONG, LogitsFor::All, &mut all).unwrap();
+        let per_layer_position = info.kv_bytes_per_position() / info.n_layers;
+        assert_eq!(s.kv_bytes(), info.n_layers * LONG * per_layer_position);
+        // Single tokens, then chunks: the windowed layers hold 2 windows, or, after a step of n > w + 1 positions,
+        // the w - 1 before it and its own (they never shrink back).
+        let bounded = |slots: usize| ((info.n_layers - windowed) * LONG + windowed * slots) * per_layer_position;
+        for chunks in [vec![1; LONG], [5, 1, 23, 1, 1, 16, 17, 2, 1].repeat(4)] {
+            let mut s = m.session(1, LONG).unwrap();
+            let (mut at, mut worst, mut slots) = (0, 0.0f32, 2 * window);
+            for &n in chunks.iter().chain(std::iter::repeat(&1)) {
+                let n = n.min(LONG - at);
+                if n == 0 {
+                    break;
+                }
+                let mut got = vec![0.0; n * vocab];
+                s.step(&tokens[at..at + n], n, LogitsFor::All, &mut got).unwrap();
+                worst = worst.max(max_abs(&got, &all[at * vocab..(at + n) * vocab]));
+                at += n;
+                slots = slots.max(window - 1 + n);
+                assert!(
+                    s.kv_bytes() <= bounded(slots),
+                    "{name} on {}: {} KV bytes after {at} positions",
+                    k.isa(),
+                    s.kv_bytes()
+                );
+                if chunks[0] == 1 && chunks.len() == LONG {
+                    assert_eq!(s.kv_bytes(), bounded(2 * window), "{name} on {}", k.isa());
+                }
+            }
+            assert!(
+                worst <= LOGITS_TOL,
+                "{name} on {}: windowed cache logits differ by {worst}",
+                k.isa()
+            );
+            eprintln!(
+                "{name} on {}: {LONG} positions, window {window}, {} KV bytes (unbounded {}), max-abs {worst:.2e}",
+                k.isa(),
+                s.kv_bytes(),
+                info.n_layers * LONG * per_layer_position
+            );
+        }
+        // Ragged steps (the scheduler: three sequences of their own lengths, prompts fed in chunks between the
+        // others' decoding) read each row's own window: the same greedy tokens as one sequence at a time.
+        let opts = qkv::GenerateOptions {
+            max_new_tokens: 3 * window,
+            ..Default::default()
+        };
+        let prompts: Vec<Vec<u32>> = [5, 2 * window + 3, 3 * window].map(|n| tokens[..n].to_vec()).into();
+        let batch = qkv::BatchOptions {
+            prefill_chunk: 7,
+            ..Default::default()
+        };
+        let together = m.generate_batch_ids(&prompts, &opts, batch).unwrap();
+        for (p, g) in prompts.iter().zip(&together) {
+            let alone = m.stream_ids(p.clone(), &opts).unwrap().run().unwrap();
+            assert_eq!(g.tokens, alone.tokens, "{name} on {}: ragged vs alone", k.isa());
+        }
+        let lens: Vec<usize> = together.iter().map(|g| g.tokens.len()).collect();
+        eprintln!("{name} on {}: ragged generations of {lens:?} tokens", k.isa());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn mistral_windowed_cache_matches_unbounded() {
+    check_windowed_cache("mistral", 2);
+}
+
+/// One local layer (bounded), one global (every position).
+#[test]
+fn gemma_windowed_caches_match_unbounded() {
+    check_windowed_cache("gemma2", 1);
+    check_windowed_cache("gemma3", 1);
 }
 
 /// Score difference allowed against transformers' `sequences_scores`: a sum of 16 log-probabilities, each

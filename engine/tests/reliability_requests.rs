@@ -363,11 +363,28 @@ fn non_finite_matrix_weights_are_documented_as_unchecked() {
 }
 
 #[test]
-fn generating_with_a_translation_model_is_an_error() {
-    // `Model::load` accepts encoder-decoder directories (for `translate`); `generate` on one is a clear error.
+fn generating_with_a_translation_model_translates_and_the_reverse_is_an_error() {
+    // `generate` on an encoder-decoder encodes the prompt and decodes greedily (T5's text-to-text use): on a
+    // translation model that is the greedy translation; a session (decoder-only) stays a clear error.
     let model = Model::load(aren()).unwrap();
-    let e = err_text(model.generate("x", &GenerateOptions::default()));
-    assert_mentions(&e, &["encoder-decoder", "use translate"]);
+    let g = model
+        .generate(
+            "سلام",
+            &GenerateOptions {
+                max_new_tokens: 32,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let greedy = TranslateOptions {
+        beam_size: Some(1),
+        max_length: Some(32),
+        ..Default::default()
+    };
+    let t = model.translate(&["سلام"], &greedy).unwrap().remove(0);
+    assert_eq!(g.tokens, t.tokens, "generate = greedy translate");
+    let e = err_text(model.session(1, 4));
+    assert_mentions(&e, &["encoder-decoder"]);
     let e = err_text(
         Model::load(stories())
             .unwrap()

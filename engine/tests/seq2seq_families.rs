@@ -10,9 +10,8 @@ mod decoder_support;
 mod hash_weights;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use decoder_support::{ids, json, load_on, max_abs, open, tensor};
+use decoder_support::{ids, load_on, max_abs, open, tensor};
 use qkv::{LogitsFor, Model, TranslateOptions};
 
 /// Max-abs difference allowed between our logits and HF's: both compute in f32 and differ only in summation order
@@ -29,15 +28,9 @@ fn fixture(name: &str) -> PathBuf {
     loaders::paths::fixture("seq2seq").join(name)
 }
 
-/// The fixture's model directory, its weights rebuilt into a directory of this call's own.
+/// The fixture's model directory (with its tokenizer), its weights rebuilt into a directory of this call's own.
 fn model_dir(name: &str) -> (PathBuf, serde_json::Value) {
-    static CALLS: AtomicUsize = AtomicUsize::new(0);
-    let meta = json(&fixture(name).join("reference.json"));
-    let call = CALLS.fetch_add(1, Ordering::Relaxed);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("seq2seq-{name}-{}-{call}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    hash_weights::write_model_dir(&dir, &fixture(name), hash_weights::hash_init_tensors(&meta));
-    (dir, meta)
+    hash_weights::fixture_model_dir(&fixture(name), &format!("seq2seq-{name}"))
 }
 
 fn sources(meta: &serde_json::Value) -> Vec<Vec<u32>> {

@@ -1,4 +1,4 @@
-//! Import a GGUF (llama) file into a Hugging Face model directory.
+//! Import a GGUF file (llama, qwen2, qwen3, phi3, gemma2, gemma3) into a Hugging Face model directory.
 //!
 //! `cargo run --release -p loaders --example gguf_import -- model.gguf out_dir [f32|bf16]`
 

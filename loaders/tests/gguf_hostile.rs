@@ -652,3 +652,121 @@ fn block_file_mutations_never_panic() {
     // A file of every block type; its header and infos are its first 416 bytes.
     mutations_never_panic(&packed(&every_block_type(), 1).buf, 1000, 0x9E3779B97F4A7C15, Some(416));
 }
+
+// ---- Architectures: unknown ones and inconsistent metadata ---------------------------------------------------
+
+/// A file of architecture `arch` with the hyper-parameters every architecture needs (one block, hidden 8, two
+/// heads of 4), `extra` metadata entries written by the closure, and six one-value tensors besides the embedding
+/// (a block's worth, so the block count passes): enough for the importer to read the metadata and fail on it.
+fn arch_file(arch: &str, n_extra: u64, extra: impl Fn(&mut Builder)) -> Builder {
+    let kvs: [(&str, u64); 6] = [
+        ("embedding_length", 8),
+        ("feed_forward_length", 8),
+        ("context_length", 64),
+        ("block_count", 1),
+        ("attention.head_count", 2),
+        ("attention.key_length", 4),
+    ];
+    let mut b = Builder::header(3, 7, kvs.len() as u64 + 2 + n_extra);
+    b.str("general.architecture").u32(8).str(arch);
+    b.str(&format!("{arch}.attention.layer_norm_rms_epsilon"))
+        .u32(6)
+        .u32(1e-5f32.to_bits());
+    for (k, v) in kvs {
+        b.str(&format!("{arch}.{k}")).u32(10).u64(v);
+    }
+    extra(&mut b);
+    b.tensor("token_embd.weight", &[8, 16], 0, 0);
+    for i in 0..6u64 {
+        b.tensor(&format!("t{i}"), &[1], 0, 8 * 16 * 4 + 32 * i);
+    }
+    b.data(32, 8 * 16 * 4 + 32 * 6);
+    b
+}
+
+fn import_error(b: &Builder) -> Error {
+    use loaders::gguf::{import_to_hf_dir, ImportOptions};
+    let out = tempfile::tempdir().unwrap();
+    let (_d, path, r) = b.open();
+    r.expect("the file itself is valid");
+    let e = import_to_hf_dir(&path, out.path(), &ImportOptions::default()).unwrap_err();
+    assert!(!out.path().join("config.json").exists());
+    e
+}
+
+#[test]
+fn unknown_architecture_is_named() {
+    let e = import_error(&arch_file("falcon", 0, |_| {}));
+    let msg = e.to_string();
+    assert!(matches!(e, Error::GgufImport { .. }), "{e:?}");
+    assert!(
+        msg.contains("\"falcon\"") && msg.contains("qwen2") && msg.contains("gemma3"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn inconsistent_architecture_metadata_names_the_key() {
+    let key_of = |e: Error| match e {
+        Error::GgufMetadata { key, .. } => key,
+        e => panic!("{e:?}"),
+    };
+    // Gemma 3: a per-layer pattern of the wrong length, a zero period, attention soft-capping.
+    let pattern = |b: &mut Builder| {
+        b.str("gemma3.attention.sliding_window").u32(4).u32(16);
+        b.str("gemma3.attention.sliding_window_pattern").u32(9).u32(7).u64(3);
+        b.buf.extend_from_slice(&[1, 1, 0]);
+    };
+    assert_eq!(
+        key_of(import_error(&arch_file("gemma3", 2, pattern))),
+        "gemma3.attention.sliding_window_pattern"
+    );
+    let period0 = |b: &mut Builder| {
+        b.str("gemma3.attention.sliding_window").u32(4).u32(16);
+        b.kv_u32("gemma3.attention.sliding_window_pattern", 0);
+    };
+    assert_eq!(
+        key_of(import_error(&arch_file("gemma3", 2, period0))),
+        "gemma3.attention.sliding_window_pattern"
+    );
+    let capped = |b: &mut Builder| {
+        b.str("gemma3.attn_logit_softcapping").u32(6).u32(50f32.to_bits());
+    };
+    assert_eq!(
+        key_of(import_error(&arch_file("gemma3", 1, capped))),
+        "gemma3.attn_logit_softcapping"
+    );
+    // Gemma 2: a soft-cap that is not a positive number.
+    let negative = |b: &mut Builder| {
+        b.str("gemma2.final_logit_softcapping").u32(6).u32((-1f32).to_bits());
+    };
+    assert_eq!(
+        key_of(import_error(&arch_file("gemma2", 1, negative))),
+        "gemma2.final_logit_softcapping"
+    );
+    // Any architecture: fewer rotated dimensions than the head size.
+    let partial = |b: &mut Builder| {
+        b.kv_u32("qwen2.rope.dimension_count", 2);
+    };
+    assert_eq!(
+        key_of(import_error(&arch_file("qwen2", 1, partial))),
+        "qwen2.rope.dimension_count"
+    );
+    // Linear RoPE scaling without its factor.
+    let linear = |b: &mut Builder| {
+        b.str("qwen3.rope.scaling.type").u32(8).str("linear");
+    };
+    assert_eq!(
+        key_of(import_error(&arch_file("qwen3", 1, linear))),
+        "qwen3.rope.scaling.factor"
+    );
+    // A RoPE scaling the importer does not map is named.
+    let yarn = |b: &mut Builder| {
+        b.str("qwen2.rope.scaling.type").u32(8).str("yarn");
+    };
+    let e = import_error(&arch_file("qwen2", 1, yarn));
+    assert!(
+        matches!(&e, Error::GgufImport { reason, .. } if reason.contains("\"yarn\"")),
+        "{e:?}"
+    );
+}

@@ -20,6 +20,8 @@ do not end become the running beams, those among the top k that end are finished
 Use: pass `BeamRecorder(...)` in `logits_processor=[...]` to `generate`; it only reads the log-probabilities.
 """
 
+import math
+
 import torch
 from transformers import LogitsProcessor
 
@@ -57,6 +59,8 @@ class BeamRecorder(LogitsProcessor):
         gaps.append(float(running[k - 1] - running[k]))
         if bool(ends[: 2 * k].any()):
             gaps.append(float(s[2 * k - 1] - s[2 * k]))
+        # -inf against -inf (a forced token: every other candidate is banned) decides nothing
+        gaps = [g for g in gaps if not math.isnan(g)] or [math.inf]
         self.step_margins.append(min(gaps) / (len(self.step_margins) + 1))
         return scores
 

@@ -51,9 +51,10 @@ def hash_tensor(name: str, shape, scale: float, offset: float) -> np.ndarray:
     return v.astype(np.float32).reshape(shape)
 
 
-def rehash_model(model, load_cls, rule):
+def rehash_model(model, load_cls, rule, attn_implementation="eager"):
     """Replace every tensor `model` saves (a tied head is not saved) with `hash_tensor(name, shape, *rule(name,
-    shape))`, reload it through `load_cls.from_pretrained` (eager attention, f32) and check each tensor arrived.
+    shape))`, reload it through `load_cls.from_pretrained` (f32, `attn_implementation`: eager unless None, which
+    keeps transformers' default) and check each tensor arrived.
     Returns the reloaded model, in eval mode, and the table of what was hashed (the fixture's `hash_init`)."""
     import os
     import tempfile
@@ -74,7 +75,8 @@ def rehash_model(model, load_cls, rule):
                           "first": [float(x) for x in v.reshape(-1)[:4]],
                           "sum_f64": float(v.astype(np.float64).sum())})
         save_file(state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
-        model = load_cls.from_pretrained(tmp, dtype=torch.float32, attn_implementation="eager")
+        attn = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
+        model = load_cls.from_pretrained(tmp, dtype=torch.float32, **attn)
         model.eval()
         sd = model.state_dict()
         for tname, t in state.items():

@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE))
 NEEDED = ("torch", "transformers", "ctranslate2", "gguf", "numpy", "sentencepiece", "safetensors")
 ENGINES = ("hf", "ct2", "ct2-int8", "llama.cpp", "qkv", "qkv-int8")
 QKV_ENGINES = ("qkv", "qkv-int8")  # qkv-bench models, weights as stored / --weights int8
-WORKLOADS = ("marian-base", "marian-big", "gpt2", "smollm2")
+WORKLOADS = ("marian-base", "marian-big", "gpt2", "smollm2", "t5-small", "nllb-600m")
 QKV_NA = "n/a (qkv-bench models unavailable)"
 
 # Text for the real-tokenizer inputs (Marian sources, SmolLM2 prompt); wrapped around when more tokens are needed.
@@ -116,6 +116,16 @@ def marian_sources(hf_dir: Path, n_rows: int, src_len: int) -> list[list[int]]:
     return [w + [tok.eos_token_id] for w in token_windows(ids, n_rows, src_len - 1, 7)]
 
 
+def random_sources(hf_dir: Path, n_rows: int, src_len: int) -> list[list[int]]:
+    """Random ids past the special tokens, then EOS (a random model has no text to tokenize)."""
+    import numpy as np
+
+    cfg = json.loads((hf_dir / "config.json").read_text())
+    rng = np.random.default_rng(0)
+    return [[int(x) for x in rng.integers(4, cfg["vocab_size"], size=src_len - 1)] + [cfg["eos_token_id"]]
+            for _ in range(n_rows)]
+
+
 def gpt2_prompt(vocab: int, n_rows: int, length: int) -> list[list[int]]:
     import numpy as np
 
@@ -157,12 +167,13 @@ def plan(args, work: Path, shared: Path) -> tuple[list[Row], dict, list[str]]:
                 rows.append(Row(wl, name, variant, kind, str(hf_dir), batch, beam, p, n))
 
     for wl in args.workloads:
-        if wl in ("marian-base", "marian-big"):
-            hf_dir = prep.prepare_marian(work, shared, wl)
+        if wl in ("marian-base", "marian-big", "t5-small", "nllb-600m"):
+            marian = wl.startswith("marian")
+            hf_dir = prep.prepare_marian(work, shared, wl) if marian else prep.prepare_seq2seq_random(work, wl)
             src_len = 24
             for tag, batch, beam, n in (("greedy b1", 1, 1, 16 if q else 64), ("beam4 b16", 16, 4, 8 if q else 32)):
                 name = f"{wl} {tag}"
-                inputs[name] = marian_sources(hf_dir, batch, src_len)
+                inputs[name] = (marian_sources if marian else random_sources)(hf_dir, batch, src_len)
                 if "hf" in eng:
                     rows.append(Row(name, "hf", "torch f32", "seq2seq", str(hf_dir), batch, beam, src_len, n))
                 ct2_rows(name, hf_dir, "seq2seq", batch, beam, src_len, n)

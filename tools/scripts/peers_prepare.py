@@ -106,15 +106,18 @@ def prepare_marian(work: Path, shared: Path, name: str) -> Path:
 # GPT-2 small: random weights, no tokenizer files
 
 
-def write_id_tokenizer(d: Path, n_vocab: int) -> None:
-    """tokenizer.json naming every id `<id_N>` (word-level): the random GPT-2 has no real tokenizer, and loaders
-    (qkv's) want one. Token names only; the weights are untouched."""
+def write_id_tokenizer(d: Path, n_vocab: int, names: dict[int, str] | None = None) -> None:
+    """tokenizer.json naming every id `<id_N>` (word-level), or `names[N]` where given (a family's special tokens):
+    the random models have no real tokenizer, and loaders (qkv's) want one. Token names only; the weights are
+    untouched."""
     from tokenizers import Tokenizer
     from tokenizers.models import WordLevel
     from tokenizers.pre_tokenizers import WhitespaceSplit
 
-    unk = f"<id_{n_vocab - 1}>"
-    tok = Tokenizer(WordLevel({f"<id_{i}>": i for i in range(n_vocab)}, unk_token=unk))
+    names = names or {}
+    vocab = {names.get(i, f"<id_{i}>"): i for i in range(n_vocab)}
+    unk = next((t for t in names.values() if t == "<unk>"), f"<id_{n_vocab - 1}>")
+    tok = Tokenizer(WordLevel(vocab, unk_token=unk))
     tok.pre_tokenizer = WhitespaceSplit()
     tok.save(str(d / "tokenizer.json"))
 
@@ -134,6 +137,52 @@ def prepare_gpt2(work: Path) -> Path:
     tmp = _fresh(d)
     model.save_pretrained(tmp)
     write_id_tokenizer(tmp, model.config.vocab_size)
+    return _finish(tmp, d)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# T5 and NLLB: the real shapes, random weights, no tokenizer files (none can be downloaded here)
+
+# The published configs' shapes (google-t5/t5-small, facebook/nllb-200-distilled-600M); transformers' own random
+# initialisation (seed 0). Special tokens keep their ids and names, so that CTranslate2's converter finds them.
+SEQ2SEQ_CONFIGS = {
+    "t5-small": dict(model_type="t5", d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8,
+                     relative_attention_num_buckets=32, relative_attention_max_distance=128, feed_forward_proj="relu",
+                     vocab_size=32128, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+                     tie_word_embeddings=True),
+    "nllb-600m": dict(model_type="m2m_100", d_model=1024, encoder_layers=12, decoder_layers=12,
+                      encoder_attention_heads=16, decoder_attention_heads=16, encoder_ffn_dim=4096,
+                      decoder_ffn_dim=4096, activation_function="relu", max_position_embeddings=1024,
+                      scale_embedding=True, vocab_size=256206, bos_token_id=0, pad_token_id=1, eos_token_id=2,
+                      decoder_start_token_id=2, tokenizer_class="NllbTokenizer"),
+}
+# Special tokens per family: role -> (id, name), as the real tokenizers have them.
+SEQ2SEQ_SPECIALS = {
+    "t5": {"pad_token": (0, "<pad>"), "eos_token": (1, "</s>"), "unk_token": (2, "<unk>")},
+    "m2m_100": {"bos_token": (0, "<s>"), "pad_token": (1, "<pad>"), "eos_token": (2, "</s>"), "unk_token": (3, "<unk>")},
+}
+SPECIALS_FILE = "peers_specials.json"
+
+
+def prepare_seq2seq_random(work: Path, name: str) -> Path:
+    """HF directory of a random encoder-decoder in the real shape `name`, an id tokenizer with the family's special
+    tokens, and SPECIALS_FILE (the roles, for the CTranslate2 conversion)."""
+    d = work / name / "hf"
+    if _done(d):
+        return d
+    import torch
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM
+
+    c = dict(SEQ2SEQ_CONFIGS[name])
+    cfg = AutoConfig.for_model(c.pop("model_type"), **c)
+    log(f"making {name}: random {cfg.model_type} d_model {cfg.d_model}, vocab {cfg.vocab_size} (seed 0)")
+    torch.manual_seed(0)
+    model = AutoModelForSeq2SeqLM.from_config(cfg, dtype=torch.float32).eval()
+    tmp = _fresh(d)
+    model.save_pretrained(tmp)
+    specials = SEQ2SEQ_SPECIALS[cfg.model_type]
+    write_id_tokenizer(tmp, cfg.vocab_size, {i: t for i, t in specials.values()})
+    (tmp / SPECIALS_FILE).write_text(json.dumps({role: t for role, (_, t) in specials.items()}) + "\n")
     return _finish(tmp, d)
 
 
@@ -308,6 +357,26 @@ def prepare_ct2(hf_dir: Path, quantization: str | None) -> tuple[Path | None, st
     if tmp.exists():
         shutil.rmtree(tmp)
     note = ""
+    if (hf_dir / SPECIALS_FILE).exists():
+        # a random encoder-decoder with an id tokenizer (prepare_seq2seq_random): the converter reads it as a
+        # PreTrainedTokenizerFast with the family's special tokens
+        from transformers import PreTrainedTokenizerFast
+
+        roles = json.loads((hf_dir / SPECIALS_FILE).read_text())
+
+        class IdConverter(ctranslate2.converters.TransformersConverter):
+            def load_tokenizer(self, tokenizer_class, model_name_or_path, **kwargs):
+                return PreTrainedTokenizerFast(tokenizer_file=str(hf_dir / "tokenizer.json"), **roles)
+
+        try:
+            IdConverter(str(hf_dir)).convert(str(tmp), quantization=quantization)
+        except Exception as e:  # noqa: BLE001
+            return None, f"CT2 converter failed: {type(e).__name__}: {e}"
+        note = "converted with an id tokenizer (<id_N> names, the family's special tokens), weights unchanged"
+        note_file.write_text(note + "\n")
+        (tmp / ".done").write_text("ok\n")
+        tmp.rename(out)
+        return out, note
     try:
         ctranslate2.converters.TransformersConverter(str(hf_dir)).convert(str(tmp), quantization=quantization)
     except Exception as e:  # noqa: BLE001 - any converter failure becomes a note, then one retry

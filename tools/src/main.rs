@@ -22,9 +22,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate text with a decoder-only model (Llama family, GPT-2), streamed to stdout.
+    /// Generate text, streamed to stdout: a decoder-only model (Llama family, GPT-2, ...) after the prompt, or an
+    /// encoder-decoder one (T5 / Flan-T5 text-to-text) from the encoded prompt.
     Generate(generate::Args),
-    /// Translate sentences with an encoder-decoder model (Marian/opus-mt, CTranslate2 Transformer).
+    /// Translate sentences with an encoder-decoder model (Marian/opus-mt, BART/mBART-50, M2M100/NLLB, T5, the
+    /// CTranslate2 Transformer); --source-lang / --target-lang for the multilingual ones.
     Translate(translate::Args),
     /// Attention maps of a decoder-only model over a prompt: a PNG heatmap per head, or JSON.
     Attention(attention::Args),

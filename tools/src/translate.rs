@@ -17,9 +17,21 @@ const STDIN_BATCHES_PER_CHUNK: usize = 8;
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
-    /// Model directory (Marian/opus-mt or the CTranslate2 Transformer: config.json, *.safetensors, tokenizer).
+    /// Model directory (Marian/opus-mt, BART/mBART, M2M100/NLLB, T5, the CTranslate2 Transformer: config.json,
+    /// *.safetensors, tokenizer).
     #[arg(long)]
     model: PathBuf,
+    /// Language of the sentences (multilingual models: mBART-50 en_XX, NLLB eng_Latn, M2M100 en; default: the
+    /// tokenizer's). Its token goes where the model's Hugging Face tokenizer puts it.
+    #[arg(long, value_name = "CODE")]
+    source_lang: Option<String>,
+    /// Language to translate into (same codes): forced as the first generated token (default: the model's
+    /// generation config).
+    #[arg(long, value_name = "CODE")]
+    target_lang: Option<String>,
+    /// Print the language codes the model knows, one per line, and exit.
+    #[arg(long)]
+    list_languages: bool,
     /// Sentences to translate; without any, each line of stdin is one sentence.
     text: Vec<String>,
     /// Beam size (1 = greedy; default: the model's, e.g. generation_config.json num_beams).
@@ -134,10 +146,19 @@ pub fn run(args: Args) -> Result<()> {
     let model =
         Model::load_with(&args.model, &load).with_context(|| format!("cannot load {}", args.model.display()))?;
     let load_time = t0.elapsed();
+    if args.list_languages {
+        let mut out = std::io::stdout().lock();
+        for code in model.languages()? {
+            writeln!(out, "{code}")?;
+        }
+        return Ok(());
+    }
     let opts = TranslateOptions {
         beam_size: args.beam_size,
         max_length: args.max_length,
         batch_size: args.batch_size,
+        source_lang: args.source_lang.clone(),
+        target_lang: args.target_lang.clone(),
         ..Default::default()
     };
     let search = model.search_options(&opts)?;

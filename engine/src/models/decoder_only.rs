@@ -82,10 +82,11 @@ impl Step<'_> {
     /// Causal self-attention of the step's queries `q` over the cache `kv` (after [`Step::append_kv`]) into `out`
     /// (`[rows, out_row]`). `args(batch, q_len, kv_len)` gives the family's call (heads, scale, query strides, a
     /// query row `q_row` values apart); a ragged step makes one call per sequence, on its own rows and cache row
-    /// (the sequences in parallel, each with its own buffers; `sc` serves a uniform step and a single sequence).
+    /// (the sequences in parallel). `sc` holds the kernel's buffers, one per sequence, kept by the session: grown
+    /// the first time a step needs more, then reused.
     pub(crate) fn attention<'q>(
         &self,
-        sc: &mut AttnScratch,
+        sc: &mut Vec<AttnScratch>,
         kv: &KvCache,
         args: impl Fn(usize, usize, usize) -> AttnArgs<'q> + Sync,
         (q, q_row): (&[f32], usize),
@@ -95,8 +96,12 @@ impl Step<'_> {
         match self.pos {
             Positions::Uniform { .. } => {
                 let StepShape { batch, n } = self.shape;
-                let a = args(batch, n, kv.len()).with_kv_strides(kv.strides());
-                self.attn.attend(k, sc, AttnKind::Decoder, &a, [q, kv.k(), kv.v()], out);
+                let a = args(batch, n, kv.held(0)).with_kv_strides(kv.strides());
+                if sc.is_empty() {
+                    sc.push(AttnScratch::default());
+                }
+                self.attn
+                    .attend(k, &mut sc[0], AttnKind::Decoder, &a, [q, kv.k(), kv.v()], out);
             }
             Positions::Ragged(spans) => {
                 // Each sequence's rows of `out` (the spans are consecutive: `forward_ragged` lays them out so).
@@ -109,16 +114,21 @@ impl Step<'_> {
                 }
                 let (st, attn) = (kv.strides(), self.attn);
                 let one = |sc: &mut AttnScratch, (s, rows): (&Span, &mut [f32])| {
-                    let a = args(1, s.n, s.pos0 + s.n).with_kv_strides(st);
+                    let a = args(1, s.n, kv.held(s.row)).with_kv_strides(st);
                     let at = s.row * st.batch;
                     let qkv = [&q[s.start * q_row..], &kv.k()[at..], &kv.v()[at..]];
                     attn.attend(k, sc, AttnKind::Decoder, &a, qkv, rows);
                 };
+                if sc.len() < jobs.len() {
+                    sc.resize_with(jobs.len(), AttnScratch::default);
+                }
                 // The sequences in parallel: each call alone is the size of one sequence's decode step.
                 if jobs.len() > 1 {
-                    jobs.into_par_iter().for_each_init(AttnScratch::default, one);
+                    jobs.into_par_iter()
+                        .zip(sc.par_iter_mut())
+                        .for_each(|(j, sc)| one(sc, j));
                 } else {
-                    jobs.into_iter().for_each(|j| one(sc, j));
+                    jobs.into_iter().zip(sc.iter_mut()).for_each(|(j, sc)| one(sc, j));
                 }
             }
         }
@@ -135,6 +145,12 @@ pub(crate) trait Blocks: Send + Sync + std::fmt::Debug {
 
     /// Bytes of the weights the family reads with `head` (norm gains and biases aside).
     fn weight_bytes(&self, head: &LmHead) -> WeightBytes;
+
+    /// The sliding window of each layer whose every attention has one (its cache then keeps only the last
+    /// positions: [`KvCache::windowed`]); `None` for the others. Default: none.
+    fn layer_windows(&self) -> Vec<Option<usize>> {
+        vec![None; self.dims().n_layers]
+    }
 }
 
 /// A decoder-only (causal) language model: one family's [`Blocks`], the final norm and LM head after them, and
@@ -183,6 +199,11 @@ impl CausalCache {
     pub(crate) fn capacity(&self) -> usize {
         self.kv.first().map_or(0, KvCache::capacity)
     }
+
+    /// Bytes of the KV caches of every layer as allocated now.
+    pub(crate) fn kv_bytes(&self) -> usize {
+        self.kv.iter().map(KvCache::bytes).sum()
+    }
 }
 
 impl CausalLm {
@@ -226,7 +247,7 @@ impl CausalLm {
             head_dim: d.heads.head_dim,
         };
         Ok(CausalCache {
-            kv: KvCache::for_layers(d.n_layers, shape, batch, max_bytes)?,
+            kv: KvCache::for_windowed_layers(&self.blocks.layer_windows(), shape, batch, max_bytes)?,
             x: Vec::new(),
             last: Vec::new(),
             scratch: Scratch::default(),

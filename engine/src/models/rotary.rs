@@ -561,6 +561,11 @@ impl Blocks for Rotary {
             .flat_map(|l| [&l.attn.qkv_proj, &l.attn.o_proj, &l.ffn.gate_up_proj, &l.ffn.down_proj]);
         WeightBytes::of(linears.chain([&head.linear]), &[&self.embed])
     }
+
+    /// Sliding layers (Mistral's, Gemma's local ones) keep a window's worth of cache.
+    fn layer_windows(&self) -> Vec<Option<usize>> {
+        self.spec.layers.iter().map(|l| l.window).collect()
+    }
 }
 
 /// `x += norm(y)` (Gemma's post-norms; `tmp` holds the normed rows) or `x += y`.

@@ -208,7 +208,13 @@ impl Seq2SeqConfig {
             }
         }
         if self.n_encoder_heads != self.n_decoder_heads && self.head_dim * self.n_encoder_heads != self.d_model {
-            return Err(bad("attention heads", "encoder and decoder differ".into()));
+            return Err(bad(
+                "attention heads",
+                format!(
+                    "{} encoder and {} decoder heads differ, and {} heads of {} do not fill d_model {}",
+                    self.n_encoder_heads, self.n_decoder_heads, self.n_encoder_heads, self.head_dim, self.d_model
+                ),
+            ));
         }
         let head_dims = [self.d_model / self.n_encoder_heads, self.d_model / self.n_decoder_heads];
         let divides =
@@ -1498,6 +1504,11 @@ impl Seq2SeqState {
     /// Decoder row -> source index.
     pub(crate) fn row_sources(&self) -> &[usize] {
         &self.row_source
+    }
+
+    /// Bytes of the decoder's self-attention caches as allocated now.
+    pub(crate) fn self_kv_bytes(&self) -> usize {
+        self.self_kv.iter().map(KvCache::bytes).sum()
     }
 
     /// Bytes held by the cross-attention K/V (independent of the number of beams).

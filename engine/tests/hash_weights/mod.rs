@@ -5,9 +5,10 @@
 
 use std::path::Path;
 
-fn fnv1a64(name: &str) -> u64 {
+/// FNV-1a 64 of some bytes (a tensor name here; a whole fixture file in engine/tests/families.rs).
+pub fn fnv1a64(bytes: impl AsRef<[u8]>) -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
-    for &b in name.as_bytes() {
+    for &b in bytes.as_ref() {
         h = (h ^ b as u64).wrapping_mul(0x100000001b3);
     }
     h
@@ -83,4 +84,26 @@ pub fn write_model_dir(tmp: &Path, fixture_dir: &Path, tensors: Vec<(String, Vec
         })
         .collect();
     loaders::safetensors::write(&tmp.join("model.safetensors"), &tensors, None).expect("write safetensors");
+}
+
+/// A fixture's model directory (`fixture_dir`'s reference.json `hash_init` rebuilt, its config files and, when
+/// present, its tokenizer.json) in a directory of this call's own under the target's tmp dir, and the
+/// reference.json. `tag` names the directory (the test and fixture).
+pub fn fixture_model_dir(fixture_dir: &Path, tag: &str) -> (std::path::PathBuf, serde_json::Value) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    let path = fixture_dir.join("reference.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let meta: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let dir =
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{tag}-{}-{call}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    write_model_dir(&dir, fixture_dir, hash_init_tensors(&meta));
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        if fixture_dir.join(f).exists() {
+            std::fs::copy(fixture_dir.join(f), dir.join(f)).expect("copy tokenizer");
+        }
+    }
+    (dir, meta)
 }

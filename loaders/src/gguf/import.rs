@@ -1,6 +1,6 @@
-//! Import a GGUF (llama architecture) into a Hugging Face model directory.
+//! Import a GGUF (the architectures of [`super::arch`]) into a Hugging Face model directory.
 //!
-//! Writes `config.json` (LlamaForCausalLM), `generation_config.json`, `model.safetensors` (HF tensor names,
+//! Writes `config.json` (the architecture's transformers class), `generation_config.json`, `model.safetensors` (HF tensor names,
 //! f32 or bf16), `tokenizer.json` and `tokenizer_config.json` (with the chat template). Tensors are dequantised
 //! one at a time while the safetensors file is written, so peak memory is about one tensor, not the model.
 //!
@@ -16,10 +16,11 @@ use std::path::Path;
 
 use serde_json::json;
 
+use super::arch::{self, Arch, Transform};
 use super::dequant;
 use super::reader::{GgufFile, TensorInfo};
 use super::tokenizer;
-use crate::config::{GenerationConfig, ModelConfig};
+use crate::config::{GenerationConfig, LlamaConfig, RawConfig};
 use crate::error::{Error, Result};
 use crate::tensor::Dtype;
 
@@ -36,10 +37,11 @@ impl Default for ImportOptions {
     }
 }
 
-/// Tensors of one llama block (norms, q/k/v/o, gate/up/down).
-const TENSORS_PER_BLOCK: usize = 9;
+/// The fewest tensors a block has in any architecture read here (Phi-3's: two norms, fused q|k|v, o, fused
+/// gate|up, down).
+const TENSORS_PER_BLOCK: usize = 6;
 
-/// Llama hyper-parameters read from `llama.*` metadata.
+/// The hyper-parameters every architecture has, read from `{arch}.*` metadata (llama.cpp's key names).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LlamaParams {
     pub hidden_size: usize,
@@ -114,10 +116,16 @@ impl LlamaParams {
                 head_dim.to_string(),
             ));
         }
-        if has("rope.scaling.type") {
-            let t = gguf.get_str(&key("rope.scaling.type"))?;
-            if t != "none" {
-                return Err(import_err(gguf, format!("RoPE scaling {t:?} is not supported")));
+        // A partial rotary embedding (fewer rotated dimensions than the head size) is not run here.
+        if has("rope.dimension_count") && head_dim_key == Some("attention.key_length") {
+            let rot = gguf.get_usize(&key("rope.dimension_count"))?;
+            if rot != head_dim {
+                return Err(meta_err(
+                    gguf,
+                    &key("rope.dimension_count"),
+                    format!("the head size {head_dim} (partial rotary embeddings are not supported)"),
+                    rot.to_string(),
+                ));
             }
         }
         let rope_theta = if has("rope.freq_base") {
@@ -212,83 +220,21 @@ impl LlamaParams {
 struct Planned<'a> {
     hf_name: String,
     info: &'a TensorInfo,
-    /// Undo llama.cpp's q/k row permutation with this many heads.
-    unpermute_heads: Option<usize>,
+    transform: Transform,
 }
 
-/// Map every GGUF tensor to its HF name, checking shapes; every GGUF tensor must be used.
-fn plan<'a>(gguf: &'a GgufFile, p: &LlamaParams) -> Result<Vec<Planned<'a>>> {
-    let q_dim = p.n_heads * p.head_dim;
-    let kv_dim = p.n_kv_heads * p.head_dim;
-    // (gguf name, hf name, HF shape, permutation heads)
-    let mut wanted: Vec<(String, String, Vec<usize>, Option<usize>)> = vec![(
-        "token_embd.weight".into(),
-        "model.embed_tokens.weight".into(),
-        vec![p.vocab_size, p.hidden_size],
-        None,
-    )];
-    for l in 0..p.n_layers {
-        let g = |s: &str| format!("blk.{l}.{s}.weight");
-        let h = |s: &str| format!("model.layers.{l}.{s}.weight");
-        wanted.extend([
-            (g("attn_norm"), h("input_layernorm"), vec![p.hidden_size], None),
-            (
-                g("attn_q"),
-                h("self_attn.q_proj"),
-                vec![q_dim, p.hidden_size],
-                Some(p.n_heads),
-            ),
-            (
-                g("attn_k"),
-                h("self_attn.k_proj"),
-                vec![kv_dim, p.hidden_size],
-                Some(p.n_kv_heads),
-            ),
-            (g("attn_v"), h("self_attn.v_proj"), vec![kv_dim, p.hidden_size], None),
-            (
-                g("attn_output"),
-                h("self_attn.o_proj"),
-                vec![p.hidden_size, q_dim],
-                None,
-            ),
-            (g("ffn_norm"), h("post_attention_layernorm"), vec![p.hidden_size], None),
-            (
-                g("ffn_gate"),
-                h("mlp.gate_proj"),
-                vec![p.intermediate_size, p.hidden_size],
-                None,
-            ),
-            (
-                g("ffn_up"),
-                h("mlp.up_proj"),
-                vec![p.intermediate_size, p.hidden_size],
-                None,
-            ),
-            (
-                g("ffn_down"),
-                h("mlp.down_proj"),
-                vec![p.hidden_size, p.intermediate_size],
-                None,
-            ),
-        ]);
-    }
-    wanted.push((
-        "output_norm.weight".into(),
-        "model.norm.weight".into(),
-        vec![p.hidden_size],
-        None,
-    ));
-    if !p.tie_word_embeddings {
-        wanted.push((
-            "output.weight".into(),
-            "lm_head.weight".into(),
-            vec![p.vocab_size, p.hidden_size],
-            None,
-        ));
-    }
-
+/// Map every GGUF tensor of `arch` to its HF name, checking shapes; every GGUF tensor must be used (by the
+/// weights, or by the config: [`arch::config_tensors`]).
+fn plan<'a>(gguf: &'a GgufFile, a: Arch, p: &LlamaParams) -> Result<Vec<Planned<'a>>> {
+    let wanted = arch::tensors(gguf, a, p);
     let mut out = Vec::with_capacity(wanted.len());
-    for (g, h, shape, unpermute_heads) in wanted {
+    for arch::Mapping {
+        gguf: g,
+        hf: h,
+        shape,
+        transform,
+    } in wanted
+    {
         let info = gguf.tensor_info(&g).ok_or_else(|| Error::MissingTensor {
             path: gguf.path().to_path_buf(),
             name: g.clone(),
@@ -308,10 +254,11 @@ fn plan<'a>(gguf: &'a GgufFile, p: &LlamaParams) -> Result<Vec<Planned<'a>>> {
         out.push(Planned {
             hf_name: h,
             info,
-            unpermute_heads,
+            transform,
         });
     }
-    let used: HashSet<&str> = out.iter().map(|t| t.info.name.as_str()).collect();
+    let mut used: HashSet<&str> = out.iter().map(|t| t.info.name.as_str()).collect();
+    used.extend(arch::config_tensors(a));
     let unused: Vec<&str> = gguf
         .tensor_infos()
         .iter()
@@ -321,7 +268,7 @@ fn plan<'a>(gguf: &'a GgufFile, p: &LlamaParams) -> Result<Vec<Planned<'a>>> {
     if !unused.is_empty() {
         return Err(import_err(
             gguf,
-            format!("tensors with no Hugging Face Llama counterpart: {unused:?}"),
+            format!("tensors with no Hugging Face {} counterpart: {unused:?}", a.name()),
         ));
     }
     Ok(out)
@@ -358,9 +305,13 @@ struct LazyTensor<'a> {
 impl LazyTensor<'_> {
     fn bytes(&self) -> Result<Vec<u8>> {
         let mut values = self.gguf.dequantize_info(self.plan.info)?; // [rows, row_len]
-        if let Some(n_heads) = self.plan.unpermute_heads {
-            let row_len = self.shape.get(1).copied().unwrap_or(1);
-            values = unpermute_rows(&values, n_heads, row_len);
+        match self.plan.transform {
+            Transform::Copy => {}
+            Transform::Unpermute(n_heads) => {
+                let row_len = self.shape.get(1).copied().unwrap_or(1);
+                values = unpermute_rows(&values, n_heads, row_len);
+            }
+            Transform::MinusOne => values.iter_mut().for_each(|v| *v -= 1.0),
         }
         Ok(match self.dtype {
             Dtype::BF16 => values
@@ -410,7 +361,40 @@ fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     })
 }
 
-/// Import `gguf` (general.architecture = llama) into `out_dir` as a Hugging Face model directory.
+/// Phi-3's LongRoPE factors (`rope_factors_long.weight`, `rope_factors_short.weight`: `head_dim / 2` each), when
+/// the file has them; both or neither.
+fn rope_factors(gguf: &GgufFile, a: Arch, p: &LlamaParams) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
+    let names = arch::config_tensors(a);
+    let [long, short] = names else {
+        return Ok(None);
+    };
+    let (l, s) = (gguf.tensor_info(long), gguf.tensor_info(short));
+    let (l, s) = match (l, s) {
+        (None, None) => return Ok(None),
+        (Some(l), Some(s)) => (l, s),
+        (l, _) => {
+            let missing = if l.is_none() { long } else { short };
+            return Err(Error::MissingTensor {
+                path: gguf.path().to_path_buf(),
+                name: missing.to_string(),
+                hint: " (LongRoPE needs both factor lists)".into(),
+            });
+        }
+    };
+    for t in [l, s] {
+        if t.shape() != [p.head_dim / 2] {
+            return Err(Error::TensorShape {
+                path: gguf.path().to_path_buf(),
+                name: t.name.clone(),
+                expected: vec![p.head_dim / 2],
+                found: t.shape(),
+            });
+        }
+    }
+    Ok(Some((gguf.dequantize_info(l)?, gguf.dequantize_info(s)?)))
+}
+
+/// Import `gguf` (an architecture of [`arch::ARCHS`]) into `out_dir` as a Hugging Face model directory.
 pub fn import_to_hf_dir(gguf: &Path, out_dir: &Path, opts: &ImportOptions) -> Result<()> {
     let file = GgufFile::open(gguf)?;
     let gguf = &file;
@@ -420,15 +404,11 @@ pub fn import_to_hf_dir(gguf: &Path, out_dir: &Path, opts: &ImportOptions) -> Re
             format!("output dtype {} (supported: F32, BF16)", opts.dtype),
         ));
     }
-    let arch = gguf.get_str("general.architecture")?;
-    if arch != "llama" {
-        return Err(import_err(
-            gguf,
-            format!("architecture {arch:?} is not supported (supported: \"llama\")"),
-        ));
-    }
-    let p = LlamaParams::read(gguf, arch)?;
-    let planned = plan(gguf, &p)?;
+    let a = Arch::of(gguf)?;
+    let p = LlamaParams::read(gguf, a.name())?;
+    let factors = rope_factors(gguf, a, &p)?;
+    let mut config = arch::config(gguf, a, &p, factors)?;
+    let planned = plan(gguf, a, &p)?;
     let special = |key: &str| -> Result<Option<u64>> {
         match gguf.metadata().get(key) {
             None => Ok(None),
@@ -442,29 +422,11 @@ pub fn import_to_hf_dir(gguf: &Path, out_dir: &Path, opts: &ImportOptions) -> Re
         Dtype::BF16 => "bfloat16",
         _ => "float32",
     };
-    let config = json!({
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": p.hidden_size,
-        "intermediate_size": p.intermediate_size,
-        "num_hidden_layers": p.n_layers,
-        "num_attention_heads": p.n_heads,
-        "num_key_value_heads": p.n_kv_heads,
-        "head_dim": p.head_dim,
-        "hidden_act": "silu",
-        "rms_norm_eps": p.rms_norm_eps,
-        "rope_theta": p.rope_theta,
-        "rope_scaling": null,
-        "max_position_embeddings": p.max_position_embeddings,
-        "vocab_size": p.vocab_size,
-        "tie_word_embeddings": p.tie_word_embeddings,
-        "attention_bias": false,
-        "mlp_bias": false,
-        "bos_token_id": bos,
-        "eos_token_id": eos,
-        "pad_token_id": pad,
-        "torch_dtype": torch_dtype,
-    });
+    for (k, v) in [("bos_token_id", bos), ("eos_token_id", eos), ("pad_token_id", pad)] {
+        config.insert(k.into(), json!(v));
+    }
+    config.insert("torch_dtype".into(), json!(torch_dtype));
+    let config = serde_json::Value::Object(config);
     let mut gen = serde_json::Map::new();
     gen.insert("_from_model_config".into(), json!(true));
     for (k, v) in [("bos_token_id", bos), ("eos_token_id", eos), ("pad_token_id", pad)] {
@@ -474,10 +436,12 @@ pub fn import_to_hf_dir(gguf: &Path, out_dir: &Path, opts: &ImportOptions) -> Re
     }
     let gen = serde_json::Value::Object(gen);
     // The config files, checked by the loaders' own config parser before anything is written: an import must
-    // never produce a directory that does not load.
+    // never produce a directory that does not load. Every architecture here is read as a Llama-shaped config
+    // (what the engine's rotary families read first; their own keys are checked when the engine loads).
     let config_path = out_dir.join("config.json");
     let generation_path = out_dir.join("generation_config.json");
-    ModelConfig::from_json(&config_path, &config.to_string())
+    RawConfig::from_json(&config_path, &config.to_string())
+        .and_then(|raw| LlamaConfig::from_raw(&raw))
         .and_then(|_| GenerationConfig::from_json(&generation_path, &gen.to_string()))
         .map_err(|e| import_err(gguf, format!("the metadata gives an invalid config: {e}")))?;
     let tok = tokenizer::build(gguf)?;

@@ -13,11 +13,13 @@
 //! # Ok(()) }
 //! ```
 
+pub mod arch;
 pub mod blocks;
 pub mod dequant;
 pub mod import;
 pub mod reader;
 pub mod tokenizer;
 
+pub use arch::Arch;
 pub use import::{import_to_hf_dir, ImportOptions, LlamaParams};
 pub use reader::{GgmlType, GgufArray, GgufFile, GgufValue, TensorInfo, DEFAULT_ALIGNMENT};

@@ -218,9 +218,8 @@ def test_bad_translate_options(aren, aren_sources):
 
 
 def test_wrong_family_and_limits(stories, aren, stories_dir):
-    with pytest.raises(qkv.QkvError, match="translate") as e:
-        aren.generate("x")
-    assert kind_of(e) == "invalid_argument"
+    # an encoder-decoder model generates from the prompt as its source (T5's text-to-text prompts)
+    assert isinstance(aren.generate("x", max_new_tokens=4).text, str)
     with pytest.raises(qkv.QkvError, match="decoder-only") as e:
         stories.translate(["x"])
     assert kind_of(e) == "invalid_argument"

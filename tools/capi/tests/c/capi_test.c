@@ -141,8 +141,13 @@ static void test_generate_errors(const qkv_model *model, const qkv_model *aren) 
                  "generate(stop_strings bad UTF-8)");
     EXPECT(qkv_generate_stream(model, "x", NULL, NULL, NULL, &err), QKV_ERR_NULL_POINTER, "callback",
                  "stream(NULL callback)");
-    EXPECT(qkv_generate(aren, "x", NULL, &err), QKV_ERR_INVALID_ARGUMENT, "translate",
-                 "generate on a translation model");
+    /* an encoder-decoder model generates from the prompt as its source (T5's text-to-text prompts) */
+    {
+        qkv_generation *g = qkv_generate(aren, "x", NULL, &err);
+        CHECK(g != NULL && err == NULL, "generate on a translation model: %s", err ? err->message : "no result");
+        qkv_generation_free(g);
+        if (err) qkv_error_free(err), err = NULL;
+    }
 
     /* a prompt longer than the context (512 positions) */
     static char long_prompt[20000];
