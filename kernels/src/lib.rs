@@ -37,8 +37,8 @@ mod types;
 pub use half::{bf16, f16};
 pub use isa::{Feature, Isa, IsaError};
 pub use linear::{
-    f16_bits_to_f32, BlockError, BlockType, I8Range, PackError, PackedWeight, Part, QuantizedBlocks, QuantizedRows,
-    SharedOut, GEMV_MAX_ROWS, I8_DOT_MAX_IN, MAX_PARTS, QK,
+    f16_bits_to_f32, BlockError, BlockLayout, BlockType, I8Range, PackError, PackedWeight, Part, QuantizedBlocks,
+    QuantizedRows, SharedOut, GEMV_MAX_ROWS, I8_DOT_MAX_IN, MAX_PARTS, QK,
 };
 pub use quant::{quantize_i8, QuantizedI8, I8_MAX};
 use rayon::prelude::*;

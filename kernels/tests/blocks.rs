@@ -6,7 +6,8 @@
 #![allow(clippy::needless_range_loop)]
 
 use kernels::{
-    f16_bits_to_f32, isa, reference, BlockType, Kernels, Layout, PackError, PackedWeight, Part, QuantizedBlocks,
+    f16_bits_to_f32, isa, reference, BlockLayout, BlockType, Kernels, Layout, PackError, PackedWeight, Part,
+    QuantizedBlocks,
 };
 use kernels::{SharedOut, Weight, WeightData, QK};
 
@@ -165,6 +166,16 @@ fn block_matrix(ty: BlockType, seed: u64, out_dim: usize, in_dim: usize, scale: 
     w
 }
 
+const LAYOUTS: [BlockLayout; 2] = [BlockLayout::Rows, BlockLayout::Groups];
+
+/// `got` within `bound` of `want` everywhere (or both NaN).
+fn check_within(what: &str, got: &[f32], want: &[f32], bound: &[f32]) {
+    for i in 0..got.len() {
+        let ok = (got[i] - want[i]).abs() <= bound[i] || (got[i].is_nan() && want[i].is_nan());
+        assert!(ok, "{what}: y[{i}] {} vs {} (bound {})", got[i], want[i], bound[i]);
+    }
+}
+
 /// Every dot-product variant of every ISA of this host.
 fn all_kernels(test: &str) -> Vec<Kernels> {
     kernels::testing::kernels(test)
@@ -223,15 +234,17 @@ fn block_products_are_exact_where_f32_is() {
             let mut want = vec![0.0f32; rows * out_dim];
             reference::linear_blocks(&x, ty, &wb, out_dim, Some(&bias), &mut want);
             for k in all_kernels("block_products_are_exact_where_f32_is") {
-                let w = PackedWeight::from_blocks(&k, ty, &wb, out_dim, in_dim).unwrap();
-                let got = run(k, &x, &w, Some(&bias));
-                assert_eq!(
-                    got,
-                    want,
-                    "{ty} {}, {:?} rows {rows} out {out_dim} in {in_dim}",
-                    k.isa(),
-                    k.i8_dot()
-                );
+                for layout in LAYOUTS {
+                    let w = PackedWeight::from_blocks_in(&k, ty, layout, &wb, out_dim, in_dim).unwrap();
+                    let got = run(k, &x, &w, Some(&bias));
+                    assert_eq!(
+                        got,
+                        want,
+                        "{ty} {layout:?} {}, {:?} rows {rows} out {out_dim} in {in_dim}",
+                        k.isa(),
+                        k.i8_dot()
+                    );
+                }
             }
         }
     }
@@ -257,18 +270,14 @@ fn block_products_within_the_derived_bound() {
             reference::linear_blocks(&x, ty, &wb, out_dim, Some(&bias), &mut want);
             let bound = reference::linear_blocks_bound(&x, ty, &wb, out_dim, Some(&bias));
             for k in all_kernels("block_products_within_the_derived_bound") {
-                let w = PackedWeight::from_blocks(&k, ty, &wb, out_dim, in_dim).unwrap();
-                let got = run(k, &x, &w, Some(&bias));
-                for i in 0..got.len() {
-                    let ok = (got[i] - want[i]).abs() <= bound[i] || (got[i].is_nan() && want[i].is_nan());
-                    assert!(
-                        ok,
-                        "{ty} {} {:?}: y[{i}] {} vs {} (bound {})",
-                        k.isa(),
-                        k.i8_dot(),
-                        got[i],
-                        want[i],
-                        bound[i]
+                for layout in LAYOUTS {
+                    let w = PackedWeight::from_blocks_in(&k, ty, layout, &wb, out_dim, in_dim).unwrap();
+                    let got = run(k, &x, &w, Some(&bias));
+                    check_within(
+                        &format!("{ty} {layout:?} {} {:?}", k.isa(), k.i8_dot()),
+                        &got,
+                        &want,
+                        &bound,
                     );
                 }
             }
@@ -358,7 +367,12 @@ fn quantize_blocks_stacks_layouts_and_dtypes() {
         let mut want = vec![0u8; ty.matrix_bytes(a_out + b_out, in_dim).unwrap()];
         let rows: Vec<f32> = a.iter().chain(&bw).copied().collect();
         ty.quantize(&rows, &mut want).unwrap();
-        assert_eq!(stacked.bytes(), want.len());
+        // Groups of 16 rows: the 8 rows padded with zero rows to one group.
+        assert_eq!(stacked.bytes(), ty.matrix_bytes(16, in_dim).unwrap());
+        assert_eq!(stacked.block_layout(), Some(BlockLayout::Groups));
+        let rows_layout =
+            PackedWeight::from_blocks_in(&k, ty, BlockLayout::Rows, &want, a_out + b_out, in_dim).unwrap();
+        assert_eq!(rows_layout.bytes(), want.len());
         let from = PackedWeight::from_blocks(&k, ty, &want, a_out + b_out, in_dim).unwrap();
         let mut g1 = vec![0.0f32; 2 * in_dim];
         let mut g2 = vec![0.0f32; 2 * in_dim];
@@ -378,5 +392,55 @@ fn quantize_blocks_stacks_layouts_and_dtypes() {
         );
         let e = PackedWeight::from_blocks(&k, ty, &want[1..], a_out + b_out, in_dim).unwrap_err();
         assert!(e.to_string().contains(&format!("{} bytes", want.len() - 1)), "{e}");
+    }
+}
+
+#[test]
+fn grouped_blocks_round_trip_and_edge_shapes() {
+    // Output rows around the group of 16 (1, 7, 17, 63, 65, 1031), activation rows 1 to 5 (the tiles of 4 and
+    // their remainders), in_dim one block and SmolLM2's 576; every ISA and dot-product variant against the
+    // reference within the derived bound, and the grouped bytes back to ggml's, bit for bit, on every ISA (the
+    // Q8_0 offset of AVX-512's groups included).
+    for ty in BlockType::ALL {
+        for &(out_dim, in_dim) in &[(1usize, 32usize), (7, 576), (17, 64), (63, 32), (65, 576), (1031, 96)] {
+            let seed = (out_dim * 31 + in_dim) as u64;
+            let scales = rand_vec(seed, 2 * out_dim * in_dim / QK, 1.0);
+            let wb = block_matrix(ty, seed, out_dim, in_dim, |i| scales[i] * 0.05);
+            let nb = in_dim / QK;
+            let bb = ty.block_bytes();
+            for k in all_kernels("grouped_blocks_round_trip_and_edge_shapes") {
+                let w = PackedWeight::from_blocks(&k, ty, &wb, out_dim, in_dim).unwrap();
+                let mut blk = [0u8; 34];
+                for o in 0..out_dim {
+                    for b in 0..nb {
+                        assert_eq!(w.block_bytes_at(o, b, &mut blk), Some(ty));
+                        let at = (o * nb + b) * bb;
+                        assert_eq!(&blk[..bb], &wb[at..at + bb], "{ty} {}: row {o} block {b}", k.isa());
+                    }
+                }
+                for rows in [1usize, 2, 4, 5] {
+                    let xf = act_rows(seed + rows as u64, rows, in_dim);
+                    let x = reference::quantize_blocks(&xf, in_dim);
+                    let bias = rand_vec(seed + 2, out_dim, 1.0);
+                    let mut want = vec![0.0f32; rows * out_dim];
+                    reference::linear_blocks(&x, ty, &wb, out_dim, Some(&bias), &mut want);
+                    let bound = reference::linear_blocks_bound(&x, ty, &wb, out_dim, Some(&bias));
+                    let got = run(k, &x, &w, Some(&bias));
+                    let what = format!(
+                        "{ty} {} {:?} out {out_dim} in {in_dim} rows {rows}",
+                        k.isa(),
+                        k.i8_dot()
+                    );
+                    check_within(&what, &got, &want, &bound);
+                    // One row's result does not depend on the rows beside it (tiles of 1 to 4 rows).
+                    let x0 = reference::quantize_blocks(&xf[..in_dim], in_dim);
+                    let one = run(k, &x0, &w, Some(&bias));
+                    assert!(
+                        one.iter().zip(&got).all(|(&a, &b)| same(a, b)),
+                        "{what}: row 0 alone differs"
+                    );
+                }
+            }
+        }
     }
 }

@@ -32,7 +32,7 @@
 use std::ops::Range;
 
 use super::driver::OutPtr;
-use crate::simd::{DotQ, Simd};
+use crate::simd::{DotG, DotQ, Simd, GROUP};
 
 /// Weights per block (every type here).
 pub const QK: usize = 32;
@@ -262,6 +262,8 @@ pub struct QuantizedBlocks {
     pub(crate) d: Vec<f32>,
     /// `[rows, in_dim / 32]`.
     pub(crate) s: Vec<f32>,
+    /// `Σ qx` per block, `[rows, in_dim / 32]` (the grouped kernels' offset corrections).
+    pub(crate) qs: Vec<i32>,
     pub(crate) rows: usize,
     pub(crate) in_dim: usize,
 }
@@ -306,12 +308,16 @@ impl QuantizedBlocks {
             q.iter().all(|&v| v != i8::MIN),
             "from_parts: -128 is outside -127 ..= 127"
         );
-        let s = q
-            .chunks_exact(QK)
-            .zip(&d)
-            .map(|(b, &d)| d * b.iter().map(|&v| v as i32).sum::<i32>() as f32)
-            .collect();
-        Self { q, d, s, rows, in_dim }
+        let qs: Vec<i32> = q.chunks_exact(QK).map(|b| b.iter().map(|&v| v as i32).sum()).collect();
+        let s = qs.iter().zip(&d).map(|(&q, &d)| d * q as f32).collect();
+        Self {
+            q,
+            d,
+            s,
+            qs,
+            rows,
+            in_dim,
+        }
     }
 
     /// Make room for `rows` rows of `in_dim` (buffers grow, never shrink).
@@ -325,6 +331,7 @@ impl QuantizedBlocks {
         if self.d.len() < nb {
             self.d.resize(nb, 0.0);
             self.s.resize(nb, 0.0);
+            self.qs.resize(nb, 0);
         }
     }
 }
@@ -348,6 +355,7 @@ pub(crate) fn quantize_x<S: Simd>(s: S, x: &[f32], out: &mut QuantizedBlocks) {
         if s.reduce_sum(probe) != 0.0 || max == 0.0 {
             out.d[b] = if max == 0.0 { 0.0 } else { f32::NAN };
             out.s[b] = out.d[b];
+            out.qs[b] = 0;
             q.fill(0);
             continue;
         }
@@ -364,6 +372,7 @@ pub(crate) fn quantize_x<S: Simd>(s: S, x: &[f32], out: &mut QuantizedBlocks) {
         }
         out.d[b] = d;
         out.s[b] = d * sum as f32;
+        out.qs[b] = sum;
     }
 }
 
@@ -485,5 +494,264 @@ pub(crate) fn run_share<D: DotQ, K: Kind>(d: D, job: &BJob<'_>, outs: Range<usiz
             }
         }
         r0 += h;
+    }
+}
+
+/// How a block matrix sits in memory ([`crate::PackedWeight::from_blocks_in`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum BlockLayout {
+    /// ggml's own order: row after row, each `in_dim / 32` blocks of [`BlockType::block_bytes`] (a GGUF tensor's
+    /// bytes as they are). Read one row at a time: per block one 32-value dot product and a horizontal sum, so
+    /// the GEMV is compute bound (see [`BlockLayout::Groups`]).
+    Rows,
+    /// Groups of [`GROUP`] rows interleaved block by block (as llama.cpp's repacked buffers and ik_llama.cpp's
+    /// `_R4`/`_R8` types do, here with 16 rows): per group, per block, the quants of the 16 rows in quads
+    /// (`quad k, row r, byte t` at `64·k + 4·r + t`: one broadcast of 4 activation bytes multiplies 16 rows, the
+    /// sums land in one vector of 16 i32, one lane per row, no horizontal sum), and in a second stream the 16
+    /// rows' f16 scales (Q4_1: then their 16 mins). The same bytes as [`BlockLayout::Rows`] (plus zero rows up to
+    /// a whole group); the GEMV streams them at the memory's pace. Q4 quant bytes keep ggml's nibble pairs (byte
+    /// `4k + t` of a row holds values `4k + t` and `16 + 4k + t`); Q8_0 bytes are stored `+ 128` (XOR 0x80) on
+    /// AVX-512, where they are the unsigned operand of `vpdpbusd`.
+    #[default]
+    Groups,
+}
+
+/// Quant bytes of one group block (16 rows x 32 values).
+pub(crate) const fn group_quant_bytes(ty: BlockType) -> usize {
+    match ty {
+        BlockType::Q8_0 => GROUP * QK,
+        BlockType::Q4_0 | BlockType::Q4_1 => GROUP * QK / 2,
+    }
+}
+
+/// f16 scales (and Q4_1 mins) of one group block.
+pub(crate) const fn group_scales(ty: BlockType) -> usize {
+    match ty {
+        BlockType::Q8_0 | BlockType::Q4_0 => GROUP,
+        BlockType::Q4_1 => 2 * GROUP,
+    }
+}
+
+/// What is added to a Q8_0 value in the groups of `isa` (see [`BlockLayout::Groups`], [`DotG::Q8_EXCESS`]).
+pub(crate) fn q8_offset(isa: crate::Isa) -> u8 {
+    if isa == crate::Isa::Avx512 {
+        0x80
+    } else {
+        0
+    }
+}
+
+/// One group of a grouped block matrix: the quants (`nb` group blocks) and scales of up to 16 rows.
+pub(crate) struct GroupMut<'a> {
+    pub q: &'a mut [u8],
+    pub s: &'a mut [u16],
+}
+
+/// Interleave `rows` (`n <= 16` rows of ggml blocks, `nb` blocks each) into group `g` (rows past `n` stay zero).
+pub(crate) fn interleave_group(ty: BlockType, q8_off: u8, rows: &[u8], nb: usize, g: GroupMut<'_>) {
+    let (bb, qb, sb) = (ty.block_bytes(), group_quant_bytes(ty), group_scales(ty));
+    let rb = nb * bb;
+    for (r, row) in rows.chunks_exact(rb).enumerate() {
+        for b in 0..nb {
+            let blk = &row[b * bb..(b + 1) * bb];
+            let (q, s) = (&mut g.q[b * qb..(b + 1) * qb], &mut g.s[b * sb..(b + 1) * sb]);
+            s[r] = u16::from_le_bytes([blk[0], blk[1]]);
+            match ty {
+                BlockType::Q8_0 => {
+                    for (j, &v) in blk[2..].iter().enumerate() {
+                        q[64 * (j / 4) + 4 * r + j % 4] = v ^ q8_off;
+                    }
+                }
+                BlockType::Q4_0 | BlockType::Q4_1 => {
+                    let qs = &blk[bb - QK / 2..];
+                    if ty == BlockType::Q4_1 {
+                        s[GROUP + r] = u16::from_le_bytes([blk[2], blk[3]]);
+                    }
+                    for (j, &v) in qs.iter().enumerate() {
+                        q[64 * (j / 4) + 4 * r + j % 4] = v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Block `b` of row `r` (`< 16`) of a group (`q`, `s`: that group's), as ggml stores it (the inverse of
+/// [`interleave_group`]), into `out[..block_bytes]`.
+pub(crate) fn group_block(ty: BlockType, q8_off: u8, q: &[u8], s: &[u16], b: usize, r: usize, out: &mut [u8]) {
+    let (bb, qb, sb) = (ty.block_bytes(), group_quant_bytes(ty), group_scales(ty));
+    let (q, s) = (&q[b * qb..(b + 1) * qb], &s[b * sb..(b + 1) * sb]);
+    let out = &mut out[..bb];
+    out[..2].copy_from_slice(&s[r].to_le_bytes());
+    match ty {
+        BlockType::Q8_0 => {
+            for (j, v) in out[2..].iter_mut().enumerate() {
+                *v = q[64 * (j / 4) + 4 * r + j % 4] ^ q8_off;
+            }
+        }
+        BlockType::Q4_0 | BlockType::Q4_1 => {
+            if ty == BlockType::Q4_1 {
+                out[2..4].copy_from_slice(&s[GROUP + r].to_le_bytes());
+            }
+            for (j, v) in out[bb - QK / 2..].iter_mut().enumerate() {
+                *v = q[64 * (j / 4) + 4 * r + j % 4];
+            }
+        }
+    }
+}
+
+/// One call on a grouped block matrix.
+pub(crate) struct GJob<'a> {
+    pub x: &'a QuantizedBlocks,
+    /// `[groups, nb, group_quant_bytes]`, 64-byte aligned.
+    pub q: &'a [u8],
+    /// `[groups, nb, group_scales]` f16 bits.
+    pub s: &'a [u16],
+    pub out_dim: usize,
+    pub bias: Option<&'a [f32]>,
+    pub y: OutPtr,
+}
+
+/// One block type's group dot product for [`DotG`].
+pub(crate) trait GKind {
+    const TY: BlockType;
+    /// `init` per activation block is `CORR · Σ qx` plus, for Q8_0, `-Q8_EXCESS · Σ qx`.
+    const CORR: i32;
+    /// # Safety
+    /// As [`DotG::q8`] / [`DotG::q4`].
+    unsafe fn block<D: DotG, const R: usize>(d: D, w: *const u8, x: [*const i8; R], init: [i32; R]) -> [D::I; R];
+}
+
+impl GKind for KQ8_0 {
+    const TY: BlockType = BlockType::Q8_0;
+    const CORR: i32 = 0;
+    #[inline(always)]
+    unsafe fn block<D: DotG, const R: usize>(d: D, w: *const u8, x: [*const i8; R], init: [i32; R]) -> [D::I; R] {
+        // SAFETY: forwarded contract.
+        unsafe { d.q8(w, x, init) }
+    }
+}
+
+impl GKind for KQ4_0 {
+    const TY: BlockType = BlockType::Q4_0;
+    /// The nibbles are `q4`, the weights `q4 - 8`: `Σ (q4 - 8) · x = Σ q4 · x - 8 · Σ x`.
+    const CORR: i32 = -8;
+    #[inline(always)]
+    unsafe fn block<D: DotG, const R: usize>(d: D, w: *const u8, x: [*const i8; R], init: [i32; R]) -> [D::I; R] {
+        // SAFETY: forwarded contract.
+        unsafe { d.q4(w, x, init) }
+    }
+}
+
+impl GKind for KQ4_1 {
+    const TY: BlockType = BlockType::Q4_1;
+    const CORR: i32 = 0;
+    #[inline(always)]
+    unsafe fn block<D: DotG, const R: usize>(d: D, w: *const u8, x: [*const i8; R], init: [i32; R]) -> [D::I; R] {
+        // SAFETY: forwarded contract.
+        unsafe { d.q4(w, x, init) }
+    }
+}
+
+/// Most f32 vectors per group (scalar: 16 of one lane).
+const GV_MAX: usize = GROUP;
+
+/// Groups `groups` of `job` (one share) on the block type of `K`: for each group, activation rows 4 at a time,
+/// for each block: the 16 rows' exact integer sums (one [`DotG`] call, the group block's quants loaded once for
+/// up to 4 rows), then per vector of rows `y += f32(Σ) · (dw · dx)` (Q4_1: `+ mw · sx`), one f32 lane per output.
+/// Every output's f32 operations are the same, in the same order, on every ISA and whatever the split: the same
+/// bits everywhere.
+#[inline(always)]
+pub(crate) fn run_groups<D: DotG, K: GKind>(d: D, job: &GJob<'_>, groups: Range<usize>) {
+    let x = job.x;
+    let nb = x.in_dim / QK;
+    let (qb, sb) = (group_quant_bytes(K::TY), group_scales(K::TY));
+    assert!(groups.end * GROUP < job.out_dim + GROUP);
+    assert!(job.q.len() >= groups.end * nb * qb && job.s.len() >= groups.end * nb * sb);
+    assert!(
+        job.q.as_ptr() as usize % 64 == 0 && qb % 64 == 0,
+        "group blocks are 64-byte aligned"
+    );
+    assert!(x.q.len() >= x.rows * x.in_dim && x.d.len() >= x.rows * nb && x.qs.len() >= x.rows * nb);
+    assert!(x.s.len() >= x.rows * nb && job.bias.is_none_or(|b| b.len() >= job.out_dim));
+    let mut r0 = 0;
+    while r0 < x.rows {
+        let h = 4.min(x.rows - r0);
+        for g in groups.clone() {
+            // SAFETY: group g < groups.end and rows r0 .. r0 + h < rows lie within the buffers (asserted above).
+            unsafe {
+                match h {
+                    1 => group_tile::<D, K, 1>(d, job, g, r0),
+                    2 => group_tile::<D, K, 2>(d, job, g, r0),
+                    3 => group_tile::<D, K, 3>(d, job, g, r0),
+                    _ => group_tile::<D, K, 4>(d, job, g, r0),
+                }
+            }
+        }
+        r0 += h;
+    }
+}
+
+/// Rows `r0 .. r0 + R` of `x` times group `g` (see [`run_groups`]).
+///
+/// # Safety
+/// Group `g` within `job.q`, `job.s` and `job.out_dim` (rounded up to a group); rows `r0 .. r0 + R` within `job.x`.
+#[inline(always)]
+unsafe fn group_tile<D: DotG, K: GKind, const R: usize>(d: D, job: &GJob<'_>, g: usize, r0: usize) {
+    let s = d.simd();
+    let l = <D::S as Simd>::LANES;
+    let nv = GROUP / l;
+    let x = job.x;
+    let (in_dim, nb) = (x.in_dim, x.in_dim / QK);
+    let (qb, sb) = (group_quant_bytes(K::TY), group_scales(K::TY));
+    let corr = K::CORR - if K::TY == BlockType::Q8_0 { D::Q8_EXCESS } else { 0 };
+    let mut y = [[s.zero(); GV_MAX]; R];
+    // SAFETY: block b < nb of group g (quants and scales), of rows r0 + r (values, scales, sums): the caller's ranges.
+    unsafe {
+        let wq = job.q.as_ptr().add(g * nb * qb);
+        let ws = job.s.as_ptr().add(g * nb * sb);
+        for b in 0..nb {
+            let xs: [*const i8; R] = std::array::from_fn(|r| x.q.as_ptr().add((r0 + r) * in_dim + b * QK));
+            let init: [i32; R] = std::array::from_fn(|r| corr * *x.qs.get_unchecked((r0 + r) * nb + b));
+            let acc = K::block(d, wq.add(b * qb), xs, init);
+            let dx: [f32; R] = std::array::from_fn(|r| *x.d.get_unchecked((r0 + r) * nb + b));
+            let sp = ws.add(b * sb);
+            for v in 0..nv {
+                let dw = s.load_f16(sp.add(v * l) as *const half::f16);
+                for r in 0..R {
+                    y[r][v] = s.fma(d.cvt(&acc[r], v), s.mul(dw, s.splat(dx[r])), y[r][v]);
+                }
+                if K::TY == BlockType::Q4_1 {
+                    let mw = s.load_f16(sp.add(GROUP + v * l) as *const half::f16);
+                    for r in 0..R {
+                        let sx = *x.s.get_unchecked((r0 + r) * nb + b);
+                        y[r][v] = s.fma(mw, s.splat(sx), y[r][v]);
+                    }
+                }
+            }
+        }
+        let o0 = g * GROUP;
+        let n = GROUP.min(job.out_dim - o0);
+        for r in 0..R {
+            let yp = job.y.0.add((r0 + r) * job.out_dim + o0);
+            for v in 0..nv {
+                let c0 = v * l;
+                if c0 >= n {
+                    break;
+                }
+                let w = l.min(n - c0);
+                let mut val = y[r][v];
+                if let Some(bias) = job.bias {
+                    val = s.add(val, s.read_partial(&bias[o0 + c0..o0 + c0 + w]));
+                }
+                // SAFETY: y is [rows, out_dim] (the caller's check); outputs o0 .. o0 + n of every row are this
+                // share's.
+                if w == l {
+                    s.storeu(yp.add(c0), val);
+                } else {
+                    s.store_partial(yp.add(c0), val, w);
+                }
+            }
+        }
     }
 }

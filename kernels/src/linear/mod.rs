@@ -18,7 +18,7 @@ pub(crate) mod packed;
 pub(crate) mod qgemm;
 pub(crate) mod tile;
 
-pub use blocks::{f16_bits_to_f32, BlockError, BlockType, QuantizedBlocks, QK};
+pub use blocks::{f16_bits_to_f32, BlockError, BlockLayout, BlockType, QuantizedBlocks, QK};
 pub use driver::{Part, SharedOut, MAX_PARTS};
 pub use packed::{PackError, PackedWeight};
 pub use qgemm::{I8Range, QuantizedRows, I8_DOT_MAX_IN};
@@ -395,7 +395,9 @@ macro_rules! each_panels {
                 let $s: Option<&[f32]> = Some(scales);
                 $body
             }
-            packed::Panels::Blocks { .. } => unreachable!("block matrices run linear_blocks"),
+            packed::Panels::Blocks { .. } | packed::Panels::Groups { .. } => {
+                unreachable!("block matrices run linear_blocks")
+            }
         }
     };
 }
@@ -816,7 +818,7 @@ fn check_blocks<'w>(
     bias: Option<&[f32]>,
     y_len: usize,
     what: &str,
-) -> (BlockType, &'w [u8]) {
+) -> (BlockType, BlockData<'w>) {
     assert_eq!(
         w.isa,
         k.isa(),
@@ -824,8 +826,16 @@ fn check_blocks<'w>(
         w.isa,
         k.isa()
     );
-    let packed::Panels::Blocks { ty, data } = &w.panels else {
-        panic!("{what}: the weight is not a block matrix (use linear_packed)")
+    let (ty, data) = match &w.panels {
+        packed::Panels::Blocks { ty, data } => (*ty, BlockData::Rows(data.as_slice())),
+        packed::Panels::Groups { ty, q, s } => (
+            *ty,
+            BlockData::Groups {
+                q: q.as_slice(),
+                s: s.as_slice(),
+            },
+        ),
+        _ => panic!("{what}: the weight is not a block matrix (use linear_packed)"),
     };
     assert_eq!(
         x.in_dim, w.in_dim,
@@ -836,7 +846,13 @@ fn check_blocks<'w>(
     if let Some(b) = bias {
         assert_eq!(b.len(), w.out_dim, "{what}: bias is not [out_dim]");
     }
-    (*ty, data.as_slice())
+    (ty, data)
+}
+
+/// The bytes of a block matrix in its layout.
+enum BlockData<'w> {
+    Rows(&'w [u8]),
+    Groups { q: &'w [u8], s: &'w [u16] },
 }
 
 /// `y[rows, out] = x · Wᵀ + bias` for Q8 blocks of activations and a block matrix (see [`Kernels::linear_blocks`]).
@@ -858,9 +874,6 @@ pub(crate) fn linear_blocks_part(
     blocks_parts(k, x, w, bias, y.take(part), Parts::One(part))
 }
 
-/// Output rows per unit of a block matrix's split over threads.
-const BLOCK_ROWS_PER_UNIT: usize = 16;
-
 fn blocks_parts(
     k: Kernels,
     x: &QuantizedBlocks,
@@ -873,32 +886,71 @@ fn blocks_parts(
     if x.rows == 0 || w.out_dim == 0 {
         return;
     }
-    let units = w.out_dim.div_ceil(BLOCK_ROWS_PER_UNIT);
+    // The split's unit: a group of 16 output rows (either layout).
+    let units = w.out_dim.div_ceil(crate::simd::GROUP);
     let n = if w.out_dim * w.in_dim * x.rows.min(GEMV_MAX_ROWS) < GEMV_PAR_MIN_WEIGHTS {
         1
     } else {
         parts.threads().min(units)
     };
-    let job = blocks::BJob {
-        x,
-        w: data,
-        out_dim: w.out_dim,
-        bias,
-        y: yp,
-    };
-    let job = &job;
-    parts.run(n, |p| {
-        let u = driver::block(units, n, p);
-        let outs = u.start * BLOCK_ROWS_PER_UNIT..(u.end * BLOCK_ROWS_PER_UNIT).min(w.out_dim);
-        match ty {
-            BlockType::Q8_0 => dispatch_i8!(k, I8Range::Full, blocks_share::<blocks::KQ8_0>,
-                (job: &blocks::BJob<'_>, outs: std::ops::Range<usize>)),
-            BlockType::Q4_0 => dispatch_i8!(k, I8Range::Full, blocks_share::<blocks::KQ4_0>,
-                (job: &blocks::BJob<'_>, outs: std::ops::Range<usize>)),
-            BlockType::Q4_1 => dispatch_i8!(k, I8Range::Full, blocks_share::<blocks::KQ4_1>,
-                (job: &blocks::BJob<'_>, outs: std::ops::Range<usize>)),
+    type R = std::ops::Range<usize>;
+    match data {
+        BlockData::Rows(data) => {
+            let job = blocks::BJob {
+                x,
+                w: data,
+                out_dim: w.out_dim,
+                bias,
+                y: yp,
+            };
+            let job = &job;
+            parts.run(n, |p| {
+                let u = driver::block(units, n, p);
+                let outs = u.start * crate::simd::GROUP..(u.end * crate::simd::GROUP).min(w.out_dim);
+                match ty {
+                    BlockType::Q8_0 => dispatch_i8!(k, I8Range::Full, blocks_share::<blocks::KQ8_0>,
+                        (job: &blocks::BJob<'_>, outs: R)),
+                    BlockType::Q4_0 => dispatch_i8!(k, I8Range::Full, blocks_share::<blocks::KQ4_0>,
+                        (job: &blocks::BJob<'_>, outs: R)),
+                    BlockType::Q4_1 => dispatch_i8!(k, I8Range::Full, blocks_share::<blocks::KQ4_1>,
+                        (job: &blocks::BJob<'_>, outs: R)),
+                }
+            })
         }
-    })
+        BlockData::Groups { q, s } => {
+            let job = blocks::GJob {
+                x,
+                q,
+                s,
+                out_dim: w.out_dim,
+                bias,
+                y: yp,
+            };
+            let job = &job;
+            parts.run(n, |p| {
+                let groups = driver::block(units, n, p);
+                match ty {
+                    BlockType::Q8_0 => dispatch_i8!(k, I8Range::Full, groups_share::<blocks::KQ8_0>,
+                        (job: &blocks::GJob<'_>, groups: R)),
+                    BlockType::Q4_0 => dispatch_i8!(k, I8Range::Full, groups_share::<blocks::KQ4_0>,
+                        (job: &blocks::GJob<'_>, groups: R)),
+                    BlockType::Q4_1 => dispatch_i8!(k, I8Range::Full, groups_share::<blocks::KQ4_1>,
+                        (job: &blocks::GJob<'_>, groups: R)),
+                }
+            })
+        }
+    }
+}
+
+/// [`blocks::run_groups`] in the shape `dispatch_i8!` calls (it passes the panel width, unused here).
+#[inline(always)]
+fn groups_share<K: blocks::GKind>(
+    d: impl crate::simd::DotG,
+    _nv: usize,
+    job: &blocks::GJob<'_>,
+    groups: std::ops::Range<usize>,
+) {
+    blocks::run_groups::<_, K>(d, job, groups)
 }
 
 /// [`blocks::run_share`] in the shape `dispatch_i8!` calls (it passes the panel width, unused here).

@@ -398,3 +398,119 @@ dot_q_neon!(NeonDot, |w, x| {
     }
     acc
 });
+
+/// The NEON group dot products, shared by [`Neon`] and [`NeonDot`]: a group's 16 rows are four vectors of 4
+/// (each 16 bytes of weights: 4 rows x 4 inputs), sharing each broadcast of 4 activation bytes. `$quad(acc, w, x)`
+/// adds one such vector's products (`w`, `x` signed bytes) to the accumulator, `$finish(acc)` makes the 4 row sums.
+macro_rules! dot_g_neon {
+    ($t:ty, $acc:ty, $zero:expr, |$a:ident, $w:ident, $x:ident| $quad:expr, |$f:ident| $finish:expr) => {
+        // SAFETY: the token exists only on CPUs with NEON (and `dotprod` for `NeonDot`, whose `$quad` alone uses
+        // it).
+        unsafe impl super::DotG for $t {
+            type S = Neon;
+            type I = [int32x4_t; 4];
+            const Q8_EXCESS: i32 = 0;
+
+            #[inline(always)]
+            fn simd(self) -> Neon {
+                // SAFETY: both tokens prove NEON.
+                unsafe { Neon::new_unchecked() }
+            }
+            #[inline(always)]
+            unsafe fn q8<const R: usize>(self, w: *const u8, x: [*const i8; R], init: [i32; R]) -> [[int32x4_t; 4]; R] {
+                // SAFETY: the caller makes w .. w + 512 and x[r] .. x[r] + 32 readable; the token proves NEON.
+                unsafe {
+                    let mut acc: [[$acc; 4]; R] = [[$zero; 4]; R];
+                    for k in 0..8 {
+                        let xv: [int8x16_t; R] = std::array::from_fn(|r| {
+                            vreinterpretq_s8_s32(vdupq_n_s32((x[r].add(4 * k) as *const i32).read_unaligned()))
+                        });
+                        for q in 0..4 {
+                            let $w = vld1q_s8(w.add(64 * k + 16 * q) as *const i8);
+                            for r in 0..R {
+                                let ($a, $x) = (acc[r][q], xv[r]);
+                                acc[r][q] = $quad;
+                            }
+                        }
+                    }
+                    std::array::from_fn(|r| {
+                        let c = vdupq_n_s32(init[r]);
+                        std::array::from_fn(|q| {
+                            let $f = acc[r][q];
+                            vaddq_s32(c, $finish)
+                        })
+                    })
+                }
+            }
+            #[inline(always)]
+            unsafe fn q4<const R: usize>(self, w: *const u8, x: [*const i8; R], init: [i32; R]) -> [[int32x4_t; 4]; R] {
+                // SAFETY: the caller makes w .. w + 256 and x[r] .. x[r] + 32 readable; the token proves NEON.
+                unsafe {
+                    let mut acc: [[$acc; 4]; R] = [[$zero; 4]; R];
+                    for k in 0..4 {
+                        let xl: [int8x16_t; R] = std::array::from_fn(|r| {
+                            vreinterpretq_s8_s32(vdupq_n_s32((x[r].add(4 * k) as *const i32).read_unaligned()))
+                        });
+                        let xh: [int8x16_t; R] = std::array::from_fn(|r| {
+                            vreinterpretq_s8_s32(vdupq_n_s32((x[r].add(16 + 4 * k) as *const i32).read_unaligned()))
+                        });
+                        for q in 0..4 {
+                            let v = vld1q_u8(w.add(64 * k + 16 * q));
+                            let lo = vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(15)));
+                            let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(v));
+                            for r in 0..R {
+                                let ($a, $w, $x) = (acc[r][q], lo, xl[r]);
+                                let t = $quad;
+                                let ($a, $w, $x) = (t, hi, xh[r]);
+                                acc[r][q] = $quad;
+                            }
+                        }
+                    }
+                    std::array::from_fn(|r| {
+                        let c = vdupq_n_s32(init[r]);
+                        std::array::from_fn(|q| {
+                            let $f = acc[r][q];
+                            vaddq_s32(c, $finish)
+                        })
+                    })
+                }
+            }
+            #[inline(always)]
+            fn cvt(self, i: &[int32x4_t; 4], v: usize) -> float32x4_t {
+                tf!(vcvtq_f32_s32(i[v]))
+            }
+        }
+    };
+}
+// Without `sdot`: products of i8 fit i16 (|p| <= 128 · 127); `sadalp` adds neighbouring pairs into i32, in two
+// accumulators (rows 0-1 and rows 2-3 of the vector, two lanes per row) that a pairwise add turns into the 4 row
+// sums at the end.
+dot_g_neon!(
+    Neon,
+    (int32x4_t, int32x4_t),
+    (vdupq_n_s32(0), vdupq_n_s32(0)),
+    |a, w, x| (
+        vpadalq_s16(a.0, vmull_s8(vget_low_s8(w), vget_low_s8(x))),
+        vpadalq_s16(a.1, vmull_high_s8(w, x))
+    ),
+    |f| vpaddq_s32(f.0, f.1)
+);
+// `sdot` (its intrinsic is not stable in Rust yet): acc[j] += Σ_t w[4j + t] · x[4j + t], exact.
+dot_g_neon!(
+    NeonDot,
+    int32x4_t,
+    vdupq_n_s32(0),
+    |a, w, x| {
+        let mut acc = a;
+        // SAFETY: the token proves `dotprod`; the instruction touches registers only.
+        std::arch::asm!(
+            "sdot {acc:v}.4s, {w:v}.16b, {x:v}.16b",
+            acc = inout(vreg) acc,
+            w = in(vreg) w,
+            x = in(vreg) x,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+        acc
+    },
+    |f| f
+);

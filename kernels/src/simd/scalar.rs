@@ -235,3 +235,48 @@ unsafe impl super::DotQ for Scalar {
         acc
     }
 }
+
+// SAFETY: plain Rust, no instruction beyond the target's baseline.
+unsafe impl super::DotG for Scalar {
+    type S = Scalar;
+    type I = [i32; super::GROUP];
+    const Q8_EXCESS: i32 = 0;
+
+    #[inline(always)]
+    fn simd(self) -> Scalar {
+        self
+    }
+    #[inline(always)]
+    unsafe fn q8<const R: usize>(self, w: *const u8, x: [*const i8; R], init: [i32; R]) -> [[i32; 16]; R] {
+        // SAFETY: the caller makes w .. w + 512 and x[r] .. x[r] + 32 readable.
+        let (w, x) = unsafe { (&*(w as *const [u8; 512]), x.map(|p| &*(p as *const [i8; 32]))) };
+        std::array::from_fn(|r| {
+            std::array::from_fn(|row| {
+                init[r]
+                    + (0..32)
+                        .map(|j| w[64 * (j / 4) + 4 * row + j % 4] as i8 as i32 * x[r][j] as i32)
+                        .sum::<i32>()
+            })
+        })
+    }
+    #[inline(always)]
+    unsafe fn q4<const R: usize>(self, w: *const u8, x: [*const i8; R], init: [i32; R]) -> [[i32; 16]; R] {
+        // SAFETY: the caller makes w .. w + 256 and x[r] .. x[r] + 32 readable.
+        let (w, x) = unsafe { (&*(w as *const [u8; 256]), x.map(|p| &*(p as *const [i8; 32]))) };
+        std::array::from_fn(|r| {
+            std::array::from_fn(|row| {
+                init[r]
+                    + (0..16)
+                        .map(|j| {
+                            let b = w[64 * (j / 4) + 4 * row + j % 4];
+                            (b & 15) as i32 * x[r][j] as i32 + (b >> 4) as i32 * x[r][j + 16] as i32
+                        })
+                        .sum::<i32>()
+            })
+        })
+    }
+    #[inline(always)]
+    fn cvt(self, i: &[i32; 16], v: usize) -> f32 {
+        i[v] as f32
+    }
+}
