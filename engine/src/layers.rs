@@ -432,7 +432,8 @@ impl Linear {
                 }
                 let ws: Vec<Weight<'_>> = parts.iter().map(Linear::weight).collect();
                 let w = PackedWeight::quantize_blocks(k, &ws, ty).map_err(pack_error)?;
-                let bytes = w.bytes();
+                // The blocks' own bytes (as the other types count theirs), without the groups' zero rows.
+                let bytes = ty.matrix_bytes(w.out_dim(), in_dim).map_err(|e| pack_error(e.into()))?;
                 (w, bytes)
             }
             WeightType::Int8 => {

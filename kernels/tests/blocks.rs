@@ -399,8 +399,8 @@ fn quantize_blocks_stacks_layouts_and_dtypes() {
 fn grouped_blocks_round_trip_and_edge_shapes() {
     // Output rows around the group of 16 (1, 7, 17, 63, 65, 1031), activation rows 1 to 5 (the tiles of 4 and
     // their remainders), in_dim one block and SmolLM2's 576; every ISA and dot-product variant against the
-    // reference within the derived bound, and the grouped bytes back to ggml's, bit for bit, on every ISA (the
-    // Q8_0 offset of AVX-512's groups included).
+    // reference within the derived bound and bit for bit equal to each other, and the grouped bytes back to
+    // ggml's, bit for bit, on every ISA (the Q8_0 offset of AVX-512's groups included).
     for ty in BlockType::ALL {
         for &(out_dim, in_dim) in &[(1usize, 32usize), (7, 576), (17, 64), (63, 32), (65, 576), (1031, 96)] {
             let seed = (out_dim * 31 + in_dim) as u64;
@@ -408,6 +408,8 @@ fn grouped_blocks_round_trip_and_edge_shapes() {
             let wb = block_matrix(ty, seed, out_dim, in_dim, |i| scales[i] * 0.05);
             let nb = in_dim / QK;
             let bb = ty.block_bytes();
+            // Each output is one f32 lane through the same operations on every ISA: the same bits everywhere.
+            let mut first: std::collections::HashMap<usize, Vec<f32>> = Default::default();
             for k in all_kernels("grouped_blocks_round_trip_and_edge_shapes") {
                 let w = PackedWeight::from_blocks(&k, ty, &wb, out_dim, in_dim).unwrap();
                 let mut blk = [0u8; 34];
@@ -432,6 +434,11 @@ fn grouped_blocks_round_trip_and_edge_shapes() {
                         k.i8_dot()
                     );
                     check_within(&what, &got, &want, &bound);
+                    let f = first.entry(rows).or_insert_with(|| got.clone());
+                    assert!(
+                        f.iter().zip(&got).all(|(&a, &b)| same(a, b)),
+                        "{what}: differs from the first ISA's"
+                    );
                     // One row's result does not depend on the rows beside it (tiles of 1 to 4 rows).
                     let x0 = reference::quantize_blocks(&xf[..in_dim], in_dim);
                     let one = run(k, &x0, &w, Some(&bias));

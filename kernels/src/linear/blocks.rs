@@ -658,7 +658,8 @@ const GV_MAX: usize = GROUP;
 
 /// Groups `groups` of `job` (one share) on the block type of `K`: for each group, activation rows 4 at a time,
 /// for each block: the 16 rows' exact integer sums (one [`DotG`] call, the group block's quants loaded once for
-/// up to 4 rows), then per vector of rows `y += f32(Σ) · (dw · dx)` (Q4_1: `+ mw · sx`), one f32 lane per output.
+/// up to 4 rows), then per vector of rows `y += f32(Σ) · (dw · dx)` (Q4_1: `+ mw · sx`; products rounded, then
+/// added), one f32 lane per output.
 /// Every output's f32 operations are the same, in the same order, on every ISA and whatever the split: the same
 /// bits everywhere.
 #[inline(always)]
@@ -719,13 +720,14 @@ unsafe fn group_tile<D: DotG, K: GKind, const R: usize>(d: D, job: &GJob<'_>, g:
             for v in 0..nv {
                 let dw = s.load_f16(sp.add(v * l) as *const half::f16);
                 for r in 0..R {
-                    y[r][v] = s.fma(d.cvt(&acc[r], v), s.mul(dw, s.splat(dx[r])), y[r][v]);
+                    // Multiply, then add (not an FMA: the scalar ISA has none, and every ISA gives the same bits).
+                    y[r][v] = s.add(y[r][v], s.mul(d.cvt(&acc[r], v), s.mul(dw, s.splat(dx[r]))));
                 }
                 if K::TY == BlockType::Q4_1 {
                     let mw = s.load_f16(sp.add(GROUP + v * l) as *const half::f16);
                     for r in 0..R {
                         let sx = *x.s.get_unchecked((r0 + r) * nb + b);
-                        y[r][v] = s.fma(mw, s.splat(sx), y[r][v]);
+                        y[r][v] = s.add(y[r][v], s.mul(mw, s.splat(sx)));
                     }
                 }
             }
