@@ -676,7 +676,7 @@ pub(crate) fn run_groups<D: DotG, K: GKind>(d: D, job: &GJob<'_>, groups: Range<
     assert!(groups.end * GROUP < job.out_dim + GROUP);
     assert!(job.q.len() >= groups.end * nb * qb && job.s.len() >= groups.end * nb * sb);
     assert!(
-        job.q.as_ptr() as usize % 64 == 0 && qb % 64 == 0,
+        (job.q.as_ptr() as usize).is_multiple_of(64) && qb.is_multiple_of(64),
         "group blocks are 64-byte aligned"
     );
     assert!(x.q.len() >= x.rows * x.in_dim && x.d.len() >= x.rows * nb && x.qs.len() >= x.rows * nb);
@@ -704,6 +704,7 @@ pub(crate) fn run_groups<D: DotG, K: GKind>(d: D, job: &GJob<'_>, groups: Range<
 /// # Safety
 /// Group `g` within `job.q`, `job.s` and `job.out_dim` (rounded up to a group); rows `r0 .. r0 + R` within `job.x`.
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // register tiles read best with indices
 unsafe fn group_tile<D: DotG, K: GKind, const R: usize>(d: D, job: &GJob<'_>, g: usize, r0: usize) {
     let s = d.simd();
     let l = <D::S as Simd>::LANES;
