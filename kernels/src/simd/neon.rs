@@ -404,6 +404,20 @@ dot_q_neon!(NeonDot, |w, x| {
 /// adds one such vector's products (`w`, `x` signed bytes) to the accumulator, `$finish(acc)` makes the 4 row sums.
 macro_rules! dot_g_neon {
     ($t:ty, $acc:ty, $zero:expr, |$a:ident, $w:ident, $x:ident| $quad:expr, |$f:ident| $finish:expr) => {
+        impl $t {
+            /// `init + ` the 4 row sums of each accumulator.
+            #[inline(always)]
+            fn g_sums<const R: usize>(acc: [[$acc; 4]; R], init: [i32; R]) -> [[int32x4_t; 4]; R] {
+                tf!(std::array::from_fn(|r| {
+                    let c = vdupq_n_s32(init[r]);
+                    std::array::from_fn(|q| {
+                        let $f = acc[r][q];
+                        vaddq_s32(c, $finish)
+                    })
+                }))
+            }
+        }
+
         // SAFETY: the token exists only on CPUs with NEON (and `dotprod` for `NeonDot`, whose `$quad` alone uses
         // it).
         unsafe impl super::DotG for $t {
@@ -433,13 +447,7 @@ macro_rules! dot_g_neon {
                             }
                         }
                     }
-                    std::array::from_fn(|r| {
-                        let c = vdupq_n_s32(init[r]);
-                        std::array::from_fn(|q| {
-                            let $f = acc[r][q];
-                            vaddq_s32(c, $finish)
-                        })
-                    })
+                    Self::g_sums(acc, init)
                 }
             }
             #[inline(always)]
@@ -466,13 +474,7 @@ macro_rules! dot_g_neon {
                             }
                         }
                     }
-                    std::array::from_fn(|r| {
-                        let c = vdupq_n_s32(init[r]);
-                        std::array::from_fn(|q| {
-                            let $f = acc[r][q];
-                            vaddq_s32(c, $finish)
-                        })
-                    })
+                    Self::g_sums(acc, init)
                 }
             }
             #[inline(always)]
