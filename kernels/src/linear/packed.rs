@@ -611,6 +611,9 @@ impl PackedWeight {
 
     /// Row `o` of a block matrix dequantized into `row` (`false` for other matrices).
     fn dequantize_row(&self, o: usize, row: &mut [f32]) -> bool {
+        if self.block_type().is_none() {
+            return false;
+        }
         let mut bytes = [0u8; 34];
         let mut buf = [0.0f32; QK];
         for (b, dst) in row.chunks_exact_mut(QK).enumerate() {
