@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use half::{bf16, f16};
 use kernels::{
-    quantize_i8, reference, Activation, AttnArgs, Bf16Gemv, I8Range, Isa, Kernels, Layout, Mask, PackedWeight,
-    QuantizedRows, RopeLayout, RopeTable, Strides, Weight, WeightData,
+    quantize_i8, reference, Activation, AttnArgs, Bf16Gemv, BlockLayout, BlockType, I8Range, Isa, Kernels, Layout,
+    Mask, PackedWeight, QuantizedBlocks, QuantizedRows, RopeLayout, RopeTable, Strides, Weight, WeightData,
 };
 use serde::Serialize;
 
@@ -112,24 +112,53 @@ struct Packed {
     w: Weight<'static>,
     copies: usize,
     held: Option<(Isa, Vec<PackedWeight>)>,
+    /// Quantized into GGUF blocks at packing instead, in this layout.
+    blocks: Option<(BlockType, BlockLayout)>,
 }
 
 impl Packed {
     fn new(w: Weight<'static>, copies: usize) -> Self {
-        Self { w, copies, held: None }
+        Self {
+            w,
+            copies,
+            held: None,
+            blocks: None,
+        }
     }
 
     fn get(&mut self, k: Kernels, i: usize) -> &PackedWeight {
         if self.held.as_ref().is_none_or(|(isa, _)| *isa != k.isa()) {
             self.held = None; // free the previous ISA's copies first
             let v = (0..self.copies)
-                .map(|_| PackedWeight::new(&k, &self.w).expect("packable"))
+                .map(|_| match self.blocks {
+                    Some((ty, BlockLayout::Groups)) => {
+                        PackedWeight::quantize_blocks(&k, &[self.w], ty).expect("whole blocks")
+                    }
+                    Some((ty, layout)) => {
+                        let bytes = quantize_rows_to_blocks(&self.w, ty);
+                        PackedWeight::from_blocks_in(&k, ty, layout, &bytes, self.w.out_dim, self.w.in_dim)
+                            .expect("whole blocks")
+                    }
+                    None => PackedWeight::new(&k, &self.w).expect("packable"),
+                })
                 .collect();
             self.held = Some((k.isa(), v));
         }
         let v = &self.held.as_ref().expect("just packed").1;
         &v[i % v.len()]
     }
+}
+
+/// `w` quantized row by row into GGUF blocks of `ty`, in ggml's order.
+fn quantize_rows_to_blocks(w: &Weight<'_>, ty: BlockType) -> Vec<u8> {
+    let (out_dim, in_dim) = (w.out_dim, w.in_dim);
+    let mut bytes = vec![0u8; ty.matrix_bytes(out_dim, in_dim).expect("whole blocks")];
+    let rb = bytes.len() / out_dim;
+    for (o, dst) in bytes.chunks_exact_mut(rb).enumerate() {
+        let row: Vec<f32> = (0..in_dim).map(|i| w.at(o, i)).collect();
+        ty.quantize(&row, dst).expect("whole blocks");
+    }
+    bytes
 }
 
 /// How a packed workload multiplies: f32 activations (the kernels as given, or with `vdpbf16ps`), or int8 x int8
@@ -139,6 +168,8 @@ enum PackedMode {
     F32,
     DotBf16,
     Int8,
+    /// GGUF blocks of this type in this layout, Q8 activation blocks quantized per call.
+    Blocks(BlockType, BlockLayout),
 }
 
 /// `rows` x (`w` packed) per call, cycling through `copies` packings (cold when they exceed the caches).
@@ -156,8 +187,24 @@ fn packed(
     let mut pw = Packed::new(w, copies);
     let mut xq = QuantizedRows::default();
     let (xq_ref, sx_ref) = reference::quantize_rows(&x, in_dim, I8Range::Full);
+    let mut xb = QuantizedBlocks::default();
     let mut next = 0;
-    let bytes = w.data.bytes() as f64;
+    let bytes = match mode {
+        PackedMode::Blocks(ty, layout) => {
+            pw.blocks = Some((ty, layout));
+            ty.matrix_bytes(out_dim, in_dim).expect("whole blocks") as f64
+        }
+        _ => w.data.bytes() as f64,
+    };
+    // The reference of a block workload: its blocks quantized once, on the scalar kernels.
+    let blocks_ref = match mode {
+        PackedMode::Blocks(ty, _) => Some((
+            ty,
+            quantize_rows_to_blocks(&w, ty),
+            reference::quantize_blocks(&x, in_dim),
+        )),
+        _ => None,
+    };
     Workload {
         kernel,
         shape,
@@ -171,6 +218,14 @@ fn packed(
         run: Box::new(move |k| {
             next += 1;
             match (k, mode) {
+                (None, PackedMode::Blocks(..)) => {
+                    let (ty, bytes, xr) = blocks_ref.as_ref().expect("made above");
+                    reference::linear_blocks(xr, *ty, bytes, out_dim, None, &mut y)
+                }
+                (Some(k), PackedMode::Blocks(..)) => {
+                    k.quantize_blocks(&x, in_dim, &mut xb);
+                    k.linear_blocks(&xb, pw.get(k, next), None, &mut y)
+                }
                 (None, PackedMode::Int8) => reference::linear_q(&xq_ref, &sx_ref, rows, &pw.w, None, &mut y),
                 (None, _) => reference::linear(&x, rows, &pw.w, None, &mut y),
                 (Some(k), PackedMode::F32) => k.linear_packed(&x, rows, pw.get(k, next), None, &mut y),
@@ -194,6 +249,8 @@ fn copies<T: Clone>(v: &[T], n: usize) -> Vec<&'static [T]> {
 
 /// Weights read per cold GEMV pass: twice the largest L3 seen on these machines (480 MiB), in copies.
 const COLD_BYTES: usize = 1 << 30;
+/// Weights read per cold pass of the small (SmolLM2) shapes: 256 MiB, 8x this CPU's L3.
+const COLD_SMALL: usize = 1 << 28;
 
 fn workloads(quick: bool) -> Vec<Workload> {
     let (gv_out, gv_in) = if quick { (1024, 4096) } else { (2048, 8192) };
@@ -270,6 +327,68 @@ fn workloads(quick: bool) -> Vec<Workload> {
         cold(1),
         PackedMode::Int8,
     ));
+    for (name, ty, layout, per_weight) in [
+        ("gemv_q8_0_blocks", BlockType::Q8_0, BlockLayout::Groups, 34.0 / 32.0),
+        ("gemv_q8_0_rows", BlockType::Q8_0, BlockLayout::Rows, 34.0 / 32.0),
+        ("gemv_q4_0_blocks", BlockType::Q4_0, BlockLayout::Groups, 18.0 / 32.0),
+        ("gemv_q4_0_rows", BlockType::Q4_0, BlockLayout::Rows, 18.0 / 32.0),
+        ("gemv_q4_1_blocks", BlockType::Q4_1, BlockLayout::Groups, 20.0 / 32.0),
+    ] {
+        let copies = (COLD_BYTES as f64 / (n as f64 * per_weight)).ceil() as usize;
+        let copies = if quick { 2 } else { copies };
+        list.push(packed(name, shape(1), 1, f32_w, copies, PackedMode::Blocks(ty, layout)));
+    }
+    // SmolLM2-135M's MLP down projection (576 x 1536), batch 1, cold: its 135M weights exceed the caches too, so
+    // COLD_SMALL (8x this CPU's 32 MiB L3) in copies.
+    let (so, si) = (576, 1536);
+    let sn = so * si;
+    let small = |per_weight: f64| {
+        if quick {
+            2
+        } else {
+            (COLD_SMALL as f64 / (sn as f64 * per_weight)).ceil() as usize
+        }
+    };
+    let sshape = format!("1x{so}x{si} cold");
+    let sf32 = rand_vec(sn, 31);
+    let sw = |data| Weight::new(data, so, si, Layout::OutIn).expect("weight shape");
+    let sf32_w = sw(WeightData::F32(leak(sf32.clone())));
+    let si8 = quantize_i8(&sf32_w);
+    let si8_w = sw(WeightData::I8 {
+        q: leak(si8.q),
+        scales: leak(si8.scales),
+    });
+    list.push(packed(
+        "gemv_f32_packed",
+        sshape.clone(),
+        1,
+        sf32_w,
+        small(4.0),
+        PackedMode::F32,
+    ));
+    list.push(packed(
+        "gemv_i8xi8_packed",
+        sshape.clone(),
+        1,
+        si8_w,
+        small(1.0),
+        PackedMode::Int8,
+    ));
+    for (name, ty, layout, per_weight) in [
+        ("gemv_q8_0_blocks", BlockType::Q8_0, BlockLayout::Groups, 34.0 / 32.0),
+        ("gemv_q8_0_rows", BlockType::Q8_0, BlockLayout::Rows, 34.0 / 32.0),
+        ("gemv_q4_0_blocks", BlockType::Q4_0, BlockLayout::Groups, 18.0 / 32.0),
+        ("gemv_q4_1_blocks", BlockType::Q4_1, BlockLayout::Groups, 20.0 / 32.0),
+    ] {
+        list.push(packed(
+            name,
+            sshape.clone(),
+            1,
+            sf32_w,
+            small(per_weight),
+            PackedMode::Blocks(ty, layout),
+        ));
+    }
     list.push(packed(
         "gemm_f32_packed",
         shape(16),

@@ -169,16 +169,35 @@ pub enum WeightType {
     /// a quarter of f32's bytes (half of f16's), so batch-1 decoding reads 4x (2x) fewer weight bytes.
     /// Each weight is off by at most half its row's step (`max|w_row| / 254`).
     Int8,
+    /// Quantized at load to GGUF's Q8_0 blocks as llama.cpp's quantizer does (32 weights, one f16 scale
+    /// `max|w| / 127`: 8.5 bits per weight); the activations are quantized to Q8 blocks per step and each block's
+    /// dot product is an integer one ([`kernels::BlockType`]). A matrix whose `in_dim` is not whole blocks of 32
+    /// stays as stored.
+    Q8_0,
+    /// Quantized at load to GGUF's Q4_0 blocks (32 weights in `-8 ..= 7` times one f16 scale: 4.5 bits per
+    /// weight), as [`WeightType::Q8_0`] otherwise. Logits move by several percent of their spread.
+    Q4_0,
 }
 
 impl WeightType {
-    pub const ALL: [WeightType; 2] = [WeightType::Stored, WeightType::Int8];
+    pub const ALL: [WeightType; 4] = [WeightType::Stored, WeightType::Int8, WeightType::Q8_0, WeightType::Q4_0];
 
-    /// `stored` or `int8`.
+    /// `stored`, `int8`, `q8_0` or `q4_0`.
     pub fn name(self) -> &'static str {
         match self {
             WeightType::Stored => "stored",
             WeightType::Int8 => "int8",
+            WeightType::Q8_0 => "q8_0",
+            WeightType::Q4_0 => "q4_0",
+        }
+    }
+
+    /// The GGUF block type of a block-quantized weight type.
+    pub(crate) fn block_type(self) -> Option<kernels::BlockType> {
+        match self {
+            WeightType::Q8_0 => Some(kernels::BlockType::Q8_0),
+            WeightType::Q4_0 => Some(kernels::BlockType::Q4_0),
+            WeightType::Stored | WeightType::Int8 => None,
         }
     }
 }
@@ -192,12 +211,12 @@ impl std::fmt::Display for WeightType {
 impl std::str::FromStr for WeightType {
     type Err = String;
 
-    /// `stored` or `int8` (any case), e.g. from a command line.
+    /// `stored`, `int8`, `q8_0` or `q4_0` (any case), e.g. from a command line.
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         WeightType::ALL
             .into_iter()
             .find(|w| w.name().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| format!("{s:?} is not a weight type (stored or int8)"))
+            .ok_or_else(|| format!("{s:?} is not a weight type (stored, int8, q8_0 or q4_0)"))
     }
 }
 
@@ -465,7 +484,23 @@ impl Linear {
             reason: e.to_string(),
         };
         let k = &hold.kernels;
-        let (w, bytes) = match hold.weights {
+        // Block types need whole blocks of 32 inputs; other matrices stay as stored (as llama.cpp falls back).
+        let weights = match hold.weights.block_type() {
+            Some(_) if !in_dim.is_multiple_of(kernels::QK) => WeightType::Stored,
+            _ => hold.weights,
+        };
+        let (w, bytes) = match weights {
+            WeightType::Q8_0 | WeightType::Q4_0 => {
+                let ty = weights.block_type().unwrap_or_else(|| unreachable!("a block type"));
+                for p in &parts {
+                    p.check_finite_rows(st)?;
+                }
+                let ws: Vec<Weight<'_>> = parts.iter().map(Linear::weight).collect();
+                let w = PackedWeight::quantize_blocks(k, &ws, ty).map_err(pack_error)?;
+                // The blocks' own bytes (as the other types count theirs), without the groups' zero rows.
+                let bytes = ty.matrix_bytes(w.out_dim(), in_dim).map_err(|e| pack_error(e.into()))?;
+                (w, bytes)
+            }
             WeightType::Int8 => {
                 let qs = parts
                     .iter()
@@ -511,7 +546,7 @@ impl Linear {
             data: LinearData::Packed {
                 w: Arc::new(w),
                 name,
-                weights: hold.weights,
+                weights,
                 bytes,
             },
             bias,
@@ -523,26 +558,42 @@ impl Linear {
 
     /// The stored matrix quantized to int8 (an error naming the first non-finite element of a row).
     fn quantize(&self, st: &dyn TensorSource) -> Result<kernels::QuantizedI8> {
-        let w = self.weight();
-        let q = quantize_i8(&w);
-        if let Some(o) = q.scales.iter().position(|s| !s.is_finite()) {
-            // The first non-finite element of that row, as the loader's checks name them.
-            let (i, value) = (0..w.in_dim)
-                .map(|i| (i, w.at(o, i)))
-                .find(|(_, v)| !v.is_finite())
-                .unwrap_or((0, f32::NAN));
-            let index = match w.layout {
-                Layout::OutIn => o * w.in_dim + i,
-                Layout::InOut => i * w.out_dim + o,
-            };
-            return Err(Error::NonFinite {
-                path: st.origin(),
-                tensor: self.name().to_string(),
-                index,
-                value,
-            });
+        let q = quantize_i8(&self.weight());
+        match q.scales.iter().position(|s| !s.is_finite()) {
+            Some(o) => Err(self.non_finite(st, o..o + 1)),
+            None => Ok(q),
         }
-        Ok(q)
+    }
+
+    /// An error unless every element of the stored matrix is finite (quantized blocks cannot hold the others).
+    fn check_finite_rows(&self, st: &dyn TensorSource) -> Result<()> {
+        let w = self.weight();
+        let finite = |o: usize| (0..w.in_dim).all(|i| w.at(o, i).is_finite());
+        match (0..w.out_dim).find(|&o| !finite(o)) {
+            Some(o) => Err(self.non_finite(st, o..o + 1)),
+            None => Ok(()),
+        }
+    }
+
+    /// The error naming the first non-finite element of output rows `rows`, as the loader's checks name them
+    /// (its index in the stored order).
+    fn non_finite(&self, st: &dyn TensorSource, rows: std::ops::Range<usize>) -> Error {
+        let w = self.weight();
+        let (o, i, value) = rows
+            .flat_map(|o| (0..w.in_dim).map(move |i| (o, i)))
+            .map(|(o, i)| (o, i, w.at(o, i)))
+            .find(|(_, _, v)| !v.is_finite())
+            .unwrap_or((0, 0, f32::NAN));
+        let index = match w.layout {
+            Layout::OutIn => o * w.in_dim + i,
+            Layout::InOut => i * w.out_dim + o,
+        };
+        Error::NonFinite {
+            path: st.origin(),
+            tensor: self.name().to_string(),
+            index,
+            value,
+        }
     }
 
     /// The stored weight as the kernels see it (empty once packed: see [`Linear::packed`]).
@@ -1102,8 +1153,11 @@ mod tests {
                     .convert(&m, hold(weights, k))
                     .unwrap();
                 e.tie_to(&head);
-                assert_eq!(e.is_tied_to(&head), weights == WeightType::Stored);
-                assert_eq!(e.tensor().is_none(), weights == WeightType::Stored);
+                // A block type on 3 inputs (not whole blocks) keeps the head as stored: tied too.
+                let stored = head.weight_type() == WeightType::Stored;
+                assert_eq!(stored, weights == WeightType::Stored || weights.block_type().is_some());
+                assert_eq!(e.is_tied_to(&head), stored);
+                assert_eq!(e.tensor().is_none(), stored);
                 let mut out = [0.0; 6];
                 e.forward(&k, &[1, 0], 2.0, &mut out).unwrap();
                 assert_eq!(out, [8., 10., 12., 2., 4., 6.]);
@@ -1120,7 +1174,11 @@ mod tests {
             assert_eq!(w.to_string().parse::<WeightType>(), Ok(w));
         }
         assert_eq!(" INT8".parse::<WeightType>(), Ok(WeightType::Int8));
-        assert!("int4".parse::<WeightType>().unwrap_err().contains("stored or int8"));
+        assert_eq!("Q4_0".parse::<WeightType>(), Ok(WeightType::Q4_0));
+        assert!("int4"
+            .parse::<WeightType>()
+            .unwrap_err()
+            .contains("stored, int8, q8_0 or q4_0"));
     }
 
     #[test]
@@ -1138,6 +1196,58 @@ mod tests {
         let l = Linear::bind(&m, "bad", 2, 3, Layout::InOut, Bias::None).unwrap();
         let e = l.convert(&m, hold(WeightType::Int8, Kernels::scalar())).unwrap_err();
         assert!(matches!(e, Error::NonFinite { index: 3, .. }), "{e}");
+    }
+
+    #[test]
+    fn block_conversion() {
+        // A [3, 64] matrix (two blocks per row) and its transpose stored [64, 3] (Conv1D), packed as Q8_0 / Q4_0:
+        // the blocks are the kernels' quantizer's, the products the kernels' block products.
+        let (out_dim, in_dim) = (3usize, 64usize);
+        let w: Vec<f32> = (0..out_dim * in_dim)
+            .map(|j| ((j * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        let wt: Vec<f32> = (0..w.len()).map(|j| w[(j % out_dim) * in_dim + j / out_dim]).collect();
+        let mut m = map();
+        m.insert_f32("q.weight", &[out_dim, in_dim], &w).unwrap();
+        m.insert_f32("qt.weight", &[in_dim, out_dim], &wt).unwrap();
+        m.insert_f32("bad.weight", &[1, in_dim], &[f32::NAN; 64]).unwrap();
+        let k = Kernels::scalar();
+        let x: Vec<f32> = (0..in_dim).map(|i| (i as f32 * 0.37).sin()).collect();
+        for weights in [WeightType::Q8_0, WeightType::Q4_0] {
+            let ty = weights.block_type().unwrap();
+            let a = Linear::bind(&m, "q", out_dim, in_dim, Layout::OutIn, Bias::None).unwrap();
+            let b = Linear::bind(&m, "qt", out_dim, in_dim, Layout::InOut, Bias::None).unwrap();
+            let (qa, qb) = (
+                a.convert(&m, hold(weights, k)).unwrap(),
+                b.convert(&m, hold(weights, k)).unwrap(),
+            );
+            let mut blocks = vec![0u8; ty.matrix_bytes(out_dim, in_dim).unwrap()];
+            ty.quantize(&w, &mut blocks).unwrap();
+            assert_eq!((qa.weight_type(), qa.weight_bytes()), (weights, blocks.len()));
+            let want = PackedWeight::from_blocks(&k, ty, &blocks, out_dim, in_dim).unwrap();
+            let mut xq = kernels::QuantizedBlocks::default();
+            k.quantize_blocks(&x, in_dim, &mut xq);
+            let mut y_want = [0.0f32; 3];
+            k.linear_blocks(&xq, &want, None, &mut y_want);
+            for l in [&qa, &qb] {
+                assert_eq!(l.packed().unwrap().block_type(), Some(ty));
+                let mut y = [0.0f32; 3];
+                l.forward(&k, &x, 1, &mut y);
+                assert_eq!(y, y_want, "{weights}");
+            }
+            // Not whole blocks: kept as stored; a NaN: an error naming the tensor.
+            let small = Linear::bind(&m, "l", 2, 3, Layout::OutIn, Bias::Required).unwrap();
+            assert_eq!(
+                small.convert(&m, hold(weights, k)).unwrap().weight_type(),
+                WeightType::Stored
+            );
+            let bad = Linear::bind(&m, "bad", 1, in_dim, Layout::OutIn, Bias::None).unwrap();
+            let e = bad.convert(&m, hold(weights, k)).unwrap_err();
+            assert!(
+                matches!(&e, Error::NonFinite { tensor, index: 0, .. } if tensor == "bad.weight"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //!
 //! Layout: `simd/` holds the [`simd::Simd`] trait and one file per ISA (the only place with
 //! intrinsics, plus `linear/bf16dot.rs` for `vdpbf16ps` and `linear/i8dot.rs` for `vpdpwssd`); `linear/` the GEMV
-//! and GEMM; `quant.rs` int8 weight quantization; `rows/`
-//! the row and elementwise kernels. Each algorithm is written once, generic over `Simd`, and reached
+//! and GEMM (`linear/blocks.rs`: GGUF's Q8_0/Q4_0/Q4_1 blocks, [`BlockType`]); `quant.rs` int8 weight
+//! quantization; `rows/` the row and elementwise kernels. Each algorithm is written once, generic over `Simd`, and reached
 //! through `simd::dispatch!`, which also counts calls per ISA ([`isa::exercised`]).
 //!
 //! Tests: `cargo test -p kernels` runs every kernel on every ISA of the host against [`reference`].
@@ -37,7 +37,8 @@ mod types;
 pub use half::{bf16, f16};
 pub use isa::{Feature, Isa, IsaError};
 pub use linear::{
-    I8Range, PackError, PackedWeight, Part, QuantizedRows, SharedOut, GEMV_MAX_ROWS, I8_DOT_MAX_IN, MAX_PARTS,
+    f16_bits_to_f32, BlockError, BlockLayout, BlockType, I8Range, PackError, PackedWeight, Part, QuantizedBlocks,
+    QuantizedRows, SharedOut, GEMV_MAX_ROWS, I8_DOT_MAX_IN, MAX_PARTS, QK,
 };
 pub use quant::{quantize_i8, QuantizedI8, I8_MAX};
 use rayon::prelude::*;
@@ -271,6 +272,33 @@ impl Kernels {
         part: Part,
     ) {
         linear::linear_q_part(*self, x, w, bias, y, part)
+    }
+
+    /// Quantize the rows of `x` (`[rows, in_dim]`, `in_dim` a multiple of [`QK`]) to Q8 blocks of 32 with one f32
+    /// scale each, into `out` (reused: no allocation once it has held as many values). The input of
+    /// [`Kernels::linear_blocks`]; the same bits on every ISA.
+    pub fn quantize_blocks(&self, x: &[f32], in_dim: usize, out: &mut QuantizedBlocks) {
+        linear::quantize_blocks(*self, x, in_dim, out)
+    }
+
+    /// `y[rows, out] = x · Wᵀ + bias` for Q8 blocks of activations (from [`Kernels::quantize_blocks`]) and a
+    /// matrix of GGUF blocks ([`PackedWeight::from_blocks`], [`PackedWeight::quantize_blocks`]): per block an exact
+    /// integer dot product, scaled by `d_w · d_x` in f32 (Q4_1: plus `m_w · d_x · Σ q_x`). [`Kernels::linear_packed`]
+    /// on a block matrix quantizes `x` itself and runs this. Panics when the weight is not a block matrix.
+    pub fn linear_blocks(&self, x: &QuantizedBlocks, w: &PackedWeight, bias: Option<&[f32]>, y: &mut [f32]) {
+        linear::linear_blocks(*self, x, w, bias, y)
+    }
+
+    /// Part `part` of [`Kernels::linear_blocks`] (see [`Kernels::linear_packed_part`]).
+    pub fn linear_blocks_part(
+        &self,
+        x: &QuantizedBlocks,
+        w: &PackedWeight,
+        bias: Option<&[f32]>,
+        y: &SharedOut<'_>,
+        part: Part,
+    ) {
+        linear::linear_blocks_part(*self, x, w, bias, y, part)
     }
 
     /// Fused scaled-dot-product attention (see [`AttnArgs`] for layouts and masks).

@@ -368,3 +368,195 @@ pub fn top_k_rows(scores: &[f32], n_cols: usize, offsets: Option<&[f32]>, k: usi
     all.truncate(k);
     all
 }
+
+/// Q8 blocks of `x[rows, in_dim]` (the specification of [`crate::Kernels::quantize_blocks`], see
+/// [`crate::QuantizedBlocks`]): per block of 32, `dx = max|x| / 127`, `qx = round_ties_even(x · (127 / max|x|))`,
+/// `sx = dx · Σ qx`; an all-zero block 0, a block with a NaN or an infinity NaN scales.
+pub fn quantize_blocks(x: &[f32], in_dim: usize) -> crate::QuantizedBlocks {
+    use crate::QK;
+    assert!(in_dim > 0 && in_dim.is_multiple_of(QK) && x.len().is_multiple_of(in_dim));
+    let (mut q, mut d) = (Vec::with_capacity(x.len()), Vec::with_capacity(x.len() / QK));
+    for b in x.chunks_exact(QK) {
+        let max = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        if b.iter().any(|v| !v.is_finite()) || max == 0.0 {
+            d.push(if max == 0.0 && b.iter().all(|v| v.is_finite()) {
+                0.0
+            } else {
+                f32::NAN
+            });
+            q.extend([0i8; QK]);
+            continue;
+        }
+        d.push(max / 127.0);
+        q.extend(b.iter().map(|&v| (v * (127.0 / max)).round_ties_even() as i8));
+    }
+    crate::QuantizedBlocks::from_parts(q, d, in_dim)
+}
+
+/// The integer dot product of every block of `x` row `r` with every block of weight row `o` of a GGUF block matrix
+/// `w` (`[out_dim, in_dim]`): `(Σ qw · qx, dw, mw)` per block (`mw` 0 but for Q4_1; Q4_0's `qw` are `q4 - 8`).
+fn block_terms(x: &crate::QuantizedBlocks, ty: crate::BlockType, w: &[u8], r: usize, o: usize) -> Vec<(i64, f32, f32)> {
+    use crate::QK;
+    let in_dim = x.in_dim();
+    let bb = ty.block_bytes();
+    let nb = in_dim / QK;
+    let row = &w[o * nb * bb..(o + 1) * nb * bb];
+    let xr = x.row(r);
+    let f16 = |b: &[u8]| crate::f16_bits_to_f32(u16::from_le_bytes([b[0], b[1]]));
+    let q4 = |qs: &[u8], j: usize| if j < QK / 2 { qs[j] & 15 } else { qs[j - QK / 2] >> 4 } as i64;
+    (0..nb)
+        .map(|b| {
+            let blk = &row[b * bb..(b + 1) * bb];
+            let xq = &xr[b * QK..(b + 1) * QK];
+            let (qw, mw): (Vec<i64>, f32) = match ty {
+                crate::BlockType::Q8_0 => (blk[2..].iter().map(|&v| v as i8 as i64).collect(), 0.0),
+                crate::BlockType::Q4_0 => ((0..QK).map(|j| q4(&blk[2..], j) - 8).collect(), 0.0),
+                crate::BlockType::Q4_1 => ((0..QK).map(|j| q4(&blk[4..], j)).collect(), f16(&blk[2..])),
+            };
+            let sum = qw.iter().zip(xq).map(|(&a, &b)| a * b as i64).sum();
+            (sum, f16(blk), mw)
+        })
+        .collect()
+}
+
+/// `y[rows, out] = x · Wᵀ + bias` for Q8 blocks of activations and a GGUF block matrix `w` of type `ty`
+/// (the specification of [`crate::Kernels::linear_blocks`]): `Σ_b (Σ qw·qx) · (dw · dx) + mw · sx`, every term and
+/// sum in f64 (exact but for the f64 roundings, ~2^-53), then one rounding to f32. `dw · dx` is rounded to f32 first,
+/// as the kernels compute it.
+pub fn linear_blocks(
+    x: &crate::QuantizedBlocks,
+    ty: crate::BlockType,
+    w: &[u8],
+    out_dim: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    ty.check(w.len(), out_dim, x.in_dim())
+        .expect("linear_blocks: w is not [out_dim, in_dim] blocks");
+    assert_eq!(y.len(), x.rows() * out_dim, "linear_blocks: y is not [rows, out_dim]");
+    for r in 0..x.rows() {
+        let (dx, sx) = (x.scales(r), x.sums(r));
+        for o in 0..out_dim {
+            let acc: f64 = block_terms(x, ty, w, r, o)
+                .iter()
+                .enumerate()
+                .map(|(b, &(sum, dw, mw))| sum as f64 * (dw * dx[b]) as f64 + mw as f64 * sx[b] as f64)
+                .sum();
+            y[r * out_dim + o] = (acc + bias.map_or(0.0, |b| b[o] as f64)) as f32;
+        }
+    }
+}
+
+/// `γ_n = n·u / (1 - n·u)` with `u = 2^-24`: the relative error bound of `n` f32 roundings in a sum or product.
+pub fn gamma_f32(n: usize) -> f64 {
+    let nu = n as f64 * f32::EPSILON as f64 / 2.0;
+    nu / (1.0 - nu)
+}
+
+/// Per output, how far any ISA's [`crate::Kernels::linear_blocks`] may be from [`linear_blocks`]: the kernels sum
+/// `T`'s terms in f32 in some order: `dw · dx` rounded (1), each lane's exact integer partial sum times it (1; at
+/// most `in_dim` lanes in all), the lane sums, the Q4_1 offsets `mw · sx` (1 each, `nb` of them) and the bias added
+/// (at most `in_dim + nb + 1` additions): within `γ_(in_dim + nb + 3) · T`, with
+/// `T = Σ_b (Σ |qw·qx|) · |dw · dx| + |mw · sx|, plus |bias|` (a lane's partial sum is bounded by the block's
+/// `Σ |qw·qx|`, which `T` uses). Plus half an ulp of the reference's own final rounding.
+pub fn linear_blocks_bound(
+    x: &crate::QuantizedBlocks,
+    ty: crate::BlockType,
+    w: &[u8],
+    out_dim: usize,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    let nb = x.in_dim() / crate::QK;
+    let g = gamma_f32(x.in_dim() + nb + 3);
+    let mut out = Vec::with_capacity(x.rows() * out_dim);
+    for r in 0..x.rows() {
+        let (dx, sx) = (x.scales(r), x.sums(r));
+        for o in 0..out_dim {
+            let (mut t, mut y) = (bias.map_or(0.0, |b| b[o].abs() as f64), 0.0f64);
+            for (b, &(sum, dw, mw)) in block_terms(x, ty, w, r, o).iter().enumerate() {
+                let abs_sum = abs_block_sum(x, ty, w, r, o, b);
+                t += abs_sum as f64 * (dw * dx[b]).abs() as f64 + (mw as f64 * sx[b] as f64).abs();
+                y += sum as f64 * (dw * dx[b]) as f64 + mw as f64 * sx[b] as f64;
+            }
+            out.push((g * t + y.abs() * f32::EPSILON as f64 / 2.0) as f32);
+        }
+    }
+    out
+}
+
+/// `Σ_j |qw_j · qx_j|` of block `b` (of row `o`, activation row `r`).
+fn abs_block_sum(x: &crate::QuantizedBlocks, ty: crate::BlockType, w: &[u8], r: usize, o: usize, b: usize) -> i64 {
+    use crate::QK;
+    let bb = ty.block_bytes();
+    let nb = x.in_dim() / QK;
+    let blk = &w[(o * nb + b) * bb..(o * nb + b + 1) * bb];
+    let xq = &x.row(r)[b * QK..(b + 1) * QK];
+    let q4 = |qs: &[u8], j: usize| if j < QK / 2 { qs[j] & 15 } else { qs[j - QK / 2] >> 4 } as i64;
+    (0..QK)
+        .map(|j| {
+            let qw = match ty {
+                crate::BlockType::Q8_0 => blk[2 + j] as i8 as i64,
+                crate::BlockType::Q4_0 => q4(&blk[2..], j) - 8,
+                crate::BlockType::Q4_1 => q4(&blk[4..], j),
+            };
+            (qw * xq[j] as i64).abs()
+        })
+        .sum()
+}
+
+/// Per output, how far [`linear_blocks`] on `quantize_blocks(x)` may be from [`linear`] on the dequantized weights
+/// `W = fl(dw · q)` (Q4_1 `fl(fl(dw · q) + mw)`) and the f32 `x`. With `w` the exact block weights:
+/// - activations: `|x - qx · dx| <= dx · (1/2 + 384·u)` (see [`crate::QuantizedBlocks`]: `127 · 3.02·u` from the
+///   roundings of `dx`, `127 / max` and `x · (127 / max)`), so `Σ_b dx_b · (1/2 + 384·u) · Σ_j |w_j|`;
+/// - dequantization: `|W - w| <= 2·u · (|W| + |mw|)` (two roundings for Q4_1), so `3·u · Σ_j (|W_j| + |mw|) · |x_j|`
+///   (rounded up);
+/// - the Q4_1 offset `sx = fl(dx · Σ qx)`: `u · Σ_b |mw · sx|`;
+/// - the two results' own roundings: [`linear_blocks_bound`]'s `γ · T` and half an ulp of each.
+pub fn blocks_vs_dequantized_bound(
+    x: &[f32],
+    xq: &crate::QuantizedBlocks,
+    ty: crate::BlockType,
+    w: &[u8],
+    out_dim: usize,
+) -> Vec<f32> {
+    use crate::QK;
+    let in_dim = xq.in_dim();
+    let nb = in_dim / QK;
+    let u = f32::EPSILON as f64 / 2.0;
+    let kernel = linear_blocks_bound(xq, ty, w, out_dim, None);
+    let bb = ty.block_bytes();
+    let mut out = Vec::with_capacity(kernel.len());
+    for r in 0..xq.rows() {
+        let xr = &x[r * in_dim..(r + 1) * in_dim];
+        let (dx, sx) = (xq.scales(r), xq.sums(r));
+        for o in 0..out_dim {
+            let mut bound = kernel[r * out_dim + o] as f64;
+            let mut y = 0.0f64;
+            for b in 0..nb {
+                let blk = &w[(o * nb + b) * bb..(o * nb + b + 1) * bb];
+                let mut wd = [0.0f32; QK];
+                ty.dequantize_block(blk, &mut wd);
+                let mw = match ty {
+                    crate::BlockType::Q4_1 => crate::f16_bits_to_f32(u16::from_le_bytes([blk[2], blk[3]])).abs() as f64,
+                    _ => 0.0,
+                };
+                let xb = &xr[b * QK..(b + 1) * QK];
+                let sum_w: f64 = wd
+                    .iter()
+                    .map(|&v| v.abs() as f64 + 2.0 * u * (v.abs() as f64 + mw))
+                    .sum();
+                bound += dx[b] as f64 * (0.5 + 384.0 * u) * sum_w;
+                bound += 3.0
+                    * u
+                    * wd.iter()
+                        .zip(xb)
+                        .map(|(&v, &x)| (v.abs() as f64 + mw) * x.abs() as f64)
+                        .sum::<f64>();
+                bound += u * (mw * sx[b] as f64).abs();
+                y += wd.iter().zip(xb).map(|(&v, &x)| v as f64 * x as f64).sum::<f64>();
+            }
+            out.push((bound + y.abs() * u) as f32);
+        }
+    }
+    out
+}

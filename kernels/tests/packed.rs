@@ -5,14 +5,14 @@
 #![allow(clippy::needless_range_loop)]
 
 use kernels::{
-    bf16, f16, isa, quantize_i8, reference, GemmBlocking, I8Activations, I8Dot, I8Range, Isa, Kernels, Layout,
-    PackError, PackedWeight, QuantizedRows, Weight, WeightData,
+    bf16, f16, isa, quantize_i8, reference, GemmBlocking, I8Activations, I8Range, Isa, Kernels, Layout, PackError,
+    PackedWeight, QuantizedRows, Weight, WeightData,
 };
 use proptest::prelude::*;
 
 mod common;
 
-use common::{rand_vec, unaligned};
+use common::{dot_variants, rand_vec, unaligned};
 
 /// f32 rounding unit.
 const EPS: f32 = f32::EPSILON / 2.0;
@@ -372,22 +372,6 @@ fn packed_weight_refuses_other_isa_kernels() {
 }
 
 // ---- int8 x int8 ----
-
-/// Every int8 dot-product variant of `k`'s ISA this CPU can run (`Best` only where it differs from `Base`).
-fn dot_variants(test: &str, k: Kernels) -> Vec<Kernels> {
-    let mut out = vec![k.with_i8_dot(I8Dot::Base)];
-    let ext = match k.isa() {
-        Isa::Avx512 => Some(kernels::Feature::Avx512Vnni),
-        Isa::Neon => Some(kernels::Feature::NeonDot),
-        _ => None,
-    };
-    if let Some(f) = ext {
-        if kernels::testing::require(test, f) {
-            out.push(k.with_i8_dot(I8Dot::Best));
-        }
-    }
-    out
-}
 
 /// Rows that exercise the quantizer: random, all zero, a NaN, an infinity, one spike, tiny and huge magnitudes,
 /// exact ties (x · Q/max = n + 1/2).

@@ -1,5 +1,5 @@
-//! `--weights int8` on the command line: `qkv generate` gives the tokens of the library's int8 model,
-//! `qkv translate` runs int8 and says so, and an unknown weight type is a one-line usage error.
+//! `--weights int8|q8_0|q4_0` on the command line: `qkv generate` gives the tokens of the library's model with those
+//! weights, `qkv translate` runs int8 and says so, and an unknown weight type is a one-line usage error.
 
 use std::process::Command;
 
@@ -10,40 +10,46 @@ fn qkv() -> Command {
 }
 
 #[test]
-fn generate_int8_matches_the_library() {
+fn generate_quantized_matches_the_library() {
     let dir = loaders::paths::shared_model("stories260k").expect("shared model");
     let (prompt, n) = ("Once upon a time", 32);
-    let out = qkv()
-        .args([
-            "generate",
-            "--model",
-            dir.to_str().unwrap(),
-            "--prompt",
-            prompt,
-            "--json",
-        ])
-        .args(["--max-new-tokens", &n.to_string(), "--weights", "int8"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    // The library, loaded with int8 weights, greedy (the CLI default without sampling options).
-    let opts = LoadOptions {
-        weights: WeightType::Int8,
-        ..Default::default()
-    };
-    let want = Model::load_with(&dir, &opts)
-        .unwrap()
-        .generate(
-            prompt,
-            &GenerateOptions {
-                max_new_tokens: n,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    assert_eq!(v["tokens"], serde_json::json!(want.tokens));
-    assert_eq!(v["text"], serde_json::json!(want.text));
+    for weights in [WeightType::Int8, WeightType::Q8_0, WeightType::Q4_0] {
+        let out = qkv()
+            .args([
+                "generate",
+                "--model",
+                dir.to_str().unwrap(),
+                "--prompt",
+                prompt,
+                "--json",
+            ])
+            .args(["--max-new-tokens", &n.to_string(), "--weights", weights.name()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{weights}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        // The library, loaded with the same weights, greedy (the CLI default without sampling options).
+        let opts = LoadOptions {
+            weights,
+            ..Default::default()
+        };
+        let want = Model::load_with(&dir, &opts)
+            .unwrap()
+            .generate(
+                prompt,
+                &GenerateOptions {
+                    max_new_tokens: n,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(v["tokens"], serde_json::json!(want.tokens), "{weights}");
+        assert_eq!(v["text"], serde_json::json!(want.text), "{weights}");
+    }
 }
 
 #[test]
@@ -84,5 +90,8 @@ fn unknown_weight_type_is_a_usage_error() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("int4") && err.contains("stored or int8"), "{err}");
+    assert!(
+        err.contains("int4") && err.contains("stored, int8, q8_0 or q4_0"),
+        "{err}"
+    );
 }

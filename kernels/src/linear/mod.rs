@@ -9,6 +9,7 @@ use crate::Kernels;
 
 #[cfg(target_arch = "x86_64")]
 mod bf16dot;
+pub(crate) mod blocks;
 pub(crate) mod driver;
 mod gemv;
 #[cfg(target_arch = "x86_64")]
@@ -17,6 +18,7 @@ pub(crate) mod packed;
 pub(crate) mod qgemm;
 pub(crate) mod tile;
 
+pub use blocks::{f16_bits_to_f32, BlockError, BlockLayout, BlockType, QuantizedBlocks, QK};
 pub use driver::{Part, SharedOut, MAX_PARTS};
 pub use packed::{PackError, PackedWeight};
 pub use qgemm::{I8Range, QuantizedRows, I8_DOT_MAX_IN};
@@ -393,6 +395,9 @@ macro_rules! each_panels {
                 let $s: Option<&[f32]> = Some(scales);
                 $body
             }
+            packed::Panels::Blocks { .. } | packed::Panels::Groups { .. } => {
+                unreachable!("block matrices run linear_blocks")
+            }
         }
     };
 }
@@ -464,6 +469,12 @@ pub(crate) fn linear_packed(k: Kernels, x: &[f32], m: usize, w: &PackedWeight, b
             q_parts(k, xq, w, panels, bias, driver::OutPtr(y.as_mut_ptr()), Parts::All)
         });
     }
+    if w.block_type().is_some() {
+        return with_local_blocks(|xq| {
+            quantize_blocks(k, x, w.in_dim, xq);
+            blocks_parts(k, xq, w, bias, driver::OutPtr(y.as_mut_ptr()), Parts::All)
+        });
+    }
     packed_parts(k, x, m, w, bias, driver::OutPtr(y.as_mut_ptr()), Parts::All)
 }
 
@@ -518,6 +529,12 @@ pub(crate) fn linear_packed_part(
         return with_local_rows(k, x, w.in_dim, |xq| {
             let panels = check_q(k, xq, w, bias, y.len(), "linear_packed_part");
             q_parts(k, xq, w, panels, bias, yp, Parts::One(part))
+        });
+    }
+    if w.block_type().is_some() {
+        return with_local_blocks(|xq| {
+            quantize_blocks(k, x, w.in_dim, xq);
+            blocks_parts(k, xq, w, bias, yp, Parts::One(part))
         });
     }
     packed_parts(k, x, m, w, bias, yp, Parts::One(part))
@@ -799,4 +816,185 @@ fn q_parts(
         dispatch_i8!(k, x.range(), qgemm::run_share, (job: &qgemm::QJob<'_>, rows: std::ops::Range<usize>,
             panels: std::ops::Range<usize>, blk: driver::Blocking))
     })
+}
+
+thread_local! {
+    /// The activations of `linear_packed` on a block matrix, quantized on the calling thread (reused).
+    static LOCAL_BLOCKS: std::cell::Cell<QuantizedBlocks> = std::cell::Cell::new(QuantizedBlocks::default());
+}
+
+/// Run `f` with this thread's [`QuantizedBlocks`] (an empty one if a caller up the stack holds it).
+fn with_local_blocks<R>(f: impl FnOnce(&mut QuantizedBlocks) -> R) -> R {
+    let mut xq = LOCAL_BLOCKS.with(|c| c.take());
+    let r = f(&mut xq);
+    LOCAL_BLOCKS.with(|c| c.set(xq));
+    r
+}
+
+/// Quantize `x[rows, in_dim]` into Q8 blocks in `out` (see [`QuantizedBlocks`]).
+pub(crate) fn quantize_blocks(k: Kernels, x: &[f32], in_dim: usize, out: &mut QuantizedBlocks) {
+    assert!(
+        in_dim > 0 && in_dim.is_multiple_of(QK),
+        "quantize_blocks: in_dim {in_dim} is not whole blocks of {QK}"
+    );
+    let rows = x.len() / in_dim;
+    assert_eq!(x.len(), rows * in_dim, "quantize_blocks: x is not [rows, in_dim]");
+    out.shape(rows, in_dim);
+    if rows > 0 {
+        dispatch!(k, blocks::quantize_x, (x: &[f32], out: &mut QuantizedBlocks))
+    }
+}
+
+/// Shapes of `linear_blocks`, checked; the block type and bytes.
+fn check_blocks<'w>(
+    k: Kernels,
+    x: &QuantizedBlocks,
+    w: &'w PackedWeight,
+    bias: Option<&[f32]>,
+    y_len: usize,
+    what: &str,
+) -> (BlockType, BlockData<'w>) {
+    assert_eq!(
+        w.isa,
+        k.isa(),
+        "{what}: the weight is packed for {}, the kernels run {}",
+        w.isa,
+        k.isa()
+    );
+    let (ty, data) = match &w.panels {
+        packed::Panels::Blocks { ty, data } => (*ty, BlockData::Rows(data.as_slice())),
+        packed::Panels::Groups { ty, q, s } => (
+            *ty,
+            BlockData::Groups {
+                q: q.as_slice(),
+                s: s.as_slice(),
+            },
+        ),
+        _ => panic!("{what}: the weight is not a block matrix (use linear_packed)"),
+    };
+    assert_eq!(
+        x.in_dim, w.in_dim,
+        "{what}: x rows have {} inputs, the weight {}",
+        x.in_dim, w.in_dim
+    );
+    assert_eq!(y_len, x.rows * w.out_dim, "{what}: y is not [rows, out_dim]");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), w.out_dim, "{what}: bias is not [out_dim]");
+    }
+    (ty, data)
+}
+
+/// The bytes of a block matrix in its layout.
+enum BlockData<'w> {
+    Rows(&'w [u8]),
+    Groups { q: &'w [u8], s: &'w [u16] },
+}
+
+/// `y[rows, out] = x · Wᵀ + bias` for Q8 blocks of activations and a block matrix (see [`Kernels::linear_blocks`]).
+pub(crate) fn linear_blocks(k: Kernels, x: &QuantizedBlocks, w: &PackedWeight, bias: Option<&[f32]>, y: &mut [f32]) {
+    check_blocks(k, x, w, bias, y.len(), "linear_blocks");
+    blocks_parts(k, x, w, bias, driver::OutPtr(y.as_mut_ptr()), Parts::All)
+}
+
+/// One part of [`linear_blocks`] (see [`Kernels::linear_blocks_part`]).
+pub(crate) fn linear_blocks_part(
+    k: Kernels,
+    x: &QuantizedBlocks,
+    w: &PackedWeight,
+    bias: Option<&[f32]>,
+    y: &SharedOut<'_>,
+    part: Part,
+) {
+    check_blocks(k, x, w, bias, y.len(), "linear_blocks_part");
+    blocks_parts(k, x, w, bias, y.take(part), Parts::One(part))
+}
+
+fn blocks_parts(
+    k: Kernels,
+    x: &QuantizedBlocks,
+    w: &PackedWeight,
+    bias: Option<&[f32]>,
+    yp: driver::OutPtr,
+    parts: Parts,
+) {
+    let (ty, data) = check_blocks(k, x, w, bias, x.rows * w.out_dim, "linear_blocks");
+    if x.rows == 0 || w.out_dim == 0 {
+        return;
+    }
+    // The split's unit: a group of 16 output rows (either layout).
+    let units = w.out_dim.div_ceil(crate::simd::GROUP);
+    let n = if w.out_dim * w.in_dim * x.rows.min(GEMV_MAX_ROWS) < GEMV_PAR_MIN_WEIGHTS {
+        1
+    } else {
+        parts.threads().min(units)
+    };
+    type R = std::ops::Range<usize>;
+    match data {
+        BlockData::Rows(data) => {
+            let job = blocks::BJob {
+                x,
+                w: data,
+                out_dim: w.out_dim,
+                bias,
+                y: yp,
+            };
+            let job = &job;
+            parts.run(n, |p| {
+                let u = driver::block(units, n, p);
+                let outs = u.start * crate::simd::GROUP..(u.end * crate::simd::GROUP).min(w.out_dim);
+                match ty {
+                    BlockType::Q8_0 => dispatch_i8!(k, I8Range::Full, blocks_share::<blocks::KQ8_0>,
+                        (job: &blocks::BJob<'_>, outs: R)),
+                    BlockType::Q4_0 => dispatch_i8!(k, I8Range::Full, blocks_share::<blocks::KQ4_0>,
+                        (job: &blocks::BJob<'_>, outs: R)),
+                    BlockType::Q4_1 => dispatch_i8!(k, I8Range::Full, blocks_share::<blocks::KQ4_1>,
+                        (job: &blocks::BJob<'_>, outs: R)),
+                }
+            })
+        }
+        BlockData::Groups { q, s } => {
+            let job = blocks::GJob {
+                x,
+                q,
+                s,
+                out_dim: w.out_dim,
+                bias,
+                y: yp,
+            };
+            let job = &job;
+            parts.run(n, |p| {
+                let groups = driver::block(units, n, p);
+                match ty {
+                    BlockType::Q8_0 => dispatch_i8!(k, I8Range::Full, groups_share::<blocks::KQ8_0>,
+                        (job: &blocks::GJob<'_>, groups: R)),
+                    BlockType::Q4_0 => dispatch_i8!(k, I8Range::Full, groups_share::<blocks::KQ4_0>,
+                        (job: &blocks::GJob<'_>, groups: R)),
+                    BlockType::Q4_1 => dispatch_i8!(k, I8Range::Full, groups_share::<blocks::KQ4_1>,
+                        (job: &blocks::GJob<'_>, groups: R)),
+                }
+            })
+        }
+    }
+}
+
+/// [`blocks::run_groups`] in the shape `dispatch_i8!` calls (it passes the panel width, unused here).
+#[inline(always)]
+fn groups_share<K: blocks::GKind>(
+    d: impl crate::simd::DotG,
+    _nv: usize,
+    job: &blocks::GJob<'_>,
+    groups: std::ops::Range<usize>,
+) {
+    blocks::run_groups::<_, K>(d, job, groups)
+}
+
+/// [`blocks::run_share`] in the shape `dispatch_i8!` calls (it passes the panel width, unused here).
+#[inline(always)]
+fn blocks_share<K: blocks::Kind>(
+    d: impl crate::simd::DotQ,
+    _nv: usize,
+    job: &blocks::BJob<'_>,
+    outs: std::ops::Range<usize>,
+) {
+    blocks::run_share::<_, K>(d, job, outs)
 }

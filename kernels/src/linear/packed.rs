@@ -24,7 +24,9 @@ use std::marker::PhantomData;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use super::blocks::{self as blk, BlockError, BlockLayout, BlockType, QK};
 use crate::isa::Isa;
+use crate::simd::GROUP;
 use crate::types::{Layout, Weight, WeightData};
 
 /// Register tiling of one ISA: panels of `nv` vectors of `lanes`, `mr` rows per f32 tile, `mr_i8` per int8 tile.
@@ -250,6 +252,8 @@ pub enum PackError {
     /// [`crate::quantize_i8`] stay within `±127`).
     #[error("int8 weight value -128 at output row {row}, input {col}: packed int8 weights must lie in -127..=127")]
     I8Min { row: usize, col: usize },
+    #[error(transparent)]
+    Blocks(#[from] BlockError),
     #[error("weight data holds {found} values, expected out_dim {out_dim} x in_dim {in_dim}")]
     Shape {
         out_dim: usize,
@@ -270,6 +274,19 @@ pub(crate) enum Panels {
         q: AlignedBuf<i8>,
         scales: Vec<f32>,
         col_sums: Vec<i32>,
+    },
+    /// GGUF blocks ([`super::blocks`]): `out_dim` rows of `in_dim / 32` blocks each, as ggml stores them (not in
+    /// panels: a row is one contiguous stream).
+    Blocks {
+        ty: BlockType,
+        data: AlignedBuf<u8>,
+    },
+    /// GGUF blocks in groups of 16 interleaved rows ([`BlockLayout::Groups`]): `q` `[groups, nb, quant bytes]`,
+    /// `s` `[groups, nb, 16 scales (Q4_1: then 16 mins)]` as f16 bits; rows past `out_dim` are zeros.
+    Groups {
+        ty: BlockType,
+        q: AlignedBuf<u8>,
+        s: AlignedBuf<u16>,
     },
 }
 
@@ -465,6 +482,150 @@ impl PackedWeight {
         self.out_dim.div_ceil(self.geom.nr())
     }
 
+    /// A matrix of GGUF blocks of type `ty`, `[out_dim, in_dim]`, from its bytes as ggml stores them (a GGUF
+    /// tensor's data), interleaved into groups of 16 rows ([`BlockLayout::Groups`], the fast layout). An error
+    /// unless `bytes` holds exactly `out_dim` rows of `in_dim / 32` blocks.
+    pub fn from_blocks(
+        k: &crate::Kernels,
+        ty: BlockType,
+        bytes: &[u8],
+        out_dim: usize,
+        in_dim: usize,
+    ) -> Result<Self, PackError> {
+        Self::from_blocks_in(k, ty, BlockLayout::Groups, bytes, out_dim, in_dim)
+    }
+
+    /// [`PackedWeight::from_blocks`] in a chosen layout ([`BlockLayout::Rows`]: copied as they are).
+    pub fn from_blocks_in(
+        k: &crate::Kernels,
+        ty: BlockType,
+        layout: BlockLayout,
+        bytes: &[u8],
+        out_dim: usize,
+        in_dim: usize,
+    ) -> Result<Self, PackError> {
+        ty.check(bytes.len(), out_dim, in_dim)?;
+        let panels = match layout {
+            BlockLayout::Rows => {
+                let mut data = AlignedBuf::<u8>::zeroed(bytes.len());
+                data.as_mut_slice().copy_from_slice(bytes);
+                Panels::Blocks { ty, data }
+            }
+            BlockLayout::Groups => {
+                let rb = ty.matrix_bytes(1, in_dim)?;
+                grouped(k.isa(), ty, out_dim, in_dim, |g, rows| {
+                    rows.copy_from_slice(&bytes[g * GROUP * rb..(g * GROUP * rb + rows.len())]);
+                })
+            }
+        };
+        Ok(Self::blocks(k, panels, out_dim, in_dim))
+    }
+
+    /// Matrices with one `in_dim` (f32, f16 or bf16, either layout, as [`PackedWeight::stack`] takes them)
+    /// quantized into GGUF blocks of type `ty` as llama.cpp's quantizer does ([`BlockType::quantize_block`]),
+    /// stacked along the outputs. An error when `in_dim` is not whole blocks of 32.
+    pub fn quantize_blocks(k: &crate::Kernels, ws: &[Weight<'_>], ty: BlockType) -> Result<Self, PackError> {
+        let in_dim = ws.first().expect("PackedWeight::quantize_blocks: no matrices").in_dim;
+        let out_dim: usize = ws.iter().map(|w| w.out_dim).sum();
+        ty.matrix_bytes(out_dim, in_dim)?;
+        // Each output row's source matrix and row within it.
+        let mut rows: Vec<(&Weight<'_>, usize)> = Vec::with_capacity(out_dim);
+        for w in ws {
+            if w.out_dim.checked_mul(w.in_dim) != Some(w.data.len()) {
+                return Err(PackError::Shape {
+                    out_dim: w.out_dim,
+                    in_dim: w.in_dim,
+                    found: w.data.len(),
+                });
+            }
+            assert_eq!(
+                w.in_dim, in_dim,
+                "PackedWeight::quantize_blocks: matrices of different in_dim"
+            );
+            assert!(
+                !matches!(w.data, WeightData::I8 { .. }),
+                "PackedWeight::quantize_blocks: int8 weights"
+            );
+            rows.extend((0..w.out_dim).map(|o| (w, o)));
+        }
+        let rb = ty.matrix_bytes(1, in_dim)?;
+        let panels = grouped(k.isa(), ty, out_dim, in_dim, |g, dst| {
+            let mut x = vec![0.0f32; in_dim];
+            for (r, out) in dst.chunks_exact_mut(rb).enumerate() {
+                let (w, o) = rows[g * GROUP + r];
+                x.iter_mut().enumerate().for_each(|(i, v)| *v = w.at(o, i));
+                ty.quantize(&x, out).expect("sizes checked above");
+            }
+        });
+        Ok(Self::blocks(k, panels, out_dim, in_dim))
+    }
+
+    fn blocks(k: &crate::Kernels, panels: Panels, out_dim: usize, in_dim: usize) -> Self {
+        Self {
+            isa: k.isa(),
+            geom: Geometry::of(k.isa()),
+            out_dim,
+            in_dim,
+            in_pad: in_dim,
+            panels,
+        }
+    }
+
+    /// The GGUF block type, for a matrix of blocks ([`PackedWeight::from_blocks`], [`PackedWeight::quantize_blocks`]).
+    pub fn block_type(&self) -> Option<BlockType> {
+        match self.panels {
+            Panels::Blocks { ty, .. } | Panels::Groups { ty, .. } => Some(ty),
+            _ => None,
+        }
+    }
+
+    /// The layout of a matrix of blocks.
+    pub fn block_layout(&self) -> Option<BlockLayout> {
+        match self.panels {
+            Panels::Blocks { .. } => Some(BlockLayout::Rows),
+            Panels::Groups { .. } => Some(BlockLayout::Groups),
+            _ => None,
+        }
+    }
+
+    /// Block `b` of row `o` of a block matrix, as ggml stores it, into `out` (`None` for other matrices).
+    pub fn block_bytes_at(&self, o: usize, b: usize, out: &mut [u8; 34]) -> Option<BlockType> {
+        let nb = self.in_dim / QK;
+        assert!(o < self.out_dim && b < nb, "block_bytes_at: ({o}, {b}) out of range");
+        match &self.panels {
+            Panels::Blocks { ty, data } => {
+                let bb = ty.block_bytes();
+                out[..bb].copy_from_slice(&data.as_slice()[(o * nb + b) * bb..(o * nb + b + 1) * bb]);
+                Some(*ty)
+            }
+            Panels::Groups { ty, q, s } => {
+                let g = o / GROUP;
+                let (qg, sg) = (nb * blk::group_quant_bytes(*ty), nb * blk::group_scales(*ty));
+                let (q, s) = (&q.as_slice()[g * qg..(g + 1) * qg], &s.as_slice()[g * sg..(g + 1) * sg]);
+                blk::group_block(*ty, blk::q8_offset(self.isa), q, s, b, o % GROUP, out);
+                Some(*ty)
+            }
+            _ => None,
+        }
+    }
+
+    /// Row `o` of a block matrix dequantized into `row` (`false` for other matrices).
+    fn dequantize_row(&self, o: usize, row: &mut [f32]) -> bool {
+        if self.block_type().is_none() {
+            return false;
+        }
+        let mut bytes = [0u8; 34];
+        let mut buf = [0.0f32; QK];
+        for (b, dst) in row.chunks_exact_mut(QK).enumerate() {
+            let Some(ty) = self.block_bytes_at(o, b, &mut bytes) else {
+                return false;
+            };
+            ty.dequantize_block(&bytes[..ty.block_bytes()], &mut buf);
+            dst.copy_from_slice(&buf);
+        }
+        true
+    }
+
     /// Whether the values are int8 (with per-output-row scales).
     pub fn is_i8(&self) -> bool {
         matches!(self.panels, Panels::I8 { .. })
@@ -481,6 +642,8 @@ impl PackedWeight {
                     + std::mem::size_of_val(scales.as_slice())
                     + std::mem::size_of_val(col_sums.as_slice())
             }
+            Panels::Blocks { data, .. } => data.as_slice().len(),
+            Panels::Groups { q, s, .. } => q.as_slice().len() + std::mem::size_of_val(s.as_slice()),
         }
     }
 
@@ -497,6 +660,12 @@ impl PackedWeight {
             Panels::F16(b) => b.as_slice()[idx(1)].to_f32(),
             Panels::Bf16(b) => b.as_slice()[idx(2)].to_f32(),
             Panels::I8 { q, scales, .. } => q.as_slice()[idx(4)] as f32 * scales[o],
+            Panels::Blocks { .. } | Panels::Groups { .. } => {
+                let (mut bytes, mut buf) = ([0u8; 34], [0.0f32; QK]);
+                let ty = self.block_bytes_at(o, i / QK, &mut bytes).expect("a block matrix");
+                ty.dequantize_block(&bytes[..ty.block_bytes()], &mut buf);
+                buf[i % QK]
+            }
         }
     }
 
@@ -509,6 +678,10 @@ impl PackedWeight {
         for (&id, row) in ids.iter().zip(out.chunks_exact_mut(dim.max(1))) {
             let o = id as usize;
             assert!(o < self.out_dim, "gather_rows: id {o} out of range");
+            if self.dequantize_row(o, row) {
+                row.iter_mut().for_each(|v| *v *= scale);
+                continue;
+            }
             let base = (o / nr) * self.in_pad * nr;
             let c = o % nr;
             // Input i of column c in the group layout of group size g.
@@ -526,7 +699,34 @@ impl PackedWeight {
                 Panels::F16(b) => gather!(b, 1, scale),
                 Panels::Bf16(b) => gather!(b, 2, scale),
                 Panels::I8 { q, scales, .. } => gather!(q, 4, scales[o] * scale),
+                Panels::Blocks { .. } | Panels::Groups { .. } => unreachable!("gathered above"),
             }
         }
     }
+}
+
+/// Group rows of a block matrix at load: `fill(g, rows)` writes group `g`'s rows (`rows.len() / row bytes` of
+/// them, ggml's order) into a scratch buffer, which is interleaved into the group ([`BlockLayout::Groups`]).
+/// Groups are filled in parallel.
+fn grouped(isa: Isa, ty: BlockType, out_dim: usize, in_dim: usize, fill: impl Fn(usize, &mut [u8]) + Sync) -> Panels {
+    let nb = in_dim / QK;
+    let rb = nb * ty.block_bytes();
+    let n_groups = out_dim.div_ceil(GROUP);
+    let (qg, sg) = (nb * blk::group_quant_bytes(ty), nb * blk::group_scales(ty));
+    let mut q = AlignedBuf::<u8>::zeroed(n_groups * qg);
+    let mut s = AlignedBuf::<u16>::zeroed(n_groups * sg);
+    let off = blk::q8_offset(isa);
+    if qg > 0 {
+        q.as_mut_slice()
+            .par_chunks_mut(qg)
+            .zip(s.as_mut_slice().par_chunks_mut(sg))
+            .enumerate()
+            .for_each_init(Vec::new, |rows, (g, (q, s))| {
+                let n = GROUP.min(out_dim - g * GROUP);
+                rows.resize(n * rb, 0);
+                fill(g, rows);
+                blk::interleave_group(ty, off, rows, nb, blk::GroupMut { q, s });
+            });
+    }
+    Panels::Groups { ty, q, s }
 }

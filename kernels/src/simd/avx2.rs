@@ -345,3 +345,151 @@ unsafe impl super::DotI8 for Avx2Reduced {
         }
     }
 }
+
+/// The AVX2 block dot products, shared by [`Avx2`] and [`Avx2Reduced`] (the same instructions).
+macro_rules! dot_q_avx2 {
+    ($t:ty) => {
+        // SAFETY: the token exists only on CPUs with AVX2, FMA and F16C, all that these methods use.
+        unsafe impl super::DotQ for $t {
+            type Q = __m256i;
+            type F = __m256;
+
+            #[inline(always)]
+            fn fzero(self) -> __m256 {
+                tf!(_mm256_setzero_ps())
+            }
+            #[inline(always)]
+            unsafe fn load_q8(self, p: *const i8) -> __m256i {
+                // SAFETY: the caller makes 32 bytes at `p` readable; the token proves AVX.
+                unsafe { _mm256_loadu_si256(p as *const __m256i) }
+            }
+            #[inline(always)]
+            unsafe fn load_q4(self, p: *const u8) -> __m256i {
+                // SAFETY: the caller makes 16 bytes at `p` readable; the token proves AVX2.
+                unsafe {
+                    let b = _mm_loadu_si128(p as *const __m128i);
+                    let m = _mm_set1_epi8(15);
+                    let lo = _mm_and_si128(b, m);
+                    let hi = _mm_and_si128(_mm_srli_epi16::<4>(b), m);
+                    _mm256_set_m128i(hi, lo)
+                }
+            }
+            #[inline(always)]
+            fn offset8(self, q: __m256i) -> __m256i {
+                tf!(_mm256_sub_epi8(q, _mm256_set1_epi8(8)))
+            }
+            #[inline(always)]
+            fn dot_add(self, acc: __m256, w: __m256i, x: __m256i, scale: f32) -> __m256 {
+                // |w| (unsigned: -128 reads as 128) times x · sign(w) (x is never -128, so the sign flip is exact):
+                // a `vpmaddubsw` pair is at most 2 · 128 · 127 = 32512 < 32767, no saturation; `vpmaddwd` by ones
+                // adds the pairs into i32.
+                tf!({
+                    let pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
+                    let sums = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(scale), acc)
+                })
+            }
+            #[inline(always)]
+            fn dot_add_u4(self, acc: __m256, w: __m256i, x: __m256i, scale: f32) -> __m256 {
+                // w in 0 ..= 15 is already the unsigned operand: pairs at most 2 · 15 · 127.
+                tf!({
+                    let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1));
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(scale), acc)
+                })
+            }
+            #[inline(always)]
+            fn reduce(self, acc: __m256) -> f32 {
+                <Avx2 as Simd>::reduce_sum(Avx2 { _private: () }, acc)
+            }
+        }
+    };
+}
+dot_q_avx2!(Avx2);
+dot_q_avx2!(Avx2Reduced);
+
+/// The AVX2 group dot products, shared by [`Avx2`] and [`Avx2Reduced`] (the same instructions): a group's 16 rows
+/// are two vectors of 8, sharing each broadcast of 4 activation bytes.
+macro_rules! dot_g_avx2 {
+    ($t:ty) => {
+        // SAFETY: the token exists only on CPUs with AVX2, FMA and F16C, all that these methods use.
+        unsafe impl super::DotG for $t {
+            type S = Avx2;
+            type I = [__m256i; 2];
+            const Q8_EXCESS: i32 = 0;
+
+            #[inline(always)]
+            fn simd(self) -> Avx2 {
+                Avx2 { _private: () }
+            }
+            #[inline(always)]
+            unsafe fn q8<const R: usize>(self, w: *const u8, x: [*const i8; R], init: [i32; R]) -> [[__m256i; 2]; R] {
+                // `vpmaddubsw` takes |w| (unsigned: -128 reads as 128) times x · sign(w) (x is never -128, so the
+                // sign flip is exact): a pair is at most 2 · 128 · 127 = 32512 < 32767, no saturation; `vpmaddwd`
+                // by ones adds the pairs into i32.
+                // SAFETY: the caller makes w .. w + 512 (aligned) and x[r] .. x[r] + 32 readable; the token proves
+                // AVX2.
+                unsafe {
+                    let ones = _mm256_set1_epi16(1);
+                    let mut acc = init.map(|c| [_mm256_set1_epi32(c); 2]);
+                    for k in 0..8 {
+                        let xv: [__m256i; R] = std::array::from_fn(|r| {
+                            _mm256_set1_epi32((x[r].add(4 * k) as *const i32).read_unaligned())
+                        });
+                        for h in 0..2 {
+                            let wv = _mm256_load_si256(w.add(64 * k + 32 * h) as *const __m256i);
+                            let aw = _mm256_abs_epi8(wv);
+                            for r in 0..R {
+                                let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv[r], wv));
+                                acc[r][h] = _mm256_add_epi32(acc[r][h], _mm256_madd_epi16(p, ones));
+                            }
+                        }
+                    }
+                    acc
+                }
+            }
+            #[inline(always)]
+            unsafe fn q4<const R: usize>(self, w: *const u8, x: [*const i8; R], init: [i32; R]) -> [[__m256i; 2]; R] {
+                // Nibbles (0 ..= 15) are `vpmaddubsw`'s unsigned operand as they are: a pair is at most
+                // 2 · 15 · 127 = 3810, so a block's 8 quads add up in i16 (<= 30480 < 32767) before one `vpmaddwd`.
+                // SAFETY: the caller makes w .. w + 256 (aligned) and x[r] .. x[r] + 32 readable; the token proves
+                // AVX2.
+                unsafe {
+                    let m = _mm256_set1_epi8(15);
+                    let mut p = [[_mm256_setzero_si256(); 2]; R];
+                    for k in 0..4 {
+                        let xl: [__m256i; R] = std::array::from_fn(|r| {
+                            _mm256_set1_epi32((x[r].add(4 * k) as *const i32).read_unaligned())
+                        });
+                        let xh: [__m256i; R] = std::array::from_fn(|r| {
+                            _mm256_set1_epi32((x[r].add(16 + 4 * k) as *const i32).read_unaligned())
+                        });
+                        for h in 0..2 {
+                            let v = _mm256_load_si256(w.add(64 * k + 32 * h) as *const __m256i);
+                            let lo = _mm256_and_si256(v, m);
+                            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m);
+                            for r in 0..R {
+                                let s =
+                                    _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl[r]), _mm256_maddubs_epi16(hi, xh[r]));
+                                p[r][h] = _mm256_add_epi16(p[r][h], s);
+                            }
+                        }
+                    }
+                    let ones = _mm256_set1_epi16(1);
+                    std::array::from_fn(|r| {
+                        let c = _mm256_set1_epi32(init[r]);
+                        [
+                            _mm256_add_epi32(c, _mm256_madd_epi16(p[r][0], ones)),
+                            _mm256_add_epi32(c, _mm256_madd_epi16(p[r][1], ones)),
+                        ]
+                    })
+                }
+            }
+            #[inline(always)]
+            fn cvt(self, i: &[__m256i; 2], v: usize) -> __m256 {
+                tf!(_mm256_cvtepi32_ps(i[v]))
+            }
+        }
+    };
+}
+dot_g_avx2!(Avx2);
+dot_g_avx2!(Avx2Reduced);

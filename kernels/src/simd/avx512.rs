@@ -352,3 +352,199 @@ unsafe impl super::DotI8 for Avx512Vnni {
         }
     }
 }
+
+/// The block dot products on 256-bit vectors (one block of 32 values per register), shared by [`Avx512`] and
+/// [`Avx512Vnni`]; `$dot` makes the i32 sums of `|w|` (unsigned) times `x · sign(w)` (signed).
+macro_rules! dot_q_avx512 {
+    ($t:ty, |$u:ident, $s:ident| $dot:expr) => {
+        // SAFETY: the token exists only on CPUs with AVX-512 F/BW/VL and AVX2/FMA/F16C (and VNNI for
+        // `Avx512Vnni`, whose `$dot` alone uses it).
+        unsafe impl super::DotQ for $t {
+            type Q = __m256i;
+            type F = __m256;
+
+            #[inline(always)]
+            fn fzero(self) -> __m256 {
+                tf!(_mm256_setzero_ps())
+            }
+            #[inline(always)]
+            unsafe fn load_q8(self, p: *const i8) -> __m256i {
+                // SAFETY: the caller makes 32 bytes at `p` readable; the token proves AVX.
+                unsafe { _mm256_loadu_si256(p as *const __m256i) }
+            }
+            #[inline(always)]
+            unsafe fn load_q4(self, p: *const u8) -> __m256i {
+                // SAFETY: the caller makes 16 bytes at `p` readable; the token proves AVX2.
+                unsafe {
+                    let b = _mm_loadu_si128(p as *const __m128i);
+                    let m = _mm_set1_epi8(15);
+                    let lo = _mm_and_si128(b, m);
+                    let hi = _mm_and_si128(_mm_srli_epi16::<4>(b), m);
+                    _mm256_set_m128i(hi, lo)
+                }
+            }
+            #[inline(always)]
+            fn offset8(self, q: __m256i) -> __m256i {
+                tf!(_mm256_sub_epi8(q, _mm256_set1_epi8(8)))
+            }
+            #[inline(always)]
+            fn dot_add(self, acc: __m256, w: __m256i, x: __m256i, scale: f32) -> __m256 {
+                // |w| reads as unsigned (-128 as 128); x is never -128, so x · sign(w) is exact.
+                tf!({
+                    let ($u, $s) = (_mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps($dot), _mm256_set1_ps(scale), acc)
+                })
+            }
+            #[inline(always)]
+            fn dot_add_u4(self, acc: __m256, w: __m256i, x: __m256i, scale: f32) -> __m256 {
+                // w in 0 ..= 15 is already the unsigned operand.
+                tf!({
+                    let ($u, $s) = (w, x);
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps($dot), _mm256_set1_ps(scale), acc)
+                })
+            }
+            #[inline(always)]
+            fn reduce(self, acc: __m256) -> f32 {
+                tf!({
+                    let s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc));
+                    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+                    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+                })
+            }
+        }
+    };
+}
+// `vpmaddubsw` pairs are at most 2 · 128 · 127 = 32512 < 32767 (no saturation), `vpmaddwd` by ones adds them.
+dot_q_avx512!(Avx512, |u, s| _mm256_madd_epi16(
+    _mm256_maddubs_epi16(u, s),
+    _mm256_set1_epi16(1)
+));
+// `vpdpbusd`: four u8 x i8 products into each i32, no intermediate saturation.
+dot_q_avx512!(Avx512Vnni, |u, s| _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s));
+
+// SAFETY: `Avx512Vnni` exists only on CPUs with AVX-512 F/BW/VL and AVX512_VNNI, all that these methods use.
+unsafe impl super::DotG for Avx512Vnni {
+    type S = Avx512;
+    type I = __m512i;
+    /// The stored `w + 128` is `vpdpbusd`'s unsigned operand, the broadcast activations its signed one.
+    const Q8_EXCESS: i32 = 128;
+
+    #[inline(always)]
+    fn simd(self) -> Avx512 {
+        // SAFETY: AVX-512 VNNI implies the AVX-512 F/BW/VL this token was built on.
+        unsafe { Avx512::new_unchecked() }
+    }
+    #[inline(always)]
+    unsafe fn q8<const R: usize>(self, w: *const u8, x: [*const i8; R], init: [i32; R]) -> [__m512i; R] {
+        // Two chains per row (even and odd quads) halve the dependent `vpdpbusd`s; sums exact in i32
+        // (|Σ| <= 32 · 255 · 127 + |init|).
+        // SAFETY: the caller makes w .. w + 512 (aligned) and x[r] .. x[r] + 32 readable; the token proves the ISA.
+        unsafe {
+            let mut a0 = init.map(|c| _mm512_set1_epi32(c));
+            let mut a1 = [_mm512_setzero_si512(); R];
+            for k in 0..8 {
+                let wv = _mm512_load_si512(w.add(64 * k) as *const __m512i);
+                for r in 0..R {
+                    let xv = _mm512_set1_epi32((x[r].add(4 * k) as *const i32).read_unaligned());
+                    if k % 2 == 0 {
+                        a0[r] = _mm512_dpbusd_epi32(a0[r], wv, xv);
+                    } else {
+                        a1[r] = _mm512_dpbusd_epi32(a1[r], wv, xv);
+                    }
+                }
+            }
+            std::array::from_fn(|r| _mm512_add_epi32(a0[r], a1[r]))
+        }
+    }
+    #[inline(always)]
+    unsafe fn q4<const R: usize>(self, w: *const u8, x: [*const i8; R], init: [i32; R]) -> [__m512i; R] {
+        // One AND (low nibbles: quad k) and one shift + AND (high nibbles: quad k + 4) per 128 weights.
+        // SAFETY: the caller makes w .. w + 256 (aligned) and x[r] .. x[r] + 32 readable; the token proves the ISA.
+        unsafe {
+            let m = _mm512_set1_epi8(15);
+            let mut a0 = init.map(|c| _mm512_set1_epi32(c));
+            let mut a1 = [_mm512_setzero_si512(); R];
+            for k in 0..4 {
+                let v = _mm512_load_si512(w.add(64 * k) as *const __m512i);
+                let lo = _mm512_and_si512(v, m);
+                let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m);
+                for r in 0..R {
+                    let xl = _mm512_set1_epi32((x[r].add(4 * k) as *const i32).read_unaligned());
+                    let xh = _mm512_set1_epi32((x[r].add(16 + 4 * k) as *const i32).read_unaligned());
+                    a0[r] = _mm512_dpbusd_epi32(a0[r], lo, xl);
+                    a1[r] = _mm512_dpbusd_epi32(a1[r], hi, xh);
+                }
+            }
+            std::array::from_fn(|r| _mm512_add_epi32(a0[r], a1[r]))
+        }
+    }
+    #[inline(always)]
+    fn cvt(self, i: &__m512i, _v: usize) -> __m512 {
+        tf!(_mm512_cvtepi32_ps(*i))
+    }
+}
+
+// SAFETY: `Avx512` exists only on CPUs with AVX-512 F/BW/VL, all that these methods use.
+unsafe impl super::DotG for Avx512 {
+    type S = Avx512;
+    type I = __m512i;
+    /// The same groups as [`Avx512Vnni`]'s (the layout belongs to the ISA), XOR 0x80 back to `w` in registers.
+    const Q8_EXCESS: i32 = 0;
+
+    #[inline(always)]
+    fn simd(self) -> Avx512 {
+        self
+    }
+    #[inline(always)]
+    unsafe fn q8<const R: usize>(self, w: *const u8, x: [*const i8; R], init: [i32; R]) -> [__m512i; R] {
+        // Without VNNI: the stored byte XOR 0x80 is w; `vpmaddubsw` takes |w| (unsigned: -128 reads as 128) times
+        // x with w's sign (x is never -128, so negating it is exact; AVX-512 has no `vpsignb`, so x is negated
+        // under the mask of negative w). A pair is at most 2 · 128 · 127 = 32512 < 32767: no saturation.
+        // SAFETY: the caller makes w .. w + 512 (aligned) and x[r] .. x[r] + 32 readable; the token proves the ISA.
+        unsafe {
+            let ones = _mm512_set1_epi16(1);
+            let mut acc = init.map(|c| _mm512_set1_epi32(c));
+            for k in 0..8 {
+                let wv = _mm512_xor_si512(
+                    _mm512_load_si512(w.add(64 * k) as *const __m512i),
+                    _mm512_set1_epi8(-128),
+                );
+                let aw = _mm512_abs_epi8(wv);
+                let neg = _mm512_movepi8_mask(wv);
+                for r in 0..R {
+                    let xv = _mm512_set1_epi32((x[r].add(4 * k) as *const i32).read_unaligned());
+                    let sx = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
+                    acc[r] = _mm512_add_epi32(acc[r], _mm512_madd_epi16(_mm512_maddubs_epi16(aw, sx), ones));
+                }
+            }
+            acc
+        }
+    }
+    #[inline(always)]
+    unsafe fn q4<const R: usize>(self, w: *const u8, x: [*const i8; R], init: [i32; R]) -> [__m512i; R] {
+        // Nibbles (0 ..= 15) are `vpmaddubsw`'s unsigned operand as they are: a pair is at most 2 · 15 · 127 = 3810,
+        // so the 8 pairs of a block's 8 quads add up in i16 (<= 30480 < 32767) before one `vpmaddwd`.
+        // SAFETY: the caller makes w .. w + 256 (aligned) and x[r] .. x[r] + 32 readable; the token proves the ISA.
+        unsafe {
+            let m = _mm512_set1_epi8(15);
+            let mut p = [_mm512_setzero_si512(); R];
+            for k in 0..4 {
+                let v = _mm512_load_si512(w.add(64 * k) as *const __m512i);
+                let lo = _mm512_and_si512(v, m);
+                let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m);
+                for r in 0..R {
+                    let xl = _mm512_set1_epi32((x[r].add(4 * k) as *const i32).read_unaligned());
+                    let xh = _mm512_set1_epi32((x[r].add(16 + 4 * k) as *const i32).read_unaligned());
+                    let s = _mm512_add_epi16(_mm512_maddubs_epi16(lo, xl), _mm512_maddubs_epi16(hi, xh));
+                    p[r] = _mm512_add_epi16(p[r], s);
+                }
+            }
+            let ones = _mm512_set1_epi16(1);
+            std::array::from_fn(|r| _mm512_add_epi32(_mm512_set1_epi32(init[r]), _mm512_madd_epi16(p[r], ones)))
+        }
+    }
+    #[inline(always)]
+    fn cvt(self, i: &__m512i, _v: usize) -> __m512 {
+        tf!(_mm512_cvtepi32_ps(*i))
+    }
+}

@@ -356,3 +356,80 @@ pub(crate) unsafe trait DotI8: Copy + Send + Sync + 'static {
     /// `col_sums .. col_sums + LANES` must be readable.
     unsafe fn finish(self, acc: Self::Acc, col_sums: *const i32) -> <Self::S as Simd>::V;
 }
+
+/// Integer dot products of 32-value blocks, for the block-quantized GEMV/GEMM ([`crate::BlockType`]): one block
+/// of weights against one Q8 block of activations, the exact integer sum (in lanes of partial sums) scaled into
+/// f32 accumulators. Every implementation computes the same integers.
+///
+/// # Safety
+/// Implementors guarantee that a value of `Self` exists only on a CPU that supports every instruction its methods
+/// use.
+pub(crate) unsafe trait DotQ: Copy + Send + Sync + 'static {
+    /// One block's 32 int8 values in registers.
+    type Q: Copy;
+    /// f32 accumulator lanes.
+    type F: Copy;
+
+    fn fzero(self) -> Self::F;
+    /// 32 signed bytes.
+    ///
+    /// # Safety
+    /// `p .. p + 32` readable.
+    unsafe fn load_q8(self, p: *const i8) -> Self::Q;
+    /// 16 bytes of nibbles as 32 values in `0 ..= 15`: value `j < 16` is byte `j`'s low nibble, value `j + 16` its
+    /// high nibble (ggml's order).
+    ///
+    /// # Safety
+    /// `p .. p + 16` readable.
+    unsafe fn load_q4(self, p: *const u8) -> Self::Q;
+    /// Every value minus 8 (Q4_0's `-8 ..= 7`).
+    fn offset8(self, q: Self::Q) -> Self::Q;
+    /// `acc + f32(Σ w · x) · scale` for `w` in `-128 ..= 127` and `x` in `-127 ..= 127` (exact integer sums).
+    fn dot_add(self, acc: Self::F, w: Self::Q, x: Self::Q, scale: f32) -> Self::F;
+    /// [`DotQ::dot_add`] for `w` in `0 ..= 15` (where the ISA has a shorter way for unsigned weights).
+    #[inline(always)]
+    fn dot_add_u4(self, acc: Self::F, w: Self::Q, x: Self::Q, scale: f32) -> Self::F {
+        self.dot_add(acc, w, x, scale)
+    }
+    /// Sum of the lanes.
+    fn reduce(self, acc: Self::F) -> f32;
+}
+
+/// Output rows per group of an interleaved block matrix ([`crate::BlockLayout::Groups`]): one block of activations
+/// feeds the 16 rows of a group (a 512-bit vector of i32 sums, two AVX2 or four NEON vectors).
+pub const GROUP: usize = 16;
+
+/// Integer dot products of a **group** of 16 interleaved rows against Q8 blocks of activations, for the block GEMV
+/// and GEMM on [`crate::BlockLayout::Groups`]: a group block holds the 32 weights of each of 16 rows in quads,
+/// `quad k, row r, byte t` at `64·k + 4·r + t` (Q8_0: 8 quads of 64 bytes; Q4_*: 4 vectors of 64 bytes whose low
+/// nibbles are quad `k`, high nibbles quad `k + 4`), so one broadcast of 4 activation bytes multiplies 16 rows.
+/// Every implementation computes the same integers.
+///
+/// # Safety
+/// Implementors guarantee that a value of `Self` exists only on a CPU that supports every instruction its methods
+/// use.
+pub(crate) unsafe trait DotG: Copy + Send + Sync + 'static {
+    /// The f32 token of the same ISA.
+    type S: Simd;
+    /// The exact i32 sums of the 16 rows.
+    type I: Copy;
+    /// What [`DotG::q8`]'s sums carry beyond `Σ w · x`: `Q8_EXCESS · Σ x` (128 where the stored `w + 128` is the
+    /// unsigned operand of `vpdpbusd`; the caller folds `-Q8_EXCESS · Σ x` into `init`), 0 elsewhere.
+    const Q8_EXCESS: i32;
+
+    fn simd(self) -> Self::S;
+    /// `init[r] + Σ_j (w(row, j) + Q8_EXCESS) · x_r[j]` for the 16 rows of the Q8_0 group block at `w` (512 bytes,
+    /// 64-byte aligned, stored as this ISA's groups store it: [`crate::linear::blocks::q8_offset`]) and `R`
+    /// activation blocks (32 values in `-127 ..= 127` each).
+    ///
+    /// # Safety
+    /// `w .. w + 512` readable and 64-byte aligned; `x[r] .. x[r] + 32` readable.
+    unsafe fn q8<const R: usize>(self, w: *const u8, x: [*const i8; R], init: [i32; R]) -> [Self::I; R];
+    /// As [`DotG::q8`] for a Q4 group block (256 bytes of nibbles, the values `0 ..= 15`).
+    ///
+    /// # Safety
+    /// `w .. w + 256` readable and 64-byte aligned; `x[r] .. x[r] + 32` readable.
+    unsafe fn q4<const R: usize>(self, w: *const u8, x: [*const i8; R], init: [i32; R]) -> [Self::I; R];
+    /// Vector `v` (`< GROUP / LANES`) of the sums, as f32 (rows `v · LANES ..`).
+    fn cvt(self, i: &Self::I, v: usize) -> <Self::S as Simd>::V;
+}

@@ -322,3 +322,197 @@ unsafe impl super::DotI8 for NeonDot {
         tf!(vcvtq_f32_s32(acc))
     }
 }
+
+/// The NEON block dot products, shared by [`Neon`] (`smull` + `sadalp`) and [`NeonDot`] (`sdot`): `$sums` makes
+/// the i32 sums of the signed bytes `w` and `x` (two registers of 16 each).
+macro_rules! dot_q_neon {
+    ($t:ty, |$w:ident, $x:ident| $sums:expr) => {
+        // SAFETY: the token exists only on CPUs with NEON (and `dotprod` for `NeonDot`, whose `$sums` alone uses
+        // it).
+        unsafe impl super::DotQ for $t {
+            type Q = (int8x16_t, int8x16_t);
+            type F = float32x4_t;
+
+            #[inline(always)]
+            fn fzero(self) -> float32x4_t {
+                tf!(vdupq_n_f32(0.0))
+            }
+            #[inline(always)]
+            unsafe fn load_q8(self, p: *const i8) -> (int8x16_t, int8x16_t) {
+                // SAFETY: the caller makes 32 bytes at `p` readable.
+                unsafe { (vld1q_s8(p), vld1q_s8(p.add(16))) }
+            }
+            #[inline(always)]
+            unsafe fn load_q4(self, p: *const u8) -> (int8x16_t, int8x16_t) {
+                // SAFETY: the caller makes 16 bytes at `p` readable.
+                let b = unsafe { vld1q_u8(p) };
+                tf!((
+                    vreinterpretq_s8_u8(vandq_u8(b, vdupq_n_u8(15))),
+                    vreinterpretq_s8_u8(vshrq_n_u8::<4>(b))
+                ))
+            }
+            #[inline(always)]
+            fn offset8(self, (a, b): (int8x16_t, int8x16_t)) -> (int8x16_t, int8x16_t) {
+                tf!((vsubq_s8(a, vdupq_n_s8(8)), vsubq_s8(b, vdupq_n_s8(8))))
+            }
+            #[inline(always)]
+            fn dot_add(
+                self,
+                acc: float32x4_t,
+                $w: (int8x16_t, int8x16_t),
+                $x: (int8x16_t, int8x16_t),
+                scale: f32,
+            ) -> float32x4_t {
+                let sums: int32x4_t = { $sums };
+                tf!(vfmaq_n_f32(acc, vcvtq_f32_s32(sums), scale))
+            }
+            #[inline(always)]
+            fn reduce(self, acc: float32x4_t) -> f32 {
+                tf!(vaddvq_f32(acc))
+            }
+        }
+    };
+}
+// Products of i8 fit i16 (|p| <= 128 · 127); `sadalp` adds neighbouring pairs into i32.
+dot_q_neon!(Neon, |w, x| tf!({
+    let p = vpaddlq_s16(vmull_s8(vget_low_s8(w.0), vget_low_s8(x.0)));
+    let p = vpadalq_s16(p, vmull_high_s8(w.0, x.0));
+    let p = vpadalq_s16(p, vmull_s8(vget_low_s8(w.1), vget_low_s8(x.1)));
+    vpadalq_s16(p, vmull_high_s8(w.1, x.1))
+}));
+dot_q_neon!(NeonDot, |w, x| {
+    let mut acc = { tf!(vdupq_n_s32(0)) };
+    // `sdot` (its intrinsic is not stable in Rust yet): acc[j] += Σ_t w[4j + t] · x[4j + t], exact.
+    // SAFETY: the token proves `dotprod`; the instruction touches registers only.
+    unsafe {
+        std::arch::asm!(
+            "sdot {acc:v}.4s, {w0:v}.16b, {x0:v}.16b",
+            "sdot {acc:v}.4s, {w1:v}.16b, {x1:v}.16b",
+            acc = inout(vreg) acc,
+            w0 = in(vreg) w.0,
+            x0 = in(vreg) x.0,
+            w1 = in(vreg) w.1,
+            x1 = in(vreg) x.1,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    acc
+});
+
+/// The NEON group dot products, shared by [`Neon`] and [`NeonDot`]: a group's 16 rows are four vectors of 4
+/// (each 16 bytes of weights: 4 rows x 4 inputs), sharing each broadcast of 4 activation bytes. `$quad(acc, w, x)`
+/// adds one such vector's products (`w`, `x` signed bytes) to the accumulator, `$finish(acc)` makes the 4 row sums.
+macro_rules! dot_g_neon {
+    ($t:ty, $acc:ty, $zero:expr, |$a:ident, $w:ident, $x:ident| $quad:expr, |$f:ident| $finish:expr) => {
+        impl $t {
+            /// `init + ` the 4 row sums of each accumulator.
+            #[inline(always)]
+            fn g_sums<const R: usize>(acc: [[$acc; 4]; R], init: [i32; R]) -> [[int32x4_t; 4]; R] {
+                tf!(std::array::from_fn(|r| {
+                    let c = vdupq_n_s32(init[r]);
+                    std::array::from_fn(|q| {
+                        let $f = acc[r][q];
+                        vaddq_s32(c, $finish)
+                    })
+                }))
+            }
+        }
+
+        // SAFETY: the token exists only on CPUs with NEON (and `dotprod` for `NeonDot`, whose `$quad` alone uses
+        // it).
+        unsafe impl super::DotG for $t {
+            type S = Neon;
+            type I = [int32x4_t; 4];
+            const Q8_EXCESS: i32 = 0;
+
+            #[inline(always)]
+            fn simd(self) -> Neon {
+                // SAFETY: both tokens prove NEON.
+                unsafe { Neon::new_unchecked() }
+            }
+            #[inline(always)]
+            unsafe fn q8<const R: usize>(self, w: *const u8, x: [*const i8; R], init: [i32; R]) -> [[int32x4_t; 4]; R] {
+                // SAFETY: the caller makes w .. w + 512 and x[r] .. x[r] + 32 readable; the token proves NEON.
+                unsafe {
+                    let mut acc: [[$acc; 4]; R] = [[$zero; 4]; R];
+                    for k in 0..8 {
+                        let xv: [int8x16_t; R] = std::array::from_fn(|r| {
+                            vreinterpretq_s8_s32(vdupq_n_s32((x[r].add(4 * k) as *const i32).read_unaligned()))
+                        });
+                        for q in 0..4 {
+                            let $w = vld1q_s8(w.add(64 * k + 16 * q) as *const i8);
+                            for r in 0..R {
+                                let ($a, $x) = (acc[r][q], xv[r]);
+                                acc[r][q] = $quad;
+                            }
+                        }
+                    }
+                    Self::g_sums(acc, init)
+                }
+            }
+            #[inline(always)]
+            unsafe fn q4<const R: usize>(self, w: *const u8, x: [*const i8; R], init: [i32; R]) -> [[int32x4_t; 4]; R] {
+                // SAFETY: the caller makes w .. w + 256 and x[r] .. x[r] + 32 readable; the token proves NEON.
+                unsafe {
+                    let mut acc: [[$acc; 4]; R] = [[$zero; 4]; R];
+                    for k in 0..4 {
+                        let xl: [int8x16_t; R] = std::array::from_fn(|r| {
+                            vreinterpretq_s8_s32(vdupq_n_s32((x[r].add(4 * k) as *const i32).read_unaligned()))
+                        });
+                        let xh: [int8x16_t; R] = std::array::from_fn(|r| {
+                            vreinterpretq_s8_s32(vdupq_n_s32((x[r].add(16 + 4 * k) as *const i32).read_unaligned()))
+                        });
+                        for q in 0..4 {
+                            let v = vld1q_u8(w.add(64 * k + 16 * q));
+                            let lo = vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(15)));
+                            let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(v));
+                            for r in 0..R {
+                                let ($a, $w, $x) = (acc[r][q], lo, xl[r]);
+                                let t = $quad;
+                                let ($a, $w, $x) = (t, hi, xh[r]);
+                                acc[r][q] = $quad;
+                            }
+                        }
+                    }
+                    Self::g_sums(acc, init)
+                }
+            }
+            #[inline(always)]
+            fn cvt(self, i: &[int32x4_t; 4], v: usize) -> float32x4_t {
+                tf!(vcvtq_f32_s32(i[v]))
+            }
+        }
+    };
+}
+// Without `sdot`: products of i8 fit i16 (|p| <= 128 · 127); `sadalp` adds neighbouring pairs into i32, in two
+// accumulators (rows 0-1 and rows 2-3 of the vector, two lanes per row) that a pairwise add turns into the 4 row
+// sums at the end.
+dot_g_neon!(
+    Neon,
+    (int32x4_t, int32x4_t),
+    (vdupq_n_s32(0), vdupq_n_s32(0)),
+    |a, w, x| (
+        vpadalq_s16(a.0, vmull_s8(vget_low_s8(w), vget_low_s8(x))),
+        vpadalq_s16(a.1, vmull_high_s8(w, x))
+    ),
+    |f| vpaddq_s32(f.0, f.1)
+);
+// `sdot` (its intrinsic is not stable in Rust yet): acc[j] += Σ_t w[4j + t] · x[4j + t], exact.
+dot_g_neon!(
+    NeonDot,
+    int32x4_t,
+    vdupq_n_s32(0),
+    |a, w, x| {
+        let mut acc = a;
+        // SAFETY: the token proves `dotprod`; the instruction touches registers only.
+        std::arch::asm!(
+            "sdot {acc:v}.4s, {w:v}.16b, {x:v}.16b",
+            acc = inout(vreg) acc,
+            w = in(vreg) w,
+            x = in(vreg) x,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+        acc
+    },
+    |f| f
+);

@@ -194,3 +194,89 @@ unsafe impl super::DotI8 for Scalar {
         acc as f32
     }
 }
+
+// SAFETY: plain Rust, no instruction beyond the target's baseline.
+unsafe impl super::DotQ for Scalar {
+    type Q = [i8; 32];
+    type F = f32;
+
+    #[inline(always)]
+    fn fzero(self) -> f32 {
+        0.0
+    }
+    #[inline(always)]
+    unsafe fn load_q8(self, p: *const i8) -> [i8; 32] {
+        // SAFETY: the caller makes 32 bytes at `p` readable.
+        unsafe { (p as *const [i8; 32]).read_unaligned() }
+    }
+    #[inline(always)]
+    unsafe fn load_q4(self, p: *const u8) -> [i8; 32] {
+        // SAFETY: the caller makes 16 bytes at `p` readable.
+        let b = unsafe { (p as *const [u8; 16]).read_unaligned() };
+        std::array::from_fn(|j| {
+            if j < 16 {
+                (b[j] & 15) as i8
+            } else {
+                (b[j - 16] >> 4) as i8
+            }
+        })
+    }
+    #[inline(always)]
+    fn offset8(self, q: [i8; 32]) -> [i8; 32] {
+        q.map(|v| v - 8)
+    }
+    #[inline(always)]
+    fn dot_add(self, acc: f32, w: [i8; 32], x: [i8; 32], scale: f32) -> f32 {
+        let sum: i32 = w.iter().zip(&x).map(|(&a, &b)| a as i32 * b as i32).sum();
+        acc + sum as f32 * scale
+    }
+    #[inline(always)]
+    fn reduce(self, acc: f32) -> f32 {
+        acc
+    }
+}
+
+// SAFETY: plain Rust, no instruction beyond the target's baseline.
+unsafe impl super::DotG for Scalar {
+    type S = Scalar;
+    type I = [i32; super::GROUP];
+    const Q8_EXCESS: i32 = 0;
+
+    #[inline(always)]
+    fn simd(self) -> Scalar {
+        self
+    }
+    #[inline(always)]
+    unsafe fn q8<const R: usize>(self, w: *const u8, x: [*const i8; R], init: [i32; R]) -> [[i32; 16]; R] {
+        // SAFETY: the caller makes w .. w + 512 and x[r] .. x[r] + 32 readable.
+        let (w, x) = unsafe { (&*(w as *const [u8; 512]), x.map(|p| &*(p as *const [i8; 32]))) };
+        std::array::from_fn(|r| {
+            std::array::from_fn(|row| {
+                init[r]
+                    + (0..32)
+                        .map(|j| w[64 * (j / 4) + 4 * row + j % 4] as i8 as i32 * x[r][j] as i32)
+                        .sum::<i32>()
+            })
+        })
+    }
+    #[inline(always)]
+    unsafe fn q4<const R: usize>(self, w: *const u8, x: [*const i8; R], init: [i32; R]) -> [[i32; 16]; R] {
+        // SAFETY: the caller makes w .. w + 256 and x[r] .. x[r] + 32 readable.
+        let (w, x) = unsafe { (&*(w as *const [u8; 256]), x.map(|p| &*(p as *const [i8; 32]))) };
+        std::array::from_fn(|r| {
+            std::array::from_fn(|row| {
+                init[r]
+                    + (0..16)
+                        .map(|j| {
+                            let b = w[64 * (j / 4) + 4 * row + j % 4];
+                            (b & 15) as i32 * x[r][j] as i32 + (b >> 4) as i32 * x[r][j + 16] as i32
+                        })
+                        .sum::<i32>()
+            })
+        })
+    }
+    #[inline(always)]
+    fn cvt(self, i: &[i32; 16], v: usize) -> f32 {
+        i[v] as f32
+    }
+}

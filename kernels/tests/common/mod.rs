@@ -26,3 +26,20 @@ pub fn max_abs(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
+
+/// Every int8 dot-product variant of `k`'s ISA this CPU can run (`Best` only where it differs from `Base`).
+pub fn dot_variants(test: &str, k: kernels::Kernels) -> Vec<kernels::Kernels> {
+    use kernels::{I8Dot, Isa};
+    let mut out = vec![k.with_i8_dot(I8Dot::Base)];
+    let ext = match k.isa() {
+        Isa::Avx512 => Some(kernels::Feature::Avx512Vnni),
+        Isa::Neon => Some(kernels::Feature::NeonDot),
+        _ => None,
+    };
+    if let Some(f) = ext {
+        if kernels::testing::require(test, f) {
+            out.push(k.with_i8_dot(I8Dot::Best));
+        }
+    }
+    out
+}
