@@ -73,11 +73,11 @@ fn ids(n: usize, seed: usize, lo: u32, vocab: usize, avoid: &[u32]) -> Vec<u32> 
     out
 }
 
-/// Weight dtype: `int8` when quantized at load, else as the config states it (the weights are used in
+/// Weight dtype: the weight type when quantized at load (`int8`, `q8_0`, `q4_0`), else as the config states it (the weights are used in
 /// that dtype).
 fn dtype_of(dir: &Path, weights: WeightType) -> String {
-    if weights == WeightType::Int8 {
-        return "int8".to_string();
+    if weights != WeightType::Stored {
+        return weights.name().to_string(); // int8, q8_0, q4_0: quantized at load
     }
     std::fs::read_to_string(dir.join("config.json"))
         .ok()

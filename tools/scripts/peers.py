@@ -32,12 +32,14 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
 NEEDED = ("torch", "transformers", "ctranslate2", "gguf", "numpy", "sentencepiece", "safetensors")
-ENGINES = ("hf", "ct2", "ct2-int8", "llama.cpp", "qkv", "qkv-int8", "qkv-int8-x")
-# qkv-bench models: weights as stored / --weights int8 / --weights int8 --activations reduced (int8 x int8)
-QKV_ENGINES = ("qkv", "qkv-int8", "qkv-int8-x")
+ENGINES = ("hf", "ct2", "ct2-int8", "llama.cpp", "qkv", "qkv-int8", "qkv-int8-x", "qkv-q8_0")
+# qkv-bench models: weights as stored / --weights int8 / --weights int8 --activations reduced (int8 x int8) /
+# --weights q8_0 (GGUF blocks quantized at load)
+QKV_ENGINES = ("qkv", "qkv-int8", "qkv-int8-x", "qkv-q8_0")
 # qkv-bench flags of each qkv variant (a row's variant before qkv-bench names its dtype)
 QKV_FLAGS = {"f32": [], "bf16": [], "int8": ["--weights", "int8"],
-             "int8-x": ["--weights", "int8", "--activations", "reduced"], "bf16-x": ["--activations", "reduced"]}
+             "int8-x": ["--weights", "int8", "--activations", "reduced"], "bf16-x": ["--activations", "reduced"],
+             "q8_0": ["--weights", "q8_0"]}
 WORKLOADS = ("marian-base", "marian-big", "gpt2", "smollm2", "t5-small", "nllb-600m")
 QKV_NA = "n/a (qkv-bench models unavailable)"
 
@@ -166,7 +168,7 @@ def plan(args, work: Path, shared: Path) -> tuple[list[Row], dict, list[str]]:
                 rows[-1].result = {"error": note}
 
     def qkv_rows(wl: str, hf_dir: Path, kind: str, batch: int, beam: int, p: int, n: int):
-        for name, variant in (("qkv", "f32"), ("qkv-int8", "int8"), ("qkv-int8-x", "int8-x")):
+        for name, variant in (("qkv", "f32"), ("qkv-int8", "int8"), ("qkv-int8-x", "int8-x"), ("qkv-q8_0", "q8_0")):
             if name in eng:
                 rows.append(Row(wl, name, variant, kind, str(hf_dir), batch, beam, p, n))
 
