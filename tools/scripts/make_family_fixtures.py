@@ -150,10 +150,10 @@ SMALLER = {
     # the input token's embedding and the model copies its last token. Untied here (a tied head is covered by
     # qwen2, llama3 and qwen3).
     "gemma2": {"num_hidden_layers": 2, "hidden_size": 256, "intermediate_size": 256, "sliding_window": WINDOW,
-               "tie_word_embeddings": False, "vocab_size": VOCAB},
+               "tie_word_embeddings": False},
     # a local then a global layer
     "gemma3": {"num_hidden_layers": 2, "hidden_size": 256, "intermediate_size": 256, "sliding_window": WINDOW,
-               "sliding_window_pattern": 2, "tie_word_embeddings": False, "vocab_size": VOCAB},
+               "sliding_window_pattern": 2, "tie_word_embeddings": False},
 }
 
 # hash-init gains: a matrix is uniform in +-gain * sqrt(3 / in_dim) (std gain / sqrt(in_dim)); first match wins.
