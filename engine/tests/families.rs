@@ -87,7 +87,9 @@ impl Rows {
             kept[id as usize] = true;
         }
         let kth = self.top[r * k + k - 1];
-        let outside = (0..got.len()).filter(|&i| !kept[i]).max_by(|&a, &b| got[a].total_cmp(&got[b]));
+        let outside = (0..got.len())
+            .filter(|&i| !kept[i])
+            .max_by(|&a, &b| got[a].total_cmp(&got[b]));
         if let Some(i) = outside {
             assert!(
                 got[i] <= kth + LOGITS_TOL,
@@ -98,7 +100,11 @@ impl Rows {
         let max = got.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
         let lse = max + got.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln();
         let dl = (lse - self.lse[r] as f64).abs();
-        assert!(dl <= LSE_TOL, "{what} row {r}: log-sum-exp {lse} vs HF {} (tolerance {LSE_TOL})", self.lse[r]);
+        assert!(
+            dl <= LSE_TOL,
+            "{what} row {r}: log-sum-exp {lse} vs HF {} (tolerance {LSE_TOL})",
+            self.lse[r]
+        );
         worst
     }
 }
@@ -139,7 +145,11 @@ fn check_against_hf(name: &str, dir: &std::path::Path, meta: &serde_json::Value)
     let greedy = ids(&meta["greedy_tokens"]);
     let want_prompt = Rows::load(&refs, "prompt");
     let want_steps = Rows::load(&refs, "greedy_step");
-    assert_eq!((want_prompt.len(), want_steps.len()), (prompt.len(), greedy.len()), "{name}: reference rows");
+    assert_eq!(
+        (want_prompt.len(), want_steps.len()),
+        (prompt.len(), greedy.len()),
+        "{name}: reference rows"
+    );
     for k in kernels::testing::kernels(&format!("families::{name}")) {
         let m = load_on(dir, k);
         let vocab = m.info().vocab_size;
