@@ -3,7 +3,7 @@
 Run:  tools/scripts/venv.sh python tools/scripts/make_family_fixtures.py [NAME ...]   (no NAME = all; --list)
 
 Each family starts from a real published config.json (written out below; the source model is named), made smaller
-where only size changes (fewer layers, a 256-word vocabulary where the published one is not yet kept, a smaller intermediate size and, where the published
+where only size changes (fewer layers, a smaller intermediate size and, where the published
 hidden size is large, a smaller hidden size) while keeping the head shapes that the kernels see (head_dim, query
 heads per KV head) and every mechanism the family has; sliding windows shrink to 16 positions so the 48-position
 sequences cross them. The weights are never committed: tools/scripts/hashinit.py's formula makes them from the
@@ -34,8 +34,6 @@ torch.use_deterministic_algorithms(True)
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 OUT = FIXTURES / "families"
-# Vocabulary of the families not yet moved to their published one (see SMALLER: those set vocab_size = VOCAB).
-VOCAB = 256
 PROMPT_LEN = 8
 # The references keep, per position, the TOP_K largest logits (with their ids), the logits of PROBES fixed
 # pseudo-random ids (the same at every position: the check is not only near the argmax) and the f64 log-sum-exp of
@@ -131,8 +129,8 @@ PUBLISHED = {
     },
 }
 
-# What each fixture changes (besides torch_dtype float32). A fixture with vocab_size = VOCAB has its special ids
-# remapped into it; one with its published vocabulary keeps the published ids.
+# What each fixture changes (besides torch_dtype float32). Every fixture keeps the published vocabulary and its
+# special ids.
 SMALLER = {
     # 14/2 heads of 64 kept with a hidden size of 224 (16 x 14: qkv's config check wants the hidden size divisible by
     # the head count): the published config derives head_dim (896 / 14), the fixture states it (transformers and qkv
@@ -189,19 +187,6 @@ def fixture_config(name: str) -> dict:
     c = dict(PUBLISHED[name])
     c.update(SMALLER[name])
     c["torch_dtype"] = "float32"
-    if c["vocab_size"] != VOCAB:
-        return c
-    # Special ids: bos 1 (Gemma 2), eos 2 (a list stays a list), pad 0 where the config has one.
-    remap = {}
-    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
-        v = c.get(key)
-        if v is None:
-            continue
-        if isinstance(v, list):
-            c[key] = [2 + i for i in range(len(v))]
-        else:
-            c[key] = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}[key]
-        remap[key] = c[key]
     return c
 
 
@@ -242,7 +227,7 @@ def make(name: str):
     def draw(rng):
         while True:
             p = [cfg_json["bos_token_id"]] + [int(x) for x in rng.integers(3, vocab, size=PROMPT_LEN - 1)]
-            if vocab == VOCAB or not special & set(p[1:]):  # (the 256-word fixtures' prompts as they were)
+            if not special & set(p[1:]):
                 return p
 
     prompt = draw(rng)

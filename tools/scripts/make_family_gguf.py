@@ -10,9 +10,9 @@ tools/scripts/hashinit.py's formula, as in reference.json `hash_init`), with `--
 
 What is patched in the converter (and why):
 - `set_vocab`: the fixtures have no tokenizer; a SentencePiece-style ("llama") vocabulary of plain tokens is written
-  instead (256: ids 0-3 control: pad, bos, eos, eos2; a published size: `w{i}`, score -i, the config's special ids
-  control). The tests feed token ids. For a published size the token arrays are cut from `model.gguf.head` and
-  rebuilt by the test (`gguf.json` `vocab`: their offsets).
+  instead (`w{i}`, score -i, the config's special ids control). The tests feed token ids. The token arrays
+  (megabytes for a published vocabulary) are cut from `model.gguf.head` and rebuilt by the test (`gguf.json`
+  `vocab`: their offsets).
 - Gemma 3: `{arch}.attention.sliding_window_pattern` is written from the config's layer types. Upstream omits it and
   llama.cpp then assumes 6 (the published models' pattern); the fixture has 2 layers, one local, one global.
 - Gemma 2: the untied head is kept, as `output.weight` (upstream drops `lm_head`: llama.cpp ties Gemma 2's head
@@ -46,7 +46,6 @@ sys.path.insert(0, str(HERE))
 import make_family_fixtures as fam  # noqa: E402
 
 NAMES = list(fam.PUBLISHED)
-VOCAB = fam.VOCAB
 GREEDY = fam.GREEDY_NEW
 
 
@@ -68,20 +67,16 @@ def special_ids(c: dict) -> list:
 
 
 def write_vocab(self):
-    """A SentencePiece-style vocabulary of plain placeholder tokens. 256 words: control tokens for
-    pad/bos/eos/eos2, words after. A published vocabulary size: token i is `w{i}` with score -i, type control for
-    the config's special ids, normal else (the Rust test rebuilds these arrays: gguf.json `vocab`)."""
+    """A SentencePiece-style vocabulary of plain placeholder tokens of the config's size: token i is `w{i}` with
+    score -i, type control for the config's special ids, normal else (the Rust test rebuilds these arrays:
+    gguf.json `vocab`)."""
     import gguf
 
     c = self.hparams
     n = c["vocab_size"]
-    if n == VOCAB:
-        names = ["<pad>", "<bos>", "<eos>", "<eos2>"] + [f"w{i}" for i in range(4, VOCAB)]
-        types = [gguf.TokenType.CONTROL] * 4 + [gguf.TokenType.NORMAL] * (VOCAB - 4)
-    else:
-        control = set(special_ids(c))
-        names = [f"w{i}" for i in range(n)]
-        types = [gguf.TokenType.CONTROL if i in control else gguf.TokenType.NORMAL for i in range(n)]
+    control = set(special_ids(c))
+    names = [f"w{i}" for i in range(n)]
+    types = [gguf.TokenType.CONTROL if i in control else gguf.TokenType.NORMAL for i in range(n)]
     w = self.gguf_writer
     w.add_tokenizer_model("llama")
     w.add_tokenizer_pre("default")
@@ -288,9 +283,7 @@ def make(name: str, llama_cpp: Path):
         hf = load_file(str(hf_dir / "model.safetensors"))
         tensors = recipes(reader, hf, cfg)
         head = raw[: reader.data_offset]
-        vocab_meta = None
-        if cfg["vocab_size"] != VOCAB:
-            head, vocab_meta = cut_vocab(head, cfg)
+        head, vocab_meta = cut_vocab(head, cfg)
         # our own check of the HF side: the model transformers loads from hf_dir gives the committed logits
         model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32, attn_implementation="eager")
         prompt = ref["prompt"]
@@ -333,8 +326,7 @@ def make(name: str, llama_cpp: Path):
         "tensors": tensors,
         "llama_cpp": llama_cpp,
     }
-    if vocab_meta:
-        meta["vocab"] = vocab_meta
+    meta["vocab"] = vocab_meta
     (src / "model.gguf.head").write_bytes(head)
     (src / "gguf.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(name, f"{len(raw)} bytes, head {len(head)}", "llama.cpp:", llama_cpp)
