@@ -3,14 +3,15 @@
 Run:  tools/scripts/venv.sh python tools/scripts/make_family_fixtures.py [NAME ...]   (no NAME = all; --list)
 
 Each family starts from a real published config.json (written out below; the source model is named), made smaller
-where only size changes (fewer layers, a 256-word vocabulary, a smaller intermediate size and, where the published
+where only size changes (fewer layers, a smaller intermediate size and, where the published
 hidden size is large, a smaller hidden size) while keeping the head shapes that the kernels see (head_dim, query
 heads per KV head) and every mechanism the family has; sliding windows shrink to 16 positions so the 48-position
 sequences cross them. The weights are never committed: tools/scripts/hashinit.py's formula makes them from the
 tensor names (reference.json `hash_init` lists every tensor, its scale and offset, first values and f64 sum), and the
 Rust test (engine/tests/families.rs) rebuilds them bit-exactly. Committed per family: config.json,
 generation_config.json, reference.json (prompt, greedy and beam-4 tokens and scores) and reference.safetensors
-(the logits at every prompt position and at every greedy step). See tools/fixtures/families/README.md.
+(per prompt position and greedy step: the top-64 logits with their ids, 64 fixed probe ids' logits and the row's
+log-sum-exp). See tools/fixtures/families/README.md.
 """
 
 import argparse
@@ -33,8 +34,12 @@ torch.use_deterministic_algorithms(True)
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 OUT = FIXTURES / "families"
-VOCAB = 256
 PROMPT_LEN = 8
+# The references keep, per position, the TOP_K largest logits (with their ids), the logits of PROBES fixed
+# pseudo-random ids (the same at every position: the check is not only near the argmax) and the f64 log-sum-exp of
+# the whole row (the whole vocabulary in aggregate). Ids are stored as f32: exact below 2^24.
+TOP_K = 64
+PROBES = 64
 GREEDY_NEW = 40
 BEAM_NEW = 16
 NUM_BEAMS = 4
@@ -124,9 +129,13 @@ PUBLISHED = {
     },
 }
 
-# What each fixture changes (besides vocab_size = VOCAB, special ids remapped into it, torch_dtype float32).
+# What each fixture changes (besides torch_dtype float32). Every fixture keeps the published vocabulary and its
+# special ids.
 SMALLER = {
-    "qwen2": {"num_hidden_layers": 2, "intermediate_size": 256},
+    # 14/2 heads of 64 kept with a hidden size of 224 (16 x 14: qkv's config check wants the hidden size divisible by
+    # the head count): the published config derives head_dim (896 / 14), the fixture states it (transformers and qkv
+    # read `head_dim` when present); the published vocabulary (151936) is kept
+    "qwen2": {"num_hidden_layers": 2, "hidden_size": 224, "head_dim": 64, "intermediate_size": 256},
     "llama3": {"num_hidden_layers": 2, "hidden_size": 256, "intermediate_size": 256},
     "qwen3": {"num_hidden_layers": 2, "hidden_size": 256, "intermediate_size": 256},
     "mistral": {"num_hidden_layers": 2, "hidden_size": 256, "intermediate_size": 256, "sliding_window": WINDOW},
@@ -177,20 +186,18 @@ def hash_rule(name: str, shape, gemma: bool):
 def fixture_config(name: str) -> dict:
     c = dict(PUBLISHED[name])
     c.update(SMALLER[name])
-    c["vocab_size"] = VOCAB
     c["torch_dtype"] = "float32"
-    # Special ids: bos 1 (Gemma 2), eos 2 (a list stays a list), pad 0 where the config has one.
-    remap = {}
-    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
-        v = c.get(key)
-        if v is None:
-            continue
-        if isinstance(v, list):
-            c[key] = [2 + i for i in range(len(v))]
-        else:
-            c[key] = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}[key]
-        remap[key] = c[key]
     return c
+
+
+def summarize(prefix: str, logits: torch.Tensor, probes: torch.Tensor) -> dict:
+    """What the references keep of `logits` [rows, vocab]: `{prefix}_top_ids`, `{prefix}_top_logits` [rows, TOP_K]
+    (largest first), `{prefix}_probe_logits` [rows, PROBES] (at `probe_ids`) and `{prefix}_logsumexp` [rows]."""
+    top = logits.topk(TOP_K, dim=-1)
+    lse = torch.logsumexp(logits.double(), dim=-1).float()
+    assert int(logits.shape[1]) < 2 ** 24  # ids exact as f32
+    return {f"{prefix}_top_ids": top.indices.float(), f"{prefix}_top_logits": top.values,
+            f"{prefix}_probe_logits": logits[:, probes], f"{prefix}_logsumexp": lse, "probe_ids": probes.float()}
 
 
 @torch.no_grad()
@@ -212,10 +219,22 @@ def make(name: str):
     model, table = hashinit.rehash_model(model, AutoModelForCausalLM, lambda t, shape: hash_rule(t, shape, gemma))
     model.generation_config = gen
 
+    vocab = cfg_json["vocab_size"]
+    special = {v for k in ("bos_token_id", "eos_token_id", "pad_token_id")
+               for v in (cfg_json.get(k) if isinstance(cfg_json.get(k), list) else [cfg_json.get(k)]) if v is not None}
     rng = np.random.default_rng(16)
-    prompt = [cfg_json["bos_token_id"]] + [int(x) for x in rng.integers(3, VOCAB, size=PROMPT_LEN - 1)]
+
+    def draw(rng):
+        while True:
+            p = [cfg_json["bos_token_id"]] + [int(x) for x in rng.integers(3, vocab, size=PROMPT_LEN - 1)]
+            if not special & set(p[1:]):
+                return p
+
+    prompt = draw(rng)
+    probes = torch.from_numpy(np.sort(np.random.default_rng(18).choice(vocab, PROBES, replace=False)))
     ids = torch.tensor([prompt])
-    tensors = {"prompt_logits": model(input_ids=ids).logits[0]}  # [PROMPT_LEN, vocab]
+    prompt_logits = model(input_ids=ids).logits[0]  # [PROMPT_LEN, vocab]
+    tensors = summarize("prompt", prompt_logits, probes)
     common = dict(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, min_new_tokens=0,
                   eos_token_id=eos_list, pad_token_id=eos_list[0], return_dict_in_generate=True)
     # Greedy: the raw logits of every step; no EOS in the output (the test compares every step).
@@ -230,7 +249,7 @@ def make(name: str):
     assert diff < 1e-4, ("cached greedy logits vs full forward", diff)
     top2 = step_logits.topk(2, dim=-1).values
     margin = float((top2[:, 0] - top2[:, 1]).min())
-    tensors["greedy_step_logits"] = step_logits
+    tensors.update(summarize("greedy_step", step_logits, probes))
     # Beam search as transformers runs it by default (length_penalty 1, early_stopping False), 4 beams, on the first
     # prompt (the greedy one, then fresh draws) whose search is at least BEAM_MIN_MARGIN from a tie (beam_margin.py).
     beam_rng = np.random.default_rng(17)
@@ -246,7 +265,7 @@ def make(name: str):
             break
         tries += 1
         assert tries < 200, (name, "no beam prompt clear of ties")
-        beam_prompt = [cfg_json["bos_token_id"]] + [int(x) for x in beam_rng.integers(3, VOCAB, size=PROMPT_LEN - 1)]
+        beam_prompt = draw(beam_rng)
     beams = [s[len(beam_prompt):].tolist() for s in b.sequences]
     meta = {
         "model": name,

@@ -9,8 +9,10 @@ DIR is the llama.cpp source tree vendored in llama-cpp-python's sdist (pip downl
 tools/scripts/hashinit.py's formula, as in reference.json `hash_init`), with `--outtype f32`.
 
 What is patched in the converter (and why):
-- `set_vocab`: the fixtures have a 256-word vocabulary and no tokenizer; a SentencePiece-style ("llama") vocabulary
-  of 256 plain tokens (ids 0-3 control: pad, bos, eos, eos2) is written instead. The tests feed token ids.
+- `set_vocab`: the fixtures have no tokenizer; a SentencePiece-style ("llama") vocabulary of plain tokens is written
+  instead (`w{i}`, score -i, the config's special ids control). The tests feed token ids. The token arrays
+  (megabytes for a published vocabulary) are cut from `model.gguf.head` and rebuilt by the test (`gguf.json`
+  `vocab`: their offsets).
 - Gemma 3: `{arch}.attention.sliding_window_pattern` is written from the config's layer types. Upstream omits it and
   llama.cpp then assumes 6 (the published models' pattern); the fixture has 2 layers, one local, one global.
 - Gemma 2: the untied head is kept, as `output.weight` (upstream drops `lm_head`: llama.cpp ties Gemma 2's head
@@ -44,7 +46,6 @@ sys.path.insert(0, str(HERE))
 import make_family_fixtures as fam  # noqa: E402
 
 NAMES = list(fam.PUBLISHED)
-VOCAB = fam.VOCAB
 GREEDY = fam.GREEDY_NEW
 
 
@@ -56,19 +57,32 @@ def fnv1a64(data: bytes) -> int:
     return h
 
 
+def special_ids(c: dict) -> list:
+    """The config's bos, eos (one or a list) and pad ids."""
+    out = []
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        v = c.get(key)
+        out += v if isinstance(v, list) else [] if v is None else [v]
+    return sorted(set(out))
+
+
 def write_vocab(self):
-    """A 256-token SentencePiece-style vocabulary: control tokens for pad/bos/eos/eos2, plain words after."""
+    """A SentencePiece-style vocabulary of plain placeholder tokens of the config's size: token i is `w{i}` with
+    score -i, type control for the config's special ids, normal else (the Rust test rebuilds these arrays:
+    gguf.json `vocab`)."""
     import gguf
 
-    names = ["<pad>", "<bos>", "<eos>", "<eos2>"] + [f"w{i}" for i in range(4, VOCAB)]
-    types = [gguf.TokenType.CONTROL] * 4 + [gguf.TokenType.NORMAL] * (VOCAB - 4)
+    c = self.hparams
+    n = c["vocab_size"]
+    control = set(special_ids(c))
+    names = [f"w{i}" for i in range(n)]
+    types = [gguf.TokenType.CONTROL if i in control else gguf.TokenType.NORMAL for i in range(n)]
     w = self.gguf_writer
     w.add_tokenizer_model("llama")
     w.add_tokenizer_pre("default")
     w.add_token_list(names)
-    w.add_token_scores([-float(i) for i in range(VOCAB)])
+    w.add_token_scores([-float(i) for i in range(n)])
     w.add_token_types(types)
-    c = self.hparams
     w.add_bos_token_id(c["bos_token_id"])
     eos = c["eos_token_id"]
     w.add_eos_token_id(eos[0] if isinstance(eos, list) else eos)
@@ -119,6 +133,31 @@ def convert(llama_cpp: Path, hf_dir: Path, out: Path, name: str, cfg: dict):
         m.write()
     cls.set_gguf_parameters = base_params
     cls.filter_tensors, cls.modify_tensors = base_filter, base_modify
+
+
+def cut_vocab(head: bytes, cfg: dict):
+    """The header without the placeholder vocabulary's token arrays (megabytes for a published vocabulary size),
+    and where they go back: each array's elements found by exact match (the Rust test regenerates them)."""
+    n = cfg["vocab_size"]
+    control = special_ids(cfg)
+    arrays = {
+        "token_names": b"".join(len(w).to_bytes(8, "little") + w for w in (f"w{i}".encode() for i in range(n))),
+        "token_scores": (-np.arange(n, dtype=np.float32)).astype("<f4").tobytes(),
+        "token_types": np.array([3 if i in control else 1 for i in range(n)], dtype="<i4").tobytes(),
+    }
+    found = []
+    for what, b in arrays.items():
+        at = head.find(b)
+        assert at >= 0 and head.find(b, at + 1) < 0, ("not found once in the GGUF header", what)
+        found.append((at, what, len(b)))
+    found.sort()
+    out, pos = bytearray(), 0
+    for at, _, length in found:
+        out += head[pos:at]
+        pos = at + length
+    out += head[pos:]
+    splices = [{"at": at, "what": what} for at, what, _ in found]
+    return bytes(out), {"n": n, "control": control, "splices": splices}
 
 
 def llama_permute(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -232,7 +271,7 @@ def make(name: str, llama_cpp: Path):
         state = {n: fam.hashinit.hash_tensor(n, t["shape"], t["scale"], t["offset"]) for n, t in table.items()}
         save_file(state, str(hf_dir / "model.safetensors"), metadata={"format": "pt"})
         # Gemma 3's converter counts the vocabulary from tokenizer.json
-        vocab = {f"t{i}": i for i in range(VOCAB)}
+        vocab = {f"t{i}": i for i in range(cfg["vocab_size"])}
         (hf_dir / "tokenizer.json").write_text(json.dumps({"model": {"type": "WordLevel", "vocab": vocab},
                                                            "added_tokens": []}))
         path = tmp / f"{name}.gguf"
@@ -244,11 +283,16 @@ def make(name: str, llama_cpp: Path):
         hf = load_file(str(hf_dir / "model.safetensors"))
         tensors = recipes(reader, hf, cfg)
         head = raw[: reader.data_offset]
+        head, vocab_meta = cut_vocab(head, cfg)
         # our own check of the HF side: the model transformers loads from hf_dir gives the committed logits
         model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32, attn_implementation="eager")
         prompt = ref["prompt"]
-        want = torch.from_numpy(load_file(str(src / "reference.safetensors"))["prompt_logits"])
-        assert (model(input_ids=torch.tensor([prompt])).logits[0] - want).abs().max() < 1e-5
+        refs = load_file(str(src / "reference.safetensors"))
+        logits = model(input_ids=torch.tensor([prompt])).logits[0]
+        got = fam.summarize("prompt", logits, torch.from_numpy(refs["probe_ids"]).long())
+        for key in ("prompt_top_logits", "prompt_probe_logits"):
+            assert np.abs(got[key].numpy() - refs[key]).max() < 1e-5, key
+        want = logits
         if name == "llama3":
             per_frequency_check(reader, hf_dir, cfg, prompt, want)
         try:
@@ -259,13 +303,19 @@ def make(name: str, llama_cpp: Path):
     if toks is None:
         llama_cpp = {"error": failure}
     else:
-        step = load_file(str(src / "reference.safetensors"))["greedy_step_logits"]
+        refs = load_file(str(src / "reference.safetensors"))
         agree = next((i for i, (a, b) in enumerate(zip(toks, ref["greedy_tokens"])) if a != b), len(toks))
+        rows = min(agree + 1, len(toks))
+        top_ids = refs["greedy_step_top_ids"].astype(np.int64)[:rows]
+        ours = np.take_along_axis(logits[:rows], top_ids, axis=1)
+        probes = logits[:rows][:, refs["probe_ids"].astype(np.int64)]
         llama_cpp = {
             "greedy_tokens": toks,
             "equal_to_hf_steps": agree,
-            # teacher-forced on llama.cpp's own tokens, so only the steps up to the first difference compare
-            "max_abs_vs_hf_logits": float(np.abs(logits[:agree + 1] - step[:agree + 1]).max()),
+            # teacher-forced on llama.cpp's own tokens, so only the steps up to the first difference compare; over
+            # the ids the references keep (top-64 and probes)
+            "max_abs_vs_hf_logits": float(max(np.abs(ours - refs["greedy_step_top_logits"][:rows]).max(),
+                                              np.abs(probes - refs["greedy_step_probe_logits"][:rows]).max())),
         }
     meta = {
         "converter": converter,
@@ -276,6 +326,7 @@ def make(name: str, llama_cpp: Path):
         "tensors": tensors,
         "llama_cpp": llama_cpp,
     }
+    meta["vocab"] = vocab_meta
     (src / "model.gguf.head").write_bytes(head)
     (src / "gguf.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(name, f"{len(raw)} bytes, head {len(head)}", "llama.cpp:", llama_cpp)

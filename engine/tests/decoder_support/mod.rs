@@ -77,23 +77,39 @@ pub fn smollm2_dir() -> PathBuf {
 pub fn check_greedy(
     what: &str,
     vocab: usize,
-    mut feed: impl FnMut(&[u32], &mut [f32]),
+    feed: impl FnMut(&[u32], &mut [f32]),
     prompt: &[u32],
     want_tokens: &[u32],
     want_logits: &[f32],
     tol: f32,
+) -> f32 {
+    check_greedy_by(what, vocab, feed, prompt, want_tokens, |t, logits| {
+        let want = want_logits.get(t * vocab..(t + 1) * vocab)?;
+        let diff = max_abs(logits, want);
+        assert!(
+            diff <= tol,
+            "{what} step {t}: logits differ by {diff} (tolerance {tol})"
+        );
+        Some(diff)
+    })
+}
+
+/// Greedy decoding through `feed` as [`check_greedy`], each step's logits checked by `compare(step, logits)`
+/// (which asserts, and returns the difference it measured, if it has a reference for that step).
+pub fn check_greedy_by(
+    what: &str,
+    vocab: usize,
+    mut feed: impl FnMut(&[u32], &mut [f32]),
+    prompt: &[u32],
+    want_tokens: &[u32],
+    mut compare: impl FnMut(usize, &[f32]) -> Option<f32>,
 ) -> f32 {
     let mut logits = vec![0.0; vocab];
     feed(prompt, &mut logits);
     let mut tokens = vec![];
     let mut worst = 0.0f32;
     for t in 0..want_tokens.len() {
-        if let Some(want) = want_logits.get(t * vocab..(t + 1) * vocab) {
-            let diff = max_abs(&logits, want);
-            assert!(
-                diff <= tol,
-                "{what} step {t}: logits differ by {diff} (tolerance {tol})"
-            );
+        if let Some(diff) = compare(t, &logits) {
             worst = worst.max(diff);
         }
         let next = qkv::Kernels::scalar().argmax(&logits).unwrap() as u32;
