@@ -95,6 +95,18 @@ struct Refs {
     tensors: SafeTensors,
 }
 
+impl Refs {
+    /// The token ids of a model's reference inputs.
+    fn inputs(&self, name: &str) -> Vec<Vec<u32>> {
+        self.meta["models"][name]["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(ids)
+            .collect()
+    }
+}
+
 fn refs() -> Refs {
     let dir = loaders::paths::fixture("dtypes");
     Refs {
@@ -145,12 +157,7 @@ fn f32_linear_bytes(dir: &Path) -> usize {
 fn check_decoder_only(name: &str, f32_dir: &Path) {
     let r = refs();
     let f32_bytes = f32_linear_bytes(f32_dir);
-    let inputs: Vec<Vec<u32>> = r.meta["models"][name]["inputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(ids)
-        .collect();
+    let inputs = r.inputs(name);
     for dtype in [Half::Bf16, Half::F16] {
         let dir = convert(f32_dir, dtype);
         for k in each_kernels(&format!("{name}_{}_end_to_end", dtype.name())) {
@@ -325,12 +332,7 @@ fn bf16_reduced_activations() {
         let reduced = load(dir.path(), Activations::Reduced.apply(k), f32_bytes);
         assert_eq!(reduced.kernels().bf16_gemv(), kernels::Bf16Gemv::DotBf16);
         let vocab = exact.info().vocab_size;
-        let inputs: Vec<Vec<u32>> = r.meta["models"][name]["inputs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(ids)
-            .collect();
+        let inputs = r.inputs(name);
         let mut worst = 0.0f32;
         let mut agreed = vec![];
         for (i, prompt) in inputs.iter().enumerate() {
