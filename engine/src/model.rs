@@ -29,13 +29,14 @@ use crate::{Error, Result};
 /// How a model is loaded.
 ///
 /// ```
-/// use qkv::{Kernels, LoadOptions, WeightType};
+/// use qkv::{Activations, Kernels, LoadOptions, WeightType};
 ///
-/// // The scalar kernels, int8 linear layers, at most 1 GiB of KV cache per session.
+/// // The scalar kernels, int8 linear layers with f32 activations, at most 1 GiB of KV cache per session.
 /// let opts = LoadOptions {
 ///     kernels: Some(Kernels::scalar()),
 ///     weights: WeightType::Int8,
 ///     max_cache_bytes: Some(1 << 30),
+///     activations: Activations::F32,
 /// };
 /// assert_eq!(opts.resolve_kernels()?, Kernels::scalar());
 /// # Ok::<(), qkv::Error>(())
