@@ -489,15 +489,25 @@ thread_local! {
     static LOCAL_ROWS: std::cell::Cell<QuantizedRows> = std::cell::Cell::new(QuantizedRows::default());
 }
 
-/// `f(x quantized per row)`, in this thread's buffer (a fresh one if a caller up the stack holds it). Always the
-/// full range: the same integers, so the same outputs, on every ISA (AVX2's faster reduced range would double the
-/// activations' rounding error).
-fn with_local_rows<R>(k: Kernels, x: &[f32], in_dim: usize, f: impl FnOnce(&QuantizedRows) -> R) -> R {
-    let mut xq = LOCAL_ROWS.with(|c| c.take());
-    quantize_rows(k, x, in_dim, I8Range::Full, &mut xq);
-    let r = f(&xq);
-    LOCAL_ROWS.with(|c| c.set(xq));
+/// Run `f` with this thread's buffer in `slot` (an empty one if a caller up the stack holds it), then put it back:
+/// the activation buffers of the quantized products, grown once per thread and reused.
+fn with_local<T: Default, R>(
+    slot: &'static std::thread::LocalKey<std::cell::Cell<T>>,
+    f: impl FnOnce(&mut T) -> R,
+) -> R {
+    let mut buf = slot.with(|c| c.take());
+    let r = f(&mut buf);
+    slot.with(|c| c.set(buf));
     r
+}
+
+/// `f(x quantized per row)`, in this thread's buffer. Always the full range: the same integers, so the same
+/// outputs, on every ISA (AVX2's faster reduced range would double the activations' rounding error).
+fn with_local_rows<R>(k: Kernels, x: &[f32], in_dim: usize, f: impl FnOnce(&QuantizedRows) -> R) -> R {
+    with_local(&LOCAL_ROWS, |xq| {
+        quantize_rows(k, x, in_dim, I8Range::Full, xq);
+        f(xq)
+    })
 }
 
 /// One part of [`linear_packed`] (see [`Kernels::linear_packed_part`]).
@@ -823,12 +833,9 @@ thread_local! {
     static LOCAL_BLOCKS: std::cell::Cell<QuantizedBlocks> = std::cell::Cell::new(QuantizedBlocks::default());
 }
 
-/// Run `f` with this thread's [`QuantizedBlocks`] (an empty one if a caller up the stack holds it).
+/// Run `f` with this thread's [`QuantizedBlocks`] (see [`with_local`]).
 fn with_local_blocks<R>(f: impl FnOnce(&mut QuantizedBlocks) -> R) -> R {
-    let mut xq = LOCAL_BLOCKS.with(|c| c.take());
-    let r = f(&mut xq);
-    LOCAL_BLOCKS.with(|c| c.set(xq));
-    r
+    with_local(&LOCAL_BLOCKS, f)
 }
 
 /// Quantize `x[rows, in_dim]` into Q8 blocks in `out` (see [`QuantizedBlocks`]).
