@@ -27,18 +27,28 @@ fn family_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// Counts allocations while `COUNTING` is set.
+/// Counts allocations made on the test pool's threads while `COUNTING` is set.
 struct Counting;
 
 static COUNTING: AtomicBool = AtomicBool::new(false);
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
 
+thread_local! {
+    /// Set on the threads of the test's pool (const-initialized, no destructor: reading it never allocates).
+    static POOL_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Count one allocation if counting is on and this is a thread of the test's pool.
+fn count() {
+    if COUNTING.load(Ordering::Relaxed) && POOL_THREAD.with(|p| p.get()) {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 // SAFETY: forwards every call to the system allocator unchanged; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
+        count();
         // SAFETY: the caller's contract, forwarded.
         unsafe { System.alloc(layout) }
     }
@@ -49,17 +59,13 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
+        count();
         // SAFETY: the caller's contract, forwarded.
         unsafe { System.alloc_zeroed(layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
+        count();
         // SAFETY: the caller's contract, forwarded.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -91,7 +97,28 @@ fn decode_allocs(s: &mut Session<'_>, vocab: usize, batch: usize) -> usize {
 
 #[test]
 fn decode_steps_allocate_nothing() {
-    rayon::scope(|_| check_every_family());
+    let pool = rayon::ThreadPoolBuilder::new()
+        .start_handler(|_| POOL_THREAD.with(|p| p.set(true)))
+        .build()
+        .unwrap();
+    pool.install(|| {
+        counter_sees_pool_allocations();
+        check_every_family()
+    });
+}
+
+/// The counter is live on the pool's threads (so a zero below is a measurement, not a blind counter).
+fn counter_sees_pool_allocations() {
+    ALLOCS.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    let v = std::hint::black_box(vec![1u8; 100]);
+    COUNTING.store(false, Ordering::SeqCst);
+    drop(v);
+    assert_eq!(
+        ALLOCS.load(Ordering::SeqCst),
+        1,
+        "the counting allocator missed an allocation on a pool thread"
+    );
 }
 
 fn check_every_family() {
