@@ -11,115 +11,22 @@ mod decoder_support;
 mod hash_weights;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use decoder_support::{check_greedy_by, ids, json, load_on, max_abs, open, tensor};
-use qkv::LogitsFor;
+use decoder_support::{check_greedy_by, ids, json, load_on, max_abs, open, Rows};
+use qkv::{GenerateOptions, LogitsFor, PromptFormat};
 
 /// Max-abs difference allowed between our logits and HF's: both compute in f32 (our reference kernels and HF's
 /// differ only in summation order), and the logits here have std ~3 and |max| ≲ 15, so rounding differences
 /// stay near 1e-5; 1e-4 is the bound.
 const LOGITS_TOL: f32 = 1e-4;
 
-/// |our log-sum-exp - HF's| allowed for a whole row: log-sum-exp is 1-Lipschitz in the max norm, so logits all
-/// within LOGITS_TOL move it by at most that; both sides sum in f64, HF's stored as f32 (|lse| < 32: half an ulp
-/// is below 2e-6).
-const LSE_TOL: f64 = LOGITS_TOL as f64 + 2e-6;
-
-/// HF's logits at some positions as the fixture keeps them (make_family_fixtures.py `summarize`): per row the
-/// `k` largest with their ids (largest first), the logits of the `probe_ids` (the same for every row) and the
-/// log-sum-exp of the whole row. Ids are stored as f32 (exact below 2^24).
-struct Rows {
-    top_ids: Vec<u32>,
-    top: Vec<f32>,
-    probe_ids: Vec<u32>,
-    probe: Vec<f32>,
-    lse: Vec<f32>,
-    k: usize,
-}
-
-impl Rows {
-    /// The rows stored under `prefix` (`prompt`, `greedy_step`).
-    fn load(refs: &loaders::safetensors::SafeTensors, prefix: &str) -> Rows {
-        let as_ids = |v: Vec<f32>| v.into_iter().map(|x| x as u32).collect::<Vec<u32>>();
-        let lse = tensor(refs, &format!("{prefix}_logsumexp"));
-        let top = tensor(refs, &format!("{prefix}_top_logits"));
-        let k = top.len() / lse.len();
-        Rows {
-            top_ids: as_ids(tensor(refs, &format!("{prefix}_top_ids"))),
-            top,
-            probe_ids: as_ids(tensor(refs, "probe_ids")),
-            probe: tensor(refs, &format!("{prefix}_probe_logits")),
-            lse,
-            k,
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.lse.len()
-    }
-
-    /// HF's logit of `id` at row `r`, if the fixture kept it.
-    fn logit(&self, r: usize, id: u32) -> Option<f32> {
-        let (k, p) = (self.k, self.probe_ids.len());
-        let top = self.top_ids[r * k..][..k].iter().position(|&t| t == id);
-        let probe = self.probe_ids.iter().position(|&t| t == id);
-        top.map(|i| self.top[r * k + i])
-            .or(probe.map(|i| self.probe[r * p + i]))
-    }
-
-    /// `got` (our whole row `r`) against HF's: every kept logit within LOGITS_TOL, no other id above HF's k-th
-    /// largest plus LOGITS_TOL (the top-k are the same ids), the log-sum-exp within LSE_TOL. Returns the max-abs.
-    fn check(&self, what: &str, r: usize, got: &[f32]) -> f32 {
-        let (k, p) = (self.k, self.probe_ids.len());
-        let mut worst = 0.0f32;
-        let mut kept = vec![false; got.len()];
-        let ids = self.top_ids[r * k..][..k].iter().chain(&self.probe_ids);
-        let want = self.top[r * k..][..k].iter().chain(&self.probe[r * p..][..p]);
-        for (&id, &w) in ids.zip(want) {
-            worst = worst.max((got[id as usize] - w).abs());
-        }
-        assert!(
-            worst <= LOGITS_TOL,
-            "{what} row {r}: logits differ by {worst} (tolerance {LOGITS_TOL})"
-        );
-        for &id in &self.top_ids[r * k..][..k] {
-            kept[id as usize] = true;
-        }
-        let kth = self.top[r * k + k - 1];
-        let outside = (0..got.len())
-            .filter(|&i| !kept[i])
-            .max_by(|&a, &b| got[a].total_cmp(&got[b]));
-        if let Some(i) = outside {
-            assert!(
-                got[i] <= kth + LOGITS_TOL,
-                "{what} row {r}: id {i} has logit {} above HF's top-{k} (smallest {kth})",
-                got[i]
-            );
-        }
-        let max = got.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let lse = max + got.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln();
-        let dl = (lse - self.lse[r] as f64).abs();
-        assert!(
-            dl <= LSE_TOL,
-            "{what} row {r}: log-sum-exp {lse} vs HF {} (tolerance {LSE_TOL})",
-            self.lse[r]
-        );
-        worst
-    }
-}
-
 /// The fixture's model directory, its weights rebuilt into a directory of the target dir of this call's own
 /// (tests run in parallel; each removes its directory when done).
 fn model_dir(name: &str) -> (PathBuf, serde_json::Value) {
-    static CALLS: AtomicUsize = AtomicUsize::new(0);
-    let fixture = loaders::paths::fixture("families").join(name);
-    let meta = json(&fixture.join("reference.json"));
-    let call = CALLS.fetch_add(1, Ordering::Relaxed);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("families-{name}-{}-{call}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    hash_weights::write_model_dir(&dir, &fixture, hash_weights::hash_init_tensors(&meta));
-    (dir, meta)
+    hash_weights::fixture_model_dir(
+        &loaders::paths::fixture("families").join(name),
+        &format!("families-{name}"),
+    )
 }
 
 /// The fixture's HF outputs.
@@ -135,7 +42,33 @@ fn references(name: &str) -> loaders::safetensors::SafeTensors {
 fn check_family(name: &str) {
     let (dir, meta) = model_dir(name);
     check_against_hf(name, &dir, &meta);
+    check_text(name, &dir, &meta);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Text in, text out through the fixture's word-level tokenizer (its published special tokens; every other id a
+/// word): the prompt's text encodes to the fixture prompt's ids as transformers' tokenizer encodes it, and
+/// `generate` returns the 40 greedy tokens and the text they add to the prompt as transformers decodes it
+/// (`decode(prompt + greedy)` past `decode(prompt)`, special tokens skipped: what its TextStreamer prints).
+fn check_text(name: &str, dir: &std::path::Path, meta: &serde_json::Value) {
+    let m = load_on(dir, kernels::Kernels::detect().unwrap());
+    let t = &meta["text"];
+    let prompt = t["prompt"].as_str().unwrap();
+    let want = ids(&t["input_ids"]);
+    assert_eq!(want, ids(&meta["prompt"]), "{name}: the fixture's text is its prompt");
+    assert_eq!(
+        m.prompt_ids(prompt, PromptFormat::Plain).unwrap(),
+        want,
+        "{name}: prompt ids"
+    );
+    let greedy = ids(&meta["greedy_tokens"]);
+    let opts = GenerateOptions {
+        max_new_tokens: greedy.len(),
+        ..Default::default()
+    };
+    let g = m.generate(prompt, &opts).unwrap();
+    assert_eq!(g.tokens, greedy, "{name}: generate's tokens");
+    assert_eq!(g.text, t["greedy_text"].as_str().unwrap(), "{name}: generate's text");
 }
 
 /// The model in `dir` against the fixture's HF references (`meta`: its reference.json).
@@ -159,7 +92,7 @@ fn check_against_hf(name: &str, dir: &std::path::Path, meta: &serde_json::Value)
         s.step(&prompt, prompt.len(), LogitsFor::All, &mut all).unwrap();
         let what = format!("{name} on {}", k.isa());
         let diff = (0..prompt.len())
-            .map(|r| want_prompt.check(&format!("{what} prefill"), r, &all[r * vocab..][..vocab]))
+            .map(|r| want_prompt.check(&format!("{what} prefill"), r, &all[r * vocab..][..vocab], LOGITS_TOL))
             .fold(0.0f32, f32::max);
         let mut s = m.session(1, cap).unwrap();
         let worst = check_greedy_by(
@@ -168,7 +101,7 @@ fn check_against_hf(name: &str, dir: &std::path::Path, meta: &serde_json::Value)
             |t, l| s.step(t, t.len(), LogitsFor::Last, l).unwrap(),
             &prompt,
             &greedy,
-            |t, l| Some(want_steps.check(&format!("{what} greedy step"), t, l)),
+            |t, l| Some(want_steps.check(&format!("{what} greedy step"), t, l, LOGITS_TOL)),
         );
         eprintln!(
             "{name} on {}: prefill max-abs {diff:.2e}, greedy steps max-abs {worst:.2e}",

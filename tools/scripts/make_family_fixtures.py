@@ -1,6 +1,7 @@
 """Make the decoder-only family fixtures under tools/fixtures/families/ with Hugging Face transformers.
 
-Run:  tools/scripts/venv.sh python tools/scripts/make_family_fixtures.py [NAME ...]   (no NAME = all; --list)
+Run:  tools/scripts/venv.sh python tools/scripts/make_family_fixtures.py [NAME ...]   (no NAME = all; --list;
+      --tokenizers: only the tokenizer.json and the text references, from the committed greedy tokens)
 
 Each family starts from a real published config.json (written out below; the source model is named), made smaller
 where only size changes (fewer layers, a smaller intermediate size and, where the published
@@ -9,7 +10,9 @@ heads per KV head) and every mechanism the family has; sliding windows shrink to
 sequences cross them. The weights are never committed: tools/scripts/hashinit.py's formula makes them from the
 tensor names (reference.json `hash_init` lists every tensor, its scale and offset, first values and f64 sum), and the
 Rust test (engine/tests/families.rs) rebuilds them bit-exactly. Committed per family: config.json,
-generation_config.json, reference.json (prompt, greedy and beam-4 tokens and scores) and reference.safetensors
+generation_config.json, tokenizer.json (word-level: the family's special tokens at their published ids, every
+other id the word w<id>: word_tokenizer.py), reference.json (prompt, greedy and beam-4 tokens and scores, the
+prompt as text and the text transformers' tokenizer decodes the greedy tokens to after it) and reference.safetensors
 (per prompt position and greedy step: the top-64 logits with their ids, 64 fixed probe ids' logits and the row's
 log-sum-exp). See tools/fixtures/families/README.md.
 """
@@ -27,7 +30,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import hashinit  # noqa: E402
 from beam_margin import BeamRecorder  # noqa: E402
-from make_fixtures import FIXTURES, clean_dir, save_reference  # noqa: E402
+from make_fixtures import FIXTURES, clean_dir, dumps_compact, save_reference  # noqa: E402
+import word_tokenizer  # noqa: E402
 
 torch.set_num_threads(1)
 torch.use_deterministic_algorithms(True)
@@ -128,6 +132,63 @@ PUBLISHED = {
         "sliding_window_pattern": 6, "torch_dtype": "bfloat16", "use_cache": True, "vocab_size": 262144,
     },
 }
+
+# The published special tokens (token -> id) each fixture's word-level tokenizer names; every other id is a word.
+QWEN_SPECIAL = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645}
+SPECIAL_TOKENS = {
+    "qwen2": QWEN_SPECIAL,
+    "qwen3": QWEN_SPECIAL,
+    "llama3": {"<|begin_of_text|>": 128000, "<|end_of_text|>": 128001, "<|start_header_id|>": 128006,
+               "<|end_header_id|>": 128007, "<|eom_id|>": 128008, "<|eot_id|>": 128009},
+    "mistral": {"<unk>": 0, "<s>": 1, "</s>": 2},
+    "phi3": {"<unk>": 0, "<s>": 1, "</s>": 2, "<|endoftext|>": 32000},
+    "gemma2": {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<start_of_turn>": 106, "<end_of_turn>": 107},
+    "gemma3": {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<start_of_turn>": 105, "<end_of_turn>": 106},
+}
+
+
+def text_references(name: str, out: Path, meta: dict) -> dict:
+    """Write the fixture's tokenizer.json (word-level, the BOS put first by its post-processor, as the fixture
+    prompts start with it) and return what transformers' tokenizer on it makes of the fixture: the prompt as text
+    (its ids' tokens after BOS) and its ids, and the text the greedy tokens add to it (special tokens skipped)."""
+    import tempfile
+
+    from transformers import PreTrainedTokenizerFast
+
+    cfg = json.loads((out / "config.json").read_text())
+    specials = SPECIAL_TOKENS[name]
+    by_id = {i: t for t, i in specials.items()}
+    bos = by_id[cfg["bos_token_id"]]
+    word_tokenizer.write_template(out / "tokenizer.json", specials, prefix=bos)
+    with tempfile.TemporaryDirectory() as tmp:
+        full = Path(tmp) / "tokenizer.json"
+        word_tokenizer.fill(out / "tokenizer.json", cfg["vocab_size"], full)
+        tok = PreTrainedTokenizerFast(tokenizer_file=str(full), bos_token=bos)
+        token = lambda i: by_id.get(i, f"{word_tokenizer.WORD_PREFIX}{i}")  # noqa: E731
+        prompt = meta["prompt"]
+        text = " ".join(token(i) for i in prompt[1:])
+        input_ids = tok(text)["input_ids"]
+        assert input_ids == prompt, (name, "the tokenizer does not give the prompt back", input_ids, prompt)
+        # the text generation adds to the prompt, as transformers' TextStreamer prints it: the decode of prompt +
+        # generated past the decode of the prompt (a word-level decode joins words with spaces: it starts with one)
+        head = tok.decode(prompt, skip_special_tokens=True)
+        full = tok.decode(prompt + meta["greedy_tokens"], skip_special_tokens=True)
+        assert full.startswith(head), (name, head, full)
+        greedy_text = full[len(head):]
+    return {"tokenizer_words": word_tokenizer.words_spec(cfg["vocab_size"]),
+            "text": {"prompt": text, "input_ids": input_ids, "greedy_text": greedy_text,
+                     "tokenizer": "PreTrainedTokenizerFast on the filled tokenizer.json",
+                     "greedy_text_is": "decode(prompt + greedy)[len(decode(prompt)):], skip_special_tokens"}}
+
+
+def tokenizers_only(name: str):
+    """--tokenizers: tokenizer.json and the text references of an existing fixture (its greedy tokens as committed)."""
+    out = OUT / name
+    meta = json.loads((out / "reference.json").read_text())
+    meta.update(text_references(name, out, meta))
+    (out / "reference.json").write_text(dumps_compact(meta) + "\n")
+    print(name, meta["text"]["prompt"][:60], "->", meta["text"]["greedy_text"][:60])
+
 
 # What each fixture changes (besides torch_dtype float32). Every fixture keeps the published vocabulary and its
 # special ids.
@@ -282,6 +343,7 @@ def make(name: str):
                  "sequences": beams, "scores": [float(x) for x in b.sequences_scores]},
         "eos_token_id": eos_list,
     }
+    meta.update(text_references(name, out, meta))
     save_reference(out, tensors, meta)
     print(name, "greedy", greedy[:12], "... margin", f"{margin:.3g}", "beam0", beams[0],
           f"beam margin {beam_margin:.3g} ({tries} redraws)", f"cached/full {diff:.2e}")
@@ -291,12 +353,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("names", nargs="*")
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--tokenizers", action="store_true")
     a = ap.parse_args()
     if a.list:
         print(" ".join(PUBLISHED))
         return
     for n in a.names or list(PUBLISHED):
-        make(n)
+        tokenizers_only(n) if a.tokenizers else make(n)
 
 
 if __name__ == "__main__":

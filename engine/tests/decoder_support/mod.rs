@@ -124,3 +124,93 @@ pub fn check_greedy_by(
     }
     worst
 }
+
+/// Added to the logits' tolerance for a whole row's log-sum-exp: log-sum-exp is 1-Lipschitz in the max norm, so
+/// logits all within `tol` move it by at most `tol`; both sides sum in f64, HF's stored as f32 (|lse| < 32: half
+/// an ulp is below 2e-6).
+const LSE_F32_ROUNDING: f64 = 2e-6;
+
+/// HF's logits at some positions as a fixture keeps them (make_family_fixtures.py `summarize`): per row the
+/// `k` largest with their ids (largest first), the logits of the `probe_ids` (the same for every row) and the
+/// log-sum-exp of the whole row. Ids are stored as f32 (exact below 2^24).
+pub struct Rows {
+    top_ids: Vec<u32>,
+    top: Vec<f32>,
+    probe_ids: Vec<u32>,
+    probe: Vec<f32>,
+    pub lse: Vec<f32>,
+    k: usize,
+}
+
+impl Rows {
+    /// The rows stored under `prefix` (`prompt`, `greedy_step`, `greedy_0`, ...).
+    pub fn load(refs: &SafeTensors, prefix: &str) -> Rows {
+        let as_ids = |v: Vec<f32>| v.into_iter().map(|x| x as u32).collect::<Vec<u32>>();
+        let lse = tensor(refs, &format!("{prefix}_logsumexp"));
+        let top = tensor(refs, &format!("{prefix}_top_logits"));
+        let k = top.len() / lse.len();
+        Rows {
+            top_ids: as_ids(tensor(refs, &format!("{prefix}_top_ids"))),
+            top,
+            probe_ids: as_ids(tensor(refs, "probe_ids")),
+            probe: tensor(refs, &format!("{prefix}_probe_logits")),
+            lse,
+            k,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lse.len()
+    }
+
+    /// HF's logit of `id` at row `r`, if the fixture kept it.
+    pub fn logit(&self, r: usize, id: u32) -> Option<f32> {
+        let (k, p) = (self.k, self.probe_ids.len());
+        let top = self.top_ids[r * k..][..k].iter().position(|&t| t == id);
+        let probe = self.probe_ids.iter().position(|&t| t == id);
+        top.map(|i| self.top[r * k + i])
+            .or(probe.map(|i| self.probe[r * p + i]))
+    }
+
+    /// `got` (our whole row `r`) against HF's: every kept logit within `tol`, no other id above HF's k-th largest
+    /// plus `tol` (the top-k are the same ids), the log-sum-exp within `tol` + [`LSE_F32_ROUNDING`]. Returns the
+    /// max-abs.
+    pub fn check(&self, what: &str, r: usize, got: &[f32], tol: f32) -> f32 {
+        let lse_tol = tol as f64 + LSE_F32_ROUNDING;
+        let (k, p) = (self.k, self.probe_ids.len());
+        let mut worst = 0.0f32;
+        let mut kept = vec![false; got.len()];
+        let ids = self.top_ids[r * k..][..k].iter().chain(&self.probe_ids);
+        let want = self.top[r * k..][..k].iter().chain(&self.probe[r * p..][..p]);
+        for (&id, &w) in ids.zip(want) {
+            worst = worst.max((got[id as usize] - w).abs());
+        }
+        assert!(
+            worst <= tol,
+            "{what} row {r}: logits differ by {worst} (tolerance {tol})"
+        );
+        for &id in &self.top_ids[r * k..][..k] {
+            kept[id as usize] = true;
+        }
+        let kth = self.top[r * k + k - 1];
+        let outside = (0..got.len())
+            .filter(|&i| !kept[i])
+            .max_by(|&a, &b| got[a].total_cmp(&got[b]));
+        if let Some(i) = outside {
+            assert!(
+                got[i] <= kth + tol,
+                "{what} row {r}: id {i} has logit {} above HF's top-{k} (smallest {kth})",
+                got[i]
+            );
+        }
+        let max = got.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let lse = max + got.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln();
+        let dl = (lse - self.lse[r] as f64).abs();
+        assert!(
+            dl <= lse_tol,
+            "{what} row {r}: log-sum-exp {lse} vs HF {} (tolerance {lse_tol})",
+            self.lse[r]
+        );
+        worst
+    }
+}

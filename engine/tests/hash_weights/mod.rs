@@ -105,5 +105,24 @@ pub fn fixture_model_dir(fixture_dir: &Path, tag: &str) -> (std::path::PathBuf, 
             std::fs::copy(fixture_dir.join(f), dir.join(f)).expect("copy tokenizer");
         }
     }
+    if let Some(words) = meta.get("tokenizer_words") {
+        fill_word_tokenizer(&dir.join("tokenizer.json"), words);
+    }
     (dir, meta)
+}
+
+/// Give every id of the vocabulary that a word-level tokenizer.json does not name the word `prefix + id`
+/// (`tokenizer_words` of a reference.json: `{prefix, vocab_size}`; make_seq2seq_fixtures.py `full_tokenizer`
+/// does the same), so a published vocabulary of 250k ids is not committed word by word.
+pub fn fill_word_tokenizer(path: &Path, words: &serde_json::Value) {
+    let prefix = words["prefix"].as_str().expect("tokenizer_words.prefix");
+    let size = words["vocab_size"].as_u64().expect("tokenizer_words.vocab_size") as u32;
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut t: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let vocab = t["model"]["vocab"].as_object_mut().expect("a word-level vocab");
+    let named: std::collections::HashSet<u32> = vocab.values().map(|v| v.as_u64().unwrap() as u32).collect();
+    for id in (0..size).filter(|id| !named.contains(id)) {
+        vocab.insert(format!("{prefix}{id}"), id.into());
+    }
+    std::fs::write(path, serde_json::to_string(&t).unwrap()).unwrap();
 }
