@@ -1,10 +1,14 @@
 //! Config validation of the encoder-decoder families (M2M100 / NLLB, BART, mBART-50, T5, Flan-T5): a config.json
 //! whose shapes disagree with themselves or with the weights is refused with an error naming the field or tensor,
 //! and what qkv does not run (an unknown architecture, activation or feed-forward kind) is `Error::Unsupported`
-//! naming it. Each case edits one field of a fixture (tools/fixtures/seq2seq) whose weights load as they are.
+//! naming it. Each case edits one field of a fixture (tools/fixtures/seq2seq) whose weights load as they are:
+//! each fixture's weights (up to 1.1 GB: the published vocabularies) are rebuilt once and hard-linked into the
+//! directory of every case.
 
 #[path = "hash_weights/mod.rs"]
 mod hash_weights;
+
+use std::path::PathBuf;
 
 use qkv::{Error, Model};
 use serde_json::json;
@@ -24,12 +28,48 @@ type Edits = Vec<(&'static str, serde_json::Value)>;
 /// A fixture, the edits to its config and what the refusal must say.
 type Case = (&'static str, Edits, Expect);
 
+/// The fixtures' model directories, each rebuilt once (removed on drop).
+#[derive(Default)]
+struct Fixtures(std::collections::HashMap<String, PathBuf>);
+
+impl Fixtures {
+    /// A directory of its own holding fixture `name` (its files hard links to the rebuilt ones).
+    fn case_dir(&mut self, name: &str, case: usize) -> PathBuf {
+        let base = self.0.entry(name.to_string()).or_insert_with(|| {
+            hash_weights::fixture_model_dir(&loaders::paths::fixture("seq2seq").join(name), &format!("valid-{name}")).0
+        });
+        let dir = base.with_file_name(format!("{}-case{case}", base.file_name().unwrap().to_string_lossy()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in std::fs::read_dir(&*base).unwrap() {
+            let f = f.unwrap().path();
+            let to = dir.join(f.file_name().unwrap());
+            std::fs::hard_link(&f, &to)
+                .or_else(|_| std::fs::copy(&f, &to).map(drop))
+                .unwrap();
+        }
+        dir
+    }
+}
+
+impl Drop for Fixtures {
+    fn drop(&mut self) {
+        for dir in self.0.values() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// Load fixture `name` with `edits` applied to its config.json (a `null` removes the key).
-fn load_edited(name: &str, edits: &[(&str, serde_json::Value)]) -> (std::path::PathBuf, qkv::Result<Model>) {
-    let (dir, _) =
-        hash_weights::fixture_model_dir(&loaders::paths::fixture("seq2seq").join(name), &format!("valid-{name}"));
+fn load_edited(
+    fx: &mut Fixtures,
+    case: usize,
+    name: &str,
+    edits: &[(&str, serde_json::Value)],
+) -> (PathBuf, qkv::Result<Model>) {
+    let dir = fx.case_dir(name, case);
     let path = dir.join("config.json");
     let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    std::fs::remove_file(&path).unwrap(); // a hard link: the edit must not reach the shared file
     for (k, v) in edits {
         if v.is_null() {
             cfg.as_object_mut().unwrap().remove(*k);
@@ -42,8 +82,15 @@ fn load_edited(name: &str, edits: &[(&str, serde_json::Value)]) -> (std::path::P
     (dir, m)
 }
 
+/// Both lists of cases on one set of rebuilt fixtures.
 #[test]
-fn inconsistent_shapes_are_refused_naming_the_field() {
+fn configs_are_validated() {
+    let mut fx = Fixtures::default();
+    inconsistent_shapes_are_refused_naming_the_field(&mut fx);
+    what_qkv_does_not_run_is_unsupported(&mut fx);
+}
+
+fn inconsistent_shapes_are_refused_naming_the_field(fx: &mut Fixtures) {
     let cases: Vec<Case> = vec![
         // heads that do not divide the width
         (
@@ -60,12 +107,12 @@ fn inconsistent_shapes_are_refused_naming_the_field() {
         // ids outside the vocabulary
         (
             "nllb",
-            vec![("decoder_start_token_id", json!(256))],
+            vec![("decoder_start_token_id", json!(256206))],
             Expect::Field("decoder_start_token_id"),
         ),
         (
             "mbart50",
-            vec![("pad_token_id", json!(4096))],
+            vec![("pad_token_id", json!(250054))],
             Expect::Field("pad_token_id"),
         ),
         // zero sizes
@@ -109,8 +156,8 @@ fn inconsistent_shapes_are_refused_naming_the_field() {
             Expect::Says(&["embed_positions", "66"]),
         ),
     ];
-    for (name, edits, expect) in cases {
-        let (dir, m) = load_edited(name, &edits);
+    for (case, (name, edits, expect)) in cases.into_iter().enumerate() {
+        let (dir, m) = load_edited(fx, case, name, &edits);
         let e = m.expect_err(&format!("{name} {edits:?} loads"));
         let text = e.to_string();
         eprintln!("{name} {edits:?}: {text}");
@@ -131,8 +178,7 @@ fn inconsistent_shapes_are_refused_naming_the_field() {
     }
 }
 
-#[test]
-fn what_qkv_does_not_run_is_unsupported() {
+fn what_qkv_does_not_run_is_unsupported(fx: &mut Fixtures) {
     let cases: Vec<Case> = vec![
         (
             "nllb",
@@ -158,8 +204,8 @@ fn what_qkv_does_not_run_is_unsupported() {
             Expect::Unsupported("mish"),
         ),
     ];
-    for (name, edits, expect) in cases {
-        let (dir, m) = load_edited(name, &edits);
+    for (case, (name, edits, expect)) in cases.into_iter().enumerate() {
+        let (dir, m) = load_edited(fx, case, name, &edits);
         let e = m.expect_err(&format!("{name} {edits:?} loads"));
         let Expect::Unsupported(what) = expect else {
             unreachable!()

@@ -4,9 +4,9 @@ random-weight models converted by CTranslate2's `TransformersConverter`, then `t
 Run:  tools/scripts/venv.sh python tools/scripts/make_seq2seq_ct2_fixtures.py [t5] [nllb]
 
 The weights are those of tools/fixtures/seq2seq/NAME (rebuilt from its reference.json `hash_init` with
-tools/scripts/hashinit.py, as engine/tests/seq2seq_ct2.rs rebuilds them); the converted model (model.bin, 12 MB) is
+tools/scripts/hashinit.py, as engine/tests/seq2seq_ct2.rs rebuilds them); the converted model (model.bin, up to 1.2 GB) is
 made in a temporary directory and not committed: only its outputs are (tools/fixtures/seq2seq-ct2/NAME/
-reference.json). The fixture's word-level tokenizer.json is handed to the converter as a `PreTrainedTokenizerFast`
+reference.json). The fixture's word-level tokenizer.json (its words filled in: word_tokenizer.py) is handed to the converter as a `PreTrainedTokenizerFast`
 with the family's special tokens (its `get_vocabulary` reads the ids in order, so CTranslate2's vocabulary is the
 fixture's, id for id).
 
@@ -43,6 +43,7 @@ sys.path.insert(0, str(HERE))
 import hashinit  # noqa: E402
 from beam_margin import BeamRecorder  # noqa: E402
 from make_fixtures import FIXTURES, clean_dir, save_reference  # noqa: E402
+import word_tokenizer  # noqa: E402
 
 torch.set_num_threads(1)
 torch.use_deterministic_algorithms(True)
@@ -66,8 +67,10 @@ def build_hf_dir(name: str, out: Path):
     """The seq2seq fixture's model directory with its weights rebuilt from hash_init."""
     from safetensors.torch import save_file
 
-    for f in ("config.json", "generation_config.json", "tokenizer.json"):
+    for f in ("config.json", "generation_config.json"):
         shutil.copy(SRC / name / f, out / f)
+    vocab_size = json.loads((SRC / name / "config.json").read_text())["vocab_size"]
+    word_tokenizer.fill(SRC / name / "tokenizer.json", vocab_size, out / "tokenizer.json")
     meta = json.loads((SRC / name / "reference.json").read_text())
     state = {t["name"]: torch.from_numpy(hashinit.hash_tensor(t["name"], t["shape"], t["scale"], t["offset"]))
              for t in meta["hash_init"]}
@@ -140,7 +143,7 @@ def make(name: str):
                                               beam_size=beam, num_hypotheses=beam, **opts)
 
         rng = np.random.default_rng(1717)  # not 17: the seq2seq fixture drew its sources from that
-        first_word = 3 + (1 if langs else 0) + 3 * bool(langs)
+        word_ids = [i for i, t in enumerate(vocab) if t.startswith("w")]  # not a special or language token
         sources, beam_margins, greedy_margins, redraws = [], [], [], 0
         for src in meta["sources"]:
             while True:
@@ -151,7 +154,7 @@ def make(name: str):
                     break
                 redraws += 1
                 assert redraws < 200, (name, "no source clear of ties")
-                words = [int(x) for x in rng.integers(first_word, len(vocab), size=len(src) - 1 - len(langs[:1]))]
+                words = [int(x) for x in rng.choice(word_ids, size=len(src) - 1 - len(langs[:1]))]
                 src = ([meta["sources"][0][0]] if langs else []) + words + [eos]
             sources.append(src)
             beam_margins.append(beam_margin)

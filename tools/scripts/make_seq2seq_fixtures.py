@@ -3,14 +3,18 @@
 Run:  tools/scripts/venv.sh python tools/scripts/make_seq2seq_fixtures.py [NAME ...]   (no NAME = all; --list)
 
 Each family starts from a real published config.json (written out below; the source model is named), made smaller
-where only size changes (2 + 2 layers, d_model 256, a smaller feed-forward, a 256-word vocabulary) while keeping
-the head width the kernels see (64) and every mechanism the family has (position kind, norm placement, embedding
+where only size changes (2 + 2 layers, a smaller feed-forward; T5's d_model) while keeping the published
+vocabulary (its special and language ids), the published heads (count and width 64) and every mechanism the
+family has (position kind, norm placement, embedding
 norm and scale, gated FFN, bias buckets, the generation rules of its config: beams, length penalty, early
 stopping, no-repeat n-grams, forced BOS / EOS). The weights are never committed: tools/scripts/hashinit.py's
 formula makes them from the tensor names (reference.json `hash_init`), and the Rust test
 (engine/tests/seq2seq_families.rs) rebuilds them bit-exactly. Committed per family: config.json,
-generation_config.json, a word-level tokenizer.json, reference.json (sources, greedy and beam-4 tokens and scores)
-and reference.safetensors (the raw logits of every greedy step of every source). See
+generation_config.json, tokenizer.json (a word-level tokenizer holding the special and language tokens only: the
+vocabulary's other ids are the words w<id>, filled in by word_tokenizer.py and by the Rust test, so the whole
+250k-word file is never committed), reference.json (sources, greedy and beam-4 tokens and scores) and
+reference.safetensors (for every greedy step of every source the 64 largest logits with their ids, the logits at
+64 fixed probe ids and the row's log-sum-exp, as the decoder-only family fixtures keep them). See
 tools/fixtures/seq2seq/README.md.
 """
 
@@ -26,20 +30,23 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import hashinit  # noqa: E402
+from make_family_fixtures import PROBES, summarize  # noqa: E402
 from make_fixtures import FIXTURES, clean_dir, save_reference  # noqa: E402
+import word_tokenizer as word_tokenizer_files  # noqa: E402
 
 torch.set_num_threads(1)
 torch.use_deterministic_algorithms(True)
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 OUT = FIXTURES / "seq2seq"
-VOCAB = 256
 GREEDY_NEW = 12
 BEAM_NEW = 12
 NUM_BEAMS = 4
 SOURCE_LENS = [5, 11, 8]
-# Language tokens of the multilingual fixtures (ids 4.. in the small vocabulary).
-LANGS = {"nllb": ["eng_Latn", "fra_Latn", "deu_Latn"], "mbart50": ["en_XX", "fr_XX", "de_DE"]}
+# Language tokens of the multilingual fixtures at their published ids (NllbTokenizer's and MBart50Tokenizer's
+# `lang_code_to_id`): source, other, target.
+LANGS = {"nllb": {"eng_Latn": 256047, "fra_Latn": 256057, "deu_Latn": 256042},
+         "mbart50": {"en_XX": 250004, "fr_XX": 250008, "de_DE": 250003}}
 
 # Published configs (the source model in the key's comment); generation keys go to generation_config.json as
 # save_pretrained moves them.
@@ -93,8 +100,8 @@ GENERATION_KEYS = ["bos_token_id", "decoder_start_token_id", "eos_token_id", "pa
                    "num_beams", "early_stopping", "forced_bos_token_id", "forced_eos_token_id",
                    "no_repeat_ngram_size", "length_penalty"]
 
-BART_SMALL = {"d_model": 256, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 4,
-              "decoder_attention_heads": 4, "encoder_ffn_dim": 512, "decoder_ffn_dim": 512}
+# The published heads (12 / 16 of 64: d_model is their width in BART and M2M100), 2 + 2 layers, ffn 512.
+BART_SMALL = {"encoder_layers": 2, "decoder_layers": 2, "encoder_ffn_dim": 512, "decoder_ffn_dim": 512}
 SMALLER = {
     "nllb": BART_SMALL,
     "bart": BART_SMALL,
@@ -105,9 +112,9 @@ SMALLER = {
 }
 
 
-def hash_rule(name: str, shape, family: str):
-    """(scale, offset) of the uniform hash-init of a tensor: matrices uniform in +-gain * sqrt(3 / in_dim)."""
-    d = 256
+def hash_rule(name: str, shape, family: str, d: int):
+    """(scale, offset) of the uniform hash-init of a tensor: matrices uniform in +-gain * sqrt(3 / in_dim); `d` is
+    d_model."""
     if "relative_attention_bias" in name:
         return 1.0, 0.0
     if "norm" in name and name.endswith("weight"):
@@ -142,7 +149,6 @@ def hash_rule(name: str, shape, family: str):
 def fixture_config(name: str):
     c = dict(PUBLISHED[name])
     c.update(SMALLER[name])
-    c["vocab_size"] = VOCAB
     c["torch_dtype"] = "float32"
     gen = {k: c.pop(k) for k in GENERATION_KEYS if k in c and k not in ("bos_token_id", "decoder_start_token_id",
                                                                           "eos_token_id", "pad_token_id")}
@@ -153,17 +159,17 @@ def fixture_config(name: str):
 
 
 def word_tokenizer(path: Path, family: str):
-    """A word-level tokenizer.json over the fixture's vocabulary: the special ids of the family, language tokens
-    (multilingual ones), then words w<id>; the post-processor appends </s> (and NLLB / mBART-50 put their default
-    source language first, as the real ones do)."""
+    """The committed word-level tokenizer.json: the family's special tokens and language tokens (the multilingual
+    ones) at their published ids, and nothing else (word_tokenizer.py `fill` adds the words); the post-processor appends
+    </s> (and NLLB / mBART-50 put their default source language first, as the real ones do). Returns its
+    vocabulary."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, decoders
 
     t5 = family in ("t5", "flan_t5")
     specials = ["<pad>", "</s>", "<unk>"] if t5 else ["<s>", "<pad>", "</s>", "<unk>"]
-    langs = LANGS.get(family, [])
-    vocab = {tok: i for i, tok in enumerate(specials + langs)}
-    for i in range(len(vocab), VOCAB):
-        vocab[f"w{i}"] = i
+    langs = list(LANGS.get(family, {}))
+    vocab = {tok: i for i, tok in enumerate(specials)}
+    vocab.update(LANGS.get(family, {}))
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
@@ -185,24 +191,31 @@ def make(name: str):
     cfg_json, gen_json = fixture_config(name)
     (out / "config.json").write_text(json.dumps(cfg_json, indent=2, sort_keys=True) + "\n")
     (out / "generation_config.json").write_text(json.dumps(gen_json, indent=2, sort_keys=True) + "\n")
-    vocab = word_tokenizer(out / "tokenizer.json", name)
+    special = word_tokenizer(out / "tokenizer.json", name)
     config = AutoConfig.from_pretrained(out)
+    vocab_size = config.vocab_size
     model = AutoModelForSeq2SeqLM.from_config(config, dtype=torch.float32, attn_implementation="eager")
-    model, table = hashinit.rehash_model(model, AutoModelForSeq2SeqLM, lambda t, shape: hash_rule(t, shape, name))
+    model, table = hashinit.rehash_model(model, AutoModelForSeq2SeqLM,
+                                         lambda t, shape: hash_rule(t, shape, name, config.d_model))
     gen = GenerationConfig.from_pretrained(out)
     model.generation_config = gen
 
     eos = gen_json["eos_token_id"]
-    langs = LANGS.get(name, [])
-    first_word = 3 + (1 if name not in ("t5", "flan_t5") else 0) + len(langs)
+    langs = list(LANGS.get(name, {}))
+    taken = set(special.values())
     rng = np.random.default_rng(17)
     sources = []
     for n in SOURCE_LENS:
-        words = [int(x) for x in rng.integers(first_word, VOCAB, size=n - 1)]
-        src = ([vocab[langs[1]]] if langs else []) + words + [eos]
+        words = []
+        while len(words) < n - 1:
+            w = int(rng.integers(0, vocab_size))
+            if w not in taken:
+                words.append(w)
+        src = ([special[langs[1]]] if langs else []) + words + [eos]
         sources.append(src)
     # target language of the multilingual ones: forced as the first generated token
-    forced_bos = vocab[langs[2]] if langs else gen_json.get("forced_bos_token_id")
+    forced_bos = special[langs[2]] if langs else gen_json.get("forced_bos_token_id")
+    probes = torch.from_numpy(np.sort(np.random.default_rng(18).choice(vocab_size, PROBES, replace=False)))
     extra = {"forced_bos_token_id": forced_bos} if langs else {}
     tensors, greedy, beams, beam_scores, margins = {}, [], [], [], []
     for i, src in enumerate(sources):
@@ -214,7 +227,7 @@ def make(name: str):
         if eos in toks:
             toks = toks[: toks.index(eos) + 1]
         logits = torch.stack(g.logits)[: len(toks), 0]  # [steps, vocab]
-        tensors[f"greedy_logits_{i}"] = logits
+        tensors.update(summarize(f"greedy_{i}", logits, probes))
         top2 = logits.topk(2, dim=-1).values
         margins.append(float((top2[:, 0] - top2[:, 1]).min()))
         greedy.append(toks)
@@ -239,6 +252,7 @@ def make(name: str):
         "changed": SMALLER[name],
         "weights": "not committed: hash_init lists every tensor (tools/scripts/hashinit.py)",
         "hash_init": table,
+        "tokenizer_words": word_tokenizer_files.words_spec(vocab_size),
         "sources": sources,
         "source_lang": langs[1] if langs else None,
         "target_lang": langs[2] if langs else None,

@@ -82,7 +82,7 @@ fn list_languages_and_unknown_codes() {
     let (dir, _) = model("nllb");
     let r = qkv(&["translate", "--model", path(&dir), "--list-languages"]);
     assert!(r.ok, "{}", r.stderr);
-    assert_eq!(r.stdout, "eng_Latn\nfra_Latn\ndeu_Latn\n");
+    assert_eq!(r.stdout, "deu_Latn\neng_Latn\nfra_Latn\n");
     let r = qkv(&["translate", "--model", path(&dir), "--target-lang", "xx_Latn", "w10"]);
     assert!(!r.ok);
     assert!(r.stderr.contains("unknown target language \"xx_Latn\""), "{}", r.stderr);
