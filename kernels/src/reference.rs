@@ -479,7 +479,12 @@ pub fn linear_kblocks(
                 let (scale, off, dw, dmin): (Vec<i64>, Vec<i64>, f32, f32) = if ty == crate::BlockType::Q6_K {
                     let sc: Vec<i64> = (0..16).map(|g| blk[192 + g] as i8 as i64).collect();
                     let d = f16(&blk[208..]);
-                    ((0..QK_K).map(|j| sc[j / 16]).collect(), sc.iter().map(|v| 32 * v).collect(), d, d)
+                    (
+                        (0..QK_K).map(|j| sc[j / 16]).collect(),
+                        sc.iter().map(|v| 32 * v).collect(),
+                        d,
+                        d,
+                    )
                 } else {
                     let sm: Vec<(u8, u8)> = (0..8).map(|s| scale_min(&blk[4..16], s)).collect();
                     (
@@ -489,7 +494,9 @@ pub fn linear_kblocks(
                         f16(&blk[2..]),
                     )
                 };
-                let sumi: i64 = (0..QK_K).map(|j| scale[j] * value(ty, blk, j) as i64 * xq[j] as i64).sum();
+                let sumi: i64 = (0..QK_K)
+                    .map(|j| scale[j] * value(ty, blk, j) as i64 * xq[j] as i64)
+                    .sum();
                 let summ: i64 = off.iter().zip(bsum).map(|(&m, &s)| m * s as i64).sum();
                 acc = fold(ty, acc, dw, dmin, dx[b], sumi as i32, summ as i32);
             }

@@ -5,8 +5,8 @@
 //! shapes a file may lie about refused with errors.
 
 use kernels::{
-    reference, ActBlocks, BlockError, BlockType, Kernels, Layout, PackError, PackedWeight, Part, QuantizedBlocks, SharedOut,
-    Weight, WeightData, QK_K,
+    reference, ActBlocks, BlockError, BlockType, Kernels, Layout, PackError, PackedWeight, Part, QuantizedBlocks,
+    SharedOut, Weight, WeightData, QK_K,
 };
 
 mod common;
@@ -58,7 +58,10 @@ fn q4_k_quantize_matches_llama_cpp() {
     let mut got = vec![0u8; want.len()];
     BlockType::Q4_K.quantize(&x, &mut got).unwrap();
     for (b, (g, w)) in got.chunks(144).zip(want.chunks(144)).enumerate() {
-        assert_eq!(g, w, "Q4_K super-block {b}: qkv's bytes vs llama.cpp's quantize_row_q4_K_ref");
+        assert_eq!(
+            g, w,
+            "Q4_K super-block {b}: qkv's bytes vs llama.cpp's quantize_row_q4_K_ref"
+        );
     }
 }
 
@@ -79,9 +82,16 @@ fn q8_k_activations_match_ggml() {
                 let (r, j) = (b / (n / rows), b % (n / rows));
                 let blk = &want[b * 292..(b + 1) * 292];
                 let d = f32::from_le_bytes(blk[..4].try_into().unwrap());
-                assert!(same(xq.scales(r)[j], d), "super-block {b}: d {} vs ggml {d}", xq.scales(r)[j]);
+                assert!(
+                    same(xq.scales(r)[j], d),
+                    "super-block {b}: d {} vs ggml {d}",
+                    xq.scales(r)[j]
+                );
                 let q = &xq.row(r)[j * QK_K..(j + 1) * QK_K];
-                assert!(q.iter().zip(&blk[4..260]).all(|(&a, &w)| a == w as i8), "super-block {b}: values");
+                assert!(
+                    q.iter().zip(&blk[4..260]).all(|(&a, &w)| a == w as i8),
+                    "super-block {b}: values"
+                );
                 for (g, s) in blk[260..].chunks_exact(2).enumerate() {
                     let s = i16::from_le_bytes([s[0], s[1]]) as i32;
                     assert_eq!(xq.bsums(r)[j * 16 + g], s, "super-block {b}: sum {g}");
@@ -138,9 +148,18 @@ fn kquant_products_equal_the_reference_on_every_isa() {
                     reference::linear_kblocks(&xq, ty, &wb, out_dim, Some(&bias), &mut want);
                     let mut got = vec![f32::NAN; rows * out_dim];
                     k.linear_blocks(&xq, &w, Some(&bias), &mut got);
-                    let what = format!("{ty} {} {:?} out {out_dim} in {in_dim} rows {rows}", k.isa(), k.i8_dot());
+                    let what = format!(
+                        "{ty} {} {:?} out {out_dim} in {in_dim} rows {rows}",
+                        k.isa(),
+                        k.i8_dot()
+                    );
                     for i in 0..got.len() {
-                        assert!(same(got[i], want[i]), "{what}: y[{i}] {} vs reference {}", got[i], want[i]);
+                        assert!(
+                            same(got[i], want[i]),
+                            "{what}: y[{i}] {} vs reference {}",
+                            got[i],
+                            want[i]
+                        );
                     }
                     let mut yp = vec![f32::NAN; got.len()];
                     let shared = SharedOut::new(&mut yp);
@@ -151,7 +170,10 @@ fn kquant_products_equal_the_reference_on_every_isa() {
                     // linear_packed quantizes the activations itself, as Q8_K for these weights.
                     let mut y2 = vec![f32::NAN; got.len()];
                     k.linear_packed(&xf, rows, &w, Some(&bias), &mut y2);
-                    assert!(got.iter().zip(&y2).all(|(&a, &b)| same(a, b)), "{what}: linear_packed differs");
+                    assert!(
+                        got.iter().zip(&y2).all(|(&a, &b)| same(a, b)),
+                        "{what}: linear_packed differs"
+                    );
                 }
             }
         }
@@ -189,14 +211,18 @@ fn kquant_reference_is_the_dequantized_product() {
             ty.dequantize(&zq, &mut mins).unwrap();
         }
         let nb = in_dim / QK_K;
-        let xd: Vec<f64> = (0..in_dim).map(|j| xq.row(0)[j] as f64 * xq.scales(0)[j / QK_K] as f64).collect();
+        let xd: Vec<f64> = (0..in_dim)
+            .map(|j| xq.row(0)[j] as f64 * xq.scales(0)[j / QK_K] as f64)
+            .collect();
         for o in 0..out_dim {
             let (row, ml) = (&wd[o * in_dim..(o + 1) * in_dim], &mins[o * in_dim..(o + 1) * in_dim]);
             let exact: f64 = row.iter().zip(&xd).map(|(&w, &x)| w as f64 * x).sum();
             let t: f64 = (0..in_dim)
                 .map(|j| (row[j].abs() as f64 + 2.0 * ml[j].abs() as f64) * xd[j].abs() * (1.0 + u))
                 .sum();
-            let deq: f64 = (0..in_dim).map(|j| u * (row[j] as f64 * xd[j]).abs() * (1.0 + 2.0 * u)).sum();
+            let deq: f64 = (0..in_dim)
+                .map(|j| u * (row[j] as f64 * xd[j]).abs() * (1.0 + 2.0 * u))
+                .sum();
             let bound = reference::gamma_f32(3 + 2 * nb) * t + deq;
             assert!(
                 (y[o] as f64 - exact).abs() <= bound,
@@ -221,12 +247,25 @@ fn kquant_shapes_are_checked() {
         assert_eq!(ty.block_size(), 256);
         // SmolLM2's 576-wide rows are not whole super-blocks (llama.cpp falls back to Q5_0/Q8_0 there).
         let e = PackedWeight::from_blocks(&k, ty, &vec![0u8; 10 * ty.block_bytes()], 4, 576).unwrap_err();
-        assert!(matches!(e, PackError::Blocks(BlockError::Row { in_dim: 576, block: 256, .. })), "{e}");
+        assert!(
+            matches!(
+                e,
+                PackError::Blocks(BlockError::Row {
+                    in_dim: 576,
+                    block: 256,
+                    ..
+                })
+            ),
+            "{e}"
+        );
         assert!(e.to_string().contains("576") && e.to_string().contains("256"), "{e}");
         // A lying byte count: one byte short, one byte over.
         for n in [2 * ty.block_bytes() - 1, 2 * ty.block_bytes() + 1] {
             let e = PackedWeight::from_blocks(&k, ty, &vec![0u8; n], 2, 256).unwrap_err();
-            assert!(matches!(e, PackError::Blocks(BlockError::Size { found, .. }) if found == n), "{e}");
+            assert!(
+                matches!(e, PackError::Blocks(BlockError::Size { found, .. }) if found == n),
+                "{e}"
+            );
         }
         // Overflowing shapes are an error, not a wrap.
         assert!(ty.matrix_bytes(usize::MAX / 8, 1 << 20).is_err());
@@ -246,7 +285,9 @@ fn kquant_shapes_are_checked() {
     for o in 0..3 {
         for i in [0, 255, 256, 511] {
             let mut deq = vec![0.0f32; 512];
-            BlockType::Q4_K.dequantize(&bytes[o * 288..(o + 1) * 288], &mut deq).unwrap();
+            BlockType::Q4_K
+                .dequantize(&bytes[o * 288..(o + 1) * 288], &mut deq)
+                .unwrap();
             assert!(same(q.at(o, i), deq[i]), "quantize_blocks Q4_K row {o} value {i}");
         }
     }

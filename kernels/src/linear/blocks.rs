@@ -166,7 +166,11 @@ impl BlockType {
     pub fn matrix_bytes(self, out_dim: usize, in_dim: usize) -> Result<usize, BlockError> {
         let block = self.block_size();
         if !in_dim.is_multiple_of(block) {
-            return Err(BlockError::Row { ty: self, in_dim, block });
+            return Err(BlockError::Row {
+                ty: self,
+                in_dim,
+                block,
+            });
         }
         (in_dim / block)
             .checked_mul(self.block_bytes())
@@ -200,7 +204,11 @@ impl BlockType {
     /// [`super::kblocks`]).
     pub fn dequantize_block(self, b: &[u8], out: &mut [f32]) {
         assert_eq!(b.len(), self.block_bytes(), "dequantize_block: not one {self} block");
-        assert_eq!(out.len(), self.block_size(), "dequantize_block: not one {self} block of values");
+        assert_eq!(
+            out.len(),
+            self.block_size(),
+            "dequantize_block: not one {self} block of values"
+        );
         let d = f16_bits_to_f32(u16::from_le_bytes([b[0], b[1]]));
         match self {
             BlockType::Q4_K | BlockType::Q5_K | BlockType::Q6_K => super::kblocks::dequantize(self, b, out),
@@ -226,7 +234,10 @@ impl BlockType {
     /// Dequantize whole blocks: `out.len()` values from `bytes` (an error unless the sizes agree).
     pub fn dequantize(self, bytes: &[u8], out: &mut [f32]) -> Result<(), BlockError> {
         self.check(bytes.len(), 1, out.len())?;
-        for (b, o) in bytes.chunks_exact(self.block_bytes()).zip(out.chunks_exact_mut(self.block_size())) {
+        for (b, o) in bytes
+            .chunks_exact(self.block_bytes())
+            .zip(out.chunks_exact_mut(self.block_size()))
+        {
             self.dequantize_block(b, o);
         }
         Ok(())
@@ -241,7 +252,11 @@ impl BlockType {
     /// ([`BlockType::can_quantize`]).
     pub fn quantize_block(self, x: &[f32], out: &mut [u8]) {
         assert_eq!(out.len(), self.block_bytes(), "quantize_block: not one {self} block");
-        assert_eq!(x.len(), self.block_size(), "quantize_block: not one {self} block of values");
+        assert_eq!(
+            x.len(),
+            self.block_size(),
+            "quantize_block: not one {self} block of values"
+        );
         let inv = |d: f32| if d == 0.0 { 0.0 } else { 1.0 / d };
         let f16 = |v: f32| half::f16::from_f32(v).to_bits().to_le_bytes();
         match self {
@@ -290,7 +305,10 @@ impl BlockType {
             return Err(BlockError::NoQuantizer { ty: self });
         }
         self.check(out.len(), 1, x.len())?;
-        for (xb, ob) in x.chunks_exact(self.block_size()).zip(out.chunks_exact_mut(self.block_bytes())) {
+        for (xb, ob) in x
+            .chunks_exact(self.block_size())
+            .zip(out.chunks_exact_mut(self.block_bytes()))
+        {
             self.quantize_block(xb, ob);
         }
         Ok(())
@@ -381,7 +399,11 @@ impl QuantizedBlocks {
 
     /// Q8_K: the sums of each 16 values of row `r` (`[in_dim / 16]`).
     pub fn bsums(&self, r: usize) -> &[i32] {
-        assert!(r < self.rows && self.acts == ActBlocks::Q8K, "QuantizedBlocks::bsums: row {r} of {}", self.rows);
+        assert!(
+            r < self.rows && self.acts == ActBlocks::Q8K,
+            "QuantizedBlocks::bsums: row {r} of {}",
+            self.rows
+        );
         let n = self.in_dim / 16;
         &self.qs[r * n..(r + 1) * n]
     }
@@ -402,7 +424,11 @@ impl QuantizedBlocks {
     /// The block offsets `sx = dx · Σ qx` of row `r`.
     pub fn sums(&self, r: usize) -> &[f32] {
         let nb = self.in_dim / QK;
-        assert!(r < self.rows && self.acts == ActBlocks::Q8, "QuantizedBlocks::sums: row {r} of {}", self.rows);
+        assert!(
+            r < self.rows && self.acts == ActBlocks::Q8,
+            "QuantizedBlocks::sums: row {r} of {}",
+            self.rows
+        );
         &self.s[r * nb..(r + 1) * nb]
     }
 

@@ -361,6 +361,7 @@ pub(crate) fn fold(ty: BlockType, y: f32, dw: f32, dmin: f32, dx: f32, sumi: i32
 
 /// Output rows `outs` of `job` (one share) on the K-quant type of `K` (weights in ggml's row order).
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // register tiles read best with indices
 pub(crate) fn run_share<D: DotK, K: KKind>(d: D, job: &BJob<'_>, outs: Range<usize>) {
     let x = job.x;
     let in_dim = x.in_dim;

@@ -10,11 +10,11 @@ use crate::Kernels;
 #[cfg(target_arch = "x86_64")]
 mod bf16dot;
 pub(crate) mod blocks;
-pub(crate) mod kblocks;
 pub(crate) mod driver;
 mod gemv;
 #[cfg(target_arch = "x86_64")]
 mod i8dot;
+pub(crate) mod kblocks;
 pub(crate) mod packed;
 pub(crate) mod qgemm;
 pub(crate) mod tile;
@@ -22,8 +22,8 @@ pub(crate) mod tile;
 pub use blocks::{
     f16_bits_to_f32, ActBlocks, BlockError, BlockLayout, BlockType, QuantizedBlocks, MAX_BLOCK_BYTES, QK,
 };
-pub use kblocks::QK_K;
 pub use driver::{Part, SharedOut, MAX_PARTS};
+pub use kblocks::QK_K;
 pub use packed::{PackError, PackedWeight};
 pub use qgemm::{I8Range, QuantizedRows, I8_DOT_MAX_IN};
 

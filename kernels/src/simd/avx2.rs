@@ -547,5 +547,11 @@ macro_rules! dot_k_avx2 {
         }
     };
 }
-dot_k_avx2!(Avx2, |acc, pairs, sc| _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, sc)));
-dot_k_avx2!(Avx2Reduced, |acc, pairs, sc| _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, sc)));
+dot_k_avx2!(Avx2, |acc, pairs, sc| _mm256_add_epi32(
+    acc,
+    _mm256_madd_epi16(pairs, sc)
+));
+dot_k_avx2!(Avx2Reduced, |acc, pairs, sc| _mm256_add_epi32(
+    acc,
+    _mm256_madd_epi16(pairs, sc)
+));

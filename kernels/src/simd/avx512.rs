@@ -602,6 +602,9 @@ macro_rules! dot_k_avx512 {
         }
     };
 }
-dot_k_avx512!(Avx512, |acc, pairs, sc| _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, sc)));
+dot_k_avx512!(Avx512, |acc, pairs, sc| _mm256_add_epi32(
+    acc,
+    _mm256_madd_epi16(pairs, sc)
+));
 // VNNI: `vpdpwssd` multiplies the pairs by the scales and accumulates in one instruction.
 dot_k_avx512!(Avx512Vnni, |acc, pairs, sc| _mm256_dpwssd_epi32(acc, pairs, sc));

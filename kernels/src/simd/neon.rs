@@ -568,7 +568,11 @@ macro_rules! dot_k_neon {
                 hi: i32,
             ) -> int32x4_t {
                 let half = |$w: int8x16_t, $x: int8x16_t| -> int32x4_t { $half };
-                tf!(vmlaq_n_s32(vmlaq_n_s32(acc, half(w.0, x.0), lo), half(w.1, x.1), hi))
+                tf!(vmlaq_n_s32(
+                    vmlaq_n_s32(acc, half(w.0, x.0), lo),
+                    half(w.1, x.1),
+                    hi
+                ))
             }
             #[inline(always)]
             fn ireduce(self, acc: int32x4_t) -> i32 {
