@@ -11,23 +11,12 @@ use kernels::{
 
 mod common;
 
-use common::{dot_variants, rand_vec};
+use common::{block_fixture, dot_variants, f32s, rand_vec};
 
 const KTYPES: [BlockType; 3] = [BlockType::Q4_K, BlockType::Q5_K, BlockType::Q6_K];
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tools/fixtures/gguf-blocks")
-        .join(name);
-    std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (made by tools/scripts/gguf_block_refs.py)", path.display()))
-}
-
-fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
+    block_fixture(name)
 }
 
 /// Bitwise equal, or both NaN.

@@ -494,7 +494,7 @@ macro_rules! dot_g_avx2 {
 dot_g_avx2!(Avx2);
 dot_g_avx2!(Avx2Reduced);
 
-/// The K-quant dot products ([`super::DotK`]) on 256-bit vectors; `$e` adds the scaled pairs `$p` (i16) times the
+/// The K-quant dot products ([`super::DotK`]) on 256-bit vectors (also the AVX-512 tokens'); `$e` adds the scaled pairs `$p` (i16) times the
 /// scales `$s` (i16) into `$a` (i32).
 macro_rules! dot_k_avx2 {
     ($t:ty, |$a:ident, $p:ident, $s:ident| $e:expr) => {
@@ -555,3 +555,4 @@ dot_k_avx2!(Avx2Reduced, |acc, pairs, sc| _mm256_add_epi32(
     acc,
     _mm256_madd_epi16(pairs, sc)
 ));
+pub(super) use dot_k_avx2;
