@@ -8,7 +8,8 @@
 //!
 //! Layout: `simd/` holds the [`simd::Simd`] trait and one file per ISA (the only place with
 //! intrinsics, plus `linear/bf16dot.rs` for `vdpbf16ps` and `linear/i8dot.rs` for `vpdpwssd`); `linear/` the GEMV
-//! and GEMM (`linear/blocks.rs`: GGUF's Q8_0/Q4_0/Q4_1 blocks, [`BlockType`]); `quant.rs` int8 weight
+//! and GEMM (`linear/blocks.rs`: GGUF's Q8_0/Q4_0/Q4_1 blocks, [`BlockType`]; `linear/kblocks.rs`: its K-quants
+//! Q4_K/Q5_K/Q6_K on Q8_K activations); `quant.rs` int8 weight
 //! quantization; `rows/` the row and elementwise kernels. Each algorithm is written once, generic over `Simd`, and reached
 //! through `simd::dispatch!`, which also counts calls per ISA ([`isa::exercised`]).
 //!
