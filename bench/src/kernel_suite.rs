@@ -198,11 +198,11 @@ fn packed(
     };
     // The reference of a block workload: its blocks quantized once, on the scalar kernels.
     let blocks_ref = match mode {
-        PackedMode::Blocks(ty, _) => Some((
-            ty,
-            quantize_rows_to_blocks(&w, ty),
-            reference::quantize_blocks(&x, in_dim),
-        )),
+        PackedMode::Blocks(ty, _) => Some((ty, quantize_rows_to_blocks(&w, ty), {
+            let mut xr = QuantizedBlocks::default();
+            Kernels::scalar().quantize_blocks_for(ty, &x, in_dim, &mut xr);
+            xr
+        })),
         _ => None,
     };
     Workload {
@@ -220,10 +220,14 @@ fn packed(
             match (k, mode) {
                 (None, PackedMode::Blocks(..)) => {
                     let (ty, bytes, xr) = blocks_ref.as_ref().expect("made above");
-                    reference::linear_blocks(xr, *ty, bytes, out_dim, None, &mut y)
+                    if ty.block_size() == kernels::QK {
+                        reference::linear_blocks(xr, *ty, bytes, out_dim, None, &mut y)
+                    } else {
+                        reference::linear_kblocks(xr, *ty, bytes, out_dim, None, &mut y)
+                    }
                 }
-                (Some(k), PackedMode::Blocks(..)) => {
-                    k.quantize_blocks(&x, in_dim, &mut xb);
+                (Some(k), PackedMode::Blocks(ty, _)) => {
+                    k.quantize_blocks_for(ty, &x, in_dim, &mut xb);
                     k.linear_blocks(&xb, pw.get(k, next), None, &mut y)
                 }
                 (None, PackedMode::Int8) => reference::linear_q(&xq_ref, &sx_ref, rows, &pw.w, None, &mut y),
@@ -333,6 +337,8 @@ fn workloads(quick: bool) -> Vec<Workload> {
         ("gemv_q4_0_blocks", BlockType::Q4_0, BlockLayout::Groups, 18.0 / 32.0),
         ("gemv_q4_0_rows", BlockType::Q4_0, BlockLayout::Rows, 18.0 / 32.0),
         ("gemv_q4_1_blocks", BlockType::Q4_1, BlockLayout::Groups, 20.0 / 32.0),
+        ("gemv_q4_k_rows", BlockType::Q4_K, BlockLayout::Rows, 144.0 / 256.0),
+        ("gemv_q6_k_rows", BlockType::Q6_K, BlockLayout::Rows, 210.0 / 256.0),
     ] {
         let copies = (COLD_BYTES as f64 / (n as f64 * per_weight)).ceil() as usize;
         let copies = if quick { 2 } else { copies };
@@ -379,6 +385,7 @@ fn workloads(quick: bool) -> Vec<Workload> {
         ("gemv_q8_0_rows", BlockType::Q8_0, BlockLayout::Rows, 34.0 / 32.0),
         ("gemv_q4_0_blocks", BlockType::Q4_0, BlockLayout::Groups, 18.0 / 32.0),
         ("gemv_q4_1_blocks", BlockType::Q4_1, BlockLayout::Groups, 20.0 / 32.0),
+        ("gemv_q4_k_rows", BlockType::Q4_K, BlockLayout::Rows, 144.0 / 256.0),
     ] {
         list.push(packed(
             name,

@@ -177,18 +177,30 @@ pub enum WeightType {
     /// Quantized at load to GGUF's Q4_0 blocks (32 weights in `-8 ..= 7` times one f16 scale: 4.5 bits per
     /// weight), as [`WeightType::Q8_0`] otherwise. Logits move by several percent of their spread.
     Q4_0,
+    /// Quantized at load to GGUF's Q4_K super-blocks as llama.cpp's `quantize_row_q4_K_ref` does (256 weights in
+    /// 8 sub-blocks of 32 with 6-bit scales and mins: 4.5 bits per weight); activations as ggml's Q8_K. A matrix
+    /// whose `in_dim` is not whole super-blocks of 256 (SmolLM2's 576) gets Q4_0 instead (llama.cpp falls back to
+    /// Q5_0 there, which qkv does not quantize to).
+    Q4K,
 }
 
 impl WeightType {
-    pub const ALL: [WeightType; 4] = [WeightType::Stored, WeightType::Int8, WeightType::Q8_0, WeightType::Q4_0];
+    pub const ALL: [WeightType; 5] = [
+        WeightType::Stored,
+        WeightType::Int8,
+        WeightType::Q8_0,
+        WeightType::Q4_0,
+        WeightType::Q4K,
+    ];
 
-    /// `stored`, `int8`, `q8_0` or `q4_0`.
+    /// `stored`, `int8`, `q8_0`, `q4_0` or `q4_k`.
     pub fn name(self) -> &'static str {
         match self {
             WeightType::Stored => "stored",
             WeightType::Int8 => "int8",
             WeightType::Q8_0 => "q8_0",
             WeightType::Q4_0 => "q4_0",
+            WeightType::Q4K => "q4_k",
         }
     }
 
@@ -197,6 +209,7 @@ impl WeightType {
         match self {
             WeightType::Q8_0 => Some(kernels::BlockType::Q8_0),
             WeightType::Q4_0 => Some(kernels::BlockType::Q4_0),
+            WeightType::Q4K => Some(kernels::BlockType::Q4_K),
             WeightType::Stored | WeightType::Int8 => None,
         }
     }
@@ -211,12 +224,12 @@ impl std::fmt::Display for WeightType {
 impl std::str::FromStr for WeightType {
     type Err = String;
 
-    /// `stored`, `int8`, `q8_0` or `q4_0` (any case), e.g. from a command line.
+    /// `stored`, `int8`, `q8_0`, `q4_0` or `q4_k` (any case), e.g. from a command line.
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         WeightType::ALL
             .into_iter()
             .find(|w| w.name().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| format!("{s:?} is not a weight type (stored, int8, q8_0 or q4_0)"))
+            .ok_or_else(|| format!("{s:?} is not a weight type (stored, int8, q8_0, q4_0 or q4_k)"))
     }
 }
 
@@ -484,13 +497,18 @@ impl Linear {
             reason: e.to_string(),
         };
         let k = &hold.kernels;
-        // Block types need whole blocks of 32 inputs; other matrices stay as stored (as llama.cpp falls back).
+        // Block types need whole blocks of 32 inputs (Q4_K: 256, else Q4_0); other matrices stay as stored (as
+        // llama.cpp falls back).
         let weights = match hold.weights.block_type() {
-            Some(_) if !in_dim.is_multiple_of(kernels::QK) => WeightType::Stored,
+            Some(ty) if !in_dim.is_multiple_of(ty.block_size()) && ty.block_size() > kernels::QK => WeightType::Q4_0,
             _ => hold.weights,
         };
+        let weights = match weights.block_type() {
+            Some(_) if !in_dim.is_multiple_of(kernels::QK) => WeightType::Stored,
+            _ => weights,
+        };
         let (w, bytes) = match weights {
-            WeightType::Q8_0 | WeightType::Q4_0 => {
+            WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q4K => {
                 let ty = weights.block_type().unwrap_or_else(|| unreachable!("a block type"));
                 for p in &parts {
                     p.check_finite_rows(st)?;
@@ -1178,7 +1196,7 @@ mod tests {
         assert!("int4"
             .parse::<WeightType>()
             .unwrap_err()
-            .contains("stored, int8, q8_0 or q4_0"));
+            .contains("stored, int8, q8_0, q4_0 or q4_k"));
     }
 
     #[test]
@@ -1196,6 +1214,31 @@ mod tests {
         let l = Linear::bind(&m, "bad", 2, 3, Layout::InOut, Bias::None).unwrap();
         let e = l.convert(&m, hold(WeightType::Int8, Kernels::scalar())).unwrap_err();
         assert!(matches!(e, Error::NonFinite { index: 3, .. }), "{e}");
+    }
+
+    #[test]
+    fn q4_k_conversion_and_fallback() {
+        // Whole super-blocks: Q4_K blocks as the kernels' quantizer makes them, run by the K-quant products; a row
+        // of 64 (not whole super-blocks): Q4_0.
+        let w: Vec<f32> = (0..2 * 256).map(|j| ((j * 37 % 101) as f32 - 50.0) / 25.0).collect();
+        let mut m = map();
+        m.insert_f32("k.weight", &[2, 256], &w).unwrap();
+        m.insert_f32("s.weight", &[2, 64], &w[..128]).unwrap();
+        let k = Kernels::scalar();
+        let a = Linear::bind(&m, "k", 2, 256, Layout::OutIn, Bias::None).unwrap();
+        let a = a.convert(&m, hold(WeightType::Q4K, k)).unwrap();
+        assert_eq!(a.packed().unwrap().block_type(), Some(kernels::BlockType::Q4_K));
+        let mut blocks = vec![0u8; kernels::BlockType::Q4_K.matrix_bytes(2, 256).unwrap()];
+        kernels::BlockType::Q4_K.quantize(&w, &mut blocks).unwrap();
+        let want = PackedWeight::from_blocks(&k, kernels::BlockType::Q4_K, &blocks, 2, 256).unwrap();
+        let x: Vec<f32> = (0..256).map(|i| (i as f32 * 0.37).sin()).collect();
+        let (mut y, mut y_want) = ([0.0f32; 2], [0.0f32; 2]);
+        k.linear_packed(&x, 1, &want, None, &mut y_want);
+        a.forward(&k, &x, 1, &mut y);
+        assert_eq!(y, y_want);
+        let b = Linear::bind(&m, "s", 2, 64, Layout::OutIn, Bias::None).unwrap();
+        let b = b.convert(&m, hold(WeightType::Q4K, k)).unwrap();
+        assert_eq!(b.packed().unwrap().block_type(), Some(kernels::BlockType::Q4_0));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use kernels::{bf16, f16, reference, Activation, Kernels, Layout, Weight, WeightData};
+use kernels::{bf16, f16, reference, Activation, BlockType, Kernels, Layout, PackedWeight, Weight, WeightData};
 
 fn vals(n: usize, seed: usize) -> Vec<f32> {
     (0..n)
@@ -113,5 +113,57 @@ fn rows(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group! { name = benches; config = config(); targets = gemv, gemm, rows }
+criterion_group! { name = benches; config = config(); targets = gemv, gemm, rows, blocks }
 criterion_main!(benches);
+
+/// Batch-1 GEMV on packed weights, f32 against GGUF block types (activations quantized per call, as the engine
+/// runs them), cold: each call reads the next of enough copies to exceed 256 MiB, so the weights come from DRAM.
+fn blocks(c: &mut Criterion) {
+    const COLD: usize = 256 << 20;
+    let k = Kernels::detect().expect("ISA");
+    let mut g = c.benchmark_group(format!("gemv_blocks/{}", k.isa()));
+    let (out_dim, in_dim) = (2048usize, 8192usize);
+    let v = vals(out_dim * in_dim, 5);
+    let w = Weight::new(WeightData::F32(&v), out_dim, in_dim, Layout::OutIn).unwrap();
+    let x = vals(in_dim, 6);
+    let mut y = vec![0.0f32; out_dim];
+    let kinds: [(&str, Option<BlockType>); 6] = [
+        ("f32", None),
+        ("q8_0", Some(BlockType::Q8_0)),
+        ("q4_0", Some(BlockType::Q4_0)),
+        ("q4_k", Some(BlockType::Q4_K)),
+        ("q5_k", Some(BlockType::Q5_K)),
+        ("q6_k", Some(BlockType::Q6_K)),
+    ];
+    for (name, ty) in kinds {
+        let one = match ty {
+            None => PackedWeight::new(&k, &w).unwrap(),
+            Some(BlockType::Q5_K) | Some(BlockType::Q6_K) => {
+                // No quantizer for these: random bytes with small finite scales (the speed does not depend on
+                // the values).
+                let ty = ty.unwrap();
+                let mut bytes: Vec<u8> = (0..ty.matrix_bytes(out_dim, in_dim).unwrap())
+                    .map(|i| (i * 7919 % 251) as u8)
+                    .collect();
+                let d = f16::from_f32(1e-3).to_bits().to_le_bytes();
+                for blk in bytes.chunks_exact_mut(ty.block_bytes()) {
+                    let at = if ty == BlockType::Q6_K { 208 } else { 0 };
+                    blk[at..at + 2].copy_from_slice(&d);
+                }
+                PackedWeight::from_blocks(&k, ty, &bytes, out_dim, in_dim).unwrap()
+            }
+            Some(ty) => PackedWeight::quantize_blocks(&k, &[w], ty).unwrap(),
+        };
+        let bytes = one.bytes();
+        let copies: Vec<PackedWeight> = (0..COLD.div_ceil(bytes)).map(|_| one.clone()).collect();
+        g.throughput(Throughput::Bytes(bytes as u64));
+        let mut i = 0;
+        g.bench_function(BenchmarkId::new("cold", format!("{name}/1x{out_dim}x{in_dim}")), |bn| {
+            bn.iter(|| {
+                i = (i + 1) % copies.len();
+                k.linear_packed(&x, 1, &copies[i], None, &mut y)
+            })
+        });
+    }
+    g.finish();
+}

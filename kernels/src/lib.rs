@@ -8,7 +8,8 @@
 //!
 //! Layout: `simd/` holds the [`simd::Simd`] trait and one file per ISA (the only place with
 //! intrinsics, plus `linear/bf16dot.rs` for `vdpbf16ps` and `linear/i8dot.rs` for `vpdpwssd`); `linear/` the GEMV
-//! and GEMM (`linear/blocks.rs`: GGUF's Q8_0/Q4_0/Q4_1 blocks, [`BlockType`]); `quant.rs` int8 weight
+//! and GEMM (`linear/blocks.rs`: GGUF's Q8_0/Q4_0/Q4_1 blocks, [`BlockType`]; `linear/kblocks.rs`: its K-quants
+//! Q4_K/Q5_K/Q6_K on Q8_K activations); `quant.rs` int8 weight
 //! quantization; `rows/` the row and elementwise kernels. Each algorithm is written once, generic over `Simd`, and reached
 //! through `simd::dispatch!`, which also counts calls per ISA ([`isa::exercised`]).
 //!
@@ -37,8 +38,8 @@ mod types;
 pub use half::{bf16, f16};
 pub use isa::{Feature, Isa, IsaError};
 pub use linear::{
-    f16_bits_to_f32, BlockError, BlockLayout, BlockType, I8Range, PackError, PackedWeight, Part, QuantizedBlocks,
-    QuantizedRows, SharedOut, GEMV_MAX_ROWS, I8_DOT_MAX_IN, MAX_PARTS, QK,
+    f16_bits_to_f32, ActBlocks, BlockError, BlockLayout, BlockType, I8Range, PackError, PackedWeight, Part,
+    QuantizedBlocks, QuantizedRows, SharedOut, GEMV_MAX_ROWS, I8_DOT_MAX_IN, MAX_BLOCK_BYTES, MAX_PARTS, QK, QK_K,
 };
 pub use quant::{quantize_i8, QuantizedI8, I8_MAX};
 use rayon::prelude::*;
@@ -278,7 +279,14 @@ impl Kernels {
     /// scale each, into `out` (reused: no allocation once it has held as many values). The input of
     /// [`Kernels::linear_blocks`]; the same bits on every ISA.
     pub fn quantize_blocks(&self, x: &[f32], in_dim: usize, out: &mut QuantizedBlocks) {
-        linear::quantize_blocks(*self, x, in_dim, out)
+        linear::quantize_blocks(*self, x, in_dim, ActBlocks::Q8, out)
+    }
+
+    /// [`Kernels::quantize_blocks`] as the products with `ty` weights want them: Q8 blocks of 32 for Q8_0, Q4_0,
+    /// Q4_1; ggml's Q8_K for the K-quants (see [`QuantizedBlocks`]; in_dim whole blocks of
+    /// [`BlockType::block_size`]).
+    pub fn quantize_blocks_for(&self, ty: BlockType, x: &[f32], in_dim: usize, out: &mut QuantizedBlocks) {
+        linear::quantize_blocks(*self, x, in_dim, ty.activations(), out)
     }
 
     /// `y[rows, out] = x · Wᵀ + bias` for Q8 blocks of activations (from [`Kernels::quantize_blocks`]) and a

@@ -412,6 +412,7 @@ fn block_terms(x: &crate::QuantizedBlocks, ty: crate::BlockType, w: &[u8], r: us
                 crate::BlockType::Q8_0 => (blk[2..].iter().map(|&v| v as i8 as i64).collect(), 0.0),
                 crate::BlockType::Q4_0 => ((0..QK).map(|j| q4(&blk[2..], j) - 8).collect(), 0.0),
                 crate::BlockType::Q4_1 => ((0..QK).map(|j| q4(&blk[4..], j)).collect(), f16(&blk[2..])),
+                other => panic!("block_terms: {other} is a K-quant (see linear_kblocks)"),
             };
             let sum = qw.iter().zip(xq).map(|(&a, &b)| a * b as i64).sum();
             (sum, f16(blk), mw)
@@ -443,6 +444,66 @@ pub fn linear_blocks(
                 .map(|(b, &(sum, dw, mw))| sum as f64 * (dw * dx[b]) as f64 + mw as f64 * sx[b] as f64)
                 .sum();
             y[r * out_dim + o] = (acc + bias.map_or(0.0, |b| b[o] as f64)) as f32;
+        }
+    }
+}
+
+/// `y[rows, out] = x · Wᵀ + bias` for Q8_K activations and a K-quant matrix `w` of type `ty` (Q4_K, Q5_K, Q6_K;
+/// the specification of [`crate::Kernels::linear_blocks`] on them, see `linear/kblocks.rs`): per super-block the
+/// integer sums computed value by value in i64 from each value's bits, then the same f32 operations in the same
+/// order as the kernels (so every ISA equals this bit for bit), super-blocks added in order, then the bias.
+pub fn linear_kblocks(
+    x: &crate::QuantizedBlocks,
+    ty: crate::BlockType,
+    w: &[u8],
+    out_dim: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    use crate::linear::kblocks::{fold, scale_min, value, QK_K};
+    assert_eq!(x.acts(), crate::ActBlocks::Q8K, "linear_kblocks: x is not Q8_K");
+    ty.check(w.len(), out_dim, x.in_dim())
+        .expect("linear_kblocks: w is not [out_dim, in_dim] blocks");
+    assert_eq!(y.len(), x.rows() * out_dim, "linear_kblocks: y is not [rows, out_dim]");
+    let (bb, nb) = (ty.block_bytes(), x.in_dim() / QK_K);
+    let f16 = |b: &[u8]| crate::f16_bits_to_f32(u16::from_le_bytes([b[0], b[1]]));
+    for r in 0..x.rows() {
+        let (xr, dx, bs) = (x.row(r), x.scales(r), x.bsums(r));
+        for o in 0..out_dim {
+            let mut acc = 0.0f32;
+            for b in 0..nb {
+                let blk = &w[(o * nb + b) * bb..(o * nb + b + 1) * bb];
+                let xq = &xr[b * QK_K..(b + 1) * QK_K];
+                let bsum = &bs[b * 16..(b + 1) * 16];
+                // Per value j its scale, and per 16-value sum g what multiplies it.
+                let (scale, off, dw, dmin): (Vec<i64>, Vec<i64>, f32, f32) = if ty == crate::BlockType::Q6_K {
+                    let sc: Vec<i64> = (0..16).map(|g| blk[192 + g] as i8 as i64).collect();
+                    let d = f16(&blk[208..]);
+                    (
+                        (0..QK_K).map(|j| sc[j / 16]).collect(),
+                        sc.iter().map(|v| 32 * v).collect(),
+                        d,
+                        d,
+                    )
+                } else {
+                    let sm: Vec<(u8, u8)> = (0..8).map(|s| scale_min(&blk[4..16], s)).collect();
+                    (
+                        (0..QK_K).map(|j| sm[j / 32].0 as i64).collect(),
+                        (0..16).map(|g| sm[g / 2].1 as i64).collect(),
+                        f16(blk),
+                        f16(&blk[2..]),
+                    )
+                };
+                let sumi: i64 = (0..QK_K)
+                    .map(|j| scale[j] * value(ty, blk, j) as i64 * xq[j] as i64)
+                    .sum();
+                let summ: i64 = off.iter().zip(bsum).map(|(&m, &s)| m * s as i64).sum();
+                acc = fold(ty, acc, dw, dmin, dx[b], sumi as i32, summ as i32);
+            }
+            if let Some(bias) = bias {
+                acc += bias[o];
+            }
+            y[r * out_dim + o] = acc;
         }
     }
 }
@@ -498,6 +559,7 @@ fn abs_block_sum(x: &crate::QuantizedBlocks, ty: crate::BlockType, w: &[u8], r: 
                 crate::BlockType::Q8_0 => blk[2 + j] as i8 as i64,
                 crate::BlockType::Q4_0 => q4(&blk[2..], j) - 8,
                 crate::BlockType::Q4_1 => q4(&blk[4..], j),
+                other => panic!("abs_block_sum: {other} is a K-quant"),
             };
             (qw * xq[j] as i64).abs()
         })

@@ -7,8 +7,9 @@ use qkv::{Activations, LoadOptions, WeightType};
 pub struct LoadArgs {
     /// Weights of the linear layers: as stored in the files, or int8 (quantized at load, per output row:
     /// about 4x fewer bytes than f32 to read per token; outputs may differ where scores are close), or GGUF's
-    /// q8_0 / q4_0 blocks (quantized at load as llama.cpp does; integer block products on Q8 activations).
-    #[arg(long, default_value_t = WeightType::Stored, value_name = "stored|int8|q8_0|q4_0")]
+    /// q8_0 / q4_0 / q4_k blocks (quantized at load as llama.cpp does; integer block products on Q8 / Q8_K
+    /// activations).
+    #[arg(long, default_value_t = WeightType::Stored, value_name = "stored|int8|q8_0|q4_0|q4_k")]
     pub weights: WeightType,
     /// What the linear layers multiply by: f32 activations, or activations reduced to the weights' class (bf16
     /// for bf16 weights on CPUs with AVX512_BF16, int8 per row for int8 weights), as PyTorch and llama.cpp do:

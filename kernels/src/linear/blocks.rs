@@ -1,4 +1,5 @@
-//! Block-quantized weights in GGUF's own layouts (Q8_0, Q4_0, Q4_1) and the integer GEMV/GEMM that reads them.
+//! Block-quantized weights in GGUF's own layouts (Q8_0, Q4_0, Q4_1; the K-quants Q4_K, Q5_K, Q6_K in
+//! [`super::kblocks`]) and the integer GEMV/GEMM that reads them.
 //!
 //! A row of `in_dim` weights is `in_dim / 32` blocks, each 32 weights with f16 scale(s), exactly as ggml stores
 //! them (little-endian), so a GGUF tensor's bytes are a [`BlockType`] matrix as they are:
@@ -40,22 +41,45 @@ use std::ops::Range;
 use super::driver::OutPtr;
 use crate::simd::{DotG, DotQ, Simd, GROUP};
 
-/// Weights per block (every type here).
+/// Weights per block of Q8_0, Q4_0 and Q4_1 (and per Q8 block of their activations).
 pub const QK: usize = 32;
+
+/// Bytes of the largest block of any [`BlockType`] (Q6_K's super-block).
+pub const MAX_BLOCK_BYTES: usize = 210;
 
 /// A GGUF block type the kernels read directly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(non_camel_case_types)] // ggml's names
 pub enum BlockType {
     Q8_0,
     Q4_0,
     Q4_1,
+    /// 256-value super-blocks of 8 sub-blocks of 32, 6-bit scales and mins (see [`super::kblocks`]).
+    Q4_K,
+    /// Q4_K with a fifth bit per value.
+    Q5_K,
+    /// 256-value super-blocks of 16 sub-blocks of 16 6-bit values, int8 scales.
+    Q6_K,
+}
+
+/// How a block type's activations are quantized ([`QuantizedBlocks`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum ActBlocks {
+    /// Blocks of 32, f32 `dx = max|x| / 127` (Q8_0, Q4_0, Q4_1).
+    #[default]
+    Q8,
+    /// ggml's Q8_K: super-blocks of 256, `dx = max / -127` (the value of largest magnitude, signed), the sums of
+    /// each 16 values (the K-quants).
+    Q8K,
 }
 
 /// Why bytes are not a block matrix of the claimed shape.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BlockError {
-    #[error("{ty}: a row of {in_dim} values is not whole blocks of {QK}")]
-    Row { ty: BlockType, in_dim: usize },
+    #[error("{ty}: a row of {in_dim} values is not whole blocks of {block}")]
+    Row { ty: BlockType, in_dim: usize, block: usize },
+    #[error("{ty}: qkv has no quantizer for this type (it reads such blocks; it quantizes to Q8_0, Q4_0, Q4_1, Q4_K)")]
+    NoQuantizer { ty: BlockType },
     #[error("{ty}: {found} bytes, expected {expected} ({out_dim} rows of {in_dim} values)")]
     Size {
         ty: BlockType,
@@ -67,7 +91,40 @@ pub enum BlockError {
 }
 
 impl BlockType {
-    pub const ALL: [BlockType; 3] = [BlockType::Q8_0, BlockType::Q4_0, BlockType::Q4_1];
+    pub const ALL: [BlockType; 6] = [
+        BlockType::Q8_0,
+        BlockType::Q4_0,
+        BlockType::Q4_1,
+        BlockType::Q4_K,
+        BlockType::Q5_K,
+        BlockType::Q6_K,
+    ];
+
+    /// The type of ggml's type id, if the kernels read it.
+    pub fn from_ggml_type(id: u32) -> Option<BlockType> {
+        BlockType::ALL.into_iter().find(|t| t.ggml_type() == id)
+    }
+
+    /// Values per block: 32, or 256 for the K-quants' super-blocks.
+    pub const fn block_size(self) -> usize {
+        match self {
+            BlockType::Q8_0 | BlockType::Q4_0 | BlockType::Q4_1 => QK,
+            BlockType::Q4_K | BlockType::Q5_K | BlockType::Q6_K => super::kblocks::QK_K,
+        }
+    }
+
+    /// How activations are quantized for this type's products.
+    pub const fn activations(self) -> ActBlocks {
+        match self {
+            BlockType::Q8_0 | BlockType::Q4_0 | BlockType::Q4_1 => ActBlocks::Q8,
+            BlockType::Q4_K | BlockType::Q5_K | BlockType::Q6_K => ActBlocks::Q8K,
+        }
+    }
+
+    /// Whether [`BlockType::quantize`] can make this type from f32.
+    pub const fn can_quantize(self) -> bool {
+        !matches!(self, BlockType::Q5_K | BlockType::Q6_K)
+    }
 
     /// ggml's name (`Q8_0`, ...).
     pub fn name(self) -> &'static str {
@@ -75,6 +132,9 @@ impl BlockType {
             BlockType::Q8_0 => "Q8_0",
             BlockType::Q4_0 => "Q4_0",
             BlockType::Q4_1 => "Q4_1",
+            BlockType::Q4_K => "Q4_K",
+            BlockType::Q5_K => "Q5_K",
+            BlockType::Q6_K => "Q6_K",
         }
     }
 
@@ -84,24 +144,35 @@ impl BlockType {
             BlockType::Q8_0 => 8,
             BlockType::Q4_0 => 2,
             BlockType::Q4_1 => 3,
+            BlockType::Q4_K => 12,
+            BlockType::Q5_K => 13,
+            BlockType::Q6_K => 14,
         }
     }
 
-    /// Bytes of one block of [`QK`] weights.
+    /// Bytes of one block of [`BlockType::block_size`] weights.
     pub const fn block_bytes(self) -> usize {
         match self {
             BlockType::Q8_0 => 34,
             BlockType::Q4_0 => 18,
             BlockType::Q4_1 => 20,
+            BlockType::Q4_K => 144,
+            BlockType::Q5_K => 176,
+            BlockType::Q6_K => 210,
         }
     }
 
     /// Bytes of a `[out_dim, in_dim]` matrix (checked: `in_dim` whole blocks, no overflow).
     pub fn matrix_bytes(self, out_dim: usize, in_dim: usize) -> Result<usize, BlockError> {
-        if !in_dim.is_multiple_of(QK) {
-            return Err(BlockError::Row { ty: self, in_dim });
+        let block = self.block_size();
+        if !in_dim.is_multiple_of(block) {
+            return Err(BlockError::Row {
+                ty: self,
+                in_dim,
+                block,
+            });
         }
-        (in_dim / QK)
+        (in_dim / block)
             .checked_mul(self.block_bytes())
             .and_then(|r| r.checked_mul(out_dim))
             .ok_or(BlockError::Size {
@@ -128,12 +199,19 @@ impl BlockType {
         Ok(())
     }
 
-    /// Dequantize one block (`b.len() == block_bytes`) into `out`, bit for bit as the `gguf` package's
-    /// `dequantize` (f32 `d · q`; Q4_1 `(d · q) + m`, two roundings).
-    pub fn dequantize_block(self, b: &[u8], out: &mut [f32; QK]) {
+    /// Dequantize one block (`b.len() == block_bytes`) into `out` (`block_size` values), bit for bit as the
+    /// `gguf` package's `dequantize` (f32 `d · q`; Q4_1 `(d · q) + m`, two roundings; K-quants see
+    /// [`super::kblocks`]).
+    pub fn dequantize_block(self, b: &[u8], out: &mut [f32]) {
         assert_eq!(b.len(), self.block_bytes(), "dequantize_block: not one {self} block");
+        assert_eq!(
+            out.len(),
+            self.block_size(),
+            "dequantize_block: not one {self} block of values"
+        );
         let d = f16_bits_to_f32(u16::from_le_bytes([b[0], b[1]]));
         match self {
+            BlockType::Q4_K | BlockType::Q5_K | BlockType::Q6_K => super::kblocks::dequantize(self, b, out),
             BlockType::Q8_0 => {
                 for (o, &q) in out.iter_mut().zip(&b[2..]) {
                     *o = (q as i8) as f32 * d;
@@ -156,10 +234,11 @@ impl BlockType {
     /// Dequantize whole blocks: `out.len()` values from `bytes` (an error unless the sizes agree).
     pub fn dequantize(self, bytes: &[u8], out: &mut [f32]) -> Result<(), BlockError> {
         self.check(bytes.len(), 1, out.len())?;
-        let mut buf = [0.0f32; QK];
-        for (b, o) in bytes.chunks_exact(self.block_bytes()).zip(out.chunks_exact_mut(QK)) {
-            self.dequantize_block(b, &mut buf);
-            o.copy_from_slice(&buf);
+        for (b, o) in bytes
+            .chunks_exact(self.block_bytes())
+            .zip(out.chunks_exact_mut(self.block_size()))
+        {
+            self.dequantize_block(b, o);
         }
         Ok(())
     }
@@ -168,12 +247,21 @@ impl BlockType {
     /// package's `quantize` do, bit for bit: Q8_0 `d = max|x| / 127`, `q = roundf(x / d)` (ties away from zero);
     /// Q4_0 `d = x_m / -8` (`x_m` the value of largest magnitude, the first on ties), `q = min(15, trunc(x / d +
     /// 8.5))`; Q4_1 `d = (max - min) / 15`, `m = min`, `q = min(15, trunc((x - min) / d + 0.5))`; the division is
-    /// a multiplication by `1 / d` (0 when `d` is 0) and the scales are stored rounded to f16.
-    pub fn quantize_block(self, x: &[f32; QK], out: &mut [u8]) {
+    /// a multiplication by `1 / d` (0 when `d` is 0) and the scales are stored rounded to f16. Q4_K as
+    /// llama.cpp's `quantize_row_q4_K_ref` ([`super::kblocks`]). Panics for a type that cannot be quantized
+    /// ([`BlockType::can_quantize`]).
+    pub fn quantize_block(self, x: &[f32], out: &mut [u8]) {
         assert_eq!(out.len(), self.block_bytes(), "quantize_block: not one {self} block");
+        assert_eq!(
+            x.len(),
+            self.block_size(),
+            "quantize_block: not one {self} block of values"
+        );
         let inv = |d: f32| if d == 0.0 { 0.0 } else { 1.0 / d };
         let f16 = |v: f32| half::f16::from_f32(v).to_bits().to_le_bytes();
         match self {
+            BlockType::Q4_K => super::kblocks::quantize_q4k(x, out),
+            BlockType::Q5_K | BlockType::Q6_K => panic!("quantize_block: no quantizer for {self}"),
             BlockType::Q8_0 => {
                 let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
                 let d = amax / 127.0;
@@ -211,11 +299,17 @@ impl BlockType {
         }
     }
 
-    /// Quantize whole blocks (`x.len()` a multiple of 32) into `out` (its exact size).
+    /// Quantize whole blocks (`x.len()` a multiple of the block size) into `out` (its exact size).
     pub fn quantize(self, x: &[f32], out: &mut [u8]) -> Result<(), BlockError> {
+        if !self.can_quantize() {
+            return Err(BlockError::NoQuantizer { ty: self });
+        }
         self.check(out.len(), 1, x.len())?;
-        for (xb, ob) in x.chunks_exact(QK).zip(out.chunks_exact_mut(self.block_bytes())) {
-            self.quantize_block(xb.try_into().expect("32 values"), ob);
+        for (xb, ob) in x
+            .chunks_exact(self.block_size())
+            .zip(out.chunks_exact_mut(self.block_bytes()))
+        {
+            self.quantize_block(xb, ob);
         }
         Ok(())
     }
@@ -260,6 +354,11 @@ pub fn f16_bits_to_f32(h: u16) -> f32 {
 /// `sx = dx · Σ qx`; so `|x - qx · dx| <= dx · (1/2 + 384·u)` (`u = 2^-24`: the rounding of `dx` and of
 /// `x · 127 / max`). An all-zero block gets `dx = 0`; a block holding a NaN or an infinity `dx = NaN` (its outputs
 /// are NaN, as with f32 arithmetic). The same bits on every ISA. A warm `QuantizedBlocks` allocates nothing.
+///
+/// For the K-quants ([`ActBlocks::Q8K`], [`crate::Kernels::quantize_blocks_for`]) the blocks are ggml's Q8_K
+/// instead: per 256 values `dx = 1 / (-127 / max)` (`max` the signed value of largest magnitude, the first on
+/// ties), `qx = min(127, round_ties_even(x · (-127 / max)))`, and the sums of each 16 `qx` (bit for bit as
+/// `quantize_row_q8_K_ref`; see [`super::kblocks`]).
 #[derive(Clone, Debug, Default)]
 pub struct QuantizedBlocks {
     /// `[rows, in_dim]`.
@@ -268,10 +367,12 @@ pub struct QuantizedBlocks {
     pub(crate) d: Vec<f32>,
     /// `[rows, in_dim / 32]`.
     pub(crate) s: Vec<f32>,
-    /// `Σ qx` per block, `[rows, in_dim / 32]` (the grouped kernels' offset corrections).
+    /// `Σ qx` per block, `[rows, in_dim / 32]` (the grouped kernels' offset corrections); Q8_K: per 16 values,
+    /// `[rows, in_dim / 16]`.
     pub(crate) qs: Vec<i32>,
     pub(crate) rows: usize,
     pub(crate) in_dim: usize,
+    pub(crate) acts: ActBlocks,
 }
 
 impl QuantizedBlocks {
@@ -283,6 +384,30 @@ impl QuantizedBlocks {
         self.in_dim
     }
 
+    /// Which blocks these are.
+    pub fn acts(&self) -> ActBlocks {
+        self.acts
+    }
+
+    /// Values per activation block (32, Q8_K 256).
+    fn block(&self) -> usize {
+        match self.acts {
+            ActBlocks::Q8 => QK,
+            ActBlocks::Q8K => super::kblocks::QK_K,
+        }
+    }
+
+    /// Q8_K: the sums of each 16 values of row `r` (`[in_dim / 16]`).
+    pub fn bsums(&self, r: usize) -> &[i32] {
+        assert!(
+            r < self.rows && self.acts == ActBlocks::Q8K,
+            "QuantizedBlocks::bsums: row {r} of {}",
+            self.rows
+        );
+        let n = self.in_dim / 16;
+        &self.qs[r * n..(r + 1) * n]
+    }
+
     /// The quantized values of row `r`.
     pub fn row(&self, r: usize) -> &[i8] {
         assert!(r < self.rows, "QuantizedBlocks::row: row {r} of {}", self.rows);
@@ -291,7 +416,7 @@ impl QuantizedBlocks {
 
     /// The block scales `dx` of row `r`.
     pub fn scales(&self, r: usize) -> &[f32] {
-        let nb = self.in_dim / QK;
+        let nb = self.in_dim / self.block();
         assert!(r < self.rows, "QuantizedBlocks::scales: row {r} of {}", self.rows);
         &self.d[r * nb..(r + 1) * nb]
     }
@@ -299,7 +424,11 @@ impl QuantizedBlocks {
     /// The block offsets `sx = dx · Σ qx` of row `r`.
     pub fn sums(&self, r: usize) -> &[f32] {
         let nb = self.in_dim / QK;
-        assert!(r < self.rows, "QuantizedBlocks::sums: row {r} of {}", self.rows);
+        assert!(
+            r < self.rows && self.acts == ActBlocks::Q8,
+            "QuantizedBlocks::sums: row {r} of {}",
+            self.rows
+        );
         &self.s[r * nb..(r + 1) * nb]
     }
 
@@ -323,21 +452,30 @@ impl QuantizedBlocks {
             qs,
             rows,
             in_dim,
+            acts: ActBlocks::Q8,
         }
     }
 
     /// Make room for `rows` rows of `in_dim` (buffers grow, never shrink).
-    pub(crate) fn shape(&mut self, rows: usize, in_dim: usize) {
+    pub(crate) fn shape(&mut self, rows: usize, in_dim: usize, acts: ActBlocks) {
         self.rows = rows;
         self.in_dim = in_dim;
-        let (n, nb) = (rows * in_dim, rows * (in_dim / QK));
+        self.acts = acts;
+        let (n, nb) = (rows * in_dim, rows * (in_dim / self.block()));
+        // Q8: one sum per block; Q8_K: one per 16 values.
+        let ns = match acts {
+            ActBlocks::Q8 => nb,
+            ActBlocks::Q8K => rows * (in_dim / 16),
+        };
         if self.q.len() < n {
             self.q.resize(n, 0);
         }
         if self.d.len() < nb {
             self.d.resize(nb, 0.0);
             self.s.resize(nb, 0.0);
-            self.qs.resize(nb, 0);
+        }
+        if self.qs.len() < ns {
+            self.qs.resize(ns, 0);
         }
     }
 }
@@ -522,11 +660,21 @@ pub enum BlockLayout {
     Groups,
 }
 
+/// The layout a matrix of `ty` gets when `asked` is asked for: the K-quants are read in ggml's row order only.
+pub(crate) fn layout_of(ty: BlockType, asked: BlockLayout) -> BlockLayout {
+    if ty.block_size() == QK {
+        asked
+    } else {
+        BlockLayout::Rows
+    }
+}
+
 /// Quant bytes of one group block (16 rows x 32 values).
 pub(crate) const fn group_quant_bytes(ty: BlockType) -> usize {
     match ty {
         BlockType::Q8_0 => GROUP * QK,
         BlockType::Q4_0 | BlockType::Q4_1 => GROUP * QK / 2,
+        BlockType::Q4_K | BlockType::Q5_K | BlockType::Q6_K => panic!("K-quant matrices are not grouped"),
     }
 }
 
@@ -535,6 +683,7 @@ pub(crate) const fn group_scales(ty: BlockType) -> usize {
     match ty {
         BlockType::Q8_0 | BlockType::Q4_0 => GROUP,
         BlockType::Q4_1 => 2 * GROUP,
+        BlockType::Q4_K | BlockType::Q5_K | BlockType::Q6_K => panic!("K-quant matrices are not grouped"),
     }
 }
 
@@ -577,6 +726,7 @@ pub(crate) fn interleave_group(ty: BlockType, q8_off: u8, rows: &[u8], nb: usize
                         q[64 * (j / 4) + 4 * r + j % 4] = v;
                     }
                 }
+                BlockType::Q4_K | BlockType::Q5_K | BlockType::Q6_K => unreachable!("K-quant matrices are not grouped"),
             }
         }
     }
@@ -603,6 +753,7 @@ pub(crate) fn group_block(ty: BlockType, q8_off: u8, q: &[u8], s: &[u16], b: usi
                 *v = q[64 * (j / 4) + 4 * r + j % 4];
             }
         }
+        BlockType::Q4_K | BlockType::Q5_K | BlockType::Q6_K => unreachable!("K-quant matrices are not grouped"),
     }
 }
 

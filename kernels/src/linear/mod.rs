@@ -14,12 +14,16 @@ pub(crate) mod driver;
 mod gemv;
 #[cfg(target_arch = "x86_64")]
 mod i8dot;
+pub(crate) mod kblocks;
 pub(crate) mod packed;
 pub(crate) mod qgemm;
 pub(crate) mod tile;
 
-pub use blocks::{f16_bits_to_f32, BlockError, BlockLayout, BlockType, QuantizedBlocks, QK};
+pub use blocks::{
+    f16_bits_to_f32, ActBlocks, BlockError, BlockLayout, BlockType, QuantizedBlocks, MAX_BLOCK_BYTES, QK,
+};
 pub use driver::{Part, SharedOut, MAX_PARTS};
+pub use kblocks::QK_K;
 pub use packed::{PackError, PackedWeight};
 pub use qgemm::{I8Range, QuantizedRows, I8_DOT_MAX_IN};
 
@@ -469,9 +473,9 @@ pub(crate) fn linear_packed(k: Kernels, x: &[f32], m: usize, w: &PackedWeight, b
             q_parts(k, xq, w, panels, bias, driver::OutPtr(y.as_mut_ptr()), Parts::All)
         });
     }
-    if w.block_type().is_some() {
+    if let Some(ty) = w.block_type() {
         return with_local_blocks(|xq| {
-            quantize_blocks(k, x, w.in_dim, xq);
+            quantize_blocks(k, x, w.in_dim, ty.activations(), xq);
             blocks_parts(k, xq, w, bias, driver::OutPtr(y.as_mut_ptr()), Parts::All)
         });
     }
@@ -541,9 +545,9 @@ pub(crate) fn linear_packed_part(
             q_parts(k, xq, w, panels, bias, yp, Parts::One(part))
         });
     }
-    if w.block_type().is_some() {
+    if let Some(ty) = w.block_type() {
         return with_local_blocks(|xq| {
-            quantize_blocks(k, x, w.in_dim, xq);
+            quantize_blocks(k, x, w.in_dim, ty.activations(), xq);
             blocks_parts(k, xq, w, bias, yp, Parts::One(part))
         });
     }
@@ -838,17 +842,24 @@ fn with_local_blocks<R>(f: impl FnOnce(&mut QuantizedBlocks) -> R) -> R {
     with_local(&LOCAL_BLOCKS, f)
 }
 
-/// Quantize `x[rows, in_dim]` into Q8 blocks in `out` (see [`QuantizedBlocks`]).
-pub(crate) fn quantize_blocks(k: Kernels, x: &[f32], in_dim: usize, out: &mut QuantizedBlocks) {
+/// Quantize `x[rows, in_dim]` into Q8 (or Q8_K) blocks in `out` (see [`QuantizedBlocks`]).
+pub(crate) fn quantize_blocks(k: Kernels, x: &[f32], in_dim: usize, acts: ActBlocks, out: &mut QuantizedBlocks) {
+    let block = match acts {
+        ActBlocks::Q8 => QK,
+        ActBlocks::Q8K => QK_K,
+    };
     assert!(
-        in_dim > 0 && in_dim.is_multiple_of(QK),
-        "quantize_blocks: in_dim {in_dim} is not whole blocks of {QK}"
+        in_dim > 0 && in_dim.is_multiple_of(block),
+        "quantize_blocks: in_dim {in_dim} is not whole blocks of {block}"
     );
     let rows = x.len() / in_dim;
     assert_eq!(x.len(), rows * in_dim, "quantize_blocks: x is not [rows, in_dim]");
-    out.shape(rows, in_dim);
+    out.shape(rows, in_dim, acts);
     if rows > 0 {
-        dispatch!(k, blocks::quantize_x, (x: &[f32], out: &mut QuantizedBlocks))
+        match acts {
+            ActBlocks::Q8 => dispatch!(k, blocks::quantize_x, (x: &[f32], out: &mut QuantizedBlocks)),
+            ActBlocks::Q8K => kblocks::quantize_q8k(x, out),
+        }
     }
 }
 
@@ -883,6 +894,12 @@ fn check_blocks<'w>(
         x.in_dim, w.in_dim,
         "{what}: x rows have {} inputs, the weight {}",
         x.in_dim, w.in_dim
+    );
+    assert_eq!(
+        x.acts,
+        ty.activations(),
+        "{what}: {ty} weights need {:?} activations (Kernels::quantize_blocks_for)",
+        ty.activations()
     );
     assert_eq!(y_len, x.rows * w.out_dim, "{what}: y is not [rows, out_dim]");
     if let Some(b) = bias {
@@ -956,6 +973,12 @@ fn blocks_parts(
                         (job: &blocks::BJob<'_>, outs: R)),
                     BlockType::Q4_1 => dispatch_i8!(k, I8Range::Full, blocks_share::<blocks::KQ4_1>,
                         (job: &blocks::BJob<'_>, outs: R)),
+                    BlockType::Q4_K => dispatch_i8!(k, I8Range::Full, kblocks_share::<kblocks::KQ4_K>,
+                        (job: &blocks::BJob<'_>, outs: R)),
+                    BlockType::Q5_K => dispatch_i8!(k, I8Range::Full, kblocks_share::<kblocks::KQ5_K>,
+                        (job: &blocks::BJob<'_>, outs: R)),
+                    BlockType::Q6_K => dispatch_i8!(k, I8Range::Full, kblocks_share::<kblocks::KQ6_K>,
+                        (job: &blocks::BJob<'_>, outs: R)),
                 }
             })
         }
@@ -978,6 +1001,9 @@ fn blocks_parts(
                         (job: &blocks::GJob<'_>, groups: R)),
                     BlockType::Q4_1 => dispatch_i8!(k, I8Range::Full, groups_share::<blocks::KQ4_1>,
                         (job: &blocks::GJob<'_>, groups: R)),
+                    BlockType::Q4_K | BlockType::Q5_K | BlockType::Q6_K => {
+                        unreachable!("K-quant matrices are not grouped")
+                    }
                 }
             })
         }
@@ -1004,4 +1030,15 @@ fn blocks_share<K: blocks::Kind>(
     outs: std::ops::Range<usize>,
 ) {
     blocks::run_share::<_, K>(d, job, outs)
+}
+
+/// [`kblocks::run_share`] in the shape `dispatch_i8!` calls (it passes the panel width, unused here).
+#[inline(always)]
+fn kblocks_share<K: kblocks::KKind>(
+    d: impl crate::simd::DotK,
+    _nv: usize,
+    job: &blocks::BJob<'_>,
+    outs: std::ops::Range<usize>,
+) {
+    kblocks::run_share::<_, K>(d, job, outs)
 }

@@ -24,7 +24,7 @@ use std::marker::PhantomData;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-use super::blocks::{self as blk, BlockError, BlockLayout, BlockType, QK};
+use super::blocks::{self as blk, BlockError, BlockLayout, BlockType, MAX_BLOCK_BYTES};
 use crate::isa::Isa;
 use crate::simd::GROUP;
 use crate::types::{Layout, Weight, WeightData};
@@ -483,8 +483,9 @@ impl PackedWeight {
     }
 
     /// A matrix of GGUF blocks of type `ty`, `[out_dim, in_dim]`, from its bytes as ggml stores them (a GGUF
-    /// tensor's data), interleaved into groups of 16 rows ([`BlockLayout::Groups`], the fast layout). An error
-    /// unless `bytes` holds exactly `out_dim` rows of `in_dim / 32` blocks.
+    /// tensor's data), interleaved into groups of 16 rows ([`BlockLayout::Groups`], the fast layout; the
+    /// K-quants keep ggml's row order, [`BlockLayout::Rows`]). An error unless `bytes` holds exactly `out_dim`
+    /// rows of `in_dim / block_size` blocks ([`BlockError`]: a row not whole blocks, or the byte count).
     pub fn from_blocks(
         k: &crate::Kernels,
         ty: BlockType,
@@ -505,7 +506,7 @@ impl PackedWeight {
         in_dim: usize,
     ) -> Result<Self, PackError> {
         ty.check(bytes.len(), out_dim, in_dim)?;
-        let panels = match layout {
+        let panels = match blk::layout_of(ty, layout) {
             BlockLayout::Rows => {
                 let mut data = AlignedBuf::<u8>::zeroed(bytes.len());
                 data.as_mut_slice().copy_from_slice(bytes);
@@ -523,10 +524,14 @@ impl PackedWeight {
 
     /// Matrices with one `in_dim` (f32, f16 or bf16, either layout, as [`PackedWeight::stack`] takes them)
     /// quantized into GGUF blocks of type `ty` as llama.cpp's quantizer does ([`BlockType::quantize_block`]),
-    /// stacked along the outputs. An error when `in_dim` is not whole blocks of 32.
+    /// stacked along the outputs. An error when `in_dim` is not whole blocks of the type's block size, or when
+    /// qkv has no quantizer for the type ([`BlockType::can_quantize`]: Q5_K, Q6_K).
     pub fn quantize_blocks(k: &crate::Kernels, ws: &[Weight<'_>], ty: BlockType) -> Result<Self, PackError> {
         let in_dim = ws.first().expect("PackedWeight::quantize_blocks: no matrices").in_dim;
         let out_dim: usize = ws.iter().map(|w| w.out_dim).sum();
+        if !ty.can_quantize() {
+            return Err(BlockError::NoQuantizer { ty }.into());
+        }
         ty.matrix_bytes(out_dim, in_dim)?;
         // Each output row's source matrix and row within it.
         let mut rows: Vec<(&Weight<'_>, usize)> = Vec::with_capacity(out_dim);
@@ -549,14 +554,27 @@ impl PackedWeight {
             rows.extend((0..w.out_dim).map(|o| (w, o)));
         }
         let rb = ty.matrix_bytes(1, in_dim)?;
-        let panels = grouped(k.isa(), ty, out_dim, in_dim, |g, dst| {
+        let quantize_rows = |first: usize, dst: &mut [u8]| {
             let mut x = vec![0.0f32; in_dim];
             for (r, out) in dst.chunks_exact_mut(rb).enumerate() {
-                let (w, o) = rows[g * GROUP + r];
+                let (w, o) = rows[first + r];
                 x.iter_mut().enumerate().for_each(|(i, v)| *v = w.at(o, i));
                 ty.quantize(&x, out).expect("sizes checked above");
             }
-        });
+        };
+        let panels = match blk::layout_of(ty, BlockLayout::Groups) {
+            BlockLayout::Groups => grouped(k.isa(), ty, out_dim, in_dim, |g, dst| quantize_rows(g * GROUP, dst)),
+            BlockLayout::Rows => {
+                let mut data = AlignedBuf::<u8>::zeroed(out_dim * rb);
+                if rb > 0 {
+                    data.as_mut_slice()
+                        .par_chunks_mut(GROUP * rb)
+                        .enumerate()
+                        .for_each(|(g, dst)| quantize_rows(g * GROUP, dst));
+                }
+                Panels::Blocks { ty, data }
+            }
+        };
         Ok(Self::blocks(k, panels, out_dim, in_dim))
     }
 
@@ -588,9 +606,10 @@ impl PackedWeight {
         }
     }
 
-    /// Block `b` of row `o` of a block matrix, as ggml stores it, into `out` (`None` for other matrices).
-    pub fn block_bytes_at(&self, o: usize, b: usize, out: &mut [u8; 34]) -> Option<BlockType> {
-        let nb = self.in_dim / QK;
+    /// Block `b` of row `o` of a block matrix, as ggml stores it, into `out[..block_bytes]` (`None` for other
+    /// matrices).
+    pub fn block_bytes_at(&self, o: usize, b: usize, out: &mut [u8; MAX_BLOCK_BYTES]) -> Option<BlockType> {
+        let nb = self.in_dim / self.block_type()?.block_size();
         assert!(o < self.out_dim && b < nb, "block_bytes_at: ({o}, {b}) out of range");
         match &self.panels {
             Panels::Blocks { ty, data } => {
@@ -611,17 +630,13 @@ impl PackedWeight {
 
     /// Row `o` of a block matrix dequantized into `row` (`false` for other matrices).
     fn dequantize_row(&self, o: usize, row: &mut [f32]) -> bool {
-        if self.block_type().is_none() {
+        let Some(ty) = self.block_type() else {
             return false;
-        }
-        let mut bytes = [0u8; 34];
-        let mut buf = [0.0f32; QK];
-        for (b, dst) in row.chunks_exact_mut(QK).enumerate() {
-            let Some(ty) = self.block_bytes_at(o, b, &mut bytes) else {
-                return false;
-            };
-            ty.dequantize_block(&bytes[..ty.block_bytes()], &mut buf);
-            dst.copy_from_slice(&buf);
+        };
+        let mut bytes = [0u8; MAX_BLOCK_BYTES];
+        for (b, dst) in row.chunks_exact_mut(ty.block_size()).enumerate() {
+            self.block_bytes_at(o, b, &mut bytes);
+            ty.dequantize_block(&bytes[..ty.block_bytes()], dst);
         }
         true
     }
@@ -661,10 +676,12 @@ impl PackedWeight {
             Panels::Bf16(b) => b.as_slice()[idx(2)].to_f32(),
             Panels::I8 { q, scales, .. } => q.as_slice()[idx(4)] as f32 * scales[o],
             Panels::Blocks { .. } | Panels::Groups { .. } => {
-                let (mut bytes, mut buf) = ([0u8; 34], [0.0f32; QK]);
-                let ty = self.block_bytes_at(o, i / QK, &mut bytes).expect("a block matrix");
-                ty.dequantize_block(&bytes[..ty.block_bytes()], &mut buf);
-                buf[i % QK]
+                let ty = self.block_type().expect("a block matrix");
+                let (mut bytes, mut buf) = ([0u8; MAX_BLOCK_BYTES], [0.0f32; super::kblocks::QK_K]);
+                let n = ty.block_size();
+                self.block_bytes_at(o, i / n, &mut bytes);
+                ty.dequantize_block(&bytes[..ty.block_bytes()], &mut buf[..n]);
+                buf[i % n]
             }
         }
     }
@@ -709,7 +726,7 @@ impl PackedWeight {
 /// them, ggml's order) into a scratch buffer, which is interleaved into the group ([`BlockLayout::Groups`]).
 /// Groups are filled in parallel.
 fn grouped(isa: Isa, ty: BlockType, out_dim: usize, in_dim: usize, fill: impl Fn(usize, &mut [u8]) + Sync) -> Panels {
-    let nb = in_dim / QK;
+    let nb = in_dim / ty.block_size();
     let rb = nb * ty.block_bytes();
     let n_groups = out_dim.div_ceil(GROUP);
     let (qg, sg) = (nb * blk::group_quant_bytes(ty), nb * blk::group_scales(ty));

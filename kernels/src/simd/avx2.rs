@@ -493,3 +493,66 @@ macro_rules! dot_g_avx2 {
 }
 dot_g_avx2!(Avx2);
 dot_g_avx2!(Avx2Reduced);
+
+/// The K-quant dot products ([`super::DotK`]) on 256-bit vectors (also the AVX-512 tokens'); `$e` adds the scaled pairs `$p` (i16) times the
+/// scales `$s` (i16) into `$a` (i32).
+macro_rules! dot_k_avx2 {
+    ($t:ty, |$a:ident, $p:ident, $s:ident| $e:expr) => {
+        // SAFETY: the token exists only on CPUs with the instructions these methods use (AVX2; `$e` for VNNI).
+        unsafe impl super::DotK for $t {
+            type I = __m256i;
+
+            #[inline(always)]
+            fn izero(self) -> __m256i {
+                tf!(_mm256_setzero_si256())
+            }
+            #[inline(always)]
+            unsafe fn nibbles(self, p: *const u8, shift: u32) -> __m256i {
+                // SAFETY: the caller makes 32 bytes at `p` readable; the token proves AVX2. The 16-bit shift moves
+                // bits of a byte's neighbour only above the mask.
+                unsafe {
+                    let b = _mm256_loadu_si256(p as *const __m256i);
+                    let b = _mm256_srl_epi16(b, _mm_cvtsi32_si128(shift as i32));
+                    _mm256_and_si256(b, _mm256_set1_epi8(15))
+                }
+            }
+            #[inline(always)]
+            unsafe fn or_high(self, q: __m256i, p: *const u8, shift: u32, mask: u8) -> __m256i {
+                // SAFETY: as `nibbles` (`shift + bits(mask) <= 8`); the bits moved up stay in their byte (< 64).
+                unsafe {
+                    let b = _mm256_loadu_si256(p as *const __m256i);
+                    let b = _mm256_srl_epi16(b, _mm_cvtsi32_si128(shift as i32));
+                    let h = _mm256_and_si256(b, _mm256_set1_epi8(mask as i8));
+                    _mm256_or_si256(q, _mm256_slli_epi16::<4>(h))
+                }
+            }
+            #[inline(always)]
+            fn idot(self, acc: __m256i, w: __m256i, x: __m256i, lo: i32, hi: i32) -> __m256i {
+                // w in 0 ..= 63 is the unsigned operand: `vpmaddubsw` pairs at most 2 · 63 · 127 = 16002, no
+                // saturation; then the pairs times the scale of their 16 values (i16: |scale| <= 128).
+                tf!({
+                    let pairs = _mm256_maddubs_epi16(w, x);
+                    let sc = _mm256_set_m128i(_mm_set1_epi16(hi as i16), _mm_set1_epi16(lo as i16));
+                    { let ($a, $p, $s) = (acc, pairs, sc); $e }
+                })
+            }
+            #[inline(always)]
+            fn ireduce(self, acc: __m256i) -> i32 {
+                tf!({
+                    let s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256::<1>(acc));
+                    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+                    _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<1>(s)))
+                })
+            }
+        }
+    };
+}
+dot_k_avx2!(Avx2, |acc, pairs, sc| _mm256_add_epi32(
+    acc,
+    _mm256_madd_epi16(pairs, sc)
+));
+dot_k_avx2!(Avx2Reduced, |acc, pairs, sc| _mm256_add_epi32(
+    acc,
+    _mm256_madd_epi16(pairs, sc)
+));
+pub(super) use dot_k_avx2;

@@ -548,3 +548,11 @@ unsafe impl super::DotG for Avx512 {
         tf!(_mm512_cvtepi32_ps(*i))
     }
 }
+
+// The K-quant dot products: AVX2's 256-bit ones (the AVX-512 tokens have AVX2), with VNNI's `vpdpwssd`.
+super::avx2::dot_k_avx2!(Avx512, |acc, pairs, sc| _mm256_add_epi32(
+    acc,
+    _mm256_madd_epi16(pairs, sc)
+));
+// VNNI: `vpdpwssd` multiplies the pairs by the scales and accumulates in one instruction.
+super::avx2::dot_k_avx2!(Avx512Vnni, |acc, pairs, sc| _mm256_dpwssd_epi32(acc, pairs, sc));

@@ -395,6 +395,36 @@ pub(crate) unsafe trait DotQ: Copy + Send + Sync + 'static {
     fn reduce(self, acc: Self::F) -> f32;
 }
 
+/// Integer dot products of K-quant values ([`crate::BlockType::Q4_K`] etc.) against Q8_K activations, 32 values
+/// at a time: the values decoded from their packed bytes in registers, the products scaled by the two 16-value
+/// sub-block scales in i32 lanes. Every implementation computes the same integers.
+///
+/// # Safety
+/// Implementors guarantee that a value of `Self` exists only on a CPU that supports every instruction its methods
+/// use.
+pub(crate) unsafe trait DotK: DotQ {
+    /// i32 accumulator lanes.
+    type I: Copy;
+
+    fn izero(self) -> Self::I;
+    /// `(b >> shift) & 15` of each of the 32 bytes `b` at `p` (`shift <= 4`).
+    ///
+    /// # Safety
+    /// `p .. p + 32` readable.
+    unsafe fn nibbles(self, p: *const u8, shift: u32) -> Self::Q;
+    /// `q | ((b >> shift) & mask) << 4` for each of the 32 bytes `b` at `p` (`mask` 1 or 3, `shift + bits(mask)
+    /// <= 8`).
+    ///
+    /// # Safety
+    /// `p .. p + 32` readable.
+    unsafe fn or_high(self, q: Self::Q, p: *const u8, shift: u32, mask: u8) -> Self::Q;
+    /// `acc + lo · Σ_{j < 16} w_j · x_j + hi · Σ_{j >= 16} w_j · x_j` for `w` in `0 ..= 63`, `x` in `-127 ..= 127`
+    /// and `|lo|, |hi| <= 128` (exact in i32 lanes).
+    fn idot(self, acc: Self::I, w: Self::Q, x: Self::Q, lo: i32, hi: i32) -> Self::I;
+    /// Sum of the lanes.
+    fn ireduce(self, acc: Self::I) -> i32;
+}
+
 /// Output rows per group of an interleaved block matrix ([`crate::BlockLayout::Groups`]): one block of activations
 /// feeds the 16 rows of a group (a 512-bit vector of i32 sums, two AVX2 or four NEON vectors).
 pub const GROUP: usize = 16;

@@ -516,3 +516,87 @@ dot_g_neon!(
     },
     |f| f
 );
+
+/// The K-quant dot products ([`super::DotK`]), shared by [`Neon`] and [`NeonDot`]: `$half` makes the i32 sums
+/// (4 lanes) of the products of 16 bytes `w` and `x`, which are then scaled by their 16 values' scale.
+macro_rules! dot_k_neon {
+    ($t:ty, |$w:ident, $x:ident| $half:expr) => {
+        // SAFETY: the token exists only on CPUs with NEON (and `dotprod` for `NeonDot`, whose `$half` alone uses
+        // it).
+        unsafe impl super::DotK for $t {
+            type I = int32x4_t;
+
+            #[inline(always)]
+            fn izero(self) -> int32x4_t {
+                tf!(vdupq_n_s32(0))
+            }
+            #[inline(always)]
+            unsafe fn nibbles(self, p: *const u8, shift: u32) -> (int8x16_t, int8x16_t) {
+                // SAFETY: the caller makes 32 bytes at `p` readable.
+                let (a, b) = unsafe { (vld1q_u8(p), vld1q_u8(p.add(16))) };
+                tf!({
+                    let (n, m) = (vdupq_n_s8(-(shift as i8)), vdupq_n_u8(15));
+                    (
+                        vreinterpretq_s8_u8(vandq_u8(vshlq_u8(a, n), m)),
+                        vreinterpretq_s8_u8(vandq_u8(vshlq_u8(b, n), m)),
+                    )
+                })
+            }
+            #[inline(always)]
+            unsafe fn or_high(
+                self,
+                q: (int8x16_t, int8x16_t),
+                p: *const u8,
+                shift: u32,
+                mask: u8,
+            ) -> (int8x16_t, int8x16_t) {
+                // SAFETY: the caller makes 32 bytes at `p` readable.
+                let (a, b) = unsafe { (vld1q_u8(p), vld1q_u8(p.add(16))) };
+                tf!({
+                    let (n, m) = (vdupq_n_s8(-(shift as i8)), vdupq_n_u8(mask));
+                    let h = |v| vreinterpretq_s8_u8(vshlq_n_u8::<4>(vandq_u8(vshlq_u8(v, n), m)));
+                    (vorrq_s8(q.0, h(a)), vorrq_s8(q.1, h(b)))
+                })
+            }
+            #[inline(always)]
+            fn idot(
+                self,
+                acc: int32x4_t,
+                w: (int8x16_t, int8x16_t),
+                x: (int8x16_t, int8x16_t),
+                lo: i32,
+                hi: i32,
+            ) -> int32x4_t {
+                let half = |$w: int8x16_t, $x: int8x16_t| -> int32x4_t { $half };
+                tf!(vmlaq_n_s32(
+                    vmlaq_n_s32(acc, half(w.0, x.0), lo),
+                    half(w.1, x.1),
+                    hi
+                ))
+            }
+            #[inline(always)]
+            fn ireduce(self, acc: int32x4_t) -> i32 {
+                tf!(vaddvq_s32(acc))
+            }
+        }
+    };
+}
+// Products of w in 0 ..= 63 and x fit i16; `sadalp` adds neighbouring pairs into i32.
+dot_k_neon!(Neon, |w, x| tf!(vpadalq_s16(
+    vpaddlq_s16(vmull_s8(vget_low_s8(w), vget_low_s8(x))),
+    vmull_high_s8(w, x)
+)));
+dot_k_neon!(NeonDot, |w, x| {
+    let mut acc = { tf!(vdupq_n_s32(0)) };
+    // SAFETY: the token proves `dotprod`; the instruction touches registers only.
+    unsafe {
+        std::arch::asm!(
+            "sdot {acc:v}.4s, {w:v}.16b, {x:v}.16b",
+            acc = inout(vreg) acc,
+            w = in(vreg) w,
+            x = in(vreg) x,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    acc
+});

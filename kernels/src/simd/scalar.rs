@@ -237,6 +237,37 @@ unsafe impl super::DotQ for Scalar {
 }
 
 // SAFETY: plain Rust, no instruction beyond the target's baseline.
+unsafe impl super::DotK for Scalar {
+    type I = i32;
+
+    #[inline(always)]
+    fn izero(self) -> i32 {
+        0
+    }
+    #[inline(always)]
+    unsafe fn nibbles(self, p: *const u8, shift: u32) -> [i8; 32] {
+        // SAFETY: the caller makes 32 bytes at `p` readable.
+        let b = unsafe { (p as *const [u8; 32]).read_unaligned() };
+        b.map(|v| ((v >> shift) & 15) as i8)
+    }
+    #[inline(always)]
+    unsafe fn or_high(self, q: [i8; 32], p: *const u8, shift: u32, mask: u8) -> [i8; 32] {
+        // SAFETY: the caller makes 32 bytes at `p` readable.
+        let b = unsafe { (p as *const [u8; 32]).read_unaligned() };
+        std::array::from_fn(|j| q[j] | ((((b[j] >> shift) & mask) << 4) as i8))
+    }
+    #[inline(always)]
+    fn idot(self, acc: i32, w: [i8; 32], x: [i8; 32], lo: i32, hi: i32) -> i32 {
+        let half = |r: std::ops::Range<usize>| -> i32 { r.map(|j| w[j] as i32 * x[j] as i32).sum() };
+        acc + lo * half(0..16) + hi * half(16..32)
+    }
+    #[inline(always)]
+    fn ireduce(self, acc: i32) -> i32 {
+        acc
+    }
+}
+
+// SAFETY: plain Rust, no instruction beyond the target's baseline.
 unsafe impl super::DotG for Scalar {
     type S = Scalar;
     type I = [i32; super::GROUP];

@@ -43,3 +43,20 @@ pub fn dot_variants(test: &str, k: kernels::Kernels) -> Vec<kernels::Kernels> {
     }
     out
 }
+
+/// A file of tools/fixtures/gguf-blocks (made by tools/scripts/gguf_block_refs.py).
+pub fn block_fixture(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tools/fixtures/gguf-blocks")
+        .join(name);
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (made by tools/scripts/gguf_block_refs.py)", path.display()))
+}
+
+/// Little-endian f32 values.
+pub fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
