@@ -87,6 +87,12 @@ impl BlockType {
         }
     }
 
+    /// The block type of ggml type id `id` (`GGMLQuantizationType`), `None` for a type no kernel here runs: a
+    /// GGUF tensor of a type this maps runs on the block kernels as stored.
+    pub fn from_ggml_type(id: u32) -> Option<BlockType> {
+        BlockType::ALL.into_iter().find(|t| t.ggml_type() == id)
+    }
+
     /// Bytes of one block of [`QK`] weights.
     pub const fn block_bytes(self) -> usize {
         match self {
