@@ -260,17 +260,23 @@ impl Model {
         let dir = dir.as_ref();
         let kernels = opts.resolve_kernels()?;
         // A GGUF file, or a directory of config.json, safetensors and tokenizer files.
-        let (gguf, gguf_source) = match crate::gguf::is_gguf(dir) {
+        let (gguf, gguf_text, gguf_source) = match crate::gguf::is_gguf(dir) {
             true => {
                 let (g, s) = GgufModel::open(dir)?;
-                (Some(g), Some(s))
+                let GgufModel {
+                    config,
+                    generation,
+                    tokenizer,
+                    chat_template,
+                } = g;
+                (Some((config, generation)), Some((tokenizer, chat_template)), Some(s))
             }
-            false => (None, None),
+            false => (None, None, None),
         };
         let (dir_config, dir_generation, safetensors);
         let (config, generation, weights): (&RawConfig, Option<&GenerationConfig>, &dyn TensorSource) =
             match (&gguf, &gguf_source) {
-                (Some(g), Some(s)) => (&g.config, Some(&g.generation), s),
+                (Some((c, g)), Some(s)) => (c, Some(g), s),
                 _ => {
                     dir_config = RawConfig::from_dir(dir)?;
                     models::family(&dir_config)?;
@@ -295,8 +301,8 @@ impl Model {
         }
         let mut info = ModelInfo::of(family.model_type, &network);
         info.dequantized = gguf_source.as_ref().map(|s| s.dequantized()).unwrap_or_default();
-        let (text, chat_template) = match gguf {
-            Some(g) => (Some(Text::new(g.tokenizer)), g.chat_template),
+        let (text, chat_template) = match gguf_text {
+            Some((tokenizer, template)) => (Some(Text::new(tokenizer)), template),
             None => {
                 let text = match tokenizer::load_tokenizer(dir) {
                     Ok(t) => Some(Text::new(t)),

@@ -344,7 +344,6 @@ impl HfTensor {
 /// A GGUF file read as the Hugging Face model it holds: `config.json` (without `torch_dtype`),
 /// `generation_config.json`, the tokenizer files and every weight under its Hugging Face name. The importer
 /// writes it out; the engine runs it in place.
-#[derive(Clone, Debug)]
 pub struct HfModel {
     pub config: serde_json::Map<String, serde_json::Value>,
     pub generation: serde_json::Value,
