@@ -8,10 +8,14 @@
 //!   within `d_t` of the exact f32 logits on the dequantized weights (qkv's import path, which equals
 //!   transformers within [`F32_TOL`]: llama_smollm2.rs), `d_t` measured here at each step as the largest
 //!   difference over llama.cpp's top 8 ids. qkv's direct path rounds the activations to 8-bit blocks as
-//!   llama.cpp does (not bit for bit: qkv keeps each block's scale in f32 where llama.cpp's `quantize_row_q8_0`
-//!   / `q8_1` store it in f16, and llama.cpp keeps K/V in f16), so its logits are checked within
-//!   `B_t = F32_TOL + d_t` of llama.cpp's (the triangle inequality through the exact logits bounds a path with no
-//!   activation rounding; the test checks the direct path, which rounds as llama.cpp does, is no farther).
+//!   llama.cpp does, but not bit for bit: qkv keeps each activation block's scale `max|x| / 127` in f32 where
+//!   llama.cpp's `quantize_row_q8_0` / `q8_1` store it (and q8_1's sum) in f16 and multiply by its reciprocal,
+//!   so the 8-bit values differ wherever a rounding lands differently, and llama.cpp keeps K/V in f16. The two
+//!   roundings are independent errors of one size (measured on this file: qkv-direct vs exact and llama.cpp vs
+//!   exact are both 0.1-0.8 over these steps, logits of spread ~20), so the bound cannot be tightened to
+//!   llama.cpp's own distance: by the triangle inequality through the exact logits, qkv is within
+//!   `B_t = F32_TOL + d_t + D` of llama.cpp, `D = max_t d_t` taking llama.cpp's worst measured activation error
+//!   as the size of qkv's. A wrong mapping (q/k row order, a block misread) moves logits by far more.
 //!   Greedy tokens are teacher-forced on llama.cpp's; where the argmax `a` differs from llama.cpp's `b`,
 //!   `llama[b] - llama[a] <= 2 B_t` must hold, and is printed.
 //! - A K-quant file (tools/fixtures/gguf-kquant/tiny_q4_k_m.gguf: no kernel runs Q4_K / Q6_K yet) loads with its
@@ -129,6 +133,23 @@ fn smollm2_q4_1_direct_matches_llama_cpp() {
         .map(|r| forced_logits(&f32_model, &ids(&r["prompt_ids"]), &ids(&r["tokens"])))
         .collect();
     drop(f32_model);
+    // llama.cpp's largest distance to the exact logits over every step: the size of its activation rounding,
+    // taken as the size of qkv's (module doc).
+    let d_max = runs
+        .iter()
+        .zip(&exact)
+        .flat_map(|(run, ex)| {
+            (0..N_NEW).map(move |t| {
+                let top = ids(&run["top_ids"][t]);
+                let top_logits: Vec<f32> = serde_json::from_value(run["top_logits"][t].clone()).unwrap();
+                top.iter()
+                    .zip(&top_logits)
+                    .map(|(&id, &l)| (ex[t * vocab + id as usize] - l).abs())
+                    .fold(0f32, f32::max)
+            })
+        })
+        .fold(0f32, f32::max);
+    eprintln!("llama.cpp vs the exact f32 logits (top 8 ids): at most {d_max:.4} over 3 x {N_NEW} steps");
     for k in testing::kernels("smollm2_q4_1_direct_matches_llama_cpp") {
         let m = load(&path, k, WeightType::Stored);
         let (mut worst, mut worst_bound, mut equal, mut partings) = (0f32, 0f32, 0, vec![]);
@@ -150,7 +171,7 @@ fn smollm2_q4_1_direct_matches_llama_cpp() {
                     .zip(&top_logits)
                     .map(|(&id, &l)| (ex[id as usize] - l).abs())
                     .fold(0f32, f32::max);
-                let bound = F32_TOL + d_t;
+                let bound = F32_TOL + d_t + d_max;
                 let d = top
                     .iter()
                     .zip(&top_logits)
