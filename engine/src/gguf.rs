@@ -49,17 +49,16 @@ impl GgufModel {
         let config = RawConfig::from_json(path, &config_json)?;
         let generation = GenerationConfig::from_json(path, &hf.generation.to_string())?;
         let tok_config = hf.tokenizer.tokenizer_config.as_object();
-        let tokenizer: Box<dyn Tokenizer> =
-            Box::new(HfTokenizer::from_values(path, &hf.tokenizer.tokenizer_json, tok_config)?);
+        let tokenizer: Box<dyn Tokenizer> = Box::new(HfTokenizer::from_values(
+            path,
+            &hf.tokenizer.tokenizer_json,
+            tok_config,
+        )?);
         let chat_template = match tok_config {
             Some(c) => tokenizer::chat_template_of(path, c)?,
             None => None,
         };
-        let by_name = hf
-            .tensors
-            .into_iter()
-            .map(|t| (t.hf_name.clone(), t))
-            .collect();
+        let by_name = hf.tensors.into_iter().map(|t| (t.hf_name.clone(), t)).collect();
         let source = GgufSource {
             file,
             by_name,

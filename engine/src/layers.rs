@@ -113,12 +113,19 @@ fn block_type(t: &Tensor) -> Option<kernels::BlockType> {
 }
 
 /// An error unless `t` holds an `[out_dim, in_dim]` matrix of blocks of `ty` (whole blocks per row, exact size).
-fn check_blocks(st: &dyn TensorSource, t: &Tensor, ty: kernels::BlockType, out_dim: usize, in_dim: usize) -> Result<()> {
-    ty.check(t.bytes().len(), out_dim, in_dim).map_err(|e| Error::InvalidConfig {
-        file: st.origin(),
-        field: t.name().to_string(),
-        reason: e.to_string(),
-    })
+fn check_blocks(
+    st: &dyn TensorSource,
+    t: &Tensor,
+    ty: kernels::BlockType,
+    out_dim: usize,
+    in_dim: usize,
+) -> Result<()> {
+    ty.check(t.bytes().len(), out_dim, in_dim)
+        .map_err(|e| Error::InvalidConfig {
+            file: st.origin(),
+            field: t.name().to_string(),
+            reason: e.to_string(),
+        })
 }
 
 /// A float tensor's data as kernel weight data (`None` for integer dtypes, which `check_float` refused).
@@ -971,9 +978,8 @@ impl Embedding {
                 };
                 for (&id, row) in ids.iter().zip(out.chunks_exact_mut(self.dim.max(1))) {
                     let src = &t.bytes()[id as usize * row_bytes..(id as usize + 1) * row_bytes];
-                    loaders::gguf::dequant::dequantize_into(g, src, row).map_err(|e| {
-                        Error::Request(format!("embedding table {:?}: {e:?}", self.name))
-                    })?;
+                    loaders::gguf::dequant::dequantize_into(g, src, row)
+                        .map_err(|e| Error::Request(format!("embedding table {:?}: {e:?}", self.name)))?;
                     row.iter_mut().for_each(|v| *v *= scale);
                 }
             }

@@ -104,13 +104,31 @@ fn smollm2_q4_1_runs_in_place_on_block_kernels() {
     let file_bytes = std::fs::metadata(&path).unwrap().len() as usize;
     for k in testing::kernels("smollm2_q4_1_runs_in_place_on_block_kernels") {
         let m = load(&path, k, WeightType::Stored);
-        assert!(m.info().dequantized.is_empty(), "dequantized: {:?}", m.info().dequantized);
+        assert!(
+            m.info().dequantized.is_empty(),
+            "dequantized: {:?}",
+            m.info().dequantized
+        );
         let b = m.weight_bytes();
         // Every linear matrix (the tied head included) in GGUF blocks, the embedding table the head's (no copy).
-        assert_eq!(b.blocks, b.linear, "{:?}: linear bytes not all in blocks: {b:?}", k.isa());
-        assert_eq!(b.shared, b.embedding, "{:?}: the Q8_0 table is not the head's: {b:?}", k.isa());
+        assert_eq!(
+            b.blocks,
+            b.linear,
+            "{:?}: linear bytes not all in blocks: {b:?}",
+            k.isa()
+        );
+        assert_eq!(
+            b.shared,
+            b.embedding,
+            "{:?}: the Q8_0 table is not the head's: {b:?}",
+            k.isa()
+        );
         // The weights held are the file's bytes (the norms, f32, are not counted), not a dequantized copy (540 MB).
-        assert!(b.total() <= file_bytes, "{:?}: {b:?} holds more than the file's {file_bytes} bytes", k.isa());
+        assert!(
+            b.total() <= file_bytes,
+            "{:?}: {b:?} holds more than the file's {file_bytes} bytes",
+            k.isa()
+        );
         eprintln!("{:?}: {b:?}, file {file_bytes} bytes", k.isa());
     }
 }
@@ -159,7 +177,11 @@ fn smollm2_q4_1_direct_matches_llama_cpp() {
             assert_eq!(tokens.len(), N_NEW);
             // qkv's tokenizer (from the GGUF's metadata) gives llama.cpp's prompt ids.
             let text = run["prompt"].as_str().unwrap();
-            assert_eq!(m.tokenizer().unwrap().encode(text).unwrap(), prompt, "run {i}: prompt ids");
+            assert_eq!(
+                m.tokenizer().unwrap().encode(text).unwrap(),
+                prompt,
+                "run {i}: prompt ids"
+            );
             let ours = forced_logits(&m, &prompt, &tokens);
             for t in 0..N_NEW {
                 let row = &ours[t * vocab..(t + 1) * vocab];
@@ -264,7 +286,11 @@ fn hostile_gguf_mutations_never_panic() {
     for n in 0..200 {
         let mut buf = base.clone();
         for _ in 0..1 + next() % 4 {
-            let i = if next() % 4 != 0 { next() % hot } else { next() % buf.len() };
+            let i = if next() % 4 != 0 {
+                next() % hot
+            } else {
+                next() % buf.len()
+            };
             buf[i] = next() as u8;
         }
         if n % 10 == 0 {
@@ -272,7 +298,13 @@ fn hostile_gguf_mutations_never_panic() {
         }
         let p = dir.path().join(format!("m{n}.gguf"));
         std::fs::write(&p, &buf).unwrap();
-        match Model::load_with(&p, &LoadOptions { kernels: Some(Kernels::scalar()), ..Default::default() }) {
+        match Model::load_with(
+            &p,
+            &LoadOptions {
+                kernels: Some(Kernels::scalar()),
+                ..Default::default()
+            },
+        ) {
             Ok(m) => {
                 loaded += 1;
                 let mut cache = m.session(1, 2).unwrap();
@@ -287,4 +319,73 @@ fn hostile_gguf_mutations_never_panic() {
         std::fs::remove_file(&p).unwrap();
     }
     eprintln!("hostile GGUF mutations: {loaded} loaded, {refused} refused with an error");
+}
+
+/// The tiny fixture with one field of `blk.0.attn_q.weight`'s tensor info changed by `patch(info bytes)` (the
+/// bytes after its name: `n_dims u32, dims u64 x n, type u32, offset u64`), loaded directly: the error.
+fn load_patched(patch: impl Fn(&mut [u8]), truncate: Option<usize>) -> String {
+    let mut buf = std::fs::read(loaders::paths::fixture("gguf-kquant").join("tiny_q4_k_m.gguf")).unwrap();
+    let name = b"blk.0.attn_q.weight";
+    let at = buf
+        .windows(name.len() + 8)
+        .position(|w| w[8..] == name[..] && w[..8] == (name.len() as u64).to_le_bytes())
+        .expect("the tensor info")
+        + 8
+        + name.len();
+    patch(&mut buf[at..]);
+    if let Some(n) = truncate {
+        buf.truncate(buf.len() - n);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("patched.gguf");
+    std::fs::write(&p, &buf).unwrap();
+    match Model::load(&p) {
+        Ok(_) => panic!("a hostile GGUF loaded"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn hostile_gguf_errors_name_the_tensor() {
+    let dims_at = 4; // after n_dims
+    let n_dims = |b: &[u8]| u32::from_le_bytes(b[..4].try_into().unwrap()) as usize;
+    let type_at = |b: &[u8]| dims_at + 8 * n_dims(b);
+    // A type whose byte size does not match the shape: Q4_K's rows read as Q8_0 (the data no longer packs).
+    let e = load_patched(
+        |b| {
+            let t = type_at(b);
+            b[t..t + 4].copy_from_slice(&8u32.to_le_bytes())
+        },
+        None,
+    );
+    assert!(e.contains("blk.0.attn_q.weight"), "{e}");
+    // A row that is not whole blocks: the innermost dim 255 of a 256-block type.
+    let e = load_patched(|b| b[dims_at..dims_at + 8].copy_from_slice(&255u64.to_le_bytes()), None);
+    assert!(e.contains("blk.0.attn_q.weight") && e.contains("block size"), "{e}");
+    // A lying size (a dim doubled: the data would run past the next tensor, or the end).
+    let e = load_patched(
+        |b| {
+            let d1 = u64::from_le_bytes(b[dims_at + 8..dims_at + 16].try_into().unwrap());
+            b[dims_at + 8..dims_at + 16].copy_from_slice(&(2 * d1).to_le_bytes())
+        },
+        None,
+    );
+    assert!(e.contains("blk.0.attn_q.weight"), "{e}");
+    // A misaligned data offset.
+    let e = load_patched(
+        |b| {
+            let o = type_at(b) + 4;
+            let off = u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+            b[o..o + 8].copy_from_slice(&(off + 1).to_le_bytes())
+        },
+        None,
+    );
+    assert!(e.contains("blk.0.attn_q.weight"), "{e}");
+    // Truncated data: the last tensor's bytes cut short.
+    let e = load_patched(|_| {}, Some(1000));
+    assert!(
+        e.contains("truncated") || e.contains("past") || e.contains("bytes"),
+        "{e}"
+    );
+    eprintln!("hostile GGUF errors, e.g.: {e}");
 }

@@ -713,11 +713,9 @@ pub fn write(
             path: path.to_path_buf(),
             reason: format!("tensor {name:?}: safetensors has no dtype for GGUF {dtype} blocks"),
         })?;
-        let view = safetensors::tensor::TensorView::new(st_dtype, shape.clone(), bytes).map_err(|e| {
-            Error::Write {
-                path: path.to_path_buf(),
-                reason: format!("tensor {name:?}: {e}"),
-            }
+        let view = safetensors::tensor::TensorView::new(st_dtype, shape.clone(), bytes).map_err(|e| Error::Write {
+            path: path.to_path_buf(),
+            reason: format!("tensor {name:?}: {e}"),
         })?;
         views.push((name.as_str(), view));
     }

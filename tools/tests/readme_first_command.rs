@@ -13,7 +13,6 @@
 use std::path::Path;
 use std::process::Command;
 
-
 /// The arguments after `--` of README's first `cargo run ... --bin qkv -- ...` line.
 fn readme_first_command() -> Vec<String> {
     let readme = std::fs::read_to_string(loaders::paths::repo_root().join("README.md")).unwrap();

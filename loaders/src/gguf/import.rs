@@ -336,7 +336,11 @@ impl HfTensor {
         tensor.ok_or_else(|| Error::GgufTensorInfo {
             path: gguf.path().to_path_buf(),
             name: self.info.name.clone(),
-            reason: format!("its {} bytes do not hold {:?} of {ty}", self.info.n_bytes, self.info.shape()),
+            reason: format!(
+                "its {} bytes do not hold {:?} of {ty}",
+                self.info.n_bytes,
+                self.info.shape()
+            ),
         })
     }
 }
@@ -382,10 +386,13 @@ impl HfModel {
         // Checked by the loaders' own config parser: a GGUF must never give a config that does not load. Every
         // architecture here is read as a Llama-shaped config (what the engine's rotary families read first; their
         // own keys are checked when the engine loads).
-        RawConfig::from_json(&gguf.path().join("config.json"), &serde_json::Value::Object(config.clone()).to_string())
-            .and_then(|raw| LlamaConfig::from_raw(&raw))
-            .and_then(|_| GenerationConfig::from_json(&gguf.path().join("generation_config.json"), &generation.to_string()))
-            .map_err(|e| import_err(gguf, format!("the metadata gives an invalid config: {e}")))?;
+        RawConfig::from_json(
+            &gguf.path().join("config.json"),
+            &serde_json::Value::Object(config.clone()).to_string(),
+        )
+        .and_then(|raw| LlamaConfig::from_raw(&raw))
+        .and_then(|_| GenerationConfig::from_json(&gguf.path().join("generation_config.json"), &generation.to_string()))
+        .map_err(|e| import_err(gguf, format!("the metadata gives an invalid config: {e}")))?;
         Ok(HfModel {
             config,
             generation,
