@@ -23,10 +23,12 @@
 //!   bit (the same mapping, the same dequantizer, the same f32 kernels).
 //! - Hostile files: random byte mutations of a GGUF never make `Model::load` (or a step of what loads) panic.
 
-use std::path::{Path, PathBuf};
+mod decoder_support;
 
+use std::path::Path;
+
+use decoder_support::{ids, import_f32_once as import_once, json, smollm2_gguf};
 use kernels::testing;
-use loaders::gguf::{import_to_hf_dir, ImportOptions};
 use qkv::{Kernels, LoadOptions, LogitsFor, Model, WeightType};
 
 /// qkv's import path against transformers on the dequantized SmolLM2 weights (llama_smollm2.rs's tolerance: 30
@@ -36,39 +38,8 @@ const F32_TOL: f32 = 1e-3;
 /// Tokens per prompt in the fixture.
 const N_NEW: usize = 32;
 
-fn json(path: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    serde_json::from_value(v.clone()).unwrap()
-}
-
 fn argmax(v: &[f32]) -> usize {
     Kernels::scalar().argmax(v).unwrap()
-}
-
-fn smollm2_gguf() -> PathBuf {
-    loaders::paths::shared_model("smollm2-135m-instruct-q4_1")
-        .expect("the SmolLM2 GGUF")
-        .join("SmolLM2-135M-Instruct.Q4_1.gguf")
-}
-
-/// `gguf` imported (f32) into the test target dir once (beside, then renamed: never seen half-written).
-fn import_once(gguf: &Path, name: &str) -> PathBuf {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    if out.join("model.safetensors").is_file() {
-        return out;
-    }
-    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).unwrap();
-    import_to_hf_dir(gguf, &tmp, &ImportOptions::default()).unwrap_or_else(|e| panic!("{e}"));
-    if std::fs::rename(&tmp, &out).is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    out
 }
 
 fn load(path: &Path, kernels: Kernels, weights: WeightType) -> Model {
