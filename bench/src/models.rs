@@ -79,6 +79,9 @@ fn dtype_of(dir: &Path, weights: WeightType) -> String {
     if weights != WeightType::Stored {
         return weights.name().to_string(); // int8, q8_0, q4_0: quantized at load
     }
+    if dir.is_file() {
+        return "gguf".to_string(); // a GGUF file run in place: its own tensor types
+    }
     std::fs::read_to_string(dir.join("config.json"))
         .ok()
         .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())

@@ -89,18 +89,43 @@ fn bias_name(weight_name: &str) -> String {
     }
 }
 
-/// Check that a weight tensor is in a dtype the kernels read directly.
+/// Check that a weight tensor is in a dtype the kernels read directly (GGUF blocks of a [`kernels::BlockType`]).
 fn check_float(st: &dyn TensorSource, t: &Tensor) -> Result<()> {
     match t.dtype() {
         Dtype::F32 | Dtype::F16 | Dtype::BF16 => Ok(()),
+        Dtype::Blocks(_) if block_type(t).is_some() => Ok(()),
         other => Err(loaders::Error::TensorDtype {
             path: st.origin(),
             name: t.name().to_string(),
-            expected: "F32, F16 or BF16".to_string(),
+            expected: "F32, F16, BF16 or GGUF blocks of Q8_0, Q4_0, Q4_1".to_string(),
             found: other.to_string(),
         }
         .into()),
     }
+}
+
+/// The kernels' block type of a tensor in GGUF blocks (`None` for other dtypes and block types no kernel runs).
+fn block_type(t: &Tensor) -> Option<kernels::BlockType> {
+    match t.dtype() {
+        Dtype::Blocks(g) => kernels::BlockType::from_ggml_type(g.id()),
+        _ => None,
+    }
+}
+
+/// An error unless `t` holds an `[out_dim, in_dim]` matrix of blocks of `ty` (whole blocks per row, exact size).
+fn check_blocks(
+    st: &dyn TensorSource,
+    t: &Tensor,
+    ty: kernels::BlockType,
+    out_dim: usize,
+    in_dim: usize,
+) -> Result<()> {
+    ty.check(t.bytes().len(), out_dim, in_dim)
+        .map_err(|e| Error::InvalidConfig {
+            file: st.origin(),
+            field: t.name().to_string(),
+            reason: e.to_string(),
+        })
 }
 
 /// A float tensor's data as kernel weight data (`None` for integer dtypes, which `check_float` refused).
@@ -109,7 +134,7 @@ fn weight_data(t: &Tensor) -> Option<WeightData<'_>> {
         TensorData::F32(s) => Some(WeightData::F32(s)),
         TensorData::F16(s) => Some(WeightData::F16(s)),
         TensorData::BF16(s) => Some(WeightData::Bf16(s)),
-        TensorData::I8(_) | TensorData::U8(_) => None,
+        TensorData::I8(_) | TensorData::U8(_) | TensorData::Blocks(..) => None,
     }
 }
 
@@ -319,6 +344,9 @@ pub struct WeightBytes {
     pub embedding: usize,
     /// Of `linear`, the bytes that are an embedding table too (a tied LM head kept as stored shares its memory).
     pub shared: usize,
+    /// Of `linear`, the bytes held in GGUF blocks ([`kernels::BlockType`]: a GGUF's as stored, or quantized at load),
+    /// which the block kernels read as they are.
+    pub blocks: usize,
 }
 
 impl WeightBytes {
@@ -330,6 +358,9 @@ impl WeightBytes {
         };
         for l in linears {
             b.linear += l.weight_bytes();
+            if l.packed().is_some_and(|w| w.block_type().is_some()) {
+                b.blocks += l.weight_bytes();
+            }
             if embeddings.iter().any(|e| e.is_tied_to(l)) {
                 b.shared += l.weight_bytes();
             }
@@ -431,6 +462,16 @@ impl Linear {
             .into());
         }
         check_float(st, &weight)?;
+        if let Some(ty) = block_type(&weight) {
+            if layout != Layout::OutIn {
+                return Err(Error::InvalidConfig {
+                    file: st.origin(),
+                    field: weight.name().to_string(),
+                    reason: format!("{ty} blocks run as an [out, in] matrix, not [in, out]"),
+                });
+            }
+            check_blocks(st, &weight, ty, out_dim, in_dim)?;
+        }
         if let Some(b) = &bias {
             if b.len() != out_dim {
                 return Err(Error::InvalidConfig {
@@ -497,6 +538,44 @@ impl Linear {
             reason: e.to_string(),
         };
         let k = &hold.kernels;
+        // GGUF blocks: as stored (rows of one block type side by side, bytes moved, never dequantized) when the
+        // hold keeps them; else (another weight type asked for, or parts of different block types) widened to f32
+        // with the loaders' exact dequantizers, and held as asked.
+        let tys: Vec<Option<kernels::BlockType>> = parts.iter().map(Linear::block_type).collect();
+        if let Some(ty) = tys[0].filter(|&t| {
+            tys.iter().all(|&u| u == Some(t))
+                && (hold.weights == WeightType::Stored || hold.weights.block_type() == Some(t))
+        }) {
+            let blocks: Vec<&[u8]> = parts.iter().filter_map(|p| p.stored().map(Tensor::bytes)).collect();
+            let joined: Vec<u8>;
+            let bytes: &[u8] = match blocks.as_slice() {
+                [one] => one,
+                _ => {
+                    joined = blocks.concat();
+                    &joined
+                }
+            };
+            let w = PackedWeight::from_blocks(k, ty, bytes, out_dim, in_dim).map_err(pack_error)?;
+            return Ok(Self {
+                data: LinearData::Packed {
+                    w: Arc::new(w),
+                    name,
+                    weights: hold.weights,
+                    bytes: bytes.len(),
+                },
+                bias,
+                out_dim,
+                in_dim,
+                layout: Layout::OutIn,
+            });
+        }
+        let widened: Vec<Linear>;
+        let parts = if tys.iter().any(Option::is_some) {
+            widened = parts.iter().map(|p| p.dequantized(st)).collect::<Result<_>>()?;
+            &widened
+        } else {
+            &parts
+        };
         // Block types need whole blocks of 32 inputs (Q4_K: 256, else Q4_0); other matrices stay as stored (as
         // llama.cpp falls back).
         let weights = match hold.weights.block_type() {
@@ -510,7 +589,7 @@ impl Linear {
         let (w, bytes) = match weights {
             WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q4K => {
                 let ty = weights.block_type().unwrap_or_else(|| unreachable!("a block type"));
-                for p in &parts {
+                for p in parts {
                     p.check_finite_rows(st)?;
                 }
                 let ws: Vec<Weight<'_>> = parts.iter().map(Linear::weight).collect();
@@ -571,6 +650,37 @@ impl Linear {
             out_dim,
             in_dim,
             layout: Layout::OutIn,
+        })
+    }
+
+    /// The block type of a bound matrix stored in GGUF blocks.
+    fn block_type(&self) -> Option<kernels::BlockType> {
+        self.stored().and_then(block_type)
+    }
+
+    /// The bound tensor (`None` once packed).
+    fn stored(&self) -> Option<&Tensor> {
+        match &self.data {
+            LinearData::Stored(t) => Some(t),
+            LinearData::Packed { .. } => None,
+        }
+    }
+
+    /// A bound matrix of GGUF blocks as an f32 one (the loaders' dequantizer, bit for bit as ggml's); others as
+    /// they are.
+    fn dequantized(&self, st: &dyn TensorSource) -> Result<Linear> {
+        let Some(t) = self.stored().filter(|t| block_type(t).is_some()) else {
+            return Ok(self.clone());
+        };
+        let values = t.to_f32_vec();
+        let f32 = Tensor::from_f32(t.name(), t.shape().to_vec(), &values).ok_or_else(|| Error::InvalidConfig {
+            file: st.origin(),
+            field: t.name().to_string(),
+            reason: format!("{} values do not fill its shape {:?}", values.len(), t.shape()),
+        })?;
+        Ok(Linear {
+            data: LinearData::Stored(f32),
+            ..self.clone()
         })
     }
 
@@ -662,6 +772,7 @@ impl Linear {
     /// dtype's input group, at most one panel per matrix).
     pub(crate) fn weight_bytes(&self) -> usize {
         match &self.data {
+            LinearData::Stored(t) if block_type(t).is_some() => t.bytes().len(),
             LinearData::Stored(_) => self.weight().data.bytes(),
             LinearData::Packed { bytes, .. } => *bytes,
         }
@@ -811,10 +922,17 @@ impl Embedding {
             Some(WeightData::F32(s)) => check_finite(st, table.name(), s.iter().copied())?,
             Some(WeightData::F16(s)) => check_finite(st, table.name(), s.iter().map(|x| x.to_f32()))?,
             Some(WeightData::Bf16(s)) => check_finite(st, table.name(), s.iter().map(|x| x.to_f32()))?,
-            // `weight_data` never gives int8 (a file's I8 tensors are refused by `check_float`)
+            // `weight_data` never gives int8 (a file's I8 tensors are refused by `check_float`); GGUF blocks are
+            // not scanned (a lookup dequantizes only its rows)
             Some(WeightData::I8 { .. }) | None => {}
         }
-        let bytes = weight_data(&table).map_or(0, |d| d.bytes());
+        if let Some(ty) = block_type(&table) {
+            check_blocks(st, &table, ty, n_rows, dim)?;
+        }
+        let bytes = match block_type(&table) {
+            Some(_) => table.bytes().len(),
+            None => weight_data(&table).map_or(0, |d| d.bytes()),
+        };
         Ok(Self {
             name: table.name().to_string(),
             table: Table::Stored(table),
@@ -870,6 +988,19 @@ impl Embedding {
             )));
         }
         match &self.table {
+            Table::Stored(t) if block_type(t).is_some() => {
+                // GGUF blocks (checked in `bind`: `n_rows` rows of whole blocks): each row dequantized as ggml does.
+                let row_bytes = t.bytes().len() / self.n_rows.max(1);
+                let Dtype::Blocks(g) = t.dtype() else {
+                    unreachable!("a block type")
+                };
+                for (&id, row) in ids.iter().zip(out.chunks_exact_mut(self.dim.max(1))) {
+                    let src = &t.bytes()[id as usize * row_bytes..(id as usize + 1) * row_bytes];
+                    loaders::gguf::dequant::dequantize_into(g, src, row)
+                        .map_err(|e| Error::Request(format!("embedding table {:?}: {e:?}", self.name)))?;
+                    row.iter_mut().for_each(|v| *v *= scale);
+                }
+            }
             Table::Stored(t) => {
                 // `bind` checked the dtype (float) and the shape.
                 let data = weight_data(t).unwrap_or(WeightData::F32(&[]));

@@ -67,6 +67,7 @@ mod decoder;
 mod error;
 pub mod explain;
 mod generate;
+mod gguf;
 mod languages;
 mod layers;
 mod model;

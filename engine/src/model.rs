@@ -14,8 +14,9 @@ use crate::cache::DEFAULT_MAX_CACHE_BYTES;
 use crate::chat::{ChatTemplate, GenerationPrompt, Message, SpecialTokens};
 use crate::explain::{self, Trace, TraceInput};
 use crate::generate::{Decoding, GenerateOptions, Generation, Generator, PromptFormat};
+use crate::gguf::GgufModel;
 use crate::languages::{with_source_language, LanguageCodes, Side};
-use crate::layers::{Activations, WeightBytes, WeightType};
+use crate::layers::{Activations, TensorSource, WeightBytes, WeightType};
 use crate::models::decoder_only::CausalLm;
 use crate::models::seq2seq::{Room, Seq2Seq};
 use crate::models::{self, Loaded, Network, Source, State};
@@ -131,6 +132,9 @@ pub struct ModelInfo {
     pub head_dim: usize,
     /// The token an encoder-decoder model's decoding starts with.
     pub decoder_start_token_id: Option<u32>,
+    /// A GGUF model's tensors whose type no kernel runs as stored, dequantized to f32 at load (`name (TYPE)`,
+    /// GGUF names); empty for safetensors and for a GGUF run fully on the block kernels.
+    pub dequantized: Vec<String>,
 }
 
 impl ModelInfo {
@@ -150,6 +154,7 @@ impl ModelInfo {
                     n_kv_heads: d.heads.n_kv_heads,
                     head_dim: d.heads.head_dim,
                     decoder_start_token_id: None,
+                    dequantized: Vec::new(),
                 }
             }
             Network::EncoderDecoder { net, .. } => {
@@ -166,6 +171,7 @@ impl ModelInfo {
                     n_kv_heads: c.n_decoder_heads,
                     head_dim: c.head_dim,
                     decoder_start_token_id: Some(c.decoder_start_token_id),
+                    dequantized: Vec::new(),
                 }
             }
         }
@@ -230,7 +236,11 @@ impl std::fmt::Debug for Model {
 
 impl Model {
     /// Load `dir` (config.json, *.safetensors, generation_config.json and tokenizer files when present), the
-    /// family chosen by `config.json`, on the best kernels of this CPU.
+    /// family chosen by `config.json`, on the best kernels of this CPU. `dir` may also be a GGUF file (an
+    /// architecture `qkv import-gguf` reads), run in place: its config, tokenizer and chat template from its
+    /// metadata, F32/F16/BF16 tensors zero-copy and the block types the kernels run (Q8_0, Q4_0, Q4_1) packed
+    /// from the file's blocks, never dequantized; other types are dequantized to f32 and listed in
+    /// [`ModelInfo::dequantized`].
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
         Self::load_with(dir, &LoadOptions::default())
     }
@@ -249,14 +259,37 @@ impl Model {
     pub fn load_with(dir: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
         let dir = dir.as_ref();
         let kernels = opts.resolve_kernels()?;
-        let config = RawConfig::from_dir(dir)?;
-        let family = models::family(&config)?;
-        let generation = GenerationConfig::from_dir(dir)?;
-        let weights = SafeTensors::open_dir(dir)?;
+        // A GGUF file, or a directory of config.json, safetensors and tokenizer files.
+        let (gguf, gguf_text, gguf_source) = match crate::gguf::is_gguf(dir) {
+            true => {
+                let (g, s) = GgufModel::open(dir)?;
+                let GgufModel {
+                    config,
+                    generation,
+                    tokenizer,
+                    chat_template,
+                } = g;
+                (Some((config, generation)), Some((tokenizer, chat_template)), Some(s))
+            }
+            false => (None, None, None),
+        };
+        let (dir_config, dir_generation, safetensors);
+        let (config, generation, weights): (&RawConfig, Option<&GenerationConfig>, &dyn TensorSource) =
+            match (&gguf, &gguf_source) {
+                (Some((c, g)), Some(s)) => (c, Some(g), s),
+                _ => {
+                    dir_config = RawConfig::from_dir(dir)?;
+                    models::family(&dir_config)?;
+                    dir_generation = GenerationConfig::from_dir(dir)?;
+                    safetensors = SafeTensors::open_dir(dir)?;
+                    (&dir_config, dir_generation.as_ref(), &safetensors)
+                }
+            };
+        let family = models::family(config)?;
         let Loaded { network, bos, mut eos } = family.load(&Source {
-            config: &config,
-            generation: generation.as_ref(),
-            weights: &weights,
+            config,
+            generation,
+            weights,
             kernels,
             weight_type: opts.weights,
         })?;
@@ -266,11 +299,18 @@ impl Model {
                 eos.push(id);
             }
         }
-        let info = ModelInfo::of(family.model_type, &network);
-        let text = match tokenizer::load_tokenizer(dir) {
-            Ok(t) => Some(Text::new(t)),
-            Err(loaders::Error::NoTokenizer { .. }) => None,
-            Err(e) => return Err(e.into()),
+        let mut info = ModelInfo::of(family.model_type, &network);
+        info.dequantized = gguf_source.as_ref().map(|s| s.dequantized()).unwrap_or_default();
+        let (text, chat_template) = match gguf_text {
+            Some((tokenizer, template)) => (Some(Text::new(tokenizer)), template),
+            None => {
+                let text = match tokenizer::load_tokenizer(dir) {
+                    Ok(t) => Some(Text::new(t)),
+                    Err(loaders::Error::NoTokenizer { .. }) => None,
+                    Err(e) => return Err(e.into()),
+                };
+                (text, tokenizer::chat_template(dir)?)
+            }
         };
         if let (Some(t), ModelKind::EncoderDecoder) = (&text, info.kind) {
             if t.tokenizer().vocab_size() > info.vocab_size {
@@ -285,9 +325,7 @@ impl Model {
                 });
             }
         }
-        let chat_template = tokenizer::chat_template(dir)?
-            .map(|s| ChatTemplate::new(&s, dir))
-            .transpose()?;
+        let chat_template = chat_template.map(|s| ChatTemplate::new(&s, dir)).transpose()?;
         let name = |id: Option<u32>| {
             id.and_then(|i| text.as_ref().and_then(|t| t.tokenizer().id_to_token(i)))
                 .unwrap_or_default()

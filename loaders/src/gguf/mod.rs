@@ -21,5 +21,5 @@ pub mod reader;
 pub mod tokenizer;
 
 pub use arch::Arch;
-pub use import::{import_to_hf_dir, ImportOptions, LlamaParams};
+pub use import::{import_to_hf_dir, HfModel, HfTensor, ImportOptions, LlamaParams};
 pub use reader::{GgmlType, GgufArray, GgufFile, GgufValue, TensorInfo, DEFAULT_ALIGNMENT};

@@ -491,22 +491,26 @@ impl GgufFile {
             _ => None,
         };
         let tensor = match dtype {
-            Some(dtype) => {
-                // In bounds and sized numel * dtype.size() (checked at open).
-                let start = (self.data_offset + info.offset) as usize;
-                let range = start..start + info.n_bytes as usize;
-                Tensor::from_storage(name, dtype, info.shape(), self.storage.clone(), range.clone()).or_else(|| {
-                    let bytes = self.storage.bytes().get(range)?;
-                    let owned = Arc::new(Storage::owned_copy(bytes));
-                    Tensor::from_storage(name, dtype, info.shape(), owned, 0..bytes.len())
-                })
-            }
+            Some(dtype) => self.mapped(info, name, dtype),
             None => Tensor::from_f32(name, info.shape(), &self.dequantize_info(info)?),
         };
         tensor.ok_or_else(|| Error::GgufTensorInfo {
             path: self.path.clone(),
             name: name.to_string(),
             reason: "data does not fit its shape".into(),
+        })
+    }
+
+    /// The data of `info` as a [`Tensor`] of `dtype` called `name`, zero-copy over the memory map (an aligned copy
+    /// if the file's data is misaligned for the dtype); `None` unless its bytes are exactly the shape in `dtype`.
+    pub fn mapped(&self, info: &TensorInfo, name: &str, dtype: Dtype) -> Option<Tensor> {
+        // In bounds (checked at open); the size against the dtype is checked by `from_storage`.
+        let start = usize::try_from(self.data_offset.checked_add(info.offset)?).ok()?;
+        let range = start..start.checked_add(usize::try_from(info.n_bytes).ok()?)?;
+        Tensor::from_storage(name, dtype, info.shape(), self.storage.clone(), range.clone()).or_else(|| {
+            let bytes = self.storage.bytes().get(range)?;
+            let owned = Arc::new(Storage::owned_copy(bytes));
+            Tensor::from_storage(name, dtype, info.shape(), owned, 0..bytes.len())
         })
     }
 

@@ -27,12 +27,33 @@ impl std::fmt::Debug for HfTokenizer {
 impl HfTokenizer {
     /// `dir/tokenizer.json`, with `clean_up_tokenization_spaces` from `dir/tokenizer_config.json` if present.
     pub fn from_dir(dir: &Path) -> Result<Self> {
-        let clean_up = match read_tokenizer_config(dir)? {
+        let config = read_tokenizer_config(dir)?;
+        let t = Self::open(&dir.join("tokenizer.json"))?;
+        t.with_config(config.as_ref().map(|(p, c)| (p.as_path(), c)))
+    }
+
+    /// A `tokenizer.json` and `tokenizer_config.json` given as values (a GGUF's, built from its metadata);
+    /// `path` names them in errors.
+    pub fn from_values(
+        path: &Path,
+        tokenizer_json: &serde_json::Value,
+        config: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<Self> {
+        let bytes = serde_json::to_vec(tokenizer_json).map_err(|e| Error::TokenizerFile {
+            path: path.to_path_buf(),
+            message: format!("tokenizer.json: {e}"),
+        })?;
+        Self::parse(path, &bytes)?.with_config(config.map(|c| (path, c)))
+    }
+
+    /// Clean-up of tokenization spaces as `tokenizer_config.json` asks.
+    fn with_config(mut self, config: Option<(&Path, &serde_json::Map<String, serde_json::Value>)>) -> Result<Self> {
+        let clean_up = match config {
             Some((path, config)) => {
-                let requested = config_bool(&path, &config, "clean_up_tokenization_spaces", false)?;
+                let requested = config_bool(path, config, "clean_up_tokenization_spaces", false)?;
                 let forced = config_bool(
-                    &path,
-                    &config,
+                    path,
+                    config,
                     "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output",
                     false,
                 )?;
@@ -40,10 +61,9 @@ impl HfTokenizer {
             }
             None => (false, false),
         };
-        let mut t = Self::open(&dir.join("tokenizer.json"))?;
-        let is_bpe = matches!(t.inner.get_model(), ModelWrapper::BPE(_));
-        t.clean_up = clean_up.0 && (!is_bpe || clean_up.1);
-        Ok(t)
+        let is_bpe = matches!(self.inner.get_model(), ModelWrapper::BPE(_));
+        self.clean_up = clean_up.0 && (!is_bpe || clean_up.1);
+        Ok(self)
     }
 
     /// One `tokenizer.json` file, without clean-up of tokenization spaces.
@@ -52,6 +72,10 @@ impl HfTokenizer {
             path: path.to_path_buf(),
             source,
         })?;
+        Self::parse(path, &bytes)
+    }
+
+    fn parse(path: &Path, bytes: &[u8]) -> Result<Self> {
         let bad = |message: String| Error::TokenizerFile {
             path: path.to_path_buf(),
             message: format!("tokenizer.json: {message}"),
@@ -59,11 +83,11 @@ impl HfTokenizer {
         // The `tokenizers` crate panics (`expect`) on some malformed files instead of returning an error: a
         // syntax error inside "decoder", a "Precompiled" normalizer whose charsmap does not parse. Those are
         // checked here first; any other panic in its parser is caught and reported as a bad file.
-        let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
+        let json: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
         if let Some(n) = json.get("normalizer") {
             check_precompiled(n).map_err(bad)?;
         }
-        let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(&bytes))
+        let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(bytes))
             .map_err(|_| bad("the tokenizers crate could not parse it (it panicked)".to_string()))?;
         let inner = parsed.map_err(|e| bad(e.to_string()))?;
         // The post-processor inserts special tokens by id, and the `tokenizers` crate checks neither the ids nor the

@@ -115,6 +115,12 @@ pub fn chat_template(dir: &Path) -> Result<Option<String>> {
     let Some((path, config)) = read_tokenizer_config(dir)? else {
         return Ok(None);
     };
+    chat_template_of(&path, &config)
+}
+
+/// The `chat_template` field of a `tokenizer_config.json` (`path` names it in errors), as [`chat_template`] reads it.
+pub fn chat_template_of(path: &Path, config: &serde_json::Map<String, serde_json::Value>) -> Result<Option<String>> {
+    let path = path.to_path_buf();
     match config.get("chat_template") {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),

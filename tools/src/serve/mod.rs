@@ -33,7 +33,7 @@ use metrics::Metrics;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model directory (config.json, *.safetensors, tokenizer).
+    /// Model directory (config.json, *.safetensors, tokenizer) or GGUF file (run in place).
     #[arg(long)]
     model: PathBuf,
     /// Address to listen on.
@@ -271,6 +271,7 @@ fn load(app: &Arc<App>, args: &Args) -> Result<()> {
     let t = Instant::now();
     let opts = args.load.options();
     let model = Arc::new(Model::load_with(&args.model, &opts).with_context(|| args.model.display().to_string())?);
+    crate::report_dequantized(&model);
     let info = model.info().clone();
     let ctx = args.ctx.unwrap_or(info.max_positions.min(4096)).min(info.max_positions);
     let ready = match info.kind {
