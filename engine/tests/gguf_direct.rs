@@ -18,9 +18,8 @@
 //!   as the size of qkv's. A wrong mapping (q/k row order, a block misread) moves logits by far more.
 //!   Greedy tokens are teacher-forced on llama.cpp's; where the argmax `a` differs from llama.cpp's `b`,
 //!   `llama[b] - llama[a] <= 2 B_t` must hold, and is printed.
-//! - A K-quant file (tools/fixtures/gguf-kquant/tiny_q4_k_m.gguf: no kernel runs Q4_K / Q6_K yet) loads with its
-//!   tensors dequantized to f32, says so in `ModelInfo::dequantized`, and gives the import path's logits bit for
-//!   bit (the same mapping, the same dequantizer, the same f32 kernels).
+//! - A K-quant file (tools/fixtures/gguf-kquant/tiny_q4_k_m.gguf) runs on the K-quant kernels as stored, its
+//!   activations rounded to Q8_K blocks as llama.cpp does, within the bound above of llama.cpp's logits.
 //! - Hostile files: random byte mutations of a GGUF never make `Model::load` (or a step of what loads) panic.
 
 mod decoder_support;
@@ -201,26 +200,71 @@ fn smollm2_q4_1_direct_matches_llama_cpp() {
     }
 }
 
-/// The committed Q4_K_M fixture (no kernel runs Q4_K / Q6_K): dequantized at load, said so, and the import
-/// path's logits bit for bit.
+/// The committed Q4_K_M fixture (Q4_K and Q6_K matrices, made by llama.cpp's quantizer) runs on the K-quant
+/// kernels as stored, nothing listed as dequantized, the activations of K-quant matrices rounded to Q8_K blocks as
+/// llama.cpp rounds them. Not yet bit for bit llama.cpp's arithmetic: a q/k/v stack mixing Q4_K and Q6_K is
+/// widened to f32 (one packed matrix holds one block type), llama.cpp keeps K/V in f16, and the sums run in other
+/// orders: measured, qkv is not closer to llama.cpp's logits than the exact f32 logits are (0.163 against 0.154 at
+/// one step). So the bound is the SmolLM2 test's above, `B_t = F32_TOL + d_t + D` through the exact logits
+/// (`d_t` = max |exact - llama.cpp| at step t, `D` its largest over the file), and where the greedy tokens part,
+/// llama.cpp's top-2 gap must be within `2 B_t`. Figures printed.
 #[test]
-fn kquant_gguf_falls_back_to_dequantized_and_equals_import() {
-    let path = loaders::paths::fixture("gguf-kquant").join("tiny_q4_k_m.gguf");
-    let imported = import_once(&path, "gguf-direct-tiny-q4-k-m-f32");
-    for k in testing::kernels("kquant_gguf_falls_back_to_dequantized_and_equals_import") {
-        let direct = load(&path, k, WeightType::Stored);
-        let via = load(&imported, k, WeightType::Stored);
-        let deq = &direct.info().dequantized;
-        assert!(
-            deq.iter().any(|d| d.contains("Q4_K")) && deq.iter().any(|d| d.contains("Q6_K")),
-            "{deq:?}"
-        );
-        let prompt = [1u32, 7, 42, 3, 99];
-        let tokens = [5u32, 17, 250, 8];
-        assert_eq!(
-            forced_logits(&direct, &prompt, &tokens),
-            forced_logits(&via, &prompt, &tokens),
-            "{:?}: direct vs import",
+fn kquant_gguf_runs_on_kquant_kernels_near_llama_cpp() {
+    let fix = loaders::paths::fixture("gguf-kquant");
+    let path = fix.join("tiny_q4_k_m.gguf");
+    let refs_json = json(&fix.join("tiny_q4_k_m_refs.json"));
+    let refs = loaders::safetensors::SafeTensors::open(&fix.join("tiny_q4_k_m_refs.safetensors")).unwrap();
+    let runs = refs_json["runs"].as_array().unwrap();
+    let row = |v: &[f32], t: usize, vocab: usize| v[t * vocab..(t + 1) * vocab].to_vec();
+    let max_abs = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    for k in testing::kernels("kquant_gguf_runs_on_kquant_kernels_near_llama_cpp") {
+        let m = load(&path, k, WeightType::Stored);
+        assert!(m.info().dequantized.is_empty(), "{:?}", m.info().dequantized);
+        let b = m.weight_bytes();
+        // q/k and gate/up stacks of one type run as blocks; a stack mixing Q4_K and Q6_K is widened (see above)
+        assert!(b.blocks > 0 && b.blocks <= b.linear, "{b:?}");
+        let vocab = m.info().vocab_size;
+        let mut per_run = Vec::new();
+        for (i, run) in runs.iter().enumerate() {
+            let greedy = ids(&run["greedy_ids"]);
+            let llama = refs.get(&format!("run{i}_llama_cpp_logits")).unwrap().to_f32_vec(); // [N_NEW, vocab]
+            let exact = refs.get(&format!("run{i}_hf_logits")).unwrap().to_f32_vec(); // [N_NEW, vocab]
+            let ours = forced_logits(&m, &ids(&run["prompt_ids"]), &greedy[..greedy.len() - 1]); // [N_NEW - 1, vocab]
+            per_run.push((greedy, llama, exact, ours));
+        }
+        let d_max = per_run
+            .iter()
+            .flat_map(|(g, l, e, _)| (0..g.len() - 1).map(move |t| max_abs(&row(e, t, vocab), &row(l, t, vocab))))
+            .fold(0f32, f32::max);
+        let (mut worst, mut equal, mut steps) = (0f32, 0, 0);
+        for (i, (greedy, llama, exact, ours)) in per_run.iter().enumerate() {
+            for t in 0..greedy.len() - 1 {
+                let (o, l, e) = (row(ours, t, vocab), row(llama, t, vocab), row(exact, t, vocab));
+                let bound = F32_TOL + max_abs(&e, &l) + d_max;
+                let d = max_abs(&o, &l);
+                assert!(
+                    d <= bound,
+                    "{:?} run {i} step {t}: qkv vs llama.cpp {d} > {bound}",
+                    k.isa()
+                );
+                let (a, want) = (argmax(&o), greedy[t] as usize);
+                if a == want {
+                    equal += 1;
+                } else {
+                    let gap = l[want] - l[a];
+                    assert!(
+                        gap <= 2.0 * bound,
+                        "{:?} run {i} step {t}: llama.cpp's gap {gap} > 2 x {bound}",
+                        k.isa()
+                    );
+                }
+                worst = worst.max(d);
+                steps += 1;
+            }
+        }
+        eprintln!(
+            "{:?}: tiny Q4_K_M on the K-quant kernels: logits vs llama.cpp max-abs {worst:.4} (exact f32 vs \
+             llama.cpp: {d_max:.4}); {equal}/{steps} greedy tokens llama.cpp's",
             k.isa()
         );
     }
