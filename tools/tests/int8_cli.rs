@@ -91,7 +91,7 @@ fn unknown_weight_type_is_a_usage_error() {
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(
-        err.contains("int4") && err.contains("stored, int8, q8_0 or q4_0"),
+        err.contains("int4") && err.contains("stored, int8, q8_0, q4_0 or q4_k"),
         "{err}"
     );
 }
